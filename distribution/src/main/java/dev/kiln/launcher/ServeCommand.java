@@ -37,6 +37,9 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--config", description = "Configuration folder watched for Config Admin files (default: the home's etc/).")
     Path config;
 
+    @Option(names = "--data", description = "Folder for run-time state: framework cache, logs, generated credentials (default: the home's data/).")
+    Path data;
+
     @Option(names = "--features", split = ",", defaultValue = "all",
             description = "Features to boot, comma-separated (default: ${DEFAULT-VALUE}).")
     List<String> features;
@@ -59,12 +62,14 @@ final class ServeCommand implements Callable<Integer> {
             System.err.println("kiln: " + e.getMessage());
             return 2;
         }
-        LogFile.teeTo(home.data().resolve("log").resolve("kiln.log"));
+        Path dataDir = (data != null ? data : home.data()).toAbsolutePath().normalize();
+        LogFile.teeTo(dataDir.resolve("log").resolve("kiln.log"));
 
         Properties settings = loadProperties(configDir.resolve("kiln.properties"));
         Map<String, String> properties = new HashMap<>();
         settings.stringPropertyNames().forEach(k -> properties.put(k, settings.getProperty(k)));
         properties.put("kiln.home", home.root().toString());
+        properties.put(org.osgi.framework.Constants.FRAMEWORK_STORAGE, dataDir.resolve("cache").toString());
         properties.put("org.osgi.service.http.port", Integer.toString(port));
         properties.put("org.apache.felix.http.host", host);
         properties.put("felix.fileinstall.dir", configDir + "," + home.deploy());
@@ -75,14 +80,14 @@ final class ServeCommand implements Callable<Integer> {
         properties.putIfAbsent("org.apache.felix.http.jetty.sendServerHeader", "false");
         if (model != null) properties.put("kiln.model", model.toAbsolutePath().normalize().toString());
 
-        ConsoleCredentials console = ConsoleCredentials.resolve(settings, home.data().resolve("webconsole.properties"));
+        ConsoleCredentials console = ConsoleCredentials.resolve(settings, dataDir.resolve("webconsole.properties"));
         properties.put(ConsoleCredentials.USER_PROPERTY, console.username());
         properties.put(ConsoleCredentials.PASSWORD_PROPERTY, console.hashedPassword());
         if (console.generated() != null) {
             // Printed before the container starts so that a failed start cannot swallow it.
             System.out.println("Web console user " + console.username() + ", generated password (shown only this once): "
                     + console.generated());
-            System.out.println("  Its hash is kept in " + home.data().resolve("webconsole.properties") + "; set "
+            System.out.println("  Its hash is kept in " + dataDir.resolve("webconsole.properties") + "; set "
                     + ConsoleCredentials.PASSWORD_PROPERTY + " in kiln.properties to choose your own.");
         }
 
@@ -92,7 +97,7 @@ final class ServeCommand implements Callable<Integer> {
 
         String base = "http://" + (host.contains(":") ? "[" + host + "]" : host) + ":" + port;
         if (!awaitHealthy(URI.create(base + "/health"), Duration.ofSeconds(60))) {
-            System.err.println("kiln: " + base + "/health did not answer within 60 s; see " + home.data().resolve("log"));
+            System.err.println("kiln: " + base + "/health did not answer within 60 s; see " + dataDir.resolve("log"));
             container.close();
             return 1;
         }

@@ -1,4 +1,6 @@
 # Everything Kiln ships: what `kiln serve` runs.
 include core
+include cpu
 include server
 include console
+include tools

@@ -56,6 +56,26 @@ public class ContainerIT {
     }
 
     @Test
+    public void kilnServicesAreRegisteredUnderTheirNames() throws Exception {
+        assertService(dev.kiln.api.checkpoint.CheckpointLoader.class, "(kiln.name=safetensors)");
+        assertService(dev.kiln.api.backend.ComputeBackend.class, "(&(kiln.name=cpu)(kiln.backend=cpu))");
+        assertService(dev.kiln.api.attention.AttentionKernel.class, "(&(kiln.name=paged)(kiln.backend=cpu))");
+        assertService(dev.kiln.api.model.ModelArchitecture.class, "(kiln.name=qwen2)");
+        assertService(dev.kiln.api.model.ModelArchitecture.class, "(kiln.name=llama)");
+        for (String job : new String[] {"generate", "bench", "synth"}) {
+            assertService(java.util.function.Function.class, "(kiln.command=" + job + ")");
+        }
+    }
+
+    private <S> void assertService(Class<S> type, String filter) throws Exception {
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (context.getServiceReferences(type, filter).isEmpty() && System.nanoTime() < deadline) Thread.sleep(50);
+        org.osgi.framework.ServiceReference<?>[] refs = context.getServiceReferences(type.getName(), filter);
+        assertTrue(type.getSimpleName() + " " + filter + " is registered", refs != null && refs.length > 0);
+        assertTrue(type.getSimpleName() + " " + filter + " can be obtained", context.getService(refs[0]) != null);
+    }
+
+    @Test
     public void healthAnswersOverHttp() throws Exception {
         HttpResponse<String> r = get("/health", null);
         assertEquals(200, r.statusCode());

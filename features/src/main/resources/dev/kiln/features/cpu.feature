@@ -1,0 +1,6 @@
+# Inference on the CPU: checkpoint loading, the Vector API backend, paged attention and the architectures.
+include core
+bundle dev.kiln:kiln-loader-safetensors
+bundle dev.kiln:kiln-backend-cpu
+bundle dev.kiln:kiln-attention-paged
+bundle dev.kiln:kiln-models
