@@ -34,6 +34,15 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--model", description = "Model folder (Hugging Face layout) to serve.")
     Path model;
 
+    @Option(names = "--tokenizer", description = "Folder with tokenizer.json (default: the model folder).")
+    Path tokenizer;
+
+    @Option(names = "--served-model-name", description = "Name clients use in the 'model' field (default: the model folder's name).")
+    String servedModelName;
+
+    @Option(names = "--max-model-len", description = "Longest sequence served, prompt plus output (default: the model's, bounded by the KV cache).")
+    Integer maxModelLen;
+
     @Option(names = "--config", description = "Configuration folder watched for Config Admin files (default: the home's etc/).")
     Path config;
 
@@ -54,6 +63,14 @@ final class ServeCommand implements Callable<Integer> {
         }
         if (model != null && !Files.isDirectory(model)) {
             System.err.println("kiln: model folder " + model + " does not exist");
+            return 2;
+        }
+        if (tokenizer != null && !Files.isDirectory(tokenizer)) {
+            System.err.println("kiln: tokenizer folder " + tokenizer + " does not exist");
+            return 2;
+        }
+        if (maxModelLen != null && maxModelLen <= 0) {
+            System.err.println("kiln: --max-model-len must be positive");
             return 2;
         }
         try {
@@ -78,7 +95,11 @@ final class ServeCommand implements Callable<Integer> {
         properties.putIfAbsent("felix.fileinstall.log.level", "2");
         properties.putIfAbsent("org.apache.felix.http.jetty.virtualthreads.enable", "true");
         properties.putIfAbsent("org.apache.felix.http.jetty.sendServerHeader", "false");
+        // The engine and the API read these as defaults; a dev.kiln.engine configuration overrides them.
         if (model != null) properties.put("kiln.model", model.toAbsolutePath().normalize().toString());
+        if (tokenizer != null) properties.put("kiln.tokenizer", tokenizer.toAbsolutePath().normalize().toString());
+        if (servedModelName != null) properties.put("kiln.served-model-name", servedModelName);
+        if (maxModelLen != null) properties.put("kiln.max-model-len", maxModelLen.toString());
 
         ConsoleCredentials console = ConsoleCredentials.resolve(settings, dataDir.resolve("webconsole.properties"));
         properties.put(ConsoleCredentials.USER_PROPERTY, console.username());

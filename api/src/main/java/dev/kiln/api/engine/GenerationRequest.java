@@ -5,22 +5,33 @@ import dev.kiln.api.sampling.SamplingParams;
 /**
  * One sequence to generate.
  *
- * @param id           caller's id, unique among requests in flight (used in logs, stats and cancellation)
- * @param promptTokens the prompt's token ids (at least one)
- * @param sampling     how to choose tokens
- * @param maxTokens    the most tokens to generate
- * @param stopTokenIds tokens that end generation (EOS and any the request adds); not included in the output
- * @param ignoreEos    whether to keep generating past stop tokens until {@code maxTokens}
- * @param reference    reference text tokens for speculative matching, or an empty array
+ * @param id             caller's id, unique among requests in flight (used in logs, stats and cancellation)
+ * @param promptTokens   the prompt's token ids (at least one)
+ * @param sampling       how to choose tokens (its {@code logprobs} asks for top log-probabilities per token)
+ * @param maxTokens      the most tokens to generate; 0 computes only the prompt (for prompt log-probabilities)
+ * @param minTokens      stop tokens are suppressed until this many tokens were generated
+ * @param stopTokenIds   tokens that end generation besides the model's end-of-sequence tokens; not included in the
+ *                       output
+ * @param ignoreEos      whether to keep generating past the model's end-of-sequence tokens until {@code maxTokens}
+ * @param promptLogprobs how many top log-probabilities to return for each prompt position, or -1 for none (0 gives
+ *                       only each prompt token's own log-probability)
+ * @param reference      reference text tokens for speculative matching, or an empty array
  */
-public record GenerationRequest(String id, int[] promptTokens, SamplingParams sampling, int maxTokens,
-                                int[] stopTokenIds, boolean ignoreEos, int[] reference) {
+public record GenerationRequest(String id, int[] promptTokens, SamplingParams sampling, int maxTokens, int minTokens,
+                                int[] stopTokenIds, boolean ignoreEos, int promptLogprobs, int[] reference) {
     public GenerationRequest {
         if (id == null || id.isEmpty()) throw new IllegalArgumentException("id is required");
         if (promptTokens == null || promptTokens.length == 0) throw new IllegalArgumentException("prompt must have at least one token");
         if (maxTokens < 0) throw new IllegalArgumentException("max_tokens must be >= 0");
+        if (minTokens < 0 || minTokens > maxTokens) throw new IllegalArgumentException("min_tokens must be in [0, max_tokens]");
+        if (promptLogprobs < -1) throw new IllegalArgumentException("prompt_logprobs must be >= -1");
         if (sampling == null) sampling = SamplingParams.GREEDY;
         if (stopTokenIds == null) stopTokenIds = new int[0];
         if (reference == null) reference = new int[0];
+    }
+
+    /** A greedy request with defaults for everything else. */
+    public static GenerationRequest greedy(String id, int[] promptTokens, int maxTokens) {
+        return new GenerationRequest(id, promptTokens, SamplingParams.GREEDY, maxTokens, 0, new int[0], false, -1, new int[0]);
     }
 }
