@@ -62,6 +62,61 @@ public interface ComputeBackend {
     void siluAndMul(Tensor gate, Tensor up, Tensor out);
 
     /**
+     * {@code dst[r, dstOffset + j] = src[r, srcOffset + j]} for {@code j < width} and every row r of src (dst has at
+     * least as many rows): splitting a projection into parts (MLA's rope and "nope" halves) or assembling one.
+     * The default goes through host memory; backends override it.
+     */
+    default void copyColumns(Tensor src, int srcOffset, Tensor dst, int dstOffset, int width) {
+        int rows = src.rowCount();
+        int sn = src.rowLength();
+        int dn = dst.rowLength();
+        if (srcOffset < 0 || dstOffset < 0 || width < 0 || srcOffset + width > sn || dstOffset + width > dn || dst.rowCount() < rows) {
+            throw new IllegalArgumentException("column copy out of bounds");
+        }
+        float[] s = read(src);
+        float[] d = read(dst);
+        for (int r = 0; r < rows; r++) System.arraycopy(s, r * sn + srcOffset, d, r * dn + dstOffset, width);
+        write(d, dst);
+    }
+
+    /**
+     * {@code dst[i] = src[rows[i]]}: collecting the tokens routed to one expert. The default goes through host
+     * memory; backends override it.
+     */
+    default void gatherRows(Tensor src, int[] rows, Tensor dst) {
+        int n = src.rowLength();
+        if (dst.rowLength() != n || dst.rowCount() < rows.length) throw new IllegalArgumentException("gather shape mismatch");
+        float[] s = read(src);
+        float[] d = read(dst);
+        for (int i = 0; i < rows.length; i++) System.arraycopy(s, rows[i] * n, d, i * n, n);
+        write(d, dst);
+    }
+
+    /**
+     * {@code dst[rows[i]] += scales[i] * src[i]}: adding an expert's outputs back to the tokens it served, weighted
+     * by their routing weights. Rows may repeat. The default goes through host memory; backends override it.
+     */
+    default void scatterAddRows(Tensor src, int[] rows, float[] scales, Tensor dst) {
+        int n = src.rowLength();
+        if (dst.rowLength() != n || src.rowCount() < rows.length || scales.length != rows.length) {
+            throw new IllegalArgumentException("scatter shape mismatch");
+        }
+        float[] s = read(src);
+        float[] d = read(dst);
+        for (int i = 0; i < rows.length; i++) {
+            for (int j = 0; j < n; j++) d[rows[i] * n + j] += scales[i] * s[i * n + j];
+        }
+        write(d, dst);
+    }
+
+    /** {@code x *= factor}, element-wise. The default goes through host memory; backends override it. */
+    default void scale(Tensor x, float factor) {
+        float[] v = read(x);
+        for (int i = 0; i < v.length; i++) v[i] *= factor;
+        write(v, x);
+    }
+
+    /**
      * Creates a rotary position embedding with the given inverse frequencies (one per rotated pair, after any
      * scaling such as llama3 or YaRN has been applied by the architecture).
      *

@@ -1,0 +1,4 @@
+/**
+ * Chat templates: Jinja templates of transformers rendered by Jinjava with the Python behaviour they rely on.
+ */
+package dev.kiln.tokenizer.chat;
