@@ -1,6 +1,9 @@
-# Inference on the CPU: checkpoint loading, the Vector API backend, paged attention and the architectures.
+# Inference on the CPU: checkpoint loading, the Vector API backend, paged attention, the architectures,
+# sampling and the engine.
 include core
 bundle dev.kiln:kiln-loader-safetensors
 bundle dev.kiln:kiln-backend-cpu
 bundle dev.kiln:kiln-attention-paged
 bundle dev.kiln:kiln-models
+bundle dev.kiln:kiln-sampler
+bundle dev.kiln:kiln-engine

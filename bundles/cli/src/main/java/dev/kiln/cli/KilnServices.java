@@ -64,6 +64,14 @@ final class KilnServices {
                 "attention kernel '" + name + "' for backend " + backend.name());
     }
 
+    /** The first tokenizer factory that reads the folder. */
+    dev.kiln.api.tokenizer.TokenizerFactory tokenizerFactory(Path folder) throws InterruptedException {
+        for (var f : all(dev.kiln.api.tokenizer.TokenizerFactory.class)) {
+            if (f.canLoad(folder)) return f;
+        }
+        throw new IllegalArgumentException("no tokenizer factory reads " + folder + " (is there a tokenizer.json?)");
+    }
+
     /** Opens the checkpoint with the first loader that recognises it. */
     Checkpoint openCheckpoint(Path folder) throws IOException, InterruptedException {
         if (!Files.exists(folder)) throw new IllegalArgumentException("model folder " + folder + " does not exist");

@@ -1,0 +1,600 @@
+package dev.kiln.engine;
+
+import dev.kiln.api.attention.AttentionMetadata;
+import dev.kiln.api.attention.KvCache;
+import dev.kiln.api.attention.KvCacheSpec;
+import dev.kiln.api.engine.EngineOverloadedException;
+import dev.kiln.api.engine.EngineStats;
+import dev.kiln.api.engine.FinishReason;
+import dev.kiln.api.engine.GenerationHandle;
+import dev.kiln.api.engine.GenerationRequest;
+import dev.kiln.api.engine.InferenceEngine;
+import dev.kiln.api.engine.ModelDescription;
+import dev.kiln.api.engine.TokenEvent;
+import dev.kiln.api.engine.TokenListener;
+import dev.kiln.api.engine.TokenLogprobs;
+import dev.kiln.api.model.CausalLanguageModel;
+import dev.kiln.api.model.ForwardBatch;
+import dev.kiln.api.model.ForwardResult;
+import dev.kiln.api.model.ModelConfig;
+import dev.kiln.api.sampling.LogitsProcessor;
+import dev.kiln.api.sampling.Sampler;
+import dev.kiln.engine.kv.BlockManager;
+import dev.kiln.engine.sampling.Logprobs;
+import dev.kiln.engine.sampling.TokenSelector;
+import dev.kiln.engine.scheduler.Scheduler;
+import dev.kiln.engine.scheduler.Sequence;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.LockSupport;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The inference engine over one loaded model (vLLM's engine core): a paged KV cache with prefix caching, a
+ * continuous-batching scheduler with chunked prefill and preemption by recomputation, and one batched forward per
+ * step over every scheduled sequence.
+ *
+ * <p>One engine thread runs steps while there is work and parks otherwise. {@link #submit} and
+ * {@link GenerationHandle#cancel()} may be called from any thread; they queue work for the engine thread.
+ * <b>Listeners are called on the engine thread</b>, between steps: they must return quickly and never block (hand
+ * events to an I/O thread), or every request waits. A listener that throws fails its own request only.
+ *
+ * <p>The sampler and the logits processors can be replaced at any time ({@link #setSampler},
+ * {@link #setLogitsProcessors}); a replacement applies from the next step, requests in flight continue.
+ *
+ * <p>The engine does not own the model: {@link #close()} stops the thread, fails what is in flight and frees the
+ * KV cache; the caller closes the model afterwards.
+ */
+public final class InferenceEngineCore implements InferenceEngine, AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(InferenceEngineCore.class);
+    private static final int[] NO_TOKENS = new int[0];
+
+    private final CausalLanguageModel model;
+    private final KvCache cache;
+    private final BlockManager blocks;
+    private final Scheduler scheduler;
+    private final TokenSelector selector;
+    private final ModelDescription description;
+    private final int vocab;
+    private final int blockSize;
+    private final int maxModelLen;
+    private final int maxWaiting;
+
+    private volatile Sampler sampler;
+    private volatile List<LogitsProcessor> processors;
+
+    private final ConcurrentLinkedQueue<Sequence> inbox = new ConcurrentLinkedQueue<>();
+    private final ConcurrentLinkedQueue<Sequence> cancellations = new ConcurrentLinkedQueue<>();
+    private final AtomicInteger inboxSize = new AtomicInteger();
+    private final Object submitLock = new Object();
+    private long arrivals;
+    private boolean closed;
+    private volatile String stopReason;
+    private final Thread thread;
+
+    // Statistics: written by the engine thread only, read by anyone.
+    private volatile int running;
+    private volatile int waiting;
+    private volatile long promptTokens;
+    private volatile long generationTokens;
+    private volatile long requestsFinished;
+    private volatile long prefixQueries;
+    private volatile long prefixHits;
+    private volatile long preemptions;
+
+    /**
+     * Allocates the KV cache and starts the engine thread.
+     *
+     * @param model      the loaded model (the caller keeps ownership)
+     * @param settings   cache and batch sizes
+     * @param sampler    the sampler, or null to serve greedy requests only until one is set
+     * @param processors logits processors in the order they apply
+     * @throws IllegalArgumentException when the settings do not fit the model (a cache too small for one block, a
+     *                                  context longer than the cache or the model's positions)
+     */
+    public InferenceEngineCore(CausalLanguageModel model, EngineSettings settings, Sampler sampler,
+                               List<LogitsProcessor> processors) {
+        this.model = Objects.requireNonNull(model, "model");
+        this.sampler = sampler;
+        this.processors = List.copyOf(processors);
+        this.vocab = model.vocabSize();
+        this.blockSize = settings.blockSize();
+        this.maxWaiting = settings.maxWaiting();
+
+        ModelConfig config = model.config();
+        int positions = config.maxPositionEmbeddings();
+        KvCacheSpec spec = model.kvCacheSpec();
+        long bytesPerBlock = Math.multiplyExact(spec.bytesPerToken(), (long) blockSize);
+        long memory = settings.kvCacheMemory() > 0 ? settings.kvCacheMemory()
+                : automaticCacheMemory(spec, settings.maxModelLen() > 0 ? settings.maxModelLen() : positions,
+                        settings.maxNumSeqs(), bytesPerBlock);
+        long numBlocks = memory / bytesPerBlock;
+        if (numBlocks < 1) {
+            throw new IllegalArgumentException("kv-cache-memory of " + memory + " bytes holds no block of " + blockSize
+                    + " tokens (" + bytesPerBlock + " bytes each for this model)");
+        }
+        if (numBlocks * blockSize > Integer.MAX_VALUE) numBlocks = Integer.MAX_VALUE / blockSize;
+        int capacity = (int) numBlocks * blockSize;
+        if (settings.maxModelLen() > capacity) {
+            throw new IllegalArgumentException("max-model-len " + settings.maxModelLen() + " exceeds the " + capacity
+                    + " tokens the KV cache holds (kv-cache-memory " + memory + " bytes)");
+        }
+        if (settings.maxModelLen() > positions) {
+            throw new IllegalArgumentException("max-model-len " + settings.maxModelLen()
+                    + " exceeds the model's max_position_embeddings " + positions);
+        }
+        this.maxModelLen = settings.maxModelLen() > 0 ? settings.maxModelLen() : Math.min(positions, capacity);
+
+        int budget = settings.maxNumBatchedTokens();
+        if (budget > model.maxBatchTokens()) {
+            LOG.warn("max-num-batched-tokens {} exceeds the model's workspace of {} tokens: using {}", budget,
+                    model.maxBatchTokens(), model.maxBatchTokens());
+            budget = model.maxBatchTokens();
+        }
+
+        this.blocks = new BlockManager((int) numBlocks, blockSize);
+        this.scheduler = new Scheduler(blocks, settings.maxNumSeqs(), budget);
+        this.selector = new TokenSelector(vocab, endOfSequenceTokens(config));
+        this.description = describe(model, settings, maxModelLen);
+        this.cache = model.allocateKvCache((int) numBlocks, blockSize);
+        LOG.info("engine for {}: {} KV blocks of {} tokens ({} MiB), context {} tokens, {} sequences, {} tokens per step",
+                description.id(), numBlocks, blockSize, cache.bytes() >> 20, maxModelLen, settings.maxNumSeqs(), budget);
+
+        this.thread = new Thread(this::run, "kiln-engine");
+        thread.setDaemon(true);
+        thread.start();
+    }
+
+    /** Default cache size: what {@code sequences} full contexts need, at most 1 GiB, at least one block. */
+    private static long automaticCacheMemory(KvCacheSpec spec, int contextLength, int sequences, long bytesPerBlock) {
+        long full;
+        try {
+            full = Math.multiplyExact(Math.multiplyExact(spec.bytesPerToken(), (long) contextLength), (long) sequences);
+        } catch (ArithmeticException overflow) {
+            full = Long.MAX_VALUE;
+        }
+        return Math.max(bytesPerBlock, Math.min(EngineSettings.DEFAULT_KV_CACHE_MEMORY, full));
+    }
+
+    /** The config's {@code eos_token_id}: a number, a list of numbers, or absent. */
+    static int[] endOfSequenceTokens(ModelConfig config) {
+        Object eos = config.get("eos_token_id").orElse(null);
+        if (eos instanceof Number n) return new int[] {n.intValue()};
+        if (eos instanceof List<?> list) {
+            return list.stream().filter(Number.class::isInstance).mapToInt(v -> ((Number) v).intValue()).toArray();
+        }
+        return NO_TOKENS;
+    }
+
+    private static ModelDescription describe(CausalLanguageModel model, EngineSettings settings, int contextLength) {
+        ModelConfig config = model.config();
+        Path folder = config.source() == null ? null : config.source().toAbsolutePath().getParent();
+        String location = settings.location() != null ? settings.location() : folder == null ? "" : folder.toString();
+        String id = settings.servedModelName() != null && !settings.servedModelName().isBlank()
+                ? settings.servedModelName()
+                : folder != null && folder.getFileName() != null ? folder.getFileName().toString() : model.architecture();
+        String format = config.getObject("quantization_config")
+                .map(q -> String.valueOf(q.getOrDefault("quant_method", "quantized")))
+                .or(() -> config.getString("torch_dtype"))
+                .or(() -> config.getString("dtype"))
+                .orElse("unknown");
+        return new ModelDescription(id, model.architecture(), location, format, model.weightBytes(), contextLength);
+    }
+
+    // ---------------------------------------------------------------- public API
+
+    @Override
+    public GenerationHandle submit(GenerationRequest request, TokenListener listener) {
+        Objects.requireNonNull(request, "request");
+        Objects.requireNonNull(listener, "listener");
+        int prompt = request.promptTokens().length;
+        if (prompt > maxModelLen || (prompt == maxModelLen && request.maxTokens() > 0)) {
+            throw new IllegalArgumentException("the prompt of " + prompt + " tokens leaves no room to generate within the "
+                    + "context of " + maxModelLen + " tokens");
+        }
+        for (int t : request.promptTokens()) {
+            if (t < 0 || t >= vocab) {
+                throw new IllegalArgumentException("prompt token " + t + " is outside the vocabulary of " + vocab);
+            }
+        }
+        if (!request.sampling().isGreedy() && sampler == null) {
+            throw new IllegalStateException("no sampler service is bound: only greedy requests can be served");
+        }
+        Sequence sequence;
+        synchronized (submitLock) {
+            if (closed) throw new IllegalStateException("the engine is stopped" + (stopReason == null ? "" : ": " + stopReason));
+            if (inboxSize.get() + waiting >= maxWaiting) {
+                throw new EngineOverloadedException("the engine's waiting queue is full (" + maxWaiting + " requests)");
+            }
+            sequence = new Sequence(request, listener, arrivals++);
+            inboxSize.incrementAndGet();
+            inbox.add(sequence);
+        }
+        LockSupport.unpark(thread);
+        return new Handle(sequence);
+    }
+
+    @Override
+    public Optional<ModelDescription> model() {
+        return Optional.of(description);
+    }
+
+    @Override
+    public EngineStats stats() {
+        return new EngineStats(running, waiting + inboxSize.get(), blocks.usedBlocks(), blocks.numBlocks(),
+                prefixQueries, prefixHits, promptTokens, generationTokens, 0, 0, requestsFinished);
+    }
+
+    /** The longest sequence (prompt + output) served. */
+    public int maxModelLen() {
+        return maxModelLen;
+    }
+
+    /** Sequences preempted (and later recomputed) so far. */
+    public long preemptions() {
+        return preemptions;
+    }
+
+    /** KV cache blocks in all. */
+    public int kvBlocks() {
+        return blocks.numBlocks();
+    }
+
+    /** Replaces the sampler from the next step on; null serves greedy requests only. */
+    public void setSampler(Sampler sampler) {
+        this.sampler = sampler;
+    }
+
+    /** Replaces the logits processors (in the order they apply) from the next step on. */
+    public void setLogitsProcessors(List<LogitsProcessor> processors) {
+        this.processors = List.copyOf(processors);
+    }
+
+    /** Stops the engine: requests in flight fail with "the engine was stopped"; the KV cache is freed. */
+    @Override
+    public void close() {
+        close("the engine was stopped");
+    }
+
+    /**
+     * Stops the engine thread; every request still in flight receives {@code onError} with the reason. Waits for
+     * the thread unless called from it (from a listener).
+     */
+    public void close(String reason) {
+        synchronized (submitLock) {
+            if (closed) return;
+            closed = true;
+            stopReason = reason;
+        }
+        LockSupport.unpark(thread);
+        if (Thread.currentThread() == thread) return;
+        boolean interrupted = false;
+        while (thread.isAlive()) {
+            try {
+                thread.join();
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) Thread.currentThread().interrupt();
+    }
+
+    // ---------------------------------------------------------------- engine thread
+
+    private void run() {
+        try {
+            while (!isClosed()) {
+                admitSubmissions();
+                processCancellations();
+                if (scheduler.hasWork()) {
+                    try {
+                        step();
+                    } catch (RuntimeException | Error e) {
+                        LOG.error("engine step failed; failing the running requests", e);
+                        for (Sequence s : scheduler.running()) fail(s, e);
+                    }
+                } else if (inbox.isEmpty() && cancellations.isEmpty() && !isClosed()) {
+                    LockSupport.park(this);
+                    Thread.interrupted(); // only close() stops the engine; a stray interrupt must not make park spin
+                }
+                publishCounts();
+            }
+        } finally {
+            shutDown();
+        }
+    }
+
+    private boolean isClosed() {
+        synchronized (submitLock) {
+            return closed;
+        }
+    }
+
+    private void shutDown() {
+        synchronized (submitLock) {
+            if (!closed) { // the loop died of an unexpected error: refuse new work from now on
+                closed = true;
+                stopReason = "the engine thread stopped unexpectedly";
+            }
+        }
+        IllegalStateException stopped = new IllegalStateException(stopReason == null ? "the engine was stopped" : stopReason);
+        admitSubmissions();
+        for (Sequence s : scheduler.all()) fail(s, stopped);
+        publishCounts();
+        cache.close();
+    }
+
+    private void admitSubmissions() {
+        int drained = 0;
+        Sequence s;
+        while ((s = inbox.poll()) != null) {
+            drained++;
+            if (!s.isDone()) scheduler.enqueue(s);
+        }
+        if (drained > 0) {
+            waiting = scheduler.waitingCount(); // before the inbox count drops, so the sum never under-counts
+            inboxSize.addAndGet(-drained);
+        }
+    }
+
+    private void processCancellations() {
+        Sequence s;
+        while ((s = cancellations.poll()) != null) {
+            if (!s.isDone()) finish(s, FinishReason.CANCELLED, NO_TOKENS, null);
+        }
+    }
+
+    /** Publishes the scheduler's counters; the queue lengths last, so a reader who sees them idle sees the rest. */
+    private void publishCounts() {
+        prefixQueries = scheduler.prefixQueries();
+        prefixHits = scheduler.prefixHits();
+        preemptions = scheduler.preemptions();
+        waiting = scheduler.waitingCount();
+        running = scheduler.runningCount();
+    }
+
+    /** One engine step: schedule, one batched forward, then sample and report for every sequence that needs it. */
+    private void step() {
+        List<Scheduler.Entry> plan = scheduler.schedule();
+        publishCounts(); // admissions and preemptions show in stats (and in submit's queue bound) during the step
+        if (plan.isEmpty()) {
+            refuseUnschedulable();
+            return;
+        }
+        StepBatch step = StepBatch.build(plan, blockSize);
+        float[] logits;
+        try {
+            ForwardResult result = model.forward(step.batch(), cache);
+            logits = step.logitRows() > 0 ? model.backend().read(result.logits()) : null;
+        } catch (RuntimeException e) {
+            LOG.error("forward step over {} sequences failed", plan.size(), e);
+            for (Scheduler.Entry entry : plan) fail(entry.sequence(), e);
+            return;
+        }
+        Sampler currentSampler = sampler;
+        List<LogitsProcessor> currentProcessors = processors;
+        for (int i = 0; i < plan.size(); i++) {
+            Sequence s = plan.get(i).sequence();
+            if (s.isDone()) continue;
+            int before = s.computed();
+            s.advance(plan.get(i).tokens());
+            blocks.registerFullBlocks(s.blocks(), s.tokens(), s.computed());
+            promptTokens += Math.max(0, Math.min(s.computed(), s.promptLength()) - before);
+            try {
+                collectPromptLogprobs(s, step, i, logits);
+                if (s.uncomputed() > 0) continue; // prompt not finished: more chunks to come
+                if (s.request().maxTokens() == 0) {
+                    finish(s, FinishReason.LENGTH, NO_TOKENS, null);
+                    continue;
+                }
+                TokenSelector.Choice choice = selector.choose(s, logits, step.sampleRow(i) * vocab, currentSampler,
+                        currentProcessors);
+                generationTokens++;
+                emit(s, choice);
+            } catch (RuntimeException e) {
+                LOG.warn("request {} failed while choosing its next token", s.id(), e);
+                fail(s, e);
+            }
+        }
+    }
+
+    private void collectPromptLogprobs(Sequence s, StepBatch step, int i, float[] logits) {
+        int rows = step.promptRows(i);
+        if (rows == 0) return;
+        int first = step.firstPromptPosition(i);
+        int row = step.firstPromptRow(i);
+        int top = s.request().promptLogprobs();
+        double temperature = s.params().temperature();
+        for (int k = 0; k < rows; k++) {
+            int target = s.tokens()[first + k + 1];
+            s.promptLogprobs().add(Logprobs.of(logits, (row + k) * vocab, vocab, target, top, temperature));
+        }
+    }
+
+    /** Reports a chosen token: appended and streamed, or a stop that ends the sequence without being output. */
+    private void emit(Sequence s, TokenSelector.Choice choice) {
+        GenerationRequest request = s.request();
+        int token = choice.token();
+        boolean asked = request.sampling().logprobs() > 0;
+        boolean stop = TokenSelector.contains(request.stopTokenIds(), token)
+                || (!request.ignoreEos() && selector.isEndOfSequence(token));
+        if (stop) {
+            finish(s, FinishReason.STOP, NO_TOKENS, asked ? List.of() : null);
+            return;
+        }
+        s.append(token);
+        List<TokenLogprobs> logprobs = asked ? List.of(choice.logprobs()) : null;
+        int[] tokens = {token};
+        if (s.outputLength() >= request.maxTokens() || s.length() >= maxModelLen) {
+            finish(s, FinishReason.LENGTH, tokens, logprobs);
+        } else {
+            deliver(s, event(s, tokens, logprobs, null));
+        }
+    }
+
+    private TokenEvent event(Sequence s, int[] tokens, List<TokenLogprobs> logprobs, FinishReason finish) {
+        List<TokenLogprobs> prompt = null;
+        if (!s.firstEventSent()) {
+            s.markFirstEventSent();
+            if (s.promptLogprobs() != null && finish != FinishReason.CANCELLED) prompt = List.copyOf(s.promptLogprobs());
+        }
+        return new TokenEvent(tokens, logprobs, prompt, finish, s.promptLength(), s.cachedPromptTokens());
+    }
+
+    /** Ends the sequence: frees its blocks and sends its terminal event. */
+    private void finish(Sequence s, FinishReason reason, int[] tokens, List<TokenLogprobs> logprobs) {
+        TokenEvent event = event(s, tokens, logprobs, reason);
+        retire(s);
+        deliver(s, event);
+    }
+
+    /** Ends the sequence with an error: frees its blocks and calls {@code onError}. */
+    private void fail(Sequence s, Throwable error) {
+        if (s.isDone()) return;
+        retire(s);
+        try {
+            s.listener().onError(error);
+        } catch (RuntimeException | Error e) {
+            LOG.warn("the listener of request {} threw from onError", s.id(), e);
+        }
+    }
+
+    private void retire(Sequence s) {
+        scheduler.remove(s);
+        s.finish();
+        requestsFinished++;
+    }
+
+    /** Calls the listener; one that throws fails its own request (if the event was not already its last). */
+    private void deliver(Sequence s, TokenEvent event) {
+        try {
+            s.listener().onTokens(event);
+        } catch (RuntimeException | Error e) {
+            LOG.warn("the listener of request {} threw; failing that request", s.id(), e);
+            if (event.finish() == null) fail(s, e);
+        }
+    }
+
+    /**
+     * Nothing could be scheduled although requests wait. With the cache empty this means the queue's head can never
+     * fit (submit's checks should prevent it): fail it rather than spin.
+     */
+    private void refuseUnschedulable() {
+        if (scheduler.runningCount() > 0 || blocks.usedBlocks() > 0) return;
+        List<Sequence> all = scheduler.all();
+        if (all.isEmpty()) return;
+        Sequence head = all.getFirst();
+        fail(head, new IllegalStateException("request " + head.id() + " of " + head.length()
+                + " tokens cannot fit in the KV cache of " + blocks.numBlocks() + " blocks"));
+    }
+
+    /** What {@link #submit} returns. */
+    private final class Handle implements GenerationHandle {
+        private final Sequence sequence;
+
+        Handle(Sequence sequence) {
+            this.sequence = sequence;
+        }
+
+        @Override
+        public String id() {
+            return sequence.id();
+        }
+
+        @Override
+        public void cancel() {
+            if (sequence.requestCancel()) {
+                cancellations.add(sequence);
+                LockSupport.unpark(thread);
+            }
+        }
+
+        @Override
+        public boolean isDone() {
+            return sequence.isDone();
+        }
+    }
+
+    /**
+     * The forward batch of one step and where each sequence's logit rows are: rows predicting prompt tokens (for
+     * prompt log-probabilities), then the row to sample from when the sequence has caught up with its tokens.
+     */
+    private record StepBatch(ForwardBatch batch, int logitRows, int[] sampleRows, int[] promptRowStart,
+                             int[] promptRowCount, int[] promptPositionStart) {
+        static StepBatch build(List<Scheduler.Entry> plan, int blockSize) {
+            int sequences = plan.size();
+            int total = 0;
+            for (Scheduler.Entry e : plan) total += e.tokens();
+            int[] tokens = new int[total];
+            int[] positions = new int[total];
+            int[] slots = new int[total];
+            int[] queryStart = new int[sequences + 1];
+            int[] context = new int[sequences];
+            int[][] tables = new int[sequences][];
+            int[] logitRows = new int[total];
+            int[] sampleRows = new int[sequences];
+            int[] promptRowStart = new int[sequences];
+            int[] promptRowCount = new int[sequences];
+            int[] promptPositionStart = new int[sequences];
+            int row = 0;
+            int rows = 0;
+            for (int i = 0; i < sequences; i++) {
+                Sequence s = plan.get(i).sequence();
+                int n = plan.get(i).tokens();
+                int start = s.computed();
+                int[] source = s.tokens();
+                queryStart[i] = row;
+                context[i] = start + n;
+                tables[i] = s.blocks().ids();
+                for (int j = 0; j < n; j++) {
+                    int position = start + j;
+                    tokens[row + j] = source[position];
+                    positions[row + j] = position;
+                    slots[row + j] = s.blocks().slot(position, blockSize);
+                }
+                promptRowStart[i] = rows;
+                if (s.gathersPromptLogprobs()) {
+                    // Position q predicts prompt token q + 1: rows for q below promptLength - 1 not yet gathered.
+                    int from = Math.max(start, s.promptLogprobs().size());
+                    int to = Math.min(start + n, s.promptLength() - 1);
+                    for (int q = from; q < to; q++) logitRows[rows++] = row + q - start;
+                    promptRowCount[i] = Math.max(0, to - from);
+                    promptPositionStart[i] = from;
+                }
+                sampleRows[i] = -1;
+                if (start + n == s.length() && s.request().maxTokens() > 0) {
+                    sampleRows[i] = rows;
+                    logitRows[rows++] = row + n - 1;
+                }
+                row += n;
+            }
+            queryStart[sequences] = row;
+            var attention = new AttentionMetadata(queryStart, context, tables, slots);
+            int[] wanted = rows == total ? logitRows : Arrays.copyOf(logitRows, rows);
+            return new StepBatch(new ForwardBatch(tokens, positions, attention, wanted, false), rows, sampleRows,
+                    promptRowStart, promptRowCount, promptPositionStart);
+        }
+
+        int sampleRow(int i) {
+            return sampleRows[i];
+        }
+
+        int promptRows(int i) {
+            return promptRowCount[i];
+        }
+
+        int firstPromptRow(int i) {
+            return promptRowStart[i];
+        }
+
+        int firstPromptPosition(int i) {
+            return promptPositionStart[i];
+        }
+    }
+}

@@ -1,0 +1,407 @@
+package dev.kiln.engine.osgi;
+
+import dev.kiln.api.KilnProperties;
+import dev.kiln.api.engine.EngineStats;
+import dev.kiln.api.engine.GenerationHandle;
+import dev.kiln.api.engine.GenerationRequest;
+import dev.kiln.api.engine.InferenceEngine;
+import dev.kiln.api.engine.ModelDescription;
+import dev.kiln.api.engine.TokenListener;
+import dev.kiln.api.model.CausalLanguageModel;
+import dev.kiln.api.sampling.LogitsProcessor;
+import dev.kiln.api.sampling.Sampler;
+import dev.kiln.engine.EngineSettings;
+import dev.kiln.engine.InferenceEngineCore;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.stream.Collectors;
+import org.osgi.framework.BundleContext;
+import org.osgi.framework.Constants;
+import org.osgi.framework.InvalidSyntaxException;
+import org.osgi.framework.ServiceEvent;
+import org.osgi.framework.ServiceListener;
+import org.osgi.framework.ServiceReference;
+import org.osgi.service.component.annotations.Activate;
+import org.osgi.service.component.annotations.Component;
+import org.osgi.service.component.annotations.Deactivate;
+import org.osgi.service.component.annotations.Reference;
+import org.osgi.service.component.annotations.ReferenceCardinality;
+import org.osgi.service.component.annotations.ReferencePolicy;
+import org.osgi.service.component.annotations.ReferencePolicyOption;
+import org.osgi.service.metatype.annotations.AttributeDefinition;
+import org.osgi.service.metatype.annotations.Designate;
+import org.osgi.service.metatype.annotations.ObjectClassDefinition;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The engine as an OSGi service, configured by Config Admin PID {@code dev.kiln.engine}.
+ *
+ * <p>On activation the configured model folder (or the framework property {@code kiln.model}) is loaded in a
+ * background thread with the named compute backend and attention kernel, waiting for them if they are not
+ * registered yet; until then {@link #model()} is empty and {@link #submit} refuses with "no model loaded" and what
+ * the loading is doing. A loading failure is logged and reported the same way, never thrown into Declarative
+ * Services. If a service the model was built with goes away, the engine fails the requests in flight and loads the
+ * model again when a replacement appears.
+ *
+ * <p>The sampler and the logits processors are bound dynamically: one installed, replaced or removed at runtime
+ * applies from the next engine step, and requests in flight continue. Without any sampler only greedy requests are
+ * served. A configuration change reloads the engine; deactivation fails the requests in flight with a clear error
+ * and frees the model and its cache.
+ *
+ * <p>Token listeners are called on the engine thread and must return quickly (see {@link InferenceEngineCore}).
+ */
+@Component(service = InferenceEngine.class, configurationPid = KilnProperties.ENGINE_PID,
+        property = {KilnProperties.NAME + "=default"})
+@Designate(ocd = EngineComponent.Config.class)
+public final class EngineComponent implements InferenceEngine {
+    private static final Logger LOG = LoggerFactory.getLogger(EngineComponent.class);
+
+    /**
+     * The engine's configuration as described to Config Admin clients (the web console). The component reads the
+     * properties by these names itself ({@link Settings}), accepting numbers written as strings in .cfg files.
+     */
+    @ObjectClassDefinition(name = "Kiln inference engine",
+            description = "Continuous batching over a paged KV cache for one model")
+    public @interface Config {
+        @AttributeDefinition(name = "Model folder", description = "Hugging Face checkpoint folder; empty: the "
+                + "framework property kiln.model")
+        String model() default "";
+
+        @AttributeDefinition(name = "Served model name", description = "The id clients use; empty: the folder's name")
+        String served$_$model$_$name() default "";
+
+        @AttributeDefinition(name = "Compute backend", description = "kiln.name of the ComputeBackend service")
+        String backend() default "cpu";
+
+        @AttributeDefinition(name = "Attention kernel", description = "kiln.name of the AttentionKernel service")
+        String attention() default "paged";
+
+        @AttributeDefinition(name = "Block size", description = "Tokens per KV cache block")
+        int block$_$size() default EngineSettings.DEFAULT_BLOCK_SIZE;
+
+        @AttributeDefinition(name = "KV cache memory", description = "Bytes of KV cache; 0: 1 GiB, or less when the "
+                + "model needs less for max-num-seqs full contexts")
+        long kv$_$cache$_$memory() default 0;
+
+        @AttributeDefinition(name = "Max sequences", description = "Most sequences in the running batch")
+        int max$_$num$_$seqs() default EngineSettings.DEFAULT_MAX_NUM_SEQS;
+
+        @AttributeDefinition(name = "Max batched tokens", description = "Most tokens per forward step; longer "
+                + "prompts are prefilled in chunks")
+        int max$_$num$_$batched$_$tokens() default EngineSettings.DEFAULT_MAX_NUM_BATCHED_TOKENS;
+
+        @AttributeDefinition(name = "Max waiting", description = "Most queued requests; more are refused (HTTP 429)")
+        int max$_$waiting() default EngineSettings.DEFAULT_MAX_WAITING;
+
+        @AttributeDefinition(name = "Max model length", description = "Longest prompt + output; 0: the model's "
+                + "max_position_embeddings capped by the KV cache")
+        int max$_$model$_$len() default 0;
+    }
+
+    /** Typed reads of configuration properties, which may arrive as numbers or as strings. */
+    private record Settings(Map<String, Object> properties) {
+        String string(String key, String fallback) {
+            Object v = properties.get(key);
+            return v == null ? fallback : String.valueOf(v).trim();
+        }
+
+        long number(String key, long fallback) {
+            Object v = properties.get(key);
+            if (v == null || (v instanceof String s && s.isBlank())) return fallback;
+            if (v instanceof Number n) return n.longValue();
+            try {
+                return Long.parseLong(String.valueOf(v).trim());
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException(key + " must be an integer, found '" + v + "'");
+            }
+        }
+
+        int integer(String key, int fallback) {
+            long v = number(key, fallback);
+            if (v < Integer.MIN_VALUE || v > Integer.MAX_VALUE) throw new IllegalArgumentException(key + " is out of range: " + v);
+            return (int) v;
+        }
+    }
+
+    /** A loaded model with its engine and the services it was built with. */
+    private record Loaded(InferenceEngineCore core, CausalLanguageModel model, ModelServices services) {}
+
+    private final Object lifecycle = new Object();
+    private final List<Map.Entry<Map<String, Object>, LogitsProcessor>> processorEntries = new ArrayList<>();
+    private volatile Sampler sampler;
+    private volatile List<LogitsProcessor> processors = List.of();
+
+    private BundleContext context;
+    private EngineSettings settings;
+    private String backendName;
+    private String attentionName;
+    private Path folder;
+    private ServiceListener watcher;
+    private Thread loader;
+    private boolean deactivated;
+    private final Set<ServiceReference<?>> departing = ConcurrentHashMap.newKeySet();
+    private volatile Loaded loaded;
+    private volatile String status = "not activated";
+
+    /** Created by Declarative Services. */
+    public EngineComponent() {}
+
+    @Activate
+    void activate(BundleContext context, Map<String, Object> properties) {
+        this.context = context;
+        String configured;
+        try {
+            var config = new Settings(properties);
+            this.backendName = config.string("backend", "cpu");
+            this.attentionName = config.string("attention", "paged");
+            configured = config.string("model", "");
+            if (configured.isBlank()) configured = context.getProperty("kiln.model");
+            // `kiln serve --served-model-name/--max-model-len` arrive as framework properties; configuration wins.
+            String servedName = config.string("served-model-name", "");
+            if (servedName.isBlank()) servedName = Objects.requireNonNullElse(context.getProperty("kiln.served-model-name"), "");
+            int maxModelLen = config.integer("max-model-len", 0);
+            if (maxModelLen == 0 && context.getProperty("kiln.max-model-len") != null) {
+                maxModelLen = new Settings(Map.of("kiln.max-model-len", context.getProperty("kiln.max-model-len")))
+                        .integer("kiln.max-model-len", 0);
+            }
+            this.settings = new EngineSettings(blankToNull(servedName), configured,
+                    config.integer("block-size", EngineSettings.DEFAULT_BLOCK_SIZE),
+                    config.number("kv-cache-memory", 0),
+                    config.integer("max-num-seqs", EngineSettings.DEFAULT_MAX_NUM_SEQS),
+                    config.integer("max-num-batched-tokens", EngineSettings.DEFAULT_MAX_NUM_BATCHED_TOKENS),
+                    config.integer("max-waiting", EngineSettings.DEFAULT_MAX_WAITING),
+                    maxModelLen);
+            this.folder = configured == null || configured.isBlank() ? null : Path.of(configured);
+        } catch (IllegalArgumentException e) { // InvalidPathException included
+            status = "invalid configuration " + KilnProperties.ENGINE_PID + ": " + e.getMessage();
+            LOG.error("the engine has no model: {}", status);
+            return;
+        }
+        if (folder == null) {
+            status = "no model configured (set 'model' in " + KilnProperties.ENGINE_PID
+                    + " or the framework property kiln.model)";
+            LOG.info("engine started without a model: {}", status);
+            return;
+        }
+        this.watcher = this::serviceChanged;
+        String filter = ModelServices.watchedTypes().stream().map(t -> "(" + Constants.OBJECTCLASS + "=" + t + ")")
+                .collect(Collectors.joining("", "(|", ")"));
+        try {
+            context.addServiceListener(watcher, filter);
+        } catch (InvalidSyntaxException e) {
+            throw new IllegalStateException(e); // the filter is built from class names: cannot happen
+        }
+        synchronized (lifecycle) {
+            startLoading();
+        }
+    }
+
+    @Deactivate
+    void deactivate() {
+        Thread running;
+        synchronized (lifecycle) {
+            deactivated = true;
+            running = loader;
+        }
+        if (watcher != null) {
+            try {
+                context.removeServiceListener(watcher);
+            } catch (IllegalStateException stoppedBundle) {
+                // The framework drops the listeners of a stopping bundle itself.
+            }
+        }
+        if (running != null) {
+            running.interrupt();
+            joinUninterruptibly(running);
+        }
+        unload("the engine was stopped (its bundle stopped or its configuration changed)");
+        status = "stopped";
+    }
+
+    // ---------------------------------------------------------------- dynamic services
+
+    @Reference(cardinality = ReferenceCardinality.OPTIONAL, policy = ReferencePolicy.DYNAMIC,
+            policyOption = ReferencePolicyOption.GREEDY, unbind = "unbindSampler")
+    void bindSampler(Sampler bound) {
+        sampler = bound;
+        Loaded l = loaded;
+        if (l != null) l.core().setSampler(bound);
+    }
+
+    void unbindSampler(Sampler unbound) {
+        // A replacement is bound before the old one is unbound: only clear when the unbound one is current.
+        if (sampler != unbound) return;
+        sampler = null;
+        Loaded l = loaded;
+        if (l != null) l.core().setSampler(null);
+    }
+
+    @Reference(cardinality = ReferenceCardinality.MULTIPLE, policy = ReferencePolicy.DYNAMIC,
+            policyOption = ReferencePolicyOption.GREEDY, unbind = "unbindProcessor")
+    void bindProcessor(LogitsProcessor processor, Map<String, Object> properties) {
+        synchronized (processorEntries) {
+            processorEntries.add(Map.entry(properties, processor));
+            publishProcessors();
+        }
+    }
+
+    void unbindProcessor(LogitsProcessor processor, Map<String, Object> properties) {
+        synchronized (processorEntries) {
+            processorEntries.removeIf(e -> e.getValue() == processor);
+            publishProcessors();
+        }
+    }
+
+    /** Highest {@code service.ranking} first, then the oldest service (lowest id), as OSGi prefers. */
+    private void publishProcessors() {
+        processors = processorEntries.stream()
+                .sorted(Comparator.<Map.Entry<Map<String, Object>, LogitsProcessor>>comparingInt(e -> -ranking(e.getKey()))
+                        .thenComparingLong(e -> serviceId(e.getKey())))
+                .map(Map.Entry::getValue)
+                .toList();
+        Loaded l = loaded;
+        if (l != null) l.core().setLogitsProcessors(processors);
+    }
+
+    private static int ranking(Map<String, Object> properties) {
+        return properties.get(Constants.SERVICE_RANKING) instanceof Integer r ? r : 0;
+    }
+
+    private static long serviceId(Map<String, Object> properties) {
+        return properties.get(Constants.SERVICE_ID) instanceof Long id ? id : Long.MAX_VALUE;
+    }
+
+    // ---------------------------------------------------------------- InferenceEngine
+
+    @Override
+    public GenerationHandle submit(GenerationRequest request, TokenListener listener) {
+        Loaded l = loaded;
+        if (l == null) throw new IllegalStateException("no model loaded (" + status + ")");
+        return l.core().submit(request, listener);
+    }
+
+    @Override
+    public Optional<ModelDescription> model() {
+        Loaded l = loaded;
+        return l == null ? Optional.empty() : l.core().model();
+    }
+
+    @Override
+    public EngineStats stats() {
+        Loaded l = loaded;
+        return l == null ? new EngineStats(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) : l.core().stats();
+    }
+
+    /** What the engine is doing: loaded, loading, waiting for a service, failed (with the cause), stopped. */
+    public String status() {
+        return status;
+    }
+
+    // ---------------------------------------------------------------- loading
+
+    /** Starts the loading thread (with the lifecycle lock held). */
+    private void startLoading() {
+        if (deactivated) return;
+        status = "loading " + folder;
+        loader = new Thread(this::load, "kiln-model-loader");
+        loader.setDaemon(true);
+        loader.start();
+    }
+
+    private void load() {
+        ModelServices services = new ModelServices(context, s -> status = s, departing);
+        CausalLanguageModel model = null;
+        InferenceEngineCore core = null;
+        long start = System.nanoTime();
+        try {
+            model = services.load(folder, backendName, attentionName, settings.maxNumBatchedTokens());
+            core = new InferenceEngineCore(model, settings, sampler, processors);
+            synchronized (lifecycle) {
+                if (!deactivated) {
+                    loaded = new Loaded(core, model, services);
+                    // Bindings that changed while loading reach the engine too.
+                    core.setSampler(sampler);
+                    core.setLogitsProcessors(processors);
+                    status = "loaded";
+                    LOG.info("model {} loaded from {} in {} ms", core.model().orElseThrow().id(), folder,
+                            (System.nanoTime() - start) / 1_000_000);
+                    return;
+                }
+            }
+        } catch (InterruptedException e) {
+            status = "stopped while loading";
+        } catch (Exception | LinkageError e) {
+            status = "failed to load " + folder + ": " + e.getMessage();
+            LOG.error("the engine could not load the model in {}", folder, e);
+        }
+        // Deactivated meanwhile, interrupted or failed: nothing of this attempt survives.
+        if (core != null) core.close();
+        if (model != null) closeQuietly(model);
+        services.release();
+    }
+
+    /** Stops the engine and frees the model; requests in flight receive {@code onError} with the reason. */
+    private void unload(String reason) {
+        Loaded l;
+        synchronized (lifecycle) {
+            l = loaded;
+            loaded = null;
+        }
+        if (l == null) return;
+        l.core().close(reason);
+        closeQuietly(l.model());
+        l.services().release();
+    }
+
+    /** A service the model was built with is going away: drop the model, then load again when one is back. */
+    private void serviceChanged(ServiceEvent event) {
+        if (event.getType() != ServiceEvent.UNREGISTERING) return;
+        Object classes = event.getServiceReference().getProperty(Constants.OBJECTCLASS);
+        if (!(classes instanceof String[] names) || Arrays.stream(names).noneMatch(ModelServices.watchedTypes()::contains)) {
+            return;
+        }
+        // Remembered for good: a reference of an unregistered service never comes back, and these are few.
+        departing.add(event.getServiceReference());
+        Loaded l = loaded;
+        if (l == null || !l.services().uses(event.getServiceReference())) return;
+        LOG.warn("a service the model uses is going away ({}): stopping the engine and loading again",
+                Arrays.toString(names));
+        unload("a service the model uses went away (" + String.join(", ", names) + "); the model is being reloaded");
+        synchronized (lifecycle) {
+            startLoading();
+        }
+    }
+
+    private static void closeQuietly(CausalLanguageModel model) {
+        try {
+            model.close();
+        } catch (RuntimeException e) {
+            LOG.warn("closing the model failed", e);
+        }
+    }
+
+    private static void joinUninterruptibly(Thread thread) {
+        boolean interrupted = false;
+        while (thread.isAlive()) {
+            try {
+                thread.join();
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) Thread.currentThread().interrupt();
+    }
+
+    private static String blankToNull(String s) {
+        return s == null || s.isBlank() ? null : s;
+    }
+}

@@ -1,0 +1,176 @@
+package dev.kiln.engine.osgi;
+
+import dev.kiln.api.KilnProperties;
+import dev.kiln.api.attention.AttentionKernel;
+import dev.kiln.api.backend.ComputeBackend;
+import dev.kiln.api.checkpoint.Checkpoint;
+import dev.kiln.api.checkpoint.CheckpointLoader;
+import dev.kiln.api.model.CausalLanguageModel;
+import dev.kiln.api.model.ModelArchitecture;
+import dev.kiln.api.model.ModelBuildOptions;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Set;
+import java.util.function.Consumer;
+import org.osgi.framework.BundleContext;
+import org.osgi.framework.InvalidSyntaxException;
+import org.osgi.framework.ServiceReference;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Finds the services a model is built with (a compute backend and an attention kernel by name, a checkpoint
+ * loader that recognises the folder, an architecture that supports its configuration) and builds the model. The
+ * names come from the engine's configuration, so the services are looked up when loading rather than injected; a
+ * service not yet registered is waited for.
+ *
+ * <p>Every service obtained is remembered: the model uses them all for as long as it lives, so the engine reloads
+ * when one of them goes away ({@link #uses}) and releases them with {@link #release()}.
+ */
+final class ModelServices {
+    private static final Logger LOG = LoggerFactory.getLogger(ModelServices.class);
+    private static final long POLL_MILLIS = 100;
+    private static final long WARN_AFTER_MILLIS = 10_000;
+
+    private final BundleContext context;
+    private final Consumer<String> status;
+    private final Set<ServiceReference<?>> departing;
+    private final List<ServiceReference<?>> held = new ArrayList<>();
+
+    /**
+     * @param status    told what the loading is doing or waiting for
+     * @param departing services being unregistered: listeners hear of it while the service can still be found,
+     *                  and a model must not be built on one
+     */
+    ModelServices(BundleContext context, Consumer<String> status, Set<ServiceReference<?>> departing) {
+        this.context = context;
+        this.status = status;
+        this.departing = departing;
+    }
+
+    /**
+     * Builds the model in {@code folder} with the named backend and attention kernel.
+     *
+     * @throws InterruptedException when the loading thread is stopped while waiting for a service
+     */
+    CausalLanguageModel load(Path folder, String backendName, String attentionName, int maxBatchTokens)
+            throws IOException, InterruptedException {
+        if (!Files.exists(folder)) throw new IllegalArgumentException("model folder " + folder + " does not exist");
+        ComputeBackend backend = obtain(ComputeBackend.class, "(" + KilnProperties.NAME + "=" + backendName + ")",
+                "compute backend '" + backendName + "'");
+        AttentionKernel attention = obtain(AttentionKernel.class,
+                "(&(" + KilnProperties.NAME + "=" + attentionName + ")(" + KilnProperties.BACKEND + "=" + backend.name() + "))",
+                "attention kernel '" + attentionName + "' for backend " + backend.name());
+        status.accept("loading " + folder);
+        Checkpoint checkpoint = open(folder);
+        try {
+            for (ServiceReference<ModelArchitecture> ref : all(ModelArchitecture.class, "model architecture")) {
+                ModelArchitecture architecture = context.getService(ref);
+                if (architecture == null) continue;
+                if (architecture.supports(checkpoint.config())) {
+                    held.add(ref);
+                    return architecture.build(checkpoint, new ModelBuildOptions(backend, attention, null, maxBatchTokens));
+                }
+                context.ungetService(ref);
+            }
+            throw new IllegalArgumentException(folder + ": no model architecture serves model_type '"
+                    + checkpoint.config().modelType() + "' " + checkpoint.config().architectures());
+        } catch (RuntimeException e) {
+            checkpoint.close();
+            throw e;
+        }
+    }
+
+    /** Whether the model uses the service. */
+    boolean uses(ServiceReference<?> reference) {
+        synchronized (held) {
+            return held.contains(reference);
+        }
+    }
+
+    /** Releases every service obtained. */
+    void release() {
+        synchronized (held) {
+            for (ServiceReference<?> ref : held) {
+                try {
+                    context.ungetService(ref);
+                } catch (IllegalStateException stoppedBundle) {
+                    // The engine's own bundle is stopping: the framework releases its services itself.
+                }
+            }
+            held.clear();
+        }
+    }
+
+    private Checkpoint open(Path folder) throws IOException, InterruptedException {
+        for (ServiceReference<CheckpointLoader> ref : all(CheckpointLoader.class, "checkpoint loader")) {
+            CheckpointLoader loader = context.getService(ref);
+            if (loader == null) continue;
+            if (loader.canLoad(folder)) {
+                hold(ref);
+                return loader.open(folder);
+            }
+            context.ungetService(ref);
+        }
+        throw new IllegalArgumentException("no checkpoint loader recognises " + folder);
+    }
+
+    private void hold(ServiceReference<?> ref) {
+        synchronized (held) {
+            held.add(ref);
+        }
+    }
+
+    /** The highest-ranked service matching the filter, waiting until one is registered. */
+    private <S> S obtain(Class<S> type, String filter, String what) throws InterruptedException {
+        long start = System.currentTimeMillis();
+        boolean warned = false;
+        status.accept("waiting for " + what);
+        while (true) {
+            for (ServiceReference<S> ref : references(type, filter)) {
+                S service = context.getService(ref);
+                if (service != null) {
+                    hold(ref);
+                    return service;
+                }
+            }
+            if (!warned && System.currentTimeMillis() - start > WARN_AFTER_MILLIS) {
+                LOG.warn("still waiting for {} (is its bundle active? Vector API bundles need the JVM flag "
+                        + "--add-modules jdk.incubator.vector)", what);
+                warned = true;
+            }
+            Thread.sleep(POLL_MILLIS);
+        }
+    }
+
+    /** Every service of the type, highest ranked first, waiting until there is at least one. */
+    private <S> List<ServiceReference<S>> all(Class<S> type, String what) throws InterruptedException {
+        status.accept("waiting for a " + what);
+        while (true) {
+            List<ServiceReference<S>> refs = references(type, null);
+            if (!refs.isEmpty()) return refs;
+            Thread.sleep(POLL_MILLIS);
+        }
+    }
+
+    private <S> List<ServiceReference<S>> references(Class<S> type, String filter) {
+        try {
+            Collection<ServiceReference<S>> refs = context.getServiceReferences(type, filter);
+            // ServiceReference orders by ranking, then age: the preferred one compares greatest.
+            return refs.stream().filter(r -> !departing.contains(r)).sorted(Comparator.reverseOrder()).toList();
+        } catch (InvalidSyntaxException e) {
+            throw new IllegalArgumentException("invalid service name in " + filter, e);
+        }
+    }
+
+    /** The object classes of the services a model is built with, for the listener that watches them. */
+    static Set<String> watchedTypes() {
+        return Set.of(ComputeBackend.class.getName(), AttentionKernel.class.getName(),
+                CheckpointLoader.class.getName(), ModelArchitecture.class.getName());
+    }
+}
