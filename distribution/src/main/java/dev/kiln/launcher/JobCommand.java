@@ -42,6 +42,7 @@ final class JobCommand implements Callable<Integer> {
         add(commandLine, "generate", "Greedy generation from prompt token ids, with prefill and decode speed.");
         add(commandLine, "bench", "Benchmark prefill (pp) and decode (tg) like llama-bench, against the bandwidth bound.");
         add(commandLine, "synth", "Write a random-weight checkpoint with a real model's shapes, for benchmarks.");
+        add(commandLine, "chat", "Chat with a model in the terminal, streaming its answers.");
         add(commandLine, "tokenize", "Tokenize JSON-lines strings or chat messages from standard input.");
         add(commandLine, "bench-serve", "Load-test an OpenAI-compatible server: throughput, TTFT, TPOT, ITL.");
     }
