@@ -1,0 +1,179 @@
+package dev.kiln.itests;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.io.OutputStream;
+import java.net.Socket;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestInstance;
+
+/**
+ * The server under hostile input and careless clients: thousands of random and mutated request bodies never get a
+ * 5xx, never a Java stack trace, and leave the server healthy; a streaming client that disconnects frees its
+ * sequence.
+ */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+class ServerRobustnessIT {
+    private static final Path FIXTURES = Path.of(System.getProperty("kiln.fixtures"));
+    private static final String[] SEEDS = {
+        "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":2,\"temperature\":0}",
+        "{\"model\":\"tiny\",\"prompt\":\"The quick brown fox\",\"max_tokens\":2,\"logprobs\":2,\"echo\":true}",
+        "{\"prompt\":[1,2,3,4],\"max_tokens\":2,\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+        "{\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}],"
+                + "\"max_completion_tokens\":2,\"n\":2,\"seed\":3,\"stop\":[\"a\",\"b\"],\"top_p\":0.9,\"top_k\":5,\"min_p\":0.1}",
+        "{\"prompt\":[\"one\",\"two\"],\"max_tokens\":1,\"presence_penalty\":1,\"frequency_penalty\":-1,\"repetition_penalty\":1.2}",
+        "{\"prompt\":\"Hello there\",\"max_tokens\":0,\"echo\":true,\"logprobs\":1}",
+    };
+    private static final String[] PATHS = {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"};
+    private static final String[] JUNK = {"null", "true", "-1", "1e309", "\"\"", "[]", "{}", "[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]",
+        "\"\\u0000\"", "99999999999999999999", "0.5", "\"tiny\"", "[1,2,3]", "{\"a\":{\"b\":[null]}}", "\"\\ud800\""};
+
+    private KilnProcess kiln;
+
+    @BeforeAll
+    void start() throws Exception {
+        kiln = KilnProcess.serve(List.of("--model", FIXTURES.resolve("models/qwen2-tiny").toString(),
+                "--tokenizer", FIXTURES.resolve("tokenizers/tiny-bpe").toString(), "--served-model-name", "tiny",
+                "--max-model-len", "64"));
+        OpenAiApiIT.awaitModel(kiln);
+    }
+
+    @AfterAll
+    void stop() throws Exception {
+        if (kiln != null) kiln.close();
+    }
+
+    @Test
+    void thousandsOfRandomAndMutatedBodiesNeverBreakTheServer() throws Exception {
+        SplittableRandom random = new SplittableRandom(2026);
+        List<String[]> requests = new ArrayList<>();
+        for (int i = 0; i < 2000; i++) {
+            String path = PATHS[random.nextInt(PATHS.length)];
+            requests.add(new String[] {path, mutate(SEEDS[random.nextInt(SEEDS.length)], random)});
+        }
+        List<String> failures = new ArrayList<>();
+        try (ExecutorService pool = Executors.newFixedThreadPool(8)) {
+            List<Future<String>> results = new ArrayList<>();
+            for (String[] r : requests) {
+                results.add(pool.submit(() -> {
+                    HttpResponse<String> response = OpenAiApiIT.raw(kiln, "POST", r[0], r[1]);
+                    int status = response.statusCode();
+                    if (status >= 500 && status != 503) return status + " for " + r[0] + " " + r[1] + " -> " + response.body();
+                    if (response.body().contains("Exception") || response.body().contains("\tat ")) {
+                        return "internals leaked for " + r[1] + ": " + response.body();
+                    }
+                    if (status >= 400) {
+                        JsonObject error = JsonParser.parseString(response.body()).getAsJsonObject().getAsJsonObject("error");
+                        if (error == null || !error.has("message")) return "no OpenAI error body: " + response.body();
+                    }
+                    return null;
+                }));
+            }
+            for (Future<String> f : results) {
+                String failure = f.get();
+                if (failure != null && failures.size() < 5) failures.add(failure);
+            }
+        }
+        assertTrue(failures.isEmpty(), String.join("\n", failures));
+        HttpResponse<String> health = OpenAiApiIT.raw(kiln, "GET", "/health", null);
+        assertEquals(200, health.statusCode());
+        awaitIdle(kiln, Duration.ofSeconds(30));
+    }
+
+    /** A valid body with random edits: junk values swapped in, bytes flipped, truncated, or duplicated. */
+    private static String mutate(String body, SplittableRandom random) {
+        String s = body;
+        int edits = 1 + random.nextInt(3);
+        for (int e = 0; e < edits; e++) {
+            switch (random.nextInt(6)) {
+                case 0 -> { // replace a value after a colon with junk
+                    int colon = s.indexOf(':', random.nextInt(Math.max(s.length(), 1)));
+                    if (colon > 0) {
+                        int end = colon + 1;
+                        int depth = 0;
+                        while (end < s.length()) {
+                            char c = s.charAt(end);
+                            if (c == '[' || c == '{') depth++;
+                            if ((c == ']' || c == '}') && depth-- == 0) break;
+                            if (c == ',' && depth == 0) break;
+                            end++;
+                        }
+                        s = s.substring(0, colon + 1) + JUNK[random.nextInt(JUNK.length)] + s.substring(Math.min(end, s.length()));
+                    }
+                }
+                case 1 -> { // flip a character
+                    if (!s.isEmpty()) {
+                        int i = random.nextInt(s.length());
+                        s = s.substring(0, i) + (char) random.nextInt(32, 127) + s.substring(i + 1);
+                    }
+                }
+                case 2 -> s = s.substring(0, random.nextInt(s.length() + 1)); // truncate
+                case 3 -> s = s + s; // trailing garbage
+                case 4 -> { // a huge number where a small one was
+                    s = s.replaceFirst("\"max_tokens\":\\d+", "\"max_tokens\":" + (random.nextBoolean() ? "1000000000000" : "-5"));
+                }
+                default -> s = JUNK[random.nextInt(JUNK.length)]; // not an object at all
+            }
+        }
+        return s;
+    }
+
+    @Test
+    void aStreamingClientThatDisconnectsFreesItsSequence() throws Exception {
+        // Its own server, without the short context, so that the request would run for seconds if not cancelled.
+        try (KilnProcess server = KilnProcess.serve(List.of("--model", FIXTURES.resolve("models/qwen2-tiny").toString()))) {
+            OpenAiApiIT.awaitModel(server);
+            String body = "{\"prompt\":[1,2,3],\"max_tokens\":4000,\"ignore_eos\":true,\"stream\":true,\"temperature\":0}";
+            try (Socket socket = new Socket("127.0.0.1", server.port)) {
+                OutputStream out = socket.getOutputStream();
+                out.write(("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                        + "Content-Length: " + body.getBytes(StandardCharsets.UTF_8).length + "\r\n\r\n" + body)
+                        .getBytes(StandardCharsets.UTF_8));
+                out.flush();
+                BufferedReader in = new BufferedReader(new InputStreamReader(socket.getInputStream(), StandardCharsets.UTF_8));
+                String line;
+                while ((line = in.readLine()) != null && !line.startsWith("data: {")) {
+                    // headers and chunk sizes until the first event
+                }
+                assertTrue(line != null, "the stream started");
+                assertEquals(1, engine(server).get("running").getAsInt(), "the request is generating");
+            } // closing the socket mid-stream is the disconnect
+            // 4,000 tokens take seconds; a cancelled sequence leaves within a step or two after the next write fails.
+            awaitIdle(server, Duration.ofMillis(1500));
+        }
+    }
+
+    private static JsonObject engine(KilnProcess k) throws Exception {
+        return JsonParser.parseString(OpenAiApiIT.raw(k, "GET", "/health", null).body()).getAsJsonObject().getAsJsonObject("engine");
+    }
+
+    /** Every sequence has left the engine and its KV blocks are free again. */
+    private static void awaitIdle(KilnProcess k, Duration timeout) throws Exception {
+        long deadline = System.nanoTime() + timeout.toNanos();
+        JsonObject engine = null;
+        while (System.nanoTime() < deadline) {
+            engine = engine(k);
+            if (engine.get("running").getAsInt() == 0 && engine.get("waiting").getAsInt() == 0
+                    && engine.get("kv_blocks_used").getAsInt() == 0) return;
+            Thread.sleep(100);
+        }
+        throw new AssertionError("the engine did not return to idle within " + timeout.toMillis() + " ms: " + engine);
+    }
+}
