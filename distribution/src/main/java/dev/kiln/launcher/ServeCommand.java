@@ -46,6 +46,9 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--config", description = "Configuration folder watched for Config Admin files (default: the home's etc/).")
     Path config;
 
+    @Option(names = "--deploy", description = "Folder watched for bundles to hot-deploy (default: the home's deploy/).")
+    Path deploy;
+
     @Option(names = "--data", description = "Folder for run-time state: framework cache, logs, generated credentials (default: the home's data/).")
     Path data;
 
@@ -89,7 +92,12 @@ final class ServeCommand implements Callable<Integer> {
         properties.put(org.osgi.framework.Constants.FRAMEWORK_STORAGE, dataDir.resolve("cache").toString());
         properties.put("org.osgi.service.http.port", Integer.toString(port));
         properties.put("org.apache.felix.http.host", host);
-        properties.put("felix.fileinstall.dir", configDir + "," + home.deploy());
+        Path deployDir = (deploy != null ? deploy : home.deploy()).toAbsolutePath().normalize();
+        if (!Files.isDirectory(deployDir)) {
+            System.err.println("kiln: deploy folder " + deployDir + " does not exist");
+            return 2;
+        }
+        properties.put("felix.fileinstall.dir", configDir + "," + deployDir);
         properties.putIfAbsent("felix.fileinstall.noInitialDelay", "true");
         properties.putIfAbsent("felix.fileinstall.poll", "1000");
         properties.putIfAbsent("felix.fileinstall.log.level", "2");
