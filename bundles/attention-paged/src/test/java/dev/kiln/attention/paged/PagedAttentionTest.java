@@ -12,6 +12,7 @@ import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
 import dev.kiln.backend.cpu.CpuBackend;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.List;
 import java.util.Random;
@@ -145,7 +146,7 @@ class PagedAttentionTest {
                 }
             }
             if (queriesOut != null) queriesOut[0] = q;
-            return java.util.Arrays.copyOf(got, tokens * g.heads * g.valueDim);
+            return Arrays.copyOf(got, tokens * g.heads * g.valueDim);
         }
 
         /** softmax(scale · q·kᵀ) · v over positions 0..position, per head, in double precision. */
@@ -197,6 +198,7 @@ class PagedAttentionTest {
         "12, 2, 128, 128, false, 16", // Qwen2-1.5B-like
         "6, 1, 72, 64, true, 8",     // MLA: one latent entry whose first 64 elements are the value
         "3, 3, 7, 5, false, 3",      // tiny odd dimensions
+        "4, 1, 288, 256, true, 16",  // MLA with keys too wide for the transposed score path
     })
     void mixedBatchesOfPrefillDecodeAndVerificationMatchTheReference(int heads, int kvHeads, int keyDim, int valueDim,
                                                                      boolean mla, int blockSize) {
@@ -269,7 +271,7 @@ class PagedAttentionTest {
         layer0.step(new Sequence[] {s}, new int[] {10}, null);
         // Writing layer 1 of the same slots must not disturb layer 0's keys.
         float[] k = new float[10 * 16];
-        java.util.Arrays.fill(k, 100f);
+        Arrays.fill(k, 100f);
         int[] slots = new int[10];
         for (int p = 0; p < 10; p++) slots[p] = s.slot(p, 4);
         kernel.forward(1, tensor(new float[10 * 32], 10, 32), tensor(k, 10, 16), tensor(k, 10, 16),
@@ -287,7 +289,7 @@ class PagedAttentionTest {
         // Fork: a second sequence whose blocks are copies, then both continue with the same new token.
         Sequence fork = h.newSequence(60);
         int used = (43 + 7) / 8;
-        h.cache.copyBlocks(java.util.Arrays.copyOf(original.blocks, used), java.util.Arrays.copyOf(fork.blocks, used));
+        h.cache.copyBlocks(Arrays.copyOf(original.blocks, used), Arrays.copyOf(fork.blocks, used));
         fork.keys.addAll(original.keys);
         fork.values.addAll(original.values);
         h.step(new Sequence[] {fork, original}, new int[] {2, 1}, null);

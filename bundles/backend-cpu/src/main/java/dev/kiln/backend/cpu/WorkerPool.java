@@ -160,7 +160,7 @@ public final class WorkerPool implements AutoCloseable {
             int spins = 0;
             while (done.get() < count) {
                 // Yield now and then: on a shared machine the worker we wait for may need our core.
-                if (++spins % 4096 == 0) Thread.yield();
+                if (++spins % 256 == 0) Thread.yield();
                 else Thread.onSpinWait();
             }
         }

@@ -177,7 +177,7 @@ class CpuBackendTest {
                     for (int i = 0; i < half; i++) {
                         int a = layout == RotaryEmbedding.Layout.HALVES ? base + offset + i : base + offset + 2 * i;
                         int b = layout == RotaryEmbedding.Layout.HALVES ? a + half : a + 1;
-                        double angle = (float) positions[r] * frequencies[i]; // the reference computes angles in f32
+                        double angle = (double) positions[r] * frequencies[i];
                         double c = Math.cos(angle) * magnitude, s = Math.sin(angle) * magnitude;
                         assertEquals(x[a] * c - x[b] * s, got[a], 1e-5, "pair " + i + " first, position " + positions[r]);
                         assertEquals(x[b] * c + x[a] * s, got[b], 1e-5, "pair " + i + " second, position " + positions[r]);

@@ -9,6 +9,7 @@ import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
 import java.lang.foreign.Arena;
 import java.nio.file.Path;
+import java.util.Arrays;
 import java.util.Random;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterAll;
@@ -48,7 +49,7 @@ class DenseWeightTest {
             assertEquals(columns, weight.columns());
             assertEquals((long) rows * columns * dtype.byteSize(), weight.bytes());
             assertEquals(dtype.name().toLowerCase(), weight.format());
-            for (int tokens : new int[] {1, 2, 3, 4, 5, 7, 15, 16, 17, 33, 40, 70}) {
+            for (int tokens : new int[] {1, 2, 3, 4, 5, 7, 15, 16, 17, 23, 24, 33, 40, 70}) {
                 float[] x = TestWeights.activations(random, tokens * columns);
                 check(weight, w.values(), rows, columns, x, tokens, BACKEND);
             }
@@ -82,7 +83,7 @@ class DenseWeightTest {
             Tensor x = BACKEND.allocate(DType.F32, 64, 48);
             Tensor out = BACKEND.allocate(DType.F32, 64, 40);
             float[] fill = new float[64 * 40];
-            java.util.Arrays.fill(fill, 42f);
+            Arrays.fill(fill, 42f);
             BACKEND.write(fill, out);
             float[] xs = TestWeights.activations(random, 3 * 48);
             BACKEND.write(xs, x);

@@ -6,7 +6,7 @@ final class AttentionScratch {
     private final int[][][] ints;
 
     AttentionScratch(int threads) {
-        floats = new float[threads][4][];
+        floats = new float[threads][5][];
         ints = new int[threads][2][];
     }
 

@@ -3,7 +3,9 @@ package dev.kiln.attention.paged.internal;
 import dev.kiln.api.attention.AttentionMetadata;
 import dev.kiln.api.attention.KvCacheSpec;
 import dev.kiln.backend.cpu.CpuTensor;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
@@ -24,6 +26,16 @@ public final class FlashAttention {
     private static final int TILE = 64;
     /** Query tokens per work item. */
     private static final int TOKENS_PER_ITEM = 16;
+    /**
+     * Queries per item from which a tile's keys are transposed first: scores then come out a vector of keys at a
+     * time with no horizontal sums, and the transposition is shared by all the item's queries.
+     */
+    private static final int TRANSPOSE_MIN_QUERIES = 8;
+    /**
+     * Widest keys worth transposing: beyond it (MLA's 576-element latent) the transposed tile outgrows the L1 cache
+     * and reading whole key rows is faster (measured).
+     */
+    private static final int TRANSPOSE_MAX_DIM = 256;
 
     private FlashAttention() {}
 
@@ -75,8 +87,9 @@ public final class FlashAttention {
 
     /**
      * Splits the batch into items, splitting the heads of a group further when there would otherwise be fewer
-     * items than about two per thread (single-sequence decode with few KV heads). Largest items come first so
-     * that the small ones fill in at the end.
+     * items than threads (single-sequence decode with few KV heads). Every item of a group reads the group's whole
+     * context, so splitting further would only multiply those reads. Largest items come first so that the small
+     * ones fill in at the end.
      */
     private static Item[] plan(AttentionMetadata batch, int kvHeads, int group, int threads) {
         int headsPerItem = group;
@@ -84,10 +97,10 @@ public final class FlashAttention {
         for (int s = 0; s < batch.numSequences(); s++) {
             tokenItems += (batch.queryLength(s) + TOKENS_PER_ITEM - 1) / TOKENS_PER_ITEM;
         }
-        while (headsPerItem > 1 && (long) tokenItems * kvHeads * ((group + headsPerItem - 1) / headsPerItem) < 2L * threads) {
+        while (headsPerItem > 1 && (long) tokenItems * kvHeads * ((group + headsPerItem - 1) / headsPerItem) < threads) {
             headsPerItem = (headsPerItem + 1) / 2;
         }
-        java.util.List<Item> items = new java.util.ArrayList<>();
+        List<Item> items = new ArrayList<>();
         for (int s = 0; s < batch.numSequences(); s++) {
             int length = batch.queryLength(s);
             for (int j = 0; j < length; j += TOKENS_PER_ITEM) {
@@ -130,6 +143,8 @@ public final class FlashAttention {
         float[] norm = scratch.floats(worker, 1, queries);
         float[] acc = scratch.floats(worker, 2, queries * valueDim);
         float[] scores = scratch.floats(worker, 3, TILE);
+        boolean transpose = queries >= TRANSPOSE_MIN_QUERIES && keyDim <= TRANSPOSE_MAX_DIM && TILE % L == 0;
+        float[] keysT = transpose ? scratch.floats(worker, 4, keyDim * TILE) : null;
         int[] keyAt = scratch.ints(worker, 0, TILE);
         int[] valueAt = scratch.ints(worker, 1, TILE);
         Arrays.fill(max, 0, queries, Float.NEGATIVE_INFINITY);
@@ -145,6 +160,7 @@ public final class FlashAttention {
                 keyAt[p - tileStart] = cache.keyIndex(block, item.kvHead(), p % bs);
                 valueAt[p - tileStart] = cache.valueIndex(block, item.kvHead(), p % bs);
             }
+            if (transpose) transposeTile(keys, keyAt, tileEnd - tileStart, keyDim, keysT);
             for (int j = 0; j < item.tokens(); j++) {
                 int position = firstPosition + j;
                 int visible = Math.min(tileEnd, position + 1) - tileStart;
@@ -153,7 +169,8 @@ public final class FlashAttention {
                 for (int h = 0; h < item.heads(); h++) {
                     int qi = j * item.heads() + h;
                     int qOffset = row + (headBase + h) * keyDim;
-                    scores(q, qOffset, keys, keyAt, visible, keyDim, scale, scores);
+                    if (transpose) scoresTransposed(q, qOffset, keysT, visible, keyDim, scale, scores);
+                    else scores(q, qOffset, keys, keyAt, visible, keyDim, scale, scores);
                     float tileMax = Float.NEGATIVE_INFINITY;
                     for (int i = 0; i < visible; i++) tileMax = Math.max(tileMax, scores[i]);
                     float newMax = Math.max(max[qi], tileMax);
@@ -223,6 +240,43 @@ public final class FlashAttention {
         }
     }
 
+    /** {@code keysT[d·TILE + i] = keys[keyAt[i] + d]}, zero for the positions past the tile's end. */
+    private static void transposeTile(float[] keys, int[] keyAt, int count, int dim, float[] keysT) {
+        for (int i = 0; i < count; i++) {
+            int k = keyAt[i];
+            for (int d = 0; d < dim; d++) keysT[d * TILE + i] = keys[k + d];
+        }
+        if (count < TILE) {
+            for (int d = 0; d < dim; d++) Arrays.fill(keysT, d * TILE + count, (d + 1) * TILE, 0f);
+        }
+    }
+
+    /** {@link #scores} from a transposed tile: one vector of keys at a time, two vectors per pass over the dims. */
+    private static void scoresTransposed(float[] q, int qOffset, float[] keysT, int visible, int dim, float scale,
+                                         float[] scores) {
+        int vectors = (visible + L - 1) / L;
+        for (int v = 0; v < vectors; v += 2) {
+            int i0 = v * L;
+            if (v + 1 < vectors) {
+                int i1 = i0 + L;
+                FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F);
+                for (int d = 0; d < dim; d++) {
+                    FloatVector qd = FloatVector.broadcast(F, q[qOffset + d]);
+                    a0 = FloatVector.fromArray(F, keysT, d * TILE + i0).fma(qd, a0);
+                    a1 = FloatVector.fromArray(F, keysT, d * TILE + i1).fma(qd, a1);
+                }
+                a0.mul(scale).intoArray(scores, i0);
+                a1.mul(scale).intoArray(scores, i1);
+            } else {
+                FloatVector a0 = FloatVector.zero(F);
+                for (int d = 0; d < dim; d++) {
+                    a0 = FloatVector.fromArray(F, keysT, d * TILE + i0).fma(FloatVector.broadcast(F, q[qOffset + d]), a0);
+                }
+                a0.mul(scale).intoArray(scores, i0);
+            }
+        }
+    }
+
     /** Replaces {@code scores[i]} by {@code exp(scores[i] - max)} and returns their sum. */
     private static float exponentiate(float[] scores, int count, float max) {
         FloatVector sum = FloatVector.zero(F);
@@ -241,10 +295,32 @@ public final class FlashAttention {
         return total;
     }
 
-    /** {@code acc = acc · correction + Σ_i weights[i] · values[valueAt[i]]}. */
+    /**
+     * {@code acc = acc · correction + Σ_i weights[i] · values[valueAt[i]]}, four vectors of dims at a time so that
+     * each weight is broadcast once per four loads of values.
+     */
     private static void accumulate(float[] acc, int accOffset, float correction, float[] weights, float[] values,
                                    int[] valueAt, int count, int dim) {
         int d = 0;
+        for (; d <= dim - 4 * L; d += 4 * L) {
+            int o = accOffset + d;
+            FloatVector a0 = FloatVector.fromArray(F, acc, o).mul(correction);
+            FloatVector a1 = FloatVector.fromArray(F, acc, o + L).mul(correction);
+            FloatVector a2 = FloatVector.fromArray(F, acc, o + 2 * L).mul(correction);
+            FloatVector a3 = FloatVector.fromArray(F, acc, o + 3 * L).mul(correction);
+            for (int i = 0; i < count; i++) {
+                FloatVector p = FloatVector.broadcast(F, weights[i]);
+                int v = valueAt[i] + d;
+                a0 = FloatVector.fromArray(F, values, v).fma(p, a0);
+                a1 = FloatVector.fromArray(F, values, v + L).fma(p, a1);
+                a2 = FloatVector.fromArray(F, values, v + 2 * L).fma(p, a2);
+                a3 = FloatVector.fromArray(F, values, v + 3 * L).fma(p, a3);
+            }
+            a0.intoArray(acc, o);
+            a1.intoArray(acc, o + L);
+            a2.intoArray(acc, o + 2 * L);
+            a3.intoArray(acc, o + 3 * L);
+        }
         for (; d <= dim - L; d += L) {
             FloatVector a = FloatVector.fromArray(F, acc, accOffset + d).mul(correction);
             for (int i = 0; i < count; i++) {

@@ -14,9 +14,9 @@ import jdk.incubator.vector.FloatVector;
  * Rotary position embedding with cos/sin tables per position, grown on demand (to the next power of two) as longer
  * positions appear.
  *
- * <p>Angles are float products {@code position · frequency} and the magnitude multiplies the float cos/sin, as the
- * reference implementations (transformers, DeepSeek's modelling code) compute them, so rotations match theirs to
- * the last bit of the angle even at long positions.
+ * <p>Angles, cos, sin and the magnitude are computed in double precision and rounded once to float, so that the
+ * only error at long positions is the float rounding of the given frequencies (a float32 product
+ * {@code position · frequency} would add an error of the same size again).
  */
 public final class CpuRotaryEmbedding implements RotaryEmbedding {
     /** Rotated elements of x per task when rows are spread over the pool. */
@@ -138,9 +138,9 @@ public final class CpuRotaryEmbedding implements RotaryEmbedding {
             System.arraycopy(tab.sin, 0, sin, 0, tab.sin.length);
             for (int p = tab.positions; p < positions; p++) {
                 for (int i = 0; i < half; i++) {
-                    float angle = (float) p * frequencies[i];
-                    cos[p * half + i] = (float) Math.cos(angle) * magnitude;
-                    sin[p * half + i] = (float) Math.sin(angle) * magnitude;
+                    double angle = (double) p * frequencies[i];
+                    cos[p * half + i] = (float) (Math.cos(angle) * magnitude);
+                    sin[p * half + i] = (float) (Math.sin(angle) * magnitude);
                 }
             }
             tab = new Tables(positions, cos, sin);

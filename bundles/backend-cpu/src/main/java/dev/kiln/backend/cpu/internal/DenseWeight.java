@@ -20,7 +20,7 @@ public abstract sealed class DenseWeight implements Weight permits Bf16Weight, F
      * From this many activation rows on, widening weight blocks to f32 once and reusing them from cache beats
      * streaming the weights again for every group of four rows.
      */
-    static final int GEMM_MIN_TOKENS = 16;
+    static final int GEMM_MIN_TOKENS = 24;
 
     protected final MemorySegment data;
     protected final int rows;
@@ -127,7 +127,7 @@ public abstract sealed class DenseWeight implements Weight permits Bf16Weight, F
      */
     abstract void stream(float[] x, int xOffset, int tokens, float[] out, int outOffset);
 
-    /** Work items of {@code rowsPerItem} weight rows, grouped so that each thread gets about eight chunks. */
+    /** Chunk size for {@code items} equal work items: about eight chunks per thread. */
     final int grain(int items) {
         return Math.max(1, items / (pool.threads() * 8));
     }

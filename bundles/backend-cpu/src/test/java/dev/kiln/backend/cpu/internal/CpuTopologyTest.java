@@ -13,12 +13,12 @@ import org.junit.jupiter.api.io.TempDir;
 class CpuTopologyTest {
     @Test
     void hyperThreadsOfOneCoreCountOnce(@TempDir Path sys) throws IOException {
-        // Four logical CPUs: two cores with two threads each; a fifth CPU is offline.
-        String[][] cpus = {{"0", "0"}, {"1", "1"}, {"2", "0"}, {"3", "1"}, {"4", "2"}};
-        for (int i = 0; i < cpus.length; i++) {
+        // Four logical CPUs: two cores with two threads each; a fifth CPU, on a third core, is offline.
+        String[] coreOfCpu = {"0", "1", "0", "1", "2"};
+        for (int i = 0; i < coreOfCpu.length; i++) {
             Path topology = Files.createDirectories(sys.resolve("cpu" + i).resolve("topology"));
-            Files.writeString(topology.resolve("core_id"), cpus[i][1] + "\n");
-            Files.writeString(topology.resolve("physical_package_id"), cpus[i][0].equals("4") ? "0\n" : "0\n");
+            Files.writeString(topology.resolve("core_id"), coreOfCpu[i] + "\n");
+            Files.writeString(topology.resolve("physical_package_id"), "0\n");
         }
         Files.writeString(sys.resolve("cpu4").resolve("online"), "0\n");
         Files.createDirectories(sys.resolve("cpufreq"));
