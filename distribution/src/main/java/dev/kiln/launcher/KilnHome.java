@@ -33,6 +33,11 @@ record KilnHome(Path root) {
         return root.resolve("deploy");
     }
 
+    /** The model Kiln ships and serves when none is named: a small DeepSeek-V3-architecture model with an MTP head. */
+    Path defaultModel() {
+        return root.resolve("models").resolve("default");
+    }
+
     Path data() {
         return root.resolve("data");
     }

@@ -31,8 +31,11 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--host", defaultValue = "127.0.0.1", description = "Address to bind (default: ${DEFAULT-VALUE}).")
     String host;
 
-    @Option(names = "--model", description = "Model folder (Hugging Face layout) to serve.")
+    @Option(names = "--model", description = "Model folder (Hugging Face layout) to serve (default: the embedded default model).")
     Path model;
+
+    @Option(names = "--quantization", description = "Weight format to quantize to on load, e.g. fp8 (default: the checkpoint's own).")
+    String quantization;
 
     @Option(names = "--tokenizer", description = "Folder with tokenizer.json (default: the model folder).")
     Path tokenizer;
@@ -59,6 +62,7 @@ final class ServeCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         KilnHome home = KilnHome.locate();
+        if (model == null && Files.isDirectory(home.defaultModel())) model = home.defaultModel();
         Path configDir = (config != null ? config : home.etc()).toAbsolutePath().normalize();
         if (!Files.isDirectory(configDir)) {
             System.err.println("kiln: configuration folder " + configDir + " does not exist");
@@ -105,6 +109,7 @@ final class ServeCommand implements Callable<Integer> {
         properties.putIfAbsent("org.apache.felix.http.jetty.sendServerHeader", "false");
         // The engine and the API read these as defaults; a dev.kiln.engine configuration overrides them.
         if (model != null) properties.put("kiln.model", model.toAbsolutePath().normalize().toString());
+        if (quantization != null) properties.put("kiln.quantization", quantization);
         if (tokenizer != null) properties.put("kiln.tokenizer", tokenizer.toAbsolutePath().normalize().toString());
         if (servedModelName != null) properties.put("kiln.served-model-name", servedModelName);
         if (maxModelLen != null) properties.put("kiln.max-model-len", maxModelLen.toString());

@@ -4,6 +4,7 @@ include core
 bundle dev.kiln:kiln-loader-safetensors
 bundle dev.kiln:kiln-backend-cpu
 bundle dev.kiln:kiln-attention-paged
+bundle dev.kiln:kiln-quant-fp8
 bundle dev.kiln:kiln-models
 bundle dev.kiln:kiln-sampler
 bundle dev.kiln:kiln-engine

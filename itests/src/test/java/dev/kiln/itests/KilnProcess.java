@@ -33,6 +33,11 @@ final class KilnProcess implements AutoCloseable {
 
     /** Starts {@code kiln serve ARGS} and waits until it reports that it serves. */
     static KilnProcess serve(List<String> args) throws IOException, InterruptedException {
+        return serve(args, java.util.Map.of());
+    }
+
+    /** Same, with extra files (name to content) in the configuration folder, e.g. {@code dev.kiln.engine.cfg}. */
+    static KilnProcess serve(List<String> args, java.util.Map<String, String> configFiles) throws IOException, InterruptedException {
         int port;
         try (ServerSocket s = new ServerSocket(0)) {
             port = s.getLocalPort();
@@ -40,6 +45,7 @@ final class KilnProcess implements AutoCloseable {
         Path data = Files.createTempDirectory("kiln-itest-data");
         Path config = Files.createTempDirectory("kiln-itest-etc");
         Files.writeString(config.resolve("kiln.properties"), "felix.webconsole.password=itest\n");
+        for (var file : configFiles.entrySet()) Files.writeString(config.resolve(file.getKey()), file.getValue());
         List<String> command = new ArrayList<>(List.of(KilnContainer.home().resolve("bin/kiln").toString(), "serve",
                 "--port", Integer.toString(port), "--data", data.toString(), "--config", config.toString()));
         command.addAll(args);

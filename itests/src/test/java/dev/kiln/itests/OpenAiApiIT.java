@@ -219,7 +219,8 @@ class OpenAiApiIT {
     /** Greedy completions through the API equal the reference's greedy tokens (no tokenizer: ids in, ids out). */
     @Test
     void greedyCompletionsEqualTheReferenceWithoutATokenizer() throws Exception {
-        for (String fixture : List.of("qwen2-tiny", "llama3-tiny")) {
+        for (String fixture : List.of("qwen2-tiny", "llama3-tiny", "deepseek-v3-tiny", "deepseek-v3-tiny-fp8",
+                "deepseek-v2-lite-tiny")) {
             Path dir = FIXTURES.resolve("models").resolve(fixture);
             try (KilnProcess bare = KilnProcess.serve(List.of("--model", dir.toString()));
                  SafetensorsFile reference = SafetensorsFile.open(dir.resolve("reference.safetensors"))) {

@@ -160,6 +160,36 @@ class ServerRobustnessIT {
         }
     }
 
+    @Test
+    void aFullQueueIsAnswered429AndTheServerRecovers() throws Exception {
+        // One running sequence and one waiting place: of 8 simultaneous long requests most must be refused at once.
+        String engineConfig = "max-num-seqs=1\nmax-waiting=1\n";
+        try (KilnProcess server = KilnProcess.serve(List.of("--model", FIXTURES.resolve("models/qwen2-tiny").toString()),
+                java.util.Map.of("dev.kiln.engine.cfg", engineConfig))) {
+            OpenAiApiIT.awaitModel(server);
+            String body = "{\"prompt\":[1,2,3],\"max_tokens\":1500,\"ignore_eos\":true,\"temperature\":0}";
+            List<Integer> statuses = new ArrayList<>();
+            try (ExecutorService pool = Executors.newFixedThreadPool(8)) {
+                List<Future<HttpResponse<String>>> responses = new ArrayList<>();
+                for (int i = 0; i < 8; i++) responses.add(pool.submit(() -> OpenAiApiIT.raw(server, "POST", "/v1/completions", body)));
+                for (Future<HttpResponse<String>> f : responses) {
+                    HttpResponse<String> r = f.get();
+                    statuses.add(r.statusCode());
+                    if (r.statusCode() == 429) {
+                        JsonObject error = JsonParser.parseString(r.body()).getAsJsonObject().getAsJsonObject("error");
+                        assertEquals("rate_limit_error", error.get("type").getAsString(), r.body());
+                    } else {
+                        assertEquals(200, r.statusCode(), r.body());
+                    }
+                }
+            }
+            assertTrue(statuses.contains(429), "a full queue refuses with 429: " + statuses);
+            assertTrue(statuses.contains(200), "admitted requests complete: " + statuses);
+            awaitIdle(server, Duration.ofSeconds(30));
+            assertEquals(200, OpenAiApiIT.raw(server, "POST", "/v1/completions", "{\"prompt\":[1],\"max_tokens\":2}").statusCode());
+        }
+    }
+
     private static JsonObject engine(KilnProcess k) throws Exception {
         return JsonParser.parseString(OpenAiApiIT.raw(k, "GET", "/health", null).body()).getAsJsonObject().getAsJsonObject("engine");
     }

@@ -64,6 +64,9 @@ public final class BenchJob extends CommandJob {
         @Option(names = "--attention", defaultValue = "paged", description = "Attention kernel (default: ${DEFAULT-VALUE}).")
         String attentionName;
 
+        @Option(names = "--quantization", description = "Weight format to quantize to on load (e.g. fp8); default: the checkpoint's own.")
+        String quantization;
+
         Bench(KilnServices services) {
             this.services = services;
         }
@@ -84,7 +87,7 @@ public final class BenchJob extends CommandJob {
             int capacity = Math.max(Math.max(prompt, gen), 1);
             int blockSize = 16;
             int blocks = (capacity + blockSize - 1) / blockSize;
-            try (CausalLanguageModel m = services.loadModel(model, backend, attention, Math.max(prompt, 1));
+            try (CausalLanguageModel m = services.loadModel(model, backend, attention, quantization, Math.max(prompt, 1));
                  KvCache cache = m.allocateKvCache(blocks, blockSize)) {
                 int[] blockIds = new int[blocks];
                 Arrays.setAll(blockIds, i -> i);
@@ -96,7 +99,7 @@ public final class BenchJob extends CommandJob {
 
                 System.out.printf("model: %s %s, %.2f GB of weights (%.2f GB read per decoded token)%n", m.architecture(),
                         model.getFileName(), m.weightBytes() / 1e9, bytesPerToken / 1e9);
-                System.out.printf("backend: %s, %d threads%n", backend.device().description(), workers);
+                System.out.printf("backend: %s: %s%n", backend.name(), backend.device().description());
                 System.out.printf("read bandwidth: %.1f GB/s (%d threads, same run)%n", bandwidth / 1e9, workers);
 
                 // One unmeasured round lets the JIT compile the kernels, as llama-bench's warm-up run does.

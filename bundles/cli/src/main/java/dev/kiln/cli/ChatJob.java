@@ -57,7 +57,7 @@ public final class ChatJob extends CommandJob {
         private final BundleContext context;
         private final KilnServices services;
 
-        @Option(names = "--model", required = true, description = "Model folder.")
+        @Option(names = "--model", description = "Model folder (default: the embedded default model).")
         Path model;
 
         @Option(names = "--tokenizer", description = "Tokenizer folder (default: the model folder).")
@@ -82,6 +82,11 @@ public final class ChatJob extends CommandJob {
 
         @Override
         public Integer call() throws Exception {
+            if (model == null) {
+                String home = context.getProperty("kiln.home");
+                if (home == null) throw new IllegalArgumentException("--model is required");
+                model = Path.of(home, "models", "default");
+            }
             if (!Files.isDirectory(model)) throw new IllegalArgumentException("model folder " + model + " does not exist");
             Path tokDir = tokenizerFolder != null ? tokenizerFolder : model;
             TokenizerFactory factory = services.tokenizerFactory(tokDir);

@@ -61,6 +61,9 @@ public final class GenerateJob extends CommandJob {
         @Option(names = "--attention", defaultValue = "paged", description = "Attention kernel (default: ${DEFAULT-VALUE}).")
         String attentionName;
 
+        @Option(names = "--quantization", description = "Weight format to quantize to on load (e.g. fp8); default: the checkpoint's own.")
+        String quantization;
+
         Generate(KilnServices services) {
             this.services = services;
         }
@@ -73,7 +76,7 @@ public final class GenerateJob extends CommandJob {
             AttentionKernel attention = services.attention(attentionName, backend);
             int blockSize = 16;
             int total = prompt.length + maxTokens;
-            try (CausalLanguageModel m = services.loadModel(model, backend, attention, Math.min(512, Math.max(total, 1)))) {
+            try (CausalLanguageModel m = services.loadModel(model, backend, attention, quantization, Math.min(512, Math.max(total, 1)))) {
                 for (int id : prompt) {
                     if (id < 0 || id >= m.vocabSize()) {
                         throw new IllegalArgumentException("prompt id " + id + " outside the vocabulary (0.." + (m.vocabSize() - 1) + ")");

@@ -6,8 +6,7 @@ import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.checkpoint.Checkpoint;
 import dev.kiln.api.checkpoint.CheckpointLoader;
 import dev.kiln.api.model.CausalLanguageModel;
-import dev.kiln.api.model.ModelArchitecture;
-import dev.kiln.api.model.ModelBuildOptions;
+import dev.kiln.engine.ModelServices;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -33,8 +32,11 @@ final class KilnServices {
 
     private final BundleContext context;
 
+    private final ModelServices models;
+
     KilnServices(BundleContext context) {
         this.context = context;
+        this.models = new ModelServices(context, status -> { }, java.util.Set.of());
     }
 
     /**
@@ -59,9 +61,7 @@ final class KilnServices {
 
     /** The attention kernel of that name for the backend. */
     AttentionKernel attention(String name, ComputeBackend backend) throws InterruptedException {
-        return await(AttentionKernel.class,
-                "(&(" + KilnProperties.NAME + "=" + name + ")(" + KilnProperties.BACKEND + "=" + backend.name() + "))",
-                "attention kernel '" + name + "' for backend " + backend.name());
+        return models.attention(name, backend);
     }
 
     /** The first tokenizer factory that reads the folder. */
@@ -81,22 +81,13 @@ final class KilnServices {
         throw new IllegalArgumentException("no checkpoint loader recognises " + folder);
     }
 
-    /** Opens the checkpoint and builds it with the architecture that supports its configuration. */
-    CausalLanguageModel loadModel(Path folder, ComputeBackend backend, AttentionKernel attention, int maxBatchTokens)
-            throws IOException, InterruptedException {
-        Checkpoint checkpoint = openCheckpoint(folder);
-        try {
-            for (ModelArchitecture architecture : all(ModelArchitecture.class)) {
-                if (architecture.supports(checkpoint.config())) {
-                    return architecture.build(checkpoint, new ModelBuildOptions(backend, attention, null, maxBatchTokens));
-                }
-            }
-            throw new IllegalArgumentException(folder + ": no architecture serves model_type '"
-                    + checkpoint.config().modelType() + "' " + checkpoint.config().architectures());
-        } catch (RuntimeException e) {
-            checkpoint.close();
-            throw e;
-        }
+    /**
+     * Opens the checkpoint and builds it with the architecture that supports its configuration, in the checkpoint's
+     * own weight format or quantized on load to {@code quantization} — exactly as the engine does.
+     */
+    CausalLanguageModel loadModel(Path folder, ComputeBackend backend, AttentionKernel attention, String quantization,
+                                  int maxBatchTokens) throws IOException, InterruptedException {
+        return models.load(folder, backend, attention, quantization, maxBatchTokens);
     }
 
     private <S> java.util.List<S> all(Class<S> type) throws InterruptedException {

@@ -187,6 +187,61 @@ public final class CpuBackend implements ComputeBackend, AutoCloseable {
     }
 
     @Override
+    public void copyColumns(Tensor src, int srcOffset, Tensor dst, int dstOffset, int width) {
+        CpuTensor s = CpuTensor.f32(src);
+        CpuTensor d = CpuTensor.f32(dst);
+        int rows = s.rowCount();
+        if (srcOffset < 0 || dstOffset < 0 || width < 0 || srcOffset + width > s.rowLength()
+                || dstOffset + width > d.rowLength() || d.rowCount() < rows) {
+            throw new IllegalArgumentException("column copy [" + srcOffset + ", +" + width + ") of rows of " + s.rowLength()
+                    + " into [" + dstOffset + ", +" + width + ") of rows of " + d.rowLength() + " is out of bounds");
+        }
+        float[] sa = s.array(), da = d.array();
+        for (int r = 0; r < rows; r++) System.arraycopy(sa, s.rowOffset(r) + srcOffset, da, d.rowOffset(r) + dstOffset, width);
+    }
+
+    @Override
+    public void gatherRows(Tensor src, int[] rows, Tensor dst) {
+        CpuTensor s = CpuTensor.f32(src);
+        CpuTensor d = CpuTensor.f32(dst);
+        int n = s.rowLength();
+        if (d.rowLength() != n || d.rowCount() < rows.length) {
+            throw new IllegalArgumentException("gathering " + rows.length + " rows of " + n + " into " + d);
+        }
+        float[] sa = s.array(), da = d.array();
+        for (int i = 0; i < rows.length; i++) {
+            if (rows[i] < 0 || rows[i] >= s.rowCount()) throw new IllegalArgumentException("row " + rows[i] + " outside " + s);
+            System.arraycopy(sa, s.rowOffset(rows[i]), da, d.rowOffset(i), n);
+        }
+    }
+
+    @Override
+    public void scatterAddRows(Tensor src, int[] rows, float[] scales, Tensor dst) {
+        CpuTensor s = CpuTensor.f32(src);
+        CpuTensor d = CpuTensor.f32(dst);
+        int n = s.rowLength();
+        if (d.rowLength() != n || s.rowCount() < rows.length || scales.length != rows.length) {
+            throw new IllegalArgumentException("scattering " + rows.length + " rows of " + n + " into " + d);
+        }
+        float[] sa = s.array(), da = d.array();
+        // Sequential: rows may repeat, and a row's accumulation order then stays the order given.
+        for (int i = 0; i < rows.length; i++) {
+            if (rows[i] < 0 || rows[i] >= d.rowCount()) throw new IllegalArgumentException("row " + rows[i] + " outside " + d);
+            RowKernels.addScaled(da, d.rowOffset(rows[i]), sa, s.rowOffset(i), scales[i], n);
+        }
+    }
+
+    @Override
+    public void scale(Tensor x, float factor) {
+        CpuTensor t = CpuTensor.f32(x);
+        int n = t.rowLength();
+        float[] a = t.array();
+        forRows(t.rowCount(), n, (from, to) -> {
+            for (int r = from; r < to; r++) RowKernels.scale(a, t.rowOffset(r), factor, n);
+        });
+    }
+
+    @Override
     public void siluAndMul(Tensor gate, Tensor up, Tensor out) {
         CpuTensor g = CpuTensor.f32(gate);
         CpuTensor u = CpuTensor.f32(up);

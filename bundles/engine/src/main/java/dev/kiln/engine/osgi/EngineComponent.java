@@ -12,6 +12,7 @@ import dev.kiln.api.sampling.LogitsProcessor;
 import dev.kiln.api.sampling.Sampler;
 import dev.kiln.engine.EngineSettings;
 import dev.kiln.engine.InferenceEngineCore;
+import dev.kiln.engine.ModelServices;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -85,6 +86,10 @@ public final class EngineComponent implements InferenceEngine {
         @AttributeDefinition(name = "Attention kernel", description = "kiln.name of the AttentionKernel service")
         String attention() default "paged";
 
+        @AttributeDefinition(name = "Quantization", description = "Weight format to quantize to on load (kiln.name of a "
+                + "Quantizer: weight_only_int8, fp8, ...); empty: the checkpoint's own quantization_config, or none")
+        String quantization() default "";
+
         @AttributeDefinition(name = "Block size", description = "Tokens per KV cache block")
         int block$_$size() default EngineSettings.DEFAULT_BLOCK_SIZE;
 
@@ -144,6 +149,7 @@ public final class EngineComponent implements InferenceEngine {
     private EngineSettings settings;
     private String backendName;
     private String attentionName;
+    private String quantization;
     private Path folder;
     private ServiceListener watcher;
     private Thread loader;
@@ -163,6 +169,9 @@ public final class EngineComponent implements InferenceEngine {
             var config = new Settings(properties);
             this.backendName = config.string("backend", "cpu");
             this.attentionName = config.string("attention", "paged");
+            String requestedFormat = config.string("quantization", "");
+            if (requestedFormat.isBlank()) requestedFormat = Objects.requireNonNullElse(context.getProperty("kiln.quantization"), "");
+            this.quantization = requestedFormat;
             configured = config.string("model", "");
             if (configured.isBlank()) configured = context.getProperty("kiln.model");
             // `kiln serve --served-model-name/--max-model-len` arrive as framework properties; configuration wins.
@@ -323,7 +332,7 @@ public final class EngineComponent implements InferenceEngine {
         InferenceEngineCore core = null;
         long start = System.nanoTime();
         try {
-            model = services.load(folder, backendName, attentionName, settings.maxNumBatchedTokens());
+            model = services.load(folder, backendName, attentionName, quantization, settings.maxNumBatchedTokens());
             core = new InferenceEngineCore(model, settings, sampler, processors);
             synchronized (lifecycle) {
                 if (!deactivated) {

@@ -1,7 +1,6 @@
 package dev.kiln.models.llama;
 
 import dev.kiln.api.attention.AttentionKernel;
-import dev.kiln.api.attention.AttentionMetadata;
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.attention.KvCacheSpec;
 import dev.kiln.api.backend.ComputeBackend;
@@ -15,6 +14,7 @@ import dev.kiln.api.model.ModelBuildOptions;
 import dev.kiln.api.model.ModelConfig;
 import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
+import dev.kiln.models.BatchValidation;
 import dev.kiln.models.LanguageModelHead;
 import dev.kiln.models.Linear;
 import dev.kiln.models.WeightLoader;
@@ -175,7 +175,7 @@ public final class LlamaModel implements CausalLanguageModel {
     @Override
     public ForwardResult forward(ForwardBatch batch, KvCache cache) {
         int tokens = batch.numTokens();
-        checkBatch(batch, cache);
+        BatchValidation.check(batch, cache, maxBatchTokens, config.vocabSize());
         Workspace w = workspace;
         Tensor x = w.residual().rows(tokens);
         Tensor h = w.normed().rows(tokens);
@@ -210,39 +210,6 @@ public final class LlamaModel implements CausalLanguageModel {
             backend.add(x, h);
         }
         return head.apply(x, batch.logitRows(), batch.returnHiddenStates());
-    }
-
-    /** Refuses a batch that would overflow the workspace, the vocabulary or the cache. */
-    private void checkBatch(ForwardBatch batch, KvCache cache) {
-        int tokens = batch.numTokens();
-        if (tokens == 0 || tokens > maxBatchTokens) {
-            throw new IllegalArgumentException("a batch takes 1.." + maxBatchTokens + " tokens, found " + tokens);
-        }
-        for (int t : batch.tokens()) {
-            if (t < 0 || t >= config.vocabSize()) {
-                throw new IllegalArgumentException("token " + t + " outside the vocabulary of " + config.vocabSize());
-            }
-        }
-        AttentionMetadata meta = batch.attention();
-        int blocks = cache.numBlocks();
-        long slots = (long) blocks * cache.blockSize();
-        for (int slot : meta.slotMapping()) {
-            if (slot < 0 || slot >= slots) {
-                throw new IllegalArgumentException("slot " + slot + " outside the cache's " + slots + " slots");
-            }
-        }
-        for (int s = 0; s < meta.numSequences(); s++) {
-            int[] table = meta.blockTables()[s];
-            if ((long) table.length * cache.blockSize() < meta.contextLength()[s]) {
-                throw new IllegalArgumentException("sequence " + s + " has " + meta.contextLength()[s]
-                        + " tokens of context but " + table.length + " blocks of " + cache.blockSize());
-            }
-            for (int block : table) {
-                if (block < 0 || block >= blocks) {
-                    throw new IllegalArgumentException("block " + block + " outside the cache's " + blocks + " blocks");
-                }
-            }
-        }
     }
 
     @Override

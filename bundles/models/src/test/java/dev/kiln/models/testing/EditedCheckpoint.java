@@ -13,8 +13,8 @@ import java.util.Optional;
 import java.util.Set;
 
 /**
- * A real checkpoint seen through edits: tensors with a different declared shape or type, tensors removed, config
- * fields changed. The data stays the original mapping; only what the model is told changes.
+ * A real checkpoint seen through edits: tensors with a different declared shape or type, tensors replaced or
+ * removed, config fields changed. Unless replaced, the data stays the original mapping.
  */
 public final class EditedCheckpoint implements Checkpoint {
     private final Checkpoint original;
@@ -39,6 +39,12 @@ public final class EditedCheckpoint implements Checkpoint {
     public EditedCheckpoint retype(String name, DType dtype) {
         CheckpointTensor t = original.tensor(name);
         replaced.put(name, new CheckpointTensor(name, dtype, t.shape(), t.data(), t.file()));
+        return this;
+    }
+
+    /** Replaces the tensor (or adds one of that name). */
+    public EditedCheckpoint replace(CheckpointTensor tensor) {
+        replaced.put(tensor.name(), tensor);
         return this;
     }
 

@@ -8,6 +8,8 @@ import dev.kiln.api.model.ModelArchitecture;
 import dev.kiln.api.model.ModelBuildOptions;
 import dev.kiln.api.quant.Quantizer;
 import dev.kiln.loader.safetensors.SafetensorsCheckpointLoader;
+import dev.kiln.models.deepseek.DeepSeekV2Architecture;
+import dev.kiln.models.deepseek.DeepSeekV3Architecture;
 import dev.kiln.models.llama.LlamaArchitecture;
 import dev.kiln.models.llama.Qwen2Architecture;
 import java.io.IOException;
@@ -26,7 +28,8 @@ public final class Harness {
 
     private static final ComputeBackend BACKEND = new dev.kiln.backend.cpu.CpuBackend(2);
     private static final AttentionKernel ATTENTION = new dev.kiln.attention.paged.PagedAttention();
-    private static final List<ModelArchitecture> ARCHITECTURES = List.of(new Qwen2Architecture(), new LlamaArchitecture());
+    private static final List<ModelArchitecture> ARCHITECTURES = List.of(new Qwen2Architecture(), new LlamaArchitecture(),
+            new DeepSeekV2Architecture(), new DeepSeekV3Architecture());
 
     private Harness() {}
 

@@ -52,6 +52,14 @@ public final class Reference {
         return has("last_hidden_" + i) ? floats("last_hidden_" + i) : null;
     }
 
+    /**
+     * {@code mtp_logits_i}, {@code [prompt - 1, vocab]}: row j predicts token j+2 from the target's state at j and
+     * token j+1; null when the fixture has no MTP module.
+     */
+    public float[] mtpLogits(int i) {
+        return has("mtp_logits_" + i) ? floats("mtp_logits_" + i) : null;
+    }
+
     private boolean has(String name) {
         try (SafetensorsFile f = SafetensorsFile.open(file)) {
             return f.find(name).isPresent();

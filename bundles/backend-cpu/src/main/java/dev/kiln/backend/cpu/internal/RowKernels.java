@@ -52,4 +52,20 @@ public final class RowKernels {
             out[oo + i] = (float) (g / (1.0 + Math.exp(-g))) * up[uo + i];
         }
     }
+
+    /** {@code acc += factor · x} over {@code n} elements. */
+    public static void addScaled(float[] acc, int ao, float[] x, int xo, float factor, int n) {
+        int i = 0;
+        for (; i <= n - L; i += L) {
+            FloatVector.fromArray(F, x, xo + i).fma(FloatVector.broadcast(F, factor), FloatVector.fromArray(F, acc, ao + i)).intoArray(acc, ao + i);
+        }
+        for (; i < n; i++) acc[ao + i] = Math.fma(factor, x[xo + i], acc[ao + i]);
+    }
+
+    /** {@code x *= factor} over {@code n} elements. */
+    public static void scale(float[] x, int xo, float factor, int n) {
+        int i = 0;
+        for (; i <= n - L; i += L) FloatVector.fromArray(F, x, xo + i).mul(factor).intoArray(x, xo + i);
+        for (; i < n; i++) x[xo + i] *= factor;
+    }
 }

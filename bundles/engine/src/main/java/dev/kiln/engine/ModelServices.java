@@ -1,4 +1,4 @@
-package dev.kiln.engine.osgi;
+package dev.kiln.engine;
 
 import dev.kiln.api.KilnProperties;
 import dev.kiln.api.attention.AttentionKernel;
@@ -8,6 +8,8 @@ import dev.kiln.api.checkpoint.CheckpointLoader;
 import dev.kiln.api.model.CausalLanguageModel;
 import dev.kiln.api.model.ModelArchitecture;
 import dev.kiln.api.model.ModelBuildOptions;
+import dev.kiln.api.model.ModelConfig;
+import dev.kiln.api.quant.Quantizer;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -29,10 +31,15 @@ import org.slf4j.LoggerFactory;
  * names come from the engine's configuration, so the services are looked up when loading rather than injected; a
  * service not yet registered is waited for.
  *
+ * <p>The weight format is the checkpoint's own when its {@code quantization_config} names one (the {@link Quantizer}
+ * whose {@code kiln.name} is its {@code quant_method}), or the one asked for (quantized on load), or none (the
+ * stored floating-point format).
+ *
  * <p>Every service obtained is remembered: the model uses them all for as long as it lives, so the engine reloads
- * when one of them goes away ({@link #uses}) and releases them with {@link #release()}.
+ * when one of them goes away ({@link #uses}) and releases them with {@link #release()}. Tools that load a model
+ * outside the engine use the same class.
  */
-final class ModelServices {
+public final class ModelServices {
     private static final Logger LOG = LoggerFactory.getLogger(ModelServices.class);
     private static final long POLL_MILLIS = 100;
     private static final long WARN_AFTER_MILLIS = 10_000;
@@ -47,7 +54,7 @@ final class ModelServices {
      * @param departing services being unregistered: listeners hear of it while the service can still be found,
      *                  and a model must not be built on one
      */
-    ModelServices(BundleContext context, Consumer<String> status, Set<ServiceReference<?>> departing) {
+    public ModelServices(BundleContext context, Consumer<String> status, Set<ServiceReference<?>> departing) {
         this.context = context;
         this.status = status;
         this.departing = departing;
@@ -56,25 +63,38 @@ final class ModelServices {
     /**
      * Builds the model in {@code folder} with the named backend and attention kernel.
      *
+     * @param quantization the weight format to quantize to on load, or blank for the checkpoint's own
      * @throws InterruptedException when the loading thread is stopped while waiting for a service
      */
-    CausalLanguageModel load(Path folder, String backendName, String attentionName, int maxBatchTokens)
-            throws IOException, InterruptedException {
+    public CausalLanguageModel load(Path folder, String backendName, String attentionName, String quantization,
+                                    int maxBatchTokens) throws IOException, InterruptedException {
         if (!Files.exists(folder)) throw new IllegalArgumentException("model folder " + folder + " does not exist");
         ComputeBackend backend = obtain(ComputeBackend.class, "(" + KilnProperties.NAME + "=" + backendName + ")",
                 "compute backend '" + backendName + "'");
-        AttentionKernel attention = obtain(AttentionKernel.class,
+        return load(folder, backend, attention(attentionName, backend), quantization, maxBatchTokens);
+    }
+
+    /** The named attention kernel for the backend, waiting until it is registered. */
+    public AttentionKernel attention(String attentionName, ComputeBackend backend) throws InterruptedException {
+        return obtain(AttentionKernel.class,
                 "(&(" + KilnProperties.NAME + "=" + attentionName + ")(" + KilnProperties.BACKEND + "=" + backend.name() + "))",
                 "attention kernel '" + attentionName + "' for backend " + backend.name());
+    }
+
+    /** Builds the model in {@code folder} on the given backend and attention kernel. */
+    public CausalLanguageModel load(Path folder, ComputeBackend backend, AttentionKernel attention, String quantization,
+                                    int maxBatchTokens) throws IOException, InterruptedException {
+        if (!Files.exists(folder)) throw new IllegalArgumentException("model folder " + folder + " does not exist");
         status.accept("loading " + folder);
         Checkpoint checkpoint = open(folder);
         try {
+            Quantizer quantizer = quantizer(checkpoint.config(), quantization, backend);
             for (ServiceReference<ModelArchitecture> ref : all(ModelArchitecture.class, "model architecture")) {
                 ModelArchitecture architecture = context.getService(ref);
                 if (architecture == null) continue;
                 if (architecture.supports(checkpoint.config())) {
-                    held.add(ref);
-                    return architecture.build(checkpoint, new ModelBuildOptions(backend, attention, null, maxBatchTokens));
+                    hold(ref);
+                    return architecture.build(checkpoint, new ModelBuildOptions(backend, attention, quantizer, maxBatchTokens));
                 }
                 context.ungetService(ref);
             }
@@ -86,15 +106,40 @@ final class ModelServices {
         }
     }
 
+    /**
+     * The quantizer for the checkpoint: the one its {@code quantization_config.quant_method} names, else the one
+     * asked for, else none. Asking for a format other than the checkpoint's own is refused.
+     */
+    private Quantizer quantizer(ModelConfig config, String requested, ComputeBackend backend) throws InterruptedException {
+        String stored = config.getObject("quantization_config")
+                .map(q -> q.get("quant_method"))
+                .map(String::valueOf)
+                .orElse(null);
+        String wanted = requested == null || requested.isBlank() ? null : requested.strip();
+        if (stored != null && wanted != null && !stored.equals(wanted)) {
+            throw config.invalid("quantization_config", "the checkpoint is stored as '" + stored
+                    + "'; it cannot be served as '" + wanted + "'");
+        }
+        String name = stored != null ? stored : wanted;
+        if (name == null) return null;
+        if (!name.matches("[A-Za-z0-9_.-]+")) throw config.invalid("quantization_config", "invalid method name '" + name + "'");
+        Quantizer quantizer = obtain(Quantizer.class, "(" + KilnProperties.NAME + "=" + name + ")", "quantizer '" + name + "'");
+        if (!quantizer.supports(backend)) {
+            throw new IllegalArgumentException("the '" + name + "' weight format has no kernels for the "
+                    + backend.name() + " backend");
+        }
+        return quantizer;
+    }
+
     /** Whether the model uses the service. */
-    boolean uses(ServiceReference<?> reference) {
+    public boolean uses(ServiceReference<?> reference) {
         synchronized (held) {
             return held.contains(reference);
         }
     }
 
     /** Releases every service obtained. */
-    void release() {
+    public void release() {
         synchronized (held) {
             for (ServiceReference<?> ref : held) {
                 try {
@@ -169,8 +214,8 @@ final class ModelServices {
     }
 
     /** The object classes of the services a model is built with, for the listener that watches them. */
-    static Set<String> watchedTypes() {
+    public static Set<String> watchedTypes() {
         return Set.of(ComputeBackend.class.getName(), AttentionKernel.class.getName(),
-                CheckpointLoader.class.getName(), ModelArchitecture.class.getName());
+                CheckpointLoader.class.getName(), ModelArchitecture.class.getName(), Quantizer.class.getName());
     }
 }
