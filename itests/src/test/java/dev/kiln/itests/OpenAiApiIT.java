@@ -175,6 +175,8 @@ class OpenAiApiIT {
         assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":100000}"), 400, "prompt");
         assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":[1,2,99999]}"), 400, "prompt");
         assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"n\":0}"), 400, "n");
+        assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"reference\":5}"), 400, "reference");
+        assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"reference\":[1,99999]}"), 400, "reference");
         assertError(raw(kiln, "GET", "/v1/chat/completions", null), 405, null);
         assertError(raw(kiln, "POST", "/v1/nothing", "{}"), 404, null);
         assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"" + "a".repeat(9 << 20) + "\"}"), 413, null);

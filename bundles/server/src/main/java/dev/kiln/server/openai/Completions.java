@@ -49,20 +49,37 @@ final class Completions {
         String tail = rendered.stripTrailing();
         Prompt prompt = new Prompt(tokens, rendered, model.reasoning() && tail.endsWith("<think>"));
 
+        int[] reference = reference(r, model);
         boolean logprobs = r.bool("logprobs", false);
         int top = r.integer("top_logprobs", 0, 0, 20);
         if (r.has("top_logprobs") && !logprobs) throw ApiException.invalid("top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
         GenerationParams params = GenerationParams.read(r, true, model.description() == null ? Integer.MAX_VALUE : vocab(model), logprobs ? top : 0);
-        run(List.of(prompt), params, logprobs, false, true, model, out, "chatcmpl-");
+        run(List.of(prompt), params, logprobs, false, true, reference, model, out, "chatcmpl-");
     }
 
     static void completion(JsonRequest r, ServedModel model, Responder out) throws IOException, InterruptedException {
         List<Prompt> prompts = prompts(r, model);
+        int[] reference = reference(r, model);
         Integer logprobs = r.integer("logprobs", 0, 20);
         boolean echo = r.bool("echo", false);
         GenerationParams params = GenerationParams.read(r, false, vocab(model), logprobs == null ? 0 : logprobs);
         if (r.has("suffix")) throw ApiException.invalid("suffix", "'suffix' is not supported");
-        run(prompts, params, logprobs != null, echo, false, model, out, "cmpl-");
+        run(prompts, params, logprobs != null, echo, false, reference, model, out, "cmpl-");
+    }
+
+    /**
+     * Kiln's {@code reference} extension: text (or token ids) the answer is likely to repeat — a document being
+     * edited, code being refactored — that the reference-matching speculative proposer drafts from.
+     */
+    private static int[] reference(JsonRequest r, ServedModel model) {
+        JsonElement raw = r.raw("reference");
+        if (raw == null) return new int[0];
+        if (raw instanceof JsonPrimitive p && p.isString()) {
+            if (!model.hasTokenizer()) throw ApiException.invalid("reference", "This model has no tokenizer: give 'reference' as token ids");
+            return model.tokenizer().encode(p.getAsString(), false);
+        }
+        if (raw instanceof JsonArray a) return JsonRequest.toInts(a, "reference", 0, vocab(model) - 1);
+        throw ApiException.invalid("reference", "'reference' must be a string or a list of token ids");
     }
 
     private static int vocab(ServedModel model) {
@@ -70,7 +87,7 @@ final class Completions {
     }
 
     private static void run(List<Prompt> prompts, GenerationParams params, boolean logprobs, boolean echo, boolean chat,
-                            ServedModel model, Responder out, String idPrefix) throws IOException, InterruptedException {
+                            int[] reference, ServedModel model, Responder out, String idPrefix) throws IOException, InterruptedException {
         int contextLength = model.description().contextLength();
         String id = idPrefix + UUID.randomUUID().toString().replace("-", "");
         List<GenerationRequest> requests = new ArrayList<>();
@@ -93,7 +110,7 @@ final class Completions {
                 }
                 int promptLogprobs = echo && logprobs ? params.sampling().logprobs() : -1;
                 requests.add(new GenerationRequest(id + "-" + requests.size(), prompt.tokens(), sampling, maxTokens,
-                        Math.min(params.minTokens(), maxTokens), params.stopTokenIds(), params.ignoreEos(), promptLogprobs, new int[0]));
+                        Math.min(params.minTokens(), maxTokens), params.stopTokenIds(), params.ignoreEos(), promptLogprobs, reference));
                 texts.add(new ChoiceText(model.tokenizer(), params.skipSpecialTokens(), params.stop(), chat && model.reasoning(),
                         prompt.opensReasoning()));
             }
