@@ -12,7 +12,7 @@ import java.util.Random;
  * <pre>
  * ./mvnw -q -o dependency:build-classpath -pl bundles/tokenizer -Dmdep.outputFile=target/cp.txt
  * java -cp bundles/tokenizer/target/test-classes:bundles/tokenizer/target/classes:$(cat bundles/tokenizer/target/cp.txt) \
- *     dev.kiln.tokenizer.EncodeBenchmark fixtures/tokenizers/qwen3 fixtures/tokenizers/deepseek_v3
+ *     dev.kiln.tokenizer.EncodeBenchmark bundles/tokenizer/target/fixtures/tokenizers/qwen3 bundles/tokenizer/target/fixtures/tokenizers/deepseek_v3
  * </pre>
  */
 public final class EncodeBenchmark {

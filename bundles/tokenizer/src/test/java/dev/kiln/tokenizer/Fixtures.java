@@ -30,13 +30,51 @@ public final class Fixtures {
 
     private Fixtures() {}
 
-    /** The model folder of a fixture tokenizer. */
+    /**
+     * The model folder of a fixture tokenizer. The large vocabularies are kept gzip-compressed in the repository
+     * ({@code tokenizer.json.gz} with the original's SHA-256 beside it) so the working tree stays small enough to
+     * travel; the first use unpacks the folder into the build directory and checks the digest, so the tests read
+     * exactly the reference's bytes.
+     */
     public static Path folder(String name) {
         String root = System.getProperty("kiln.fixtures");
         if (root == null) {
             throw new IllegalStateException("system property kiln.fixtures is not set");
         }
-        return Path.of(root, "tokenizers", name);
+        Path stored = Path.of(root, "tokenizers", name);
+        if (!Files.isRegularFile(stored.resolve("tokenizer.json.gz"))) return stored;
+        return UNPACKED.computeIfAbsent(name, n -> unpack(stored, Path.of("target", "fixtures", "tokenizers", n)));
+    }
+
+    private static final Map<String, Path> UNPACKED = new ConcurrentHashMap<>();
+
+    private static Path unpack(Path stored, Path target) {
+        try {
+            Files.createDirectories(target);
+            try (var files = Files.list(stored)) {
+                for (Path f : files.toList()) {
+                    String file = f.getFileName().toString();
+                    if (file.equals("tokenizer.json.gz")) {
+                        try (var in = new java.util.zip.GZIPInputStream(Files.newInputStream(f))) {
+                            Files.copy(in, target.resolve("tokenizer.json"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                        }
+                    } else {
+                        Files.copy(f, target.resolve(file), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                    }
+                }
+            }
+            String expected = Files.readString(stored.resolve("tokenizer.json.sha256")).strip().split("\\s+")[0];
+            byte[] digest = java.security.MessageDigest.getInstance("SHA-256").digest(Files.readAllBytes(target.resolve("tokenizer.json")));
+            String actual = java.util.HexFormat.of().formatHex(digest);
+            if (!actual.equals(expected)) {
+                throw new IllegalStateException(stored + ": unpacked tokenizer.json has SHA-256 " + actual + ", expected " + expected);
+            }
+            return target.toAbsolutePath();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
     }
 
     /** The fixture's tokenizer, loaded once. */
