@@ -9,12 +9,15 @@ import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.security.KeyStore;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.Callable;
+import javax.net.ssl.HttpsURLConnection;
+import javax.net.ssl.SSLContext;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -59,6 +62,41 @@ final class ServeCommand implements Callable<Integer> {
             description = "Features to boot, comma-separated (default: ${DEFAULT-VALUE}).")
     List<String> features;
 
+    @Option(names = "--api-key", paramLabel = "KEY",
+            description = "Require this key (Authorization: Bearer KEY) on /v1/*, /tokenize and /detokenize; repeatable. "
+                    + "Also taken from the environment variable " + ApiKeyOptions.ENVIRONMENT_VARIABLE + ". Other users "
+                    + "can see a command line: prefer --api-key-file or the variable.")
+    List<String> apiKeys;
+
+    @Option(names = "--api-key-file", paramLabel = "FILE", description = "Require one of the keys in FILE (one per line, # comments).")
+    Path apiKeyFile;
+
+    @Option(names = "--admin-port", paramLabel = "PORT",
+            description = "Serve the web console and /metrics on this port instead of the API's.")
+    Integer adminPort;
+
+    @Option(names = "--admin-host", defaultValue = "127.0.0.1", paramLabel = "HOST",
+            description = "Address the admin port binds (default: ${DEFAULT-VALUE}).")
+    String adminHost;
+
+    @Option(names = "--allowed-origins", split = ",", paramLabel = "ORIGIN",
+            description = "Origins browsers may call the API from (CORS), comma-separated, or *; default: none (CORS off).")
+    List<String> allowedOrigins;
+
+    @Option(names = "--max-body-bytes", paramLabel = "BYTES", description = "Largest request body the API accepts (default: 8 MiB; 413 above).")
+    Long maxBodyBytes;
+
+    @Option(names = "--tls-keystore", paramLabel = "FILE",
+            description = "Serve HTTPS (only) with the key and certificate in this PKCS12 or JKS keystore.")
+    Path tlsKeystore;
+
+    @Option(names = "--tls-keystore-password", paramLabel = "PASSWORD", defaultValue = "${env:KILN_TLS_KEYSTORE_PASSWORD}",
+            description = "The keystore's password (default: the environment variable KILN_TLS_KEYSTORE_PASSWORD).")
+    String tlsKeystorePassword;
+
+    @Option(names = "--tls-keystore-type", paramLabel = "TYPE", description = "PKCS12 or JKS (default: from the file name, else PKCS12).")
+    String tlsKeystoreType;
+
     @Override
     public Integer call() throws Exception {
         KilnHome home = KilnHome.locate();
@@ -80,8 +118,25 @@ final class ServeCommand implements Callable<Integer> {
             System.err.println("kiln: --max-model-len must be positive");
             return 2;
         }
+        if (maxBodyBytes != null && maxBodyBytes <= 0) {
+            System.err.println("kiln: --max-body-bytes must be positive");
+            return 2;
+        }
+        if (adminPort != null && adminPort == port) {
+            System.err.println("kiln: --admin-port must differ from --port");
+            return 2;
+        }
+        String apiKeyDigests;
+        KeyStore keystore = null;
+        String keystoreType = null;
         try {
             PortCheck.requireFree(host, port);
+            if (adminPort != null) PortCheck.requireFree(adminHost, adminPort);
+            apiKeyDigests = ApiKeyOptions.digests(apiKeys, apiKeyFile, System.getenv(ApiKeyOptions.ENVIRONMENT_VARIABLE));
+            if (tlsKeystore != null) {
+                keystoreType = Tls.type(tlsKeystore, tlsKeystoreType);
+                keystore = Tls.load(tlsKeystore, keystoreType, tlsKeystorePassword == null ? null : tlsKeystorePassword.toCharArray());
+            }
         } catch (IllegalStateException | IllegalArgumentException e) {
             System.err.println("kiln: " + e.getMessage());
             return 2;
@@ -96,6 +151,17 @@ final class ServeCommand implements Callable<Integer> {
         properties.put(org.osgi.framework.Constants.FRAMEWORK_STORAGE, dataDir.resolve("cache").toString());
         properties.put("org.osgi.service.http.port", Integer.toString(port));
         properties.put("org.apache.felix.http.host", host);
+        if (keystore != null) {
+            properties.putAll(Tls.frameworkProperties(tlsKeystore, keystoreType,
+                    tlsKeystorePassword == null ? "" : tlsKeystorePassword, port));
+        }
+        if (adminPort != null) {
+            properties.put("kiln.admin.port", adminPort.toString());
+            properties.put("kiln.admin.host", adminHost);
+        }
+        if (apiKeyDigests != null) properties.put(ApiKeyOptions.FRAMEWORK_PROPERTY, apiKeyDigests);
+        if (allowedOrigins != null && !allowedOrigins.isEmpty()) properties.put("kiln.allowed-origins", String.join(",", allowedOrigins));
+        if (maxBodyBytes != null) properties.put("kiln.max-body-bytes", maxBodyBytes.toString());
         Path deployDir = (deploy != null ? deploy : home.deploy()).toAbsolutePath().normalize();
         if (!Files.isDirectory(deployDir)) {
             System.err.println("kiln: deploy folder " + deployDir + " does not exist");
@@ -129,15 +195,20 @@ final class ServeCommand implements Callable<Integer> {
         Container container = Container.start(home, features, properties);
         Runtime.getRuntime().addShutdownHook(new Thread(container::close, "kiln-shutdown"));
 
-        String base = "http://" + (host.contains(":") ? "[" + host + "]" : host) + ":" + port;
-        if (!awaitHealthy(URI.create(base + "/health"), Duration.ofSeconds(60))) {
+        String scheme = keystore != null ? "https" : "http";
+        String base = scheme + "://" + (host.contains(":") ? "[" + host + "]" : host) + ":" + port;
+        String adminBase = adminPort == null ? base
+                : scheme + "://" + (adminHost.contains(":") ? "[" + adminHost + "]" : adminHost) + ":" + adminPort;
+        if (!awaitHealthy(URI.create(base + "/health"), Duration.ofSeconds(60), keystore == null ? null : Tls.trusting(keystore))) {
             System.err.println("kiln: " + base + "/health did not answer within 60 s; see " + dataDir.resolve("log"));
             container.close();
             return 1;
         }
         System.out.printf("Kiln is serving on %s (healthy %.1f s after start)%n", base, (System.nanoTime() - started) / 1e9);
         if (model != null) System.out.println("Model: " + properties.get("kiln.model"));
-        System.out.println("Web console: " + base + "/system/console (user " + console.username() + ")");
+        System.out.println("Web console: " + adminBase + "/system/console (user " + console.username() + ")");
+        System.out.println("Metrics: " + adminBase + "/metrics");
+        if (apiKeyDigests != null) System.out.println("API keys: required on /v1/*, /tokenize and /detokenize");
         container.awaitStop();
         return 0;
     }
@@ -152,14 +223,32 @@ final class ServeCommand implements Callable<Integer> {
         return p;
     }
 
-    private static boolean awaitHealthy(URI health, Duration timeout) throws InterruptedException {
+    /**
+     * Polls {@code /health} until it answers 200. Over TLS the probe trusts only the configured keystore's
+     * certificates and skips the host name check: it connects to the address Kiln itself bound, which the
+     * certificate (issued for the public name) need not name.
+     */
+    private static boolean awaitHealthy(URI health, Duration timeout, SSLContext tls) throws InterruptedException {
         HttpClient client = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(2)).build();
         long deadline = System.nanoTime() + timeout.toNanos();
         while (System.nanoTime() < deadline) {
             try {
-                HttpResponse<Void> r = client.send(HttpRequest.newBuilder(health).timeout(Duration.ofSeconds(2)).build(),
-                        HttpResponse.BodyHandlers.discarding());
-                if (r.statusCode() == 200) return true;
+                if (tls == null) {
+                    HttpResponse<Void> r = client.send(HttpRequest.newBuilder(health).timeout(Duration.ofSeconds(2)).build(),
+                            HttpResponse.BodyHandlers.discarding());
+                    if (r.statusCode() == 200) return true;
+                } else {
+                    HttpsURLConnection c = (HttpsURLConnection) health.toURL().openConnection();
+                    c.setSSLSocketFactory(tls.getSocketFactory());
+                    c.setHostnameVerifier((name, session) -> true);
+                    c.setConnectTimeout(2000);
+                    c.setReadTimeout(2000);
+                    try {
+                        if (c.getResponseCode() == 200) return true;
+                    } finally {
+                        c.disconnect();
+                    }
+                }
             } catch (IOException notYet) {
                 // Jetty not listening yet
             }

@@ -14,7 +14,7 @@ class FeaturesTest {
     void allIsTheUnionOfTheOthersWithoutDuplicates() {
         List<BundleRef> all = Features.resolve("all");
         assertEquals(all.size(), new HashSet<>(all).size());
-        for (String f : List.of("core", "cpu", "server", "console", "tools")) {
+        for (String f : List.of("core", "cpu", "cuda", "server", "console", "tools")) {
             assertTrue(all.containsAll(Features.resolve(f)), f + " not in all");
         }
     }

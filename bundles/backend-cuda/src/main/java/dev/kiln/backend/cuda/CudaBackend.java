@@ -1,0 +1,279 @@
+package dev.kiln.backend.cuda;
+
+import dev.kiln.api.KilnProperties;
+import dev.kiln.api.backend.ComputeBackend;
+import dev.kiln.api.backend.DeviceInfo;
+import dev.kiln.api.backend.RotaryEmbedding;
+import dev.kiln.api.backend.Weight;
+import dev.kiln.api.checkpoint.CheckpointTensor;
+import dev.kiln.api.tensor.DType;
+import dev.kiln.api.tensor.Tensor;
+import dev.kiln.backend.cuda.internal.CudaContext;
+import dev.kiln.backend.cuda.internal.CudaTensor;
+import dev.kiln.backend.cuda.internal.DenseWeight;
+import dev.kiln.backend.cuda.internal.DeviceRotaryEmbedding;
+import dev.kiln.backend.cuda.internal.KernelCompiler;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.osgi.service.component.annotations.Activate;
+import org.osgi.service.component.annotations.Component;
+import org.osgi.service.component.annotations.Deactivate;
+import org.osgi.service.metatype.annotations.AttributeDefinition;
+import org.osgi.service.metatype.annotations.Designate;
+import org.osgi.service.metatype.annotations.ObjectClassDefinition;
+
+/**
+ * The CUDA backend: f32 activations and weights in device memory (bf16 weights stay bf16, copied once from the
+ * checkpoint), every operation queued on one stream of one device, no host round trip inside a forward except
+ * the small per-step arrays (token ids, positions, block tables), which are staged asynchronously.
+ *
+ * <p>The component starts disabled; {@code CudaActivation} enables it once a probe found a device, so a machine
+ * without CUDA logs one line and keeps serving from the CPU backend. Outside OSGi, {@code new CudaBackend()} opens
+ * device 0 ({@link CudaAvailability#probe()} says beforehand whether that can work); call {@link #shutdown()} when
+ * done.
+ */
+@Component(
+        service = ComputeBackend.class,
+        enabled = false,
+        configurationPid = CudaBackend.PID,
+        property = {KilnProperties.NAME + "=cuda", KilnProperties.BACKEND + "=cuda"})
+@Designate(ocd = CudaBackend.Config.class)
+public final class CudaBackend implements ComputeBackend, AutoCloseable {
+    /** Config Admin PID of the backend. */
+    public static final String PID = "dev.kiln.backend.cuda";
+
+    private static final ValueLayout.OfDouble DOUBLE = ValueLayout.JAVA_DOUBLE_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    private static final ValueLayout.OfFloat FLOAT = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    private static final ValueLayout.OfShort HALF = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+
+    /** Configuration of the backend. */
+    @ObjectClassDefinition(name = "Kiln CUDA backend", description = "NVIDIA GPU through the CUDA driver, cuBLAS and NVRTC")
+    public @interface Config {
+        /** The CUDA device ordinal. */
+        @AttributeDefinition(name = "Device", description = "CUDA device ordinal")
+        int device() default 0;
+
+        /** Where compiled kernels are cached; empty for the default folder. */
+        @AttributeDefinition(name = "Kernel cache", description = "Folder of compiled kernels; empty = ~/.cache/kiln/cuda-kernels")
+        String kernelCache() default "";
+    }
+
+    private final CudaContext context;
+    private final List<DeviceRotaryEmbedding> rotaries = new ArrayList<>();
+
+    /** The backend on device 0 with the default kernel cache. */
+    public CudaBackend() {
+        this(0, KernelCompiler.defaultCacheDirectory());
+    }
+
+    /**
+     * The backend on one device.
+     *
+     * @param device      CUDA device ordinal
+     * @param kernelCache folder of compiled kernels, or null to compile every time
+     */
+    public CudaBackend(int device, Path kernelCache) {
+        this.context = CudaContext.open(device, kernelCache);
+    }
+
+    /** Declarative Services constructor. */
+    @Activate
+    public CudaBackend(Config config) {
+        this(config.device(), config.kernelCache().isBlank() ? KernelCompiler.defaultCacheDirectory()
+                : Path.of(config.kernelCache()));
+    }
+
+    /** The device context (for this bundle's attention kernel). */
+    CudaContext context() {
+        return context;
+    }
+
+    @Override
+    public String name() {
+        return "cuda";
+    }
+
+    @Override
+    public DeviceInfo device() {
+        CudaContext.DeviceProperties p = context.properties();
+        return new DeviceInfo("cuda", p.describe(), p.multiprocessors(), p.memoryBytes());
+    }
+
+    @Override
+    public Tensor allocate(DType dtype, long... shape) {
+        return CudaTensor.allocate(context, dtype, shape);
+    }
+
+    @Override
+    public void write(float[] source, Tensor destination) {
+        CudaTensor d = CudaTensor.f32(destination, context);
+        if (source.length > d.size()) throw new IllegalArgumentException(source.length + " values do not fit in " + d);
+        context.uploads().write(source, d.pointer());
+    }
+
+    @Override
+    public float[] read(Tensor source) {
+        CudaTensor s = CudaTensor.f32(source, context);
+        long n = s.size();
+        if (n > Integer.MAX_VALUE - 8) throw new IllegalArgumentException(s + " is too large to read into an array");
+        return context.readFloats(s.pointer(), (int) n);
+    }
+
+    @Override
+    public Weight denseWeight(CheckpointTensor tensor) {
+        return DenseWeight.of(context, tensor);
+    }
+
+    @Override
+    public Tensor vector(CheckpointTensor tensor) {
+        long n = tensor.size();
+        if (n > Integer.MAX_VALUE - 8) throw new IllegalArgumentException(tensor.name() + " is too large for a vector");
+        float[] values = new float[(int) n];
+        MemorySegment data = tensor.data();
+        switch (tensor.dtype()) {
+            case F32 -> { for (int i = 0; i < n; i++) values[i] = data.get(FLOAT, 4L * i); }
+            case BF16 -> { for (int i = 0; i < n; i++) values[i] = Float.intBitsToFloat((data.get(HALF, 2L * i) & 0xffff) << 16); }
+            case F16 -> { for (int i = 0; i < n; i++) values[i] = Float.float16ToFloat(data.get(HALF, 2L * i)); }
+            case F64 -> { for (int i = 0; i < n; i++) values[i] = (float) data.get(DOUBLE, 8L * i); }
+            default -> throw new IllegalArgumentException(tensor.name() + ": cannot make a float vector of " + tensor.dtype());
+        }
+        CudaTensor out = CudaTensor.allocate(context, DType.F32, 1, n);
+        context.uploads().write(values, out.pointer());
+        return out;
+    }
+
+    @Override
+    public void embed(Weight table, int[] ids, Tensor out) {
+        table.gatherRows(ids, out);
+    }
+
+    @Override
+    public void addBias(Tensor x, Tensor bias) {
+        CudaTensor t = CudaTensor.f32(x, context);
+        CudaTensor b = CudaTensor.f32(bias, context);
+        int n = t.rowLength();
+        if (b.size() != n) throw new IllegalArgumentException("bias of " + b.size() + " for rows of " + n);
+        context.kernels().addBias(t.pointer(), b.pointer(), t.size(), n);
+    }
+
+    @Override
+    public void rmsNorm(Tensor x, Tensor scale, float eps, Tensor out) {
+        CudaTensor in = CudaTensor.f32(x, context);
+        CudaTensor s = CudaTensor.f32(scale, context);
+        CudaTensor o = CudaTensor.f32(out, context);
+        int n = in.rowLength();
+        if (s.size() != n) throw new IllegalArgumentException("scale of " + s.size() + " for rows of " + n);
+        requireRows(o, in.rowCount(), n);
+        context.kernels().rmsNorm(in.pointer(), s.pointer(), eps, o.pointer(), in.rowCount(), n);
+    }
+
+    @Override
+    public void add(Tensor accumulator, Tensor x) {
+        CudaTensor acc = CudaTensor.f32(accumulator, context);
+        CudaTensor in = CudaTensor.f32(x, context);
+        requireRows(in, acc.rowCount(), acc.rowLength());
+        context.kernels().add(acc.pointer(), in.pointer(), acc.size());
+    }
+
+    @Override
+    public void siluAndMul(Tensor gate, Tensor up, Tensor out) {
+        CudaTensor g = CudaTensor.f32(gate, context);
+        CudaTensor u = CudaTensor.f32(up, context);
+        CudaTensor o = CudaTensor.f32(out, context);
+        requireRows(u, g.rowCount(), g.rowLength());
+        requireRows(o, g.rowCount(), g.rowLength());
+        context.kernels().siluMul(g.pointer(), u.pointer(), o.pointer(), g.size());
+    }
+
+    @Override
+    public void copyColumns(Tensor src, int srcOffset, Tensor dst, int dstOffset, int width) {
+        CudaTensor s = CudaTensor.f32(src, context);
+        CudaTensor d = CudaTensor.f32(dst, context);
+        int rows = s.rowCount();
+        if (srcOffset < 0 || dstOffset < 0 || width < 0 || srcOffset + width > s.rowLength()
+                || dstOffset + width > d.rowLength() || d.rowCount() < rows) {
+            throw new IllegalArgumentException("column copy [" + srcOffset + ", +" + width + ") of rows of " + s.rowLength()
+                    + " into [" + dstOffset + ", +" + width + ") of rows of " + d.rowLength() + " is out of bounds");
+        }
+        context.kernels().copyColumns(s.pointer(), s.rowLength(), srcOffset, d.pointer(), d.rowLength(), dstOffset, width, rows);
+    }
+
+    @Override
+    public void gatherRows(Tensor src, int[] rows, Tensor dst) {
+        CudaTensor s = CudaTensor.f32(src, context);
+        CudaTensor d = CudaTensor.f32(dst, context);
+        int n = s.rowLength();
+        if (d.rowLength() != n || d.rowCount() < rows.length) {
+            throw new IllegalArgumentException("gathering " + rows.length + " rows of " + n + " into " + d);
+        }
+        for (int r : rows) {
+            if (r < 0 || r >= s.rowCount()) throw new IllegalArgumentException("row " + r + " outside " + s);
+        }
+        if (rows.length == 0) return;
+        context.kernels().gatherRows(s.pointer(), context.uploads().ints(rows), d.pointer(), rows.length, n);
+    }
+
+    @Override
+    public void scatterAddRows(Tensor src, int[] rows, float[] scales, Tensor dst) {
+        CudaTensor s = CudaTensor.f32(src, context);
+        CudaTensor d = CudaTensor.f32(dst, context);
+        int n = s.rowLength();
+        if (d.rowLength() != n || s.rowCount() < rows.length || scales.length != rows.length) {
+            throw new IllegalArgumentException("scattering " + rows.length + " rows of " + n + " into " + d);
+        }
+        for (int r : rows) {
+            if (r < 0 || r >= d.rowCount()) throw new IllegalArgumentException("row " + r + " outside " + d);
+        }
+        if (rows.length == 0) return;
+        long deviceRows = context.uploads().ints(rows);
+        long deviceScales = context.uploads().floats(scales);
+        context.kernels().scatterAddRows(s.pointer(), deviceRows, deviceScales, d.pointer(), n, rows.length);
+    }
+
+    @Override
+    public void scale(Tensor x, float factor) {
+        CudaTensor t = CudaTensor.f32(x, context);
+        context.kernels().scale(t.pointer(), factor, t.size());
+    }
+
+    @Override
+    public RotaryEmbedding rotaryEmbedding(float[] inverseFrequencies, float magnitude, RotaryEmbedding.Layout layout) {
+        DeviceRotaryEmbedding rotary = new DeviceRotaryEmbedding(context, inverseFrequencies, magnitude, layout);
+        synchronized (rotaries) {
+            rotaries.add(rotary);
+        }
+        return rotary;
+    }
+
+    /** Waits until every queued operation has run; reports errors of asynchronous work. */
+    public void synchronize() {
+        context.synchronize();
+    }
+
+    /** Releases the device: rotary tables, kernels, stream and context. Tensors and weights made are invalid after. */
+    @Deactivate
+    @Override
+    public void shutdown() {
+        synchronized (rotaries) {
+            for (DeviceRotaryEmbedding r : rotaries) r.close();
+            rotaries.clear();
+        }
+        context.close();
+    }
+
+    /** Same as {@link #shutdown()}, for try-with-resources. */
+    @Override
+    public void close() {
+        shutdown();
+    }
+
+    private static void requireRows(CudaTensor t, int rows, int rowLength) {
+        if (t.rowCount() < rows || t.rowLength() != rowLength) {
+            throw new IllegalArgumentException(t + " cannot hold " + rows + " rows of " + rowLength);
+        }
+    }
+}

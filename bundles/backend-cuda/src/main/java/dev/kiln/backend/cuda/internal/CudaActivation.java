@@ -1,0 +1,44 @@
+package dev.kiln.backend.cuda.internal;
+
+import dev.kiln.backend.cuda.CudaAvailability;
+import dev.kiln.backend.cuda.CudaBackend;
+import dev.kiln.backend.cuda.CudaPagedAttention;
+import org.osgi.service.component.ComponentContext;
+import org.osgi.service.component.annotations.Activate;
+import org.osgi.service.component.annotations.Component;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Decides at bundle start whether the CUDA services exist: probes the driver, a device, cuBLAS and NVRTC, and only
+ * then enables the backend and attention components (both declared disabled). Without a GPU it logs one line and
+ * leaves them off, so the engine keeps resolving {@code kiln.name=cpu}; no component fails and no stack trace is
+ * printed.
+ */
+@Component(immediate = true, service = {})
+public final class CudaActivation {
+    private static final Logger LOG = LoggerFactory.getLogger(CudaActivation.class);
+
+    /** The components enabled when a device is present. */
+    static final String[] COMPONENTS = {CudaBackend.class.getName(), CudaPagedAttention.class.getName()};
+
+    /** Probes and enables. */
+    @Activate
+    public CudaActivation(ComponentContext context) {
+        String message = enableIfAvailable(CudaAvailability.probe(), context);
+        LOG.info(message);
+    }
+
+    /**
+     * Enables the CUDA components if CUDA is available.
+     *
+     * @return the line to log
+     */
+    static String enableIfAvailable(CudaAvailability availability, ComponentContext context) {
+        if (!availability.available()) {
+            return "CUDA backend inactive: " + availability.description() + "; the CPU backend serves";
+        }
+        for (String component : COMPONENTS) context.enableComponent(component);
+        return "CUDA backend enabled: " + availability.description();
+    }
+}

@@ -1,0 +1,194 @@
+package dev.kiln.backend.cuda.internal;
+
+import dev.kiln.backend.cuda.bindings.Cublas;
+import dev.kiln.backend.cuda.bindings.CudaDriver;
+import dev.kiln.backend.cuda.bindings.Nvrtc;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Path;
+
+/**
+ * One device as the backend uses it: the driver's primary context, one non-blocking stream that every operation
+ * is ordered on, a cuBLAS handle bound to that stream, the loaded kernels and the staging area for host-to-device
+ * uploads.
+ *
+ * <p>The driver's current context is per thread: every entry point calls {@link #bind()}, which costs one
+ * thread-local read after the first call on a thread.
+ */
+public final class CudaContext implements AutoCloseable {
+    private final CudaDriver driver;
+    private final Cublas cublas;
+    private final int ordinal;
+    private final int device;
+    private final MemorySegment context;
+    private final MemorySegment stream;
+    private final MemorySegment cublasHandle;
+    private final DeviceProperties properties;
+    private final ThreadLocal<Boolean> bound = ThreadLocal.withInitial(() -> Boolean.FALSE);
+    private final Kernels kernels;
+    private final Uploads uploads;
+    private final MatmulScratch matmulScratch;
+    private volatile boolean closed;
+
+    /** What the backend reports about its device. */
+    public record DeviceProperties(String name, int computeMajor, int computeMinor, int multiprocessors,
+                                   long memoryBytes, int driverVersion) {
+        /** E.g. "NVIDIA H100 80GB HBM3, compute capability 9.0, 132 SMs, CUDA driver 13.0". */
+        public String describe() {
+            return name + ", compute capability " + computeMajor + "." + computeMinor + ", " + multiprocessors
+                    + " SMs, CUDA driver " + driverVersion / 1000 + "." + driverVersion % 1000 / 10;
+        }
+    }
+
+    private CudaContext(CudaDriver driver, Cublas cublas, Nvrtc nvrtc, int ordinal, Path kernelCache) {
+        this.driver = driver;
+        this.cublas = cublas;
+        this.ordinal = ordinal;
+        driver.init();
+        int count = driver.deviceCount();
+        if (ordinal < 0 || ordinal >= count) {
+            throw new IllegalArgumentException("CUDA device " + ordinal + " requested, " + count + " present");
+        }
+        this.device = driver.device(ordinal);
+        this.properties = new DeviceProperties(driver.deviceName(device),
+                driver.attribute(device, CudaDriver.ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
+                driver.attribute(device, CudaDriver.ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
+                driver.attribute(device, CudaDriver.ATTRIBUTE_MULTIPROCESSOR_COUNT),
+                driver.totalMemory(device), driver.driverVersion());
+        this.context = driver.retainPrimaryContext(device);
+        try {
+            bind();
+            this.stream = driver.createStream(CudaDriver.STREAM_NON_BLOCKING);
+            this.cublasHandle = cublas.create();
+            cublas.setStream(cublasHandle, stream);
+            String architecture = KernelCompiler.architecture(properties.computeMajor(), properties.computeMinor());
+            byte[] image = new KernelCompiler(nvrtc, kernelCache).kernels(architecture);
+            this.kernels = new Kernels(this, driver.loadModule(image));
+            this.uploads = new Uploads(this);
+            this.matmulScratch = new MatmulScratch(this);
+        } catch (RuntimeException e) {
+            // What was created in the context goes with it once the last retain is released.
+            driver.releasePrimaryContext(device);
+            throw e;
+        }
+    }
+
+    /**
+     * Opens a device: loads the driver, cuBLAS and NVRTC, compiles (or loads from the cache) the kernels.
+     *
+     * @param kernelCache where compiled kernels are kept, or null for none
+     */
+    public static CudaContext open(int ordinal, Path kernelCache) {
+        return new CudaContext(CudaDriver.load(), Cublas.load(), Nvrtc.load(), ordinal, kernelCache);
+    }
+
+    /** Makes this context current on the calling thread (once per thread). */
+    public void bind() {
+        if (closed) throw new IllegalStateException("the CUDA backend is shut down");
+        if (!bound.get()) {
+            driver.setCurrentContext(context);
+            bound.set(Boolean.TRUE);
+        }
+    }
+
+    public CudaDriver driver() {
+        return driver;
+    }
+
+    public Cublas cublas() {
+        return cublas;
+    }
+
+    public MemorySegment cublasHandle() {
+        return cublasHandle;
+    }
+
+    public MemorySegment stream() {
+        return stream;
+    }
+
+    public Kernels kernels() {
+        return kernels;
+    }
+
+    public Uploads uploads() {
+        return uploads;
+    }
+
+    MatmulScratch matmulScratch() {
+        return matmulScratch;
+    }
+
+    /** The device's name and capabilities. */
+    public DeviceProperties properties() {
+        return properties;
+    }
+
+    /** The device ordinal. */
+    public int ordinal() {
+        return ordinal;
+    }
+
+    /** Allocates device memory; at least one byte so that empty tensors still have an address. */
+    public long allocate(long bytes) {
+        bind();
+        return driver.allocate(Math.max(bytes, 1));
+    }
+
+    /** Frees device memory once the work queued before has finished with it. */
+    public void free(long pointer) {
+        if (closed) return; // the context's memory went with it
+        bind();
+        driver.synchronize(stream);
+        driver.free(pointer);
+    }
+
+    /** Waits for every queued operation; reports errors of asynchronous work. */
+    public void synchronize() {
+        bind();
+        driver.synchronize(stream);
+    }
+
+    /** Copies host bytes to device memory after the queued work, returning when done (for large one-off copies). */
+    public void copyToDeviceNow(long destination, MemorySegment source) {
+        bind();
+        driver.synchronize(stream);
+        driver.copyToDevice(destination, source, source.byteSize());
+    }
+
+    /** Copies floats from the device, after all queued work. */
+    public float[] readFloats(long source, int count) {
+        bind();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate((long) count * Float.BYTES, 16);
+            if (count > 0) driver.copyToHostAsync(host, source, (long) count * Float.BYTES, stream);
+            driver.synchronize(stream);
+            return host.toArray(ValueLayout.JAVA_FLOAT);
+        }
+    }
+
+    /** Device memory {@code {free, total}} in bytes. */
+    public long[] memoryInfo() {
+        bind();
+        return driver.memoryInfo();
+    }
+
+    /** Releases the stream, handle, kernels and staging memory, then the primary context. */
+    @Override
+    public synchronized void close() {
+        if (closed) return;
+        bind();
+        try {
+            driver.synchronize(stream);
+            matmulScratch.close();
+            uploads.close();
+            kernels.close();
+            cublas.destroy(cublasHandle);
+            driver.destroyStream(stream);
+        } finally {
+            closed = true;
+            driver.releasePrimaryContext(device);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+package dev.kiln.backend.cuda.internal;
+
+import dev.kiln.api.backend.Weight;
+import dev.kiln.api.checkpoint.CheckpointTensor;
+import dev.kiln.api.tensor.Tensor;
+import dev.kiln.backend.cuda.bindings.Cublas;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+
+/**
+ * A dense weight resident in device memory, copied once from the checkpoint: bf16 as stored, f32 as stored, f16
+ * widened to f32 (cuBLAS multiplies only operands of one type, and f16 halves of activations would overflow).
+ *
+ * <p>Products of up to {@link Kernels#GEMV_MAX_TOKENS} rows (decode) stream the weight once through the project's
+ * GEMV kernel with f32 accumulation. Larger products go to cuBLAS: a bf16 weight is multiplied with the
+ * activations split into bf16 high and low parts, two GEMMs accumulating in f32, which keeps about 16 bits of
+ * each activation where a single bf16 rounding would keep 8; an f32 weight is one f32 GEMM (no TF32).
+ */
+public final class DenseWeight implements Weight {
+    private static final ValueLayout.OfShort HALF = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    private static final long CONVERSION_CHUNK = 1 << 22;
+
+    private final CudaContext context;
+    private final boolean bf16;
+    private final int rows;
+    private final int columns;
+    private final long pointer;
+    private volatile boolean closed;
+
+    private DenseWeight(CudaContext context, boolean bf16, int rows, int columns, long pointer) {
+        this.context = context;
+        this.bf16 = bf16;
+        this.rows = rows;
+        this.columns = columns;
+        this.pointer = pointer;
+    }
+
+    /**
+     * Copies a 2-D F32, F16 or BF16 checkpoint tensor to the device.
+     *
+     * @throws IllegalArgumentException if the tensor is not 2-D or not of those types
+     */
+    public static DenseWeight of(CudaContext context, CheckpointTensor tensor) {
+        if (tensor.shape().length != 2) {
+            throw new IllegalArgumentException(tensor.name() + " is not a matrix: " + java.util.Arrays.toString(tensor.shape()));
+        }
+        int rows = tensor.rows();
+        int columns = tensor.columns();
+        long elements = (long) rows * columns;
+        MemorySegment data = tensor.data();
+        return switch (tensor.dtype()) {
+            case BF16 -> {
+                long p = context.allocate(elements * 2);
+                copy(context, p, data, elements * 2);
+                yield new DenseWeight(context, true, rows, columns, p);
+            }
+            case F32 -> {
+                long p = context.allocate(elements * 4);
+                copy(context, p, data, elements * 4);
+                yield new DenseWeight(context, false, rows, columns, p);
+            }
+            case F16 -> {
+                long p = context.allocate(elements * 4);
+                widenF16(context, p, data, elements);
+                yield new DenseWeight(context, false, rows, columns, p);
+            }
+            default -> throw new IllegalArgumentException(tensor.name() + ": a dense weight must be F32, F16 or BF16, not "
+                    + tensor.dtype());
+        };
+    }
+
+    private static void copy(CudaContext context, long destination, MemorySegment data, long bytes) {
+        try {
+            context.copyToDeviceNow(destination, data.asSlice(0, bytes));
+        } catch (RuntimeException e) {
+            context.free(destination);
+            throw e;
+        }
+    }
+
+    private static void widenF16(CudaContext context, long destination, MemorySegment data, long elements) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment buffer = arena.allocate(CONVERSION_CHUNK * Float.BYTES, 16);
+            for (long start = 0; start < elements; start += CONVERSION_CHUNK) {
+                long n = Math.min(CONVERSION_CHUNK, elements - start);
+                for (long i = 0; i < n; i++) {
+                    buffer.setAtIndex(ValueLayout.JAVA_FLOAT, i, Float.float16ToFloat(data.get(HALF, 2 * (start + i))));
+                }
+                context.copyToDeviceNow(destination + 4 * start, buffer.asSlice(0, n * Float.BYTES));
+            }
+        } catch (RuntimeException e) {
+            context.free(destination);
+            throw e;
+        }
+    }
+
+    @Override
+    public String format() {
+        return bf16 ? "bf16" : "f32";
+    }
+
+    @Override
+    public int rows() {
+        return rows;
+    }
+
+    @Override
+    public int columns() {
+        return columns;
+    }
+
+    @Override
+    public long bytes() {
+        return (long) rows * columns * (bf16 ? 2 : 4);
+    }
+
+    /** The device address of the weight. */
+    public long pointer() {
+        return pointer;
+    }
+
+    /** Whether the weight is stored as bf16 (else f32). */
+    public boolean isBf16() {
+        return bf16;
+    }
+
+    @Override
+    public void multiply(Tensor x, Tensor out) {
+        checkOpen();
+        CudaTensor in = CudaTensor.f32(x, context);
+        CudaTensor o = CudaTensor.f32(out, context);
+        int tokens = in.rowCount();
+        if (in.rowLength() != columns || o.rowLength() != rows || o.rowCount() < tokens) {
+            throw new IllegalArgumentException("cannot multiply " + in + " by a weight [" + rows + ", " + columns
+                    + "] into " + o);
+        }
+        if (tokens == 0) return;
+        if (tokens <= Kernels.GEMV_MAX_TOKENS) {
+            context.kernels().gemv(bf16, pointer, in.pointer(), o.pointer(), rows, columns, tokens);
+            return;
+        }
+        // Row-major out[T, rows] = x[T, cols] · Wᵀ is, column-major, out (rows × T) = Wᵀ(rows × cols) · x (cols × T),
+        // where W row-major [rows, cols] is column-major cols × rows: op(A) = Aᵀ.
+        Cublas cublas = context.cublas();
+        context.bind();
+        if (bf16) {
+            long n = (long) tokens * columns;
+            long[] parts = context.matmulScratch().bf16Pair(n);
+            context.kernels().splitBf16(in.pointer(), parts[0], parts[1], n);
+            cublas.gemm(context.cublasHandle(), Cublas.OP_T, Cublas.OP_N, rows, tokens, columns, pointer, Cublas.R_16BF,
+                    columns, parts[0], Cublas.R_16BF, columns, false, o.pointer(), rows);
+            cublas.gemm(context.cublasHandle(), Cublas.OP_T, Cublas.OP_N, rows, tokens, columns, pointer, Cublas.R_16BF,
+                    columns, parts[1], Cublas.R_16BF, columns, true, o.pointer(), rows);
+        } else {
+            cublas.gemm(context.cublasHandle(), Cublas.OP_T, Cublas.OP_N, rows, tokens, columns, pointer, Cublas.R_32F,
+                    columns, in.pointer(), Cublas.R_32F, columns, false, o.pointer(), rows);
+        }
+    }
+
+    @Override
+    public void gatherRows(int[] ids, Tensor out) {
+        checkOpen();
+        CudaTensor o = CudaTensor.f32(out, context);
+        if (o.rowLength() != columns || o.rowCount() < ids.length) {
+            throw new IllegalArgumentException("cannot gather " + ids.length + " rows of " + columns + " into " + o);
+        }
+        for (int id : ids) {
+            if (id < 0 || id >= rows) throw new IllegalArgumentException("row " + id + " outside [0, " + rows + ")");
+        }
+        if (ids.length == 0) return;
+        long deviceIds = context.uploads().ints(ids);
+        context.kernels().embed(bf16, pointer, deviceIds, o.pointer(), ids.length, columns);
+    }
+
+    private void checkOpen() {
+        if (closed) throw new IllegalStateException("weight is closed");
+    }
+
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        context.free(pointer);
+    }
+}

@@ -1,0 +1,135 @@
+package dev.kiln.backend.cuda.internal;
+
+import dev.kiln.api.attention.KvCache;
+import dev.kiln.api.attention.KvCacheSpec;
+
+/**
+ * A paged KV cache in device memory, f32, one allocation for keys and one for values (none when values live in the
+ * keys). Within a layer the layout is {@code [block][kvHead][slot in block][dim]}, as on the CPU: the keys of one
+ * head for the consecutive tokens of a block are contiguous.
+ */
+public final class DeviceKvCache implements KvCache {
+    private final CudaContext context;
+    private final KvCacheSpec spec;
+    private final int numBlocks;
+    private final int blockSize;
+    private final long keys;
+    private final long values;
+    private final long keyLayerElements;
+    private final long valueLayerElements;
+    private volatile boolean closed;
+
+    /**
+     * Allocates zeroed storage.
+     *
+     * @throws IllegalArgumentException if the geometry is invalid
+     */
+    public DeviceKvCache(CudaContext context, KvCacheSpec spec, int numBlocks, int blockSize) {
+        if (spec.layers() < 1 || spec.kvHeads() < 1 || spec.keyDim() < 1 || spec.valueDim() < 1) {
+            throw new IllegalArgumentException("invalid cache geometry " + spec);
+        }
+        if (spec.valuesInKeys() && spec.valueDim() > spec.keyDim()) {
+            throw new IllegalArgumentException("values in keys need valueDim <= keyDim: " + spec);
+        }
+        if (numBlocks < 1 || blockSize < 1) {
+            throw new IllegalArgumentException("need at least one block of one slot, got " + numBlocks + " x " + blockSize);
+        }
+        this.context = context;
+        this.spec = spec;
+        this.numBlocks = numBlocks;
+        this.blockSize = blockSize;
+        long slots = (long) numBlocks * blockSize * spec.kvHeads();
+        this.keyLayerElements = slots * spec.keyDim();
+        this.valueLayerElements = spec.valuesInKeys() ? 0 : slots * spec.valueDim();
+        long keyElements = keyLayerElements * spec.layers();
+        long valueElements = valueLayerElements * spec.layers();
+        this.keys = context.allocate(keyElements * Float.BYTES);
+        long v = 0;
+        try {
+            if (valueElements > 0) v = context.allocate(valueElements * Float.BYTES);
+            context.driver().fill32Async(keys, 0, keyElements, context.stream());
+            if (v != 0) context.driver().fill32Async(v, 0, valueElements, context.stream());
+        } catch (RuntimeException e) {
+            context.free(keys);
+            if (v != 0) context.free(v);
+            throw e;
+        }
+        this.values = v;
+    }
+
+    @Override
+    public KvCacheSpec spec() {
+        return spec;
+    }
+
+    @Override
+    public int blockSize() {
+        return blockSize;
+    }
+
+    @Override
+    public int numBlocks() {
+        return numBlocks;
+    }
+
+    @Override
+    public long bytes() {
+        return spec.bytesPerToken() * numBlocks * blockSize;
+    }
+
+    /** Device address of one layer's keys. */
+    public long keys(int layer) {
+        checkOpen();
+        return keys + (long) layer * keyLayerElements * Float.BYTES;
+    }
+
+    /** Device address of one layer's values: its keys when values live in the keys. */
+    public long values(int layer) {
+        checkOpen();
+        return spec.valuesInKeys() ? keys(layer) : values + (long) layer * valueLayerElements * Float.BYTES;
+    }
+
+    /** The context the cache lives in. */
+    public CudaContext context() {
+        return context;
+    }
+
+    @Override
+    public void copyBlocks(int[] from, int[] to) {
+        checkOpen();
+        if (from.length != to.length) throw new IllegalArgumentException(from.length + " sources for " + to.length + " destinations");
+        for (int i = 0; i < from.length; i++) {
+            checkBlock(from[i]);
+            checkBlock(to[i]);
+        }
+        context.bind();
+        long keyBlock = (long) blockSize * spec.kvHeads() * spec.keyDim() * Float.BYTES;
+        long valueBlock = (long) blockSize * spec.kvHeads() * spec.valueDim() * Float.BYTES;
+        for (int l = 0; l < spec.layers(); l++) {
+            for (int i = 0; i < from.length; i++) {
+                context.driver().copyOnDeviceAsync(keys(l) + to[i] * keyBlock, keys(l) + from[i] * keyBlock, keyBlock,
+                        context.stream());
+                if (!spec.valuesInKeys()) {
+                    context.driver().copyOnDeviceAsync(values(l) + to[i] * valueBlock, values(l) + from[i] * valueBlock,
+                            valueBlock, context.stream());
+                }
+            }
+        }
+    }
+
+    void checkBlock(int block) {
+        if (block < 0 || block >= numBlocks) throw new IndexOutOfBoundsException("block " + block + " of " + numBlocks);
+    }
+
+    private void checkOpen() {
+        if (closed) throw new IllegalStateException("KV cache is closed");
+    }
+
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        context.free(keys);
+        if (values != 0) context.free(values);
+    }
+}

@@ -1,0 +1,142 @@
+package dev.kiln.backend.cuda.internal;
+
+import dev.kiln.backend.cuda.bindings.Nvrtc;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Objects;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Compiles the bundle's kernel source with NVRTC for one GPU architecture and keeps the CUBIN in a cache folder,
+ * keyed by a hash of the source, the options and the NVRTC version: a changed kernel or compiler recompiles, an
+ * unchanged one loads in milliseconds. A cache that cannot be written only costs the next start a compilation.
+ */
+public final class KernelCompiler {
+    /** System property naming the cache folder. */
+    public static final String CACHE_PROPERTY = "kiln.cuda.kernelCache";
+    /** The kernel source, a resource next to this class. */
+    public static final String SOURCE = "kernels.cu";
+
+    private static final Logger LOG = LoggerFactory.getLogger(KernelCompiler.class);
+
+    private final Nvrtc nvrtc;
+    private final Path cacheDirectory;
+    private int compilations;
+
+    /**
+     * @param cacheDirectory where CUBINs are kept, or null for no cache
+     */
+    public KernelCompiler(Nvrtc nvrtc, Path cacheDirectory) {
+        this.nvrtc = Objects.requireNonNull(nvrtc, "nvrtc");
+        this.cacheDirectory = cacheDirectory;
+    }
+
+    /** The cache folder from {@value #CACHE_PROPERTY}, else {@code ~/.cache/kiln/cuda-kernels}. */
+    public static Path defaultCacheDirectory() {
+        String configured = System.getProperty(CACHE_PROPERTY);
+        if (configured != null && !configured.isBlank()) return Path.of(configured);
+        return Path.of(System.getProperty("user.home"), ".cache", "kiln", "cuda-kernels");
+    }
+
+    /**
+     * The NVRTC target for a compute capability: the architecture-specific {@code sm_90a} on Hopper (its wgmma and
+     * setmaxnreg instructions exist only there), {@code sm_XY} elsewhere.
+     */
+    public static String architecture(int major, int minor) {
+        if (major < 1 || minor < 0) throw new IllegalArgumentException("compute capability " + major + "." + minor);
+        return "sm_" + major + minor + (major == 9 && minor == 0 ? "a" : "");
+    }
+
+    /** The options the kernels are compiled with for an architecture. */
+    public static List<String> options(String architecture) {
+        return List.of("--gpu-architecture=" + architecture, "--std=c++17");
+    }
+
+    /** The bundle's kernel source. */
+    public static String kernelSource() {
+        try (InputStream in = KernelCompiler.class.getResourceAsStream(SOURCE)) {
+            if (in == null) throw new IllegalStateException("kernel source " + SOURCE + " is missing from the bundle");
+            return new String(in.readAllBytes(), StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** The CUBIN of the bundle's kernels for an architecture, from the cache when present. */
+    public byte[] kernels(String architecture) {
+        return cubin(kernelSource(), architecture);
+    }
+
+    /**
+     * The CUBIN of a source for an architecture, from the cache when present.
+     *
+     * @throws Nvrtc.CompilationException with the compiler's log when the source does not compile
+     */
+    public byte[] cubin(String source, String architecture) {
+        List<String> options = options(architecture);
+        Path cached = cacheDirectory == null ? null
+                : cacheDirectory.resolve("kiln-" + architecture + "-" + key(source, options) + ".cubin");
+        if (cached != null && Files.isRegularFile(cached)) {
+            try {
+                byte[] image = Files.readAllBytes(cached);
+                if (isElf(image)) return image;
+            } catch (IOException e) {
+                LOG.debug("cannot read cached kernels {}: {}", cached, e.toString());
+            }
+        }
+        long start = System.nanoTime();
+        byte[] image = nvrtc.compileToCubin(source, SOURCE, options);
+        compilations++;
+        LOG.info("compiled CUDA kernels for {} in {} ms", architecture, (System.nanoTime() - start) / 1_000_000);
+        if (cached != null) store(cached, image);
+        return image;
+    }
+
+    /** How many times this compiler ran NVRTC (cache misses). */
+    public int compilations() {
+        return compilations;
+    }
+
+    private String key(String source, List<String> options) {
+        try {
+            MessageDigest sha = MessageDigest.getInstance("SHA-256");
+            sha.update(("nvrtc " + nvrtc.version() + "\n" + String.join(" ", options) + "\n")
+                    .getBytes(StandardCharsets.UTF_8));
+            sha.update(source.getBytes(StandardCharsets.UTF_8));
+            return HexFormat.of().formatHex(sha.digest(), 0, 12);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static void store(Path file, byte[] image) {
+        try {
+            Files.createDirectories(file.getParent());
+            Path temp = Files.createTempFile(file.getParent(), file.getFileName().toString(), ".tmp");
+            Files.write(temp, image);
+            try {
+                Files.move(temp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+            } catch (AtomicMoveNotSupportedException e) {
+                Files.move(temp, file, StandardCopyOption.REPLACE_EXISTING);
+            }
+        } catch (IOException | UnsupportedOperationException e) {
+            LOG.debug("cannot cache kernels in {}: {}", file, e.toString());
+        }
+    }
+
+    /** Whether the bytes start like an ELF file, as a CUBIN does. */
+    public static boolean isElf(byte[] image) {
+        return image.length > 4 && image[0] == 0x7f && image[1] == 'E' && image[2] == 'L' && image[3] == 'F';
+    }
+}

@@ -1,0 +1,143 @@
+package dev.kiln.backend.cuda.internal;
+
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+
+import dev.kiln.backend.cuda.bindings.CudaDriver;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayDeque;
+import java.util.Arrays;
+import java.util.Iterator;
+
+/**
+ * Host-to-device copies of the small arrays each step needs (token ids, positions, block tables, routing rows),
+ * without stalling the stream: values are staged in page-locked memory and copied asynchronously, in stream order,
+ * into a device ring.
+ *
+ * <p>The ring has two halves. Writing fills one half; when it is full, an event is recorded and writing moves to
+ * the other half, first waiting for that half's event from its previous turn, i.e. until the copies that read its
+ * staging memory have run. The device half is only overwritten by copies queued after the kernels that read its
+ * old contents, so the stream's order protects it without any wait.
+ *
+ * <p>An int array equal to one of the last few uploaded (the positions every layer rotates by, the batch's block
+ * tables every layer attends over) is not copied again while its half has not been reused.
+ */
+public final class Uploads implements AutoCloseable {
+    private static final long HALF = 4L << 20;
+    private static final long ALIGNMENT = 256;
+    private static final int REMEMBERED = 8;
+
+    private final CudaContext context;
+    private final CudaDriver driver;
+    private final MemorySegment host;
+    private final long device;
+    private final MemorySegment[] halfDone = new MemorySegment[2];
+    private final boolean[] recorded = new boolean[2];
+    private final ArrayDeque<Upload> recent = new ArrayDeque<>();
+    private int half;
+    private long used;
+    private long turn;
+    private long oversize;
+    private long oversizeBytes;
+
+    /** An earlier upload of an int array, valid while its half was not re-entered. */
+    private record Upload(int[] values, long pointer, long turn) {}
+
+    Uploads(CudaContext context) {
+        this.context = context;
+        this.driver = context.driver();
+        this.host = driver.allocateHost(2 * HALF);
+        this.device = driver.allocate(2 * HALF);
+        for (int i = 0; i < 2; i++) halfDone[i] = driver.createEvent(CudaDriver.EVENT_DISABLE_TIMING);
+    }
+
+    /** A device copy of the values, readable by work queued after this call. */
+    public synchronized long ints(int[] values) {
+        context.bind();
+        for (Iterator<Upload> it = recent.iterator(); it.hasNext(); ) {
+            Upload u = it.next();
+            if (turn - u.turn > 1) {
+                it.remove();
+            } else if (Arrays.equals(u.values, values)) {
+                return u.pointer;
+            }
+        }
+        long bytes = (long) values.length * Integer.BYTES;
+        if (bytes > HALF) return oversize(MemorySegment.ofArray(values));
+        long offset = reserve(bytes);
+        MemorySegment.copy(values, 0, host, JAVA_INT, offset, values.length);
+        driver.copyToDeviceAsync(device + offset, host.asSlice(offset, bytes), bytes, context.stream());
+        if (recent.size() == REMEMBERED) recent.removeLast();
+        recent.addFirst(new Upload(values.clone(), device + offset, turn));
+        return device + offset;
+    }
+
+    /** A device copy of float values, readable by work queued after this call (not remembered). */
+    public synchronized long floats(float[] values) {
+        context.bind();
+        long bytes = (long) values.length * Float.BYTES;
+        if (bytes > HALF) return oversize(MemorySegment.ofArray(values));
+        long offset = reserve(bytes);
+        MemorySegment.copy(values, 0, host, JAVA_FLOAT, offset, values.length);
+        driver.copyToDeviceAsync(device + offset, host.asSlice(offset, bytes), bytes, context.stream());
+        return device + offset;
+    }
+
+    /** Copies floats into device memory at {@code destination}, in stream order. */
+    public synchronized void write(float[] values, long destination) {
+        context.bind();
+        long bytes = (long) values.length * Float.BYTES;
+        if (bytes == 0) return;
+        if (bytes > HALF) {
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment staging = arena.allocate(bytes, 16);
+                MemorySegment.copy(values, 0, staging, JAVA_FLOAT, 0, values.length);
+                context.copyToDeviceNow(destination, staging);
+            }
+            return;
+        }
+        long offset = reserve(bytes);
+        MemorySegment.copy(values, 0, host, JAVA_FLOAT, offset, values.length);
+        driver.copyToDeviceAsync(destination, host.asSlice(offset, bytes), bytes, context.stream());
+    }
+
+    private long reserve(long bytes) {
+        long size = (bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
+        if (used + size > HALF) {
+            driver.record(halfDone[half], context.stream());
+            recorded[half] = true;
+            half ^= 1;
+            turn++;
+            if (recorded[half]) driver.synchronizeEvent(halfDone[half]);
+            used = 0;
+        }
+        long offset = half * HALF + used;
+        used += size;
+        return offset;
+    }
+
+    /** Arrays beyond half the ring go through a dedicated buffer, after the queued work. */
+    private long oversize(MemorySegment heapValues) {
+        long bytes = heapValues.byteSize();
+        if (bytes > oversizeBytes) {
+            if (oversize != 0) context.free(oversize);
+            oversize = context.allocate(bytes);
+            oversizeBytes = bytes;
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment staging = arena.allocate(bytes, 16);
+            MemorySegment.copy(heapValues, 0, staging, 0, bytes);
+            context.copyToDeviceNow(oversize, staging);
+        }
+        return oversize;
+    }
+
+    @Override
+    public synchronized void close() {
+        for (MemorySegment e : halfDone) driver.destroyEvent(e);
+        if (oversize != 0) driver.free(oversize);
+        driver.free(device);
+        driver.freeHost(host);
+    }
+}

@@ -1,0 +1,226 @@
+package dev.kiln.backend.cuda;
+
+import dev.kiln.api.attention.KvCache;
+import dev.kiln.api.checkpoint.Checkpoint;
+import dev.kiln.api.checkpoint.CheckpointTensor;
+import dev.kiln.api.model.CausalLanguageModel;
+import dev.kiln.api.model.ModelBuildOptions;
+import dev.kiln.api.model.ModelConfig;
+import dev.kiln.api.tensor.DType;
+import dev.kiln.backend.cuda.bindings.CudaDriver;
+import dev.kiln.backend.cuda.internal.CudaContext;
+import dev.kiln.models.llama.Qwen2Architecture;
+import dev.kiln.models.runner.SequenceRunner;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.SplittableRandom;
+import java.util.stream.IntStream;
+
+/**
+ * Batch-1 greedy decode on the device with the exact tensor shapes of DeepSeek-R1-Distill-Qwen-1.5B (random bf16
+ * weights, built in memory), against the HBM bound measured in the same run: device-to-device copy bandwidth
+ * (bytes read plus written) over the weight bytes one decode step reads (every matrix except the embedding table,
+ * of which one row is read).
+ *
+ * <p>Run on a GPU machine: {@code java --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -cp ...
+ * dev.kiln.backend.cuda.DecodeBenchmark [promptTokens] [newTokens]}.
+ */
+public final class DecodeBenchmark {
+    private static final int HIDDEN = 1536, INTERMEDIATE = 8960, LAYERS = 28, HEADS = 12, KV_HEADS = 2, VOCAB = 151936;
+    private static final int BLOCK = 16;
+
+    private DecodeBenchmark() {}
+
+    public static void main(String[] args) {
+        int prompt = args.length > 0 ? Integer.parseInt(args[0]) : 128;
+        int generate = args.length > 1 ? Integer.parseInt(args[1]) : 256;
+        CudaAvailability availability = CudaAvailability.probe();
+        if (!availability.available()) {
+            System.out.println("no CUDA: " + availability.description());
+            return;
+        }
+        try (CudaBackend backend = new CudaBackend()) {
+            System.out.println("device: " + backend.device().description());
+            double bandwidth = copyBandwidth(backend.context());
+            System.out.printf("device-to-device copy: %.0f GB/s (read + write)%n", bandwidth / 1e9);
+
+            long start = System.nanoTime();
+            try (Checkpoint checkpoint = new SyntheticCheckpoint();
+                 CausalLanguageModel model = new Qwen2Architecture().build(checkpoint,
+                         new ModelBuildOptions(backend, new CudaPagedAttention(), null, 256));
+                 KvCache cache = model.allocateKvCache((prompt + generate + 2 * BLOCK) / BLOCK * 2, BLOCK)) {
+                System.out.printf("model on the device in %.1f s: %.2f GB of weights%n", (System.nanoTime() - start) / 1e9,
+                        model.weightBytes() / 1e9);
+                long perToken = model.weightBytes() - 2L * VOCAB * HIDDEN;
+                double bound = bandwidth / perToken;
+                int blocks = (prompt + generate + BLOCK - 1) / BLOCK;
+                int[] sequence = IntStream.range(0, blocks).map(i -> 2 * blocks - 1 - i).toArray();
+                int[] tokens = new SplittableRandom(1).ints(prompt, 0, VOCAB).toArray();
+
+                for (int round = 0; round < 2; round++) { // the first round warms up the JIT and the kernels
+                    var runner = new SequenceRunner(model, cache, sequence);
+                    long p0 = System.nanoTime();
+                    float[] logits = runner.append(tokens);
+                    long p1 = System.nanoTime();
+                    long[] steps = new long[generate];
+                    for (int i = 0; i < generate; i++) {
+                        long s = System.nanoTime();
+                        logits = runner.append(SequenceRunner.argmax(logits));
+                        steps[i] = System.nanoTime() - s;
+                    }
+                    long[] sorted = steps.clone();
+                    Arrays.sort(sorted);
+                    double total = Arrays.stream(steps).sum() / 1e9;
+                    double median = sorted[generate / 2] / 1e9;
+                    System.out.printf("round %d: prefill %d tokens %.1f ms; decode %d tokens: %.1f tok/s overall, "
+                                    + "median step %.3f ms = %.1f tok/s; HBM bound %.0f tok/s (%.3f GB/token) -> %.0f%% of it%n",
+                            round, prompt, (p1 - p0) / 1e6, generate, generate / total, median * 1e3, 1 / median, bound,
+                            perToken / 1e9, 100 / median / bound);
+                }
+            }
+        }
+    }
+
+    /** Bytes read plus written per second by a 1 GiB device-to-device copy, median of 10. */
+    private static double copyBandwidth(CudaContext context) {
+        CudaDriver driver = context.driver();
+        long bytes = 1L << 30;
+        long a = context.allocate(bytes), b = context.allocate(bytes);
+        MemorySegment start = driver.createEvent(CudaDriver.EVENT_DEFAULT), end = driver.createEvent(CudaDriver.EVENT_DEFAULT);
+        try {
+            driver.fill32Async(a, 0x3f800000, bytes / 4, context.stream());
+            double[] rates = new double[10];
+            for (int i = -2; i < rates.length; i++) {
+                driver.record(start, context.stream());
+                driver.copyOnDeviceAsync(b, a, bytes, context.stream());
+                driver.record(end, context.stream());
+                driver.synchronizeEvent(end);
+                if (i >= 0) rates[i] = 2.0 * bytes / (driver.elapsedMillis(start, end) / 1e3);
+            }
+            Arrays.sort(rates);
+            return rates[rates.length / 2];
+        } finally {
+            driver.destroyEvent(start);
+            driver.destroyEvent(end);
+            context.free(a);
+            context.free(b);
+        }
+    }
+
+    /**
+     * The R1-Distill-Qwen-1.5B layout with random bf16 values: every tensor is a window of one 512 MiB random
+     * buffer (the values do not matter to the timing, only the shapes).
+     */
+    private static final class SyntheticCheckpoint implements Checkpoint {
+        private final Arena arena = Arena.ofShared();
+        private final MemorySegment random;
+        private final MemorySegment ones;
+        private final Map<String, CheckpointTensor> tensors = new LinkedHashMap<>();
+        private final ModelConfig config;
+
+        SyntheticCheckpoint() {
+            long bytes = 512L << 20;
+            random = arena.allocate(bytes, 64);
+            int chunks = 64;
+            long chunk = bytes / chunks;
+            IntStream.range(0, chunks).parallel().forEach(c -> {
+                SplittableRandom r = new SplittableRandom(c);
+                for (long i = c * chunk; i < (c + 1) * chunk; i += 2) {
+                    // a bf16 of magnitude in [2^-6, 2^-5) with a random sign and mantissa
+                    int bits = (r.nextBoolean() ? 0x8000 : 0) | (121 << 7) | r.nextInt(0x80);
+                    random.set(ValueLayout.JAVA_SHORT_UNALIGNED, i, (short) bits);
+                }
+            });
+            ones = arena.allocate(2L * INTERMEDIATE, 64);
+            for (int i = 0; i < INTERMEDIATE; i++) ones.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, i, (short) 0x3f80);
+
+            int headDim = HIDDEN / HEADS;
+            put("model.embed_tokens.weight", VOCAB, HIDDEN);
+            for (int l = 0; l < LAYERS; l++) {
+                String p = "model.layers." + l + ".";
+                norm(p + "input_layernorm.weight", HIDDEN);
+                put(p + "self_attn.q_proj.weight", HEADS * headDim, HIDDEN);
+                put(p + "self_attn.k_proj.weight", KV_HEADS * headDim, HIDDEN);
+                put(p + "self_attn.v_proj.weight", KV_HEADS * headDim, HIDDEN);
+                put(p + "self_attn.q_proj.bias", HEADS * headDim);
+                put(p + "self_attn.k_proj.bias", KV_HEADS * headDim);
+                put(p + "self_attn.v_proj.bias", KV_HEADS * headDim);
+                put(p + "self_attn.o_proj.weight", HIDDEN, HEADS * headDim);
+                norm(p + "post_attention_layernorm.weight", HIDDEN);
+                put(p + "mlp.gate_proj.weight", INTERMEDIATE, HIDDEN);
+                put(p + "mlp.up_proj.weight", INTERMEDIATE, HIDDEN);
+                put(p + "mlp.down_proj.weight", HIDDEN, INTERMEDIATE);
+            }
+            norm("model.norm.weight", HIDDEN);
+            put("lm_head.weight", VOCAB, HIDDEN);
+
+            Map<String, Object> c = new LinkedHashMap<>();
+            c.put("architectures", List.of("Qwen2ForCausalLM"));
+            c.put("model_type", "qwen2");
+            c.put("hidden_act", "silu");
+            c.put("hidden_size", HIDDEN);
+            c.put("intermediate_size", INTERMEDIATE);
+            c.put("num_hidden_layers", LAYERS);
+            c.put("num_attention_heads", HEADS);
+            c.put("num_key_value_heads", KV_HEADS);
+            c.put("max_position_embeddings", 131072);
+            c.put("rms_norm_eps", 1e-6);
+            c.put("rope_theta", 10000.0);
+            c.put("tie_word_embeddings", false);
+            c.put("torch_dtype", "bfloat16");
+            c.put("use_sliding_window", false);
+            c.put("vocab_size", VOCAB);
+            config = new ModelConfig(c, Path.of("synthetic-r1-distill-qwen-1.5b"));
+        }
+
+        private void put(String name, long... shape) {
+            long bytes = 2;
+            for (long d : shape) bytes *= d;
+            long offset = (Math.floorMod(name.hashCode(), 1 << 20) * 64L) % (random.byteSize() - bytes + 1) / 64 * 64;
+            tensors.put(name, new CheckpointTensor(name, DType.BF16, shape, random.asSlice(offset, bytes), location()));
+        }
+
+        private void norm(String name, int n) {
+            tensors.put(name, new CheckpointTensor(name, DType.BF16, new long[] {n}, ones.asSlice(0, 2L * n), location()));
+        }
+
+        @Override
+        public Path location() {
+            return Path.of("synthetic-r1-distill-qwen-1.5b");
+        }
+
+        @Override
+        public ModelConfig config() {
+            return config;
+        }
+
+        @Override
+        public Set<String> tensorNames() {
+            return tensors.keySet();
+        }
+
+        @Override
+        public Optional<CheckpointTensor> find(String name) {
+            return Optional.ofNullable(tensors.get(name));
+        }
+
+        @Override
+        public long dataBytes() {
+            return tensors.values().stream().mapToLong(t -> t.size() * 2).sum();
+        }
+
+        /** The model owns and closes its checkpoint; the benchmark's own close after it must do nothing. */
+        @Override
+        public void close() {
+            if (arena.scope().isAlive()) arena.close();
+        }
+    }
+}

@@ -1,0 +1,139 @@
+package dev.kiln.backend.cuda.testing;
+
+import dev.kiln.api.attention.AttentionKernel;
+import dev.kiln.api.attention.AttentionMetadata;
+import dev.kiln.api.backend.ComputeBackend;
+import dev.kiln.api.checkpoint.Checkpoint;
+import dev.kiln.api.model.CausalLanguageModel;
+import dev.kiln.api.model.ForwardBatch;
+import dev.kiln.api.model.ModelArchitecture;
+import dev.kiln.api.model.ModelBuildOptions;
+import dev.kiln.loader.safetensors.SafetensorsCheckpointLoader;
+import dev.kiln.loader.safetensors.SafetensorsFile;
+import dev.kiln.loader.safetensors.TensorValues;
+import dev.kiln.models.llama.LlamaArchitecture;
+import dev.kiln.models.llama.Qwen2Architecture;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * The fixture checkpoints (folder from the {@code kiln.fixtures} system property) built on a given backend, their
+ * float64 references, and forward batches laid out as an engine lays them out.
+ */
+public final class Fixtures {
+    /** Token slots per cache block in these tests. */
+    public static final int BLOCK_SIZE = 16;
+
+    private static final List<ModelArchitecture> ARCHITECTURES = List.of(new Qwen2Architecture(), new LlamaArchitecture());
+
+    private Fixtures() {}
+
+    /** A fixture's folder. */
+    public static Path folder(String fixture) {
+        String root = Objects.requireNonNull(System.getProperty("kiln.fixtures"),
+                "system property kiln.fixtures must name the fixtures folder");
+        return Path.of(root, "models", fixture);
+    }
+
+    /** Builds a fixture's model on a backend with an attention kernel. */
+    public static CausalLanguageModel build(String fixture, ComputeBackend backend, AttentionKernel attention,
+                                            int maxBatchTokens) {
+        Checkpoint checkpoint;
+        try {
+            checkpoint = new SafetensorsCheckpointLoader().open(folder(fixture));
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+        ModelArchitecture architecture = ARCHITECTURES.stream().filter(a -> a.supports(checkpoint.config())).findFirst()
+                .orElseThrow(() -> new IllegalArgumentException("no architecture for " + fixture));
+        return architecture.build(checkpoint, new ModelBuildOptions(backend, attention, null, maxBatchTokens));
+    }
+
+    /** An int tensor of a fixture's {@code reference.safetensors}. */
+    public static int[] ints(String fixture, String name) {
+        try (SafetensorsFile f = SafetensorsFile.open(folder(fixture).resolve("reference.safetensors"))) {
+            return TensorValues.toInts(f.tensor(name));
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** A float tensor of a fixture's {@code reference.safetensors}, row-major. */
+    public static float[] floats(String fixture, String name) {
+        try (SafetensorsFile f = SafetensorsFile.open(folder(fixture).resolve("reference.safetensors"))) {
+            return TensorValues.toFloats(f.tensor(name));
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** Rows {@code from..to-1} of a row-major matrix. */
+    public static float[] rows(float[] matrix, int width, int from, int to) {
+        return Arrays.copyOfRange(matrix, from * width, to * width);
+    }
+
+    /** The index of the largest value (the first on ties). */
+    public static int argmax(float[] values) {
+        int best = 0;
+        for (int i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+        return best;
+    }
+
+    /** A batch of several sequences, each with its blocks, cached length and new tokens. */
+    public static final class Batch {
+        private record Part(int[] blocks, int cached, int[] tokens, boolean everyLogit) {}
+
+        private final List<Part> parts = new ArrayList<>();
+
+        /** Adds a sequence whose last new token needs logits. */
+        public Batch add(int[] blocks, int cached, int[] tokens) {
+            parts.add(new Part(blocks, cached, tokens, false));
+            return this;
+        }
+
+        /** Adds a sequence all of whose new tokens need logits. */
+        public Batch addEveryLogit(int[] blocks, int cached, int[] tokens) {
+            parts.add(new Part(blocks, cached, tokens, true));
+            return this;
+        }
+
+        /** The forward batch. */
+        public ForwardBatch build() {
+            int total = parts.stream().mapToInt(p -> p.tokens.length).sum();
+            int[] tokens = new int[total], positions = new int[total], slots = new int[total];
+            int[] queryStart = new int[parts.size() + 1];
+            int[] context = new int[parts.size()];
+            int[][] tables = new int[parts.size()][];
+            List<Integer> logitRows = new ArrayList<>();
+            int row = 0;
+            for (int s = 0; s < parts.size(); s++) {
+                Part p = parts.get(s);
+                queryStart[s] = row;
+                context[s] = p.cached + p.tokens.length;
+                tables[s] = Arrays.copyOf(p.blocks, (context[s] + BLOCK_SIZE - 1) / BLOCK_SIZE);
+                for (int j = 0; j < p.tokens.length; j++, row++) {
+                    int position = p.cached + j;
+                    tokens[row] = p.tokens[j];
+                    positions[row] = position;
+                    slots[row] = p.blocks[position / BLOCK_SIZE] * BLOCK_SIZE + position % BLOCK_SIZE;
+                    if (p.everyLogit || j == p.tokens.length - 1) logitRows.add(row);
+                }
+            }
+            queryStart[parts.size()] = row;
+            return new ForwardBatch(tokens, positions, new AttentionMetadata(queryStart, context, tables, slots),
+                    logitRows.stream().mapToInt(Integer::intValue).toArray(), false);
+        }
+    }
+
+    /** Consecutive block ids {@code first .. first+n-1} in reverse order (never contiguous ascending). */
+    public static int[] blocks(int first, int n) {
+        int[] b = new int[n];
+        for (int i = 0; i < n; i++) b[i] = first + n - 1 - i;
+        return b;
+    }
+}

@@ -1,0 +1,502 @@
+"""Checks the CUDA backend's kernels on a CUDA machine without Java, and times a decode step's kernels.
+
+Compiles src/main/resources/dev/kiln/backend/cuda/internal/kernels.cu with NVRTC and the options the Java side
+uses, runs every kernel on random inputs against a float64 NumPy reference (inputs freshly drawn, outputs poisoned
+with NaN first), checks the cuBLAS call the Java side makes for bf16 prefill products (activations split into
+bf16 high and low parts, two GEMMs accumulating in f32), then times the kernels of one batch-1 decode step of the
+DeepSeek-R1-Distill-Qwen-1.5B shape, launched one by one and replayed as a CUDA graph, against the bound set by the
+device-to-device copy bandwidth measured in the same run.
+
+Needs CuPy and NumPy. Usage: python3 check_kernels.py [path/to/kernels.cu]
+"""
+import ctypes
+import glob
+import math
+import os
+import sys
+import traceback
+
+import cupy as cp
+import numpy as np
+from cupy_backends.cuda.libs import cublas
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+    HERE, "..", "src", "main", "resources", "dev", "kiln", "backend", "cuda", "internal", "kernels.cu")
+THREADS = 256
+failures = []
+
+
+def nvrtc_library():
+    for d in ["/usr/local/cuda/targets/x86_64-linux/lib", "/usr/local/cuda/lib64"]:
+        for f in sorted(glob.glob(os.path.join(d, "libnvrtc.so.1*"))):
+            return ctypes.CDLL(f)
+    return ctypes.CDLL("libnvrtc.so")
+
+
+def compile_cubin(source, arch):
+    lib = nvrtc_library()
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"kernels.cu", 0, None, None) == 0
+    opts = [("--gpu-architecture=" + arch).encode(), b"--std=c++17"]
+    result = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    if result != 0:
+        raise RuntimeError("NVRTC failed:\n" + log.value.decode())
+    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+    cubin = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetCUBIN(prog, cubin)
+    return cubin.raw
+
+
+def check(name, actual, expected, tolerance):
+    actual = cp.asnumpy(actual).astype(np.float64)
+    diff = np.max(np.abs(actual - expected)) if actual.size else 0.0
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    ok = bool(np.isfinite(diff)) and diff <= tolerance * scale
+    print(f"{'PASS' if ok else 'FAIL'} {name}: max |diff| = {diff:.3e} (scale {scale:.3g})")
+    if not ok:
+        failures.append(name)
+
+
+def bf16_bits(x):
+    """Round-to-nearest-even bf16 bits of float32 values."""
+    u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return u.astype(np.uint16)
+
+
+def bf16_value(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def section(fn):
+    try:
+        fn()
+    except Exception:
+        failures.append(fn.__name__)
+        print(f"FAIL {fn.__name__}: exception")
+        traceback.print_exc()
+
+
+rng = np.random.default_rng(11)
+dev = cp.cuda.Device(0)
+props = cp.cuda.runtime.getDeviceProperties(0)
+major, minor = props["major"], props["minor"]
+arch = f"sm_{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
+print(f"device {props['name'].decode()} cc {major}.{minor}, {props['multiProcessorCount']} SMs -> {arch}")
+path = "/tmp/kiln-kernels.cubin"
+try:
+    with open(path, "wb") as f:
+        f.write(compile_cubin(open(SOURCE).read(), arch))
+    mod = cp.RawModule(path=path)
+except Exception:
+    traceback.print_exc()
+    failures.append("compilation with the Java side's options")
+    print("falling back to CuPy's own NVRTC options")
+    mod = cp.RawModule(code=open(SOURCE).read(), options=("--std=c++17",))
+K = {n: mod.get_function(n) for n in [
+    "kiln_add", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16", "kiln_rms_norm", "kiln_embed_bf16",
+    "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows", "kiln_scatter_add_rows", "kiln_rotary", "kiln_gemv_bf16",
+    "kiln_gemv_f32", "kiln_write_kv", "kiln_paged_attention"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]}
+i32, i64, f32 = np.int32, np.int64, np.float32
+
+
+def blocks(n):
+    return (min(1 << 20, (n + THREADS - 1) // THREADS),)
+
+
+def poison(shape):
+    return cp.full(shape, cp.nan, dtype=cp.float32)
+
+
+def elementwise():
+    n = 9 * 1000
+    a, x = rng.uniform(-1, 1, n).astype(np.float32), rng.uniform(-1, 1, n).astype(np.float32)
+    da = cp.asarray(a)
+    K["kiln_add"](blocks(n), (THREADS,), (da, cp.asarray(x), i64(n)))
+    check("add", da, a.astype(np.float64) + x, 1e-6)
+    bias = rng.uniform(-1, 1, 1000).astype(np.float32)
+    da = cp.asarray(a)
+    K["kiln_add_bias"](blocks(n), (THREADS,), (da, cp.asarray(bias), i64(n), i32(1000)))
+    check("add_bias", da, a.astype(np.float64) + np.tile(bias, 9), 1e-6)
+    da = cp.asarray(a)
+    K["kiln_scale"](blocks(n), (THREADS,), (da, f32(-1.75), i64(n)))
+    check("scale", da, a.astype(np.float64) * -1.75, 1e-6)
+    g = (a * 8).astype(np.float64)
+    out = poison(n)
+    K["kiln_silu_mul"](blocks(n), (THREADS,), (cp.asarray(a * 8), cp.asarray(x), out, i64(n)))
+    check("silu_mul", out, g / (1 + np.exp(-g)) * x, 2e-6)
+    big = rng.standard_normal(n).astype(np.float32) * 1000
+    hi, lo = cp.zeros(n, cp.uint16), cp.zeros(n, cp.uint16)
+    K["kiln_split_bf16"](blocks(n), (THREADS,), (cp.asarray(big), hi, lo, i64(n)))
+    check("split_bf16 hi is round-to-nearest-even", bf16_value(cp.asnumpy(hi)), bf16_value(bf16_bits(big)), 0)
+    recon = bf16_value(cp.asnumpy(hi)).astype(np.float64) + bf16_value(cp.asnumpy(lo))
+    rel = np.max(np.abs(recon - big) / np.maximum(np.abs(big), 1e-30))
+    print(f"{'PASS' if rel < 2 ** -16 else 'FAIL'} split_bf16 hi + lo within 2^-16 relative: {rel:.2e}")
+    if rel >= 2 ** -16:
+        failures.append("split_bf16 reconstruction")
+
+
+def rows_kernels():
+    rows, n = 9, 1000
+    x = rng.uniform(-1, 1, (rows, n)).astype(np.float32)
+    s = rng.uniform(-1, 1, n).astype(np.float32)
+    out = poison((rows, n))
+    K["kiln_rms_norm"]((rows,), (THREADS,), (cp.asarray(x), cp.asarray(s), f32(1e-6), out, i32(n)))
+    x64 = x.astype(np.float64)
+    check("rms_norm", out, x64 / np.sqrt((x64 ** 2).mean(axis=1, keepdims=True) + 1e-6) * s, 2e-6)
+    table = bf16_value(bf16_bits(rng.uniform(-1, 1, (50, 24))))
+    ids = np.array([49, 0, 7, 7], np.int32)
+    out = poison((4, 24))
+    K["kiln_embed_bf16"]((4,), (THREADS,), (cp.asarray(bf16_bits(table)), cp.asarray(ids), out, i32(24)))
+    check("embed_bf16", out, table[ids], 0)
+    out = poison((4, 24))
+    K["kiln_embed_f32"]((4,), (THREADS,), (cp.asarray(table), cp.asarray(ids), out, i32(24)))
+    check("embed_f32", out, table[ids], 0)
+    src = rng.uniform(-1, 1, (6, 50)).astype(np.float32)
+    dst = rng.uniform(-1, 1, (8, 70)).astype(np.float32)
+    ddst = cp.asarray(dst)
+    K["kiln_copy_columns"](blocks(6 * 25), (THREADS,), (cp.asarray(src), i32(50), i32(10), ddst, i32(70), i32(33), i32(25), i64(6 * 25)))
+    expected = dst.copy()
+    expected[:6, 33:58] = src[:, 10:35]
+    check("copy_columns", ddst, expected, 0)
+    idx = np.array([5, 0, 5, 2], np.int32)
+    out = poison((4, 50))
+    K["kiln_gather_rows"]((4,), (THREADS,), (cp.asarray(src), cp.asarray(idx), out, i32(50)))
+    check("gather_rows", out, src[idx], 0)
+    target = rng.uniform(-1, 1, (6, 50)).astype(np.float32)
+    scales = np.array([0.5, -2, 1.25, 3], np.float32)
+    to = np.array([1, 3, 1, 0], np.int32)
+    dt = cp.asarray(target)
+    K["kiln_scatter_add_rows"](((50 + THREADS - 1) // THREADS,), (THREADS,),
+                               (cp.asarray(src[idx]), cp.asarray(to), cp.asarray(scales), dt, i32(50), i32(4)))
+    expected = target.astype(np.float64)
+    for i in range(4):
+        expected[to[i]] += scales[i] * src[idx][i]
+    check("scatter_add_rows (repeated row)", dt, expected, 1e-6)
+
+
+def rotary():
+    heads, stride, offset, half, rows = 3, 40, 8, 12, 5
+    freqs = np.array([10000 ** (-2.0 * i / (2 * half)) for i in range(half)], np.float32)
+    pos = np.array([0, 1, 700, 33, 4095], np.int32)
+    P = 8192
+    ang = np.arange(P)[:, None].astype(np.float64) * freqs.astype(np.float64)[None, :]
+    cos, sin = (np.cos(ang) * 1.3).astype(np.float32), (np.sin(ang) * 1.3).astype(np.float32)
+    for interleaved in (0, 1):
+        x = rng.uniform(-1, 1, (rows, heads * stride + 4)).astype(np.float32)
+        dx = cp.asarray(x)
+        K["kiln_rotary"]((rows,), (64,), (dx, cp.asarray(pos), cp.asarray(cos), cp.asarray(sin), i32(x.shape[1]),
+                                          i32(heads), i32(stride), i32(offset), i32(half), i32(interleaved)))
+        e = x.astype(np.float64)
+        for r in range(rows):
+            for h in range(heads):
+                base = h * stride + offset
+                ia = base + (2 * np.arange(half) if interleaved else np.arange(half))
+                ib = base + (2 * np.arange(half) + 1 if interleaved else np.arange(half) + half)
+                c, s = cos[pos[r]].astype(np.float64), sin[pos[r]].astype(np.float64)
+                a, b = e[r, ia].copy(), e[r, ib].copy()
+                e[r, ia], e[r, ib] = a * c - b * s, b * c + a * s
+        check(f"rotary {'interleaved' if interleaved else 'halves'} with offset", dx, e, 2e-6)
+
+
+def gemv_and_gemm():
+    for cols in (1536, 100):
+        rows = 300
+        w = bf16_value(bf16_bits(rng.uniform(-1, 1, (rows, cols))))
+        dw = cp.asarray(bf16_bits(w))
+        for tokens in (1, 3, 8):
+            x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
+            out = poison((tokens + 1, rows))
+            vec = 1 if cols % 8 == 0 else 0
+            K["kiln_gemv_bf16"](((rows + 7) // 8,), (THREADS,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(vec)))
+            got = cp.asnumpy(out)
+            ref = x.astype(np.float64) @ w.T.astype(np.float64)
+            check(f"gemv_bf16 {tokens}x{cols}", got[:tokens], ref, 2e-6 * cols)
+            if not np.all(np.isnan(got[tokens])):
+                failures.append("gemv wrote past its rows")
+            if vec:
+                out = poison((tokens + 1, rows))
+                K[f"kiln_gemv_bf16_t{tokens}"](((rows + 3) // 4,), (128,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(1)))
+                got = cp.asnumpy(out)
+                check(f"gemv_bf16_t{tokens} {tokens}x{cols}", got[:tokens], ref, 2e-6 * cols)
+                if not np.all(np.isnan(got[tokens])):
+                    failures.append("gemv_t wrote past its rows")
+        wf = rng.uniform(-1, 1, (rows, cols)).astype(np.float32)
+        x = rng.uniform(-1, 1, (5, cols)).astype(np.float32)
+        out = poison((5, rows))
+        K["kiln_gemv_f32"](((rows + 7) // 8,), (THREADS,), (cp.asarray(wf), cp.asarray(x), out, i32(rows), i32(cols), i32(5), i32(1 if cols % 4 == 0 else 0)))
+        check(f"gemv_f32 5x{cols}", out, x.astype(np.float64) @ wf.T.astype(np.float64), 2e-6 * cols)
+    # The Java side's prefill product: out (col-major rows x T) = W^T(op T of col-major cols x rows) . x(cols x T),
+    # x split into bf16 hi + lo, f32 accumulation, beta 0 then 1.
+    rows, cols, tokens = 300, 256, 37
+    w = bf16_value(bf16_bits(rng.uniform(-1, 1, (rows, cols))))
+    x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
+    dw, dx = cp.asarray(bf16_bits(w)), cp.asarray(x)
+    hi, lo = cp.zeros(tokens * cols, cp.uint16), cp.zeros(tokens * cols, cp.uint16)
+    K["kiln_split_bf16"](blocks(tokens * cols), (THREADS,), (dx, hi, lo, i64(tokens * cols)))
+    out = poison((tokens, rows))
+    handle = dev.cublas_handle
+    one, zero = np.array([1.0], np.float32), np.array([0.0], np.float32)
+    for part, beta in ((hi, zero), (lo, one)):
+        cublas.gemmEx(handle, 1, 0, rows, tokens, cols, one.ctypes.data, dw.data.ptr, 14, cols, part.data.ptr, 14, cols,
+                      beta.ctypes.data, out.data.ptr, 0, rows, 68, -1)
+    ref = x.astype(np.float64) @ w.T.astype(np.float64)
+    check("cuBLAS split bf16 GEMM 37x256 -> 300", out, ref, 2e-6 * cols)
+    single = poison((tokens, rows))
+    cublas.gemmEx(handle, 1, 0, rows, tokens, cols, one.ctypes.data, dw.data.ptr, 14, cols, hi.data.ptr, 14, cols,
+                  zero.ctypes.data, single.data.ptr, 0, rows, 68, -1)
+    d1 = np.max(np.abs(cp.asnumpy(single) - ref))
+    d2 = np.max(np.abs(cp.asnumpy(out) - ref))
+    print(f"     (one bf16 GEMM would be off by {d1:.2e}; the split pair by {d2:.2e})")
+
+
+def pack(query_start, context, tables, slots, block_size):
+    """AttentionBatch.pack: [seq x T][pos x T][slot x T][table start x S][tables]."""
+    S, T = len(context), query_start[-1]
+    seq, pos, starts, flat = [], [], [], []
+    for s in range(S):
+        ql = query_start[s + 1] - query_start[s]
+        for j in range(ql):
+            seq.append(s)
+            pos.append(context[s] - ql + j)
+        need = (context[s] + block_size - 1) // block_size
+        starts.append(len(flat))
+        flat.extend(tables[s][:need])
+    return np.array(seq + pos + list(slots[:T]) + starts + flat, np.int32), T, S
+
+
+def attention_case(layers, kv_heads, key_dim, value_dim, values_in_keys, heads, name):
+    BS, NB = 16, 64
+    perm = rng.permutation(NB).tolist()
+    tables = [perm[:20], perm[20:22], perm[22:25]]
+    key_layer = NB * BS * kv_heads * key_dim
+    value_layer = 0 if values_in_keys else NB * BS * kv_heads * value_dim
+    keys = cp.zeros(layers * key_layer, cp.float32)
+    values = cp.zeros(max(1, layers * value_layer), cp.float32)
+    hk = np.zeros((layers, NB, kv_heads, BS, key_dim))
+    hv = None if values_in_keys else np.zeros((layers, NB, kv_heads, BS, value_dim))
+    worst = 0.0
+    for cached, lengths in (((0, 0, 0), (290, 20, 30)), ((290, 20, 30), (7, 1, 4))):
+        qs, ctx, slots = [0], [], []
+        for s in range(3):
+            ctx.append(cached[s] + lengths[s])
+            for j in range(lengths[s]):
+                p = cached[s] + j
+                slots.append(tables[s][p // BS] * BS + p % BS)
+            qs.append(qs[-1] + lengths[s])
+        padding = cached[0] > 0
+        if padding:  # a padding token at the end of the last sequence: stores nothing, attends like the others
+            slots.append(-1)
+            qs[-1] += 1
+            ctx[-1] += 1
+        packed, T, S = pack(qs, ctx, tables, slots, BS)
+        meta = cp.asarray(packed)
+        for layer in range(layers):
+            q = rng.uniform(-1, 1, (T, heads, key_dim)).astype(np.float32)
+            k = rng.uniform(-1, 1, (T, kv_heads, key_dim)).astype(np.float32)
+            v = None if values_in_keys else rng.uniform(-1, 1, (T, kv_heads, value_dim)).astype(np.float32)
+            kp = keys.data.ptr + 4 * layer * key_layer
+            vp = kp if values_in_keys else values.data.ptr + 4 * layer * value_layer
+            dk = cp.asarray(k)
+            dv = cp.asarray(v) if v is not None else None
+            K["kiln_write_kv"]((T,), (THREADS,), (dk, dv if dv is not None else np.uint64(0), np.uint64(kp), np.uint64(vp),
+                                                    np.uint64(meta.data.ptr + 4 * 2 * T), i32(kv_heads), i32(key_dim),
+                                                    i32(value_dim), i32(BS)))
+            for t in range(T):
+                if slots[t] < 0:
+                    continue
+                b, o = divmod(slots[t], BS)
+                hk[layer, b, :, o, :] = k[t]
+                if hv is not None:
+                    hv[layer, b, :, o, :] = v[t]
+            out = poison((T, heads, value_dim))
+            scale = 1 / math.sqrt(key_dim)
+            shared = THREADS * 8 + THREADS * 4 + 32 * 4 + key_dim * 4
+            K["kiln_paged_attention"]((T, heads), (THREADS,), (
+                cp.asarray(q), out, np.uint64(kp), np.uint64(vp), np.uint64(meta.data.ptr), np.uint64(meta.data.ptr + 4 * T),
+                np.uint64(meta.data.ptr + 4 * 3 * T), np.uint64(meta.data.ptr + 4 * (3 * T + S)), i32(heads), i32(kv_heads),
+                i32(key_dim), i32(value_dim), i32(key_dim if values_in_keys else value_dim), i32(BS), f32(scale)),
+                shared_mem=shared)
+            ref = np.zeros((T, heads, value_dim))
+            group = heads // kv_heads
+            for t in range(T):
+                s = packed[t]
+                p = packed[T + t]
+                blocks_ = [tables[s][j // BS] for j in range(p + 1)]
+                offs = [j % BS for j in range(p + 1)]
+                for h in range(heads):
+                    g = h // group
+                    kk = hk[layer, blocks_, g, offs, :]
+                    vv = kk[:, :value_dim] if values_in_keys else hv[layer, blocks_, g, offs, :]
+                    sc = kk @ q[t, h].astype(np.float64) * scale
+                    e = np.exp(sc - sc.max())
+                    ref[t, h] = e @ vv / e.sum()
+            got = cp.asnumpy(out).astype(np.float64)
+            worst = max(worst, float(np.max(np.abs(got - ref))) if np.all(np.isfinite(got)) else float("nan"))
+    ok = np.isfinite(worst) and worst < 1e-5
+    print(f"{'PASS' if ok else 'FAIL'} paged attention {name}: max |diff| over 2 steps x {layers} layers = {worst:.3e}")
+    if not ok:
+        failures.append("attention " + name)
+
+
+def attention():
+    attention_case(2, 2, 64, 64, False, 6, "GQA 6/2 heads of 64, contexts to 297 tokens, mixed step + padding")
+    attention_case(2, 1, 96, 64, True, 4, "values inside keys (MLA-like) 96/64")
+
+
+def timing():
+    # Device-to-device copy bandwidth, bytes read + written.
+    n = 1 << 30
+    a, b = cp.empty(n, cp.uint8), cp.empty(n, cp.uint8)
+    a.fill(1)
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    rates = []
+    for i in range(12):
+        start.record()
+        b.data.copy_from_device(a.data, n)
+        end.record()
+        end.synchronize()
+        if i >= 2:
+            rates.append(2 * n / (cp.cuda.get_elapsed_time(start, end) / 1e3))
+    bw = float(np.median(rates))
+    del a, b
+    print(f"device-to-device copy: {bw / 1e9:.0f} GB/s (read + write)")
+
+    H, I, L, NH, KVH, V, D = 1536, 8960, 28, 12, 2, 151936, 128
+    mats = []
+    for _ in range(L):
+        mats.append([(NH * D, H), (KVH * D, H), (KVH * D, H), (H, NH * D), (I, H), (I, H), (H, I)])
+    def random_bf16(r, c):  # magnitudes in [2^-7, 2^-6), random mantissas: never zeros, never one repeated value
+        return (cp.random.randint(0, 256, size=(r, c), dtype=cp.int32) + 0x3c00).astype(cp.uint16)
+
+    weights = [[random_bf16(r, c) for (r, c) in layer] for layer in mats]
+    lm_head = random_bf16(V, H)
+    table = lm_head
+    per_token = sum(w.nbytes for layer in weights for w in layer) + lm_head.nbytes
+    bound = bw / per_token
+    print(f"weight bytes per decode token {per_token / 1e9:.3f} GB -> HBM bound {bound:.0f} tok/s")
+
+    ctx = 256
+    BS, NB = 16, 32
+    keys = cp.zeros((L, NB, KVH, BS, D), cp.float32)
+    vals = cp.zeros((L, NB, KVH, BS, D), cp.float32)
+    packed, T, S = pack([0, 1], [ctx], [list(range(NB))], [ctx - 1], BS)
+    meta = cp.asarray(packed)
+    x = cp.asarray(rng.uniform(-1, 1, (1, H)).astype(np.float32))
+    h = cp.empty((1, H), cp.float32)
+    q = cp.empty((1, NH * D), cp.float32)
+    k = cp.empty((1, KVH * D), cp.float32)
+    v = cp.empty((1, KVH * D), cp.float32)
+    att = cp.empty((1, NH * D), cp.float32)
+    gate = cp.empty((1, I), cp.float32)
+    up = cp.empty((1, I), cp.float32)
+    logits = cp.empty((1, V), cp.float32)
+    norm = cp.ones(max(H, I), cp.float32)
+    bias = cp.zeros(NH * D, cp.float32)
+    ids = cp.asarray(np.array([17], np.int32))
+    posd = cp.asarray(np.array([ctx - 1], np.int32))
+    ang = np.arange(4096)[:, None] * np.array([10000 ** (-2.0 * i / D) for i in range(D // 2)])[None, :]
+    cosd, sind = cp.asarray(np.cos(ang).astype(np.float32)), cp.asarray(np.sin(ang).astype(np.float32))
+    shared = THREADS * 8 + THREADS * 4 + 32 * 4 + D * 4
+
+    variant = ["generic", 256]
+
+    def gemv(w, xin, out, rows, cols):
+        name = "kiln_gemv_bf16" if variant[0] == "generic" else "kiln_gemv_bf16_t1"
+        warps = variant[1] // 32
+        K[name](((rows + warps - 1) // warps,), (variant[1],), (w, xin, out, i32(rows), i32(cols), i32(1), i32(1)))
+
+    def step(gemv_only=False):
+        if not gemv_only:
+            K["kiln_embed_bf16"]((1,), (THREADS,), (table, ids, x, i32(H)))
+        for l in range(L):
+            wq, wk, wv, wo, wg, wu, wd = weights[l]
+            if not gemv_only:
+                K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
+            gemv(wq, h, q, NH * D, H)
+            gemv(wk, h, k, KVH * D, H)
+            gemv(wv, h, v, KVH * D, H)
+            if not gemv_only:
+                for t_, n_ in ((q, NH * D), (k, KVH * D), (v, KVH * D)):
+                    K["kiln_add_bias"](blocks(n_), (THREADS,), (t_, bias, i64(n_), i32(n_)))
+                K["kiln_rotary"]((1,), (THREADS,), (q, posd, cosd, sind, i32(NH * D), i32(NH), i32(D), i32(0), i32(D // 2), i32(0)))
+                K["kiln_rotary"]((1,), (THREADS,), (k, posd, cosd, sind, i32(KVH * D), i32(KVH), i32(D), i32(0), i32(D // 2), i32(0)))
+                K["kiln_write_kv"]((1,), (THREADS,), (k, v, keys[l], vals[l], np.uint64(meta.data.ptr + 8), i32(KVH), i32(D), i32(D), i32(BS)))
+                K["kiln_paged_attention"]((1, NH), (THREADS,), (q, att, keys[l], vals[l], meta, np.uint64(meta.data.ptr + 4),
+                                                                 np.uint64(meta.data.ptr + 12), np.uint64(meta.data.ptr + 16),
+                                                                 i32(NH), i32(KVH), i32(D), i32(D), i32(D), i32(BS), f32(1 / math.sqrt(D))),
+                                          shared_mem=shared)
+            gemv(wo, att, h, H, NH * D)
+            if not gemv_only:
+                K["kiln_add"](blocks(H), (THREADS,), (x, h, i64(H)))
+                K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
+            gemv(wg, h, gate, I, H)
+            gemv(wu, h, up, I, H)
+            if not gemv_only:
+                K["kiln_silu_mul"](blocks(I), (THREADS,), (gate, up, gate, i64(I)))
+            gemv(wd, gate, h, H, I)
+            if not gemv_only:
+                K["kiln_add"](blocks(H), (THREADS,), (x, h, i64(H)))
+        if not gemv_only:
+            K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
+        gemv(lm_head, h, logits, V, H)
+
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+      for variant[:] in (["generic", 256], ["t1", 256], ["t1", 128], ["t1", 64]):
+        for gemv_only in (True, False):
+            what = f"[gemv {variant[0]}/{variant[1]}] " + ("GEMVs only" if gemv_only else "whole decode step")
+            for _ in range(3):
+                step(gemv_only)
+            stream.synchronize()
+            times = []
+            for _ in range(20):
+                start.record(stream)
+                step(gemv_only)
+                end.record(stream)
+                end.synchronize()
+                times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+            t = float(np.median(times))
+            print(f"{what}, launched one by one: {t * 1e3:.3f} ms/token = {1 / t:.0f} tok/s = {100 / t / bound:.0f}% of the bound")
+            stream.begin_capture()
+            step(gemv_only)
+            graph = stream.end_capture()
+            for _ in range(3):
+                graph.launch(stream)
+            stream.synchronize()
+            times = []
+            for _ in range(20):
+                start.record(stream)
+                graph.launch(stream)
+                end.record(stream)
+                end.synchronize()
+                times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+            t = float(np.median(times))
+            print(f"{what}, one CUDA graph: {t * 1e3:.3f} ms/token = {1 / t:.0f} tok/s = {100 / t / bound:.0f}% of the bound "
+                  f"({per_token / t / 1e9:.0f} GB/s of weights)")
+      # The attention kernels of one step alone (context 256), as a graph.
+      stream.begin_capture()
+      for l in range(L):
+          K["kiln_paged_attention"]((1, NH), (THREADS,), (q, att, keys[l], vals[l], meta, np.uint64(meta.data.ptr + 4),
+                                                           np.uint64(meta.data.ptr + 12), np.uint64(meta.data.ptr + 16),
+                                                           i32(NH), i32(KVH), i32(D), i32(D), i32(D), i32(BS), f32(1 / math.sqrt(D))),
+                                    shared_mem=shared)
+      graph = stream.end_capture()
+      graph.launch(stream)
+      stream.synchronize()
+      start.record(stream)
+      for _ in range(10):
+          graph.launch(stream)
+      end.record(stream)
+      end.synchronize()
+      print(f"attention alone, 28 layers at context 256: {cp.cuda.get_elapsed_time(start, end) / 10 * 1e3:.0f} us/token")
+
+
+for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, attention, timing):
+    section(s)
+print("FAILURES: " + ", ".join(failures) if failures else "ALL KERNEL CHECKS PASSED")
