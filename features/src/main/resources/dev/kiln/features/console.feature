@@ -8,3 +8,4 @@ bundle org.apache.felix:org.apache.felix.log
 bundle org.apache.felix:org.apache.felix.webconsole
 bundle org.apache.felix:org.apache.felix.webconsole.plugins.ds
 bundle org.apache.felix:org.apache.felix.http.webconsoleplugin
+bundle dev.kiln:kiln-console

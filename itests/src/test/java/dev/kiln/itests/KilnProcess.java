@@ -23,6 +23,9 @@ final class KilnProcess implements AutoCloseable {
     private final BlockingQueue<String> lines = new LinkedBlockingQueue<>();
     private final List<String> seen = new ArrayList<>();
     final int port;
+    /** The web console's login in every process started here. */
+    static final String CONSOLE_USER = "admin";
+    static final String CONSOLE_PASSWORD = "itest";
 
     private KilnProcess(Process process, int port) {
         this.process = process;
@@ -44,7 +47,8 @@ final class KilnProcess implements AutoCloseable {
         }
         Path data = Files.createTempDirectory("kiln-itest-data");
         Path config = Files.createTempDirectory("kiln-itest-etc");
-        Files.writeString(config.resolve("kiln.properties"), "felix.webconsole.password=itest\n");
+        Files.writeString(config.resolve("kiln.properties"), "felix.webconsole.username=" + CONSOLE_USER
+                + "\nfelix.webconsole.password=" + CONSOLE_PASSWORD + "\n");
         for (var file : configFiles.entrySet()) Files.writeString(config.resolve(file.getKey()), file.getValue());
         List<String> command = new ArrayList<>(List.of(KilnContainer.home().resolve("bin/kiln").toString(), "serve",
                 "--port", Integer.toString(port), "--data", data.toString(), "--config", config.toString()));
@@ -58,6 +62,13 @@ final class KilnProcess implements AutoCloseable {
 
     String baseUrl() {
         return "http://127.0.0.1:" + port;
+    }
+
+    /** A port nothing listens on now, for options such as {@code --admin-port}. */
+    static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket(0)) {
+            return s.getLocalPort();
+        }
     }
 
     String await(String prefix, Duration timeout) throws InterruptedException {

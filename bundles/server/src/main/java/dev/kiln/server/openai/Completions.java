@@ -10,6 +10,7 @@ import dev.kiln.api.engine.GenerationRequest;
 import dev.kiln.api.engine.TokenEvent;
 import dev.kiln.api.engine.TokenLogprobs;
 import dev.kiln.api.tokenizer.ChatMessage;
+import dev.kiln.server.prometheus.RequestTimer;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -29,7 +30,7 @@ final class Completions {
     /** One prompt, as tokens, with the text it came from (for echo) and whether it opened a reasoning block. */
     private record Prompt(int[] tokens, String text, boolean opensReasoning) {}
 
-    static void chat(JsonRequest r, ServedModel model, Responder out) throws IOException, InterruptedException {
+    static void chat(JsonRequest r, ServedModel model, Responder out, RequestTimer timer) throws IOException, InterruptedException {
         if (!model.hasTokenizer()) {
             throw ApiException.invalid("messages", "This model has no tokenizer: use /v1/completions with token-id prompts");
         }
@@ -54,17 +55,17 @@ final class Completions {
         int top = r.integer("top_logprobs", 0, 0, 20);
         if (r.has("top_logprobs") && !logprobs) throw ApiException.invalid("top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
         GenerationParams params = GenerationParams.read(r, true, model.description() == null ? Integer.MAX_VALUE : vocab(model), logprobs ? top : 0);
-        run(List.of(prompt), params, logprobs, false, true, reference, model, out, "chatcmpl-");
+        run(List.of(prompt), params, logprobs, false, true, reference, model, out, "chatcmpl-", timer);
     }
 
-    static void completion(JsonRequest r, ServedModel model, Responder out) throws IOException, InterruptedException {
+    static void completion(JsonRequest r, ServedModel model, Responder out, RequestTimer timer) throws IOException, InterruptedException {
         List<Prompt> prompts = prompts(r, model);
         int[] reference = reference(r, model);
         Integer logprobs = r.integer("logprobs", 0, 20);
         boolean echo = r.bool("echo", false);
         GenerationParams params = GenerationParams.read(r, false, vocab(model), logprobs == null ? 0 : logprobs);
         if (r.has("suffix")) throw ApiException.invalid("suffix", "'suffix' is not supported");
-        run(prompts, params, logprobs != null, echo, false, reference, model, out, "cmpl-");
+        run(prompts, params, logprobs != null, echo, false, reference, model, out, "cmpl-", timer);
     }
 
     /**
@@ -87,7 +88,8 @@ final class Completions {
     }
 
     private static void run(List<Prompt> prompts, GenerationParams params, boolean logprobs, boolean echo, boolean chat,
-                            int[] reference, ServedModel model, Responder out, String idPrefix) throws IOException, InterruptedException {
+                            int[] reference, ServedModel model, Responder out, String idPrefix, RequestTimer timer)
+            throws IOException, InterruptedException {
         int contextLength = model.description().contextLength();
         String id = idPrefix + UUID.randomUUID().toString().replace("-", "");
         List<GenerationRequest> requests = new ArrayList<>();
@@ -130,13 +132,18 @@ final class Completions {
         }
         boolean[] started = new boolean[choices];
 
-        try (GenerationSession session = new GenerationSession(model.engine(), requests)) {
+        try (GenerationSession session = new GenerationSession(model.engine(), requests, timer)) {
             if (params.stream()) out.startStream();
             GenerationSession.ChoiceEvent e;
             while ((e = session.next()) != null) {
                 int i = e.index();
                 if (finish[i] != null) continue;
-                if (e.error() != null) throw new IllegalStateException("generation failed: " + e.error().getMessage(), e.error());
+                if (e.error() != null) {
+                    // The engine failed the request (it stopped, or is reloading with a new configuration): the
+                    // client may retry, so this is a 503, not an internal error.
+                    throw new ApiException(503, "service_unavailable", "The request was ended by the engine: "
+                            + e.error().getMessage(), null, "request_ended");
+                }
                 TokenEvent ev = e.event();
                 if (ev.promptLogprobs() != null) promptLogprobs.set(i, ev.promptLogprobs());
                 cached += ev.cachedTokens();

@@ -13,6 +13,8 @@ import dev.kiln.api.engine.ModelDescription;
 import dev.kiln.api.tokenizer.ChatTemplate;
 import dev.kiln.api.tokenizer.Tokenizer;
 import dev.kiln.api.tokenizer.TokenizerFactory;
+import dev.kiln.server.prometheus.RequestMetrics;
+import dev.kiln.server.prometheus.RequestTimer;
 import jakarta.servlet.Servlet;
 import jakarta.servlet.http.HttpServlet;
 import jakarta.servlet.http.HttpServletRequest;
@@ -60,11 +62,16 @@ public class OpenAiServlet extends HttpServlet {
         String tokenizer() default "";
 
         @AttributeDefinition(name = "Reasoning parser", description = "auto, deepseek_r1 or none: separate <think> reasoning into reasoning_content")
-        String reasoning_parser() default "auto";
+        String reasoning$_$parser() default "auto";
 
-        @AttributeDefinition(name = "Body limit", description = "Largest request body in bytes (413 above)")
-        long max_body_bytes() default 8L << 20;
+        @AttributeDefinition(name = "Body limit", description = "Largest request body in bytes (413 above); 0: the "
+                + "framework property kiln.max-body-bytes (kiln serve --max-body-bytes), else 8 MiB")
+        long max$_$body$_$bytes() default 0;
     }
+
+    static final long DEFAULT_MAX_BODY_BYTES = 8L << 20;
+    /** Framework property with the body limit, set by {@code kiln serve --max-body-bytes}. */
+    public static final String MAX_BODY_PROPERTY = "kiln.max-body-bytes";
 
     @Reference(cardinality = ReferenceCardinality.OPTIONAL, policy = ReferencePolicy.DYNAMIC,
             policyOption = ReferencePolicyOption.GREEDY)
@@ -74,23 +81,32 @@ public class OpenAiServlet extends HttpServlet {
             policyOption = ReferencePolicyOption.GREEDY)
     private final List<TokenizerFactory> tokenizerFactories = new CopyOnWriteArrayList<>();
 
+    @Reference(cardinality = ReferenceCardinality.OPTIONAL, policy = ReferencePolicy.DYNAMIC,
+            policyOption = ReferencePolicyOption.GREEDY)
+    private volatile RequestMetrics metrics;
+
     private transient volatile Config config;
+    private transient long maxBodyBytes;
     private transient String tokenizerOverride;
     private transient volatile ServedModel cached;
 
     @Activate
     void activate(Config config, BundleContext context) {
         this.config = config;
+        String fromLauncher = context.getProperty(MAX_BODY_PROPERTY);
+        this.maxBodyBytes = config.max$_$body$_$bytes() > 0 ? config.max$_$body$_$bytes()
+                : fromLauncher != null && !fromLauncher.isBlank() ? Long.parseLong(fromLauncher.strip()) : DEFAULT_MAX_BODY_BYTES;
         String dir = config.tokenizer().isBlank() ? context.getProperty("kiln.tokenizer") : config.tokenizer();
         this.tokenizerOverride = dir == null || dir.isBlank() ? null : dir;
     }
 
     @Override
     protected void service(HttpServletRequest req, HttpServletResponse resp) throws IOException {
+        long arrival = System.nanoTime();
         Responder out = new Responder(resp);
         String path = req.getServletPath() + (req.getPathInfo() == null ? "" : req.getPathInfo());
         try {
-            route(req.getMethod(), path, req, out);
+            route(req.getMethod(), path, req, out, arrival);
         } catch (ApiException e) {
             if (out.streaming()) {
                 LOG.debug("error after the stream began: {}", e.getMessage());
@@ -110,7 +126,8 @@ public class OpenAiServlet extends HttpServlet {
         }
     }
 
-    private void route(String method, String path, HttpServletRequest req, Responder out) throws IOException, InterruptedException {
+    private void route(String method, String path, HttpServletRequest req, Responder out, long arrival)
+            throws IOException, InterruptedException {
         switch (path) {
             case "/v1/models" -> {
                 requireMethod(method, "GET", path);
@@ -119,12 +136,12 @@ public class OpenAiServlet extends HttpServlet {
             case "/v1/chat/completions" -> {
                 requireMethod(method, "POST", path);
                 JsonRequest r = body(req);
-                Completions.chat(r, model(r), out);
+                Completions.chat(r, model(r), out, timer(arrival));
             }
             case "/v1/completions" -> {
                 requireMethod(method, "POST", path);
                 JsonRequest r = body(req);
-                Completions.completion(r, model(r), out);
+                Completions.completion(r, model(r), out, timer(arrival));
             }
             case "/tokenize" -> {
                 requireMethod(method, "POST", path);
@@ -153,6 +170,12 @@ public class OpenAiServlet extends HttpServlet {
         }
     }
 
+    /** Times a generation call for the server's metrics, or null while the metrics component is not bound. */
+    private RequestTimer timer(long arrival) {
+        RequestMetrics m = metrics;
+        return m == null ? null : m.start(arrival);
+    }
+
     private static void requireMethod(String method, String expected, String path) {
         if (!method.equals(expected)) throw ApiException.methodNotAllowed(method, path);
     }
@@ -162,7 +185,7 @@ public class OpenAiServlet extends HttpServlet {
         if (type != null && !type.toLowerCase().startsWith("application/json")) {
             throw ApiException.invalid(null, "Content-Type must be application/json");
         }
-        long limit = config.max_body_bytes();
+        long limit = maxBodyBytes;
         if (req.getContentLengthLong() > limit) throw ApiException.tooLarge(limit);
         byte[] bytes = readLimited(req.getInputStream(), limit);
         JsonElement parsed;
@@ -230,7 +253,7 @@ public class OpenAiServlet extends HttpServlet {
             }
             break;
         }
-        boolean reasoning = switch (config.reasoning_parser()) {
+        boolean reasoning = switch (config.reasoning$_$parser()) {
             case "deepseek_r1" -> true;
             case "none" -> false;
             default -> tokenizer != null && tokenizer.tokenId("</think>").isPresent();
