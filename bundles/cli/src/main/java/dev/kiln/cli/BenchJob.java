@@ -1,6 +1,5 @@
 package dev.kiln.cli;
 
-import dev.kiln.api.attention.AttentionKernel;
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.checkpoint.Checkpoint;
@@ -16,6 +15,7 @@ import org.osgi.framework.BundleContext;
 import org.osgi.service.component.annotations.Activate;
 import org.osgi.service.component.annotations.Component;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -43,8 +43,8 @@ public final class BenchJob extends CommandJob {
     static final class Bench implements Callable<Integer> {
         private final KilnServices services;
 
-        @Option(names = "--model", required = true, description = "Model folder (see `kiln synth` for benchmark shapes).")
-        Path model;
+        @Mixin
+        ModelOptions options;
 
         @Option(names = "--prompt", defaultValue = "512", description = "Prompt tokens for pp (default: ${DEFAULT-VALUE}; 0 skips).")
         int prompt;
@@ -52,20 +52,8 @@ public final class BenchJob extends CommandJob {
         @Option(names = "--gen", defaultValue = "128", description = "Generated tokens for tg (default: ${DEFAULT-VALUE}; 0 skips).")
         int gen;
 
-        @Option(names = "--threads", defaultValue = "0", description = "CPU worker threads (default: physical cores).")
-        int threads;
-
         @Option(names = "--repetitions", defaultValue = "3", description = "Measured runs of each test (default: ${DEFAULT-VALUE}).")
         int repetitions;
-
-        @Option(names = "--backend", defaultValue = "cpu", description = "Compute backend (default: ${DEFAULT-VALUE}).")
-        String backendName;
-
-        @Option(names = "--attention", defaultValue = "paged", description = "Attention kernel (default: ${DEFAULT-VALUE}).")
-        String attentionName;
-
-        @Option(names = "--quantization", description = "Weight format to quantize to on load (e.g. fp8); default: the checkpoint's own.")
-        String quantization;
 
         Bench(KilnServices services) {
             this.services = services;
@@ -74,12 +62,11 @@ public final class BenchJob extends CommandJob {
         @Override
         public Integer call() throws Exception {
             if (prompt < 0 || gen < 0 || repetitions < 1) throw new IllegalArgumentException("--prompt and --gen must be >= 0, --repetitions >= 1");
-            ComputeBackend backend = services.backend(backendName, threads);
-            AttentionKernel attention = services.attention(attentionName, backend);
+            ComputeBackend backend = options.backend(services);
             int workers = backend.device().parallelism();
             long embeddingBytes;
             boolean tied;
-            try (Checkpoint checkpoint = services.openCheckpoint(model)) {
+            try (Checkpoint checkpoint = services.openCheckpoint(options.model)) {
                 CheckpointTensor embedding = checkpoint.tensor("model.embed_tokens.weight");
                 embeddingBytes = embedding.data().byteSize();
                 tied = checkpoint.find("lm_head.weight").isEmpty();
@@ -87,7 +74,7 @@ public final class BenchJob extends CommandJob {
             int capacity = Math.max(Math.max(prompt, gen), 1);
             int blockSize = 16;
             int blocks = (capacity + blockSize - 1) / blockSize;
-            try (CausalLanguageModel m = services.loadModel(model, backend, attention, quantization, Math.max(prompt, 1));
+            try (CausalLanguageModel m = options.load(services, backend, Math.max(prompt, 1));
                  KvCache cache = m.allocateKvCache(blocks, blockSize)) {
                 int[] blockIds = new int[blocks];
                 Arrays.setAll(blockIds, i -> i);
@@ -98,7 +85,7 @@ public final class BenchJob extends CommandJob {
                 double bandwidth = MemoryBandwidth.measure(workers, 1L << 30, 5);
 
                 System.out.printf("model: %s %s, %.2f GB of weights (%.2f GB read per decoded token)%n", m.architecture(),
-                        model.getFileName(), m.weightBytes() / 1e9, bytesPerToken / 1e9);
+                        options.model.getFileName(), m.weightBytes() / 1e9, bytesPerToken / 1e9);
                 System.out.printf("backend: %s: %s%n", backend.name(), backend.device().description());
                 System.out.printf("read bandwidth: %.1f GB/s (%d threads, same run)%n", bandwidth / 1e9, workers);
 

@@ -1,6 +1,5 @@
 package dev.kiln.cli;
 
-import dev.kiln.api.attention.AttentionKernel;
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.model.CausalLanguageModel;
@@ -15,6 +14,7 @@ import org.osgi.framework.BundleContext;
 import org.osgi.service.component.annotations.Activate;
 import org.osgi.service.component.annotations.Component;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
@@ -40,8 +40,8 @@ public final class GenerateJob extends CommandJob {
     static final class Generate implements Callable<Integer> {
         private final KilnServices services;
 
-        @Option(names = "--model", required = true, description = "Model folder (config.json + safetensors).")
-        Path model;
+        @Mixin
+        ModelOptions options;
 
         @Option(names = "--prompt-ids", required = true, split = ",", description = "Prompt token ids, comma-separated.")
         List<Integer> promptIds;
@@ -52,18 +52,6 @@ public final class GenerateJob extends CommandJob {
         @Option(names = "--stop-ids", split = ",", description = "Token ids that end generation.")
         List<Integer> stopIds = List.of();
 
-        @Option(names = "--threads", defaultValue = "0", description = "CPU worker threads (default: physical cores).")
-        int threads;
-
-        @Option(names = "--backend", defaultValue = "cpu", description = "Compute backend (default: ${DEFAULT-VALUE}).")
-        String backendName;
-
-        @Option(names = "--attention", defaultValue = "paged", description = "Attention kernel (default: ${DEFAULT-VALUE}).")
-        String attentionName;
-
-        @Option(names = "--quantization", description = "Weight format to quantize to on load (e.g. fp8); default: the checkpoint's own.")
-        String quantization;
-
         Generate(KilnServices services) {
             this.services = services;
         }
@@ -72,11 +60,10 @@ public final class GenerateJob extends CommandJob {
         public Integer call() throws Exception {
             if (maxTokens < 0) throw new IllegalArgumentException("--max-tokens must be >= 0");
             int[] prompt = promptIds.stream().mapToInt(Integer::intValue).toArray();
-            ComputeBackend backend = services.backend(backendName, threads);
-            AttentionKernel attention = services.attention(attentionName, backend);
+            ComputeBackend backend = options.backend(services);
             int blockSize = 16;
             int total = prompt.length + maxTokens;
-            try (CausalLanguageModel m = services.loadModel(model, backend, attention, quantization, Math.min(512, Math.max(total, 1)))) {
+            try (CausalLanguageModel m = options.load(services, backend, Math.min(512, Math.max(total, 1)))) {
                 for (int id : prompt) {
                     if (id < 0 || id >= m.vocabSize()) {
                         throw new IllegalArgumentException("prompt id " + id + " outside the vocabulary (0.." + (m.vocabSize() - 1) + ")");
