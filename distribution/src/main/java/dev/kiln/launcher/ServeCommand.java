@@ -40,6 +40,15 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--quantization", description = "Weight format to quantize to on load, e.g. fp8 (default: the checkpoint's own).")
     String quantization;
 
+    @Option(names = "--speculative", description = "Speculative proposer: mtp, draft-model or reference (default: none).")
+    String speculative;
+
+    @Option(names = "--num-speculative-tokens", description = "Draft tokens per step for --speculative (default: the engine's).")
+    Integer numSpeculativeTokens;
+
+    @Option(names = "--draft-model", description = "Draft model folder for --speculative draft-model (default: the model folder with -draft appended).")
+    Path draftModel;
+
     @Option(names = "--tokenizer", description = "Folder with tokenizer.json (default: the model folder).")
     Path tokenizer;
 
@@ -176,6 +185,9 @@ final class ServeCommand implements Callable<Integer> {
         // The engine and the API read these as defaults; a dev.kiln.engine configuration overrides them.
         if (model != null) properties.put("kiln.model", model.toAbsolutePath().normalize().toString());
         if (quantization != null) properties.put("kiln.quantization", quantization);
+        if (speculative != null) properties.put("kiln.speculative", speculative);
+        if (numSpeculativeTokens != null) properties.put("kiln.num-speculative-tokens", numSpeculativeTokens.toString());
+        if (draftModel != null) properties.put("kiln.draft-model", draftModel.toAbsolutePath().normalize().toString());
         if (tokenizer != null) properties.put("kiln.tokenizer", tokenizer.toAbsolutePath().normalize().toString());
         if (servedModelName != null) properties.put("kiln.served-model-name", servedModelName);
         if (maxModelLen != null) properties.put("kiln.max-model-len", maxModelLen.toString());

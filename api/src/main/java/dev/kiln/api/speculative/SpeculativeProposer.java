@@ -1,26 +1,23 @@
 package dev.kiln.api.speculative;
 
-import java.util.List;
+import dev.kiln.api.model.CausalLanguageModel;
 
 /**
- * Proposes draft tokens that the engine verifies in one batched target forward (service property
- * {@code kiln.name}: {@code reference}, {@code draft-model}, {@code mtp}, ...). The engine binds the active
- * proposer dynamically; a proposer replaced while serving is told to {@link #release} its sequences, and the
- * sequences continue with the next proposer (or none) from the next step.
+ * A way of proposing draft tokens that the engine verifies in one batched target forward (service property
+ * {@code kiln.name}: {@code reference}, {@code draft-model}, {@code mtp}, ...).
+ *
+ * <p>The service itself keeps no sequences: the engine {@link #open opens} a {@link DraftSession} for its target
+ * model when it selects the proposer, drafts through that session from its engine thread, and closes it when it
+ * selects another proposer (or none), when its model is unloaded, or before the service goes away. Several engines
+ * (or successive models of one engine) each have their own session.
  */
 public interface SpeculativeProposer {
-    /** Whether drafts need the target model's final hidden state (MTP heads do). */
-    boolean needsTargetHiddenStates();
-
-    /** Proposes drafts for a batch of sequences; the result has one draft per request, in order. */
-    List<Draft> propose(List<DraftRequest> requests);
-
     /**
-     * Tells the proposer how many of the sequence's last draft tokens were accepted, so a proposer with state
-     * (a draft model's KV cache) can roll back the rest.
+     * Starts drafting for a target model. Called outside the engine thread; may take time (a draft model is
+     * loaded, a cache allocated), but should not wait for anything the engine thread holds.
+     *
+     * @throws IllegalArgumentException when this proposer cannot serve the target (no MTP module, another
+     *                                  vocabulary, ...); the engine then runs without speculation and says why
      */
-    default void accepted(String sequenceId, int acceptedTokens) {}
-
-    /** Forgets a finished, cancelled or migrated sequence and frees what was held for it. */
-    default void release(String sequenceId) {}
+    DraftSession open(CausalLanguageModel target);
 }

@@ -1,8 +1,9 @@
 /**
- * Speculative proposers (reference matching, draft models, MTP heads) whose drafts the engine verifies.
+ * Speculative decoding: proposers (reference matching, draft models, MTP heads) and the sessions through which an
+ * engine drafts tokens that it verifies with its target model.
  */
 @Export
-@Version("1.0.0")
+@Version("2.0.0")
 package dev.kiln.api.speculative;
 
 import org.osgi.annotation.bundle.Export;

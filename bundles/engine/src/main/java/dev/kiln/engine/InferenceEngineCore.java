@@ -19,12 +19,18 @@ import dev.kiln.api.model.ForwardResult;
 import dev.kiln.api.model.ModelConfig;
 import dev.kiln.api.sampling.LogitsProcessor;
 import dev.kiln.api.sampling.Sampler;
+import dev.kiln.api.speculative.DraftRequest;
+import dev.kiln.api.speculative.ProposerStats;
+import dev.kiln.api.speculative.SpeculativeProposer;
 import dev.kiln.engine.kv.BlockManager;
 import dev.kiln.engine.sampling.Logprobs;
 import dev.kiln.engine.sampling.TokenSelector;
 import dev.kiln.engine.scheduler.Scheduler;
 import dev.kiln.engine.scheduler.Sequence;
+import dev.kiln.engine.scheduler.Sequence.PendingDraft;
+import dev.kiln.engine.speculative.Speculation;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
@@ -45,8 +51,17 @@ import org.slf4j.LoggerFactory;
  * <b>Listeners are called on the engine thread</b>, between steps: they must return quickly and never block (hand
  * events to an I/O thread), or every request waits. A listener that throws fails its own request only.
  *
- * <p>The sampler and the logits processors can be replaced at any time ({@link #setSampler},
- * {@link #setLogitsProcessors}); a replacement applies from the next step, requests in flight continue.
+ * <p>Speculative decoding: with a proposer selected ({@link #setSpeculation}), every decoding sequence gets up to k
+ * draft tokens after each step, and the next step verifies them in the same batched forward as everything else:
+ * the sequence's last token and its draft are k + 1 query tokens of that sequence (no extra sequences in the
+ * batch), whose logits decide, token after token, which draft tokens are accepted (greedy: exactly those plain
+ * decoding would choose; sampling: by rejection sampling, which keeps the target's distribution). The accepted
+ * tokens and the target's next token go out in one event; the KV slots of rejected tokens are given back. Steps
+ * whose running batch is larger than the configured maximum do not draft. Sequences still prefilling do not draft.
+ *
+ * <p>The sampler, the logits processors and the proposer can be replaced at any time ({@link #setSampler},
+ * {@link #setLogitsProcessors}, {@link #setSpeculation}); a replacement applies from the next step, requests in
+ * flight continue, and greedy outputs do not change.
  *
  * <p>The engine does not own the model: {@link #close()} stops the thread, fails what is in flight and frees the
  * KV cache; the caller closes the model afterwards.
@@ -65,6 +80,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     private final int blockSize;
     private final int maxModelLen;
     private final int maxWaiting;
+    private final Speculation speculation;
 
     private volatile Sampler sampler;
     private volatile List<LogitsProcessor> processors;
@@ -87,6 +103,8 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     private volatile long prefixQueries;
     private volatile long prefixHits;
     private volatile long preemptions;
+    private volatile long draftTokensProposed;
+    private volatile long draftTokensAccepted;
 
     /**
      * Allocates the KV cache and starts the engine thread.
@@ -143,6 +161,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         this.selector = new TokenSelector(vocab, endOfSequenceTokens(config));
         this.description = describe(model, settings, maxModelLen);
         this.cache = model.allocateKvCache((int) numBlocks, blockSize);
+        this.speculation = new Speculation(model);
         LOG.info("engine for {}: {} KV blocks of {} tokens ({} MiB), context {} tokens, {} sequences, {} tokens per step",
                 description.id(), numBlocks, blockSize, cache.bytes() >> 20, maxModelLen, settings.maxNumSeqs(), budget);
 
@@ -228,7 +247,8 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     @Override
     public EngineStats stats() {
         return new EngineStats(running, waiting + inboxSize.get(), blocks.usedBlocks(), blocks.numBlocks(),
-                prefixQueries, prefixHits, promptTokens, generationTokens, 0, 0, requestsFinished);
+                prefixQueries, prefixHits, promptTokens, generationTokens, draftTokensProposed, draftTokensAccepted,
+                requestsFinished);
     }
 
     /** The longest sequence (prompt + output) served. */
@@ -254,6 +274,26 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     /** Replaces the logits processors (in the order they apply) from the next step on. */
     public void setLogitsProcessors(List<LogitsProcessor> processors) {
         this.processors = List.copyOf(processors);
+    }
+
+    /**
+     * Selects the speculative proposer from the next step on: its draft session is opened for this engine's model
+     * on the calling thread (which may take a while; the engine keeps stepping meanwhile), then swapped in; the
+     * previous session is closed. After this returns, the previous proposer is never called again. A null
+     * proposer, or settings naming none, turns speculation off.
+     */
+    public void setSpeculation(SpeculativeProposer proposer, SpeculationSettings settings) {
+        speculation.select(proposer, settings);
+    }
+
+    /** The speculative decoding in force ("off", the proposer and its settings, or why it could not start). */
+    public String speculationStatus() {
+        return speculation.status();
+    }
+
+    /** What each proposer used so far achieved: drafts, drafted and accepted tokens. */
+    public List<ProposerStats> speculativeStats() {
+        return speculation.stats();
     }
 
     /** Stops the engine: requests in flight fail with "the engine was stopped"; the KV cache is freed. */
@@ -300,6 +340,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
                         for (Sequence s : scheduler.running()) fail(s, e);
                     }
                 } else if (inbox.isEmpty() && cancellations.isEmpty() && !isClosed()) {
+                    speculation.flush(); // finished sequences' proposer state is freed before idling
                     LockSupport.park(this);
                     Thread.interrupted(); // only close() stops the engine; a stray interrupt must not make park spin
                 }
@@ -327,6 +368,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         admitSubmissions();
         for (Sequence s : scheduler.all()) fail(s, stopped);
         publishCounts();
+        speculation.close();
         cache.close();
     }
 
@@ -359,7 +401,10 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         running = scheduler.runningCount();
     }
 
-    /** One engine step: schedule, one batched forward, then sample and report for every sequence that needs it. */
+    /**
+     * One engine step: schedule, one batched forward, then choose tokens (verifying drafts) and report for every
+     * sequence that needs it, and draft for the next step.
+     */
     private void step() {
         List<Scheduler.Entry> plan = scheduler.schedule();
         publishCounts(); // admissions and preemptions show in stats (and in submit's queue bound) during the step
@@ -367,11 +412,16 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
             refuseUnschedulable();
             return;
         }
-        StepBatch step = StepBatch.build(plan, blockSize);
+        Speculation.Mode mode = speculation.mode();
+        boolean drafting = mode.draftsFor(scheduler.runningCount());
+        StepBatch step = StepBatch.build(plan, blockSize, drafting && mode.needsHiddenStates());
         float[] logits;
+        float[] hidden;
         try {
             ForwardResult result = model.forward(step.batch(), cache);
             logits = step.logitRows() > 0 ? model.backend().read(result.logits()) : null;
+            hidden = step.batch().returnHiddenStates() && step.logitRows() > 0 && result.hiddenStates() != null
+                    ? model.backend().read(result.hiddenStates()) : null;
         } catch (RuntimeException e) {
             LOG.error("forward step over {} sequences failed", plan.size(), e);
             for (Scheduler.Entry entry : plan) fail(entry.sequence(), e);
@@ -379,29 +429,161 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         }
         Sampler currentSampler = sampler;
         List<LogitsProcessor> currentProcessors = processors;
+        List<DraftRequest> requests = new ArrayList<>();
+        List<Sequence> requesters = new ArrayList<>();
         for (int i = 0; i < plan.size(); i++) {
             Sequence s = plan.get(i).sequence();
             if (s.isDone()) continue;
-            int before = s.computed();
-            s.advance(plan.get(i).tokens());
-            blocks.registerFullBlocks(s.blocks(), s.tokens(), s.computed());
-            promptTokens += Math.max(0, Math.min(s.computed(), s.promptLength()) - before);
+            int start = s.computed();
+            int validRows;
             try {
-                collectPromptLogprobs(s, step, i, logits);
-                if (s.uncomputed() > 0) continue; // prompt not finished: more chunks to come
-                if (s.request().maxTokens() == 0) {
-                    finish(s, FinishReason.LENGTH, NO_TOKENS, null);
-                    continue;
-                }
-                TokenSelector.Choice choice = selector.choose(s, logits, step.sampleRow(i) * vocab, currentSampler,
-                        currentProcessors);
-                generationTokens++;
-                emit(s, choice);
+                validRows = advance(s, step, i, logits, currentSampler, currentProcessors);
             } catch (RuntimeException e) {
                 LOG.warn("request {} failed while choosing its next token", s.id(), e);
                 fail(s, e);
+                continue;
+            }
+            if (s.isDone() || !drafting) continue;
+            // Only sequences whose prompt is computed draft: the first draft follows the first generated token.
+            int wanted = s.uncomputed() == 1 && s.computed() >= s.promptLength() ? draftBudget(s, mode.numTokens()) : 0;
+            float[] states = hidden == null ? null : step.hiddenRows(hidden, i, validRows, model.hiddenSize());
+            if (wanted > 0 || states != null) {
+                requests.add(new DraftRequest(s.draftKey(), Arrays.copyOf(s.tokens(), s.length()),
+                        s.request().reference(), states, start, wanted));
+                requesters.add(s);
             }
         }
+        if (drafting) {
+            List<PendingDraft> drafts = speculation.propose(requests);
+            for (int i = 0; i < requesters.size(); i++) requesters.get(i).setDraft(drafts.get(i));
+        } else {
+            speculation.flush();
+        }
+    }
+
+    /**
+     * Takes one sequence past the step: records what was computed, gathers prompt log-probabilities, and once the
+     * sequence has caught up with its tokens chooses the next ones (verifying its draft). Returns how many of the
+     * sequence's query tokens now have valid keys and values.
+     */
+    private int advance(Sequence s, StepBatch step, int i, float[] logits, Sampler sampler,
+                        List<LogitsProcessor> processors) {
+        int drafted = step.draftTokens(i);
+        int queried = step.queryTokens(i);
+        if (drafted > 0) return verify(s, step, i, logits, sampler, processors);
+        int before = s.computed();
+        s.setDraft(null); // a draft the scheduler had no room for is stale after this step
+        s.advance(queried);
+        blocks.registerFullBlocks(s.blocks(), s.tokens(), s.computed());
+        promptTokens += Math.max(0, Math.min(s.computed(), s.promptLength()) - before);
+        collectPromptLogprobs(s, step, i, logits);
+        if (s.uncomputed() > 0) return queried; // prompt not finished: more chunks to come
+        if (s.request().maxTokens() == 0) {
+            finish(s, FinishReason.LENGTH, NO_TOKENS, null);
+            return queried;
+        }
+        report(s, decide(s, null, 0, step.sampleRow(i), logits, sampler, processors));
+        return queried;
+    }
+
+    /**
+     * Verifies the sequence's draft against its rows, appends what was decided, and gives back the KV slots of
+     * the rejected draft tokens. Returns the query tokens whose keys and values stay: the last token and the
+     * accepted draft tokens.
+     */
+    private int verify(Sequence s, StepBatch step, int i, float[] logits, Sampler sampler,
+                       List<LogitsProcessor> processors) {
+        PendingDraft draft = s.draft();
+        int drafted = step.draftTokens(i);
+        int before = s.computed();
+        s.setDraft(null);
+        Decision decision = decide(s, draft, drafted, step.sampleRow(i), logits, sampler, processors);
+        int accepted = decision.accepted();
+        speculation.verified(draft, drafted, accepted);
+        speculation.accepted(s.draftKey(), draft, accepted);
+        draftTokensProposed += drafted;
+        draftTokensAccepted += accepted;
+        if (decision.finish() == null) {
+            s.advance(1 + accepted);
+            promptTokens += Math.max(0, Math.min(s.computed(), s.promptLength()) - before);
+            blocks.truncate(s.blocks(), s.computed());
+            blocks.registerFullBlocks(s.blocks(), s.tokens(), s.computed());
+        }
+        report(s, decision);
+        return 1 + accepted;
+    }
+
+    /**
+     * What one step decided for a sequence: its new tokens (and their log-probabilities when asked), why it
+     * finished (or null), and how many draft tokens were accepted.
+     */
+    private record Decision(int[] tokens, List<TokenLogprobs> logprobs, FinishReason finish, int accepted) {}
+
+    /**
+     * Chooses the sequence's next tokens from its logits rows {@code firstRow, firstRow + 1, ...}: with a draft of
+     * {@code drafted} tokens, each row decides whether its draft token is accepted, and the first rejection (or
+     * the row after the last draft token) adds the target's own token. Tokens are appended as they are decided,
+     * so that penalties and stop masks see them; a stop token (not output) or a length limit ends the sequence.
+     */
+    private Decision decide(Sequence s, PendingDraft draft, int drafted, int firstRow, float[] logits, Sampler sampler,
+                       List<LogitsProcessor> processors) {
+        GenerationRequest request = s.request();
+        boolean asked = request.sampling().logprobs() > 0;
+        int[] tokens = new int[drafted + 1];
+        List<TokenLogprobs> logprobs = asked ? new ArrayList<>(drafted + 1) : null;
+        int produced = 0;
+        int accepted = 0;
+        FinishReason finish = null;
+        for (int j = 0; j <= drafted; j++) {
+            int offset = (firstRow + j) * vocab;
+            int token;
+            TokenLogprobs lp;
+            boolean match = false;
+            if (j < drafted) {
+                float[] q = draft.probabilities() == null ? null : draft.probabilities()[j];
+                TokenSelector.Verdict verdict = selector.verify(s, logits, offset, draft.tokens()[j], q, sampler, processors);
+                token = verdict.token();
+                lp = verdict.logprobs();
+                match = verdict.accepted();
+            } else {
+                TokenSelector.Choice choice = selector.choose(s, logits, offset, sampler, processors);
+                token = choice.token();
+                lp = choice.logprobs();
+            }
+            generationTokens++;
+            if (match) accepted++;
+            if (TokenSelector.contains(request.stopTokenIds(), token)
+                    || (!request.ignoreEos() && selector.isEndOfSequence(token))) {
+                finish = FinishReason.STOP; // a stop token ends the sequence without being output
+                break;
+            }
+            s.append(token);
+            tokens[produced++] = token;
+            if (asked) logprobs.add(lp);
+            if (s.outputLength() >= request.maxTokens() || s.length() >= maxModelLen) {
+                finish = FinishReason.LENGTH;
+                break;
+            }
+            if (!match) break;
+        }
+        int[] out = produced == tokens.length ? tokens : Arrays.copyOf(tokens, produced);
+        return new Decision(out, asked ? List.copyOf(logprobs) : null, finish, accepted);
+    }
+
+    /** Sends a decision's tokens in one event, the last one when the sequence finished. */
+    private void report(Sequence s, Decision decision) {
+        if (decision.finish() != null) {
+            finish(s, decision.finish(), decision.tokens(), decision.logprobs());
+        } else {
+            deliver(s, event(s, decision.tokens(), decision.logprobs(), null));
+        }
+    }
+
+    /** Draft tokens a decoding sequence may verify next step without passing its length limits. */
+    private int draftBudget(Sequence s, int numTokens) {
+        int byOutput = s.request().maxTokens() - s.outputLength() - 1;
+        int byContext = maxModelLen - s.length() - 1;
+        return Math.max(0, Math.min(numTokens, Math.min(byOutput, byContext)));
     }
 
     private void collectPromptLogprobs(Sequence s, StepBatch step, int i, float[] logits) {
@@ -414,27 +596,6 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         for (int k = 0; k < rows; k++) {
             int target = s.tokens()[first + k + 1];
             s.promptLogprobs().add(Logprobs.of(logits, (row + k) * vocab, vocab, target, top, temperature));
-        }
-    }
-
-    /** Reports a chosen token: appended and streamed, or a stop that ends the sequence without being output. */
-    private void emit(Sequence s, TokenSelector.Choice choice) {
-        GenerationRequest request = s.request();
-        int token = choice.token();
-        boolean asked = request.sampling().logprobs() > 0;
-        boolean stop = TokenSelector.contains(request.stopTokenIds(), token)
-                || (!request.ignoreEos() && selector.isEndOfSequence(token));
-        if (stop) {
-            finish(s, FinishReason.STOP, NO_TOKENS, asked ? List.of() : null);
-            return;
-        }
-        s.append(token);
-        List<TokenLogprobs> logprobs = asked ? List.of(choice.logprobs()) : null;
-        int[] tokens = {token};
-        if (s.outputLength() >= request.maxTokens() || s.length() >= maxModelLen) {
-            finish(s, FinishReason.LENGTH, tokens, logprobs);
-        } else {
-            deliver(s, event(s, tokens, logprobs, null));
         }
     }
 
@@ -466,6 +627,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     }
 
     private void retire(Sequence s) {
+        speculation.release(s.draftKey());
         scheduler.remove(s);
         s.finish();
         requestsFinished++;
@@ -522,12 +684,15 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     }
 
     /**
-     * The forward batch of one step and where each sequence's logit rows are: rows predicting prompt tokens (for
-     * prompt log-probabilities), then the row to sample from when the sequence has caught up with its tokens.
+     * The forward batch of one step and where each sequence's logit rows are. A sequence's rows are consecutive and
+     * cover a consecutive range of its query tokens: rows predicting prompt tokens (for prompt log-probabilities),
+     * then the rows to choose from once the sequence has caught up with its tokens (one, or one per draft token
+     * plus one). When hidden states are wanted, every query token has a row.
      */
-    private record StepBatch(ForwardBatch batch, int logitRows, int[] sampleRows, int[] promptRowStart,
-                             int[] promptRowCount, int[] promptPositionStart) {
-        static StepBatch build(List<Scheduler.Entry> plan, int blockSize) {
+    private record StepBatch(ForwardBatch batch, int logitRows, int[] firstRow, int[] queryTokens,
+                             int[] draftTokens, int[] sampleRows, int[] promptRowStart, int[] promptRowCount,
+                             int[] promptPositionStart) {
+        static StepBatch build(List<Scheduler.Entry> plan, int blockSize, boolean hiddenStates) {
             int sequences = plan.size();
             int total = 0;
             for (Scheduler.Entry e : plan) total += e.tokens();
@@ -538,6 +703,9 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
             int[] context = new int[sequences];
             int[][] tables = new int[sequences][];
             int[] logitRows = new int[total];
+            int[] firstRow = new int[sequences];
+            int[] queryTokens = new int[sequences];
+            int[] draftTokens = new int[sequences];
             int[] sampleRows = new int[sequences];
             int[] promptRowStart = new int[sequences];
             int[] promptRowCount = new int[sequences];
@@ -547,42 +715,77 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
             for (int i = 0; i < sequences; i++) {
                 Sequence s = plan.get(i).sequence();
                 int n = plan.get(i).tokens();
+                int drafted = plan.get(i).draftTokens();
                 int start = s.computed();
                 int[] source = s.tokens();
+                int[] draft = drafted > 0 ? s.draft().tokens() : null;
                 queryStart[i] = row;
+                queryTokens[i] = n;
+                draftTokens[i] = drafted;
                 context[i] = start + n;
                 tables[i] = s.blocks().ids();
                 for (int j = 0; j < n; j++) {
                     int position = start + j;
-                    tokens[row + j] = source[position];
+                    tokens[row + j] = position < s.length() ? source[position] : draft[position - s.length()];
                     positions[row + j] = position;
                     slots[row + j] = s.blocks().slot(position, blockSize);
                 }
-                promptRowStart[i] = rows;
+                // The query tokens [lo, hi) that need logits.
+                int lo = n;
+                int hi = 0;
+                int promptFrom = 0;
+                int promptTo = 0;
                 if (s.gathersPromptLogprobs()) {
                     // Position q predicts prompt token q + 1: rows for q below promptLength - 1 not yet gathered.
-                    int from = Math.max(start, s.promptLogprobs().size());
-                    int to = Math.min(start + n, s.promptLength() - 1);
-                    for (int q = from; q < to; q++) logitRows[rows++] = row + q - start;
-                    promptRowCount[i] = Math.max(0, to - from);
-                    promptPositionStart[i] = from;
+                    promptFrom = Math.max(start, s.promptLogprobs().size());
+                    promptTo = Math.min(start + n, s.promptLength() - 1);
+                    if (promptTo > promptFrom) {
+                        lo = promptFrom - start;
+                        hi = promptTo - start;
+                    }
                 }
-                sampleRows[i] = -1;
-                if (start + n == s.length() && s.request().maxTokens() > 0) {
-                    sampleRows[i] = rows;
-                    logitRows[rows++] = row + n - 1;
+                int sampleQuery = -1;
+                if (start + n - drafted == s.length() && s.request().maxTokens() > 0) {
+                    sampleQuery = n - 1 - drafted;
+                    lo = Math.min(lo, sampleQuery);
+                    hi = n;
                 }
+                if (hiddenStates) {
+                    lo = 0;
+                    hi = n;
+                }
+                if (hi <= lo) {
+                    lo = 0;
+                    hi = 0;
+                }
+                firstRow[i] = rows;
+                for (int q = lo; q < hi; q++) logitRows[rows + q - lo] = row + q;
+                promptRowCount[i] = Math.max(0, promptTo - promptFrom);
+                promptRowStart[i] = rows + Math.max(0, promptFrom - start - lo);
+                promptPositionStart[i] = promptFrom;
+                sampleRows[i] = sampleQuery < 0 ? -1 : rows + sampleQuery - lo;
+                rows += hi - lo;
                 row += n;
             }
             queryStart[sequences] = row;
             var attention = new AttentionMetadata(queryStart, context, tables, slots);
             int[] wanted = rows == total ? logitRows : Arrays.copyOf(logitRows, rows);
-            return new StepBatch(new ForwardBatch(tokens, positions, attention, wanted, false), rows, sampleRows,
-                    promptRowStart, promptRowCount, promptPositionStart);
+            return new StepBatch(new ForwardBatch(tokens, positions, attention, wanted, hiddenStates), rows, firstRow,
+                    queryTokens, draftTokens, sampleRows, promptRowStart, promptRowCount,
+                    promptPositionStart);
         }
 
+        /** The row to choose sequence i's next token from (the first of its verification rows with a draft). */
         int sampleRow(int i) {
             return sampleRows[i];
+        }
+
+        int queryTokens(int i) {
+            return queryTokens[i];
+        }
+
+        int draftTokens(int i) {
+            return draftTokens[i];
         }
 
         int promptRows(int i) {
@@ -595,6 +798,12 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
 
         int firstPromptPosition(int i) {
             return promptPositionStart[i];
+        }
+
+        /** Hidden states of sequence i's first {@code count} query tokens (every query token has a row then). */
+        float[] hiddenRows(float[] hidden, int i, int count, int hiddenSize) {
+            int from = firstRow[i] * hiddenSize;
+            return Arrays.copyOfRange(hidden, from, from + count * hiddenSize);
         }
     }
 }

@@ -171,18 +171,30 @@ public final class BlockManager {
         }
     }
 
+    /**
+     * Shrinks the table to the blocks that hold its first {@code tokens} tokens, releasing the rest: the slots of
+     * rejected speculative tokens. Their contents need no clearing; they are overwritten before being read again.
+     */
+    public void truncate(BlockTable table, int tokens) {
+        int keep = blocksFor(tokens);
+        if (keep >= table.size()) return;
+        for (int i = table.size() - 1; i >= keep; i--) release(table.get(i));
+        table.truncate(keep);
+    }
+
     /** Releases every block of the table, last block first, and empties it. */
     public void free(BlockTable table) {
-        for (int i = table.size() - 1; i >= 0; i--) {
-            int b = table.get(i);
-            if (--refCount[b] == 0) {
-                usedBlocks--;
-                if (registered[b]) appendFree(b); else prependFree(b);
-            } else if (refCount[b] < 0) {
-                throw new IllegalStateException("block " + b + " freed more often than taken");
-            }
-        }
+        for (int i = table.size() - 1; i >= 0; i--) release(table.get(i));
         table.clear();
+    }
+
+    private void release(int b) {
+        if (--refCount[b] == 0) {
+            usedBlocks--;
+            if (registered[b]) appendFree(b); else prependFree(b);
+        } else if (refCount[b] < 0) {
+            throw new IllegalStateException("block " + b + " freed more often than taken");
+        }
     }
 
     /** The reference count of a block (for tests and diagnostics). */

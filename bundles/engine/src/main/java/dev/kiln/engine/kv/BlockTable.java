@@ -61,6 +61,12 @@ public final class BlockTable {
         ids = grown;
     }
 
+    /** Drops the blocks from index {@code size} on (never hashed ones: they hold no computed full block). */
+    void truncate(int size) {
+        if (size < hashedBlocks) throw new IllegalStateException("cannot drop hashed block " + size + " of " + hashedBlocks);
+        ids = Arrays.copyOf(ids, size);
+    }
+
     void clear() {
         ids = EMPTY;
         hashedBlocks = 0;

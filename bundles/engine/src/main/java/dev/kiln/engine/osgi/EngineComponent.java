@@ -10,13 +10,17 @@ import dev.kiln.api.engine.TokenListener;
 import dev.kiln.api.model.CausalLanguageModel;
 import dev.kiln.api.sampling.LogitsProcessor;
 import dev.kiln.api.sampling.Sampler;
+import dev.kiln.api.speculative.ProposerStats;
+import dev.kiln.api.speculative.SpeculativeProposer;
 import dev.kiln.engine.EngineSettings;
 import dev.kiln.engine.InferenceEngineCore;
 import dev.kiln.engine.ModelServices;
+import dev.kiln.engine.SpeculationSettings;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
@@ -30,9 +34,11 @@ import org.osgi.framework.InvalidSyntaxException;
 import org.osgi.framework.ServiceEvent;
 import org.osgi.framework.ServiceListener;
 import org.osgi.framework.ServiceReference;
+import org.osgi.service.component.ComponentServiceObjects;
 import org.osgi.service.component.annotations.Activate;
 import org.osgi.service.component.annotations.Component;
 import org.osgi.service.component.annotations.Deactivate;
+import org.osgi.service.component.annotations.Modified;
 import org.osgi.service.component.annotations.Reference;
 import org.osgi.service.component.annotations.ReferenceCardinality;
 import org.osgi.service.component.annotations.ReferencePolicy;
@@ -55,8 +61,15 @@ import org.slf4j.LoggerFactory;
  *
  * <p>The sampler and the logits processors are bound dynamically: one installed, replaced or removed at runtime
  * applies from the next engine step, and requests in flight continue. Without any sampler only greedy requests are
- * served. A configuration change reloads the engine; deactivation fails the requests in flight with a clear error
- * and frees the model and its cache.
+ * served.
+ *
+ * <p>Speculative decoding uses the {@link SpeculativeProposer} service whose {@code kiln.name} the property
+ * {@code speculative} names (the highest ranked among equals), with {@code num-speculative-tokens} draft tokens
+ * per step while the running batch has at most {@code speculative-max-batch} sequences. Every proposer service is
+ * tracked, but only the selected one is obtained (so a draft model is loaded only when it is used). Changing these
+ * three properties, or installing, updating or stopping a proposer's bundle, swaps the proposer between two engine
+ * steps while requests stream: none fails, greedy outputs do not change. Any other configuration change reloads
+ * the engine; deactivation fails the requests in flight with a clear error and frees the model and its cache.
  *
  * <p>Token listeners are called on the engine thread and must return quickly (see {@link InferenceEngineCore}).
  */
@@ -110,7 +123,25 @@ public final class EngineComponent implements InferenceEngine {
         @AttributeDefinition(name = "Max model length", description = "Longest prompt + output; 0: the model's "
                 + "max_position_embeddings capped by the KV cache")
         int max$_$model$_$len() default 0;
+
+        @AttributeDefinition(name = "Speculative proposer", description = "kiln.name of the SpeculativeProposer to "
+                + "draft with (reference, draft-model, mtp, ...); empty: the framework property kiln.speculative, or "
+                + "no speculative decoding. Changes apply while serving.")
+        String speculative() default "";
+
+        @AttributeDefinition(name = "Speculative tokens", description = "Draft tokens per sequence and step; 0: the "
+                + "framework property kiln.num-speculative-tokens, or " + SpeculationSettings.DEFAULT_NUM_SPECULATIVE_TOKENS)
+        int num$_$speculative$_$tokens() default 0;
+
+        @AttributeDefinition(name = "Speculation max batch", description = "Steps with more running sequences than "
+                + "this do not draft (verification would cost more than it saves); -1: the framework property "
+                + "kiln.speculative-max-batch, or " + SpeculationSettings.DEFAULT_MAX_BATCH)
+        int speculative$_$max$_$batch() default -1;
     }
+
+    /** Configuration properties that change the speculation only, applied without reloading the model. */
+    private static final List<String> SPECULATION_PROPERTIES =
+            List.of("speculative", "num-speculative-tokens", "speculative-max-batch");
 
     /** Typed reads of configuration properties, which may arrive as numbers or as strings. */
     private record Settings(Map<String, Object> properties) {
@@ -140,9 +171,21 @@ public final class EngineComponent implements InferenceEngine {
     /** A loaded model with its engine and the services it was built with. */
     private record Loaded(InferenceEngineCore core, CausalLanguageModel model, ModelServices services) {}
 
+    /** A registered proposer service, not obtained until selected. */
+    private record ProposerService(ComponentServiceObjects<SpeculativeProposer> objects, Map<String, Object> properties) {}
+
+    /** The proposer service in use and the instance obtained from it. */
+    private record SelectedProposer(ProposerService service, SpeculativeProposer proposer) {}
+
     private final Object lifecycle = new Object();
     private final List<Map.Entry<Map<String, Object>, LogitsProcessor>> processorEntries = new ArrayList<>();
     private volatile Sampler sampler;
+    /** Guards the proposer services, the selection and its application to the engine. */
+    private final Object speculationLock = new Object();
+    private final List<ProposerService> proposerServices = new ArrayList<>();
+    private SelectedProposer selectedProposer;
+    private SpeculationSettings speculation = SpeculationSettings.OFF;
+    private Map<String, Object> modelProperties = Map.of();
     private volatile List<LogitsProcessor> processors = List.of();
 
     private BundleContext context;
@@ -164,9 +207,14 @@ public final class EngineComponent implements InferenceEngine {
     @Activate
     void activate(BundleContext context, Map<String, Object> properties) {
         this.context = context;
+        synchronized (lifecycle) {
+            deactivated = false;
+        }
+        this.modelProperties = withoutSpeculation(properties);
         String configured;
         try {
             var config = new Settings(properties);
+            applySpeculation(speculationSettings(config));
             this.backendName = config.string("backend", "cpu");
             this.attentionName = config.string("attention", "paged");
             String requestedFormat = config.string("quantization", "");
@@ -214,6 +262,58 @@ public final class EngineComponent implements InferenceEngine {
         }
     }
 
+    /**
+     * A configuration change: when only the speculation properties changed, the new proposer or numbers apply from
+     * the next engine step; any other change reloads the engine, as deactivating and activating would.
+     */
+    @Modified
+    void modified(Map<String, Object> properties) {
+        if (sameValues(withoutSpeculation(properties), modelProperties)) {
+            try {
+                applySpeculation(speculationSettings(new Settings(properties)));
+            } catch (IllegalArgumentException e) {
+                LOG.error("invalid speculative decoding configuration in {}; keeping {}: {}", KilnProperties.ENGINE_PID,
+                        speculationStatus(), e.getMessage());
+            }
+            return;
+        }
+        LOG.info("the engine configuration changed: reloading the model");
+        deactivate();
+        activate(context, properties);
+    }
+
+    /** Equal maps, comparing array values (multi-valued properties) by their contents. */
+    private static boolean sameValues(Map<String, Object> a, Map<String, Object> b) {
+        return a.keySet().equals(b.keySet()) && a.keySet().stream().allMatch(k -> Objects.deepEquals(a.get(k), b.get(k)));
+    }
+
+    private static Map<String, Object> withoutSpeculation(Map<String, Object> properties) {
+        Map<String, Object> rest = new HashMap<>(properties);
+        SPECULATION_PROPERTIES.forEach(rest::remove);
+        return rest;
+    }
+
+    /** The speculation properties, with the framework properties of {@code kiln serve} as defaults. */
+    private SpeculationSettings speculationSettings(Settings config) {
+        String name = config.string("speculative", "");
+        if (name.isBlank()) name = Objects.requireNonNullElse(context.getProperty("kiln.speculative"), "").trim();
+        if (!name.isBlank() && !name.matches("[A-Za-z0-9_.-]+")) {
+            throw new IllegalArgumentException("speculative must be a proposer's kiln.name, found '" + name + "'");
+        }
+        int tokens = config.integer("num-speculative-tokens", 0);
+        if (tokens == 0) {
+            tokens = frameworkInteger("kiln.num-speculative-tokens", SpeculationSettings.DEFAULT_NUM_SPECULATIVE_TOKENS);
+        }
+        int maxBatch = config.integer("speculative-max-batch", -1);
+        if (maxBatch == -1) maxBatch = frameworkInteger("kiln.speculative-max-batch", SpeculationSettings.DEFAULT_MAX_BATCH);
+        return new SpeculationSettings(name, tokens, maxBatch);
+    }
+
+    private int frameworkInteger(String key, int fallback) {
+        String value = context.getProperty(key);
+        return value == null ? fallback : new Settings(Map.of(key, value)).integer(key, fallback);
+    }
+
     @Deactivate
     void deactivate() {
         Thread running;
@@ -233,6 +333,9 @@ public final class EngineComponent implements InferenceEngine {
             joinUninterruptibly(running);
         }
         unload("the engine was stopped (its bundle stopped or its configuration changed)");
+        synchronized (speculationLock) {
+            select(null); // gives the proposer instance back
+        }
         status = "stopped";
     }
 
@@ -252,6 +355,92 @@ public final class EngineComponent implements InferenceEngine {
         sampler = null;
         Loaded l = loaded;
         if (l != null) l.core().setSampler(null);
+    }
+
+    /**
+     * Tracks a proposer service without obtaining it: only the one the configuration names is obtained, so that
+     * proposers that load a model do so only when used.
+     */
+    @Reference(service = SpeculativeProposer.class, cardinality = ReferenceCardinality.MULTIPLE,
+            policy = ReferencePolicy.DYNAMIC, policyOption = ReferencePolicyOption.GREEDY, unbind = "removeProposer")
+    void addProposer(ComponentServiceObjects<SpeculativeProposer> objects, Map<String, Object> properties) {
+        synchronized (speculationLock) {
+            proposerServices.add(new ProposerService(objects, properties));
+            reselect();
+        }
+    }
+
+    /**
+     * A proposer service goes away (its bundle stops or is updated): when it is the one in use, the engine stops
+     * calling it before this returns, and its sequences continue without drafts or with a replacement.
+     */
+    void removeProposer(ComponentServiceObjects<SpeculativeProposer> objects, Map<String, Object> properties) {
+        synchronized (speculationLock) {
+            proposerServices.removeIf(p -> p.objects() == objects);
+            reselect();
+        }
+    }
+
+    private void applySpeculation(SpeculationSettings settings) {
+        synchronized (speculationLock) {
+            speculation = settings;
+            reselect();
+        }
+    }
+
+    /** Selects the best service of the configured name and hands it to the engine (with the lock held). */
+    private void reselect() {
+        String name = speculation.proposer();
+        ProposerService best = name == null ? null : proposerServices.stream()
+                .filter(p -> name.equals(p.properties().get(KilnProperties.NAME)))
+                .min(Comparator.<ProposerService>comparingInt(p -> -ranking(p.properties()))
+                        .thenComparingLong(p -> serviceId(p.properties())))
+                .orElse(null);
+        if (name != null && best == null) LOG.info("speculative proposer '{}' is not registered (yet): no speculation", name);
+        select(best);
+    }
+
+    /** Makes {@code service} the proposer in use (or none), obtaining and giving back instances (lock held). */
+    private void select(ProposerService service) {
+        SelectedProposer previous = selectedProposer;
+        if (previous == null || previous.service() != service) {
+            SpeculativeProposer proposer = null;
+            if (service != null) {
+                try {
+                    proposer = service.objects().getService();
+                } catch (RuntimeException e) {
+                    LOG.error("the speculative proposer '{}' could not be obtained", speculation.proposer(), e);
+                }
+            }
+            selectedProposer = proposer == null ? null : new SelectedProposer(service, proposer);
+        }
+        Loaded l = loaded;
+        if (l != null) applyTo(l.core());
+        if (previous != null && previous != selectedProposer) {
+            try {
+                previous.service().objects().ungetService(previous.proposer());
+            } catch (RuntimeException alreadyGone) {
+                // The service is unregistering: the framework releases it itself.
+            }
+        }
+    }
+
+    /** Hands the selected proposer and settings to an engine (lock held). */
+    private void applyTo(InferenceEngineCore core) {
+        SelectedProposer selected = selectedProposer;
+        core.setSpeculation(selected == null ? null : selected.proposer(), speculation);
+    }
+
+    /** The speculative decoding in force: "off", the proposer and its settings, or why it is off. */
+    public String speculationStatus() {
+        Loaded l = loaded;
+        return l == null ? "off (no model loaded)" : l.core().speculationStatus();
+    }
+
+    /** What each proposer used by the loaded engine achieved. */
+    public List<ProposerStats> speculativeStats() {
+        Loaded l = loaded;
+        return l == null ? List.of() : l.core().speculativeStats();
     }
 
     @Reference(cardinality = ReferenceCardinality.MULTIPLE, policy = ReferencePolicy.DYNAMIC,
@@ -334,16 +523,20 @@ public final class EngineComponent implements InferenceEngine {
         try {
             model = services.load(folder, backendName, attentionName, quantization, settings.maxNumBatchedTokens());
             core = new InferenceEngineCore(model, settings, sampler, processors);
-            synchronized (lifecycle) {
-                if (!deactivated) {
-                    loaded = new Loaded(core, model, services);
-                    // Bindings that changed while loading reach the engine too.
-                    core.setSampler(sampler);
-                    core.setLogitsProcessors(processors);
-                    status = "loaded";
-                    LOG.info("model {} loaded from {} in {} ms", core.model().orElseThrow().id(), folder,
-                            (System.nanoTime() - start) / 1_000_000);
-                    return;
+            // Published with the speculation lock held, so that a proposer selected meanwhile reaches this engine.
+            synchronized (speculationLock) {
+                synchronized (lifecycle) {
+                    if (!deactivated) {
+                        // Bindings that changed while loading reach the engine too, before anyone can use it.
+                        core.setSampler(sampler);
+                        core.setLogitsProcessors(processors);
+                        applyTo(core);
+                        loaded = new Loaded(core, model, services);
+                        status = "loaded";
+                        LOG.info("model {} loaded from {} in {} ms", core.model().orElseThrow().id(), folder,
+                                (System.nanoTime() - start) / 1_000_000);
+                        return;
+                    }
                 }
             }
         } catch (InterruptedException e) {

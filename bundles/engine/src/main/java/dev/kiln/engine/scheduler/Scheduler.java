@@ -19,6 +19,9 @@ import java.util.List;
  *       overtaken: if its head does not fit, nobody behind it is admitted.</li>
  * </ol>
  *
+ * <p>A decoding sequence with a speculative draft asks for its last token plus the draft tokens, as far as the
+ * budget and the free blocks allow; a draft never causes a preemption.
+ *
  * <p>When a running sequence needs a block and none is free, the youngest running sequence is preempted by
  * recomputation: its blocks are freed and it goes back to the front of the queue, to be recomputed from its
  * prompt and the tokens generated so far (through the prefix cache where its blocks survived). No request is
@@ -27,8 +30,16 @@ import java.util.List;
  * <p>Owned by the engine thread.
  */
 public final class Scheduler {
-    /** One sequence's share of a step: {@code tokens} query tokens starting at its first uncomputed one. */
-    public record Entry(Sequence sequence, int tokens) {}
+    /**
+     * One sequence's share of a step: {@code tokens} query tokens starting at its first uncomputed one; for a
+     * sequence with a draft, its last token followed by the first {@code tokens - 1} draft tokens.
+     */
+    public record Entry(Sequence sequence, int tokens) {
+        /** Draft tokens verified in this step. */
+        public int draftTokens() {
+            return Math.max(0, tokens - sequence.uncomputed());
+        }
+    }
 
     private final BlockManager blocks;
     private final int maxNumSeqs;
@@ -121,7 +132,10 @@ public final class Scheduler {
             for (int i = 0; i < running.size() && budget[0] > 0; i++) {
                 Sequence s = running.get(i);
                 if (s.uncomputed() == 0 || (s.uncomputed() == 1) != (pass == 0)) continue;
-                int n = Math.min(s.uncomputed(), budget[0]);
+                int n = Math.min(s.uncomputed() + (pass == 0 ? s.draftLength() : 0), budget[0]);
+                // A draft is worth less than another sequence's place in the batch: it shrinks before anyone is
+                // preempted.
+                while (n > s.uncomputed() && !blocks.canAllocate(s.blocks(), s.computed() + n, NO_HITS)) n--;
                 while (!blocks.canAllocate(s.blocks(), s.computed() + n, NO_HITS)) {
                     Sequence victim = running.getLast();
                     preempt(victim, entries, budget);

@@ -24,6 +24,16 @@ public final class Sequence implements SequenceView {
     /** Where the sequence is. */
     public enum State { WAITING, RUNNING, FINISHED }
 
+    /**
+     * Draft tokens to verify in the sequence's next step, after its last token.
+     *
+     * @param tokens        the draft tokens
+     * @param probabilities the proposer's distribution for each, or null for a deterministic draft
+     * @param proposer      the name of the proposer that drafted them (for its statistics)
+     * @param session       which of the engine's draft sessions drafted them
+     */
+    public record PendingDraft(int[] tokens, float[][] probabilities, String proposer, long session) {}
+
     private final GenerationRequest request;
     private final TokenListener listener;
     private final long arrival;
@@ -42,6 +52,7 @@ public final class Sequence implements SequenceView {
     private boolean firstEventSent;
     private State state = State.WAITING;
     private int[] outputView;
+    private PendingDraft draft;
 
     /**
      * @param arrival submission order, for first-come-first-served
@@ -129,6 +140,27 @@ public final class Sequence implements SequenceView {
     /** Starts over from a cached prefix of {@code cachedTokens} (0 after preemption without cache hits). */
     public void restartAt(int cachedTokens) {
         computed = cachedTokens;
+        draft = null;
+    }
+
+    /** The draft waiting for verification, or null. */
+    public PendingDraft draft() {
+        return draft;
+    }
+
+    /** Draft tokens waiting for verification (0 without a draft). */
+    public int draftLength() {
+        return draft == null ? 0 : draft.tokens().length;
+    }
+
+    /** Sets the draft to verify in the next step, or null for none. */
+    public void setDraft(PendingDraft draft) {
+        this.draft = draft;
+    }
+
+    /** The key under which draft sessions know the sequence: unique among the engine's sequences, ever. */
+    public String draftKey() {
+        return request.id() + "#" + arrival;
     }
 
     /** Appends a generated token. */

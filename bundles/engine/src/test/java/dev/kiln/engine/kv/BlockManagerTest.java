@@ -47,6 +47,28 @@ class BlockManagerTest {
     }
 
     @Test
+    void truncatingGivesBackTheBlocksOfRejectedDraftTokensFirstInLine() {
+        var blocks = new BlockManager(8, BLOCK);
+        int[] tokens = tokens(6, 1);
+        BlockTable table = computed(blocks, tokens); // 6 tokens: one full registered block and one partial
+        int[] kept = table.ids().clone();
+        blocks.allocate(table, 6 + 7, NONE); // room for 7 draft tokens: two more blocks
+        assertEquals(4, table.size());
+        int[] drafted = table.ids().clone();
+        blocks.truncate(table, 7); // one draft token accepted
+        assertArrayEquals(kept, table.ids());
+        assertEquals(2, blocks.usedBlocks());
+        assertEquals(1, blocks.cachedBlocks(), "the registered block stays");
+        // The given-back blocks hold nothing worth keeping: they are the next ones handed out.
+        var other = new BlockTable();
+        blocks.allocate(other, 2 * BLOCK, NONE);
+        assertEquals(java.util.Set.of(drafted[2], drafted[3]), java.util.Set.of(other.get(0), other.get(1)));
+        blocks.truncate(table, 8); // no-op: still two blocks
+        assertEquals(2, table.size());
+        assertThrows(IllegalStateException.class, () -> blocks.truncate(table, 0), "a hashed block is never dropped");
+    }
+
+    @Test
     void fullBlocksOfAComputedPrefixAreFoundAndShared() {
         var blocks = new BlockManager(16, BLOCK);
         int[] prompt = tokens(10, 1); // two full blocks and two tokens

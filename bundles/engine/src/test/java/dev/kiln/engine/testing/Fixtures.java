@@ -78,6 +78,11 @@ public final class Fixtures {
         return floats(fixture, "greedy_logits_" + i);
     }
 
+    /** {@code last_hidden_i}: the final hidden states after the last norm at every prompt position, {@code [prompt, hidden]}. */
+    public static float[] lastHidden(String fixture, int i) {
+        return floats(fixture, "last_hidden_" + i);
+    }
+
     private static int[] ints(String fixture, String name) {
         try (SafetensorsFile f = SafetensorsFile.open(folder(fixture).resolve("reference.safetensors"))) {
             return TensorValues.toInts(f.tensor(name));
