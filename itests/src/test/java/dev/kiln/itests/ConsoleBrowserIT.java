@@ -32,8 +32,8 @@ import org.openqa.selenium.chrome.ChromeOptions;
 /**
  * The Kiln page of the web console in a real headless Chromium (Debian's {@code chromium} and
  * {@code chromium-driver}; the test is skipped where they are not installed): log in on the admin port, see the
- * model, watch the live plot redraw while requests run, switch the quantizer (and the speculative proposer when
- * one is registered) and see the engine reload with it. A screenshot is saved to
+ * model, watch the live plot redraw while requests run, switch the quantizer and the speculative proposer
+ * and see the engine reload with them. A screenshot is saved to
  * {@code target/console-screenshot.png}.
  */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
@@ -129,14 +129,13 @@ class ConsoleBrowserIT {
         await("the engine reloads with fp8 weights", () -> !text("kiln-model-memory").equals(memoryBefore)
                 && text("kiln-model-id").equals("tiny"));
 
-        // The speculative proposer, when this build registers one.
+        // The speculative proposer: the product registers reference, draft-model and mtp.
         List<String> proposers = browser.findElements(By.cssSelector("#kiln-select-speculative option")).stream()
                 .map(o -> o.getDomAttribute("value")).filter(v -> !v.isEmpty()).toList();
-        if (!proposers.isEmpty()) {
-            select("kiln-select-speculative", proposers.getFirst());
-            browser.findElement(By.id("kiln-apply-speculative")).click();
-            await("the proposer switch is shown", () -> text("kiln-active-speculative").equals(proposers.getFirst()));
-        }
+        assertTrue(proposers.contains("reference"), "the registered proposers are offered: " + proposers);
+        select("kiln-select-speculative", "reference");
+        browser.findElement(By.id("kiln-apply-speculative")).click();
+        await("the proposer switch is shown", () -> text("kiln-active-speculative").equals("reference"));
     }
 
     private void generate(AtomicBoolean running) {
