@@ -21,4 +21,12 @@ public interface InferenceEngine {
 
     /** Current state and counters. */
     EngineStats stats();
+
+    /**
+     * Counters of every speculative proposer this engine has drafted with since it started (the active one and any
+     * it was swapped away from), for metrics and the console; empty when it never speculated.
+     */
+    default java.util.List<dev.kiln.api.speculative.ProposerStats> speculativeStats() {
+        return java.util.List.of();
+    }
 }

@@ -438,6 +438,7 @@ public final class EngineComponent implements InferenceEngine {
     }
 
     /** What each proposer used by the loaded engine achieved. */
+    @Override
     public List<ProposerStats> speculativeStats() {
         Loaded l = loaded;
         return l == null ? List.of() : l.core().speculativeStats();

@@ -3,12 +3,14 @@ package dev.kiln.server.prometheus;
 import dev.kiln.api.engine.EngineStats;
 import dev.kiln.api.engine.InferenceEngine;
 import dev.kiln.api.engine.ModelDescription;
+import dev.kiln.api.speculative.ProposerStats;
 import dev.kiln.server.prometheus.PrometheusText.Labels;
 import jakarta.servlet.http.HttpServlet;
 import jakarta.servlet.http.HttpServletRequest;
 import jakarta.servlet.http.HttpServletResponse;
 import java.io.IOException;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.function.Supplier;
 
@@ -43,7 +45,16 @@ final class MetricsServlet extends HttpServlet {
         Labels labels = Labels.of("model_name", model, "engine", "0");
         Map<Labels, Long> finished = new LinkedHashMap<>();
         requests.finishedRequests().forEach((reason, n) -> finished.put(labels.with("finished_reason", reason), n));
-        return new PrometheusText()
+        Map<Labels, Long> drafts = new LinkedHashMap<>();
+        Map<Labels, Long> drafted = new LinkedHashMap<>();
+        Map<Labels, Long> accepted = new LinkedHashMap<>();
+        for (ProposerStats p : engine == null ? List.<ProposerStats>of() : engine.speculativeStats()) {
+            Labels byProposer = labels.with("proposer", p.name());
+            drafts.put(byProposer, p.drafts());
+            drafted.put(byProposer, p.draftTokens());
+            accepted.put(byProposer, p.acceptedTokens());
+        }
+        PrometheusText text = new PrometheusText()
                 .gauge("kiln:num_requests_running", "Number of requests in the running batch.", labels, s.running())
                 .gauge("kiln:num_requests_waiting", "Number of requests waiting to be admitted.", labels, s.waiting())
                 .gauge("kiln:kv_cache_usage_perc", "Fraction of KV cache blocks in use (0 to 1).", labels,
@@ -59,13 +70,17 @@ final class MetricsServlet extends HttpServlet {
                         s.draftTokensProposed())
                 .counter("kiln:spec_decode_num_accepted_tokens_total", "Speculative tokens accepted.", labels,
                         s.draftTokensAccepted())
+                .counter("kiln:spec_decode_num_drafts_total", "Verified drafts, by proposer.", drafts)
+                .counter("kiln:spec_decode_proposer_draft_tokens_total", "Draft tokens verified, by proposer.", drafted)
+                .counter("kiln:spec_decode_proposer_accepted_tokens_total", "Draft tokens accepted, by proposer "
+                        + "(acceptance rate = accepted / draft tokens; mean accepted length = 1 + accepted / drafts).", accepted)
                 .counter("kiln:request_success_total", "Count of finished requests by finish reason.", finished)
                 .histogram("kiln:time_to_first_token_seconds", "Histogram of time to first token in seconds.", labels,
                         requests.timeToFirstToken())
                 .histogram("kiln:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", labels,
                         requests.interTokenLatency())
                 .histogram("kiln:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", labels,
-                        requests.e2eRequestLatency())
-                .toString();
+                        requests.e2eRequestLatency());
+        return text.toString();
     }
 }

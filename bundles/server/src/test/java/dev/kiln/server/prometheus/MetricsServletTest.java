@@ -107,6 +107,39 @@ class MetricsServletTest {
     }
 
     @Test
+    void speculativeCountersAreReportedPerProposer() {
+        EngineStats stats = new EngineStats(0, 0, 0, 64, 0, 0, 0, 0, 30, 12, 0);
+        InferenceEngine speculating = new InferenceEngine() {
+            public GenerationHandle submit(GenerationRequest request, TokenListener listener) {
+                throw new UnsupportedOperationException();
+            }
+
+            public Optional<ModelDescription> model() {
+                return Optional.of(new ModelDescription("m", "deepseek_v3", "/m", "bfloat16", 1000, 256));
+            }
+
+            public EngineStats stats() {
+                return stats;
+            }
+
+            @Override
+            public java.util.List<dev.kiln.api.speculative.ProposerStats> speculativeStats() {
+                return java.util.List.of(new dev.kiln.api.speculative.ProposerStats("mtp", 10, 20, 9),
+                        new dev.kiln.api.speculative.ProposerStats("reference", 2, 8, 3));
+            }
+        };
+        Map<String, String> types = new LinkedHashMap<>();
+        Map<String, Double> s = parse(MetricsServlet.render(speculating, new RequestMetrics()), types);
+        String mtp = "{model_name=\"m\",engine=\"0\",proposer=\"mtp\"}";
+        String reference = "{model_name=\"m\",engine=\"0\",proposer=\"reference\"}";
+        assertEquals(10, s.get("kiln:spec_decode_num_drafts_total" + mtp));
+        assertEquals(20, s.get("kiln:spec_decode_proposer_draft_tokens_total" + mtp));
+        assertEquals(9, s.get("kiln:spec_decode_proposer_accepted_tokens_total" + mtp));
+        assertEquals(3, s.get("kiln:spec_decode_proposer_accepted_tokens_total" + reference));
+        assertEquals("counter", types.get("kiln:spec_decode_num_drafts"));
+    }
+
+    @Test
     void withoutAnEngineTheEngineFamiliesReportZero() {
         Map<String, Double> s = parse(MetricsServlet.render(null, new RequestMetrics()), new LinkedHashMap<>());
         assertEquals(0, s.get("kiln:kv_cache_usage_perc{model_name=\"\",engine=\"0\"}"));
