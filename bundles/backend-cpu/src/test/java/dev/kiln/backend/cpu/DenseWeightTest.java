@@ -49,7 +49,7 @@ class DenseWeightTest {
             assertEquals(columns, weight.columns());
             assertEquals((long) rows * columns * dtype.byteSize(), weight.bytes());
             assertEquals(dtype.name().toLowerCase(), weight.format());
-            for (int tokens : new int[] {1, 2, 3, 4, 5, 7, 15, 16, 17, 23, 24, 33, 40, 70}) {
+            for (int tokens : new int[] {1, 2, 3, 4, 5, 6, 7, 15, 16, 17, 23, 24, 31, 32, 33, 40, 70}) {
                 float[] x = TestWeights.activations(random, tokens * columns);
                 check(weight, w.values(), rows, columns, x, tokens, BACKEND);
             }
@@ -69,6 +69,29 @@ class DenseWeightTest {
                 Weight weight = BACKEND.denseWeight(w.tensor());
                 for (int tokens : new int[] {1, 9, 48, 100}) {
                     check(weight, w.values(), 200, 700, TestWeights.activations(random, tokens * 700), tokens, BACKEND);
+                }
+            }
+        }
+    }
+
+    /**
+     * The bf16 kernel for a few activation rows reads weight rows as streams of eight and columns in blocks of at
+     * least 768: this shape has several column blocks, a partial permutation block, and row chunks that leave rows
+     * over (five, so the last group of four repeats a row); the row counts cover every remainder of the groups of
+     * four activation rows, and both sides of the switch to the GEMM.
+     */
+    @Test
+    void bf16BatchedDecodeCoversColumnBlocksRowStreamsAndGroupRemainders() {
+        Random random = new Random(13);
+        int rows = 301;
+        int columns = 1700;
+        try (Arena arena = Arena.ofShared()) {
+            TestWeights.Stored w = TestWeights.random(arena, DType.BF16, random, rows, columns);
+            for (CpuBackend backend : new CpuBackend[] {BACKEND, SINGLE}) {
+                Weight weight = backend.denseWeight(w.tensor());
+                for (int tokens : new int[] {2, 3, 5, 6, 8, 9, 31, 32, 33}) {
+                    float[] x = TestWeights.activations(random, tokens * columns);
+                    check(weight, w.values(), rows, columns, x, tokens, backend);
                 }
             }
         }

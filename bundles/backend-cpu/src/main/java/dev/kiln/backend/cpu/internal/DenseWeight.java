@@ -18,7 +18,8 @@ import java.util.Arrays;
 public abstract sealed class DenseWeight implements Weight permits Bf16Weight, F16Weight, F32Weight {
     /**
      * From this many activation rows on, widening weight blocks to f32 once and reusing them from cache beats
-     * streaming the weights again for every group of four rows.
+     * streaming the weights again for every group of four rows (formats may move the threshold, see
+     * {@link #gemmMinTokens()}).
      */
     static final int GEMM_MIN_TOKENS = 24;
 
@@ -95,7 +96,7 @@ public abstract sealed class DenseWeight implements Weight permits Bf16Weight, F
                     + tokens + " rows of " + rows);
         }
         if (tokens == 0) return;
-        if (tokens >= GEMM_MIN_TOKENS) {
+        if (tokens >= gemmMinTokens()) {
             Gemm.multiply(this::loadRow, rows, columns, in.array(), in.offset(), tokens, result.array(),
                     result.offset(), pool, scratch);
         } else {
@@ -118,11 +119,16 @@ public abstract sealed class DenseWeight implements Weight permits Bf16Weight, F
         }
     }
 
+    /** Activation rows from which {@link #multiply} uses the cache-blocked {@link Gemm} instead of {@link #stream}. */
+    int gemmMinTokens() {
+        return GEMM_MIN_TOKENS;
+    }
+
     /** Writes {@code count} values of row {@code row} from column {@code column} on, as f32, to {@code dst}. */
     abstract void loadRow(int row, int column, int count, float[] dst, int dstOffset);
 
     /**
-     * The streaming kernel for fewer than {@link #GEMM_MIN_TOKENS} rows: {@code out[t, r] = x[t] · W[r]}, with x
+     * The streaming kernel for fewer than {@link #gemmMinTokens()} rows: {@code out[t, r] = x[t] · W[r]}, with x
      * row t at {@code xOffset + t·columns} and out row t at {@code outOffset + t·rows}.
      */
     abstract void stream(float[] x, int xOffset, int tokens, float[] out, int outOffset);
