@@ -5,6 +5,10 @@ bundle dev.kiln:kiln-loader-safetensors
 bundle dev.kiln:kiln-backend-cpu
 bundle dev.kiln:kiln-attention-paged
 bundle dev.kiln:kiln-quant-fp8
+bundle dev.kiln:kiln-quant-cpu
+bundle dev.kiln:kiln-quant-int8
+bundle dev.kiln:kiln-quant-int4
+bundle dev.kiln:kiln-quant-awq
 bundle dev.kiln:kiln-models
 bundle dev.kiln:kiln-sampler
 bundle dev.kiln:kiln-engine

@@ -1,0 +1,546 @@
+package dev.kiln.quant.cpu;
+
+import dev.kiln.backend.cpu.WorkerPool;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * A group-wise INT4 weight: {@code W[r, c] = (u[r, c] - z[r, g]) · s[r, g]} with 4-bit codes {@code u} in 0..15,
+ * one f32 scale {@code s} per row and group of {@code groupSize} consecutive columns ({@code g = c / groupSize}; the
+ * last group of a row may be partial), and a zero point {@code z} per row and group (AWQ) or the constant 8
+ * (symmetric INT4, codes standing for -8..7). Two codes per byte, in memory this weight owns.
+ *
+ * <h2>Layout</h2>
+ * Rows are stored in blocks of {@link #BLOCK} = 8·L columns (L floats per vector), one int vector each: nibble k of
+ * lane j holds column {@code k·L + j} of the block, so the eight nibble positions of one load are eight ordinary
+ * float vectors of consecutive columns. Nibble 7 is stored with its top bit flipped ({@code u ^ 8}).
+ *
+ * <h2>Decode kernel</h2>
+ * Isolating nibble k is one AND with {@code 0xF << 4k} and one int-to-float conversion, giving {@code u · 2^4k}
+ * exactly; for k = 7 the AND leaves the flipped nibble in the sign bits, giving {@code (u - 8) · 2^28}, still exact
+ * and still one operation (a shift would compete with the conversion for the same execution port). The activations
+ * are scaled by {@code 2^-4k} once per call to match (exact: powers of two), so a group's dot product
+ * {@code Σ u·x} accumulates in registers with one FMA per vector and is scaled once when the group ends. The zero
+ * points enter per row as {@code Σ_g s_g·(8·Y_g - z_g·X_g)}, with {@code X_g} the group's activation sum and
+ * {@code Y_g} that of its nibble-7 columns, both computed once per call for all rows, added after the vector loop.
+ * Three vector operations per L weights is what lets two cores nearly keep up with the memory bus. The usual group
+ * sizes (a whole block or half a block: 128 and 64 with AVX-512) have kernels whose groups end only at block ends,
+ * written out with constant masks; C2 compiles them only because every vector operation is a Vector API call it
+ * must inline (a helper method of ours would be refused by its node budget, and the vectors boxed).
+ */
+public final class Int4GroupWeight extends PackedWeight {
+    static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
+    /** Columns per int-vector load: eight nibbles in each of L lanes. */
+    public static final int BLOCK = 8 * L;
+    private static final ByteOrder LE = ByteOrder.LITTLE_ENDIAN;
+    private static final ValueLayout.OfInt INT = ValueLayout.JAVA_INT_UNALIGNED.withOrder(LE);
+    /** The zero point of symmetric INT4. */
+    private static final int SYMMETRIC_ZERO = 8;
+    /** What nibble k's isolated value is multiplied by in the decode kernel ({@code 2^-4k}). */
+    private static final float[] STREAM_SCALE = new float[8];
+    /** Same for {@link #decode}, where nibble 7 is shifted down rather than left in place. */
+    private static final float[] DECODE_SCALE = new float[8];
+
+    static {
+        if (I.length() != L) throw new IllegalStateException("int and float vectors differ in lanes: " + I + ", " + F);
+        for (int k = 0; k < 8; k++) {
+            STREAM_SCALE[k] = Math.scalb(1f, -4 * k);
+            DECODE_SCALE[k] = k == 7 ? 1f : STREAM_SCALE[k];
+        }
+    }
+
+    private final String format;
+    private final int groupSize;
+    private final int storedGroups;
+    private final int vectorsPerGroup;
+    private final long rowBytes;
+    private final MemorySegment codes;
+    private final float[] scales;
+    private final byte[] zeros;
+    private final Arena owner;
+
+    private Int4GroupWeight(Builder b, String format, WorkerPool pool, KernelScratch scratch) {
+        super(b.rows, b.columns, b.depth, pool, scratch);
+        this.format = format;
+        this.groupSize = b.groupSize;
+        this.storedGroups = b.storedGroups;
+        this.vectorsPerGroup = b.groupSize / L;
+        this.rowBytes = b.depth / 2;
+        this.codes = b.codes;
+        this.scales = b.scales;
+        this.zeros = b.zeros;
+        this.owner = b.arena;
+    }
+
+    /**
+     * Collects the codes of a weight row by row (rows may be set from several threads) and packs them into the
+     * kernels' layout. {@link #build} hands the memory to the weight; {@link #discard} releases it instead.
+     */
+    public static final class Builder {
+        private final int rows;
+        private final int columns;
+        private final int groupSize;
+        private final int groups;
+        private final int depth;
+        private final int storedGroups;
+        private final Arena arena = Arena.ofShared();
+        private final MemorySegment codes;
+        private final float[] scales;
+        private final byte[] zeros;
+        private boolean finished;
+
+        /**
+         * @param groupSize  columns per scale: a positive multiple of the vector length (16 with AVX-512, 8 with
+         *                   AVX2); 32, 64 and 128 always qualify
+         * @param zeroPoints whether each group has its own zero point (otherwise 8: symmetric)
+         * @throws IllegalArgumentException when the geometry is invalid or too large
+         */
+        public Builder(int rows, int columns, int groupSize, boolean zeroPoints) {
+            if (rows < 1 || columns < 1) throw new IllegalArgumentException("invalid INT4 weight shape " + rows + "x" + columns);
+            if (groupSize < L || groupSize % L != 0) {
+                throw new IllegalArgumentException("group size " + groupSize + " is not a positive multiple of " + L
+                        + " (this machine's floats per vector)");
+            }
+            this.rows = rows;
+            this.columns = columns;
+            this.groupSize = groupSize;
+            this.groups = (columns + groupSize - 1) / groupSize;
+            // Whole blocks and whole groups: the kernels then never meet a partial block or a group cut by the row's end.
+            long unit = lcm(BLOCK, groupSize);
+            long paddedDepth = (columns + unit - 1) / unit * unit;
+            long stored = (long) rows * (paddedDepth / groupSize);
+            if (paddedDepth > Integer.MAX_VALUE / 2 || stored > Integer.MAX_VALUE - 8) {
+                throw new IllegalArgumentException("INT4 weight " + rows + "x" + columns + " is too large");
+            }
+            this.depth = (int) paddedDepth;
+            this.storedGroups = depth / groupSize;
+            this.codes = arena.allocate((long) rows * (depth / 2), 64);
+            this.scales = new float[(int) stored];
+            this.zeros = zeroPoints ? new byte[(int) stored] : null;
+        }
+
+        /** Groups per row (the last may be partial). */
+        public int groups() {
+            return groups;
+        }
+
+        /**
+         * Sets one row.
+         *
+         * @param values    the row's codes 0..15 in column order, at least {@code columns} of them
+         * @param rowScales the scale of each of the row's {@link #groups()} groups
+         * @param rowZeros  the zero point 0..15 of each group, or {@code null} for a symmetric weight
+         * @throws IllegalArgumentException when a code or zero point is out of range or the arrays are short
+         */
+        public void setRow(int row, byte[] values, float[] rowScales, byte[] rowZeros) {
+            if (finished) throw new IllegalStateException("the weight was already built or discarded");
+            if (row < 0 || row >= rows) throw new IndexOutOfBoundsException("row " + row + " of " + rows);
+            if (values.length < columns || rowScales.length < groups) {
+                throw new IllegalArgumentException("row " + row + ": " + values.length + " codes and " + rowScales.length
+                        + " scales for " + columns + " columns in " + groups + " groups");
+            }
+            if ((rowZeros != null) != (zeros != null) || (rowZeros != null && rowZeros.length < groups)) {
+                throw new IllegalArgumentException("row " + row + ": zero points " + (zeros == null ? "not expected" : "missing"));
+            }
+            for (int g = 0; g < groups; g++) {
+                if (!Float.isFinite(rowScales[g])) throw new IllegalArgumentException("row " + row + ": scale " + rowScales[g]);
+                scales[row * storedGroups + g] = rowScales[g];
+                if (zeros != null) zeros[row * storedGroups + g] = checkedNibble(rowZeros[g], row);
+            }
+            long base = (long) row * (depth / 2);
+            for (int block = 0; block < depth; block += BLOCK) {
+                for (int j = 0; j < L; j++) {
+                    int lane = 0;
+                    for (int k = 0; k < 8; k++) {
+                        int c = block + k * L + j;
+                        int u = c < columns ? checkedNibble(values[c], row) : SYMMETRIC_ZERO;
+                        if (k == 7) u ^= 8;
+                        lane |= u << (4 * k);
+                    }
+                    codes.set(INT, base + block / 2 + 4L * j, lane);
+                }
+            }
+        }
+
+        /** The weight, owning the packed codes; the builder cannot be used afterwards. */
+        public Int4GroupWeight build(String format, WorkerPool pool, KernelScratch scratch) {
+            if (finished) throw new IllegalStateException("the weight was already built or discarded");
+            finished = true;
+            return new Int4GroupWeight(this, format, pool, scratch);
+        }
+
+        /** Releases the codes of a weight that will not be built. */
+        public void discard() {
+            if (!finished) {
+                finished = true;
+                arena.close();
+            }
+        }
+
+        private static byte checkedNibble(byte value, int row) {
+            if (value < 0 || value > 15) throw new IllegalArgumentException("row " + row + ": 4-bit value " + value);
+            return value;
+        }
+
+        private static long lcm(long a, long b) {
+            long x = a, y = b;
+            while (y != 0) {
+                long t = x % y;
+                x = y;
+                y = t;
+            }
+            return a / x * b;
+        }
+    }
+
+    @Override
+    public String format() {
+        return format;
+    }
+
+    /** Columns per scale. */
+    public int groupSize() {
+        return groupSize;
+    }
+
+    /** Whether each group has its own zero point. */
+    public boolean hasZeroPoints() {
+        return zeros != null;
+    }
+
+    @Override
+    public long bytes() {
+        return codes.byteSize() + 4L * scales.length + (zeros == null ? 0 : zeros.length);
+    }
+
+    /** The code of row r, column c (0..15), for tests and tools. */
+    public int code(int row, int column) {
+        checkIndex(row, column);
+        int block = column / BLOCK * BLOCK;
+        int k = (column - block) / L;
+        int j = (column - block) % L;
+        int lane = codes.get(INT, row * rowBytes + block / 2 + 4L * j);
+        int u = (lane >>> (4 * k)) & 0xF;
+        return k == 7 ? u ^ 8 : u;
+    }
+
+    /** The scale of row r's group g. */
+    public float scale(int row, int group) {
+        checkIndex(row, group * groupSize);
+        return scales[row * storedGroups + group];
+    }
+
+    /** The zero point of row r's group g (8 for a symmetric weight). */
+    public int zero(int row, int group) {
+        checkIndex(row, group * groupSize);
+        return zeros == null ? SYMMETRIC_ZERO : zeros[row * storedGroups + group];
+    }
+
+    private void checkIndex(int row, int column) {
+        if (row < 0 || row >= rows || column < 0 || column >= columns) {
+            throw new IndexOutOfBoundsException("[" + row + ", " + column + "] of " + rows + "x" + columns);
+        }
+    }
+
+    /** Releases the codes. */
+    @Override
+    public void close() {
+        owner.close();
+    }
+
+    @Override
+    protected void streamOneToken(float[] x, int xOffset, float[] out, int outOffset) {
+        float[] xs = activationBuffer(depth);
+        float[] sums = sumsBuffer(2L * storedGroups);
+        prepare(x, xOffset, xs, sums);
+        pool.parallelFor(rows, rowGrain(), (worker, from, to) -> {
+            // Four interleaved runs (rows from+i, from+q+i, ...): long sequential streams keep the prefetchers ahead.
+            // Eight would keep more misses in flight, but a kernel over eight rows is too large for C1 to compile.
+            int q = (to - from) / 4;
+            for (int i = 0; i < q; i++) {
+                int r = from + i;
+                rows4(xs, sums, r, r + q, r + 2 * q, r + 3 * q, out, outOffset);
+            }
+            for (int r = from + 4 * q; r < to; r++) rows4(xs, sums, r, r, r, r, out, outOffset);
+        });
+    }
+
+    /**
+     * {@code xs[c] = x[c] · 2^-4k} for the nibble position k of column c, zero in the padding; {@code sums[2g] = 8·Y_g}
+     * and {@code sums[2g + 1] = X_g}.
+     */
+    private void prepare(float[] x, int xOffset, float[] xs, float[] sums) {
+        for (int g = 0; g < storedGroups; g++) {
+            int from = g * groupSize;
+            int to = Math.min(columns, from + groupSize);
+            FloatVector all = FloatVector.zero(F), seventh = FloatVector.zero(F);
+            int c = from;
+            // Groups start at multiples of L, so a vector never straddles two groups or two nibble positions.
+            for (; c + L <= to; c += L) {
+                FloatVector v = FloatVector.fromArray(F, x, xOffset + c);
+                int k = (c % BLOCK) / L;
+                v.mul(STREAM_SCALE[k]).intoArray(xs, c);
+                all = all.add(v);
+                if (k == 7) seventh = seventh.add(v);
+            }
+            float allSum = all.reduceLanes(VectorOperators.ADD), seventhSum = seventh.reduceLanes(VectorOperators.ADD);
+            for (; c < to; c++) {
+                float v = x[xOffset + c];
+                int k = (c % BLOCK) / L;
+                xs[c] = v * STREAM_SCALE[k];
+                allSum += v;
+                if (k == 7) seventhSum += v;
+            }
+            for (c = Math.max(from, to); c < from + groupSize; c++) xs[c] = 0f;
+            sums[2 * g] = 8 * seventhSum;
+            sums[2 * g + 1] = allSum;
+        }
+    }
+
+    /**
+     * One token against four rows (which may repeat: a repeated row's result is written again). The common group
+     * sizes get kernels whose groups end only at block ends, with every nibble position's mask a constant.
+     */
+    private void rows4(float[] xs, float[] sums, int r0, int r1, int r2, int r3, float[] out, int outOffset) {
+        if (groupSize % BLOCK == 0) {
+            rows4WholeBlocks(xs, sums, r0, r1, r2, r3, out, outOffset);
+        } else if (2 * groupSize == BLOCK) {
+            rows4HalfBlocks(xs, sums, r0, r1, r2, r3, out, outOffset);
+        } else {
+            rows4AnyGroup(xs, sums, r0, r1, r2, r3, out, outOffset);
+        }
+    }
+
+    /**
+     * Groups of whole blocks ({@code groupSize} a multiple of {@link #BLOCK}: 128 with AVX-512, 64 and 128 with
+     * AVX2): one accumulator per row, the masks constants, the group's scale applied after its last block.
+     */
+    private void rows4WholeBlocks(float[] xs, float[] sums, int r0, int r1, int r2, int r3, float[] out, int outOffset) {
+        MemorySegment w = codes;
+        long b0 = r0 * rowBytes, b1 = r1 * rowBytes, b2 = r2 * rowBytes, b3 = r3 * rowBytes;
+        int g0 = r0 * storedGroups, g1 = r1 * storedGroups, g2 = r2 * storedGroups, g3 = r3 * storedGroups;
+        int blocksPerGroup = groupSize / BLOCK;
+        FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F), a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
+        FloatVector t0 = FloatVector.zero(F), t1 = FloatVector.zero(F), t2 = FloatVector.zero(F), t3 = FloatVector.zero(F);
+        int group = 0;
+        int inGroup = 0;
+        for (int c = 0; c < depth; c += BLOCK) {
+            long off = c >>> 1;
+            IntVector v0 = IntVector.fromMemorySegment(I, w, b0 + off, LE);
+            IntVector v1 = IntVector.fromMemorySegment(I, w, b1 + off, LE);
+            IntVector v2 = IntVector.fromMemorySegment(I, w, b2 + off, LE);
+            IntVector v3 = IntVector.fromMemorySegment(I, w, b3 + off, LE);
+            FloatVector xv = FloatVector.fromArray(F, xs, c);
+            a0 = ((FloatVector) v0.and(0xF).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            xv = FloatVector.fromArray(F, xs, c + L);
+            a0 = ((FloatVector) v0.and(0xF0).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF0).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF0).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF0).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            xv = FloatVector.fromArray(F, xs, c + 2 * L);
+            a0 = ((FloatVector) v0.and(0xF00).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF00).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF00).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF00).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            xv = FloatVector.fromArray(F, xs, c + 3 * L);
+            a0 = ((FloatVector) v0.and(0xF000).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF000).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF000).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF000).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            xv = FloatVector.fromArray(F, xs, c + 4 * L);
+            a0 = ((FloatVector) v0.and(0xF0000).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF0000).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF0000).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF0000).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            xv = FloatVector.fromArray(F, xs, c + 5 * L);
+            a0 = ((FloatVector) v0.and(0xF00000).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF00000).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF00000).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF00000).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            xv = FloatVector.fromArray(F, xs, c + 6 * L);
+            a0 = ((FloatVector) v0.and(0xF000000).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF000000).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF000000).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF000000).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            xv = FloatVector.fromArray(F, xs, c + 7 * L);
+            a0 = ((FloatVector) v0.and(0xF0000000).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF0000000).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF0000000).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF0000000).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            if (++inGroup == blocksPerGroup) {
+                inGroup = 0;
+                float s0 = scales[g0 + group], s1 = scales[g1 + group];
+                float s2 = scales[g2 + group], s3 = scales[g3 + group];
+                t0 = a0.fma(FloatVector.broadcast(F, s0), t0);
+                t1 = a1.fma(FloatVector.broadcast(F, s1), t1);
+                t2 = a2.fma(FloatVector.broadcast(F, s2), t2);
+                t3 = a3.fma(FloatVector.broadcast(F, s3), t3);
+                a0 = FloatVector.zero(F);
+                a1 = FloatVector.zero(F);
+                a2 = FloatVector.zero(F);
+                a3 = FloatVector.zero(F);
+                group++;
+            }
+        }
+        out[outOffset + r0] = t0.reduceLanes(VectorOperators.ADD) + zeroPointShare(g0, sums);
+        out[outOffset + r1] = t1.reduceLanes(VectorOperators.ADD) + zeroPointShare(g1, sums);
+        out[outOffset + r2] = t2.reduceLanes(VectorOperators.ADD) + zeroPointShare(g2, sums);
+        out[outOffset + r3] = t3.reduceLanes(VectorOperators.ADD) + zeroPointShare(g3, sums);
+    }
+
+    /**
+     * Groups of half a block (64 with AVX-512, 32 with AVX2): nibbles 0-3 and 4-7 of a load belong to two groups,
+     * accumulated apart and both scaled at the end of the block.
+     */
+    private void rows4HalfBlocks(float[] xs, float[] sums, int r0, int r1, int r2, int r3, float[] out, int outOffset) {
+        MemorySegment w = codes;
+        long b0 = r0 * rowBytes, b1 = r1 * rowBytes, b2 = r2 * rowBytes, b3 = r3 * rowBytes;
+        int g0 = r0 * storedGroups, g1 = r1 * storedGroups, g2 = r2 * storedGroups, g3 = r3 * storedGroups;
+        FloatVector t0 = FloatVector.zero(F), t1 = FloatVector.zero(F), t2 = FloatVector.zero(F), t3 = FloatVector.zero(F);
+        for (int c = 0, group = 0; c < depth; c += BLOCK, group += 2) {
+            long off = c >>> 1;
+            IntVector v0 = IntVector.fromMemorySegment(I, w, b0 + off, LE);
+            IntVector v1 = IntVector.fromMemorySegment(I, w, b1 + off, LE);
+            IntVector v2 = IntVector.fromMemorySegment(I, w, b2 + off, LE);
+            IntVector v3 = IntVector.fromMemorySegment(I, w, b3 + off, LE);
+            FloatVector xv = FloatVector.fromArray(F, xs, c);
+            FloatVector a0 = ((FloatVector) v0.and(0xF).convert(VectorOperators.I2F, 0)).mul(xv), a1 = ((FloatVector) v1.and(0xF).convert(VectorOperators.I2F, 0)).mul(xv);
+            FloatVector a2 = ((FloatVector) v2.and(0xF).convert(VectorOperators.I2F, 0)).mul(xv), a3 = ((FloatVector) v3.and(0xF).convert(VectorOperators.I2F, 0)).mul(xv);
+            xv = FloatVector.fromArray(F, xs, c + 4 * L);
+            FloatVector h0 = ((FloatVector) v0.and(0xF0000).convert(VectorOperators.I2F, 0)).mul(xv), h1 = ((FloatVector) v1.and(0xF0000).convert(VectorOperators.I2F, 0)).mul(xv);
+            FloatVector h2 = ((FloatVector) v2.and(0xF0000).convert(VectorOperators.I2F, 0)).mul(xv), h3 = ((FloatVector) v3.and(0xF0000).convert(VectorOperators.I2F, 0)).mul(xv);
+            xv = FloatVector.fromArray(F, xs, c + L);
+            a0 = ((FloatVector) v0.and(0xF0).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF0).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF0).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF0).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            xv = FloatVector.fromArray(F, xs, c + 5 * L);
+            h0 = ((FloatVector) v0.and(0xF00000).convert(VectorOperators.I2F, 0)).fma(xv, h0);
+            h1 = ((FloatVector) v1.and(0xF00000).convert(VectorOperators.I2F, 0)).fma(xv, h1);
+            h2 = ((FloatVector) v2.and(0xF00000).convert(VectorOperators.I2F, 0)).fma(xv, h2);
+            h3 = ((FloatVector) v3.and(0xF00000).convert(VectorOperators.I2F, 0)).fma(xv, h3);
+            xv = FloatVector.fromArray(F, xs, c + 2 * L);
+            a0 = ((FloatVector) v0.and(0xF00).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF00).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF00).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF00).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            xv = FloatVector.fromArray(F, xs, c + 6 * L);
+            h0 = ((FloatVector) v0.and(0xF000000).convert(VectorOperators.I2F, 0)).fma(xv, h0);
+            h1 = ((FloatVector) v1.and(0xF000000).convert(VectorOperators.I2F, 0)).fma(xv, h1);
+            h2 = ((FloatVector) v2.and(0xF000000).convert(VectorOperators.I2F, 0)).fma(xv, h2);
+            h3 = ((FloatVector) v3.and(0xF000000).convert(VectorOperators.I2F, 0)).fma(xv, h3);
+            xv = FloatVector.fromArray(F, xs, c + 3 * L);
+            a0 = ((FloatVector) v0.and(0xF000).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+            a1 = ((FloatVector) v1.and(0xF000).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+            a2 = ((FloatVector) v2.and(0xF000).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+            a3 = ((FloatVector) v3.and(0xF000).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+            xv = FloatVector.fromArray(F, xs, c + 7 * L);
+            h0 = ((FloatVector) v0.and(0xF0000000).convert(VectorOperators.I2F, 0)).fma(xv, h0);
+            h1 = ((FloatVector) v1.and(0xF0000000).convert(VectorOperators.I2F, 0)).fma(xv, h1);
+            h2 = ((FloatVector) v2.and(0xF0000000).convert(VectorOperators.I2F, 0)).fma(xv, h2);
+            h3 = ((FloatVector) v3.and(0xF0000000).convert(VectorOperators.I2F, 0)).fma(xv, h3);
+            int lo = group, hi = group + 1;
+            float s0 = scales[g0 + lo], s1 = scales[g1 + lo], s2 = scales[g2 + lo], s3 = scales[g3 + lo];
+            float u0 = scales[g0 + hi], u1 = scales[g1 + hi], u2 = scales[g2 + hi], u3 = scales[g3 + hi];
+            t0 = h0.fma(FloatVector.broadcast(F, u0), a0.fma(FloatVector.broadcast(F, s0), t0));
+            t1 = h1.fma(FloatVector.broadcast(F, u1), a1.fma(FloatVector.broadcast(F, s1), t1));
+            t2 = h2.fma(FloatVector.broadcast(F, u2), a2.fma(FloatVector.broadcast(F, s2), t2));
+            t3 = h3.fma(FloatVector.broadcast(F, u3), a3.fma(FloatVector.broadcast(F, s3), t3));
+        }
+        out[outOffset + r0] = t0.reduceLanes(VectorOperators.ADD) + zeroPointShare(g0, sums);
+        out[outOffset + r1] = t1.reduceLanes(VectorOperators.ADD) + zeroPointShare(g1, sums);
+        out[outOffset + r2] = t2.reduceLanes(VectorOperators.ADD) + zeroPointShare(g2, sums);
+        out[outOffset + r3] = t3.reduceLanes(VectorOperators.ADD) + zeroPointShare(g3, sums);
+    }
+
+    /**
+     * Any group size (a multiple of L): each group's {@code Σ u·x} accumulates in a register and is scaled when the
+     * group ends, wherever in a block that is.
+     */
+    private void rows4AnyGroup(float[] xs, float[] sums, int r0, int r1, int r2, int r3, float[] out, int outOffset) {
+        MemorySegment w = codes;
+        long b0 = r0 * rowBytes, b1 = r1 * rowBytes, b2 = r2 * rowBytes, b3 = r3 * rowBytes;
+        int g0 = r0 * storedGroups, g1 = r1 * storedGroups, g2 = r2 * storedGroups, g3 = r3 * storedGroups;
+        FloatVector a0 = FloatVector.zero(F), a1 = FloatVector.zero(F), a2 = FloatVector.zero(F), a3 = FloatVector.zero(F);
+        FloatVector t0 = FloatVector.zero(F), t1 = FloatVector.zero(F), t2 = FloatVector.zero(F), t3 = FloatVector.zero(F);
+        int group = 0;
+        int inGroup = 0;
+        for (int c = 0; c < depth; c += BLOCK) {
+            long off = c >>> 1;
+            IntVector v0 = IntVector.fromMemorySegment(I, w, b0 + off, LE);
+            IntVector v1 = IntVector.fromMemorySegment(I, w, b1 + off, LE);
+            IntVector v2 = IntVector.fromMemorySegment(I, w, b2 + off, LE);
+            IntVector v3 = IntVector.fromMemorySegment(I, w, b3 + off, LE);
+            for (int k = 0; k < 8; k++) {
+                int mask = 0xF << (4 * k);
+                FloatVector xv = FloatVector.fromArray(F, xs, c + k * L);
+                a0 = ((FloatVector) v0.and(mask).convert(VectorOperators.I2F, 0)).fma(xv, a0);
+                a1 = ((FloatVector) v1.and(mask).convert(VectorOperators.I2F, 0)).fma(xv, a1);
+                a2 = ((FloatVector) v2.and(mask).convert(VectorOperators.I2F, 0)).fma(xv, a2);
+                a3 = ((FloatVector) v3.and(mask).convert(VectorOperators.I2F, 0)).fma(xv, a3);
+                if (++inGroup == vectorsPerGroup) {
+                    inGroup = 0;
+                    float s0 = scales[g0 + group], s1 = scales[g1 + group];
+                    float s2 = scales[g2 + group], s3 = scales[g3 + group];
+                    t0 = a0.fma(FloatVector.broadcast(F, s0), t0);
+                    t1 = a1.fma(FloatVector.broadcast(F, s1), t1);
+                    t2 = a2.fma(FloatVector.broadcast(F, s2), t2);
+                    t3 = a3.fma(FloatVector.broadcast(F, s3), t3);
+                    a0 = FloatVector.zero(F);
+                    a1 = FloatVector.zero(F);
+                    a2 = FloatVector.zero(F);
+                    a3 = FloatVector.zero(F);
+                    group++;
+                }
+            }
+        }
+        out[outOffset + r0] = t0.reduceLanes(VectorOperators.ADD) + zeroPointShare(g0, sums);
+        out[outOffset + r1] = t1.reduceLanes(VectorOperators.ADD) + zeroPointShare(g1, sums);
+        out[outOffset + r2] = t2.reduceLanes(VectorOperators.ADD) + zeroPointShare(g2, sums);
+        out[outOffset + r3] = t3.reduceLanes(VectorOperators.ADD) + zeroPointShare(g3, sums);
+    }
+
+    /**
+     * What the zero points and the flipped top bit of nibble 7 add to a row's product:
+     * {@code Σ_g s_g · (8·Y_g - z_g·X_g)}, from the row's first group index and the call's per-group sums. Kept out
+     * of the vector loop: scalar work there would compete with it, here it is a short loop per row.
+     */
+    private float zeroPointShare(int groupBase, float[] sums) {
+        float share = 0;
+        for (int g = 0; g < storedGroups; g++) share += scales[groupBase + g] * (sums[2 * g] - zeroAt(groupBase + g) * sums[2 * g + 1]);
+        return share;
+    }
+
+    private float zeroAt(int index) {
+        return zeros == null ? SYMMETRIC_ZERO : zeros[index];
+    }
+
+    @Override
+    protected void decode(int row, int column, int count, float[] dst, int dstOffset) {
+        long base = row * rowBytes;
+        int groupBase = row * storedGroups;
+        for (int c = column; c < column + count; c += BLOCK) {
+            IntVector v = IntVector.fromMemorySegment(I, codes, base + (c >>> 1), LE);
+            for (int k = 0; k < 8; k++) {
+                int first = c + k * L;
+                int g = groupBase + first / groupSize;
+                int z = zeros == null ? SYMMETRIC_ZERO : zeros[g];
+                // (u - z) · 2^4k in ints is exact; nibble 7 is shifted down first, as (u - z) · 2^28 could overflow.
+                IntVector centred = k == 7
+                        ? v.lanewise(VectorOperators.ASHR, 28).sub(z - 8)
+                        : v.and(0xF << (4 * k)).sub(z << (4 * k));
+                ((FloatVector) centred.convert(VectorOperators.I2F, 0)).mul(scales[g] * DECODE_SCALE[k])
+                        .intoArray(dst, dstOffset + first - column);
+            }
+        }
+    }
+}
