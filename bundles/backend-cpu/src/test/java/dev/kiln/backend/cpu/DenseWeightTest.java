@@ -89,7 +89,7 @@ class DenseWeightTest {
             TestWeights.Stored w = TestWeights.random(arena, DType.BF16, random, rows, columns);
             for (CpuBackend backend : new CpuBackend[] {BACKEND, SINGLE}) {
                 Weight weight = backend.denseWeight(w.tensor());
-                for (int tokens : new int[] {2, 3, 5, 6, 8, 9, 31, 32, 33}) {
+                for (int tokens : new int[] {2, 3, 5, 6, 8, 9, 31, 32, 33, 47, 48}) {
                     float[] x = TestWeights.activations(random, tokens * columns);
                     check(weight, w.values(), rows, columns, x, tokens, backend);
                 }

@@ -33,10 +33,11 @@ import jdk.incubator.vector.VectorOperators;
 final class Bf16Weight extends DenseWeight {
     /**
      * Activation rows from which {@link Gemm} beats the batched streaming kernel. Measured on the development
-     * machine (2 threads, 1536x1536 and 8960x1536): equal at 32 rows; at 24 the GEMM is 35-45% slower (its panels
-     * of 32 rows are padded), from 40 rows on it is faster.
+     * machine (2 threads, 1536x1536 and 8960x1536, weights from memory): the GEMM pads activation rows to panels
+     * of 32 (and a last panel of 16), so it was 35-45% slower at 24 rows and 25-55% slower at 33 to 40 rows, within
+     * 10% either way at 32 and 48 rows, and 5-20% faster from 56 rows on.
      */
-    static final int GEMM_MIN_TOKENS_BF16 = 33;
+    static final int GEMM_MIN_TOKENS_BF16 = 48;
     /** Columns per block of the even/odd permutation. */
     private static final int BLOCK = Bf16Tiles.BLOCK;
     /**
