@@ -5,9 +5,12 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
+import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -36,6 +39,8 @@ import jdk.incubator.vector.VectorSpecies;
  */
 public final class Int4GroupWeight extends PackedWeight {
     static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
+    /** L bytes: one zero point per float lane. */
+    private static final VectorSpecies<Byte> B = VectorSpecies.of(byte.class, VectorShape.forBitSize(8 * L));
     /** Columns per int-vector load: eight nibbles in each of L lanes. */
     public static final int BLOCK = 8 * L;
     private static final ByteOrder LE = ByteOrder.LITTLE_ENDIAN;
@@ -261,7 +266,8 @@ public final class Int4GroupWeight extends PackedWeight {
         prepare(x, xOffset, xs, sums);
         pool.parallelFor(rows, rowGrain(), (worker, from, to) -> {
             // Four interleaved runs (rows from+i, from+q+i, ...): long sequential streams keep the prefetchers ahead.
-            // Eight would keep more misses in flight, but a kernel over eight rows is too large for C1 to compile.
+            // Eight would keep more misses in flight, but a kernel over eight rows is too large for C1 to compile
+            // (it bails out, "out of virtual registers", and the method stays interpreted).
             int q = (to - from) / 4;
             for (int i = 0; i < q; i++) {
                 int r = from + i;
@@ -272,8 +278,8 @@ public final class Int4GroupWeight extends PackedWeight {
     }
 
     /**
-     * {@code xs[c] = x[c] · 2^-4k} for the nibble position k of column c, zero in the padding; {@code sums[2g] = 8·Y_g}
-     * and {@code sums[2g + 1] = X_g}.
+     * {@code xs[c] = x[c] · 2^-4k} for the nibble position k of column c, zero in the padding;
+     * {@code sums[g] = 8·(Y_g - X_g)} and {@code sums[G + g] = X_g} for the G stored groups.
      */
     private void prepare(float[] x, int xOffset, float[] xs, float[] sums) {
         for (int g = 0; g < storedGroups; g++) {
@@ -298,8 +304,8 @@ public final class Int4GroupWeight extends PackedWeight {
                 if (k == 7) seventhSum += v;
             }
             for (c = Math.max(from, to); c < from + groupSize; c++) xs[c] = 0f;
-            sums[2 * g] = 8 * seventhSum;
-            sums[2 * g + 1] = allSum;
+            sums[g] = 8 * (seventhSum - allSum);
+            sums[storedGroups + g] = allSum;
         }
     }
 
@@ -510,14 +516,25 @@ public final class Int4GroupWeight extends PackedWeight {
     }
 
     /**
-     * What the zero points and the flipped top bit of nibble 7 add to a row's product:
-     * {@code Σ_g s_g · (8·Y_g - z_g·X_g)}, from the row's first group index and the call's per-group sums. Kept out
-     * of the vector loop: scalar work there would compete with it, here it is a short loop per row.
+     * What the zero points and the flipped top bit of nibble 7 add to a row's product, from the row's first group
+     * index and the call's per-group sums: {@code Σ_g s_g·(8·Y_g - z_g·X_g) = Σ_g s_g·8·(Y_g - X_g) - Σ_g s_g·(z_g - 8)·X_g}
+     * (the second sum vanishes for a symmetric weight). Kept out of the vector loop, and vectorised over the groups:
+     * done per row with scalars it would cost a quarter of the kernel on rows of a dozen groups.
      */
     private float zeroPointShare(int groupBase, float[] sums) {
-        float share = 0;
-        for (int g = 0; g < storedGroups; g++) share += scales[groupBase + g] * (sums[2 * g] - zeroAt(groupBase + g) * sums[2 * g + 1]);
-        return share;
+        int n = storedGroups;
+        FloatVector share = FloatVector.zero(F);
+        for (int g = 0; g < n; g += L) {
+            VectorMask<Float> lanes = F.indexInRange(g, n);
+            FloatVector scale = FloatVector.fromArray(F, scales, groupBase + g, lanes);
+            share = scale.fma(FloatVector.fromArray(F, sums, g, lanes), share);
+            if (zeros != null) {
+                FloatVector zero = (FloatVector) ByteVector.fromArray(B, zeros, groupBase + g, lanes.cast(B))
+                        .convertShape(VectorOperators.B2F, F, 0);
+                share = scale.mul(zero.sub(SYMMETRIC_ZERO)).neg().fma(FloatVector.fromArray(F, sums, n + g, lanes), share);
+            }
+        }
+        return share.reduceLanes(VectorOperators.ADD);
     }
 
     private float zeroAt(int index) {
