@@ -40,6 +40,15 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--quantization", description = "Weight format to quantize to on load, e.g. fp8 (default: the checkpoint's own).")
     String quantization;
 
+    @Option(names = "--backend", description = "Compute backend: cpu or cuda (default: cpu; cuda needs an NVIDIA GPU and driver).")
+    String backend;
+
+    @Option(names = "--max-num-seqs", description = "Most sequences decoded together in one step (default: the engine's, 64).")
+    Integer maxNumSeqs;
+
+    @Option(names = "--kv-cache-memory", description = "Bytes of KV cache, with an optional K, M or G suffix, e.g. 8G (default: 1G or less when memory is short).")
+    String kvCacheMemory;
+
     @Option(names = "--speculative", description = "Speculative proposer: mtp, draft-model or reference (default: none).")
     String speculative;
 
@@ -127,6 +136,22 @@ final class ServeCommand implements Callable<Integer> {
             System.err.println("kiln: --max-model-len must be positive");
             return 2;
         }
+        if (backend != null && !backend.matches("[A-Za-z0-9_.-]+")) {
+            System.err.println("kiln: --backend must be a backend name such as cpu or cuda");
+            return 2;
+        }
+        if (maxNumSeqs != null && maxNumSeqs <= 0) {
+            System.err.println("kiln: --max-num-seqs must be positive");
+            return 2;
+        }
+        Long kvBytes = null;
+        if (kvCacheMemory != null) {
+            kvBytes = parseBytes(kvCacheMemory);
+            if (kvBytes == null || kvBytes <= 0) {
+                System.err.println("kiln: --kv-cache-memory must be a positive number of bytes, e.g. 8G or 512M");
+                return 2;
+            }
+        }
         if (maxBodyBytes != null && maxBodyBytes <= 0) {
             System.err.println("kiln: --max-body-bytes must be positive");
             return 2;
@@ -191,6 +216,9 @@ final class ServeCommand implements Callable<Integer> {
         if (tokenizer != null) properties.put("kiln.tokenizer", tokenizer.toAbsolutePath().normalize().toString());
         if (servedModelName != null) properties.put("kiln.served-model-name", servedModelName);
         if (maxModelLen != null) properties.put("kiln.max-model-len", maxModelLen.toString());
+        if (backend != null) properties.put("kiln.backend", backend);
+        if (maxNumSeqs != null) properties.put("kiln.max-num-seqs", maxNumSeqs.toString());
+        if (kvBytes != null) properties.put("kiln.kv-cache-memory", kvBytes.toString());
 
         ConsoleCredentials console = ConsoleCredentials.resolve(settings, dataDir.resolve("webconsole.properties"));
         properties.put(ConsoleCredentials.USER_PROPERTY, console.username());
@@ -267,5 +295,23 @@ final class ServeCommand implements Callable<Integer> {
             Thread.sleep(50);
         }
         return false;
+    }
+
+    /** {@code 123}, {@code 512K}, {@code 64M}, {@code 8G} (binary multiples), or null when not a size. */
+    static Long parseBytes(String text) {
+        var m = java.util.regex.Pattern.compile("(\\d+)([KkMmGg]?)").matcher(text.trim());
+        if (!m.matches()) return null;
+        int shift = switch (m.group(2).toUpperCase()) {
+            case "K" -> 10;
+            case "M" -> 20;
+            case "G" -> 30;
+            default -> 0;
+        };
+        try {
+            long value = Long.parseLong(m.group(1));
+            return value > (Long.MAX_VALUE >> shift) ? null : value << shift;
+        } catch (NumberFormatException e) {
+            return null;
+        }
     }
 }

@@ -215,7 +215,8 @@ public final class EngineComponent implements InferenceEngine {
         try {
             var config = new Settings(properties);
             applySpeculation(speculationSettings(config));
-            this.backendName = config.string("backend", "cpu");
+            // `kiln serve --backend/--max-num-seqs/--kv-cache-memory` arrive as framework properties; configuration wins.
+            this.backendName = config.string("backend", Objects.requireNonNullElse(context.getProperty("kiln.backend"), "cpu"));
             this.attentionName = config.string("attention", "paged");
             String requestedFormat = config.string("quantization", "");
             if (requestedFormat.isBlank()) requestedFormat = Objects.requireNonNullElse(context.getProperty("kiln.quantization"), "");
@@ -232,8 +233,8 @@ public final class EngineComponent implements InferenceEngine {
             }
             this.settings = new EngineSettings(blankToNull(servedName), configured,
                     config.integer("block-size", EngineSettings.DEFAULT_BLOCK_SIZE),
-                    config.number("kv-cache-memory", 0),
-                    config.integer("max-num-seqs", EngineSettings.DEFAULT_MAX_NUM_SEQS),
+                    config.number("kv-cache-memory", frameworkNumber("kiln.kv-cache-memory", 0)),
+                    config.integer("max-num-seqs", (int) frameworkNumber("kiln.max-num-seqs", EngineSettings.DEFAULT_MAX_NUM_SEQS)),
                     config.integer("max-num-batched-tokens", EngineSettings.DEFAULT_MAX_NUM_BATCHED_TOKENS),
                     config.integer("max-waiting", EngineSettings.DEFAULT_MAX_WAITING),
                     maxModelLen);
@@ -280,6 +281,12 @@ public final class EngineComponent implements InferenceEngine {
         LOG.info("the engine configuration changed: reloading the model");
         deactivate();
         activate(context, properties);
+    }
+
+    /** A numeric framework property (set by {@code kiln serve}), or the fallback when absent. */
+    private long frameworkNumber(String name, long fallback) {
+        String value = context.getProperty(name);
+        return value == null ? fallback : new Settings(Map.of(name, value)).number(name, fallback);
     }
 
     /** Equal maps, comparing array values (multi-valued properties) by their contents. */

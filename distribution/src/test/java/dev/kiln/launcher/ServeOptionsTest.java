@@ -1,0 +1,27 @@
+package dev.kiln.launcher;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+
+import org.junit.jupiter.api.Test;
+
+/** The byte sizes `kiln serve --kv-cache-memory` accepts. */
+class ServeOptionsTest {
+    @Test
+    void sizesTakeBinarySuffixes() {
+        assertEquals(123L, ServeCommand.parseBytes("123"));
+        assertEquals(512L << 10, ServeCommand.parseBytes("512K"));
+        assertEquals(64L << 20, ServeCommand.parseBytes("64m"));
+        assertEquals(8L << 30, ServeCommand.parseBytes(" 8G "));
+    }
+
+    @Test
+    void anythingElseIsNotASize() {
+        assertNull(ServeCommand.parseBytes("8GB"));
+        assertNull(ServeCommand.parseBytes("-1"));
+        assertNull(ServeCommand.parseBytes("1.5G"));
+        assertNull(ServeCommand.parseBytes(""));
+        assertNull(ServeCommand.parseBytes("99999999999999999999G"));
+        assertNull(ServeCommand.parseBytes("9999999999999G"));
+    }
+}
