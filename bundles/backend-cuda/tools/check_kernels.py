@@ -3,7 +3,9 @@
 Compiles src/main/resources/dev/kiln/backend/cuda/internal/kernels.cu with NVRTC and the options the Java side
 uses, runs every kernel on random inputs against a float64 NumPy reference (inputs freshly drawn, outputs poisoned
 with NaN first), checks the cuBLAS call the Java side makes for bf16 prefill products (activations split into
-bf16 high and low parts, two GEMMs accumulating in f32), then times the kernels of one batch-1 decode step of the
+bf16 high and low parts, two GEMMs accumulating in f32), times the attention of that model's shape per layer
+(per-head kernel vs split kernel + combine, decode at contexts 256, 2048 and 8192, batch 32, a prefill chunk),
+then times the kernels of one batch-1 decode step of the
 DeepSeek-R1-Distill-Qwen-1.5B shape, launched one by one and replayed as a CUDA graph, against the bound set by the
 device-to-device copy bandwidth measured in the same run.
 
@@ -99,9 +101,11 @@ except Exception:
     print("falling back to CuPy's own NVRTC options")
     mod = cp.RawModule(code=open(SOURCE).read(), options=("--std=c++17",))
 K = {n: mod.get_function(n) for n in [
-    "kiln_add", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16", "kiln_rms_norm", "kiln_embed_bf16",
-    "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows", "kiln_scatter_add_rows", "kiln_rotary", "kiln_gemv_bf16",
-    "kiln_gemv_f32", "kiln_write_kv", "kiln_paged_attention"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]}
+    "kiln_add", "kiln_add_halves", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16", "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16",
+    "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows", "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_gemv_bf16",
+    "kiln_gemv_f32", "kiln_write_kv", "kiln_paged_attention", "kiln_paged_attention_split",
+    "kiln_paged_attention_combine"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
+     + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]}
 i32, i64, f32 = np.int32, np.int64, np.float32
 
 
@@ -149,6 +153,13 @@ def rows_kernels():
     K["kiln_rms_norm"]((rows,), (THREADS,), (cp.asarray(x), cp.asarray(s), f32(1e-6), out, i32(n)))
     x64 = x.astype(np.float64)
     check("rms_norm", out, x64 / np.sqrt((x64 ** 2).mean(axis=1, keepdims=True) + 1e-6) * s, 2e-6)
+    # The fused residual add + norm, with out aliasing delta as the models call it.
+    delta = rng.uniform(-1, 1, (rows, n)).astype(np.float32)
+    acc, d = cp.asarray(x), cp.asarray(delta)
+    K["kiln_add_rms_norm"]((rows,), (THREADS,), (acc, d, cp.asarray(s), f32(1e-6), d, i32(n)))
+    y64 = x64 + delta.astype(np.float64)
+    check("add_rms_norm residual", acc, y64, 1e-6)
+    check("add_rms_norm out", d, y64 / np.sqrt((y64 ** 2).mean(axis=1, keepdims=True) + 1e-6) * s, 2e-6)
     table = bf16_value(bf16_bits(rng.uniform(-1, 1, (50, 24))))
     ids = np.array([49, 0, 7, 7], np.int32)
     out = poison((4, 24))
@@ -202,6 +213,14 @@ def rotary():
                 a, b = e[r, ia].copy(), e[r, ib].copy()
                 e[r, ia], e[r, ib] = a * c - b * s, b * c + a * s
         check(f"rotary {'interleaved' if interleaved else 'halves'} with offset", dx, e, 2e-6)
+        # The same rotation applied to two tensors in one launch (queries and keys): the first is x again, the
+        # second its first heads only, in rows of their own length.
+        y = np.ascontiguousarray(x[:, :stride + 4])
+        dx, dy = cp.asarray(x), cp.asarray(y)
+        K["kiln_rotary2"]((rows, 2), (64,), (dx, i32(x.shape[1]), i32(heads), dy, i32(y.shape[1]), i32(1), cp.asarray(pos),
+                                            cp.asarray(cos), cp.asarray(sin), i32(stride), i32(offset), i32(half), i32(interleaved)))
+        check(f"rotary2 first tensor ({'interleaved' if interleaved else 'halves'})", dx, e, 2e-6)
+        check(f"rotary2 second tensor ({'interleaved' if interleaved else 'halves'})", dy, e[:, :stride + 4], 2e-6)
 
 
 def gemv_and_gemm():
@@ -213,7 +232,7 @@ def gemv_and_gemm():
             x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
             out = poison((tokens + 1, rows))
             vec = 1 if cols % 8 == 0 else 0
-            K["kiln_gemv_bf16"](((rows + 7) // 8,), (THREADS,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(vec)))
+            K["kiln_gemv_bf16"](((rows + 7) // 8,), (THREADS,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(vec), np.uint64(0)))
             got = cp.asnumpy(out)
             ref = x.astype(np.float64) @ w.T.astype(np.float64)
             check(f"gemv_bf16 {tokens}x{cols}", got[:tokens], ref, 2e-6 * cols)
@@ -221,16 +240,37 @@ def gemv_and_gemm():
                 failures.append("gemv wrote past its rows")
             if vec:
                 out = poison((tokens + 1, rows))
-                K[f"kiln_gemv_bf16_t{tokens}"](((rows + 3) // 4,), (128,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(1)))
+                bias = rng.uniform(-1, 1, rows).astype(np.float32)
+                K[f"kiln_gemv_bf16_t{tokens}"](((rows + 3) // 4,), (128,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias)))
                 got = cp.asnumpy(out)
-                check(f"gemv_bf16_t{tokens} {tokens}x{cols}", got[:tokens], ref, 2e-6 * cols)
+                check(f"gemv_bf16_t{tokens} {tokens}x{cols} with bias", got[:tokens], ref + bias, 2e-6 * cols)
                 if not np.all(np.isnan(got[tokens])):
                     failures.append("gemv_t wrote past its rows")
         wf = rng.uniform(-1, 1, (rows, cols)).astype(np.float32)
         x = rng.uniform(-1, 1, (5, cols)).astype(np.float32)
         out = poison((5, rows))
-        K["kiln_gemv_f32"](((rows + 7) // 8,), (THREADS,), (cp.asarray(wf), cp.asarray(x), out, i32(rows), i32(cols), i32(5), i32(1 if cols % 4 == 0 else 0)))
+        K["kiln_gemv_f32"](((rows + 7) // 8,), (THREADS,), (cp.asarray(wf), cp.asarray(x), out, i32(rows), i32(cols), i32(5), i32(1 if cols % 4 == 0 else 0), np.uint64(0)))
         check(f"gemv_f32 5x{cols}", out, x.astype(np.float64) @ wf.T.astype(np.float64), 2e-6 * cols)
+    # Three products of the same activations in one launch (q, k, v with biases), and gate/up with the SiLU gating.
+    cols = 1536
+    x = rng.uniform(-1, 1, (3, cols)).astype(np.float32)
+    dx = cp.asarray(x)
+    mats = [bf16_value(bf16_bits(rng.uniform(-1, 1, (r, cols)))) for r in (300, 40, 41)]
+    biases = [rng.uniform(-1, 1, r).astype(np.float32) for r in (300, 40, 41)]
+    outs = [poison((3, m.shape[0])) for m in mats]
+    args = [dx, i32(cols), i32(3)]
+    for m, o, bb in zip(mats, outs, biases):
+        args += [cp.asarray(bf16_bits(m)), o, i32(m.shape[0]), cp.asarray(bb)]
+    K["kiln_gemv3_bf16_t3"](((381 + 3) // 4,), (128,), tuple(args))
+    for i, (m, o, bb) in enumerate(zip(mats, outs, biases)):
+        check(f"gemv3_bf16_t3 segment {i} ({m.shape[0]} rows) with bias", o, x.astype(np.float64) @ m.T.astype(np.float64) + bb, 2e-6 * cols)
+    wg, wu = (bf16_value(bf16_bits(rng.uniform(-1, 1, (200, cols)))) for _ in range(2))
+    gate, up = poison((3, 200)), poison((3, 200))
+    K["kiln_gemv_silu_bf16_t3"](((200 + 3) // 4,), (128,), (dx, i32(cols), i32(3), cp.asarray(bf16_bits(wg)), cp.asarray(bf16_bits(wu)),
+                                                         gate, up, gate, i32(200)))
+    g64, u64 = x.astype(np.float64) @ wg.T.astype(np.float64), x.astype(np.float64) @ wu.T.astype(np.float64)
+    check("gemv_silu_bf16_t3 up", up, u64, 2e-6 * cols)
+    check("gemv_silu_bf16_t3 silu(gate) * up into gate", gate, g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
     # The Java side's prefill product: out (col-major rows x T) = W^T(op T of col-major cols x rows) . x(cols x T),
     # x split into bf16 hi + lo, f32 accumulation, beta 0 then 1.
     rows, cols, tokens = 300, 256, 37
@@ -253,24 +293,159 @@ def gemv_and_gemm():
     d1 = np.max(np.abs(cp.asnumpy(single) - ref))
     d2 = np.max(np.abs(cp.asnumpy(out) - ref))
     print(f"     (one bf16 GEMM would be off by {d1:.2e}; the split pair by {d2:.2e})")
+    # Up to 128 tokens the Java side makes one GEMM over the 2T columns [hi | lo] (the weight read once) and sums
+    # the two halves of its product with kiln_add_halves.
+    parts = cp.concatenate([hi, lo])
+    products = poison((2 * tokens, rows))
+    cublas.gemmEx(handle, 1, 0, rows, 2 * tokens, cols, one.ctypes.data, dw.data.ptr, 14, cols, parts.data.ptr, 14, cols,
+                  zero.ctypes.data, products.data.ptr, 0, rows, 68, -1)
+    paired = poison((tokens, rows))
+    K["kiln_add_halves"](blocks(tokens * rows), (THREADS,), (products, paired, i64(tokens * rows)))
+    check("cuBLAS paired bf16 GEMM 37x256 -> 300 + add_halves", paired, ref, 2e-6 * cols)
+
+
+# ---- paged attention ---------------------------------------------------------------------------------------------
+# Mirrors of the Java side: AttentionBatch.pack (metadata layout) and SplitAttentionPlan (launch shape).
+SPLIT_THREADS, SPLIT_MAX_OUTPUTS, COMBINE_THREADS = 256, 8, 128
+MIN_CONTEXT_BUCKET, MAX_TILE, MIN_TILE, MIN_CHUNK, MAX_SPLITS, BLOCKS_PER_SM, SHARED_BUDGET = 256, 64, 4, 32, 4096, 2, 48 * 1024
+SMS = props["multiProcessorCount"]
+
+
+class Batch:
+    def __init__(self, packed, T, S, bucket, stride):
+        self.packed, self.T, self.S, self.bucket, self.stride = packed, T, S, bucket, stride
+
+    def seq(self, t):
+        return int(self.packed[t])
+
+    def pos(self, t):
+        return int(self.packed[self.T + t])
+
+
+def context_bucket(longest):
+    b = MIN_CONTEXT_BUCKET
+    while b < longest:
+        b *= 2
+    return b
 
 
 def pack(query_start, context, tables, slots, block_size):
-    """AttentionBatch.pack: [seq x T][pos x T][slot x T][table start x S][tables]."""
+    """AttentionBatch.pack: [seq x T][pos x T][slot x T][S block tables, each `stride` long, -1 past the context]."""
     S, T = len(context), query_start[-1]
-    seq, pos, starts, flat = [], [], [], []
+    bucket = context_bucket(max(context, default=0))
+    stride = -(-bucket // block_size)
+    seq, pos = [], []
+    flat = np.full(S * stride, -1, np.int64)
     for s in range(S):
         ql = query_start[s + 1] - query_start[s]
         for j in range(ql):
             seq.append(s)
             pos.append(context[s] - ql + j)
         need = (context[s] + block_size - 1) // block_size
-        starts.append(len(flat))
-        flat.extend(tables[s][:need])
-    return np.array(seq + pos + list(slots[:T]) + starts + flat, np.int32), T, S
+        flat[s * stride:s * stride + need] = tables[s][:need]
+    packed = np.concatenate([np.array(seq + pos + list(slots[:T]), np.int64), flat]).astype(np.int32)
+    return Batch(packed, T, S, bucket, stride)
+
+
+def split_shared(hpb, tile, key_dim, value_dim, vik):
+    return 4 * (hpb * key_dim + tile * (key_dim + 4) + (0 if vik else tile * (value_dim + 4)) + hpb * tile + 3 * hpb)
+
+
+def split_plan(T, heads, kv_heads, key_dim, value_dim, vik, bucket, chunk=None):
+    """SplitAttentionPlan.of; chunk forces a split size (tests of the one-split and many-split paths)."""
+    group = heads // kv_heads
+    most = min(group, SPLIT_THREADS * SPLIT_MAX_OUTPUTS * 4 // value_dim, SHARED_BUDGET // 2 // (key_dim * 4))
+    head_blocks = -(-group // most)
+    hpb = -(-group // head_blocks)
+    tile = MAX_TILE
+    while tile >= MIN_TILE and split_shared(hpb, tile, key_dim, value_dim, vik) > SHARED_BUDGET:
+        tile //= 2
+    assert tile >= MIN_TILE
+    rows = T * kv_heads * head_blocks
+    wanted = BLOCKS_PER_SM * SMS // rows  # splits that keep the grid within BLOCKS_PER_SM blocks per SM
+    splits = 1
+    while splits * 2 <= wanted:
+        splits *= 2
+    splits = min(splits, MAX_SPLITS, max(1, bucket // MIN_CHUNK))
+    if chunk is not None:
+        splits = bucket // chunk
+    tile = min(tile, bucket // splits)
+    return dict(hpb=hpb, head_blocks=head_blocks, tile=tile, rows=rows, splits=splits, chunk=bucket // splits,
+                shared=split_shared(hpb, tile, key_dim, value_dim, vik))
+
+
+def attend_per_head(q, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale):
+    T = b.T
+    K["kiln_paged_attention"]((T, heads), (THREADS,), (
+        q, out, np.uint64(kp), np.uint64(vp), np.uint64(meta), np.uint64(meta + 4 * T), np.uint64(meta + 4 * 3 * T),
+        i32(b.stride), i32(heads), i32(kv_heads), i32(key_dim), i32(value_dim), i32(key_dim if vik else value_dim),
+        i32(BS), f32(scale)), shared_mem=THREADS * 8 + THREADS * 4 + 32 * 4 + key_dim * 4)
+
+
+def attend_split(plan, partials, q, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale):
+    T = b.T
+    K["kiln_paged_attention_split"]((plan["rows"], plan["splits"]), (SPLIT_THREADS,), (
+        q, out, np.uint64(0) if partials is None else partials, np.uint64(kp), np.uint64(vp), np.uint64(meta),
+        np.uint64(meta + 4 * T), np.uint64(meta + 4 * 3 * T), i32(b.stride), i32(heads), i32(kv_heads), i32(plan["hpb"]),
+        i32(key_dim), i32(value_dim), i32(key_dim if vik else value_dim), i32(BS), i32(plan["chunk"]), i32(plan["tile"]),
+        f32(scale)), shared_mem=plan["shared"])
+    if plan["splits"] > 1:
+        K["kiln_paged_attention_combine"]((T, heads), (COMBINE_THREADS,), (
+            partials, out, np.uint64(meta + 4 * T), i32(heads), i32(value_dim), i32(plan["chunk"]), i32(plan["splits"])),
+            shared_mem=4 * plan["splits"])
+
+
+def partials_for(plan, T, heads, value_dim):
+    return None if plan["splits"] == 1 else cp.full(T * heads * plan["splits"] * (value_dim + 4), cp.nan, cp.float32)
+
+
+def attention_reference(q, hk, hv, b, tables, heads, kv_heads, value_dim, BS, scale):
+    """float64 causal attention of every (token, head) over the host copy of one layer's cache."""
+    ref = np.zeros((b.T, heads, value_dim))
+    group = heads // kv_heads
+    for t in range(b.T):
+        s, p = b.seq(t), b.pos(t)
+        js = np.arange(p + 1)
+        blocks_ = np.array(tables[s])[js // BS]
+        offs = js % BS
+        for h in range(heads):
+            g = h // group
+            kk = hk[blocks_, g, offs, :]
+            vv = kk[:, :value_dim] if hv is None else hv[blocks_, g, offs, :]
+            sc = kk @ q[t, h].astype(np.float64) * scale
+            e = np.exp(sc - sc.max())
+            ref[t, h] = e @ vv / e.sum()
+    return ref
+
+
+def run_both_kernels(q, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale, ref, chunks=(None,)):
+    """Max |diff| against ref of the per-head kernel and of the split path at its own plan and at forced chunk sizes."""
+    results = {}
+    dq = cp.asarray(q)
+    out = poison((b.T, heads, value_dim))
+    attend_per_head(dq, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale)
+    results["per-head"] = cp.asnumpy(out).astype(np.float64)
+    for chunk in chunks:
+        plan = split_plan(b.T, heads, kv_heads, key_dim, value_dim, vik, b.bucket, chunk)
+        out = poison((b.T, heads, value_dim))
+        attend_split(plan, partials_for(plan, b.T, heads, value_dim), dq, out, kp, vp, meta, b, heads, kv_heads,
+                     key_dim, value_dim, vik, BS, scale)
+        results[f"split x{plan['splits']} (chunk {plan['chunk']}, tile {plan['tile']}, {plan['hpb']} heads/block)"] = \
+            cp.asnumpy(out).astype(np.float64)
+    return {k: (float(np.max(np.abs(v - ref))) if np.all(np.isfinite(v)) else float("nan")) for k, v in results.items()}
+
+
+def report(name, diffs, tolerance=1e-5):
+    for kernel, worst in diffs.items():
+        ok = np.isfinite(worst) and worst < tolerance
+        print(f"{'PASS' if ok else 'FAIL'} paged attention {name}, {kernel}: max |diff| = {worst:.3e}")
+        if not ok:
+            failures.append(f"attention {name}, {kernel}")
 
 
 def attention_case(layers, kv_heads, key_dim, value_dim, values_in_keys, heads, name):
+    """Two steps written through kiln_write_kv: prefill chunks, then a chunk over cached context, a decode token, a
+    verification of 4 and a padding token (slot -1); every layer of the second step through both kernels."""
     BS, NB = 16, 64
     perm = rng.permutation(NB).tolist()
     tables = [perm[:20], perm[20:22], perm[22:25]]
@@ -280,7 +455,7 @@ def attention_case(layers, kv_heads, key_dim, value_dim, values_in_keys, heads, 
     values = cp.zeros(max(1, layers * value_layer), cp.float32)
     hk = np.zeros((layers, NB, kv_heads, BS, key_dim))
     hv = None if values_in_keys else np.zeros((layers, NB, kv_heads, BS, value_dim))
-    worst = 0.0
+    worst = {}
     for cached, lengths in (((0, 0, 0), (290, 20, 30)), ((290, 20, 30), (7, 1, 4))):
         qs, ctx, slots = [0], [], []
         for s in range(3):
@@ -294,8 +469,10 @@ def attention_case(layers, kv_heads, key_dim, value_dim, values_in_keys, heads, 
             slots.append(-1)
             qs[-1] += 1
             ctx[-1] += 1
-        packed, T, S = pack(qs, ctx, tables, slots, BS)
-        meta = cp.asarray(packed)
+            # Its context counts one slot never written: zeros in both caches.
+        b = pack(qs, ctx, tables, slots, BS)
+        meta = cp.asarray(b.packed)
+        T = b.T
         for layer in range(layers):
             q = rng.uniform(-1, 1, (T, heads, key_dim)).astype(np.float32)
             k = rng.uniform(-1, 1, (T, kv_heads, key_dim)).astype(np.float32)
@@ -310,43 +487,153 @@ def attention_case(layers, kv_heads, key_dim, value_dim, values_in_keys, heads, 
             for t in range(T):
                 if slots[t] < 0:
                     continue
-                b, o = divmod(slots[t], BS)
-                hk[layer, b, :, o, :] = k[t]
+                b_, o_ = divmod(slots[t], BS)
+                hk[layer, b_, :, o_, :] = k[t]
                 if hv is not None:
-                    hv[layer, b, :, o, :] = v[t]
-            out = poison((T, heads, value_dim))
+                    hv[layer, b_, :, o_, :] = v[t]
             scale = 1 / math.sqrt(key_dim)
-            shared = THREADS * 8 + THREADS * 4 + 32 * 4 + key_dim * 4
-            K["kiln_paged_attention"]((T, heads), (THREADS,), (
-                cp.asarray(q), out, np.uint64(kp), np.uint64(vp), np.uint64(meta.data.ptr), np.uint64(meta.data.ptr + 4 * T),
-                np.uint64(meta.data.ptr + 4 * 3 * T), np.uint64(meta.data.ptr + 4 * (3 * T + S)), i32(heads), i32(kv_heads),
-                i32(key_dim), i32(value_dim), i32(key_dim if values_in_keys else value_dim), i32(BS), f32(scale)),
-                shared_mem=shared)
-            ref = np.zeros((T, heads, value_dim))
-            group = heads // kv_heads
-            for t in range(T):
-                s = packed[t]
-                p = packed[T + t]
-                blocks_ = [tables[s][j // BS] for j in range(p + 1)]
-                offs = [j % BS for j in range(p + 1)]
-                for h in range(heads):
-                    g = h // group
-                    kk = hk[layer, blocks_, g, offs, :]
-                    vv = kk[:, :value_dim] if values_in_keys else hv[layer, blocks_, g, offs, :]
-                    sc = kk @ q[t, h].astype(np.float64) * scale
-                    e = np.exp(sc - sc.max())
-                    ref[t, h] = e @ vv / e.sum()
-            got = cp.asnumpy(out).astype(np.float64)
-            worst = max(worst, float(np.max(np.abs(got - ref))) if np.all(np.isfinite(got)) else float("nan"))
-    ok = np.isfinite(worst) and worst < 1e-5
-    print(f"{'PASS' if ok else 'FAIL'} paged attention {name}: max |diff| over 2 steps x {layers} layers = {worst:.3e}")
-    if not ok:
-        failures.append("attention " + name)
+            ref = attention_reference(q, hk[layer], None if hv is None else hv[layer], b, tables, heads, kv_heads,
+                                      value_dim, BS, scale)
+            diffs = run_both_kernels(q, kp, vp, meta.data.ptr, b, heads, kv_heads, key_dim, value_dim, values_in_keys,
+                                     BS, scale, ref, chunks=(None, b.bucket, 64))
+            for kname, d in diffs.items():
+                kname = kname.split(" (")[0]
+                worst[kname] = max(worst.get(kname, 0.0), d) if np.isfinite(d) else float("nan")
+    report(name + f" ({layers} layers x 2 steps)", worst)
+
+
+def decode_case(kv_heads, key_dim, value_dim, values_in_keys, heads, contexts, name, verify=0, padding=False):
+    """One step over a cache filled with random rows: one decode token per context (the last writing its key and
+    value through kiln_write_kv), optionally `verify` more query tokens of the last sequence (multi-token
+    verification) and a padding token (slot -1) at the end, through both kernels and the split path at its own
+    plan, a single split (normalising in place) and 64-key chunks (many partials)."""
+    BS = 16
+    ctx = list(contexts)
+    ctx[-1] += verify + (1 if padding else 0)
+    need = [-(-c // BS) for c in ctx]
+    NB = sum(need) + 4
+    perm = rng.permutation(NB).tolist()
+    tables, at = [], 0
+    for n in need:
+        tables.append(perm[at:at + n])
+        at += n
+    hk = rng.uniform(-1, 1, (NB, kv_heads, BS, key_dim))
+    hv = None if values_in_keys else rng.uniform(-1, 1, (NB, kv_heads, BS, value_dim))
+    keys = cp.asarray(hk.astype(np.float32).reshape(-1))
+    values = cp.asarray(hv.astype(np.float32).reshape(-1)) if hv is not None else None
+    hk, hv = hk.astype(np.float32).astype(np.float64), None if hv is None else hv.astype(np.float32).astype(np.float64)
+    qs, slots = [0], []
+    lengths = [1] * len(contexts)
+    lengths[-1] += verify
+    for s, c in enumerate(contexts):
+        c += verify if s == len(contexts) - 1 else 0
+        for j in range(lengths[s]):
+            p = c - lengths[s] + j
+            slots.append(tables[s][p // BS] * BS + p % BS)
+        qs.append(qs[-1] + lengths[s])
+    if padding:  # the padding token's context counts one slot never written: it keeps its random contents
+        slots.append(-1)
+        qs[-1] += 1
+    b = pack(qs, ctx, tables, slots, BS)
+    meta = cp.asarray(b.packed)
+    T = b.T
+    kp = keys.data.ptr
+    vp = kp if values_in_keys else values.data.ptr
+    q = rng.uniform(-1, 1, (T, heads, key_dim)).astype(np.float32)
+    k = rng.uniform(-1, 1, (T, kv_heads, key_dim)).astype(np.float32)
+    v = None if values_in_keys else rng.uniform(-1, 1, (T, kv_heads, value_dim)).astype(np.float32)
+    K["kiln_write_kv"]((T,), (THREADS,), (cp.asarray(k), cp.asarray(v) if v is not None else np.uint64(0), np.uint64(kp),
+                                          np.uint64(vp), np.uint64(meta.data.ptr + 4 * 2 * T), i32(kv_heads),
+                                          i32(key_dim), i32(value_dim), i32(BS)))
+    for t in range(T):
+        if slots[t] >= 0:
+            b_, o_ = divmod(slots[t], BS)
+            hk[b_, :, o_, :] = k[t]
+            if hv is not None:
+                hv[b_, :, o_, :] = v[t]
+    scale = 1 / math.sqrt(key_dim)
+    ref = attention_reference(q, hk, hv, b, tables, heads, kv_heads, value_dim, BS, scale)
+    diffs = run_both_kernels(q, kp, vp, meta.data.ptr, b, heads, kv_heads, key_dim, value_dim, values_in_keys, BS,
+                             scale, ref, chunks=(None, b.bucket, 64))
+    report(name, diffs)
 
 
 def attention():
     attention_case(2, 2, 64, 64, False, 6, "GQA 6/2 heads of 64, contexts to 297 tokens, mixed step + padding")
-    attention_case(2, 1, 96, 64, True, 4, "values inside keys (MLA-like) 96/64")
+    attention_case(2, 1, 96, 64, True, 4, "values inside keys (MLA-like) 96/64, mixed step + padding")
+    decode_case(2, 128, 128, False, 12, [1, 255, 256, 257, 1000, 3000],
+                "decode GQA 12/2 of 128, contexts 1/255/256/257/1000/3000")
+    decode_case(1, 576, 512, True, 16, [1, 300, 2000], "decode MLA-like 576/512 16 heads, contexts 1/300/2000")
+    decode_case(2, 128, 128, False, 12, [40, 700, 90], "GQA 12/2: 3 decode tokens + a padding token", padding=True)
+    decode_case(2, 128, 128, False, 12, [515], "GQA 12/2: verification of 3 tokens of one sequence", verify=2)
+    decode_case(1, 576, 512, True, 16, [77, 900], "MLA-like: verification of 3 tokens + a padding token", verify=2,
+                padding=True)
+
+
+def time_graph(stream, launch, repeats=20):
+    """Median time of one replay of a CUDA graph of launch()."""
+    stream.begin_capture()
+    launch()
+    graph = stream.end_capture()
+    graph.launch(stream)
+    stream.synchronize()
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    times = []
+    for _ in range(repeats):
+        start.record(stream)
+        graph.launch(stream)
+        end.record(stream)
+        end.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+    return float(np.median(times))
+
+
+def attention_timing():
+    """Attention time per layer of the DeepSeek-R1-Distill-Qwen-1.5B shape (12/2 heads of 128, 28 layers, each
+    with its own cache so that L2 holds none of it), per-head kernel vs split path, as one graph of 28 layers."""
+    L, NH, KVH, D, BS = 28, 12, 2, 128, 16
+    scale = 1 / math.sqrt(D)
+    stream = cp.cuda.Stream(non_blocking=True)
+    shapes = [(1, c, "decode, batch 1") for c in (256, 2048, 8192)] + [(32, 2048, "decode, batch 32"),
+                                                                         (512, 2048, "prefill chunk of 512")]
+    print(f"attention per layer ({L} layers in one graph, {NH}/{KVH} heads of {D}):")
+    for tokens, ctx, what in shapes:
+        prefill = what.startswith("prefill")
+        seqs = 1 if prefill else tokens
+        per_seq = -(-ctx // BS)
+        NB = seqs * per_seq
+        layer_floats = NB * KVH * BS * D
+        if 2 * L * layer_floats * 4 > 20e9:
+            print(f"  skipped {what} at {ctx}: cache too large")
+            continue
+        keys = cp.random.uniform(-1, 1, L * layer_floats, dtype=cp.float32)
+        vals = cp.random.uniform(-1, 1, L * layer_floats, dtype=cp.float32)
+        tables = [list(range(s * per_seq, (s + 1) * per_seq)) for s in range(seqs)]
+        if prefill:
+            qs, contexts = [0, tokens], [ctx]
+            slots = [(ctx - tokens + j) for j in range(tokens)]
+        else:
+            qs, contexts = list(range(tokens + 1)), [ctx] * tokens
+            slots = [s * per_seq * BS + ctx - 1 for s in range(tokens)]
+        b = pack(qs, contexts, tables, slots, BS)
+        meta = cp.asarray(b.packed)
+        q = cp.random.uniform(-1, 1, (tokens, NH * D), dtype=cp.float32)
+        out = cp.empty((tokens, NH * D), cp.float32)
+        plan = split_plan(tokens, NH, KVH, D, D, False, b.bucket)
+        partials = partials_for(plan, tokens, NH, D)
+        dev.synchronize()  # the arrays above were filled on the default stream, which the timing stream does not wait for
+        with stream:
+            old = time_graph(stream, lambda: [attend_per_head(
+                q, out, keys.data.ptr + 4 * l * layer_floats, vals.data.ptr + 4 * l * layer_floats, meta.data.ptr, b,
+                NH, KVH, D, D, False, BS, scale) for l in range(L)]) / L
+            new = time_graph(stream, lambda: [attend_split(
+                plan, partials, q, out, keys.data.ptr + 4 * l * layer_floats, vals.data.ptr + 4 * l * layer_floats,
+                meta.data.ptr, b, NH, KVH, D, D, False, BS, scale) for l in range(L)]) / L
+        kv_bytes = (1 if prefill else tokens) * ctx * KVH * D * 4 * 2  # every key and value row read once
+        print(f"  {what:>22} at context {ctx:>5}: per-head kernel {old * 1e6:7.1f} us, split {new * 1e6:7.1f} us "
+              f"({old / new:4.1f}x; {plan['splits']} splits of {plan['chunk']}, {plan['rows'] * plan['splits']} blocks; "
+              f"K+V {kv_bytes / 1e6:.1f} MB -> {kv_bytes / new / 1e9:.0f} GB/s)")
+        del keys, vals
 
 
 def timing():
@@ -385,8 +672,11 @@ def timing():
     BS, NB = 16, 32
     keys = cp.zeros((L, NB, KVH, BS, D), cp.float32)
     vals = cp.zeros((L, NB, KVH, BS, D), cp.float32)
-    packed, T, S = pack([0, 1], [ctx], [list(range(NB))], [ctx - 1], BS)
-    meta = cp.asarray(packed)
+    batch = pack([0, 1], [ctx], [list(range(NB))], [ctx - 1], BS)
+    meta = cp.asarray(batch.packed)
+    plan = split_plan(1, NH, KVH, D, D, False, batch.bucket)
+    partials = partials_for(plan, 1, NH, D)
+    dev.synchronize()  # meta and partials were filled on the default stream, which the timing stream does not wait for
     x = cp.asarray(rng.uniform(-1, 1, (1, H)).astype(np.float32))
     h = cp.empty((1, H), cp.float32)
     q = cp.empty((1, NH * D), cp.float32)
@@ -402,55 +692,72 @@ def timing():
     posd = cp.asarray(np.array([ctx - 1], np.int32))
     ang = np.arange(4096)[:, None] * np.array([10000 ** (-2.0 * i / D) for i in range(D // 2)])[None, :]
     cosd, sind = cp.asarray(np.cos(ang).astype(np.float32)), cp.asarray(np.sin(ang).astype(np.float32))
-    shared = THREADS * 8 + THREADS * 4 + 32 * 4 + D * 4
 
     variant = ["generic", 256]
+    fused = [False]  # bias inside the GEMV, residual add inside the norm (what the Java side's recorder does)
 
-    def gemv(w, xin, out, rows, cols):
+    def gemv(w, xin, out, rows, cols, b=None):
         name = "kiln_gemv_bf16" if variant[0] == "generic" else "kiln_gemv_bf16_t1"
         warps = variant[1] // 32
-        K[name](((rows + warps - 1) // warps,), (variant[1],), (w, xin, out, i32(rows), i32(cols), i32(1), i32(1)))
+        K[name](((rows + warps - 1) // warps,), (variant[1],), (w, xin, out, i32(rows), i32(cols), i32(1), i32(1),
+                                                                 np.uint64(0) if b is None or not fused[0] else b))
 
     def step(gemv_only=False):
         if not gemv_only:
             K["kiln_embed_bf16"]((1,), (THREADS,), (table, ids, x, i32(H)))
         for l in range(L):
             wq, wk, wv, wo, wg, wu, wd = weights[l]
-            if not gemv_only:
+            if not gemv_only and (l == 0 or not fused[0]):
                 K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
-            gemv(wq, h, q, NH * D, H)
-            gemv(wk, h, k, KVH * D, H)
-            gemv(wv, h, v, KVH * D, H)
-            if not gemv_only:
+            if fused[0]:  # q, k and v in one launch, as the Java side's recorder joins them
+                K["kiln_gemv3_bf16_t1"](((NH * D + 2 * KVH * D + 3) // 4,), (128,),
+                                        (h, i32(H), i32(1), wq, q, i32(NH * D), bias, wk, k, i32(KVH * D), bias,
+                                         wv, v, i32(KVH * D), bias))
+            else:
+                gemv(wq, h, q, NH * D, H, bias)
+                gemv(wk, h, k, KVH * D, H, bias)
+                gemv(wv, h, v, KVH * D, H, bias)
+            if not gemv_only and not fused[0]:
                 for t_, n_ in ((q, NH * D), (k, KVH * D), (v, KVH * D)):
                     K["kiln_add_bias"](blocks(n_), (THREADS,), (t_, bias, i64(n_), i32(n_)))
                 K["kiln_rotary"]((1,), (THREADS,), (q, posd, cosd, sind, i32(NH * D), i32(NH), i32(D), i32(0), i32(D // 2), i32(0)))
                 K["kiln_rotary"]((1,), (THREADS,), (k, posd, cosd, sind, i32(KVH * D), i32(KVH), i32(D), i32(0), i32(D // 2), i32(0)))
                 K["kiln_write_kv"]((1,), (THREADS,), (k, v, keys[l], vals[l], np.uint64(meta.data.ptr + 8), i32(KVH), i32(D), i32(D), i32(BS)))
-                K["kiln_paged_attention"]((1, NH), (THREADS,), (q, att, keys[l], vals[l], meta, np.uint64(meta.data.ptr + 4),
-                                                                 np.uint64(meta.data.ptr + 12), np.uint64(meta.data.ptr + 16),
-                                                                 i32(NH), i32(KVH), i32(D), i32(D), i32(D), i32(BS), f32(1 / math.sqrt(D))),
-                                          shared_mem=shared)
+                attend_split(plan, partials, q, att, keys[l].data.ptr, vals[l].data.ptr, meta.data.ptr, batch, NH, KVH, D, D,
+                             False, BS, 1 / math.sqrt(D))
             gemv(wo, att, h, H, NH * D)
             if not gemv_only:
-                K["kiln_add"](blocks(H), (THREADS,), (x, h, i64(H)))
-                K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
-            gemv(wg, h, gate, I, H)
-            gemv(wu, h, up, I, H)
-            if not gemv_only:
+                add_norm()
+            if fused[0]:  # gate, up and the SiLU gating in one launch
+                K["kiln_gemv_silu_bf16_t1"](((I + 3) // 4,), (128,), (h, i32(H), i32(1), wg, wu, gate, up, gate, i32(I)))
+            else:
+                gemv(wg, h, gate, I, H)
+                gemv(wu, h, up, I, H)
+            if not gemv_only and not fused[0]:
                 K["kiln_silu_mul"](blocks(I), (THREADS,), (gate, up, gate, i64(I)))
             gemv(wd, gate, h, H, I)
             if not gemv_only:
-                K["kiln_add"](blocks(H), (THREADS,), (x, h, i64(H)))
-        if not gemv_only:
+                if fused[0]:  # the residual add with the next layer's input norm, or the final norm
+                    K["kiln_add_rms_norm"]((1,), (THREADS,), (x, h, norm, f32(1e-6), h, i32(H)))
+                else:
+                    K["kiln_add"](blocks(H), (THREADS,), (x, h, i64(H)))
+        if not gemv_only and not fused[0]:
             K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
         gemv(lm_head, h, logits, V, H)
 
+    def add_norm():
+        if fused[0]:
+            K["kiln_add_rms_norm"]((1,), (THREADS,), (x, h, norm, f32(1e-6), h, i32(H)))
+        else:
+            K["kiln_add"](blocks(H), (THREADS,), (x, h, i64(H)))
+            K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
+
     stream = cp.cuda.Stream(non_blocking=True)
     with stream:
-      for variant[:] in (["generic", 256], ["t1", 256], ["t1", 128], ["t1", 64]):
+      for variant[:], fused[0] in ((["generic", 256], False), (["t1", 256], False), (["t1", 128], False), (["t1", 64], False),
+                                   (["t1", 128], True)):
         for gemv_only in (True, False):
-            what = f"[gemv {variant[0]}/{variant[1]}] " + ("GEMVs only" if gemv_only else "whole decode step")
+            what = f"[gemv {variant[0]}/{variant[1]}{', fused' if fused[0] else ''}] " + ("GEMVs only" if gemv_only else "whole decode step")
             for _ in range(3):
                 step(gemv_only)
             stream.synchronize()
@@ -479,24 +786,8 @@ def timing():
             t = float(np.median(times))
             print(f"{what}, one CUDA graph: {t * 1e3:.3f} ms/token = {1 / t:.0f} tok/s = {100 / t / bound:.0f}% of the bound "
                   f"({per_token / t / 1e9:.0f} GB/s of weights)")
-      # The attention kernels of one step alone (context 256), as a graph.
-      stream.begin_capture()
-      for l in range(L):
-          K["kiln_paged_attention"]((1, NH), (THREADS,), (q, att, keys[l], vals[l], meta, np.uint64(meta.data.ptr + 4),
-                                                           np.uint64(meta.data.ptr + 12), np.uint64(meta.data.ptr + 16),
-                                                           i32(NH), i32(KVH), i32(D), i32(D), i32(D), i32(BS), f32(1 / math.sqrt(D))),
-                                    shared_mem=shared)
-      graph = stream.end_capture()
-      graph.launch(stream)
-      stream.synchronize()
-      start.record(stream)
-      for _ in range(10):
-          graph.launch(stream)
-      end.record(stream)
-      end.synchronize()
-      print(f"attention alone, 28 layers at context 256: {cp.cuda.get_elapsed_time(start, end) / 10 * 1e3:.0f} us/token")
 
 
-for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, attention, timing):
+for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, attention, attention_timing, timing):
     section(s)
 print("FAILURES: " + ", ".join(failures) if failures else "ALL KERNEL CHECKS PASSED")

@@ -109,6 +109,32 @@ public interface ComputeBackend {
         write(d, dst);
     }
 
+    /**
+     * For every row of an F32 tensor, the column of its largest value: the first such column on ties, column 0 when
+     * every value is negative infinity (NaN never compares larger). What greedy decoding picks; an engine uses it
+     * instead of {@link #read} when no request of a step needs more than that token, so that a GPU backend sends back
+     * one int per row instead of a vocabulary of floats. The default reads the tensor; backends override it.
+     */
+    default int[] argmaxRows(Tensor x) {
+        int rows = x.rowCount();
+        int n = x.rowLength();
+        float[] v = read(x);
+        int[] best = new int[rows];
+        for (int r = 0; r < rows; r++) {
+            int base = r * n;
+            int index = 0;
+            float max = v[base];
+            for (int i = 1; i < n; i++) {
+                if (v[base + i] > max) {
+                    max = v[base + i];
+                    index = i;
+                }
+            }
+            best[r] = index;
+        }
+        return best;
+    }
+
     /** {@code x *= factor}, element-wise. The default goes through host memory; backends override it. */
     default void scale(Tensor x, float factor) {
         float[] v = read(x);

@@ -88,6 +88,8 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     private final ConcurrentLinkedQueue<Sequence> inbox = new ConcurrentLinkedQueue<>();
     private final ConcurrentLinkedQueue<Sequence> cancellations = new ConcurrentLinkedQueue<>();
     private final AtomicInteger inboxSize = new AtomicInteger();
+    /** The step's greedy choices per logit row when the backend computed them instead of returning logits. */
+    private int[] deviceChoices;
     private final Object submitLock = new Object();
     private long arrivals;
     private boolean closed;
@@ -415,11 +417,18 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         Speculation.Mode mode = speculation.mode();
         boolean drafting = mode.draftsFor(scheduler.runningCount());
         StepBatch step = StepBatch.build(plan, blockSize, drafting && mode.needsHiddenStates());
-        float[] logits;
+        float[] logits = null;
         float[] hidden;
+        Sampler currentSampler = sampler;
+        List<LogitsProcessor> currentProcessors = processors;
+        deviceChoices = null;
         try {
             ForwardResult result = model.forward(step.batch(), cache);
-            logits = step.logitRows() > 0 ? model.backend().read(result.logits()) : null;
+            if (step.logitRows() > 0 && onlyArgmaxNeeded(plan, currentProcessors)) {
+                deviceChoices = model.backend().argmaxRows(result.logits());
+            } else if (step.logitRows() > 0) {
+                logits = model.backend().read(result.logits());
+            }
             hidden = step.batch().returnHiddenStates() && step.logitRows() > 0 && result.hiddenStates() != null
                     ? model.backend().read(result.hiddenStates()) : null;
         } catch (RuntimeException e) {
@@ -427,8 +436,6 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
             for (Scheduler.Entry entry : plan) fail(entry.sequence(), e);
             return;
         }
-        Sampler currentSampler = sampler;
-        List<LogitsProcessor> currentProcessors = processors;
         List<DraftRequest> requests = new ArrayList<>();
         List<Sequence> requesters = new ArrayList<>();
         for (int i = 0; i < plan.size(); i++) {
@@ -453,12 +460,34 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
                 requesters.add(s);
             }
         }
+        deviceChoices = null;
         if (drafting) {
             List<PendingDraft> drafts = speculation.propose(requests);
             for (int i = 0; i < requesters.size(); i++) requesters.get(i).setDraft(drafts.get(i));
         } else {
             speculation.flush();
         }
+    }
+
+    /**
+     * Whether every sequence of the step decides by the largest logit alone: greedy, no log-probabilities (of the
+     * output or the prompt), no stop tokens masked for a minimum length, no logits processor that applies. Then the
+     * backend returns one column per logit row ({@link dev.kiln.api.backend.ComputeBackend#argmaxRows}) instead of
+     * the rows themselves: on a GPU at batch 32, the logits are 19 MB per step to copy and scan, the choices 128 bytes.
+     */
+    private static boolean onlyArgmaxNeeded(List<Scheduler.Entry> plan, List<LogitsProcessor> processors) {
+        for (Scheduler.Entry entry : plan) {
+            Sequence s = entry.sequence();
+            var params = s.params();
+            if (!params.isGreedy() || params.logprobs() > 0 || s.promptLogprobs() != null
+                    || s.outputLength() < s.request().minTokens()) {
+                return false;
+            }
+            for (LogitsProcessor processor : processors) {
+                if (processor.appliesTo(s)) return false;
+            }
+        }
+        return true;
     }
 
     /**
@@ -539,7 +568,12 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
             int token;
             TokenLogprobs lp;
             boolean match = false;
-            if (j < drafted) {
+            if (deviceChoices != null) {
+                token = deviceChoices[firstRow + j];
+                if (token < 0 || token >= vocab) throw new IllegalStateException("the backend chose token " + token);
+                lp = null;
+                match = j < drafted && token == draft.tokens()[j];
+            } else if (j < drafted) {
                 float[] q = draft.probabilities() == null ? null : draft.probabilities()[j];
                 TokenSelector.Verdict verdict = selector.verify(s, logits, offset, draft.tokens()[j], q, sampler, processors);
                 token = verdict.token();

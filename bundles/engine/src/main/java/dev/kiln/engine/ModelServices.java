@@ -14,6 +14,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Collection;
 import java.util.Comparator;
 import java.util.List;
@@ -33,7 +34,8 @@ import org.slf4j.LoggerFactory;
  *
  * <p>The weight format is the checkpoint's own when its {@code quantization_config} names one (the {@link Quantizer}
  * whose {@code kiln.name} is its {@code quant_method}), or the one asked for (quantized on load), or none (the
- * stored floating-point format).
+ * stored floating-point format). A format may have a provider per backend under one name: the one whose
+ * {@code kiln.backend} is the backend's name, or that names no backend, and supports it, is taken.
  *
  * <p>Every service obtained is remembered: the model uses them all for as long as it lives, so the engine reloads
  * when one of them goes away ({@link #uses}) and releases them with {@link #release()}. Tools that load a model
@@ -123,12 +125,50 @@ public final class ModelServices {
         String name = stored != null ? stored : wanted;
         if (name == null) return null;
         if (!name.matches("[A-Za-z0-9_.-]+")) throw config.invalid("quantization_config", "invalid method name '" + name + "'");
-        Quantizer quantizer = obtain(Quantizer.class, "(" + KilnProperties.NAME + "=" + name + ")", "quantizer '" + name + "'");
-        if (!quantizer.supports(backend)) {
-            throw new IllegalArgumentException("the '" + name + "' weight format has no kernels for the "
-                    + backend.name() + " backend");
+        return quantizerFor(name, backend);
+    }
+
+    /**
+     * Among the quantizers of that name (waiting until one is registered), the highest-ranked one for the backend:
+     * registered for it ({@code kiln.backend} equal to its name) or for no backend in particular, and supporting it.
+     * A format may have one provider per backend, each under the same name.
+     */
+    private Quantizer quantizerFor(String name, ComputeBackend backend) throws InterruptedException {
+        String what = "quantizer '" + name + "'";
+        String filter = "(" + KilnProperties.NAME + "=" + name + ")";
+        long start = System.currentTimeMillis();
+        boolean warned = false;
+        status.accept("waiting for " + what);
+        List<ServiceReference<Quantizer>> refs;
+        while ((refs = references(Quantizer.class, filter)).isEmpty()) {
+            if (!warned && System.currentTimeMillis() - start > WARN_AFTER_MILLIS) {
+                warnStillWaiting(what);
+                warned = true;
+            }
+            Thread.sleep(POLL_MILLIS);
         }
-        return quantizer;
+        for (ServiceReference<Quantizer> ref : refs) {
+            if (!registeredFor(ref.getProperty(KilnProperties.BACKEND), backend.name())) continue;
+            Quantizer quantizer = context.getService(ref);
+            if (quantizer == null) continue;
+            if (quantizer.supports(backend)) {
+                hold(ref);
+                return quantizer;
+            }
+            context.ungetService(ref);
+        }
+        throw new IllegalArgumentException("the '" + name + "' weight format has no kernels for the "
+                + backend.name() + " backend");
+    }
+
+    /** Whether a {@code kiln.backend} property (absent, one name or several) admits the backend. */
+    private static boolean registeredFor(Object property, String backend) {
+        return switch (property) {
+            case null -> true;
+            case String[] names -> Arrays.asList(names).contains(backend);
+            case Collection<?> names -> names.contains(backend);
+            default -> backend.equals(String.valueOf(property));
+        };
     }
 
     /** Whether the model uses the service. */
@@ -185,12 +225,16 @@ public final class ModelServices {
                 }
             }
             if (!warned && System.currentTimeMillis() - start > WARN_AFTER_MILLIS) {
-                LOG.warn("still waiting for {} (is its bundle active? Vector API bundles need the JVM flag "
-                        + "--add-modules jdk.incubator.vector)", what);
+                warnStillWaiting(what);
                 warned = true;
             }
             Thread.sleep(POLL_MILLIS);
         }
+    }
+
+    private static void warnStillWaiting(String what) {
+        LOG.warn("still waiting for {} (is its bundle active? Vector API bundles need the JVM flag "
+                + "--add-modules jdk.incubator.vector)", what);
     }
 
     /** Every service of the type, highest ranked first, waiting until there is at least one. */

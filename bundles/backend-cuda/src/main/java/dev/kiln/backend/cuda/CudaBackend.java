@@ -13,6 +13,7 @@ import dev.kiln.backend.cuda.internal.CudaTensor;
 import dev.kiln.backend.cuda.internal.DenseWeight;
 import dev.kiln.backend.cuda.internal.DeviceRotaryEmbedding;
 import dev.kiln.backend.cuda.internal.KernelCompiler;
+import dev.kiln.backend.cuda.internal.StepRecorder;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
@@ -60,10 +61,17 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         /** Where compiled kernels are cached; empty for the default folder. */
         @AttributeDefinition(name = "Kernel cache", description = "Folder of compiled kernels; empty = ~/.cache/kiln/cuda-kernels")
         String kernelCache() default "";
+
+        /** Whether repeated launch sequences (decode steps of one batch shape) are replayed as CUDA graphs. */
+        @AttributeDefinition(name = "CUDA graphs", description = "Replay repeated decode steps as CUDA graphs (off: launch every kernel from the host)")
+        boolean graphs() default true;
     }
 
     private final CudaContext context;
     private final List<DeviceRotaryEmbedding> rotaries = new ArrayList<>();
+    /** Where {@link #argmaxRows} leaves its results: grown, never moved otherwise (graph replay needs the address). */
+    private long argmaxOut;
+    private int argmaxCapacity;
 
     /** The backend on device 0 with the default kernel cache. */
     public CudaBackend() {
@@ -77,14 +85,25 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
      * @param kernelCache folder of compiled kernels, or null to compile every time
      */
     public CudaBackend(int device, Path kernelCache) {
-        this.context = CudaContext.open(device, kernelCache);
+        this(device, kernelCache, true);
+    }
+
+    /**
+     * The backend on one device.
+     *
+     * @param device      CUDA device ordinal
+     * @param kernelCache folder of compiled kernels, or null to compile every time
+     * @param graphs      whether repeated decode steps are replayed as CUDA graphs
+     */
+    public CudaBackend(int device, Path kernelCache, boolean graphs) {
+        this.context = CudaContext.open(device, kernelCache, graphs);
     }
 
     /** Declarative Services constructor. */
     @Activate
     public CudaBackend(Config config) {
         this(config.device(), config.kernelCache().isBlank() ? KernelCompiler.defaultCacheDirectory()
-                : Path.of(config.kernelCache()));
+                : Path.of(config.kernelCache()), config.graphs());
     }
 
     /** The device context (for this bundle's attention kernel). */
@@ -121,6 +140,24 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         long n = s.size();
         if (n > Integer.MAX_VALUE - 8) throw new IllegalArgumentException(s + " is too large to read into an array");
         return context.readFloats(s.pointer(), (int) n);
+    }
+
+    @Override
+    public int[] argmaxRows(Tensor x) {
+        CudaTensor t = CudaTensor.f32(x, context);
+        int rows = t.rowCount();
+        if (rows == 0) return new int[0];
+        long out;
+        synchronized (this) {
+            if (rows > argmaxCapacity) {
+                if (argmaxOut != 0) context.free(argmaxOut);
+                argmaxCapacity = Math.max(rows, 2 * argmaxCapacity);
+                argmaxOut = context.allocate(4L * argmaxCapacity);
+            }
+            out = argmaxOut;
+            context.kernels().argmaxRows(t.pointer(), t.rowLength(), out, rows);
+            return context.readInts(out, rows);
+        }
     }
 
     @Override
@@ -249,6 +286,11 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         return rotary;
     }
 
+    /** How launches were issued so far: chunks replayed as CUDA graphs, captured, launched one by one, fused. */
+    public StepRecorder.Stats launchStats() {
+        return context.launchStats();
+    }
+
     /** Waits until every queued operation has run; reports errors of asynchronous work. */
     public void synchronize() {
         context.synchronize();
@@ -261,6 +303,11 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         synchronized (rotaries) {
             for (DeviceRotaryEmbedding r : rotaries) r.close();
             rotaries.clear();
+        }
+        synchronized (this) {
+            if (argmaxOut != 0) context.free(argmaxOut);
+            argmaxOut = 0;
+            argmaxCapacity = 0;
         }
         context.close();
     }

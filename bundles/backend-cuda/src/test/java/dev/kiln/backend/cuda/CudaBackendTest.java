@@ -83,6 +83,49 @@ class CudaBackendTest {
         assertTrue(diff <= tolerance * Math.max(1, maxAbs(c)), what + ": CUDA differs from CPU by " + diff);
     }
 
+    /** The device's argmax per row equals the host's (the API default) on ties, -inf rows and vocabulary-sized rows. */
+    @Test
+    void argmaxRowsMatchesTheHostRuleOnTiesAndInfiniteRows() {
+        int rows = 7, n = 151936;
+        Random random = new Random(3);
+        float[] values = new float[rows * n];
+        for (int i = 0; i < values.length; i++) values[i] = (float) random.nextGaussian() * 4;
+        // Row 1: the maximum twice (the first one wins); row 2: all -inf; row 3: the maximum in the last column;
+        // row 4: ties everywhere; row 5: -inf except one finite value.
+        values[n + 77] = 100f;
+        values[n + 99_000] = 100f;
+        java.util.Arrays.fill(values, 2 * n, 3 * n, Float.NEGATIVE_INFINITY);
+        values[4 * n - 1] = 1000f;
+        java.util.Arrays.fill(values, 4 * n, 5 * n, 0.5f);
+        java.util.Arrays.fill(values, 5 * n, 6 * n, Float.NEGATIVE_INFINITY);
+        values[5 * n + 12345] = -3f;
+        try (Tensor t = gpu.allocate(DType.F32, rows, n)) {
+            gpu.write(values, t);
+            int[] onDevice = gpu.argmaxRows(t);
+            int[] onHost = new ComputeBackend() {
+                @Override public String name() { return "host"; }
+                @Override public dev.kiln.api.backend.DeviceInfo device() { return null; }
+                @Override public Tensor allocate(DType dtype, long... shape) { throw new UnsupportedOperationException(); }
+                @Override public void write(float[] source, Tensor destination) { throw new UnsupportedOperationException(); }
+                @Override public float[] read(Tensor source) { return values; }
+                @Override public Weight denseWeight(CheckpointTensor tensor) { throw new UnsupportedOperationException(); }
+                @Override public Tensor vector(CheckpointTensor tensor) { throw new UnsupportedOperationException(); }
+                @Override public void embed(Weight table, int[] ids, Tensor out) { throw new UnsupportedOperationException(); }
+                @Override public void addBias(Tensor x, Tensor bias) { throw new UnsupportedOperationException(); }
+                @Override public void rmsNorm(Tensor x, Tensor scale, float eps, Tensor out) { throw new UnsupportedOperationException(); }
+                @Override public void add(Tensor accumulator, Tensor x) { throw new UnsupportedOperationException(); }
+                @Override public void siluAndMul(Tensor gate, Tensor up, Tensor out) { throw new UnsupportedOperationException(); }
+                @Override public RotaryEmbedding rotaryEmbedding(float[] f, float m, RotaryEmbedding.Layout l) { throw new UnsupportedOperationException(); }
+            }.argmaxRows(t);
+            assertArrayEquals(onHost, onDevice);
+            assertEquals(n + 77 - n, onDevice[1]);
+            assertEquals(0, onDevice[2]);
+            assertEquals(n - 1, onDevice[3]);
+            assertEquals(0, onDevice[4]);
+            assertEquals(12345, onDevice[5]);
+        }
+    }
+
     @Test
     void writeThenReadReturnsTheValuesAndViewsShareStorage() {
         float[] values = uniform(random, 5 * 7);

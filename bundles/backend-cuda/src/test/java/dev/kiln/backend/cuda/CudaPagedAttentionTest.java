@@ -3,6 +3,7 @@ package dev.kiln.backend.cuda;
 import static dev.kiln.backend.cuda.testing.Data.maxAbsDiff;
 import static dev.kiln.backend.cuda.testing.Data.poison;
 import static dev.kiln.backend.cuda.testing.Data.uniform;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -16,6 +17,9 @@ import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
 import dev.kiln.attention.paged.PagedAttention;
 import dev.kiln.backend.cpu.CpuBackend;
+import dev.kiln.backend.cuda.internal.AttentionBatch;
+import dev.kiln.backend.cuda.internal.DeviceKvCache;
+import dev.kiln.backend.cuda.internal.SplitAttentionPlan;
 import dev.kiln.backend.cuda.testing.Gpu;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -27,17 +31,20 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /**
- * The CUDA paged attention against the CPU one on identical random keys, values and queries: grouped-query and
- * MLA-style (values inside the keys) caches, scrambled block tables, contexts longer than one tile of keys, and a
- * step that mixes a prefill chunk over cached context, a decode token, a verification and a padding token.
+ * The CUDA paged attention against the CPU one on identical random keys, values and queries, through both CUDA
+ * kernels: the split-context kernel (the default wherever head sizes are whole float4 rows) and the per-(token,
+ * head) kernel. Grouped-query and MLA-style (values inside the keys) caches, scrambled block tables, contexts on
+ * both sides of the split kernel's chunk and bucket edges, steps that mix prefill chunks, decode tokens,
+ * verification and padding tokens. Every comparison prints its largest difference.
  */
 class CudaPagedAttentionTest {
     private static final int BLOCK = 16;
-    private static final int BLOCKS = 64;
+    private static final double TOLERANCE = 1e-5;
 
     private static CudaBackend gpu;
     private static CpuBackend cpu;
-    private final AttentionKernel gpuAttention = Gpu.attention();
+    private final AttentionKernel splitAttention = Gpu.attention();
+    private final AttentionKernel perHeadAttention = new CudaPagedAttention(false);
     private final AttentionKernel cpuAttention = new PagedAttention();
 
     @BeforeAll
@@ -52,50 +59,143 @@ class CudaPagedAttentionTest {
     }
 
     @Test
-    void groupedQueryAttentionMatchesTheCpu() {
-        compare(new KvCacheSpec(2, 2, 64, 64, false, DType.F32), 6);
+    void groupedQueryAttentionMatchesTheCpuThroughBothKernels() {
+        for (AttentionKernel kernel : List.of(splitAttention, perHeadAttention)) {
+            mixedSteps(kernel, new KvCacheSpec(2, 2, 64, 64, false, DType.F32), 6);
+        }
     }
 
     @Test
-    void latentAttentionWithValuesInsideTheKeysMatchesTheCpu() {
-        compare(new KvCacheSpec(2, 1, 96, 64, true, DType.F32), 4);
+    void latentAttentionWithValuesInsideTheKeysMatchesTheCpuThroughBothKernels() {
+        for (AttentionKernel kernel : List.of(splitAttention, perHeadAttention)) {
+            mixedSteps(kernel, new KvCacheSpec(2, 1, 96, 64, true, DType.F32), 4);
+        }
+    }
+
+    /** The DeepSeek-R1-Distill-Qwen-1.5B attention shape at contexts around the 256-key bucket edge and beyond. */
+    @Test
+    void splitDecodeOfGroupedQueryHeadsMatchesTheCpuAcrossContextLengths() {
+        var spec = new KvCacheSpec(1, 2, 128, 128, false, DType.F32);
+        decodeAfterPrefill(spec, 12, new int[] {1, 255, 256, 257, 1000, 3000}, 0, 0);
+    }
+
+    /** MLA-like: one latent KV head of 576 whose first 512 elements are the value, 16 query heads. */
+    @Test
+    void splitDecodeWithValuesInsideTheKeysMatchesTheCpu() {
+        var spec = new KvCacheSpec(1, 1, 576, 512, true, DType.F32);
+        decodeAfterPrefill(spec, 16, new int[] {1, 300, 2000}, 0, 0);
+    }
+
+    @Test
+    void paddingTokensAttendLikeTheOthersAndStoreNothing() {
+        var spec = new KvCacheSpec(1, 2, 128, 128, false, DType.F32);
+        decodeAfterPrefill(spec, 12, new int[] {40, 700, 90}, 0, 2);
+    }
+
+    @Test
+    void multiTokenVerificationMatchesTheCpu() {
+        var spec = new KvCacheSpec(1, 2, 128, 128, false, DType.F32);
+        decodeAfterPrefill(spec, 12, new int[] {515}, 2, 0);
+        var latent = new KvCacheSpec(1, 1, 576, 512, true, DType.F32);
+        decodeAfterPrefill(latent, 16, new int[] {77, 900}, 2, 1);
+    }
+
+    /**
+     * What a replayed CUDA graph relies on: while the longest context stays in its bucket, consecutive decode
+     * steps upload metadata of one length and find the partial results' scratch at one address.
+     */
+    @Test
+    void consecutiveDecodeStepsInOneBucketKeepTheMetadataLengthAndTheScratchAddress() {
+        var spec = new KvCacheSpec(1, 2, 128, 128, false, DType.F32);
+        int heads = 12;
+        Random random = new Random(5);
+        Caches caches = new Caches(spec, 256, random);
+        try (caches) {
+            int[][] tables = caches.tables(new int[] {620, 1020}); // room for the decoded tokens
+            step(splitAttention, spec, heads, random, caches, tables, new int[] {0, 0}, new int[] {600, 1000}, 0);
+            int[] cached = {600, 1000};
+            int length = -1;
+            long scratch = -1;
+            for (int s = 0; s < 3; s++) {
+                AttentionMetadata meta = step(splitAttention, spec, heads, random, caches, tables, cached,
+                        new int[] {1, 1}, 0);
+                int packedLength = AttentionBatch.pack(meta, caches.blocks, BLOCK).packed().length;
+                long address = ((DeviceKvCache) caches.gpu).attentionScratch(1);
+                if (s > 0) {
+                    assertEquals(length, packedLength, "metadata length changed inside one context bucket");
+                    assertEquals(scratch, address, "partial-result scratch moved inside one context bucket");
+                }
+                length = packedLength;
+                scratch = address;
+                cached[0]++;
+                cached[1]++;
+            }
+            System.out.printf("decode steps at contexts 601..1003: metadata %d ints, scratch at 0x%x%n", length, scratch);
+        }
     }
 
     @Test
     void theKernelServesOnlyTheCudaBackendAndF32Caches() {
         KvCacheSpec spec = new KvCacheSpec(1, 2, 64, 64, false, DType.F32);
-        assertTrue(gpuAttention.supports(spec, gpu));
-        assertFalse(gpuAttention.supports(spec, cpu));
-        assertFalse(gpuAttention.supports(new KvCacheSpec(1, 2, 64, 64, false, DType.BF16), gpu));
-        assertThrows(IllegalArgumentException.class, () -> gpuAttention.allocate(spec, 4, BLOCK, cpu));
+        assertTrue(splitAttention.supports(spec, gpu));
+        assertTrue(splitAttention.supports(new KvCacheSpec(1, 1, 576, 512, true, DType.F32), gpu));
+        assertFalse(splitAttention.supports(spec, cpu));
+        assertFalse(splitAttention.supports(new KvCacheSpec(1, 2, 64, 64, false, DType.BF16), gpu));
+        assertThrows(IllegalArgumentException.class, () -> splitAttention.allocate(spec, 4, BLOCK, cpu));
     }
 
-    /** Runs the same three steps on both backends and compares every output of every layer. */
-    private void compare(KvCacheSpec spec, int heads) {
-        Random random = new Random(7);
-        List<Integer> free = new ArrayList<>();
-        for (int b = 0; b < BLOCKS; b++) free.add(b);
-        Collections.shuffle(free, random);
-        int[] longSeq = take(free, 20);   // up to 320 tokens: two tiles of 256 keys
-        int[] shortSeq = take(free, 2);
-        int[] verifySeq = take(free, 3);
-
-        try (KvCache gc = gpuAttention.allocate(spec, BLOCKS, BLOCK, gpu);
-             KvCache cc = cpuAttention.allocate(spec, BLOCKS, BLOCK, cpu)) {
-            // Step 1: prefill 290 tokens of the long sequence, 20 of the short one, 30 of the verifying one.
-            step(spec, heads, random, gc, cc, new int[][] {longSeq, shortSeq, verifySeq}, new int[] {0, 0, 0},
-                    new int[] {290, 20, 30}, false);
-            // Step 2: a chunk of 7 over the long sequence's cache, one decode token, a verification of 4, and one
-            // padding token at the end (slot -1).
-            step(spec, heads, random, gc, cc, new int[][] {longSeq, shortSeq, verifySeq}, new int[] {290, 20, 30},
-                    new int[] {7, 1, 4}, true);
+    /** Prefills every context in one step, then decodes one token per sequence (plus verification and padding). */
+    private void decodeAfterPrefill(KvCacheSpec spec, int heads, int[] contexts, int extraVerified, int padding) {
+        Random random = new Random(11);
+        int sequences = contexts.length;
+        int[] prefill = new int[sequences];
+        int[] decode = new int[sequences];
+        int[] after = new int[sequences];
+        for (int s = 0; s < sequences; s++) {
+            prefill[s] = contexts[s] - 1;
+            decode[s] = 1;
+            after[s] = contexts[s];
+        }
+        decode[sequences - 1] += extraVerified;
+        after[sequences - 1] += extraVerified + padding;
+        int blocks = Arrays.stream(after).map(c -> Math.ceilDiv(c, BLOCK)).sum() + 2;
+        try (Caches caches = new Caches(spec, blocks, random)) {
+            int[][] tables = caches.tables(after);
+            step(splitAttention, spec, heads, random, caches, tables, new int[sequences], prefill, 0);
+            AttentionMetadata meta = step(splitAttention, spec, heads, random, caches, tables, prefill, decode, padding);
+            AttentionBatch packed = AttentionBatch.pack(meta, blocks, BLOCK);
+            SplitAttentionPlan plan = SplitAttentionPlan.of(meta.numTokens(), heads, spec.kvHeads(), spec.keyDim(),
+                    spec.valueDim(), spec.valuesInKeys(), packed.contextBucket(),
+                    gpu.context().properties().multiprocessors());
+            System.out.printf("  (decode step: %d tokens, bucket %d, %d splits of %d keys, %d heads per block, tile %d)%n",
+                    meta.numTokens(), packed.contextBucket(), plan.splits(), plan.chunk(), plan.headsPerBlock(), plan.tile());
         }
     }
 
-    private void step(KvCacheSpec spec, int heads, Random random, KvCache gc, KvCache cc, int[][] tables,
-                      int[] cached, int[] lengths, boolean padding) {
+    /** Runs the same two steps on both backends and compares every output of every layer. */
+    private void mixedSteps(AttentionKernel kernel, KvCacheSpec spec, int heads) {
+        Random random = new Random(7);
+        try (Caches caches = new Caches(spec, 64, random)) {
+            int[] longSeq = caches.take(20);   // up to 320 tokens: two tiles of 256 keys, five 64-key chunks
+            int[] shortSeq = caches.take(2);
+            int[] verifySeq = caches.take(3);
+            int[][] tables = {longSeq, shortSeq, verifySeq};
+            // Step 1: prefill 290 tokens of the long sequence, 20 of the short one, 30 of the verifying one.
+            step(kernel, spec, heads, random, caches, tables, new int[] {0, 0, 0}, new int[] {290, 20, 30}, 0);
+            // Step 2: a chunk of 7 over the long sequence's cache, one decode token, a verification of 4, and one
+            // padding token at the end (slot -1).
+            step(kernel, spec, heads, random, caches, tables, new int[] {290, 20, 30}, new int[] {7, 1, 4}, 1);
+        }
+    }
+
+    /**
+     * One step: {@code lengths[s]} query tokens after {@code cached[s]} cached ones, then {@code padding} padding
+     * tokens at the end of the last sequence (they count in its context, store nothing, attend like the others).
+     */
+    private AttentionMetadata step(AttentionKernel kernel, KvCacheSpec spec, int heads, Random random, Caches caches,
+                                   int[][] tables, int[] cached, int[] lengths, int padding) {
         int sequences = tables.length;
-        int tokens = Arrays.stream(lengths).sum() + (padding ? 1 : 0);
+        int tokens = Arrays.stream(lengths).sum() + padding;
         int[] queryStart = new int[sequences + 1];
         int[] context = new int[sequences];
         int[] slots = new int[tokens];
@@ -108,42 +208,47 @@ class CudaPagedAttentionTest {
                 slots[row] = tables[s][position / BLOCK] * BLOCK + position % BLOCK;
             }
         }
-        if (padding) {
-            // The padding token belongs to the last sequence's rows but stores nothing.
-            slots[row] = -1;
-            context[sequences - 1]++;
-            row++;
+        if (padding > 0) {
+            // The padding tokens' context slots were never written: give them defined contents on both sides.
+            int first = context[sequences - 1];
+            int[] fillSlots = new int[padding];
+            for (int j = 0; j < padding; j++) {
+                int position = first + j;
+                fillSlots[j] = tables[sequences - 1][position / BLOCK] * BLOCK + position % BLOCK;
+                slots[row++] = -1;
+            }
+            context[sequences - 1] += padding;
+            var fill = new AttentionMetadata(new int[] {0, padding}, new int[] {first + padding},
+                    new int[][] {tables[sequences - 1]}, fillSlots);
+            for (int layer = 0; layer < spec.layers(); layer++) run(kernel, spec, heads, random, caches, fill, layer, "fill");
         }
         queryStart[sequences] = row;
         var meta = new AttentionMetadata(queryStart, context, tables, slots);
-        if (padding) {
-            // Its context counts one more token than was ever written: give that slot defined contents on both.
-            int position = context[sequences - 1] - 1;
-            int slot = tables[sequences - 1][position / BLOCK] * BLOCK + position % BLOCK;
-            var fill = new AttentionMetadata(new int[] {0, 1}, new int[] {position + 1},
-                    new int[][] {tables[sequences - 1]}, new int[] {slot});
-            for (int layer = 0; layer < spec.layers(); layer++) {
-                run(spec, heads, random, gc, cc, fill, layer, 1);
-            }
-        }
-        for (int layer = 0; layer < spec.layers(); layer++) run(spec, heads, random, gc, cc, meta, layer, tokens);
+        String what = tokens + " tokens over contexts " + Arrays.toString(context);
+        for (int layer = 0; layer < spec.layers(); layer++) run(kernel, spec, heads, random, caches, meta, layer, what);
+        return meta;
     }
 
-    private void run(KvCacheSpec spec, int heads, Random random, KvCache gc, KvCache cc, AttentionMetadata meta,
-                     int layer, int tokens) {
+    private void run(AttentionKernel kernel, KvCacheSpec spec, int heads, Random random, Caches caches,
+                     AttentionMetadata meta, int layer, String what) {
+        int tokens = meta.numTokens();
         float[] q = uniform(random, tokens * heads * spec.keyDim());
         float[] k = uniform(random, tokens * spec.kvHeads() * spec.keyDim());
         float[] v = spec.valuesInKeys() ? null : uniform(random, tokens * spec.kvHeads() * spec.valueDim());
         float scale = (float) (1 / Math.sqrt(spec.keyDim()));
-        float[] g = forward(gpu, gpuAttention, gc, spec, heads, meta, layer, tokens, q, k, v, scale);
-        float[] c = forward(cpu, cpuAttention, cc, spec, heads, meta, layer, tokens, q, k, v, scale);
+        float[] g = forward(gpu, kernel, caches.gpu, spec, heads, meta, layer, q, k, v, scale);
+        float[] c = forward(cpu, cpuAttention, caches.cpu, spec, heads, meta, layer, q, k, v, scale);
         double diff = maxAbsDiff(g, c);
-        assertTrue(diff < 1e-5, "layer " + layer + ", " + tokens + " tokens: CUDA differs from CPU by " + diff);
+        String kernelName = kernel == perHeadAttention ? "per-head kernel" : "split kernel";
+        System.out.printf("%s, %s, layer %d, %d/%d heads of %d/%d: max |CUDA - CPU| = %.3e%n", kernelName, what, layer,
+                heads, spec.kvHeads(), spec.keyDim(), spec.valueDim(), diff);
+        assertTrue(diff < TOLERANCE, kernelName + ", layer " + layer + ", " + what + ": CUDA differs from CPU by " + diff);
     }
 
     private static float[] forward(ComputeBackend backend, AttentionKernel kernel, KvCache cache, KvCacheSpec spec,
-                                   int heads, AttentionMetadata meta, int layer, int tokens, float[] q, float[] k,
-                                   float[] v, float scale) {
+                                   int heads, AttentionMetadata meta, int layer, float[] q, float[] k, float[] v,
+                                   float scale) {
+        int tokens = meta.numTokens();
         try (Tensor qt = backend.allocate(DType.F32, tokens, heads * spec.keyDim());
              Tensor kt = backend.allocate(DType.F32, tokens, spec.kvHeads() * spec.keyDim());
              Tensor vt = v == null ? null : backend.allocate(DType.F32, tokens, spec.kvHeads() * spec.valueDim());
@@ -157,9 +262,37 @@ class CudaPagedAttentionTest {
         }
     }
 
-    private static int[] take(List<Integer> free, int n) {
-        int[] blocks = new int[n];
-        for (int i = 0; i < n; i++) blocks[i] = free.removeLast();
-        return blocks;
+    /** A CUDA and a CPU cache of one geometry, and the blocks not yet handed to a sequence, in random order. */
+    private final class Caches implements AutoCloseable {
+        final int blocks;
+        final KvCache gpu;
+        final KvCache cpu;
+        private final List<Integer> free = new ArrayList<>();
+
+        Caches(KvCacheSpec spec, int blocks, Random random) {
+            this.blocks = blocks;
+            for (int b = 0; b < blocks; b++) free.add(b);
+            Collections.shuffle(free, random);
+            this.gpu = splitAttention.allocate(spec, blocks, BLOCK, CudaPagedAttentionTest.gpu);
+            this.cpu = cpuAttention.allocate(spec, blocks, BLOCK, CudaPagedAttentionTest.cpu);
+        }
+
+        int[] take(int n) {
+            int[] taken = new int[n];
+            for (int i = 0; i < n; i++) taken[i] = free.removeLast();
+            return taken;
+        }
+
+        int[][] tables(int[] contexts) {
+            int[][] tables = new int[contexts.length][];
+            for (int s = 0; s < contexts.length; s++) tables[s] = take(Math.ceilDiv(contexts[s], BLOCK));
+            return tables;
+        }
+
+        @Override
+        public void close() {
+            gpu.close();
+            cpu.close();
+        }
     }
 }

@@ -1,14 +1,18 @@
 package dev.kiln.backend.cuda;
 
+import dev.kiln.api.attention.AttentionMetadata;
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.checkpoint.Checkpoint;
 import dev.kiln.api.checkpoint.CheckpointTensor;
 import dev.kiln.api.model.CausalLanguageModel;
+import dev.kiln.api.model.ForwardBatch;
 import dev.kiln.api.model.ModelBuildOptions;
 import dev.kiln.api.model.ModelConfig;
 import dev.kiln.api.tensor.DType;
 import dev.kiln.backend.cuda.bindings.CudaDriver;
 import dev.kiln.backend.cuda.internal.CudaContext;
+import dev.kiln.backend.cuda.internal.KernelCompiler;
+import dev.kiln.backend.cuda.internal.StepRecorder;
 import dev.kiln.models.llama.Qwen2Architecture;
 import dev.kiln.models.runner.SequenceRunner;
 import java.lang.foreign.Arena;
@@ -25,13 +29,14 @@ import java.util.SplittableRandom;
 import java.util.stream.IntStream;
 
 /**
- * Batch-1 greedy decode on the device with the exact tensor shapes of DeepSeek-R1-Distill-Qwen-1.5B (random bf16
- * weights, built in memory), against the HBM bound measured in the same run: device-to-device copy bandwidth
- * (bytes read plus written) over the weight bytes one decode step reads (every matrix except the embedding table,
- * of which one row is read).
+ * Greedy decode on the device with the exact tensor shapes of DeepSeek-R1-Distill-Qwen-1.5B (random bf16 weights,
+ * built in memory), at several batch sizes, with CUDA graphs off and on, against the HBM bound measured in the same
+ * run: device-to-device copy bandwidth (bytes read plus written) over the weight bytes one decode step reads (every
+ * matrix except the embedding table, of which one row is read). Timing includes everything a serving step does
+ * outside the sampler: building the batch, the forward, and reading the logits back.
  *
  * <p>Run on a GPU machine: {@code java --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -cp ...
- * dev.kiln.backend.cuda.DecodeBenchmark [promptTokens] [newTokens]}.
+ * dev.kiln.backend.cuda.DecodeBenchmark [promptTokens] [newTokens] [batch,batch,...]}.
  */
 public final class DecodeBenchmark {
     private static final int HIDDEN = 1536, INTERMEDIATE = 8960, LAYERS = 28, HEADS = 12, KV_HEADS = 2, VOCAB = 151936;
@@ -42,51 +47,113 @@ public final class DecodeBenchmark {
     public static void main(String[] args) {
         int prompt = args.length > 0 ? Integer.parseInt(args[0]) : 128;
         int generate = args.length > 1 ? Integer.parseInt(args[1]) : 256;
+        int[] batches = args.length > 2 ? Arrays.stream(args[2].split(",")).mapToInt(Integer::parseInt).toArray() : new int[] {1};
         CudaAvailability availability = CudaAvailability.probe();
         if (!availability.available()) {
             System.out.println("no CUDA: " + availability.description());
             return;
         }
-        try (CudaBackend backend = new CudaBackend()) {
-            System.out.println("device: " + backend.device().description());
-            double bandwidth = copyBandwidth(backend.context());
-            System.out.printf("device-to-device copy: %.0f GB/s (read + write)%n", bandwidth / 1e9);
-
-            long start = System.nanoTime();
-            try (Checkpoint checkpoint = new SyntheticCheckpoint();
-                 CausalLanguageModel model = new Qwen2Architecture().build(checkpoint,
-                         new ModelBuildOptions(backend, new CudaPagedAttention(), null, 256));
-                 KvCache cache = model.allocateKvCache((prompt + generate + 2 * BLOCK) / BLOCK * 2, BLOCK)) {
-                System.out.printf("model on the device in %.1f s: %.2f GB of weights%n", (System.nanoTime() - start) / 1e9,
-                        model.weightBytes() / 1e9);
-                long perToken = model.weightBytes() - 2L * VOCAB * HIDDEN;
-                double bound = bandwidth / perToken;
-                int blocks = (prompt + generate + BLOCK - 1) / BLOCK;
-                int[] sequence = IntStream.range(0, blocks).map(i -> 2 * blocks - 1 - i).toArray();
-                int[] tokens = new SplittableRandom(1).ints(prompt, 0, VOCAB).toArray();
-
-                for (int round = 0; round < 2; round++) { // the first round warms up the JIT and the kernels
-                    var runner = new SequenceRunner(model, cache, sequence);
-                    long p0 = System.nanoTime();
-                    float[] logits = runner.append(tokens);
-                    long p1 = System.nanoTime();
-                    long[] steps = new long[generate];
-                    for (int i = 0; i < generate; i++) {
-                        long s = System.nanoTime();
-                        logits = runner.append(SequenceRunner.argmax(logits));
-                        steps[i] = System.nanoTime() - s;
+        for (boolean graphs : new boolean[] {false, true}) {
+            try (CudaBackend backend = new CudaBackend(0, KernelCompiler.defaultCacheDirectory(), graphs)) {
+                System.out.println("device: " + backend.device().description() + "; CUDA graphs " + (graphs ? "on" : "off"));
+                double bandwidth = copyBandwidth(backend.context());
+                System.out.printf("device-to-device copy: %.0f GB/s (read + write)%n", bandwidth / 1e9);
+                long start = System.nanoTime();
+                int maxBatch = Arrays.stream(batches).max().orElse(1);
+                int blocksPerSequence = (prompt + generate + BLOCK) / BLOCK;
+                try (Checkpoint checkpoint = new SyntheticCheckpoint();
+                     CausalLanguageModel model = new Qwen2Architecture().build(checkpoint,
+                             new ModelBuildOptions(backend, new CudaPagedAttention(), null, Math.max(256, maxBatch)));
+                     KvCache cache = model.allocateKvCache(blocksPerSequence * maxBatch, BLOCK)) {
+                    System.out.printf("model on the device in %.1f s: %.2f GB of weights%n", (System.nanoTime() - start) / 1e9,
+                            model.weightBytes() / 1e9);
+                    long perToken = model.weightBytes() - 2L * VOCAB * HIDDEN;
+                    double bound = bandwidth / perToken;
+                    for (int batch : batches) {
+                        for (int round = 0; round < 2; round++) { // the first round warms up the JIT and the kernels
+                            StepRecorder.Stats before = backend.launchStats();
+                            double[] result = decode(model, cache, batch, prompt, generate, blocksPerSequence);
+                            StepRecorder.Stats after = backend.launchStats();
+                            if (round == 0) continue;
+                            double median = result[1];
+                            System.out.printf("batch %d, context %d..%d: %.1f tok/s overall, median step %.3f ms (host until "
+                                            + "forward returns %.3f ms) = %.1f tok/s"
+                                            + " (%.1f tok/s per sequence)%s; graph replays %d, one-by-one nodes %d, fusions %d%n",
+                                    batch, prompt, prompt + generate, batch * generate / result[0], median * 1e3, result[2] * 1e3,
+                                    batch / median, 1 / median,
+                                    batch == 1 ? String.format("; HBM bound %.0f tok/s (%.3f GB/token) -> %.0f%% of it", bound,
+                                            perToken / 1e9, 100 / median / bound) : "",
+                                    after.graphReplays() - before.graphReplays(),
+                                    after.nodesLaunchedOneByOne() - before.nodesLaunchedOneByOne(),
+                                    after.fusions() - before.fusions());
+                        }
                     }
-                    long[] sorted = steps.clone();
-                    Arrays.sort(sorted);
-                    double total = Arrays.stream(steps).sum() / 1e9;
-                    double median = sorted[generate / 2] / 1e9;
-                    System.out.printf("round %d: prefill %d tokens %.1f ms; decode %d tokens: %.1f tok/s overall, "
-                                    + "median step %.3f ms = %.1f tok/s; HBM bound %.0f tok/s (%.3f GB/token) -> %.0f%% of it%n",
-                            round, prompt, (p1 - p0) / 1e6, generate, generate / total, median * 1e3, 1 / median, bound,
-                            perToken / 1e9, 100 / median / bound);
                 }
             }
         }
+    }
+
+    /**
+     * Prefills {@code batch} random prompts one by one, then decodes them together greedily for {@code generate}
+     * steps; returns {total decode seconds, median step seconds}.
+     */
+    private static double[] decode(CausalLanguageModel model, KvCache cache, int batch, int prompt, int generate,
+                                   int blocksPerSequence) {
+        SplittableRandom random = new SplittableRandom(1);
+        int[][] tables = new int[batch][];
+        int[] lengths = new int[batch];
+        int[] next = new int[batch];
+        for (int s = 0; s < batch; s++) {
+            int first = s * blocksPerSequence;
+            tables[s] = IntStream.range(0, blocksPerSequence).map(i -> first + blocksPerSequence - 1 - i).toArray();
+            int[] tokens = random.ints(prompt, 0, VOCAB).toArray();
+            float[] logits = model.backend().read(model.forward(step(new int[][] {tables[s]}, new int[] {0}, new int[][] {tokens}), cache).logits());
+            next[s] = SequenceRunner.argmax(logits);
+            lengths[s] = prompt;
+        }
+        long[] steps = new long[generate];
+        long[] recording = new long[generate];
+        for (int i = 0; i < generate; i++) {
+            long t0 = System.nanoTime();
+            int[][] tokens = new int[batch][];
+            for (int s = 0; s < batch; s++) tokens[s] = new int[] {next[s]};
+            // Greedy choice on the device, as the engine makes it for greedy requests: one int per sequence comes back.
+            var result = model.forward(step(tables, lengths, tokens), cache);
+            long t1 = System.nanoTime();
+            next = model.backend().argmaxRows(result.logits());
+            for (int s = 0; s < batch; s++) lengths[s]++;
+            steps[i] = System.nanoTime() - t0;
+            recording[i] = t1 - t0;
+        }
+        long[] sorted = steps.clone();
+        Arrays.sort(sorted);
+        Arrays.sort(recording);
+        return new double[] {Arrays.stream(steps).sum() / 1e9, sorted[generate / 2] / 1e9, recording[generate / 2] / 1e9};
+    }
+
+    /** One forward step: each sequence's new tokens after its cached ones, the last token's logits wanted. */
+    private static ForwardBatch step(int[][] tables, int[] cached, int[][] newTokens) {
+        int total = Arrays.stream(newTokens).mapToInt(t -> t.length).sum();
+        int[] tokens = new int[total], positions = new int[total], slots = new int[total];
+        int[] queryStart = new int[tables.length + 1];
+        int[] context = new int[tables.length];
+        int[][] used = new int[tables.length][];
+        int[] logitRows = new int[tables.length];
+        int row = 0;
+        for (int s = 0; s < tables.length; s++) {
+            queryStart[s] = row;
+            context[s] = cached[s] + newTokens[s].length;
+            used[s] = Arrays.copyOf(tables[s], (context[s] + BLOCK - 1) / BLOCK);
+            for (int j = 0; j < newTokens[s].length; j++, row++) {
+                int position = cached[s] + j;
+                tokens[row] = newTokens[s][j];
+                positions[row] = position;
+                slots[row] = tables[s][position / BLOCK] * BLOCK + position % BLOCK;
+            }
+            logitRows[s] = row - 1;
+        }
+        queryStart[tables.length] = row;
+        return new ForwardBatch(tokens, positions, new AttentionMetadata(queryStart, context, used, slots), logitRows, false);
     }
 
     /** Bytes read plus written per second by a 1 GiB device-to-device copy, median of 10. */

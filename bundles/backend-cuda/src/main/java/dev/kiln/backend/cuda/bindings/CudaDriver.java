@@ -32,6 +32,8 @@ public final class CudaDriver {
     public static final int EVENT_DEFAULT = 0;
     /** {@code CU_EVENT_DISABLE_TIMING}: a cheaper event for ordering only. */
     public static final int EVENT_DISABLE_TIMING = 2;
+    /** {@code CU_STREAM_CAPTURE_MODE_THREAD_LOCAL}. */
+    public static final int CAPTURE_MODE_THREAD_LOCAL = 1;
     /** {@code CUDA_ERROR_NO_DEVICE}. */
     public static final int ERROR_NO_DEVICE = 100;
 
@@ -69,6 +71,12 @@ public final class CudaDriver {
     private final MethodHandle cuModuleGetFunction;
     private final MethodHandle cuModuleUnload;
     private final MethodHandle cuLaunchKernel;
+    private final MethodHandle cuStreamBeginCapture;
+    private final MethodHandle cuStreamEndCapture;
+    private final MethodHandle cuGraphInstantiateWithFlags;
+    private final MethodHandle cuGraphLaunch;
+    private final MethodHandle cuGraphExecDestroy;
+    private final MethodHandle cuGraphDestroy;
     private final MethodHandle cuGetErrorName;
     private final MethodHandle cuGetErrorString;
 
@@ -117,6 +125,13 @@ public final class CudaDriver {
         cuModuleUnload = lib.function("cuModuleUnload", FunctionDescriptor.of(JAVA_INT, ADDRESS));
         cuLaunchKernel = lib.function("cuLaunchKernel", FunctionDescriptor.of(JAVA_INT, ADDRESS,
                 JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS), true);
+        cuStreamBeginCapture = lib.function("cuStreamBeginCapture_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+        cuStreamEndCapture = lib.function("cuStreamEndCapture", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
+        cuGraphInstantiateWithFlags = lib.function("cuGraphInstantiateWithFlags",
+                FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG));
+        cuGraphLaunch = lib.function("cuGraphLaunch", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS), true);
+        cuGraphExecDestroy = lib.function("cuGraphExecDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS));
+        cuGraphDestroy = lib.function("cuGraphDestroy", FunctionDescriptor.of(JAVA_INT, ADDRESS));
     }
 
     /**
@@ -358,6 +373,47 @@ public final class CudaDriver {
         int result = call(() -> (int) cuLaunchKernel.invokeExact(function, gridX, gridY, gridZ, blockX, blockY, blockZ,
                 sharedBytes, stream, parameters, MemorySegment.NULL));
         if (result != 0) check("cuLaunchKernel(" + name + ")", result);
+    }
+
+    /**
+     * Starts capturing the stream's work into a graph instead of running it ({@code CU_STREAM_CAPTURE_MODE_THREAD_LOCAL}:
+     * only this thread's unsafe calls are refused while capturing).
+     */
+    public void beginCapture(MemorySegment stream) {
+        check("cuStreamBeginCapture", call(() -> (int) cuStreamBeginCapture.invokeExact(stream, CAPTURE_MODE_THREAD_LOCAL)));
+    }
+
+    /** Ends a capture and returns the captured graph (to instantiate, then destroy). */
+    public MemorySegment endCapture(MemorySegment stream) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment out = arena.allocate(ADDRESS);
+            check("cuStreamEndCapture", call(() -> (int) cuStreamEndCapture.invokeExact(stream, out)));
+            return out.get(ADDRESS, 0);
+        }
+    }
+
+    /** Instantiates a graph into an executable graph. */
+    public MemorySegment instantiate(MemorySegment graph) {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment out = arena.allocate(ADDRESS);
+            check("cuGraphInstantiate", call(() -> (int) cuGraphInstantiateWithFlags.invokeExact(out, graph, 0L)));
+            return out.get(ADDRESS, 0);
+        }
+    }
+
+    /** Enqueues an executable graph on the stream. */
+    public void launchGraph(MemorySegment graphExec, MemorySegment stream) {
+        check("cuGraphLaunch", call(() -> (int) cuGraphLaunch.invokeExact(graphExec, stream)));
+    }
+
+    /** Destroys an executable graph. */
+    public void destroyGraphExec(MemorySegment graphExec) {
+        check("cuGraphExecDestroy", call(() -> (int) cuGraphExecDestroy.invokeExact(graphExec)));
+    }
+
+    /** Destroys a graph. */
+    public void destroyGraph(MemorySegment graph) {
+        check("cuGraphDestroy", call(() -> (int) cuGraphDestroy.invokeExact(graph)));
     }
 
     /** Throws a {@link CudaException} describing a non-zero result. */

@@ -29,6 +29,10 @@ public final class CudaContext implements AutoCloseable {
     private final Kernels kernels;
     private final Uploads uploads;
     private final MatmulScratch matmulScratch;
+    private final StepRecorder recorder;
+    private final KernelCompiler compiler;
+    private final String architecture;
+    private QuantKernels quantKernels;
     private volatile boolean closed;
 
     /** What the backend reports about its device. */
@@ -41,7 +45,7 @@ public final class CudaContext implements AutoCloseable {
         }
     }
 
-    private CudaContext(CudaDriver driver, Cublas cublas, Nvrtc nvrtc, int ordinal, Path kernelCache) {
+    private CudaContext(CudaDriver driver, Cublas cublas, Nvrtc nvrtc, int ordinal, Path kernelCache, boolean graphs) {
         this.driver = driver;
         this.cublas = cublas;
         this.ordinal = ordinal;
@@ -60,10 +64,12 @@ public final class CudaContext implements AutoCloseable {
         try {
             bind();
             this.stream = driver.createStream(CudaDriver.STREAM_NON_BLOCKING);
+            this.recorder = new StepRecorder(driver, stream, graphs);
             this.cublasHandle = cublas.create();
             cublas.setStream(cublasHandle, stream);
-            String architecture = KernelCompiler.architecture(properties.computeMajor(), properties.computeMinor());
-            byte[] image = new KernelCompiler(nvrtc, kernelCache).kernels(architecture);
+            this.architecture = KernelCompiler.architecture(properties.computeMajor(), properties.computeMinor());
+            this.compiler = new KernelCompiler(nvrtc, kernelCache);
+            byte[] image = compiler.kernels(architecture);
             this.kernels = new Kernels(this, driver.loadModule(image));
             this.uploads = new Uploads(this);
             this.matmulScratch = new MatmulScratch(this);
@@ -80,7 +86,16 @@ public final class CudaContext implements AutoCloseable {
      * @param kernelCache where compiled kernels are kept, or null for none
      */
     public static CudaContext open(int ordinal, Path kernelCache) {
-        return new CudaContext(CudaDriver.load(), Cublas.load(), Nvrtc.load(), ordinal, kernelCache);
+        return open(ordinal, kernelCache, true);
+    }
+
+    /**
+     * Opens a device, choosing whether repeated launch sequences (decode steps) are replayed as CUDA graphs.
+     *
+     * @param kernelCache where compiled kernels are kept, or null for none
+     */
+    public static CudaContext open(int ordinal, Path kernelCache, boolean graphs) {
+        return new CudaContext(CudaDriver.load(), Cublas.load(), Nvrtc.load(), ordinal, kernelCache, graphs);
     }
 
     /** Makes this context current on the calling thread (once per thread). */
@@ -100,12 +115,33 @@ public final class CudaContext implements AutoCloseable {
         return cublas;
     }
 
+    /** The cuBLAS handle, after issuing the held launches that the caller's cuBLAS call must follow. */
     public MemorySegment cublasHandle() {
+        recorder.flush();
         return cublasHandle;
     }
 
+    /** The stream, after issuing the held launches that the caller's direct use of it must follow. */
     public MemorySegment stream() {
+        recorder.flush();
         return stream;
+    }
+
+    /**
+     * {@code C = op(A) · op(B)} (+ C when accumulating) with cuBLAS, f32 output and accumulation, in stream order: held
+     * by the recorder like a kernel launch, so a decode step's GEMMs join its CUDA graph.
+     */
+    public void gemm(int transA, int transB, int m, int n, int k, long a, int aType, int lda, long b, int bType, int ldb,
+                     boolean accumulate, long c, int ldc) {
+        bind();
+        long[] parameters = {transA, transB, m, n, k, a, aType, lda, b, bType, ldb, accumulate ? 1 : 0, c, ldc};
+        recorder.call("cublasGemmEx", parameters, () -> cublas.gemm(cublasHandle, transA, transB, m, n, k, a, aType, lda,
+                b, bType, ldb, accumulate, c, ldc));
+    }
+
+    /** Where kernel launches and staged uploads are held until issued (see {@link StepRecorder}). */
+    public StepRecorder recorder() {
+        return recorder;
     }
 
     public Kernels kernels() {
@@ -118,6 +154,18 @@ public final class CudaContext implements AutoCloseable {
 
     MatmulScratch matmulScratch() {
         return matmulScratch;
+    }
+
+    /**
+     * The kernels of the weight-only integer formats, compiled (or read from the cache) and loaded at the first call:
+     * a model without a quantized weight never pays for them.
+     */
+    public synchronized QuantKernels quantKernels() {
+        bind();
+        if (quantKernels == null) {
+            quantKernels = new QuantKernels(this, driver.loadModule(compiler.compile(QuantKernels.SOURCE, architecture)));
+        }
+        return quantKernels;
     }
 
     /** The device's name and capabilities. */
@@ -140,19 +188,21 @@ public final class CudaContext implements AutoCloseable {
     public void free(long pointer) {
         if (closed) return; // the context's memory went with it
         bind();
+        recorder.flush();
         driver.synchronize(stream);
         driver.free(pointer);
+        recorder.forgetGraphs();
     }
 
     /** Waits for every queued operation; reports errors of asynchronous work. */
     public void synchronize() {
-        bind();
-        driver.synchronize(stream);
+        drain();
     }
 
     /** Copies host bytes to device memory after the queued work, returning when done (for large one-off copies). */
     public void copyToDeviceNow(long destination, MemorySegment source) {
         bind();
+        recorder.flush();
         driver.synchronize(stream);
         driver.copyToDevice(destination, source, source.byteSize());
     }
@@ -162,10 +212,43 @@ public final class CudaContext implements AutoCloseable {
         bind();
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment host = arena.allocate((long) count * Float.BYTES, 16);
+            recorder.flush();
             if (count > 0) driver.copyToHostAsync(host, source, (long) count * Float.BYTES, stream);
             driver.synchronize(stream);
+            uploads.rewind();
             return host.toArray(ValueLayout.JAVA_FLOAT);
         }
+    }
+
+    /** Copies ints from the device, after all queued work (a step's chosen tokens). */
+    public int[] readInts(long source, int count) {
+        bind();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment host = arena.allocate((long) count * Integer.BYTES, 16);
+            recorder.flush();
+            if (count > 0) driver.copyToHostAsync(host, source, (long) count * Integer.BYTES, stream);
+            driver.synchronize(stream);
+            uploads.rewind();
+            return host.toArray(ValueLayout.JAVA_INT);
+        }
+    }
+
+    /**
+     * Issues what is held, waits for the stream, then rewinds the upload ring: with nothing in flight its memory is
+     * free, and starting every step at the same offsets is what lets the step's launches repeat exactly. Only the
+     * step's synchronisation points rewind (a read, {@link #synchronize()}), never a call made while an upload's
+     * device pointer may still wait for its kernel.
+     */
+    private void drain() {
+        bind();
+        recorder.flush();
+        driver.synchronize(stream);
+        uploads.rewind();
+    }
+
+    /** What the launch recorder did (graph replays, captures, fusions). */
+    public StepRecorder.Stats launchStats() {
+        return recorder.stats();
     }
 
     /** Device memory {@code {free, total}} in bytes. */
@@ -180,9 +263,11 @@ public final class CudaContext implements AutoCloseable {
         if (closed) return;
         bind();
         try {
+            recorder.close();
             driver.synchronize(stream);
             matmulScratch.close();
             uploads.close();
+            if (quantKernels != null) quantKernels.close();
             kernels.close();
             cublas.destroy(cublasHandle);
             driver.destroyStream(stream);

@@ -126,6 +126,9 @@ public final class DenseWeight implements Weight {
         return bf16;
     }
 
+    /** Tokens up to which a bf16 product is one GEMM over the high and low activation parts side by side. */
+    static final int PAIRED_MAX_TOKENS = 128;
+
     @Override
     public void multiply(Tensor x, Tensor out) {
         checkOpen();
@@ -143,18 +146,28 @@ public final class DenseWeight implements Weight {
         }
         // Row-major out[T, rows] = x[T, cols] · Wᵀ is, column-major, out (rows × T) = Wᵀ(rows × cols) · x (cols × T),
         // where W row-major [rows, cols] is column-major cols × rows: op(A) = Aᵀ.
-        Cublas cublas = context.cublas();
         context.bind();
-        if (bf16) {
+        if (bf16 && tokens <= PAIRED_MAX_TOKENS) {
+            // Decode batches are bound by reading W: one GEMM over the 2T columns [hi | lo] reads it once, and a
+            // small kernel sums the two halves of its product.
             long n = (long) tokens * columns;
             long[] parts = context.matmulScratch().bf16Pair(n);
             context.kernels().splitBf16(in.pointer(), parts[0], parts[1], n);
-            cublas.gemm(context.cublasHandle(), Cublas.OP_T, Cublas.OP_N, rows, tokens, columns, pointer, Cublas.R_16BF,
+            long products = context.matmulScratch().products(2L * tokens * rows);
+            context.gemm(Cublas.OP_T, Cublas.OP_N, rows, 2 * tokens, columns, pointer, Cublas.R_16BF,
+                    columns, parts[0], Cublas.R_16BF, columns, false, products, rows);
+            context.kernels().addHalves(products, o.pointer(), (long) tokens * rows);
+        } else if (bf16) {
+            // Prefill is bound by arithmetic, and the paired product's scratch would grow with the prompt.
+            long n = (long) tokens * columns;
+            long[] parts = context.matmulScratch().bf16Pair(n);
+            context.kernels().splitBf16(in.pointer(), parts[0], parts[1], n);
+            context.gemm(Cublas.OP_T, Cublas.OP_N, rows, tokens, columns, pointer, Cublas.R_16BF,
                     columns, parts[0], Cublas.R_16BF, columns, false, o.pointer(), rows);
-            cublas.gemm(context.cublasHandle(), Cublas.OP_T, Cublas.OP_N, rows, tokens, columns, pointer, Cublas.R_16BF,
+            context.gemm(Cublas.OP_T, Cublas.OP_N, rows, tokens, columns, pointer, Cublas.R_16BF,
                     columns, parts[1], Cublas.R_16BF, columns, true, o.pointer(), rows);
         } else {
-            cublas.gemm(context.cublasHandle(), Cublas.OP_T, Cublas.OP_N, rows, tokens, columns, pointer, Cublas.R_32F,
+            context.gemm(Cublas.OP_T, Cublas.OP_N, rows, tokens, columns, pointer, Cublas.R_32F,
                     columns, in.pointer(), Cublas.R_32F, columns, false, o.pointer(), rows);
         }
     }

@@ -17,6 +17,8 @@ public final class DeviceKvCache implements KvCache {
     private final long values;
     private final long keyLayerElements;
     private final long valueLayerElements;
+    private long attentionScratch;
+    private long attentionScratchBytes;
     private volatile boolean closed;
 
     /**
@@ -89,6 +91,24 @@ public final class DeviceKvCache implements KvCache {
         return spec.valuesInKeys() ? keys(layer) : values + (long) layer * valueLayerElements * Float.BYTES;
     }
 
+    /**
+     * Device memory of at least {@code bytes} for the split attention's partial results, shared by every layer
+     * (their kernels run one after another on the stream). It only grows, to at least twice its size each time, so
+     * that once the largest batch has been seen every step finds it at the same address, which a replayed CUDA graph
+     * relies on.
+     */
+    public synchronized long attentionScratch(long bytes) {
+        checkOpen();
+        if (bytes > attentionScratchBytes) {
+            if (attentionScratch != 0) context.free(attentionScratch);
+            attentionScratch = 0;
+            long grown = Math.max(bytes, 2 * attentionScratchBytes);
+            attentionScratch = context.allocate(grown);
+            attentionScratchBytes = grown;
+        }
+        return attentionScratch;
+    }
+
     /** The context the cache lives in. */
     public CudaContext context() {
         return context;
@@ -131,5 +151,9 @@ public final class DeviceKvCache implements KvCache {
         closed = true;
         context.free(keys);
         if (values != 0) context.free(values);
+        synchronized (this) {
+            if (attentionScratch != 0) context.free(attentionScratch);
+            attentionScratch = 0;
+        }
     }
 }

@@ -18,14 +18,15 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Compiles the bundle's kernel source with NVRTC for one GPU architecture and keeps the CUBIN in a cache folder,
- * keyed by a hash of the source, the options and the NVRTC version: a changed kernel or compiler recompiles, an
- * unchanged one loads in milliseconds. A cache that cannot be written only costs the next start a compilation.
+ * Compiles the bundle's kernel sources (resources next to this class: {@value #SOURCE}, {@code quant_kernels.cu})
+ * with NVRTC for one GPU architecture and keeps each CUBIN in a cache folder, keyed by a hash of the source, the
+ * options and the NVRTC version: a changed kernel or compiler recompiles, an unchanged one loads in milliseconds. A
+ * cache that cannot be written only costs the next start a compilation.
  */
 public final class KernelCompiler {
     /** System property naming the cache folder. */
     public static final String CACHE_PROPERTY = "kiln.cuda.kernelCache";
-    /** The kernel source, a resource next to this class. */
+    /** The backend's kernel source, a resource next to this class. */
     public static final String SOURCE = "kernels.cu";
 
     private static final Logger LOG = LoggerFactory.getLogger(KernelCompiler.class);
@@ -63,19 +64,38 @@ public final class KernelCompiler {
         return List.of("--gpu-architecture=" + architecture, "--std=c++17");
     }
 
-    /** The bundle's kernel source. */
+    /** The backend's kernel source ({@value #SOURCE}). */
     public static String kernelSource() {
-        try (InputStream in = KernelCompiler.class.getResourceAsStream(SOURCE)) {
-            if (in == null) throw new IllegalStateException("kernel source " + SOURCE + " is missing from the bundle");
+        return source(SOURCE);
+    }
+
+    /**
+     * A kernel source of the bundle: the resource of that name next to this class.
+     *
+     * @throws IllegalStateException when the bundle has no such resource
+     */
+    public static String source(String resource) {
+        try (InputStream in = KernelCompiler.class.getResourceAsStream(resource)) {
+            if (in == null) throw new IllegalStateException("kernel source " + resource + " is missing from the bundle");
             return new String(in.readAllBytes(), StandardCharsets.UTF_8);
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
     }
 
-    /** The CUBIN of the bundle's kernels for an architecture, from the cache when present. */
+    /** The CUBIN of the backend's kernels ({@value #SOURCE}) for an architecture, from the cache when present. */
     public byte[] kernels(String architecture) {
-        return cubin(kernelSource(), architecture);
+        return compile(SOURCE, architecture);
+    }
+
+    /**
+     * The CUBIN of one of the bundle's kernel sources (see {@link #source}) for an architecture, from the cache when
+     * present.
+     *
+     * @throws Nvrtc.CompilationException with the compiler's log when the source does not compile
+     */
+    public byte[] compile(String resource, String architecture) {
+        return cubin(source(resource), resource, architecture);
     }
 
     /**
@@ -84,6 +104,16 @@ public final class KernelCompiler {
      * @throws Nvrtc.CompilationException with the compiler's log when the source does not compile
      */
     public byte[] cubin(String source, String architecture) {
+        return cubin(source, SOURCE, architecture);
+    }
+
+    /**
+     * The CUBIN of a source for an architecture, from the cache when present.
+     *
+     * @param name the source's file name, as the compiler's messages call it
+     * @throws Nvrtc.CompilationException with the compiler's log when the source does not compile
+     */
+    public byte[] cubin(String source, String name, String architecture) {
         List<String> options = options(architecture);
         Path cached = cacheDirectory == null ? null
                 : cacheDirectory.resolve("kiln-" + architecture + "-" + key(source, options) + ".cubin");
@@ -96,9 +126,9 @@ public final class KernelCompiler {
             }
         }
         long start = System.nanoTime();
-        byte[] image = nvrtc.compileToCubin(source, SOURCE, options);
+        byte[] image = nvrtc.compileToCubin(source, name, options);
         compilations++;
-        LOG.info("compiled CUDA kernels for {} in {} ms", architecture, (System.nanoTime() - start) / 1_000_000);
+        LOG.info("compiled CUDA kernels {} for {} in {} ms", name, architecture, (System.nanoTime() - start) / 1_000_000);
         if (cached != null) store(cached, image);
         return image;
     }

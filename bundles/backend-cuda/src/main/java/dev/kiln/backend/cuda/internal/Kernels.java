@@ -1,8 +1,5 @@
 package dev.kiln.backend.cuda.internal;
 
-import static java.lang.foreign.ValueLayout.ADDRESS;
-import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
-import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 import dev.kiln.backend.cuda.bindings.CudaDriver;
@@ -32,10 +29,15 @@ public final class Kernels implements AutoCloseable {
     private final CudaContext context;
     private final CudaDriver driver;
     private final MemorySegment module;
-    private final MemorySegment add, addBias, scale, siluMul, splitBf16, rmsNorm, embedBf16, embedF32, copyColumns,
-            gatherRows, scatterAddRows, rotary, gemvBf16, gemvF32, writeKv, pagedAttention;
+    private final MemorySegment add, addHalves, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, copyColumns,
+            gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, gemvBf16, gemvF32, writeKv, pagedAttention,
+            pagedAttentionSplit, pagedAttentionCombine;
     /** {@code kiln_gemv_bf16_t1 .. _t8}: the vectorized bf16 product for 1 to 8 tokens. */
     private final MemorySegment[] gemvBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
+    /** {@code kiln_gemv3_bf16_t1 .. _t8}: up to three products of the same activations in one launch. */
+    private final MemorySegment[] gemv3Bf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
+    /** {@code kiln_gemv_silu_bf16_t1 .. _t8}: gate and up products with the SiLU gating in one launch. */
+    private final MemorySegment[] gemvSiluBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
     private final ThreadLocal<Arguments> arguments = ThreadLocal.withInitial(Arguments::new);
 
     Kernels(CudaContext context, MemorySegment module) {
@@ -43,30 +45,42 @@ public final class Kernels implements AutoCloseable {
         this.driver = context.driver();
         this.module = module;
         add = driver.function(module, "kiln_add");
+        addHalves = driver.function(module, "kiln_add_halves");
         addBias = driver.function(module, "kiln_add_bias");
         scale = driver.function(module, "kiln_scale");
         siluMul = driver.function(module, "kiln_silu_mul");
         splitBf16 = driver.function(module, "kiln_split_bf16");
         rmsNorm = driver.function(module, "kiln_rms_norm");
+        addRmsNorm = driver.function(module, "kiln_add_rms_norm");
         embedBf16 = driver.function(module, "kiln_embed_bf16");
         embedF32 = driver.function(module, "kiln_embed_f32");
         copyColumns = driver.function(module, "kiln_copy_columns");
         gatherRows = driver.function(module, "kiln_gather_rows");
         scatterAddRows = driver.function(module, "kiln_scatter_add_rows");
         rotary = driver.function(module, "kiln_rotary");
+        rotary2 = driver.function(module, "kiln_rotary2");
+        argmaxRows = driver.function(module, "kiln_argmax_rows");
         gemvBf16 = driver.function(module, "kiln_gemv_bf16");
         gemvF32 = driver.function(module, "kiln_gemv_f32");
         writeKv = driver.function(module, "kiln_write_kv");
         pagedAttention = driver.function(module, "kiln_paged_attention");
-        for (int t = 1; t <= GEMV_MAX_TOKENS; t++) gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
+        pagedAttentionSplit = driver.function(module, "kiln_paged_attention_split");
+        pagedAttentionCombine = driver.function(module, "kiln_paged_attention_combine");
+        for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
+            gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
+            gemv3Bf16Tokens[t - 1] = driver.function(module, "kiln_gemv3_bf16_t" + t);
+            gemvSiluBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_silu_bf16_t" + t);
+        }
     }
 
     /** The kernel names the module must define (checked by the compilation test without a GPU). */
-    public static final String[] NAMES = {"kiln_add", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16",
-            "kiln_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows",
-            "kiln_scatter_add_rows", "kiln_rotary", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
-            "kiln_paged_attention", "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
-            "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8"};
+    public static final String[] NAMES = {"kiln_add", "kiln_add_halves", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16",
+            "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows",
+            "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
+            "kiln_paged_attention", "kiln_paged_attention_split", "kiln_paged_attention_combine",
+            "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
+            "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8",
+            "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8"};
 
     /** {@code acc[i] += x[i]}. */
     public void add(long acc, long x, long n) {
@@ -74,9 +88,35 @@ public final class Kernels implements AutoCloseable {
         args().ptr(acc).ptr(x).i64(n).launch(add, "kiln_add", blocks(n), 1, THREADS, 0);
     }
 
-    /** {@code x[i] += bias[i % width]}. */
+    /** {@code out[i] = halves[i] + halves[n + i]}: the two partial products of a paired GEMM. */
+    public void addHalves(long halves, long out, long n) {
+        if (n == 0) return;
+        args().ptr(halves).ptr(out).i64(n).launch(addHalves, "kiln_add_halves", blocks(n), 1, THREADS, 0);
+    }
+
+    /**
+     * {@code x[i] += bias[i % width]}. When the held launch before is the GEMV that wrote x (rows of width), the bias
+     * joins that launch instead: the GEMV adds it as it stores each output.
+     */
     public void addBias(long x, long bias, long n, int width) {
         if (n == 0) return;
+        StepRecorder.Launch last = context.recorder().lastLaunch();
+        if (last != null && isGemv(last.function()) && last.argument(GEMV_OUT) == x && last.argument(GEMV_BIAS) == 0
+                && (int) last.argument(GEMV_ROWS) == width && (long) width * (int) last.argument(GEMV_TOKENS) == n) {
+            context.recorder().replaceLast(last.with(GEMV_BIAS, bias));
+            return;
+        }
+        if (last != null && isGemv3(last.function())) {
+            int tokens = (int) last.argument(MULTI_TOKENS);
+            for (int segment = 0; segment < 3; segment++) {
+                int base = MULTI_SEGMENTS + 4 * segment;
+                if (last.argument(base + SEGMENT_OUT) == x && last.argument(base + SEGMENT_BIAS) == 0
+                        && (int) last.argument(base + SEGMENT_ROWS) == width && (long) width * tokens == n) {
+                    context.recorder().replaceLast(last.with(base + SEGMENT_BIAS, bias));
+                    return;
+                }
+            }
+        }
         args().ptr(x).ptr(bias).i64(n).i32(width).launch(addBias, "kiln_add_bias", blocks(n), 1, THREADS, 0);
     }
 
@@ -89,7 +129,32 @@ public final class Kernels implements AutoCloseable {
     /** {@code out[i] = silu(gate[i]) * up[i]}. */
     public void siluMul(long gate, long up, long out, long n) {
         if (n == 0) return;
+        StepRecorder.Launch last = context.recorder().lastLaunch();
+        if (last != null && isGemv3(last.function())) {
+            // The held launch computes exactly gate and up (two segments, no bias, equal rows): it can gate too.
+            int tokens = (int) last.argument(MULTI_TOKENS);
+            int s0 = MULTI_SEGMENTS, s1 = MULTI_SEGMENTS + 4, s2 = MULTI_SEGMENTS + 8;
+            long x = last.argument(MULTI_X);
+            int rows = (int) last.argument(s0 + SEGMENT_ROWS);
+            if (last.argument(s2 + SEGMENT_ROWS) == 0 && last.argument(s0 + SEGMENT_OUT) == gate
+                    && last.argument(s1 + SEGMENT_OUT) == up && (int) last.argument(s1 + SEGMENT_ROWS) == rows
+                    && last.argument(s0 + SEGMENT_BIAS) == 0 && last.argument(s1 + SEGMENT_BIAS) == 0
+                    && (long) rows * tokens == n
+                    && disjoint(out, 4L * n, x, 4L * tokens * last.argument(MULTI_COLUMNS))) {
+                int warps = GEMV_THREADS / 32;
+                args().ptr(x).i32((int) last.argument(MULTI_COLUMNS)).i32(tokens)
+                        .ptr(last.argument(s0 + SEGMENT_W)).ptr(last.argument(s1 + SEGMENT_W)).ptr(gate).ptr(up).ptr(out).i32(rows)
+                        .replace(gemvSiluBf16Tokens[tokens - 1], "kiln_gemv_silu", (rows + warps - 1) / warps, 1, GEMV_THREADS, 0);
+                return;
+            }
+        }
         args().ptr(gate).ptr(up).ptr(out).i64(n).launch(siluMul, "kiln_silu_mul", blocks(n), 1, THREADS, 0);
+    }
+
+    /** {@code out[r]} = the column of row r's largest value (first on ties), for {@code rows} rows of n. */
+    public void argmaxRows(long x, int n, long out, int rows) {
+        if (rows == 0) return;
+        args().ptr(x).i32(n).ptr(out).launch(argmaxRows, "kiln_argmax_rows", rows, 1, 1024, 0);
     }
 
     /** Splits f32 values into bf16 high and low parts. */
@@ -98,9 +163,18 @@ public final class Kernels implements AutoCloseable {
         args().ptr(x).ptr(hi).ptr(lo).i64(n).launch(splitBf16, "kiln_split_bf16", blocks(n), 1, THREADS, 0);
     }
 
-    /** RMSNorm of {@code rows} rows of {@code n}. */
+    /**
+     * RMSNorm of {@code rows} rows of {@code n}. When the held launch before is the residual add into x of exactly
+     * these rows, both become one kernel: each row is read once and written twice instead of read three times.
+     */
     public void rmsNorm(long x, long scale, float eps, long out, int rows, int n) {
         if (rows == 0) return;
+        StepRecorder.Launch last = context.recorder().lastLaunch();
+        if (last != null && last.function().equals(add) && last.argument(0) == x && last.argument(2) == (long) rows * n) {
+            long delta = last.argument(1);
+            args().ptr(x).ptr(delta).ptr(scale).f32(eps).ptr(out).i32(n).replace(addRmsNorm, "kiln_add_rms_norm", rows, 1, THREADS, 0);
+            return;
+        }
         args().ptr(x).ptr(scale).f32(eps).ptr(out).i32(n).launch(rmsNorm, "kiln_rms_norm", rows, 1, THREADS, 0);
     }
 
@@ -136,6 +210,19 @@ public final class Kernels implements AutoCloseable {
     public void rotary(long x, long positions, long cos, long sin, int rows, int rowLength, int heads, int headStride,
                        int offset, int half, boolean interleaved) {
         if (rows == 0) return;
+        StepRecorder.Launch last = context.recorder().lastLaunch();
+        if (last != null && last.function().equals(rotary) && last.gridX() == rows && last.argument(1) == positions
+                && last.argument(2) == cos && last.argument(3) == sin && (int) last.argument(6) == headStride
+                && (int) last.argument(7) == offset && (int) last.argument(8) == half
+                && (int) last.argument(9) == (interleaved ? 1 : 0)
+                && disjoint(last.argument(0), 4L * rows * (int) last.argument(4), x, 4L * rows * rowLength)) {
+            // The queries' rotation is held: rotate the keys in the same launch.
+            int block = Math.max(last.block(), Math.min(THREADS, roundUp(heads * half)));
+            args().ptr(last.argument(0)).i32((int) last.argument(4)).i32((int) last.argument(5)).ptr(x).i32(rowLength).i32(heads)
+                    .ptr(positions).ptr(cos).ptr(sin).i32(headStride).i32(offset).i32(half).i32(interleaved ? 1 : 0)
+                    .replace(rotary2, "kiln_rotary2", rows, 2, block, 0);
+            return;
+        }
         args().ptr(x).ptr(positions).ptr(cos).ptr(sin).i32(rowLength).i32(heads).i32(headStride).i32(offset).i32(half)
                 .i32(interleaved ? 1 : 0).launch(rotary, "kiln_rotary", rows, 1, Math.min(THREADS, roundUp(heads * half)), 0);
     }
@@ -149,10 +236,79 @@ public final class Kernels implements AutoCloseable {
         int perLoad = bf16 ? 8 : 4;
         boolean vectorized = columns % perLoad == 0 && w % 16 == 0 && x % 16 == 0;
         MemorySegment function = bf16 ? (vectorized ? gemvBf16Tokens[tokens - 1] : gemvBf16) : gemvF32;
+        if (bf16 && vectorized && mergeIntoHeldGemv(w, x, out, rows, columns, tokens)) return;
         int threads = bf16 && vectorized ? GEMV_THREADS : THREADS;
         int warps = threads / 32;
-        args().ptr(w).ptr(x).ptr(out).i32(rows).i32(columns).i32(tokens).i32(vectorized ? 1 : 0)
+        args().ptr(w).ptr(x).ptr(out).i32(rows).i32(columns).i32(tokens).i32(vectorized ? 1 : 0).ptr(0)
                 .launch(function, "kiln_gemv", (rows + warps - 1) / warps, 1, threads, 0);
+    }
+
+    /** Argument slots of the GEMV kernels that a fusion reads or rewrites. */
+    private static final int GEMV_OUT = 2, GEMV_ROWS = 3, GEMV_TOKENS = 5, GEMV_BIAS = 7;
+
+    /** Argument slots of kiln_gemv3: the shared operands, then four slots per segment. */
+    private static final int MULTI_X = 0, MULTI_COLUMNS = 1, MULTI_TOKENS = 2, MULTI_SEGMENTS = 3;
+    private static final int SEGMENT_W = 0, SEGMENT_OUT = 1, SEGMENT_ROWS = 2, SEGMENT_BIAS = 3;
+
+    /**
+     * Joins this product to the held launch when that is a product of the same activations (q, k and v; gate and
+     * up) with room for another segment. Only when no output overlaps x or another output: one launch computes all
+     * of them at once, so none may read what another writes.
+     */
+    private boolean mergeIntoHeldGemv(long w, long x, long out, int rows, int columns, int tokens) {
+        StepRecorder.Launch last = context.recorder().lastLaunch();
+        if (last == null) return false;
+        long[][] segments; // {w, out, rows, bias}
+        if (last.function().equals(gemvBf16Tokens[tokens - 1])) {
+            if (last.argument(1) != x || (int) last.argument(4) != columns) return false;
+            segments = new long[][] {{last.argument(0), last.argument(GEMV_OUT), (int) last.argument(GEMV_ROWS), last.argument(GEMV_BIAS)}};
+        } else if (last.function().equals(gemv3Bf16Tokens[tokens - 1])) {
+            if (last.argument(MULTI_X) != x || (int) last.argument(MULTI_COLUMNS) != columns) return false;
+            if (last.argument(MULTI_SEGMENTS + 8 + SEGMENT_ROWS) != 0) return false; // full
+            segments = new long[2][];
+            for (int i = 0; i < 2; i++) {
+                int base = MULTI_SEGMENTS + 4 * i;
+                segments[i] = new long[] {last.argument(base), last.argument(base + 1), last.argument(base + 2), last.argument(base + 3)};
+            }
+            if (segments[1][2] == 0) segments = new long[][] {segments[0]};
+        } else {
+            return false;
+        }
+        long xBytes = 4L * tokens * columns;
+        if (!disjoint(out, 4L * tokens * rows, x, xBytes)) return false;
+        for (long[] segment : segments) {
+            long bytes = 4L * tokens * segment[2];
+            if (!disjoint(segment[1], bytes, x, xBytes) || !disjoint(segment[1], bytes, out, 4L * tokens * rows)) return false;
+        }
+        long[][] all = new long[3][];
+        for (int i = 0; i < 3; i++) {
+            all[i] = i < segments.length ? segments[i] : i == segments.length ? new long[] {w, out, rows, 0} : new long[4];
+        }
+        long totalRows = all[0][2] + all[1][2] + all[2][2];
+        int warps = GEMV_THREADS / 32;
+        Arguments a = args().ptr(x).i32(columns).i32(tokens);
+        for (long[] segment : all) a.ptr(segment[0]).ptr(segment[1]).i32((int) segment[2]).ptr(segment[3]);
+        a.replace(gemv3Bf16Tokens[tokens - 1], "kiln_gemv3", (int) ((totalRows + warps - 1) / warps), 1, GEMV_THREADS, 0);
+        return true;
+    }
+
+    private static boolean disjoint(long a, long aBytes, long b, long bBytes) {
+        return a + aBytes <= b || b + bBytes <= a;
+    }
+
+    private boolean isGemv3(MemorySegment function) {
+        for (MemorySegment f : gemv3Bf16Tokens) {
+            if (function.equals(f)) return true;
+        }
+        return false;
+    }
+
+    private boolean isGemv(MemorySegment function) {
+        if (function.equals(gemvBf16) || function.equals(gemvF32)) return true;
+        for (MemorySegment f : gemvBf16Tokens) {
+            if (function.equals(f)) return true;
+        }
+        return false;
     }
 
     /** Writes the new tokens' keys (and values, when {@code value != 0}) into their cache slots. */
@@ -168,15 +324,40 @@ public final class Kernels implements AutoCloseable {
         return ATTENTION_THREADS * Long.BYTES + ATTENTION_THREADS * Float.BYTES + 32 * Float.BYTES + keyDim * Float.BYTES;
     }
 
-    /** Causal attention of every (token, head) over the paged cache. */
+    /**
+     * Causal attention of every (token, head) over the paged cache, one block each over the whole context; sequence
+     * s's block table starts {@code s * tableStride} entries into {@code tables}.
+     */
     public void pagedAttention(long query, long out, long keys, long values, long tokenSequence, long tokenPosition,
-                               long tableStart, long tables, int tokens, int heads, int kvHeads, int keyDim,
+                               long tables, int tableStride, int tokens, int heads, int kvHeads, int keyDim,
                                int valueDim, int valueStride, int blockSize, float scale) {
         if (tokens == 0) return;
-        args().ptr(query).ptr(out).ptr(keys).ptr(values).ptr(tokenSequence).ptr(tokenPosition).ptr(tableStart).ptr(tables)
+        args().ptr(query).ptr(out).ptr(keys).ptr(values).ptr(tokenSequence).ptr(tokenPosition).ptr(tables).i32(tableStride)
                 .i32(heads).i32(kvHeads).i32(keyDim).i32(valueDim).i32(valueStride).i32(blockSize).f32(scale)
                 .launch(pagedAttention, "kiln_paged_attention", tokens, heads, ATTENTION_THREADS,
                         attentionSharedBytes(keyDim));
+    }
+
+    /**
+     * Causal attention with each context split into {@code plan.chunk()}-key chunks, one block per (token, KV head,
+     * head block, chunk) serving all its query heads; with several splits the blocks write partial records into
+     * {@code partials} ({@link SplitAttentionPlan#partialBytes}) and a second kernel merges them into {@code out}.
+     * Values live in the keys when {@code values == keys}.
+     */
+    public void pagedAttentionSplit(SplitAttentionPlan plan, long query, long out, long partials, long keys, long values,
+                                    long tokenSequence, long tokenPosition, long tables, int tableStride, int tokens,
+                                    int heads, int kvHeads, int keyDim, int valueDim, int valueStride, int blockSize,
+                                    float scale) {
+        if (tokens == 0) return;
+        args().ptr(query).ptr(out).ptr(partials).ptr(keys).ptr(values).ptr(tokenSequence).ptr(tokenPosition).ptr(tables)
+                .i32(tableStride).i32(heads).i32(kvHeads).i32(plan.headsPerBlock()).i32(keyDim).i32(valueDim)
+                .i32(valueStride).i32(blockSize).i32(plan.chunk()).i32(plan.tile()).f32(scale)
+                .launch(pagedAttentionSplit, "kiln_paged_attention_split", plan.rows(tokens, kvHeads), plan.splits(),
+                        SplitAttentionPlan.THREADS, plan.sharedBytes());
+        if (plan.splits() == 1) return;
+        args().ptr(partials).ptr(out).ptr(tokenPosition).i32(heads).i32(valueDim).i32(plan.chunk()).i32(plan.splits())
+                .launch(pagedAttentionCombine, "kiln_paged_attention_combine", tokens, heads,
+                        SplitAttentionPlan.COMBINE_THREADS, plan.combineSharedBytes());
     }
 
     private static int blocks(long n) {
@@ -198,18 +379,13 @@ public final class Kernels implements AutoCloseable {
     }
 
     /**
-     * A kernel's argument list: each argument's value in an 8-byte slot and the {@code void*[]} that
-     * {@code cuLaunchKernel} reads, which points at the slots. The driver copies the values during the launch call,
-     * so one buffer per thread serves every launch.
+     * A kernel's argument list, each argument's value in an 8-byte slot (the layout {@code cuLaunchKernel}'s
+     * parameter pointers address). The recorder copies the slots when it takes the launch, so one buffer per thread
+     * serves every launch.
      */
     private final class Arguments {
         private final MemorySegment values = Arena.global().allocate(8L * MAX_ARGUMENTS, 8);
-        private final MemorySegment pointers = Arena.global().allocate(ADDRESS, MAX_ARGUMENTS);
         private int count;
-
-        Arguments() {
-            for (int i = 0; i < MAX_ARGUMENTS; i++) pointers.setAtIndex(ADDRESS, i, values.asSlice(8L * i, 8));
-        }
 
         Arguments reset() {
             count = 0;
@@ -227,17 +403,24 @@ public final class Kernels implements AutoCloseable {
         }
 
         Arguments i32(int value) {
-            values.set(JAVA_INT, 8L * count++, value);
+            values.set(JAVA_LONG, 8L * count++, value & 0xffffffffL); // the whole slot: launches compare slot by slot
             return this;
         }
 
         Arguments f32(float value) {
-            values.set(JAVA_FLOAT, 8L * count++, value);
+            values.set(JAVA_LONG, 8L * count++, Float.floatToRawIntBits(value) & 0xffffffffL);
             return this;
         }
 
         void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes) {
-            driver.launch(function, gridX, gridY, 1, block, 1, 1, sharedBytes, context.stream(), pointers, name);
+            context.recorder().launch(function, name, gridX, gridY, block, sharedBytes, values, count);
+        }
+
+        /** Takes the place of the recorder's last held launch (a fusion of it with this one). */
+        void replace(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes) {
+            long[] slots = new long[count];
+            MemorySegment.copy(values, JAVA_LONG, 0, slots, 0, count);
+            context.recorder().replaceLast(new StepRecorder.Launch(function, name, gridX, gridY, block, sharedBytes, slots));
         }
     }
 }

@@ -67,7 +67,7 @@ public final class Uploads implements AutoCloseable {
         if (bytes > HALF) return oversize(MemorySegment.ofArray(values));
         long offset = reserve(bytes);
         MemorySegment.copy(values, 0, host, JAVA_INT, offset, values.length);
-        driver.copyToDeviceAsync(device + offset, host.asSlice(offset, bytes), bytes, context.stream());
+        context.recorder().copy(device + offset, host.asSlice(offset, bytes), bytes);
         if (recent.size() == REMEMBERED) recent.removeLast();
         recent.addFirst(new Upload(values.clone(), device + offset, turn));
         return device + offset;
@@ -80,7 +80,7 @@ public final class Uploads implements AutoCloseable {
         if (bytes > HALF) return oversize(MemorySegment.ofArray(values));
         long offset = reserve(bytes);
         MemorySegment.copy(values, 0, host, JAVA_FLOAT, offset, values.length);
-        driver.copyToDeviceAsync(device + offset, host.asSlice(offset, bytes), bytes, context.stream());
+        context.recorder().copy(device + offset, host.asSlice(offset, bytes), bytes);
         return device + offset;
     }
 
@@ -99,7 +99,7 @@ public final class Uploads implements AutoCloseable {
         }
         long offset = reserve(bytes);
         MemorySegment.copy(values, 0, host, JAVA_FLOAT, offset, values.length);
-        driver.copyToDeviceAsync(destination, host.asSlice(offset, bytes), bytes, context.stream());
+        context.recorder().copy(destination, host.asSlice(offset, bytes), bytes);
     }
 
     private long reserve(long bytes) {
@@ -115,6 +115,18 @@ public final class Uploads implements AutoCloseable {
         long offset = half * HALF + used;
         used += size;
         return offset;
+    }
+
+    /**
+     * Starts the ring over at its first byte and forgets earlier uploads. Only valid when nothing queued or held
+     * reads the ring or its staging memory: the context calls it right after waiting for the stream.
+     */
+    synchronized void rewind() {
+        half = 0;
+        used = 0;
+        turn += 2;
+        recent.clear();
+        recorded[0] = recorded[1] = false;
     }
 
     /** Arrays beyond half the ring go through a dedicated buffer, after the queued work. */

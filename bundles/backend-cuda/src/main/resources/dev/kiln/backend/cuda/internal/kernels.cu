@@ -61,6 +61,10 @@ extern "C" __global__ void kiln_add(float* acc, const float* x, long long n) {
     GRID_STRIDE(i, n) acc[i] += x[i];
 }
 
+extern "C" __global__ void kiln_add_halves(const float* halves, float* out, long long n) {
+    GRID_STRIDE(i, n) out[i] = halves[i] + halves[n + i];
+}
+
 extern "C" __global__ void kiln_add_bias(float* x, const float* bias, long long n, int width) {
     GRID_STRIDE(i, n) x[i] += bias[i % width];
 }
@@ -97,6 +101,26 @@ extern "C" __global__ void kiln_rms_norm(const float* x, const float* scale, flo
     float sum = 0.0f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float v = row[i];
+        sum += v * v;
+    }
+    sum = block_sum(sum, scratch);
+    float inv = 1.0f / sqrtf(sum / (float) n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = row[i] * inv * scale[i];
+}
+
+// acc += delta, then out = rms_norm(acc) * scale, one block per row: the residual add and the next layer's norm in
+// one pass. out may be delta (each thread reads delta[i] before it writes out[i] for the same i, and a barrier
+// separates the passes).
+extern "C" __global__ void kiln_add_rms_norm(float* acc, const float* delta, const float* scale, float eps, float* out,
+                                             int n) {
+    __shared__ float scratch[32];
+    float* row = acc + (long long) blockIdx.x * n;
+    const float* d = delta + (long long) blockIdx.x * n;
+    float* o = out + (long long) blockIdx.x * n;
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = row[i] + d[i];
+        row[i] = v;
         sum += v * v;
     }
     sum = block_sum(sum, scratch);
@@ -160,6 +184,74 @@ extern "C" __global__ void kiln_rotary(float* x, const int* positions, const flo
     }
 }
 
+// The column of each row's largest value, the first on ties (one block per row): greedy decoding on the device, so
+// that a step sends back one int per sequence instead of its logits. NaN never compares larger; a row of -inf or
+// NaN only gives column 0, as the host's argmax does for -inf.
+extern "C" __global__ void kiln_argmax_rows(const float* x, int n, int* out) {
+    __shared__ float bestValue[32];
+    __shared__ int bestIndex[32];
+    const float* row = x + (long long) blockIdx.x * n;
+    float best = -KILN_INFINITY;
+    int index = 0x7fffffff;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = row[i];
+        if (v > best || (v == best && i < index)) {
+            best = v;
+            index = i;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, index, o);
+        if (ov > best || (ov == best && oi < index)) {
+            best = ov;
+            index = oi;
+        }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    if (lane == 0) {
+        bestValue[warp] = best;
+        bestIndex[warp] = index;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        best = lane < warps ? bestValue[lane] : -KILN_INFINITY;
+        index = lane < warps ? bestIndex[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, best, o);
+            int oi = __shfl_xor_sync(0xffffffffu, index, o);
+            if (ov > best || (ov == best && oi < index)) {
+                best = ov;
+                index = oi;
+            }
+        }
+        if (lane == 0) out[blockIdx.x] = index == 0x7fffffff ? 0 : index;
+    }
+}
+
+// Two rotations by the same positions in one launch (a layer's queries and keys): blockIdx.y picks the tensor.
+extern "C" __global__ void kiln_rotary2(float* x, int rowLength, int heads, float* x2, int rowLength2, int heads2,
+                                        const int* positions, const float* cosTable, const float* sinTable,
+                                        int headStride, int offset, int half, int interleaved) {
+    if (blockIdx.y == 1) {
+        x = x2;
+        rowLength = rowLength2;
+        heads = heads2;
+    }
+    float* row = x + (long long) blockIdx.x * rowLength;
+    long long table = (long long) positions[blockIdx.x] * half;
+    for (int e = threadIdx.x; e < heads * half; e += blockDim.x) {
+        int h = e / half, i = e - h * half;
+        float* head = row + h * headStride + offset;
+        float c = cosTable[table + i], s = sinTable[table + i];
+        int ia = interleaved ? 2 * i : i;
+        int ib = interleaved ? 2 * i + 1 : i + half;
+        float a = head[ia], b = head[ib];
+        head[ia] = a * c - b * s;
+        head[ib] = b * c + a * s;
+    }
+}
+
 // ---- matrix-vector products for few rows (decode) --------------------------------------------------------------
 
 #define GEMV_MAX_TOKENS 8
@@ -168,7 +260,7 @@ extern "C" __global__ void kiln_rotary(float* x, const int* positions, const flo
 // is streamed from memory exactly once whatever the number of tokens. vectorized: columns % 8 == 0 and W, x
 // 16-byte aligned, each lane then loads 8 weights (16 bytes) at a time.
 extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float* out, int rows, int columns,
-                                          int tokens, int vectorized) {
+                                          int tokens, int vectorized, const float* bias) {
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -212,7 +304,7 @@ extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float
     for (int t = 0; t < GEMV_MAX_TOKENS; t++) {
         if (t < tokens) {
             float v = warp_sum(acc[t]);
-            if (lane == 0) out[(long long) t * rows + row] = v;
+            if (lane == 0) out[(long long) t * rows + row] = bias ? v + bias[row] : v;
         }
     }
 }
@@ -224,15 +316,12 @@ extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float
 // from L1/L2.
 #define GEMV_UNROLL 4
 
+// One lane's share of W[row] . x[t] for every token: lane-partial sums in acc (reduce with warp_sum).
 template <int TOKENS>
-__device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* __restrict__ w, const float* __restrict__ x,
-                                                 float* __restrict__ out, int rows, int columns) {
-    int lane = threadIdx.x & 31;
-    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= rows) return;
-    const uint4* wr = reinterpret_cast<const uint4*>(w + (long long) row * columns);
+__device__ __forceinline__ void dot_row_bf16(const bf16_t* __restrict__ wrow, const float* __restrict__ x, int columns,
+                                             int lane, float (&acc)[TOKENS]) {
+    const uint4* wr = reinterpret_cast<const uint4*>(wrow);
     int chunks = columns >> 3;
-    float acc[TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[t] = 0.0f;
     for (int base = lane; base < chunks; base += 32 * GEMV_UNROLL) {
@@ -266,16 +355,80 @@ __device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* __restrict__ w, c
         }
     }
 #pragma unroll
-    for (int t = 0; t < TOKENS; t++) {
-        float v = warp_sum(acc[t]);
-        if (lane == 0) out[(long long) t * rows + row] = v;
+    for (int t = 0; t < TOKENS; t++) acc[t] = warp_sum(acc[t]);
+}
+
+template <int TOKENS>
+__device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* __restrict__ w, const float* __restrict__ x,
+                                                 float* __restrict__ out, int rows, int columns,
+                                                 const float* __restrict__ bias) {
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    float acc[TOKENS];
+    dot_row_bf16<TOKENS>(w + (long long) row * columns, x, columns, lane, acc);
+    if (lane == 0) {
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) out[(long long) t * rows + row] = bias ? acc[t] + bias[row] : acc[t];
+    }
+}
+
+// Up to three products of the same activations in one launch (q, k and v; or gate and up): the warps of one grid
+// cover the rows of all of them, so the small k and v matrices no longer get a launch each that leaves most SMs
+// idle. A segment with 0 rows is absent. The outputs must not overlap x (the Java side checks).
+template <int TOKENS>
+__device__ __forceinline__ void gemv3_bf16_tokens(const float* __restrict__ x, int columns,
+        const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1, const float* b1,
+        const bf16_t* w2, float* o2, int r2, const float* b2) {
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const bf16_t* w;
+    float* out;
+    const float* bias;
+    int rows;
+    if (row < r0) {
+        w = w0; out = o0; bias = b0; rows = r0;
+    } else if ((row -= r0) < r1) {
+        w = w1; out = o1; bias = b1; rows = r1;
+    } else if ((row -= r1) < r2) {
+        w = w2; out = o2; bias = b2; rows = r2;
+    } else {
+        return;
+    }
+    float acc[TOKENS];
+    dot_row_bf16<TOKENS>(w + (long long) row * columns, x, columns, lane, acc);
+    if (lane == 0) {
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) out[(long long) t * rows + row] = bias ? acc[t] + bias[row] : acc[t];
+    }
+}
+
+// The gate and up products of an MLP and silu(gate) * up in one launch: a warp computes row r of both, writes both
+// products (as the separate launches would) and the activation into out, which may be gate.
+template <int TOKENS>
+__device__ __forceinline__ void gemv_silu_bf16_tokens(const float* __restrict__ x, int columns, const bf16_t* wg,
+        const bf16_t* wu, float* gate, float* up, float* out, int rows) {
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    float g[TOKENS], u[TOKENS];
+    dot_row_bf16<TOKENS>(wg + (long long) row * columns, x, columns, lane, g);
+    dot_row_bf16<TOKENS>(wu + (long long) row * columns, x, columns, lane, u);
+    if (lane == 0) {
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) {
+            long long i = (long long) t * rows + row;
+            gate[i] = g[t];
+            up[i] = u[t];
+            out[i] = g[t] / (1.0f + expf(-g[t])) * u[t];
+        }
     }
 }
 
 #define GEMV_BF16_TOKENS(T)                                                                                      \
     extern "C" __global__ void kiln_gemv_bf16_t##T(const bf16_t* w, const float* x, float* out, int rows,        \
-                                                    int columns, int tokens, int vectorized) {                   \
-        gemv_bf16_tokens<T>(w, x, out, rows, columns);                                                          \
+                                                    int columns, int tokens, int vectorized, const float* bias) {\
+        gemv_bf16_tokens<T>(w, x, out, rows, columns, bias);                                                    \
     }
 GEMV_BF16_TOKENS(1)
 GEMV_BF16_TOKENS(2)
@@ -286,9 +439,28 @@ GEMV_BF16_TOKENS(6)
 GEMV_BF16_TOKENS(7)
 GEMV_BF16_TOKENS(8)
 
+#define GEMV3_BF16_TOKENS(T)                                                                                     \
+    extern "C" __global__ void kiln_gemv3_bf16_t##T(const float* x, int columns, int tokens,                      \
+            const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1,            \
+            const float* b1, const bf16_t* w2, float* o2, int r2, const float* b2) {                              \
+        gemv3_bf16_tokens<T>(x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2);                         \
+    }                                                                                                             \
+    extern "C" __global__ void kiln_gemv_silu_bf16_t##T(const float* x, int columns, int tokens, const bf16_t* wg, \
+            const bf16_t* wu, float* gate, float* up, float* out, int rows) {                                     \
+        gemv_silu_bf16_tokens<T>(x, columns, wg, wu, gate, up, out, rows);                                        \
+    }
+GEMV3_BF16_TOKENS(1)
+GEMV3_BF16_TOKENS(2)
+GEMV3_BF16_TOKENS(3)
+GEMV3_BF16_TOKENS(4)
+GEMV3_BF16_TOKENS(5)
+GEMV3_BF16_TOKENS(6)
+GEMV3_BF16_TOKENS(7)
+GEMV3_BF16_TOKENS(8)
+
 // The same for f32 weights (checkpoints stored in f32 or f16); vectorized: columns % 4 == 0, 16-byte aligned.
 extern "C" __global__ void kiln_gemv_f32(const float* w, const float* x, float* out, int rows, int columns,
-                                         int tokens, int vectorized) {
+                                         int tokens, int vectorized, const float* bias) {
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -321,7 +493,7 @@ extern "C" __global__ void kiln_gemv_f32(const float* w, const float* x, float* 
     for (int t = 0; t < GEMV_MAX_TOKENS; t++) {
         if (t < tokens) {
             float v = warp_sum(acc[t]);
-            if (lane == 0) out[(long long) t * rows + row] = v;
+            if (lane == 0) out[(long long) t * rows + row] = bias ? v + bias[row] : v;
         }
     }
 }
@@ -356,10 +528,12 @@ extern "C" __global__ void kiln_write_kv(const float* key, const float* value, f
 // Causal attention of one query token and head (grid: tokens x heads) over its sequence's paged context, in tiles
 // of ATTENTION_THREADS keys with an online softmax: each thread scores one key of the tile, then each thread
 // accumulates its value dimensions over the tile. valueStride is the distance between two cache entries in the
-// value array (keyDim when values live in the keys). Dynamic shared memory: see Kernels.attentionSharedBytes.
+// value array (keyDim when values live in the keys). Sequence s's block table starts at tables[s * tableStride].
+// The fallback for head sizes that are not whole float4 rows; see kiln_paged_attention_split for the rest.
+// Dynamic shared memory: see Kernels.attentionSharedBytes.
 extern "C" __global__ void __launch_bounds__(ATTENTION_THREADS)
 kiln_paged_attention(const float* query, float* out, const float* keys, const float* values,
-                     const int* tokenSequence, const int* tokenPosition, const int* tableStart, const int* tables,
+                     const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
                      int heads, int kvHeads, int keyDim, int valueDim, int valueStride, int blockSize, float scale) {
     extern __shared__ __align__(16) unsigned char shared[];
     long long* valueAt = reinterpret_cast<long long*>(shared);
@@ -371,7 +545,7 @@ kiln_paged_attention(const float* query, float* out, const float* keys, const fl
     int sequence = tokenSequence[t];
     int position = tokenPosition[t];
     int kvHead = h / (heads / kvHeads);
-    const int* table = tables + tableStart[sequence];
+    const int* table = tables + (long long) sequence * tableStride;
     const float* qh = query + ((long long) t * heads + h) * keyDim;
     for (int d = tid; d < keyDim; d += ATTENTION_THREADS) q[d] = qh[d];
     __syncthreads();
@@ -429,5 +603,237 @@ kiln_paged_attention(const float* query, float* out, const float* keys, const fl
     for (int i = 0; i < ATTENTION_VALUES_PER_THREAD; i++) {
         int d = tid + i * ATTENTION_THREADS;
         if (d < valueDim) o[d] = acc[i] * inv;
+    }
+}
+
+// ---- split-context ("flash-decoding") attention ----------------------------------------------------------------
+//
+// kiln_paged_attention_split: grid (tokens * kvHeads * headBlocks, splits). Block (row, split) serves query token
+// t, KV head g and up to headsPerBlock of g's query heads (all of them unless the group is too large for shared
+// memory), over keys [split * chunk, min((split + 1) * chunk, position + 1)). Each key and value row is read from
+// memory once per block, i.e. once per group, and reused by every head of the block from shared memory. The split
+// count depends only on the token count, the head geometry and a power-of-two bucket of the longest context (see
+// SplitAttentionPlan), so one step's launch is identical to the next one's; blocks that start past their token's
+// context return at once.
+//
+// The block walks its chunk in tiles of `tile` keys: (1) the tile's key rows (and value rows) are copied into
+// shared memory with float4 loads, consecutive threads reading consecutive 16 bytes of a row; (2) one thread per
+// (head, key) scores it against the head's query in shared memory; (3) one warp per head updates the running max
+// and sum (online softmax) and turns scores into weights; (4) one thread per (head, float4 of value dimensions)
+// accumulates the weighted values in registers.
+//
+// With one split the block writes the normalised output; with several it writes a partial record per (token,
+// head, split) into `partials`: valueDim unnormalised output sums, then the running max and the sum of
+// exponentials (record stride valueDim + 4 keeps float4 alignment); kiln_paged_attention_combine merges them.
+//
+// Keys and values: valueStride as for kiln_paged_attention; values == keys means the values are the leading
+// valueDim elements of each key row (MLA), which is then copied to shared memory once for both uses.
+// Requirements (checked by the Java side): keyDim and valueDim multiples of 4, 16-byte aligned arrays,
+// headsPerBlock * valueDim <= 4 * SPLIT_THREADS * SPLIT_MAX_OUTPUTS.
+// Dynamic shared memory (floats): headsPerBlock * keyDim (queries) + tile * (keyDim + 4) (keys; rows padded by 16
+// bytes so that threads reading different rows hit different banks) + tile * (valueDim + 4) unless values are in
+// the keys + headsPerBlock * tile (weights) + 2 * headsPerBlock (running max and sum) + headsPerBlock (corrections).
+
+#define SPLIT_THREADS 256
+#define SPLIT_MAX_OUTPUTS 8
+
+extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
+kiln_paged_attention_split(const float* __restrict__ query, float* __restrict__ out, float* __restrict__ partials,
+                           const float* __restrict__ keys, const float* __restrict__ values,
+                           const int* __restrict__ tokenSequence, const int* __restrict__ tokenPosition,
+                           const int* __restrict__ tables, int tableStride, int heads, int kvHeads, int headsPerBlock,
+                           int keyDim, int valueDim, int valueStride, int blockSize, int chunk, int tile, float scale) {
+    extern __shared__ __align__(16) float smem[];
+    int group = heads / kvHeads;
+    int headBlocks = (group + headsPerBlock - 1) / headsPerBlock;
+    int row = blockIdx.x;
+    int headBlock = row % headBlocks;
+    row /= headBlocks;
+    int kvHead = row % kvHeads;
+    int t = row / kvHeads;
+    int split = blockIdx.y, splits = gridDim.y;
+    int position = tokenPosition[t];
+    int begin = split * chunk;
+    if (begin > position) return; // past this token's context: the combine never reads this split
+    int end = min(begin + chunk, position + 1);
+    int firstHead = kvHead * group + headBlock * headsPerBlock;
+    int blockHeads = min(headsPerBlock, group - headBlock * headsPerBlock);
+    const int* table = tables + (long long) tokenSequence[t] * tableStride;
+    bool valuesInKeys = values == keys;
+
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int keyVectors = keyDim >> 2, valueVectors = valueDim >> 2;
+    int keyRow = keyDim + 4, valueRow = valuesInKeys ? keyRow : valueDim + 4;
+    float* q = smem;
+    float* tileKeys = q + headsPerBlock * keyDim;
+    float* tileValues = valuesInKeys ? tileKeys : tileKeys + tile * keyRow;
+    float* weights = valuesInKeys ? tileKeys + tile * keyRow : tileValues + tile * valueRow;
+    float* runningMax = weights + headsPerBlock * tile;
+    float* runningSum = runningMax + headsPerBlock;
+    float* correction = runningSum + headsPerBlock;
+
+    const float4* q4 = reinterpret_cast<const float4*>(query + ((long long) t * heads + firstHead) * keyDim);
+    for (int i = tid; i < blockHeads * keyVectors; i += SPLIT_THREADS) reinterpret_cast<float4*>(q)[i] = q4[i];
+    if (tid < blockHeads) {
+        runningMax[tid] = -KILN_INFINITY;
+        runningSum[tid] = 0.0f;
+    }
+    const float4* keys4 = reinterpret_cast<const float4*>(keys);
+    const float4* values4 = reinterpret_cast<const float4*>(values);
+    int valueStrideVectors = valueStride >> 2;
+
+    float4 acc[SPLIT_MAX_OUTPUTS];
+#pragma unroll
+    for (int i = 0; i < SPLIT_MAX_OUTPUTS; i++) acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    int outputs = blockHeads * valueVectors;
+
+    for (int start = begin; start < end; start += tile) {
+        int n = min(tile, end - start);
+        __syncthreads(); // the previous tile's readers are done (and, the first time, q and the stats are written)
+        for (int i = tid; i < n * keyVectors; i += SPLIT_THREADS) {
+            int j = i / keyVectors, d = i - j * keyVectors;
+            int p = start + j;
+            int slotBlock = p / blockSize;
+            long long entry = ((long long) table[slotBlock] * kvHeads + kvHead) * blockSize + (p - slotBlock * blockSize);
+            reinterpret_cast<float4*>(tileKeys + j * keyRow)[d] = keys4[entry * keyVectors + d];
+        }
+        if (!valuesInKeys) {
+            for (int i = tid; i < n * valueVectors; i += SPLIT_THREADS) {
+                int j = i / valueVectors, d = i - j * valueVectors;
+                int p = start + j;
+                int slotBlock = p / blockSize;
+                long long entry = ((long long) table[slotBlock] * kvHeads + kvHead) * blockSize + (p - slotBlock * blockSize);
+                reinterpret_cast<float4*>(tileValues + j * valueRow)[d] = values4[entry * valueStrideVectors + d];
+            }
+        }
+        __syncthreads();
+        for (int i = tid; i < blockHeads * tile; i += SPLIT_THREADS) {
+            int h = i / tile, j = i - h * tile;
+            float score = -KILN_INFINITY;
+            if (j < n) {
+                const float4* k = reinterpret_cast<const float4*>(tileKeys + j * keyRow);
+                const float4* qh = reinterpret_cast<const float4*>(q + h * keyDim);
+                float x = 0.0f, y = 0.0f, z = 0.0f, w = 0.0f;
+                for (int d = 0; d < keyVectors; d++) {
+                    float4 a = k[d], b = qh[d];
+                    x += a.x * b.x;
+                    y += a.y * b.y;
+                    z += a.z * b.z;
+                    w += a.w * b.w;
+                }
+                score = ((x + y) + (z + w)) * scale;
+            }
+            weights[i] = score;
+        }
+        __syncthreads();
+        for (int h = warp; h < blockHeads; h += SPLIT_THREADS / 32) {
+            float* w = weights + h * tile;
+            float tileMax = -KILN_INFINITY;
+            for (int j = lane; j < n; j += 32) tileMax = fmaxf(tileMax, w[j]);
+            tileMax = warp_max(tileMax);
+            float oldMax = runningMax[h];
+            float newMax = fmaxf(oldMax, tileMax);
+            float sum = 0.0f;
+            for (int j = lane; j < tile; j += 32) {
+                float e = j < n ? expf(w[j] - newMax) : 0.0f;
+                w[j] = e;
+                sum += e;
+            }
+            sum = warp_sum(sum);
+            if (lane == 0) {
+                float c = expf(oldMax - newMax); // 0 for the first tile (oldMax is -inf)
+                correction[h] = c;
+                runningSum[h] = runningSum[h] * c + sum;
+                runningMax[h] = newMax;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < SPLIT_MAX_OUTPUTS; i++) {
+            int o = tid + i * SPLIT_THREADS;
+            if (o < outputs) {
+                int h = o / valueVectors, d = o - h * valueVectors;
+                const float* w = weights + h * tile;
+                const float4* v = reinterpret_cast<const float4*>(tileValues) + d;
+                float c = correction[h];
+                float4 a = acc[i];
+                a.x *= c;
+                a.y *= c;
+                a.z *= c;
+                a.w *= c;
+                for (int j = 0; j < n; j++) {
+                    float e = w[j];
+                    float4 x = v[j * (valueRow >> 2)];
+                    a.x += e * x.x;
+                    a.y += e * x.y;
+                    a.z += e * x.z;
+                    a.w += e * x.w;
+                }
+                acc[i] = a;
+            }
+        }
+    }
+    // The last tile's barrier before the value pass published runningMax and runningSum.
+#pragma unroll
+    for (int i = 0; i < SPLIT_MAX_OUTPUTS; i++) {
+        int o = tid + i * SPLIT_THREADS;
+        if (o < outputs) {
+            int h = o / valueVectors, d = o - h * valueVectors;
+            long long head = (long long) t * heads + firstHead + h;
+            float4 a = acc[i];
+            if (splits == 1) {
+                float inv = 1.0f / runningSum[h];
+                reinterpret_cast<float4*>(out + head * valueDim)[d] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
+            } else {
+                float* record = partials + (head * splits + split) * (valueDim + 4);
+                reinterpret_cast<float4*>(record)[d] = a;
+                if (d == 0) {
+                    record[valueDim] = runningMax[h];
+                    record[valueDim + 1] = runningSum[h];
+                }
+            }
+        }
+    }
+}
+
+#define COMBINE_THREADS 128
+
+// Merges the partial records of kiln_paged_attention_split (grid: tokens x heads): out = sum_s e^(m_s - M) o_s /
+// sum_s e^(m_s - M) l_s over the splits that held keys (those starting at or before the token's position), M the
+// largest m_s. Dynamic shared memory: splits floats for the weights e^(m_s - M).
+extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
+kiln_paged_attention_combine(const float* __restrict__ partials, float* __restrict__ out,
+                             const int* __restrict__ tokenPosition, int heads, int valueDim, int chunk, int splits) {
+    extern __shared__ float splitWeight[];
+    __shared__ float scratch[32];
+    int t = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+    int used = min(splits, tokenPosition[t] / chunk + 1);
+    long long head = (long long) t * heads + h;
+    int stride = valueDim + 4;
+    const float* records = partials + head * splits * stride;
+    float m = -KILN_INFINITY;
+    for (int s = tid; s < used; s += COMBINE_THREADS) m = fmaxf(m, records[(long long) s * stride + valueDim]);
+    m = block_max(m, scratch);
+    float sum = 0.0f;
+    for (int s = tid; s < used; s += COMBINE_THREADS) {
+        const float* r = records + (long long) s * stride;
+        float w = expf(r[valueDim] - m);
+        splitWeight[s] = w;
+        sum += w * r[valueDim + 1];
+    }
+    float inv = 1.0f / block_sum(sum, scratch); // its barriers also publish splitWeight[]
+    int valueVectors = valueDim >> 2;
+    const float4* records4 = reinterpret_cast<const float4*>(records);
+    for (int d = tid; d < valueVectors; d += COMBINE_THREADS) {
+        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int s = 0; s < used; s++) {
+            float w = splitWeight[s];
+            float4 x = records4[(long long) s * (stride >> 2) + d];
+            a.x += w * x.x;
+            a.y += w * x.y;
+            a.z += w * x.z;
+            a.w += w * x.w;
+        }
+        reinterpret_cast<float4*>(out + head * valueDim)[d] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
     }
 }

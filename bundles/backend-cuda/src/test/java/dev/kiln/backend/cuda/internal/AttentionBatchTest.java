@@ -2,6 +2,7 @@ package dev.kiln.backend.cuda.internal;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
 import dev.kiln.api.attention.AttentionMetadata;
@@ -13,7 +14,7 @@ class AttentionBatchTest {
     private static final int BLOCK = 4;
 
     @Test
-    void tokensGetTheirSequencePositionAndSlotAndTablesAreConcatenated() {
+    void tokensGetTheirSequencePositionAndSlotAndTablesSitAtTheBucketsStride() {
         // Sequence 0: a 3-token prefill from scratch; sequence 1: one decode token after 5 cached; sequence 2: a
         // 2-token verification after 6 cached, with a table longer than its context needs.
         var batch = new AttentionMetadata(new int[] {0, 3, 4, 6}, new int[] {3, 6, 8},
@@ -25,10 +26,71 @@ class AttentionBatchTest {
         assertArrayEquals(new int[] {0, 0, 0, 1, 2, 2}, slice(p, packed.sequenceOffset(), 6));
         assertArrayEquals(new int[] {0, 1, 2, 5, 6, 7}, slice(p, packed.positionOffset(), 6));
         assertArrayEquals(new int[] {28, 29, 30, 21, 6, 7}, slice(p, packed.slotOffset(), 6));
-        // Only the blocks the context needs: 1, 2 and 2.
-        assertArrayEquals(new int[] {0, 1, 3}, slice(p, packed.tableStartOffset(), 3));
-        assertArrayEquals(new int[] {7, 2, 5, 1, 0}, slice(p, packed.tablesOffset(), 5));
-        assertEquals(packed.tablesOffset() + 5, p.length);
+        // Contexts of at most 256 tokens share the smallest bucket: 64 blocks of 4 per table.
+        assertEquals(256, packed.contextBucket());
+        assertEquals(64, packed.tableStride());
+        assertEquals(packed.tablesOffset() + 3 * 64, p.length);
+        // Only the blocks each context needs (1, 2 and 2), the rest of each table -1.
+        int[] expected = new int[3 * 64];
+        Arrays.fill(expected, -1);
+        expected[0] = 7;
+        expected[64] = 2;
+        expected[65] = 5;
+        expected[128] = 1;
+        expected[129] = 0;
+        assertArrayEquals(expected, slice(p, packed.tablesOffset(), 3 * 64));
+    }
+
+    @Test
+    void theBucketIsTheNextPowerOfTwoOfTheLongestContextAndAtLeast256() {
+        assertEquals(256, AttentionBatch.contextBucket(0));
+        assertEquals(256, AttentionBatch.contextBucket(1));
+        assertEquals(256, AttentionBatch.contextBucket(256));
+        assertEquals(512, AttentionBatch.contextBucket(257));
+        assertEquals(4096, AttentionBatch.contextBucket(3000));
+        assertEquals(1 << 30, AttentionBatch.contextBucket(1 << 30));
+        assertThrows(IllegalArgumentException.class, () -> AttentionBatch.contextBucket((1 << 30) + 1));
+    }
+
+    /** What graph replay needs: one length for every decode step whose longest context stays in its bucket. */
+    @Test
+    void theLengthChangesOnlyWithTheBucket() {
+        int blockSize = 16;
+        int[] lengths = new int[1001];
+        for (int context = 1; context <= 1000; context++) {
+            // Two sequences decoding one token each, the second always 40 tokens shorter (or 1).
+            int other = Math.max(1, context - 40);
+            int[][] tables = {blocks(0, Math.ceilDiv(context, blockSize)), blocks(100, Math.ceilDiv(other, blockSize))};
+            int[] slots = {slot(tables[0], context - 1, blockSize), slot(tables[1], other - 1, blockSize)};
+            var batch = new AttentionMetadata(new int[] {0, 1, 2}, new int[] {context, other}, tables, slots);
+            AttentionBatch packed = AttentionBatch.pack(batch, 200, blockSize);
+            lengths[context] = packed.packed().length;
+            assertEquals(6 + 2 * packed.tableStride(), lengths[context]);
+            assertEquals(Math.ceilDiv(packed.contextBucket(), blockSize), packed.tableStride());
+        }
+        for (int context = 2; context <= 1000; context++) {
+            boolean sameBucket = AttentionBatch.contextBucket(context) == AttentionBatch.contextBucket(context - 1);
+            if (sameBucket) {
+                assertEquals(lengths[context - 1], lengths[context], "length changed inside a bucket at " + context);
+            } else {
+                assertNotEquals(lengths[context - 1], lengths[context], "bucket edge at " + context);
+            }
+        }
+        assertEquals(6 + 2 * 16, lengths[256]);
+        assertEquals(6 + 2 * 32, lengths[257]);
+        assertEquals(6 + 2 * 64, lengths[1000]);
+    }
+
+    @Test
+    void aBlockSizeThatDoesNotDivideTheBucketRoundsTheStrideUp() {
+        var batch = new AttentionMetadata(new int[] {0, 1}, new int[] {300}, new int[][] {blocks(0, 43)},
+                new int[] {299});
+        AttentionBatch packed = AttentionBatch.pack(batch, 43, 7);
+        assertEquals(512, packed.contextBucket());
+        assertEquals(74, packed.tableStride()); // ceil(512 / 7)
+        assertEquals(3 + 74, packed.packed().length);
+        assertEquals(42, packed.packed()[3 + 42]);
+        assertEquals(-1, packed.packed()[3 + 43]);
     }
 
     @Test
@@ -48,6 +110,9 @@ class AttentionBatchTest {
         // A block outside the cache.
         assertThrows(IndexOutOfBoundsException.class, () -> AttentionBatch.pack(
                 new AttentionMetadata(new int[] {0, 1}, new int[] {1}, new int[][] {{4}}, new int[] {16}), 4, BLOCK));
+        // A negative block id inside the context.
+        assertThrows(IndexOutOfBoundsException.class, () -> AttentionBatch.pack(
+                new AttentionMetadata(new int[] {0, 1}, new int[] {5}, new int[][] {{0, -1}}, new int[] {4}), 4, BLOCK));
         // A slot outside the cache.
         assertThrows(IndexOutOfBoundsException.class, () -> AttentionBatch.pack(
                 new AttentionMetadata(new int[] {0, 1}, new int[] {1}, new int[][] {{3}}, new int[] {16}), 4, BLOCK));
@@ -57,6 +122,16 @@ class AttentionBatchTest {
         // Query starts and tables that do not match the number of sequences.
         assertThrows(IllegalArgumentException.class, () -> AttentionBatch.pack(
                 new AttentionMetadata(new int[] {0, 1}, new int[] {1, 1}, new int[][] {{0}, {1}}, new int[] {0, 4}), 4, BLOCK));
+    }
+
+    private static int[] blocks(int first, int n) {
+        int[] b = new int[n];
+        for (int i = 0; i < n; i++) b[i] = first + i;
+        return b;
+    }
+
+    private static int slot(int[] table, int position, int blockSize) {
+        return table[position / blockSize] * blockSize + position % blockSize;
     }
 
     private static int[] slice(int[] a, int from, int n) {

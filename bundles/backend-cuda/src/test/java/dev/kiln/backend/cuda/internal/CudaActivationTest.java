@@ -7,6 +7,8 @@ import static org.junit.jupiter.api.Assumptions.assumeFalse;
 
 import dev.kiln.backend.cuda.CudaAvailability;
 import dev.kiln.backend.cuda.CudaBackend;
+import dev.kiln.backend.cuda.CudaInt4Quantizer;
+import dev.kiln.backend.cuda.CudaInt8Quantizer;
 import dev.kiln.backend.cuda.CudaPagedAttention;
 import java.lang.reflect.Proxy;
 import java.util.ArrayList;
@@ -15,8 +17,8 @@ import org.junit.jupiter.api.Test;
 import org.osgi.service.component.ComponentContext;
 
 /**
- * The bundle's start-up decision: without CUDA the backend and attention components stay disabled and one line
- * says why; with CUDA exactly those two are enabled.
+ * The bundle's start-up decision: without CUDA the backend, attention and quantizer components stay disabled and
+ * one line says why; with CUDA exactly those four are enabled.
  */
 class CudaActivationTest {
     /** A component context that records which components were enabled and supports nothing else. */
@@ -42,11 +44,12 @@ class CudaActivationTest {
     }
 
     @Test
-    void withCudaTheBackendAndItsAttentionKernelAreEnabled() {
+    void withCudaTheBackendItsAttentionKernelAndItsQuantizersAreEnabled() {
         List<String> enabled = new ArrayList<>();
         String line = CudaActivation.enableIfAvailable(new CudaAvailability(true, "1 device(s), first NVIDIA H100"),
                 recording(enabled));
-        assertEquals(List.of(CudaBackend.class.getName(), CudaPagedAttention.class.getName()), enabled);
+        assertEquals(List.of(CudaInt8Quantizer.class.getName(), CudaInt4Quantizer.class.getName(),
+                CudaBackend.class.getName(), CudaPagedAttention.class.getName()), enabled);
         assertTrue(line.startsWith("CUDA backend enabled: "), line);
     }
 

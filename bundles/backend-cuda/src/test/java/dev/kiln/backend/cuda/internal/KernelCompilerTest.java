@@ -45,6 +45,30 @@ class KernelCompilerTest {
     }
 
     @Test
+    void theWeightFormatsKernelsCompileForHopperAndAmpereIntoCacheEntriesOfTheirOwn(@TempDir Path cache) throws Exception {
+        KernelCompiler compiler = new KernelCompiler(nvrtc, cache);
+        byte[] hopper = null;
+        for (String architecture : new String[] {"sm_90a", "sm_80"}) {
+            byte[] cubin = compiler.compile(QuantKernels.SOURCE, architecture);
+            if (hopper == null) hopper = cubin;
+            assertTrue(KernelCompiler.isElf(cubin), "NVRTC returned no ELF image for " + architecture);
+            String symbols = new String(cubin, StandardCharsets.ISO_8859_1);
+            for (String name : QuantKernels.NAMES) {
+                assertTrue(symbols.contains(name + "\0"), "the " + architecture + " CUBIN defines no kernel " + name);
+            }
+        }
+        compiler.kernels("sm_90a");
+        assertEquals(3, compiler.compilations());
+        try (var files = Files.list(cache)) {
+            assertEquals(3, files.count(), "one cached CUBIN per source and architecture");
+        }
+        KernelCompiler again = new KernelCompiler(nvrtc, cache);
+        assertArrayEquals(hopper, again.compile(QuantKernels.SOURCE, "sm_90a"));
+        assertEquals(0, again.compilations(), "an unchanged source must come from the cache");
+        assertThrows(IllegalStateException.class, () -> again.compile("missing.cu", "sm_90a"));
+    }
+
+    @Test
     void aSecondRequestIsServedFromTheCacheAndADifferentArchitectureIsCompiledAgain(@TempDir Path cache) throws Exception {
         KernelCompiler first = new KernelCompiler(nvrtc, cache);
         byte[] compiled = first.kernels("sm_90a");

@@ -8,6 +8,7 @@ import dev.kiln.api.model.CausalLanguageModel;
 import dev.kiln.api.model.ForwardBatch;
 import dev.kiln.api.model.ModelArchitecture;
 import dev.kiln.api.model.ModelBuildOptions;
+import dev.kiln.api.quant.Quantizer;
 import dev.kiln.loader.safetensors.SafetensorsCheckpointLoader;
 import dev.kiln.loader.safetensors.SafetensorsFile;
 import dev.kiln.loader.safetensors.TensorValues;
@@ -43,6 +44,12 @@ public final class Fixtures {
     /** Builds a fixture's model on a backend with an attention kernel. */
     public static CausalLanguageModel build(String fixture, ComputeBackend backend, AttentionKernel attention,
                                             int maxBatchTokens) {
+        return build(fixture, backend, attention, null, maxBatchTokens);
+    }
+
+    /** Builds a fixture's model on a backend with an attention kernel, its linear layers quantized on load. */
+    public static CausalLanguageModel build(String fixture, ComputeBackend backend, AttentionKernel attention,
+                                            Quantizer quantizer, int maxBatchTokens) {
         Checkpoint checkpoint;
         try {
             checkpoint = new SafetensorsCheckpointLoader().open(folder(fixture));
@@ -51,7 +58,7 @@ public final class Fixtures {
         }
         ModelArchitecture architecture = ARCHITECTURES.stream().filter(a -> a.supports(checkpoint.config())).findFirst()
                 .orElseThrow(() -> new IllegalArgumentException("no architecture for " + fixture));
-        return architecture.build(checkpoint, new ModelBuildOptions(backend, attention, null, maxBatchTokens));
+        return architecture.build(checkpoint, new ModelBuildOptions(backend, attention, quantizer, maxBatchTokens));
     }
 
     /** An int tensor of a fixture's {@code reference.safetensors}. */

@@ -1,0 +1,276 @@
+package dev.kiln.backend.cuda.internal;
+
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+import dev.kiln.backend.cuda.bindings.CudaDriver;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The kernels of the weight-only integer formats ({@value #SOURCE}), a second module that {@link CudaContext} loads at
+ * the first quantized weight, each behind a method that knows its parameter list and launch shape; and the scratch
+ * the formats' prefill products dequantize into. Launches are held by the context's {@link StepRecorder} like those
+ * of {@link Kernels}, so they take part in its graphs. Arguments are not checked here: {@link QuantizedWeight} checks
+ * shapes before it calls.
+ */
+public final class QuantKernels implements AutoCloseable {
+    /** The kernel source, a resource next to {@link KernelCompiler}. */
+    public static final String SOURCE = "quant_kernels.cu";
+    /** Tokens up to which a product streams the weight once (QUANT_MAX_TOKENS in the source). */
+    public static final int GEMV_MAX_TOKENS = 8;
+    /** Threads per block of the token-specialised GEMVs (QUANT_GEMV_THREADS in the source). */
+    static final int GEMV_THREADS = 128;
+    private static final int GEMV_WARPS = GEMV_THREADS / 32;
+    /** Threads per block of the any-shape GEMVs (one row per warp) and of the element-wise kernels. */
+    private static final int THREADS = 256;
+    /** Columns per lane step of the token-specialised GEMVs (QUANT_STEP in the source). */
+    static final int STEP = 16;
+    /**
+     * Weight elements one prefill tile holds: the weight is dequantized into bf16 tiles of whole rows this large
+     * (32 MB each) rather than all at once, so a 150k-row vocabulary projection needs no scratch of its own size.
+     */
+    static final long TILE_ELEMENTS = 1L << 24;
+    /** The most rows of one tile: the dequantizing kernels put a tile's rows on the grid's y dimension. */
+    static final int MAX_TILE_ROWS = 65_535;
+    private static final int MAX_GRID = 1 << 20;
+    private static final int MAX_ARGUMENTS = 12;
+
+    /** The kernel names the module must define (checked by the compilation test without a GPU). */
+    public static final String[] NAMES = names();
+
+    private final CudaContext context;
+    private final CudaDriver driver;
+    private final MemorySegment module;
+    private final MemorySegment[] int8Gemv = new MemorySegment[GEMV_MAX_TOKENS];
+    private final MemorySegment[] int8GemvSplit = new MemorySegment[GEMV_MAX_TOKENS];
+    private final MemorySegment[] int4Gemv = new MemorySegment[GEMV_MAX_TOKENS];
+    private final MemorySegment[] int4GemvSplit = new MemorySegment[GEMV_MAX_TOKENS];
+    private final MemorySegment int8GemvAnyShape, int4GemvAnyShape, int8CodesBf16, int8ScaleProduct, int4DequantizeSplit,
+            int8GatherRows, int4GatherRows;
+    private final int multiprocessors;
+    private final ThreadLocal<Arguments> arguments = ThreadLocal.withInitial(Arguments::new);
+    private long tiles;
+    private long tileBytes;
+
+    QuantKernels(CudaContext context, MemorySegment module) {
+        this.context = context;
+        this.driver = context.driver();
+        this.module = module;
+        this.multiprocessors = context.properties().multiprocessors();
+        for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
+            int8Gemv[t - 1] = driver.function(module, "kiln_int8_gemv_t" + t);
+            int8GemvSplit[t - 1] = driver.function(module, "kiln_int8_gemv_split_t" + t);
+            int4Gemv[t - 1] = driver.function(module, "kiln_int4_gemv_t" + t);
+            int4GemvSplit[t - 1] = driver.function(module, "kiln_int4_gemv_split_t" + t);
+        }
+        int8GemvAnyShape = driver.function(module, "kiln_int8_gemv");
+        int4GemvAnyShape = driver.function(module, "kiln_int4_gemv");
+        int8CodesBf16 = driver.function(module, "kiln_int8_codes_bf16");
+        int8ScaleProduct = driver.function(module, "kiln_int8_scale_product");
+        int4DequantizeSplit = driver.function(module, "kiln_int4_dequantize_split");
+        int8GatherRows = driver.function(module, "kiln_int8_gather_rows");
+        int4GatherRows = driver.function(module, "kiln_int4_gather_rows");
+    }
+
+    private static String[] names() {
+        List<String> names = new ArrayList<>();
+        for (String format : new String[] {"int8", "int4"}) {
+            for (String kind : new String[] {"", "split_"}) {
+                for (int t = 1; t <= GEMV_MAX_TOKENS; t++) names.add("kiln_" + format + "_gemv_" + kind + "t" + t);
+            }
+        }
+        names.addAll(List.of("kiln_int8_gemv", "kiln_int4_gemv", "kiln_int8_codes_bf16",
+                "kiln_int8_scale_product", "kiln_int4_dequantize_split", "kiln_int8_gather_rows", "kiln_int4_gather_rows"));
+        return names.toArray(String[]::new);
+    }
+
+    /**
+     * Weight rows each warp of a token-specialised GEMV computes (GemvShape::ROWS in the source): 8 from 4 tokens on,
+     * where multiply-adds dominate and 8 rows halve the activation loads per multiply-add; 4 below and when split.
+     */
+    static int rowsPerWarp(int tokens, boolean split) {
+        return split || tokens < 4 ? 4 : 8;
+    }
+
+    /**
+     * Whether a product takes the split kernel, whose four warps share one group of rows: when the row groups alone
+     * would leave some SM without a block (a 1536-row matrix is 96 blocks of 16 rows on an H100's 132 SMs), which
+     * measured 1.2 to 1.6 times faster there and slower on matrices of many rows.
+     */
+    boolean splits(int rows, int tokens) {
+        int perBlock = GEMV_WARPS * rowsPerWarp(tokens, false);
+        return (rows + perBlock - 1) / perBlock < multiprocessors;
+    }
+
+    private int gemvBlocks(int rows, int tokens, boolean split) {
+        int perBlock = split ? rowsPerWarp(tokens, true) : GEMV_WARPS * rowsPerWarp(tokens, false);
+        return (rows + perBlock - 1) / perBlock;
+    }
+
+    /** Whether the token-specialised GEMV can run: whole 16-column steps and 16-byte aligned activation rows. */
+    private static boolean vectorized(long x, int columns) {
+        return columns % STEP == 0 && x % 16 == 0;
+    }
+
+    /**
+     * {@code out[t] = W · x[t]} for up to {@link #GEMV_MAX_TOKENS} tokens, W INT8 {@code [rows, columns]} in rows of
+     * {@code stride} bytes with one scale per row.
+     */
+    public void int8Gemv(long codes, long scales, long x, long out, int rows, int columns, int stride, int tokens) {
+        if (tokens == 0 || rows == 0) return;
+        if (vectorized(x, columns)) {
+            boolean split = splits(rows, tokens);
+            MemorySegment function = (split ? int8GemvSplit : int8Gemv)[tokens - 1];
+            args().ptr(codes).ptr(scales).ptr(x).ptr(out).i32(rows).i32(columns).i32(stride)
+                    .launch(function, "kiln_int8_gemv_t", gemvBlocks(rows, tokens, split), 1, GEMV_THREADS);
+        } else {
+            args().ptr(codes).ptr(scales).ptr(x).ptr(out).i32(rows).i32(columns).i32(stride).i32(tokens)
+                    .launch(int8GemvAnyShape, "kiln_int8_gemv", (rows + THREADS / 32 - 1) / (THREADS / 32), 1, THREADS);
+        }
+    }
+
+    /**
+     * {@code out[t] = W · x[t]} for up to {@link #GEMV_MAX_TOKENS} tokens, W INT4 {@code [rows, columns]} in rows of
+     * {@code strideBytes} with {@code groups} scales per row, each for {@code groupSize} columns (a power of two, at
+     * least 16).
+     */
+    public void int4Gemv(long codes, long scales, long x, long out, int rows, int columns, int strideBytes, int groups,
+                         int groupSize, int tokens) {
+        if (tokens == 0 || rows == 0) return;
+        if (vectorized(x, columns)) {
+            boolean split = splits(rows, tokens);
+            MemorySegment function = (split ? int4GemvSplit : int4Gemv)[tokens - 1];
+            int groupShift = Integer.numberOfTrailingZeros(groupSize / STEP);
+            args().ptr(codes).ptr(scales).ptr(x).ptr(out).i32(rows).i32(columns).i32(strideBytes).i32(groups).i32(groupShift)
+                    .launch(function, "kiln_int4_gemv_t", gemvBlocks(rows, tokens, split), 1, GEMV_THREADS);
+        } else {
+            args().ptr(codes).ptr(scales).ptr(x).ptr(out).i32(rows).i32(columns).i32(strideBytes).i32(groups)
+                    .i32(groupSize).i32(tokens)
+                    .launch(int4GemvAnyShape, "kiln_int4_gemv", (rows + THREADS / 32 - 1) / (THREADS / 32), 1, THREADS);
+        }
+    }
+
+    /** Rows of an INT8 weight (codes at the first row's address) as bf16 codes {@code [rows, columns]} in a tile. */
+    public void int8CodesBf16(long codes, int stride, int columns, int rows, long tile) {
+        if (rows == 0) return;
+        args().ptr(codes).i32(stride).i32(columns).ptr(tile)
+                .launch(int8CodesBf16, "kiln_int8_codes_bf16", columnBlocks(columns), rows, THREADS);
+    }
+
+    /** {@code product[t, r] *= scales[r]} over {@code n} elements of a product with rows of {@code rows}. */
+    public void int8ScaleProduct(long product, long scales, long n, int rows) {
+        if (n == 0) return;
+        args().ptr(product).ptr(scales).i64(n).i32(rows)
+                .launch(int8ScaleProduct, "kiln_int8_scale_product", blocks(n), 1, THREADS);
+    }
+
+    /**
+     * Rows of an INT4 weight (codes and scales at the first row's addresses) dequantized and split into bf16 high and
+     * low parts, two tiles {@code [rows, columns]}.
+     */
+    public void int4DequantizeSplit(long codes, long scales, int strideBytes, int columns, int groups, int groupSize,
+                                    int rows, long hi, long lo) {
+        if (rows == 0) return;
+        args().ptr(codes).ptr(scales).i32(strideBytes).i32(columns).i32(groups).i32(groupSize).ptr(hi).ptr(lo)
+                .launch(int4DequantizeSplit, "kiln_int4_dequantize_split", columnBlocks(columns), rows, THREADS);
+    }
+
+    /** {@code out[i] = W[ids[i]]} dequantized, for an INT8 weight. */
+    public void int8GatherRows(long codes, long scales, long ids, long out, int count, int columns, int stride) {
+        if (count == 0) return;
+        args().ptr(codes).ptr(scales).ptr(ids).ptr(out).i32(columns).i32(stride)
+                .launch(int8GatherRows, "kiln_int8_gather_rows", count, 1, THREADS);
+    }
+
+    /** {@code out[i] = W[ids[i]]} dequantized, for an INT4 weight. */
+    public void int4GatherRows(long codes, long scales, long ids, long out, int count, int columns, int strideBytes,
+                               int groups, int groupSize) {
+        if (count == 0) return;
+        args().ptr(codes).ptr(scales).ptr(ids).ptr(out).i32(columns).i32(strideBytes).i32(groups).i32(groupSize)
+                .launch(int4GatherRows, "kiln_int4_gather_rows", count, 1, THREADS);
+    }
+
+    /** Rows per prefill tile of a weight: whole rows filling {@link #TILE_ELEMENTS}, at least one. */
+    static int tileRows(int rows, int columns) {
+        long fit = Math.max(1, TILE_ELEMENTS / columns);
+        return (int) Math.min(Math.min(rows, MAX_TILE_ROWS), fit);
+    }
+
+    /**
+     * {@code count} adjacent bf16 tiles of {@code elements} each, grown (never shrunk) to the largest asked for.
+     * Products run one after another on the stream, so one set of tiles serves every weight.
+     */
+    synchronized long[] tiles(long elements, int count) {
+        long bytes = 2 * elements * count;
+        if (bytes > tileBytes) {
+            if (tiles != 0) {
+                context.free(tiles);
+                tiles = 0;
+                tileBytes = 0;
+            }
+            tiles = context.allocate(bytes);
+            tileBytes = bytes;
+        }
+        long[] out = new long[count];
+        for (int i = 0; i < count; i++) out[i] = tiles + 2 * elements * i;
+        return out;
+    }
+
+    private static int columnBlocks(int columns) {
+        return Math.min(MAX_GRID, (columns + THREADS - 1) / THREADS);
+    }
+
+    private static int blocks(long n) {
+        return (int) Math.min(MAX_GRID, (n + THREADS - 1) / THREADS);
+    }
+
+    private Arguments args() {
+        context.bind();
+        return arguments.get().reset();
+    }
+
+    /** Unloads the module and frees the tiles. */
+    @Override
+    public synchronized void close() {
+        if (tiles != 0) context.free(tiles);
+        tiles = 0;
+        tileBytes = 0;
+        driver.unloadModule(module);
+    }
+
+    /**
+     * A kernel's argument list, each argument's value in an 8-byte slot (the layout {@code cuLaunchKernel}'s parameter
+     * pointers address), narrower values zero-extended so that equal launches compare equal slot by slot. The
+     * recorder copies the slots when it takes the launch, so one buffer per thread serves every launch.
+     */
+    private final class Arguments {
+        private final MemorySegment values = Arena.global().allocate(8L * MAX_ARGUMENTS, 8);
+        private int count;
+
+        Arguments reset() {
+            count = 0;
+            return this;
+        }
+
+        Arguments ptr(long pointer) {
+            values.set(JAVA_LONG, 8L * count++, pointer);
+            return this;
+        }
+
+        Arguments i64(long value) {
+            values.set(JAVA_LONG, 8L * count++, value);
+            return this;
+        }
+
+        Arguments i32(int value) {
+            values.set(JAVA_LONG, 8L * count++, value & 0xffffffffL);
+            return this;
+        }
+
+        void launch(MemorySegment function, String name, int gridX, int gridY, int block) {
+            context.recorder().launch(function, name, gridX, gridY, block, 0, values, count);
+        }
+    }
+}

@@ -1,0 +1,287 @@
+package dev.kiln.backend.cuda.internal;
+
+import dev.kiln.api.backend.Weight;
+import dev.kiln.api.tensor.Tensor;
+import dev.kiln.backend.cuda.bindings.Cublas;
+import java.lang.foreign.MemorySegment;
+
+/**
+ * A weight of the weight-only integer formats resident in device memory, codes and scales uploaded once:
+ * <ul>
+ *   <li>{@link Format#INT8}: signed 8-bit codes in rows of {@link #rowBytes} (columns rounded up to 16, zero padding),
+ *       one f32 scale per row: {@code W[r, c] = q[r, c] · s[r]};</li>
+ *   <li>{@link Format#INT4}: 4-bit codes {@code u = q + 8} two per byte (column 2j in the low nibble of byte j, 2j + 1
+ *       in its high nibble), rows of columns rounded up to 32, halved; one f32 scale per row and group of
+ *       {@code groupSize} consecutive columns, the last group of a row possibly partial:
+ *       {@code W[r, c] = (u[r, c] - 8) · s[r, c / groupSize]}.</li>
+ * </ul>
+ * Every row starts 16-byte aligned, so the kernels load 16 bytes of INT8 or 8 of INT4 codes (16 columns) at a time.
+ *
+ * <p>Products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, widened to floats in
+ * registers, with f32 sums. Larger products dequantize the weight, a tile of rows at a time, into bf16 scratch for
+ * cuBLAS, with the activations split into bf16 high and low parts as {@link DenseWeight} does: INT8 codes are exact in
+ * bf16, so two GEMMs sum {@code q · x} and a small kernel applies the row scales; INT4 weights {@code (u - 8) · s} are
+ * split into high and low parts too, and three GEMMs (high × high, high × low, low × high) keep about 16 bits of both
+ * factors.
+ */
+public final class QuantizedWeight implements Weight {
+    /** The storage formats. */
+    public enum Format {
+        /** Per-row INT8 ({@code weight_only_int8}). */
+        INT8("weight_only_int8"),
+        /** Group-wise INT4 ({@code weight_only_int4}). */
+        INT4("weight_only_int4");
+
+        private final String formatName;
+
+        Format(String formatName) {
+            this.formatName = formatName;
+        }
+
+        /** The format's name, as {@link Weight#format()} reports it. */
+        public String formatName() {
+            return formatName;
+        }
+    }
+
+    private final CudaContext context;
+    private final Format format;
+    private final int rows;
+    private final int columns;
+    private final int groupSize;
+    private final int groups;
+    private final int rowBytes;
+    private final long codes;
+    private final long scales;
+    private volatile boolean closed;
+
+    private QuantizedWeight(Builder b) {
+        this.context = b.context;
+        this.format = b.format;
+        this.rows = b.rows;
+        this.columns = b.columns;
+        this.groupSize = b.groupSize;
+        this.groups = b.scalesPerRow;
+        this.rowBytes = b.rowBytes;
+        this.codes = b.codes;
+        this.scales = b.scales;
+    }
+
+    /** Bytes of one row of codes in a format: columns rounded up to 16 (INT8) or to 32, halved (INT4). */
+    public static int rowBytes(Format format, int columns) {
+        return switch (format) {
+            case INT8 -> (columns + 15) / 16 * 16;
+            case INT4 -> (columns + 31) / 32 * 16;
+        };
+    }
+
+    /** Scales per row: one (INT8), or one per group of {@code groupSize} columns (INT4). */
+    public static int scalesPerRow(Format format, int columns, int groupSize) {
+        return format == Format.INT8 ? 1 : (columns + groupSize - 1) / groupSize;
+    }
+
+    /**
+     * Collects a weight's codes and scales in device memory, a band of rows at a time (in the layout above), and hands
+     * the memory to the weight ({@link #build}) or releases it ({@link #discard}).
+     */
+    public static final class Builder {
+        private final CudaContext context;
+        private final Format format;
+        private final int rows;
+        private final int columns;
+        private final int groupSize;
+        private final int scalesPerRow;
+        private final int rowBytes;
+        private long codes;
+        private long scales;
+
+        /**
+         * @param groupSize columns per INT4 scale: a power of two, at least 16 (ignored for INT8)
+         * @throws IllegalArgumentException when the geometry is invalid
+         */
+        public Builder(CudaContext context, Format format, int rows, int columns, int groupSize) {
+            if (rows < 1 || columns < 1) throw new IllegalArgumentException("invalid weight shape " + rows + "x" + columns);
+            if (format == Format.INT4 && (groupSize < QuantKernels.STEP || Integer.bitCount(groupSize) != 1)) {
+                throw new IllegalArgumentException("INT4 group size " + groupSize + " is not a power of two of at least "
+                        + QuantKernels.STEP);
+            }
+            this.context = context;
+            this.format = format;
+            this.rows = rows;
+            this.columns = columns;
+            this.groupSize = format == Format.INT4 ? groupSize : 0;
+            this.scalesPerRow = QuantizedWeight.scalesPerRow(format, columns, groupSize);
+            this.rowBytes = QuantizedWeight.rowBytes(format, columns);
+            this.codes = context.allocate((long) rows * rowBytes);
+            try {
+                this.scales = context.allocate(4L * rows * scalesPerRow);
+            } catch (RuntimeException e) {
+                context.free(codes);
+                throw e;
+            }
+        }
+
+        /** Bytes of one row of codes. */
+        public int rowBytes() {
+            return rowBytes;
+        }
+
+        /** Scales per row. */
+        public int scalesPerRow() {
+            return scalesPerRow;
+        }
+
+        /**
+         * Copies rows {@code firstRow ..} to the device: their codes ({@code count · rowBytes} bytes) and scales
+         * ({@code count · scalesPerRow} little-endian floats), both in host memory.
+         */
+        public void write(int firstRow, int count, MemorySegment rowCodes, MemorySegment rowScales) {
+            if (firstRow < 0 || count < 0 || firstRow + count > rows
+                    || rowCodes.byteSize() < (long) count * rowBytes || rowScales.byteSize() < 4L * count * scalesPerRow) {
+                throw new IllegalArgumentException("rows " + firstRow + " + " + count + " of " + rows + " with "
+                        + rowCodes.byteSize() + " code and " + rowScales.byteSize() + " scale bytes");
+            }
+            if (count == 0) return;
+            context.copyToDeviceNow(codes + (long) firstRow * rowBytes, rowCodes.asSlice(0, (long) count * rowBytes));
+            context.copyToDeviceNow(scales + 4L * firstRow * scalesPerRow, rowScales.asSlice(0, 4L * count * scalesPerRow));
+        }
+
+        /** The weight, owning the memory from now on. */
+        public QuantizedWeight build() {
+            return new QuantizedWeight(this);
+        }
+
+        /** Releases the memory (after a failure). */
+        public void discard() {
+            context.free(codes);
+            context.free(scales);
+        }
+    }
+
+    /** The format. */
+    public Format storage() {
+        return format;
+    }
+
+    @Override
+    public String format() {
+        return format.formatName();
+    }
+
+    @Override
+    public int rows() {
+        return rows;
+    }
+
+    @Override
+    public int columns() {
+        return columns;
+    }
+
+    /** Columns per scale (INT4), or 0 (INT8: one scale per row). */
+    public int groupSize() {
+        return groupSize;
+    }
+
+    @Override
+    public long bytes() {
+        return (long) rows * rowBytes + 4L * rows * groups;
+    }
+
+    @Override
+    public void multiply(Tensor x, Tensor out) {
+        checkOpen();
+        CudaTensor in = CudaTensor.f32(x, context);
+        CudaTensor o = CudaTensor.f32(out, context);
+        int tokens = in.rowCount();
+        if (in.rowLength() != columns || o.rowLength() != rows || o.rowCount() < tokens) {
+            throw new IllegalArgumentException("cannot multiply " + in + " by a " + format() + " weight [" + rows + ", "
+                    + columns + "] into " + o);
+        }
+        if (tokens == 0) return;
+        QuantKernels kernels = context.quantKernels();
+        if (tokens <= QuantKernels.GEMV_MAX_TOKENS) {
+            if (format == Format.INT8) {
+                kernels.int8Gemv(codes, scales, in.pointer(), o.pointer(), rows, columns, rowBytes, tokens);
+            } else {
+                kernels.int4Gemv(codes, scales, in.pointer(), o.pointer(), rows, columns, rowBytes, groups, groupSize, tokens);
+            }
+            return;
+        }
+        prefill(kernels, in, o, tokens);
+    }
+
+    /**
+     * Row-major {@code out[T, rows] = x[T, cols] · Wᵀ} is, column-major, {@code out (rows × T) = Wᵀ · x}, where a tile
+     * of W's rows, row-major {@code [n, cols]}, is column-major {@code cols × n}: op(A) = Aᵀ, and the tile's product
+     * lands at row offset {@code first} of out's columns (leading dimension {@code rows}).
+     */
+    private void prefill(QuantKernels kernels, CudaTensor in, CudaTensor o, int tokens) {
+        long n = (long) tokens * columns;
+        long[] parts = context.matmulScratch().bf16Pair(n);
+        context.kernels().splitBf16(in.pointer(), parts[0], parts[1], n);
+        int tileRows = QuantKernels.tileRows(rows, columns);
+        long[] tile = kernels.tiles((long) tileRows * columns, format == Format.INT8 ? 1 : 2);
+        Cublas cublas = context.cublas();
+        for (int first = 0; first < rows; first += tileRows) {
+            int count = Math.min(tileRows, rows - first);
+            long product = o.pointer() + 4L * first;
+            if (format == Format.INT8) {
+                kernels.int8CodesBf16(codes + (long) first * rowBytes, rowBytes, columns, count, tile[0]);
+                gemm(cublas, count, tokens, tile[0], parts[0], false, product);
+                gemm(cublas, count, tokens, tile[0], parts[1], true, product);
+            } else {
+                kernels.int4DequantizeSplit(codes + (long) first * rowBytes, scales + 4L * first * groups, rowBytes, columns,
+                        groups, groupSize, count, tile[0], tile[1]);
+                gemm(cublas, count, tokens, tile[0], parts[0], false, product);
+                gemm(cublas, count, tokens, tile[0], parts[1], true, product);
+                gemm(cublas, count, tokens, tile[1], parts[0], true, product);
+            }
+        }
+        if (format == Format.INT8) kernels.int8ScaleProduct(o.pointer(), scales, (long) tokens * rows, rows);
+    }
+
+    private void gemm(Cublas cublas, int tileRows, int tokens, long weightTile, long activations, boolean accumulate,
+                      long product) {
+        // cublasHandle() first issues the held launches (the tile's dequantization) that this GEMM must follow.
+        cublas.gemm(context.cublasHandle(), Cublas.OP_T, Cublas.OP_N, tileRows, tokens, columns, weightTile, Cublas.R_16BF,
+                columns, activations, Cublas.R_16BF, columns, accumulate, product, rows);
+    }
+
+    @Override
+    public void gatherRows(int[] ids, Tensor out) {
+        checkOpen();
+        CudaTensor o = CudaTensor.f32(out, context);
+        if (o.rowLength() != columns || o.rowCount() < ids.length) {
+            throw new IllegalArgumentException("cannot gather " + ids.length + " rows of " + columns + " into " + o);
+        }
+        for (int id : ids) {
+            if (id < 0 || id >= rows) throw new IllegalArgumentException("row " + id + " outside [0, " + rows + ")");
+        }
+        if (ids.length == 0) return;
+        QuantKernels kernels = context.quantKernels();
+        long deviceIds = context.uploads().ints(ids);
+        if (format == Format.INT8) {
+            kernels.int8GatherRows(codes, scales, deviceIds, o.pointer(), ids.length, columns, rowBytes);
+        } else {
+            kernels.int4GatherRows(codes, scales, deviceIds, o.pointer(), ids.length, columns, rowBytes, groups, groupSize);
+        }
+    }
+
+    private void checkOpen() {
+        if (closed) throw new IllegalStateException("weight is closed");
+    }
+
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        context.free(codes);
+        context.free(scales);
+    }
+
+    @Override
+    public String toString() {
+        return format() + (format == Format.INT4 ? " (groups of " + groupSize + ")" : "") + " [" + rows + ", " + columns + "]";
+    }
+}

@@ -1,0 +1,124 @@
+package dev.kiln.backend.cuda.internal;
+
+/**
+ * How {@code kiln_paged_attention_split} covers one batch: which query heads share a block, how many keys a block
+ * stages in shared memory at a time, and into how many chunks each token's context is split.
+ *
+ * <p>Everything here is a function of the token count, the head geometry, the batch's context bucket (a power of
+ * two, see {@link AttentionBatch#contextBucket()}) and the device's multiprocessor count, never of the exact
+ * context lengths: consecutive decode steps whose longest context stays in one bucket launch identical grids with
+ * identical arguments, which is what lets a captured CUDA graph be replayed for them.
+ *
+ * @param headsPerBlock query heads of one KV head's group served by one block (the whole group when it fits)
+ * @param headBlocks    blocks per (token, KV head) needed to cover the group
+ * @param tile          keys (and values) a block copies into shared memory at a time
+ * @param chunk         keys of one split; a power of two, at least {@link #MIN_CHUNK}
+ * @param splits        chunks per token: the context bucket divided by the chunk
+ * @param sharedBytes   dynamic shared memory of one block
+ */
+public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, int chunk, int splits, int sharedBytes) {
+    /** Threads of the split kernel; must match SPLIT_THREADS in the source. */
+    public static final int THREADS = 256;
+    /** float4 outputs one thread accumulates; must match SPLIT_MAX_OUTPUTS in the source. */
+    public static final int MAX_OUTPUTS_PER_THREAD = 8;
+    /** Threads of the combine kernel; must match COMBINE_THREADS in the source. */
+    public static final int COMBINE_THREADS = 128;
+    /** Largest tile: enough keys per shared-memory round to keep every thread's loads in flight. */
+    public static final int MAX_TILE = 64;
+    /** Smallest tile worth a block's four barriers per round. */
+    public static final int MIN_TILE = 4;
+    /**
+     * Fewest keys per split. Below this a block spends more on its fixed costs (query load, partial record, the
+     * combine's share) than on keys: on an H100 at batch 1, 16-key chunks were slower than 32-key ones at contexts
+     * 256 and 2048 (9.4 vs 9.1 and 19.8 vs 14.4 us per layer), 64-key ones slower at both (12.5 and 16.3 us).
+     */
+    public static final int MIN_CHUNK = 32;
+    /** Most splits per token: bounds the combine kernel's shared memory (one float per split). */
+    public static final int MAX_SPLITS = 4096;
+    /**
+     * Most blocks per multiprocessor the splits aim for: the grid gets more than one block per SM but at most two
+     * (when the context allows that many splits). One block per SM leaves each SM waiting on one block's loads;
+     * two overlap one block's loads with the other's arithmetic; more only add partial records to merge.
+     */
+    public static final int BLOCKS_PER_MULTIPROCESSOR = 2;
+    /** Shared memory budget of one block (the default limit, no opt-in needed). */
+    static final int SHARED_BUDGET = Kernels.DEFAULT_SHARED_BYTES;
+
+    /** Whether the split kernel can serve a cache geometry at all (with one query head per block). */
+    public static boolean fits(int keyDim, int valueDim, boolean valuesInKeys) {
+        return layout(1, keyDim, valueDim, valuesInKeys) != null;
+    }
+
+    /**
+     * The plan for a batch, or null when the split kernel cannot serve the geometry (head sizes that are not whole
+     * float4 rows, or rows too large for shared memory).
+     *
+     * @param tokens          query tokens of the batch
+     * @param heads           query heads
+     * @param kvHeads         key/value heads (divides heads)
+     * @param contextBucket   the batch's context bucket: a power of two at least as large as every context
+     * @param multiprocessors the device's SM count
+     */
+    public static SplitAttentionPlan of(int tokens, int heads, int kvHeads, int keyDim, int valueDim,
+                                        boolean valuesInKeys, int contextBucket, int multiprocessors) {
+        if (tokens < 1 || kvHeads < 1 || heads % kvHeads != 0 || Integer.bitCount(contextBucket) != 1) {
+            throw new IllegalArgumentException("invalid split attention batch: " + tokens + " tokens, " + heads + "/"
+                    + kvHeads + " heads, context bucket " + contextBucket);
+        }
+        int[] shape = layout(heads / kvHeads, keyDim, valueDim, valuesInKeys);
+        if (shape == null) return null;
+        int headsPerBlock = shape[0], headBlocks = shape[1], tile = shape[2];
+        long rows = (long) tokens * kvHeads * headBlocks;
+        long wanted = (long) BLOCKS_PER_MULTIPROCESSOR * Math.max(1, multiprocessors) / rows;
+        int mostSplits = Math.min(MAX_SPLITS, Math.max(1, contextBucket / MIN_CHUNK));
+        int splits = (int) Math.min(mostSplits, Long.highestOneBit(Math.max(1, wanted)));
+        int chunk = contextBucket / splits;
+        tile = Math.min(tile, chunk); // a block never holds more keys than its chunk
+        return new SplitAttentionPlan(headsPerBlock, headBlocks, tile, chunk, splits,
+                sharedBytes(headsPerBlock, tile, keyDim, valueDim, valuesInKeys));
+    }
+
+    /** Dynamic shared memory of a block, laid out as the kernel's comment describes. */
+    public static int sharedBytes(int headsPerBlock, int tile, int keyDim, int valueDim, boolean valuesInKeys) {
+        long floats = (long) headsPerBlock * keyDim + (long) tile * (keyDim + 4)
+                + (valuesInKeys ? 0 : (long) tile * (valueDim + 4)) + (long) headsPerBlock * tile + 3L * headsPerBlock;
+        return (int) Math.min(Integer.MAX_VALUE, floats * Float.BYTES);
+    }
+
+    /** Bytes of the partial records the combine reads: one per (token, head, split) when there are several splits. */
+    public long partialBytes(int tokens, int heads, int valueDim) {
+        return splits == 1 ? 0 : (long) tokens * heads * splits * (valueDim + 4) * Float.BYTES;
+    }
+
+    /** Blocks of the split kernel along x: one per (token, KV head, head block). */
+    public int rows(int tokens, int kvHeads) {
+        return Math.multiplyExact(Math.multiplyExact(tokens, kvHeads), headBlocks);
+    }
+
+    /** Dynamic shared memory of the combine kernel. */
+    public int combineSharedBytes() {
+        return splits * Float.BYTES;
+    }
+
+    /**
+     * {headsPerBlock, headBlocks, tile} for a group, or null. The group is cut into the fewest equal blocks whose
+     * queries take at most half the budget and whose outputs fit the threads' registers; the tile is then the
+     * largest power of two that fits the rest.
+     */
+    private static int[] layout(int group, int keyDim, int valueDim, boolean valuesInKeys) {
+        if (keyDim < 4 || valueDim < 4 || keyDim % 4 != 0 || valueDim % 4 != 0 || group < 1) return null;
+        if (valuesInKeys && valueDim > keyDim) return null;
+        long outputLimit = (long) THREADS * MAX_OUTPUTS_PER_THREAD * 4 / valueDim;
+        long queryLimit = SHARED_BUDGET / 2 / ((long) keyDim * Float.BYTES);
+        int most = (int) Math.min(group, Math.min(outputLimit, queryLimit));
+        if (most < 1) return null;
+        int headBlocks = Math.ceilDiv(group, most);
+        int headsPerBlock = Math.ceilDiv(group, headBlocks);
+        int tile = MAX_TILE;
+        while (tile >= MIN_TILE && sharedBytes(headsPerBlock, tile, keyDim, valueDim, valuesInKeys) > SHARED_BUDGET) {
+            tile /= 2;
+        }
+        if (tile < MIN_TILE) return null;
+        return new int[] {headsPerBlock, headBlocks, tile};
+    }
+}

@@ -1,0 +1,354 @@
+package dev.kiln.backend.cuda.internal;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+import dev.kiln.backend.cuda.bindings.CudaDriver;
+import dev.kiln.backend.cuda.bindings.CudaException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Holds back the stream's kernel launches and host-to-device copies, then issues them in chunks: a chunk seen
+ * before is replayed as one CUDA graph, a new one is launched node by node.
+ *
+ * <p>Why: a decode step of a 1.5B-parameter model is about 500 small launches, and issued one by one from Java
+ * each costs a few microseconds of host time, as much as the GPU spends on it. From one decode step to the next
+ * the launches repeat exactly while the batch shape stays the same: activations live in the model's fixed
+ * workspace and the per-step arrays (tokens, positions, block tables) are staged at the same offsets of the upload
+ * ring, which rewinds at every synchronisation. Steps then differ only in the contents of the page-locked staging
+ * memory, which a graph's copy nodes read when the graph runs. A chunk's identity is therefore the exact list of
+ * its launches (function, grid, every argument) and copies (addresses and sizes): equal lists, equal work.
+ *
+ * <p>Chunks close every {@value #CHUNK} nodes ({@value #FIRST_CHUNK} for the first after a flush) so the GPU starts
+ * while Java records the rest of the step, and at
+ * every synchronisation point (anything that uses the stream directly calls {@link #flush()} first). A chunk is
+ * captured at its second sighting, so one-off shapes (a prefill of some length) never pay for a capture; the most
+ * recently used graphs are kept, at most {@value #GRAPHS}.
+ *
+ * <p>Callers may rewrite the last held launch ({@link #lastLaunch()}, {@link #replaceLast}) to fuse it with the
+ * next one. All methods are synchronised: the backend is called from one thread per forward, but weights may be
+ * loaded or caches copied from others.
+ */
+public final class StepRecorder implements AutoCloseable {
+    /** Nodes per chunk: large enough that a graph launch costs little per node, small enough to overlap. */
+    static final int CHUNK = 128;
+    /** The first chunk after a synchronisation is shorter: the GPU, idle since then, starts sooner. */
+    static final int FIRST_CHUNK = 24;
+    /** Chunks shorter than this run node by node: a graph would not pay for its launch. */
+    static final int MIN_GRAPH_NODES = 8;
+    /** Executable graphs kept. */
+    static final int GRAPHS = 256;
+    private static final int MAX_ARGUMENTS = 24;
+    private static final int SIGHTINGS = 4096;
+    private static final long KIND_LAUNCH = 1, KIND_COPY = 2, KIND_CALL = 3;
+    private static final Logger LOG = LoggerFactory.getLogger(StepRecorder.class);
+
+    /** A kernel launch: the function, its launch shape and each argument's 8-byte slot. */
+    public record Launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes, long[] arguments) {
+        /** The argument in slot i (a pointer or a 64-bit integer; narrower values sit in the low bytes). */
+        public long argument(int i) {
+            return arguments[i];
+        }
+
+        /** The same launch with one argument replaced. */
+        public Launch with(int slot, long value) {
+            long[] a = arguments.clone();
+            a[slot] = value;
+            return new Launch(function, name, gridX, gridY, block, sharedBytes, a);
+        }
+    }
+
+    /** An asynchronous copy from page-locked host memory into device memory. */
+    private record Copy(long destination, MemorySegment source, long bytes) {}
+
+    /**
+     * A library call on the stream (a cuBLAS GEMM) whose work is a function of its parameters alone: the parameters
+     * are its identity in a chunk's signature, the action issues it (captured into a graph like any launch).
+     */
+    private record Call(String name, long[] parameters, Runnable action) {}
+
+    /** A chunk's identity: its nodes flattened into numbers. */
+    private record Signature(long[] values, int hash) {
+        static Signature of(long[] values) {
+            return new Signature(values, Arrays.hashCode(values));
+        }
+
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof Signature s && s.hash == hash && Arrays.equals(s.values, values);
+        }
+
+        @Override
+        public int hashCode() {
+            return hash;
+        }
+    }
+
+    /** What the recorder did since it was made, for benchmarks and the console. */
+    public record Stats(long chunks, long graphReplays, long graphsCaptured, long nodesLaunchedOneByOne,
+                        long nodesReplayed, long fusions, long invalidations, int graphsHeld, boolean graphsEnabled) {}
+
+    private final CudaDriver driver;
+    private final MemorySegment stream;
+    private final List<Object> pending = new ArrayList<>();
+    private final Map<Signature, Integer> sightings = new HashMap<>();
+    private final LinkedHashMap<Signature, MemorySegment> graphs = new LinkedHashMap<>(64, 0.75f, true) {
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<Signature, MemorySegment> eldest) {
+            if (size() <= GRAPHS) return false;
+            destroy(eldest.getValue()); // an executable graph still running is freed when it completes
+            return true;
+        }
+    };
+    private final MemorySegment values = Arena.global().allocate(8L * MAX_ARGUMENTS, 8);
+    private final MemorySegment pointers = Arena.global().allocate(ADDRESS, MAX_ARGUMENTS);
+    private boolean graphsEnabled;
+    /** Chunks closed by size since the last explicit flush: chunk boundaries repeat exactly from step to step. */
+    private int chunksSinceFlush;
+    /** Whether library calls may be captured; turned off (calls then end a chunk) if one ever fails to capture. */
+    private boolean callsCapturable = true;
+    private long chunks, graphReplays, graphsCaptured, nodesLaunchedOneByOne, nodesReplayed, fusions, invalidations;
+
+    /**
+     * @param graphs whether repeated chunks are replayed as CUDA graphs (else every node is launched one by one)
+     */
+    StepRecorder(CudaDriver driver, MemorySegment stream, boolean graphs) {
+        this.driver = driver;
+        this.stream = stream;
+        this.graphsEnabled = graphs;
+        for (int i = 0; i < MAX_ARGUMENTS; i++) pointers.setAtIndex(ADDRESS, i, values.asSlice(8L * i, 8));
+    }
+
+    /** Holds a kernel launch; {@code arguments} holds {@code count} 8-byte slots (copied). */
+    public synchronized void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes,
+                                    MemorySegment arguments, int count) {
+        if (count > MAX_ARGUMENTS) throw new IllegalArgumentException(name + ": " + count + " arguments");
+        long[] slots = new long[count];
+        MemorySegment.copy(arguments, JAVA_LONG, 0, slots, 0, count);
+        hold(new Launch(function, name, gridX, gridY, block, sharedBytes, slots));
+    }
+
+    /** Holds an asynchronous copy of page-locked host bytes (read when the copy runs) into device memory. */
+    public synchronized void copy(long destination, MemorySegment source, long bytes) {
+        hold(new Copy(destination, source, bytes));
+    }
+
+    /**
+     * Holds a library call whose work depends only on {@code parameters} (every pointer and size it uses): it joins
+     * the chunk's graph. Where calls cannot be captured it ends the chunk and runs at once.
+     */
+    public synchronized void call(String name, long[] parameters, Runnable action) {
+        if (!graphsEnabled || !callsCapturable) {
+            flush();
+            action.run();
+            return;
+        }
+        hold(new Call(name, parameters.clone(), action));
+    }
+
+    /** The last held node if it is a launch not yet issued, else null. */
+    public synchronized Launch lastLaunch() {
+        return pending.isEmpty() || !(pending.getLast() instanceof Launch l) ? null : l;
+    }
+
+    /** Replaces the last held launch (see {@link #lastLaunch()}) by one that does its work and more. */
+    public synchronized void replaceLast(Launch fused) {
+        if (lastLaunch() == null) throw new IllegalStateException("no held launch to replace");
+        pending.set(pending.size() - 1, fused);
+        fusions++;
+    }
+
+    private void hold(Object node) {
+        pending.add(node);
+        if (pending.size() >= (chunksSinceFlush == 0 ? FIRST_CHUNK : CHUNK)) {
+            issueChunk();
+            chunksSinceFlush++;
+        }
+    }
+
+    /** Issues everything held, in order, on the stream. Call before any direct use of the stream. */
+    public synchronized void flush() {
+        issueChunk();
+        chunksSinceFlush = 0;
+    }
+
+    /** Issues the held chunk: as a graph when seen before, node by node otherwise. */
+    private void issueChunk() {
+        if (pending.isEmpty()) return;
+        chunks++;
+        try {
+            if (!graphsEnabled || pending.size() < MIN_GRAPH_NODES) {
+                launchOneByOne();
+                return;
+            }
+            Signature signature = signature();
+            MemorySegment exec = graphs.get(signature);
+            if (exec == null && sightings.merge(signature, 1, Integer::sum) >= 2) {
+                exec = capture();
+                if (exec != null) {
+                    sightings.remove(signature);
+                    graphs.put(signature, exec);
+                }
+            }
+            if (sightings.size() > SIGHTINGS) sightings.clear();
+            if (exec == null) {
+                launchOneByOne();
+            } else {
+                driver.launchGraph(exec, stream);
+                graphReplays++;
+                nodesReplayed += pending.size();
+            }
+        } finally {
+            pending.clear();
+        }
+    }
+
+    private void launchOneByOne() {
+        for (Object node : pending) issue(node);
+        nodesLaunchedOneByOne += pending.size();
+    }
+
+    private void issue(Object node) {
+        switch (node) {
+            case Launch l -> {
+                MemorySegment.copy(l.arguments, 0, values, JAVA_LONG, 0, l.arguments.length);
+                driver.launch(l.function, l.gridX, l.gridY, 1, l.block, 1, 1, l.sharedBytes, stream, pointers, l.name);
+            }
+            case Copy c -> driver.copyToDeviceAsync(c.destination, c.source, c.bytes, stream);
+            case Call c -> c.action.run();
+            default -> throw new IllegalStateException(node.toString());
+        }
+    }
+
+    /** Captures the held nodes into an executable graph; on a capture failure, turns graphs off and returns null. */
+    private MemorySegment capture() {
+        driver.beginCapture(stream);
+        MemorySegment graph;
+        try {
+            for (Object node : pending) issue(node);
+        } catch (RuntimeException e) {
+            endQuietly();
+            throw e;
+        }
+        try {
+            graph = driver.endCapture(stream);
+        } catch (CudaException e) {
+            if (pending.stream().anyMatch(n -> n instanceof Call)) {
+                // A library call that cannot be captured: keep graphs, let such calls end their chunks from now on.
+                callsCapturable = false;
+                LOG.warn("a library call could not be captured into a CUDA graph; such calls now end their chunk: {}",
+                        e.getMessage());
+                return null;
+            }
+            disable(e);
+            return null;
+        }
+        try {
+            MemorySegment exec = driver.instantiate(graph);
+            graphsCaptured++;
+            return exec;
+        } catch (CudaException e) {
+            disable(e);
+            return null;
+        } finally {
+            driver.destroyGraph(graph);
+        }
+    }
+
+    private void endQuietly() {
+        try {
+            MemorySegment graph = driver.endCapture(stream);
+            if (!graph.equals(MemorySegment.NULL)) driver.destroyGraph(graph);
+        } catch (CudaException ignored) {
+            // the capture was invalidated by the failure being reported
+        }
+    }
+
+    private void disable(CudaException e) {
+        graphsEnabled = false;
+        LOG.warn("CUDA graph capture failed, launching kernels one by one from now on: {}", e.getMessage());
+    }
+
+    private Signature signature() {
+        int length = 0;
+        for (Object node : pending) {
+            length += switch (node) {
+                case Launch l -> 6 + l.arguments.length;
+                case Call c -> 3 + c.parameters.length;
+                default -> 4;
+            };
+        }
+        long[] s = new long[length];
+        int i = 0;
+        for (Object node : pending) {
+            if (node instanceof Launch l) {
+                s[i++] = KIND_LAUNCH;
+                s[i++] = l.function.address();
+                s[i++] = ((long) l.gridX << 32) | (l.gridY & 0xffffffffL);
+                s[i++] = ((long) l.block << 32) | (l.sharedBytes & 0xffffffffL);
+                s[i++] = l.arguments.length;
+                System.arraycopy(l.arguments, 0, s, i, l.arguments.length);
+                i += l.arguments.length;
+                s[i++] = -1;
+            } else if (node instanceof Copy c) {
+                s[i++] = KIND_COPY;
+                s[i++] = c.destination;
+                s[i++] = c.source.address();
+                s[i++] = c.bytes;
+            } else if (node instanceof Call c) {
+                s[i++] = KIND_CALL;
+                s[i++] = c.name.hashCode();
+                s[i++] = c.parameters.length;
+                System.arraycopy(c.parameters, 0, s, i, c.parameters.length);
+                i += c.parameters.length;
+            }
+        }
+        return Signature.of(s);
+    }
+
+    /**
+     * Forgets every graph: called when device memory is freed. A graph's copy nodes are bound to the allocations
+     * they were captured against; replaying one after its memory was freed is undefined even when a new allocation
+     * got the same address (observed: skipped copies, CUDA_ERROR_INVALID_VALUE, crashes inside cuGraphLaunch).
+     * Frees are rare in steady decoding (a grown scratch buffer, a closed model), so the cost is a few recaptures.
+     */
+    public synchronized void forgetGraphs() {
+        flush();
+        for (MemorySegment exec : graphs.values()) destroy(exec);
+        if (!graphs.isEmpty()) invalidations++;
+        graphs.clear();
+        sightings.clear();
+    }
+
+    /** Counters since the recorder was made. */
+    public synchronized Stats stats() {
+        return new Stats(chunks, graphReplays, graphsCaptured, nodesLaunchedOneByOne, nodesReplayed, fusions, invalidations,
+                graphs.size(), graphsEnabled);
+    }
+
+    private void destroy(MemorySegment exec) {
+        try {
+            driver.destroyGraphExec(exec);
+        } catch (CudaException e) {
+            LOG.debug("cannot destroy a CUDA graph: {}", e.getMessage());
+        }
+    }
+
+    /** Issues what is held and destroys the graphs. */
+    @Override
+    public synchronized void close() {
+        flush();
+        for (MemorySegment exec : graphs.values()) destroy(exec);
+        graphs.clear();
+        sightings.clear();
+    }
+}
