@@ -53,7 +53,10 @@ public final class DecodeBenchmark {
             System.out.println("no CUDA: " + availability.description());
             return;
         }
+        // -Dkiln.bench.graphs=on (or off) runs one mode only.
+        String modes = System.getProperty("kiln.bench.graphs", "off,on");
         for (boolean graphs : new boolean[] {false, true}) {
+            if (!modes.contains(graphs ? "on" : "off")) continue;
             try (CudaBackend backend = new CudaBackend(0, KernelCompiler.defaultCacheDirectory(), graphs)) {
                 System.out.println("device: " + backend.device().description() + "; CUDA graphs " + (graphs ? "on" : "off"));
                 double bandwidth = copyBandwidth(backend.context());

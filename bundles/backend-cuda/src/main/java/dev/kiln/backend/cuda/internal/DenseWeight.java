@@ -13,10 +13,11 @@ import java.nio.ByteOrder;
  * A dense weight resident in device memory, copied once from the checkpoint: bf16 as stored, f32 as stored, f16
  * widened to f32 (cuBLAS multiplies only operands of one type, and f16 halves of activations would overflow).
  *
- * <p>Products of up to {@link Kernels#GEMV_MAX_TOKENS} rows (decode) stream the weight once through the project's
- * GEMV kernel with f32 accumulation. Larger products go to cuBLAS: a bf16 weight is multiplied with the
- * activations split into bf16 high and low parts, two GEMMs accumulating in f32, which keeps about 16 bits of
- * each activation where a single bf16 rounding would keep 8; an f32 weight is one f32 GEMM (no TF32).
+ * <p>Products of up to {@link Kernels#GEMV_TOKEN_LIMIT} rows of a bf16 weight (up to {@link Kernels#GEMV_MAX_TOKENS}
+ * of an f32 one) stream the weight once through the project's GEMV kernels with f32 accumulation. Larger products
+ * go to cuBLAS: a bf16 weight is multiplied with the activations split into bf16 high and low parts (one GEMM over
+ * both up to {@link #PAIRED_MAX_TOKENS} rows, two accumulating GEMMs above), f32 accumulation, which keeps about 16
+ * bits of each activation where a single bf16 rounding would keep 8; an f32 weight is one f32 GEMM (no TF32).
  */
 public final class DenseWeight implements Weight {
     private static final ValueLayout.OfShort HALF = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
@@ -140,7 +141,7 @@ public final class DenseWeight implements Weight {
                     + "] into " + o);
         }
         if (tokens == 0) return;
-        if (tokens <= Kernels.GEMV_MAX_TOKENS) {
+        if (tokens <= Kernels.GEMV_TOKEN_LIMIT || (!bf16 && tokens <= Kernels.GEMV_MAX_TOKENS)) {
             context.kernels().gemv(bf16, pointer, in.pointer(), o.pointer(), rows, columns, tokens);
             return;
         }

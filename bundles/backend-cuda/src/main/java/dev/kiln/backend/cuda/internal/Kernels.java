@@ -15,6 +15,12 @@ public final class Kernels implements AutoCloseable {
     static final int THREADS = 256;
     /** Tokens up to which a matrix product streams the weight once per warp instead of calling cuBLAS. */
     public static final int GEMV_MAX_TOKENS = 8;
+    /**
+     * Tokens up to which a bf16 product takes the GEMV kernels rather than the paired cuBLAS GEMM (system property
+     * {@code kiln.cuda.gemvMaxTokens}, 0 to {@link #GEMV_MAX_TOKENS}). Measured on an H100 (1.5B shape, whole decode
+     * steps as graphs): at 4 tokens both take 3.2-3.3 ms a step, at 8 the GEMVs 5.2 ms and cuBLAS 3.4 ms.
+     */
+    public static final int GEMV_TOKEN_LIMIT = Math.clamp(Integer.getInteger("kiln.cuda.gemvMaxTokens", 4), 0, GEMV_MAX_TOKENS);
     /** Threads per block of the token-specialised GEMV: one weight row per warp, small blocks spread over every SM. */
     static final int GEMV_THREADS = 128;
     /** Threads of the attention kernel (keys scored per tile); must match ATTENTION_THREADS in the source. */
