@@ -23,8 +23,9 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 /**
- * The Llama-family fixtures run on the device: logits at every prompt position and the greedy continuation
- * against the float64 references, and the same engine-shaped batches on CUDA and on the CPU backend.
+ * The Llama-family and DeepSeek (MLA, MoE) fixtures run on the device: logits at every prompt position and the
+ * greedy continuation against the float64 references, and the same engine-shaped batches on CUDA and on the CPU
+ * backend.
  */
 class CudaModelParityTest {
     /** The fixtures README's bound for float32 engines. */
@@ -56,7 +57,7 @@ class CudaModelParityTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen2-tiny", "llama3-tiny", "qwen2-long"})
+    @ValueSource(strings = {"qwen2-tiny", "llama3-tiny", "qwen2-long", "deepseek-v2-lite-tiny", "deepseek-v3-tiny"})
     void prefillLogitsMatchTheReferenceAtEveryPosition(String fixture) {
         try (CausalLanguageModel model = onGpu(fixture); KvCache cache = model.allocateKvCache(NUM_BLOCKS, BLOCK_SIZE)) {
             int next = 0;
@@ -75,7 +76,7 @@ class CudaModelParityTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"qwen2-tiny", "llama3-tiny", "qwen2-long"})
+    @ValueSource(strings = {"qwen2-tiny", "llama3-tiny", "qwen2-long", "deepseek-v2-lite-tiny", "deepseek-v3-tiny"})
     void greedyDecodingReproducesTheReferenceTokensAndLogits(String fixture) {
         try (CausalLanguageModel model = onGpu(fixture); KvCache cache = model.allocateKvCache(NUM_BLOCKS, BLOCK_SIZE)) {
             int vocab = model.vocabSize();
@@ -110,7 +111,7 @@ class CudaModelParityTest {
 
     /** One engine step mixing a prefill chunk, a decode token and a verification, on both backends. */
     @ParameterizedTest
-    @ValueSource(strings = {"qwen2-tiny", "llama3-tiny", "qwen2-long"})
+    @ValueSource(strings = {"qwen2-tiny", "llama3-tiny", "qwen2-long", "deepseek-v2-lite-tiny", "deepseek-v3-tiny"})
     void theSameBatchesGiveTheSameLogitsOnCudaAndOnTheCpu(String fixture) {
         try (CausalLanguageModel g = onGpu(fixture);
              CausalLanguageModel c = Fixtures.build(fixture, cpu, new PagedAttention(), MAX_BATCH_TOKENS);

@@ -12,6 +12,8 @@ import dev.kiln.api.quant.Quantizer;
 import dev.kiln.loader.safetensors.SafetensorsCheckpointLoader;
 import dev.kiln.loader.safetensors.SafetensorsFile;
 import dev.kiln.loader.safetensors.TensorValues;
+import dev.kiln.models.deepseek.DeepSeekV2Architecture;
+import dev.kiln.models.deepseek.DeepSeekV3Architecture;
 import dev.kiln.models.llama.LlamaArchitecture;
 import dev.kiln.models.llama.Qwen2Architecture;
 import java.io.IOException;
@@ -30,7 +32,8 @@ public final class Fixtures {
     /** Token slots per cache block in these tests. */
     public static final int BLOCK_SIZE = 16;
 
-    private static final List<ModelArchitecture> ARCHITECTURES = List.of(new Qwen2Architecture(), new LlamaArchitecture());
+    private static final List<ModelArchitecture> ARCHITECTURES = List.of(new Qwen2Architecture(), new LlamaArchitecture(),
+            new DeepSeekV2Architecture(), new DeepSeekV3Architecture());
 
     private Fixtures() {}
 
