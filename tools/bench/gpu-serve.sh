@@ -3,7 +3,8 @@
 # concurrencies (prompt 128, output 256 by default), then Hugging Face transformers `generate` on the same
 # checkpoint at the same batch sizes as the baseline, in one sitting.
 #   tools/bench/gpu-serve.sh [MODEL_DIR] [CONCURRENCIES...]
-# Env: INPUT_LEN, OUTPUT_LEN, KV_CACHE (default 16G), QUANTIZATION (e.g. weight_only_int8), SKIP_BASELINE=1.
+# Env: INPUT_LEN, OUTPUT_LEN, KV_CACHE (default 16G), QUANTIZATION (e.g. weight_only_int8), SKIP_BASELINE=1,
+# TEMPERATURE and TOP_P (sent by the client; default greedy).
 # Results: JSON per concurrency under target/gpu-serve/, a summary table on stdout.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -39,7 +40,7 @@ for c in "${concurrencies[@]}"; do
     n=$(( c * 2 ))
     [ "$c" -eq 1 ] && n=4
     "$kiln" bench-serve --base-url "http://127.0.0.1:$port" --input-len "$input" --output-len "$output" --vocab 150000 \
-        --num-prompts $n --concurrency "$c" --result-file "$out/c$c.json" > "$out/c$c.txt" 2>/dev/null
+        --num-prompts $n --concurrency "$c" --temperature "${TEMPERATURE:-0}" --top-p "${TOP_P:-1}" --result-file "$out/c$c.json" > "$out/c$c.txt" 2>/dev/null
     python3 - "$out/c$c.json" "$c" "$n" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

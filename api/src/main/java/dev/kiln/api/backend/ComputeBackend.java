@@ -110,6 +110,16 @@ public interface ComputeBackend {
     }
 
     /**
+     * Whether {@link #argmaxRows} and {@link #sampleRows} run where the tensors live, so that an engine gains by
+     * calling them instead of {@link #read} (a GPU backend: one int per row crosses the bus instead of a vocabulary of
+     * floats). False by default: on the CPU the logits are already in host memory and the engine's own sampler is
+     * the faster and more general path.
+     */
+    default boolean choosesTokensOnDevice() {
+        return false;
+    }
+
+    /**
      * For every row of an F32 tensor, the column of its largest value: the first such column on ties, column 0 when
      * every value is negative infinity (NaN never compares larger). What greedy decoding picks; an engine uses it
      * instead of {@link #read} when no request of a step needs more than that token, so that a GPU backend sends back
@@ -133,6 +143,104 @@ public interface ComputeBackend {
             best[r] = index;
         }
         return best;
+    }
+
+    /**
+     * Draws one column per row of an F32 tensor of logits, where the backend holds them: what a step needs when its
+     * requests sample with temperature, top-k, top-p and min-p only. For row r, with {@code p = params[4r ..]}:
+     * temperature {@code T = p[0]} (0: the largest logit, as {@link #argmaxRows}), top-k {@code k = (int) p[1]}
+     * (0: off), top-p {@code p[2]}, min-p {@code p[3]}, and a uniform number {@code u = uniforms[r]} in [0, 1):
+     * <ol>
+     *   <li>candidates: columns with a logit of at least {@code max + T ln(minP)} (all when minP is 0), then, when
+     *       k is on, of at least the k-th largest such logit (ties at the boundary stay);</li>
+     *   <li>weights {@code w = exp((logit - max) / T)}; when top-p is below 1, only candidates with a logit of at least
+     *       the largest threshold whose candidates carry {@code topP} of the total weight stay (ties stay);</li>
+     *   <li>the column whose cumulative weight, in column order, first exceeds {@code u} times the total.</li>
+     * </ol>
+     * The same distribution as the usual top-k/top-p/min-p sampler; which column a given u selects depends on the
+     * column order, not the probability order. The default reads the logits and draws on the host in double
+     * precision; backends override it.
+     *
+     * @param params   four numbers per row, as above
+     * @param uniforms one number in [0, 1) per row (ignored where T is 0)
+     */
+    default int[] sampleRows(Tensor x, float[] params, double[] uniforms) {
+        int rows = x.rowCount();
+        int n = x.rowLength();
+        if (params.length < 4 * rows || uniforms.length < rows) {
+            throw new IllegalArgumentException("sampling parameters for " + params.length / 4 + " and " + uniforms.length
+                    + " rows, the tensor has " + rows);
+        }
+        float[] v = read(x);
+        int[] chosen = new int[rows];
+        double[] weights = new double[n];
+        for (int r = 0; r < rows; r++) {
+            int base = r * n;
+            int best = 0;
+            float max = v[base];
+            for (int i = 1; i < n; i++) {
+                if (v[base + i] > max) {
+                    max = v[base + i];
+                    best = i;
+                }
+            }
+            double temperature = params[4 * r];
+            if (temperature <= 0 || max == Float.NEGATIVE_INFINITY || Float.isNaN(max)) {
+                chosen[r] = best;
+                continue;
+            }
+            int k = (int) params[4 * r + 1];
+            double topP = params[4 * r + 2];
+            double minP = params[4 * r + 3];
+            double low = minP > 0 ? max + temperature * Math.log(minP) : Double.NEGATIVE_INFINITY;
+            int candidates = 0;
+            for (int i = 0; i < n; i++) if (v[base + i] >= low) candidates++;
+            if (k > 0 && k < candidates) {
+                float[] kept = new float[candidates];
+                for (int i = 0, j = 0; i < n; i++) if (v[base + i] >= low) kept[j++] = v[base + i];
+                java.util.Arrays.sort(kept);
+                low = Math.max(low, kept[candidates - k]);
+            }
+            double total = 0;
+            for (int i = 0; i < n; i++) {
+                float l = v[base + i];
+                weights[i] = l >= low ? Math.exp((l - max) / temperature) : 0;
+                total += weights[i];
+            }
+            if (topP < 1) {
+                // The largest logit threshold t whose candidates (logit >= t) carry topP of the weight.
+                double[] sorted = new double[n];
+                int m = 0;
+                for (int i = 0; i < n; i++) if (weights[i] > 0) sorted[m++] = v[base + i];
+                double[] logitsDescending = java.util.Arrays.copyOf(sorted, m);
+                java.util.Arrays.sort(logitsDescending);
+                double mass = 0;
+                double threshold = logitsDescending[m - 1];
+                for (int j = m - 1; j >= 0; j--) {
+                    double t = logitsDescending[j];
+                    mass += Math.exp((t - max) / temperature);
+                    if (j > 0 && logitsDescending[j - 1] == t) continue; // ties stay together
+                    threshold = t;
+                    if (mass >= topP * total) break;
+                }
+                total = 0;
+                for (int i = 0; i < n; i++) {
+                    if (v[base + i] < threshold) weights[i] = 0;
+                    total += weights[i];
+                }
+            }
+            double target = uniforms[r] * total;
+            double cumulative = 0;
+            int pick = best;
+            for (int i = 0; i < n; i++) {
+                if (weights[i] == 0) continue;
+                cumulative += weights[i];
+                pick = i;
+                if (cumulative > target) break;
+            }
+            chosen[r] = pick;
+        }
+        return chosen;
     }
 
     /** {@code x *= factor}, element-wise. The default goes through host memory; backends override it. */

@@ -22,4 +22,15 @@ public interface Sampler {
      * distributions that speculative rejection sampling compares. Overwrites and returns {@code logits}.
      */
     float[] probabilities(float[] logits, SequenceView sequence);
+
+    /**
+     * Whether this sampler draws from exactly the distribution that
+     * {@link dev.kiln.api.backend.ComputeBackend#sampleRows} defines (temperature, top-k, top-p, min-p; up to how ties
+     * at a top-k or top-p boundary are cut), consuming one {@code nextDouble()} of the request's random stream per token: then an engine
+     * may let the backend draw where the logits are (a GPU) instead of copying them to this sampler. A sampler with
+     * other rules keeps the default, false, and is always called.
+     */
+    default boolean drawsLikeBackendSampling() {
+        return false;
+    }
 }

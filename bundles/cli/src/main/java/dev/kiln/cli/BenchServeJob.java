@@ -87,10 +87,19 @@ public final class BenchServeJob extends CommandJob {
         @Option(names = "--result-file", description = "Write the results as JSON here.")
         Path resultFile;
 
+        @Option(names = "--temperature", defaultValue = "0", description = "Sampling temperature sent with every request (default: ${DEFAULT-VALUE}, greedy).")
+        double temperature;
+
+        @Option(names = "--top-p", defaultValue = "1", description = "top_p sent with every request (default: ${DEFAULT-VALUE}).")
+        double topP;
+
         @Override
         public Integer call() throws Exception {
             if (numPrompts < 1 || concurrency < 1 || inputLen < 1 || outputLen < 1) {
                 throw new IllegalArgumentException("--num-prompts, --concurrency, --input-len and --output-len must be >= 1");
+            }
+            if (!(temperature >= 0) || !(topP > 0 && topP <= 1)) {
+                throw new IllegalArgumentException("--temperature must be >= 0 and --top-p in (0, 1]");
             }
             HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
             if (model == null) model = firstModel(http);
@@ -166,7 +175,8 @@ public final class BenchServeJob extends CommandJob {
             body.addProperty("model", model);
             body.add("prompt", prompt);
             body.addProperty("max_tokens", outputLen);
-            body.addProperty("temperature", 0);
+            body.addProperty("temperature", temperature);
+            if (topP < 1) body.addProperty("top_p", topP);
             body.addProperty("ignore_eos", true);
             body.addProperty("stream", true);
             JsonObject options = new JsonObject();

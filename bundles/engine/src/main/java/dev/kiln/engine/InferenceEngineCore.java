@@ -22,6 +22,7 @@ import dev.kiln.api.sampling.Sampler;
 import dev.kiln.api.speculative.DraftRequest;
 import dev.kiln.api.speculative.ProposerStats;
 import dev.kiln.api.speculative.SpeculativeProposer;
+import dev.kiln.api.tensor.Tensor;
 import dev.kiln.engine.kv.BlockManager;
 import dev.kiln.engine.sampling.Logprobs;
 import dev.kiln.engine.sampling.TokenSelector;
@@ -424,10 +425,9 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         deviceChoices = null;
         try {
             ForwardResult result = model.forward(step.batch(), cache);
-            if (step.logitRows() > 0 && onlyArgmaxNeeded(plan, currentProcessors)) {
-                deviceChoices = model.backend().argmaxRows(result.logits());
-            } else if (step.logitRows() > 0) {
-                logits = model.backend().read(result.logits());
+            if (step.logitRows() > 0) {
+                deviceChoices = chooseOnBackend(plan, step, result.logits(), currentSampler, currentProcessors);
+                if (deviceChoices == null) logits = model.backend().read(result.logits());
             }
             hidden = step.batch().returnHiddenStates() && step.logitRows() > 0 && result.hiddenStates() != null
                     ? model.backend().read(result.hiddenStates()) : null;
@@ -470,24 +470,49 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     }
 
     /**
-     * Whether every sequence of the step decides by the largest logit alone: greedy, no log-probabilities (of the
-     * output or the prompt), no stop tokens masked for a minimum length, no logits processor that applies. Then the
-     * backend returns one column per logit row ({@link dev.kiln.api.backend.ComputeBackend#argmaxRows}) instead of
-     * the rows themselves: on a GPU at batch 32, the logits are 19 MB per step to copy and scan, the choices 128 bytes.
+     * The step's tokens chosen where the logits are, or null when some request needs the logits themselves. Greedy
+     * steps take {@link dev.kiln.api.backend.ComputeBackend#argmaxRows}; steps whose sampled requests use only
+     * temperature, top-k, top-p and min-p, with a sampler that draws like the backend, take
+     * {@link dev.kiln.api.backend.ComputeBackend#sampleRows} with one uniform number from each request's random
+     * stream, as the sampler would consume it; only on backends that do this where the logits are
+     * ({@link dev.kiln.api.backend.ComputeBackend#choosesTokensOnDevice}). A GPU then sends back one int per row: at
+     * batch 32 the logits are 19 MB per step to copy and scan. Log-probabilities (of the output or the prompt), stop
+     * tokens masked for a minimum length, logits processors and drafts of sampled requests need the logits.
      */
-    private static boolean onlyArgmaxNeeded(List<Scheduler.Entry> plan, List<LogitsProcessor> processors) {
-        for (Scheduler.Entry entry : plan) {
-            Sequence s = entry.sequence();
+    private int[] chooseOnBackend(List<Scheduler.Entry> plan, StepBatch step, Tensor logits, Sampler sampler,
+                                  List<LogitsProcessor> processors) {
+        if (!model.backend().choosesTokensOnDevice()) return null;
+        boolean greedyOnly = true;
+        for (int i = 0; i < plan.size(); i++) {
+            Sequence s = plan.get(i).sequence();
             var params = s.params();
-            if (!params.isGreedy() || params.logprobs() > 0 || s.promptLogprobs() != null
-                    || s.outputLength() < s.request().minTokens()) {
-                return false;
+            if (params.logprobs() > 0 || s.promptLogprobs() != null || s.outputLength() < s.request().minTokens()) {
+                return null;
             }
             for (LogitsProcessor processor : processors) {
-                if (processor.appliesTo(s)) return false;
+                if (processor.appliesTo(s)) return null;
+            }
+            if (!params.isGreedy()) {
+                if (sampler == null || !sampler.drawsLikeBackendSampling() || step.draftTokens(i) > 0) return null;
+                greedyOnly = false;
             }
         }
-        return true;
+        if (greedyOnly) return model.backend().argmaxRows(logits);
+        int rows = step.logitRows();
+        float[] params = new float[4 * rows]; // temperature 0 (the largest logit) for every row not drawn
+        double[] uniforms = new double[rows];
+        for (int i = 0; i < plan.size(); i++) {
+            Sequence s = plan.get(i).sequence();
+            int row = step.sampleRow(i);
+            var p = s.params();
+            if (row < 0 || s.isDone() || p.isGreedy()) continue;
+            params[4 * row] = (float) p.temperature();
+            params[4 * row + 1] = p.topK();
+            params[4 * row + 2] = (float) p.topP();
+            params[4 * row + 3] = (float) p.minP();
+            uniforms[row] = s.random().nextDouble();
+        }
+        return model.backend().sampleRows(logits, params, uniforms);
     }
 
     /**

@@ -60,6 +60,12 @@ public final class DefaultSampler implements Sampler {
         return logits;
     }
 
+    /** Temperature, min-p, top-k and top-p with one uniform draw per token: what backends can draw on the device. */
+    @Override
+    public boolean drawsLikeBackendSampling() {
+        return true;
+    }
+
     /** The index of the largest value, the first one on ties; index 0 if every value is negative infinity. */
     public static int argmax(float[] values) {
         int best = 0;
