@@ -8,6 +8,7 @@ import java.nio.ByteOrder;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShape;
@@ -36,9 +37,32 @@ import jdk.incubator.vector.VectorSpecies;
  * sizes (a whole block or half a block: 128 and 64 with AVX-512) have kernels whose groups end only at block ends,
  * written out with constant masks; C2 compiles them only because every vector operation is a Vector API call it
  * must inline (a helper method of ours would be refused by its node budget, and the vectors boxed).
+ *
+ * <h2>Decode kernel with 8-bit activations</h2>
+ * That kernel is bound by arithmetic on two cores (three vector operations per L weights, one of them a conversion
+ * only one execution port does). Built with {@code int8Activations}, a weight whose groups are whole or half blocks
+ * instead quantizes the activations once per call to integers -127..127 with one f32 scale per block (the largest
+ * magnitude maps to 127) and multiplies in 16-bit lanes: a block's load holds, in each of its 2L shorts, four codes
+ * (short {@code s} of lane {@code s/2}, nibble q: column {@code L·(4·(s%2) + q) + s/2}), so four ANDs with shifts and
+ * four 16-bit multiplications by the matching permutation of the activations give {@code Σ u·x} of the block's 128
+ * weights in 2L lanes (at most {@code 4·15·127 = 7620} in magnitude, exact), widened once per block into L int lanes
+ * and one FMA: about a fifth fewer vector operations per weight, and no conversion per L weights. Measured (2 threads,
+ * weights from memory, alternating with the exact kernel): 14% more bytes per second on rows of 1536 columns, 4% fewer
+ * on rows of 8960 (where the exact kernel already runs faster), about 5% more decoded tokens per second on the 1.5B
+ * shape. The activations' rounding (at most half a step of {@code max|x| / 127} per element) is the only difference to
+ * the exact kernel; on the default model it left the held-out perplexity where the exact kernel has it.
  */
 public final class Int4GroupWeight extends PackedWeight {
     static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
+    /** 2L shorts: the same bits as one int vector. */
+    private static final VectorSpecies<Short> S = VectorSpecies.of(short.class, I.vectorShape());
+    /** The largest magnitude of a quantized activation. */
+    private static final int ACTIVATION_MAX = 127;
+    /**
+     * Added to every 16-bit block sum before it is split into its two halves, so that both halves are non-negative
+     * and the split is one AND and one shift; taken back out with the zero points.
+     */
+    private static final int HALF_BIAS = 1 << 15;
     /** L bytes: one zero point per float lane. */
     private static final VectorSpecies<Byte> B = VectorSpecies.of(byte.class, VectorShape.forBitSize(8 * L));
     /** Columns per int-vector load: eight nibbles in each of L lanes. */
@@ -69,8 +93,9 @@ public final class Int4GroupWeight extends PackedWeight {
     private final float[] scales;
     private final byte[] zeros;
     private final Arena owner;
+    private final boolean int8Activations;
 
-    private Int4GroupWeight(Builder b, String format, WorkerPool pool, KernelScratch scratch) {
+    private Int4GroupWeight(Builder b, String format, WorkerPool pool, KernelScratch scratch, boolean int8Activations) {
         super(b.rows, b.columns, b.depth, pool, scratch);
         this.format = format;
         this.groupSize = b.groupSize;
@@ -81,6 +106,15 @@ public final class Int4GroupWeight extends PackedWeight {
         this.scales = b.scales;
         this.zeros = b.zeros;
         this.owner = b.arena;
+        this.int8Activations = int8Activations && supportsInt8Activations(b.groupSize);
+    }
+
+    /**
+     * Whether the decode kernel with 8-bit activations handles groups of {@code groupSize} columns: whole blocks
+     * ({@link #BLOCK} = 128 with AVX-512) or half blocks.
+     */
+    public static boolean supportsInt8Activations(int groupSize) {
+        return groupSize % BLOCK == 0 || 2 * groupSize == BLOCK;
     }
 
     /**
@@ -173,11 +207,25 @@ public final class Int4GroupWeight extends PackedWeight {
             }
         }
 
-        /** The weight, owning the packed codes; the builder cannot be used afterwards. */
+        /**
+         * The weight, owning the packed codes, with the exact decode kernel (f32 activations); the builder cannot be
+         * used afterwards.
+         */
         public Int4GroupWeight build(String format, WorkerPool pool, KernelScratch scratch) {
+            return build(format, pool, scratch, false);
+        }
+
+        /**
+         * The weight, owning the packed codes; the builder cannot be used afterwards.
+         *
+         * @param int8Activations whether one activation row (decode) is quantized to 8 bits per block for the faster
+         *                        kernel, where the group size allows it ({@link #supportsInt8Activations}); the other
+         *                        paths always use f32 activations
+         */
+        public Int4GroupWeight build(String format, WorkerPool pool, KernelScratch scratch, boolean int8Activations) {
             if (finished) throw new IllegalStateException("the weight was already built or discarded");
             finished = true;
-            return new Int4GroupWeight(this, format, pool, scratch);
+            return new Int4GroupWeight(this, format, pool, scratch, int8Activations);
         }
 
         /** Releases the codes of a weight that will not be built. */
@@ -217,6 +265,11 @@ public final class Int4GroupWeight extends PackedWeight {
     /** Whether each group has its own zero point. */
     public boolean hasZeroPoints() {
         return zeros != null;
+    }
+
+    /** Whether the decode kernel quantizes the activations to 8 bits (see the class description). */
+    public boolean int8Activations() {
+        return int8Activations;
     }
 
     @Override
@@ -261,6 +314,10 @@ public final class Int4GroupWeight extends PackedWeight {
 
     @Override
     protected void streamOneToken(float[] x, int xOffset, float[] out, int outOffset) {
+        if (int8Activations) {
+            streamInt8Activations(x, xOffset, out, outOffset);
+            return;
+        }
         float[] xs = activationBuffer(depth);
         float[] sums = sumsBuffer(2L * storedGroups);
         prepare(x, xOffset, xs, sums);
@@ -275,6 +332,203 @@ public final class Int4GroupWeight extends PackedWeight {
             }
             for (int r = from + 4 * q; r < to; r++) rows4(xs, sums, r, r, r, r, out, outOffset);
         });
+    }
+
+    private void streamInt8Activations(float[] x, int xOffset, float[] out, int outOffset) {
+        short[] xq = scratch.callerShortBuffer(depth);
+        float[] sums = sumsBuffer(2L * storedGroups + depth / BLOCK);
+        prepareInt8(x, xOffset, xq, sums);
+        boolean whole = groupSize % BLOCK == 0;
+        pool.parallelFor(rows, rowGrain(), (worker, from, to) -> {
+            int q = (to - from) / 4;
+            for (int i = 0; i < q; i++) {
+                int r = from + i;
+                if (whole) rows4Int8WholeBlocks(xq, sums, r, r + q, r + 2 * q, r + 3 * q, out, outOffset);
+                else rows4Int8HalfBlocks(xq, sums, r, r + q, r + 2 * q, r + 3 * q, out, outOffset);
+            }
+            for (int r = from + 4 * q; r < to; r++) {
+                if (whole) rows4Int8WholeBlocks(xq, sums, r, r, r, r, out, outOffset);
+                else rows4Int8HalfBlocks(xq, sums, r, r, r, r, out, outOffset);
+            }
+        });
+    }
+
+    /**
+     * Quantizes the activations block by block: {@code xq} gets, for each block and nibble position q, the 2L
+     * integer activations of the columns that position holds in a block's shorts (zero in the padding), and
+     * {@code sums} the scale of each block at {@code 2G + block} and, per stored group g, what {@link #zeroPointShare}
+     * adds: {@code sums[g] = A_g - 8·Z_g} and {@code sums[G + g] = Z_g}, with {@code Z_g} the group's activations
+     * {@code Σ scale·xq} and {@code A_g} what takes the kernel's {@link #HALF_BIAS} back out.
+     */
+    private void prepareInt8(float[] x, int xOffset, short[] xq, float[] sums) {
+        int n = storedGroups;
+        int blockScales = 2 * n;
+        java.util.Arrays.fill(sums, 0, 2 * n, 0f);
+        // Each int lane holds two biased 16-bit halves: the whole block's sum carries 2·L biases, a half block's L.
+        boolean whole = groupSize % BLOCK == 0;
+        float biasPerGroup = whole ? 2f * L * HALF_BIAS : (float) L * HALF_BIAS;
+        int vectorColumns = columns - columns % L;
+        for (int block = 0, start = 0; start < depth; block++, start += BLOCK) {
+            float amax = 0;
+            for (int k = 0; k < 8; k++) amax = Math.max(amax, activations(x, xOffset, start + k * L, vectorColumns)
+                    .lanewise(VectorOperators.ABS).reduceLanes(VectorOperators.MAX));
+            float scale = amax / ACTIVATION_MAX;
+            float inverse = amax == 0 ? 0 : ACTIVATION_MAX / amax;
+            sums[blockScales + block] = scale;
+            for (int q = 0; q < 4; q++) {
+                // Short 2j of the block's position q holds column L·q + j, short 2j+1 column L·(4+q) + j.
+                IntVector even = rounded(activations(x, xOffset, start + q * L, vectorColumns), inverse);
+                IntVector odd = rounded(activations(x, xOffset, start + (4 + q) * L, vectorColumns), inverse);
+                even.and(0xFFFF).or(odd.lanewise(VectorOperators.LSHL, 16)).reinterpretAsShorts().intoArray(xq, start + q * 2 * L);
+                int first = whole ? start / groupSize : 2 * block;
+                int second = whole ? first : first + 1;
+                sums[n + first] += scale * even.reduceLanes(VectorOperators.ADD);
+                sums[n + second] += scale * odd.reduceLanes(VectorOperators.ADD);
+            }
+            if (whole) {
+                sums[start / groupSize] -= scale * biasPerGroup;
+            } else {
+                sums[2 * block] -= scale * biasPerGroup;
+                sums[2 * block + 1] -= scale * biasPerGroup;
+            }
+        }
+        for (int g = 0; g < n; g++) sums[g] -= SYMMETRIC_ZERO * sums[n + g];
+    }
+
+    /** The L activations from column {@code c} (a multiple of L), zero past the row's end. */
+    private FloatVector activations(float[] x, int xOffset, int c, int vectorColumns) {
+        if (c < vectorColumns) return FloatVector.fromArray(F, x, xOffset + c);
+        if (c >= columns) return FloatVector.zero(F);
+        return FloatVector.fromArray(F, x, xOffset + c, F.indexInRange(c, columns));
+    }
+
+    /** {@code v · inverse} rounded half away from zero to an int (within -127..127 as the block's scale is its maximum). */
+    private static IntVector rounded(FloatVector v, float inverse) {
+        FloatVector scaled = v.mul(inverse);
+        FloatVector half = FloatVector.broadcast(F, 0.5f).blend(FloatVector.broadcast(F, -0.5f), scaled.lt(0));
+        return ((IntVector) scaled.add(half).convert(VectorOperators.F2I, 0))
+                .max(-ACTIVATION_MAX).min(ACTIVATION_MAX);
+    }
+
+    /**
+     * One token against four rows (which may repeat), 8-bit activations, groups of whole blocks: per block, the four
+     * nibbles of every short times the activations in 16 bits, the block's sum widened once and scaled by the
+     * group's scale times the block's activation scale.
+     */
+    private void rows4Int8WholeBlocks(short[] xq, float[] sums, int r0, int r1, int r2, int r3, float[] out, int outOffset) {
+        MemorySegment w = codes;
+        long b0 = r0 * rowBytes, b1 = r1 * rowBytes, b2 = r2 * rowBytes, b3 = r3 * rowBytes;
+        int g0 = r0 * storedGroups, g1 = r1 * storedGroups, g2 = r2 * storedGroups, g3 = r3 * storedGroups;
+        int blockScales = 2 * storedGroups;
+        int blocksPerGroup = groupSize / BLOCK;
+        FloatVector t0 = FloatVector.zero(F), t1 = FloatVector.zero(F), t2 = FloatVector.zero(F), t3 = FloatVector.zero(F);
+        for (int c = 0, block = 0, group = 0, inGroup = 0; c < depth; c += BLOCK, block++) {
+            long off = c >>> 1;
+            if (inGroup == blocksPerGroup) {
+                inGroup = 0;
+                group++;
+            }
+            inGroup++;
+            float blockScale = sums[blockScales + block];
+            ShortVector x0 = ShortVector.fromArray(S, xq, c), x1 = ShortVector.fromArray(S, xq, c + 2 * L);
+            ShortVector x2 = ShortVector.fromArray(S, xq, c + 4 * L), x3 = ShortVector.fromArray(S, xq, c + 6 * L);
+            IntVector v = IntVector.fromMemorySegment(I, w, b0 + off, LE);
+            IntVector p = ((ShortVector) v.and(0x000F000F).reinterpretAsShorts()).mul(x0)
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 4).and(0x000F000F).reinterpretAsShorts()).mul(x1))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 8).and(0x000F000F).reinterpretAsShorts()).mul(x2))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 12).and(0x000F000F).lanewise(VectorOperators.XOR, 0x00080000).reinterpretAsShorts()).mul(x3))
+                    .add((short) HALF_BIAS).reinterpretAsInts();
+            t0 = ((FloatVector) p.and(0xFFFF).add(p.lanewise(VectorOperators.LSHR, 16)).convert(VectorOperators.I2F, 0))
+                    .fma(FloatVector.broadcast(F, scales[g0 + group] * blockScale), t0);
+            v = IntVector.fromMemorySegment(I, w, b1 + off, LE);
+            p = ((ShortVector) v.and(0x000F000F).reinterpretAsShorts()).mul(x0)
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 4).and(0x000F000F).reinterpretAsShorts()).mul(x1))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 8).and(0x000F000F).reinterpretAsShorts()).mul(x2))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 12).and(0x000F000F).lanewise(VectorOperators.XOR, 0x00080000).reinterpretAsShorts()).mul(x3))
+                    .add((short) HALF_BIAS).reinterpretAsInts();
+            t1 = ((FloatVector) p.and(0xFFFF).add(p.lanewise(VectorOperators.LSHR, 16)).convert(VectorOperators.I2F, 0))
+                    .fma(FloatVector.broadcast(F, scales[g1 + group] * blockScale), t1);
+            v = IntVector.fromMemorySegment(I, w, b2 + off, LE);
+            p = ((ShortVector) v.and(0x000F000F).reinterpretAsShorts()).mul(x0)
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 4).and(0x000F000F).reinterpretAsShorts()).mul(x1))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 8).and(0x000F000F).reinterpretAsShorts()).mul(x2))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 12).and(0x000F000F).lanewise(VectorOperators.XOR, 0x00080000).reinterpretAsShorts()).mul(x3))
+                    .add((short) HALF_BIAS).reinterpretAsInts();
+            t2 = ((FloatVector) p.and(0xFFFF).add(p.lanewise(VectorOperators.LSHR, 16)).convert(VectorOperators.I2F, 0))
+                    .fma(FloatVector.broadcast(F, scales[g2 + group] * blockScale), t2);
+            v = IntVector.fromMemorySegment(I, w, b3 + off, LE);
+            p = ((ShortVector) v.and(0x000F000F).reinterpretAsShorts()).mul(x0)
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 4).and(0x000F000F).reinterpretAsShorts()).mul(x1))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 8).and(0x000F000F).reinterpretAsShorts()).mul(x2))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 12).and(0x000F000F).lanewise(VectorOperators.XOR, 0x00080000).reinterpretAsShorts()).mul(x3))
+                    .add((short) HALF_BIAS).reinterpretAsInts();
+            t3 = ((FloatVector) p.and(0xFFFF).add(p.lanewise(VectorOperators.LSHR, 16)).convert(VectorOperators.I2F, 0))
+                    .fma(FloatVector.broadcast(F, scales[g3 + group] * blockScale), t3);
+        }
+        out[outOffset + r0] = t0.reduceLanes(VectorOperators.ADD) + zeroPointShare(g0, sums);
+        out[outOffset + r1] = t1.reduceLanes(VectorOperators.ADD) + zeroPointShare(g1, sums);
+        out[outOffset + r2] = t2.reduceLanes(VectorOperators.ADD) + zeroPointShare(g2, sums);
+        out[outOffset + r3] = t3.reduceLanes(VectorOperators.ADD) + zeroPointShare(g3, sums);
+    }
+
+    /**
+     * As {@link #rows4Int8WholeBlocks} for groups of half a block: the even shorts of a block hold its first half
+     * (nibbles 0-3 of every int lane), the odd shorts its second, so the low and high halves of the widened sums are
+     * the two groups, each scaled apart.
+     */
+    private void rows4Int8HalfBlocks(short[] xq, float[] sums, int r0, int r1, int r2, int r3, float[] out, int outOffset) {
+        MemorySegment w = codes;
+        long b0 = r0 * rowBytes, b1 = r1 * rowBytes, b2 = r2 * rowBytes, b3 = r3 * rowBytes;
+        int g0 = r0 * storedGroups, g1 = r1 * storedGroups, g2 = r2 * storedGroups, g3 = r3 * storedGroups;
+        int blockScales = 2 * storedGroups;
+        FloatVector t0 = FloatVector.zero(F), t1 = FloatVector.zero(F), t2 = FloatVector.zero(F), t3 = FloatVector.zero(F);
+        for (int c = 0, block = 0; c < depth; c += BLOCK, block++) {
+            long off = c >>> 1;
+            int lo = 2 * block, hi = lo + 1;
+            float blockScale = sums[blockScales + block];
+            ShortVector x0 = ShortVector.fromArray(S, xq, c), x1 = ShortVector.fromArray(S, xq, c + 2 * L);
+            ShortVector x2 = ShortVector.fromArray(S, xq, c + 4 * L), x3 = ShortVector.fromArray(S, xq, c + 6 * L);
+            IntVector v = IntVector.fromMemorySegment(I, w, b0 + off, LE);
+            IntVector p = ((ShortVector) v.and(0x000F000F).reinterpretAsShorts()).mul(x0)
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 4).and(0x000F000F).reinterpretAsShorts()).mul(x1))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 8).and(0x000F000F).reinterpretAsShorts()).mul(x2))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 12).and(0x000F000F).lanewise(VectorOperators.XOR, 0x00080000).reinterpretAsShorts()).mul(x3))
+                    .add((short) HALF_BIAS).reinterpretAsInts();
+            t0 = ((FloatVector) p.lanewise(VectorOperators.LSHR, 16).convert(VectorOperators.I2F, 0))
+                    .fma(FloatVector.broadcast(F, scales[g0 + hi] * blockScale),
+                            ((FloatVector) p.and(0xFFFF).convert(VectorOperators.I2F, 0)).fma(FloatVector.broadcast(F, scales[g0 + lo] * blockScale), t0));
+            v = IntVector.fromMemorySegment(I, w, b1 + off, LE);
+            p = ((ShortVector) v.and(0x000F000F).reinterpretAsShorts()).mul(x0)
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 4).and(0x000F000F).reinterpretAsShorts()).mul(x1))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 8).and(0x000F000F).reinterpretAsShorts()).mul(x2))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 12).and(0x000F000F).lanewise(VectorOperators.XOR, 0x00080000).reinterpretAsShorts()).mul(x3))
+                    .add((short) HALF_BIAS).reinterpretAsInts();
+            t1 = ((FloatVector) p.lanewise(VectorOperators.LSHR, 16).convert(VectorOperators.I2F, 0))
+                    .fma(FloatVector.broadcast(F, scales[g1 + hi] * blockScale),
+                            ((FloatVector) p.and(0xFFFF).convert(VectorOperators.I2F, 0)).fma(FloatVector.broadcast(F, scales[g1 + lo] * blockScale), t1));
+            v = IntVector.fromMemorySegment(I, w, b2 + off, LE);
+            p = ((ShortVector) v.and(0x000F000F).reinterpretAsShorts()).mul(x0)
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 4).and(0x000F000F).reinterpretAsShorts()).mul(x1))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 8).and(0x000F000F).reinterpretAsShorts()).mul(x2))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 12).and(0x000F000F).lanewise(VectorOperators.XOR, 0x00080000).reinterpretAsShorts()).mul(x3))
+                    .add((short) HALF_BIAS).reinterpretAsInts();
+            t2 = ((FloatVector) p.lanewise(VectorOperators.LSHR, 16).convert(VectorOperators.I2F, 0))
+                    .fma(FloatVector.broadcast(F, scales[g2 + hi] * blockScale),
+                            ((FloatVector) p.and(0xFFFF).convert(VectorOperators.I2F, 0)).fma(FloatVector.broadcast(F, scales[g2 + lo] * blockScale), t2));
+            v = IntVector.fromMemorySegment(I, w, b3 + off, LE);
+            p = ((ShortVector) v.and(0x000F000F).reinterpretAsShorts()).mul(x0)
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 4).and(0x000F000F).reinterpretAsShorts()).mul(x1))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 8).and(0x000F000F).reinterpretAsShorts()).mul(x2))
+                    .add(((ShortVector) v.lanewise(VectorOperators.LSHR, 12).and(0x000F000F).lanewise(VectorOperators.XOR, 0x00080000).reinterpretAsShorts()).mul(x3))
+                    .add((short) HALF_BIAS).reinterpretAsInts();
+            t3 = ((FloatVector) p.lanewise(VectorOperators.LSHR, 16).convert(VectorOperators.I2F, 0))
+                    .fma(FloatVector.broadcast(F, scales[g3 + hi] * blockScale),
+                            ((FloatVector) p.and(0xFFFF).convert(VectorOperators.I2F, 0)).fma(FloatVector.broadcast(F, scales[g3 + lo] * blockScale), t3));
+        }
+        out[outOffset + r0] = t0.reduceLanes(VectorOperators.ADD) + zeroPointShare(g0, sums);
+        out[outOffset + r1] = t1.reduceLanes(VectorOperators.ADD) + zeroPointShare(g1, sums);
+        out[outOffset + r2] = t2.reduceLanes(VectorOperators.ADD) + zeroPointShare(g2, sums);
+        out[outOffset + r3] = t3.reduceLanes(VectorOperators.ADD) + zeroPointShare(g3, sums);
     }
 
     /**

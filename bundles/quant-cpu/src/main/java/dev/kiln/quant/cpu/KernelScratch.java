@@ -19,6 +19,8 @@ public final class KernelScratch {
 
     private final float[][][] workers;
     private final ThreadLocal<float[][]> callers = ThreadLocal.withInitial(() -> new float[SLOTS][]);
+    /** Per calling thread: integer activations of the decode kernels that quantize them. */
+    private final ThreadLocal<short[][]> callerShorts = ThreadLocal.withInitial(() -> new short[1][]);
 
     /** Scratch for a pool of that many threads. */
     public KernelScratch(int threads) {
@@ -44,6 +46,14 @@ public final class KernelScratch {
         float[][] mine = callers.get();
         float[] b = mine[slot];
         if (b == null || b.length < size) mine[slot] = b = new float[checkedSize(size)];
+        return b;
+    }
+
+    /** A buffer of at least {@code size} shorts for the calling thread; contents undefined. */
+    short[] callerShortBuffer(long size) {
+        short[][] mine = callerShorts.get();
+        short[] b = mine[0];
+        if (b == null || b.length < size) mine[0] = b = new short[checkedSize(size)];
         return b;
     }
 

@@ -4,7 +4,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.kiln.api.tensor.DType;
 import dev.kiln.backend.cpu.CpuBackend;
+import dev.kiln.backend.cpu.CpuTensor;
 import dev.kiln.quant.testing.KernelChecks;
 import java.util.Random;
 import org.junit.jupiter.api.AfterAll;
@@ -34,6 +36,10 @@ class Int4GroupWeightTest {
     record Sample(Int4GroupWeight weight, double[] dense, double[] magnitude) {}
 
     static Sample sample(int rows, int columns, int groupSize, boolean zeroPoints, long seed) {
+        return sample(rows, columns, groupSize, zeroPoints, seed, false);
+    }
+
+    static Sample sample(int rows, int columns, int groupSize, boolean zeroPoints, long seed, boolean int8Activations) {
         Random random = new Random(seed);
         var builder = new Int4GroupWeight.Builder(rows, columns, groupSize, zeroPoints);
         int groups = builder.groups();
@@ -57,7 +63,7 @@ class Int4GroupWeightTest {
             }
             builder.setRow(r, codes, scales, zeros);
         }
-        return new Sample(builder.build("weight_only_int4", BACKEND.pool(), SCRATCH), dense, magnitude);
+        return new Sample(builder.build("weight_only_int4", BACKEND.pool(), SCRATCH, int8Activations), dense, magnitude);
     }
 
     @ParameterizedTest
@@ -85,6 +91,58 @@ class Int4GroupWeightTest {
                     + (zeroPoints ? (long) rows * (depth / groupSize) : 0), weight.bytes());
             assertTrue(weight.bytes() < 0.6 * rows * columns + 5.0 * rows * groups + rows * 128,
                     "about half a byte per weight plus the scales");
+        }
+    }
+
+    /**
+     * The decode kernel with 8-bit activations against the float64 product: within what rounding the activations
+     * to steps of {@code max|x| / 127} per block can change ({@code Σ_c |W[r, c]| · step(c) / 2}) plus f32 noise,
+     * with outlier activations, zero points, partial last groups and odd rows. Group sizes it does not handle keep the
+     * exact kernel.
+     */
+    @ParameterizedTest
+    @CsvSource({
+        "200, 300, 128, false",
+        "70, 200, 64, false",
+        "33, 1000, 256, true",
+        "130, 1536, 128, false",
+        "41, 520, 64, true",
+        "9, 77, 32, false"
+    })
+    void int8ActivationsStayWithinTheirRounding(int rows, int columns, int groupSize, boolean zeroPoints) {
+        Sample s = sample(rows, columns, groupSize, zeroPoints, rows * 7L + columns, true);
+        try (Int4GroupWeight weight = s.weight()) {
+            boolean quantized = Int4GroupWeight.supportsInt8Activations(groupSize);
+            assertEquals(quantized, weight.int8Activations());
+            Random random = new Random(columns);
+            float[] x = new float[columns];
+            for (int c = 0; c < columns; c++) x[c] = (float) (random.nextGaussian() * (random.nextInt(50) == 0 ? 20 : 1));
+            CpuTensor out = CpuTensor.allocate(DType.F32, 1, rows);
+            weight.multiply(CpuTensor.wrap(x, 0, 1, columns), out);
+            double[] step = new double[columns];
+            for (int c = 0; c < columns; c++) {
+                int block = c / Int4GroupWeight.BLOCK;
+                double amax = 0;
+                for (int d = block * Int4GroupWeight.BLOCK; d < Math.min(columns, (block + 1) * Int4GroupWeight.BLOCK); d++) {
+                    amax = Math.max(amax, Math.abs(x[d]));
+                }
+                step[c] = quantized ? amax / 127 : 0;
+            }
+            double worst = 0;
+            for (int r = 0; r < rows; r++) {
+                double expected = 0, rounding = 0, size = 0;
+                for (int c = 0; c < columns; c++) {
+                    double w = s.dense()[r * columns + c];
+                    expected += x[c] * w;
+                    rounding += Math.abs(w) * step[c] / 2;
+                    size += Math.abs(x[c]) * s.magnitude()[r * columns + c];
+                }
+                double error = Math.abs(expected - out.array()[r]);
+                double bound = rounding + KernelChecks.RELATIVE_BOUND * size;
+                worst = Math.max(worst, error / bound);
+                assertTrue(error <= bound, "out[" + r + "] = " + out.array()[r] + ", expected " + expected + " within " + bound);
+            }
+            System.out.printf("%s int8 activations: largest error %.2f of the bound%n", weight, worst);
         }
     }
 

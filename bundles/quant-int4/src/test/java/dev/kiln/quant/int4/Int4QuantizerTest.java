@@ -12,10 +12,17 @@ import dev.kiln.quant.testing.Models;
 import java.lang.annotation.Annotation;
 import org.junit.jupiter.api.Test;
 
-/** The service: its configured group size, the groups it refuses, and tensors it cannot quantize refused by name. */
+/**
+ * The service: its configured group size and activations, the groups it refuses, and tensors it cannot quantize
+ * refused by name.
+ */
 class Int4QuantizerTest {
     /** A configuration as Declarative Services would hand it over. */
     private static Int4Quantizer.Config config(int groupSize) {
+        return config(groupSize, false);
+    }
+
+    private static Int4Quantizer.Config config(int groupSize, boolean int8Activations) {
         return new Int4Quantizer.Config() {
             @Override
             public int group$_$size() {
@@ -23,10 +30,27 @@ class Int4QuantizerTest {
             }
 
             @Override
+            public boolean int8$_$activations() {
+                return int8Activations;
+            }
+
+            @Override
             public Class<? extends Annotation> annotationType() {
                 return Int4Quantizer.Config.class;
             }
         };
+    }
+
+    @Test
+    void int8ActivationsAreUsedWhenConfigured() {
+        try (Checkpoint checkpoint = Models.open(Models.fixture("qwen2-tiny"))) {
+            for (int groupSize : new int[] {64, 128}) {
+                var quantizer = new Int4Quantizer(config(groupSize, true));
+                try (var weight = (Int4GroupWeight) quantizer.load(checkpoint, "model.layers.0.mlp.down_proj", Models.backend())) {
+                    assertTrue(weight.int8Activations(), "group " + groupSize);
+                }
+            }
+        }
     }
 
     @Test
@@ -40,6 +64,7 @@ class Int4QuantizerTest {
                 try (var weight = (Int4GroupWeight) quantizer.load(checkpoint, "model.layers.0.mlp.down_proj", Models.backend())) {
                     assertEquals("weight_only_int4", weight.format());
                     assertEquals(groupSize, weight.groupSize());
+                    assertFalse(weight.int8Activations(), "f32 activations unless configured");
                     assertEquals(64, weight.rows());
                     assertEquals(160, weight.columns());
                 }

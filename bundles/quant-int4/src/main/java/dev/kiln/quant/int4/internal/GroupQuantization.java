@@ -24,6 +24,15 @@ public final class GroupQuantization {
      * @throws IllegalArgumentException when the tensor is not such a matrix or holds a value that is not finite
      */
     public static Int4GroupWeight quantize(CheckpointTensor tensor, int groupSize, WorkerPool pool, KernelScratch scratch) {
+        return quantize(tensor, groupSize, false, pool, scratch);
+    }
+
+    /**
+     * As {@link #quantize(CheckpointTensor, int, WorkerPool, KernelScratch)}, with the decode kernel that rounds
+     * activations to 8 bits where {@code int8Activations} ({@link Int4GroupWeight#int8Activations()}).
+     */
+    public static Int4GroupWeight quantize(CheckpointTensor tensor, int groupSize, boolean int8Activations,
+                                           WorkerPool pool, KernelScratch scratch) {
         TensorRows.requireFloatingMatrix(tensor, "weight_only_int4");
         int rows = tensor.rows();
         int columns = tensor.columns();
@@ -39,7 +48,7 @@ public final class GroupQuantization {
                     builder.setRow(r, codes, scales, null);
                 }
             });
-            return builder.build("weight_only_int4", pool, scratch);
+            return builder.build("weight_only_int4", pool, scratch, int8Activations);
         } catch (RuntimeException e) {
             builder.discard();
             throw e;

@@ -40,8 +40,9 @@ import org.openjdk.jmh.annotations.Warmup;
  * comes from main memory, as in a decode step; its {@code weightBytes} counter is the rate at which stored weight
  * bytes (codes and scales) are consumed, its {@code weights} counter the rate in weights. {@code gemm}: 512 rows
  * (prefill); its {@code flops} counter is the arithmetic rate. Formats: {@code bf16} (the backend's dense kernel),
- * {@code int8} (weight_only_int8), {@code int4-g128} / {@code int4-g64} (weight_only_int4) and {@code awq-g128} (the
- * INT4 kernel with zero points), all with random codes.
+ * {@code int8} (weight_only_int8), {@code int4-g128} / {@code int4-g64} (weight_only_int4), {@code int4-g128-a8} (its
+ * decode kernel with 8-bit activations) and {@code awq-g128} (the INT4 kernel with zero points), all with random
+ * codes.
  *
  * <p>Run: {@code ./mvnw -Pbench -f bundles/quant-int8/pom.xml test-compile exec:exec -Djmh.args="QuantizedMatmulBenchmark"}.
  */
@@ -58,7 +59,7 @@ public class QuantizedMatmulBenchmark {
     @Param({"1536x1536", "8960x1536", "1536x8960"})
     public String shape;
 
-    @Param({"bf16", "int8", "int4-g128", "int4-g64", "awq-g128"})
+    @Param({"bf16", "int8", "int4-g128", "int4-g128-a8", "int4-g64", "awq-g128"})
     public String format;
 
     @Param({"2"})
@@ -138,7 +139,7 @@ public class QuantizedMatmulBenchmark {
                 for (int r = 0; r < rows; r++) scales[r] = (float) random.nextDouble(1e-4, 1e-3);
                 yield new Int8ChannelWeight(codes, scales, rows, columns, depth, backend.pool(), scratch, null);
             }
-            case "int4-g128", "int4-g64", "awq-g128" -> {
+            case "int4-g128", "int4-g128-a8", "int4-g64", "awq-g128" -> {
                 int group = format.endsWith("g64") ? 64 : 128;
                 boolean zeroPoints = format.startsWith("awq");
                 var builder = new Int4GroupWeight.Builder(rows, columns, group, zeroPoints);
@@ -153,7 +154,7 @@ public class QuantizedMatmulBenchmark {
                     }
                     builder.setRow(r, codes, scales, zeros);
                 }
-                yield builder.build(format, backend.pool(), scratch);
+                yield builder.build(format, backend.pool(), scratch, format.endsWith("-a8"));
             }
             default -> throw new IllegalArgumentException("unknown format " + format);
         };
