@@ -19,6 +19,7 @@ import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import org.osgi.service.component.annotations.Activate;
 import org.osgi.service.component.annotations.Component;
@@ -143,21 +144,57 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     }
 
     @Override
+    public boolean choosesTokensOnDevice() {
+        return true;
+    }
+
+    @Override
     public int[] argmaxRows(Tensor x) {
         CudaTensor t = CudaTensor.f32(x, context);
         int rows = t.rowCount();
         if (rows == 0) return new int[0];
         long out;
         synchronized (this) {
-            if (rows > argmaxCapacity) {
-                if (argmaxOut != 0) context.free(argmaxOut);
-                argmaxCapacity = Math.max(rows, 2 * argmaxCapacity);
-                argmaxOut = context.allocate(4L * argmaxCapacity);
-            }
-            out = argmaxOut;
+            out = resultBuffer(rows);
             context.kernels().argmaxRows(t.pointer(), t.rowLength(), out, rows);
             return context.readInts(out, rows);
         }
+    }
+
+    @Override
+    public int[] sampleRows(Tensor x, float[] params, double[] uniforms) {
+        CudaTensor t = CudaTensor.f32(x, context);
+        int rows = t.rowCount();
+        if (params.length < 4 * rows || uniforms.length < rows) {
+            throw new IllegalArgumentException("sampling parameters for " + params.length / 4 + " and " + uniforms.length
+                    + " rows, the tensor has " + rows);
+        }
+        if (rows == 0) return new int[0];
+        float[] draws = new float[rows];
+        for (int r = 0; r < rows; r++) {
+            double u = uniforms[r];
+            if (!(u >= 0 && u < 1)) throw new IllegalArgumentException("uniform number " + u + " outside [0, 1)");
+            draws[r] = Math.min((float) u, LARGEST_BELOW_ONE); // single precision: 2^-24 steps of the cumulative weight
+        }
+        synchronized (this) {
+            long out = resultBuffer(rows);
+            long deviceParams = context.uploads().floats(Arrays.copyOf(params, 4 * rows));
+            long deviceDraws = context.uploads().floats(draws);
+            context.kernels().sampleRows(t.pointer(), t.rowLength(), deviceParams, deviceDraws, out, rows);
+            return context.readInts(out, rows);
+        }
+    }
+
+    private static final float LARGEST_BELOW_ONE = Math.nextDown(1f);
+
+    /** The device buffer the per-row choices land in, grown as needed (its address is stable for graph replay). */
+    private long resultBuffer(int rows) {
+        if (rows > argmaxCapacity) {
+            if (argmaxOut != 0) context.free(argmaxOut);
+            argmaxCapacity = Math.max(rows, 2 * argmaxCapacity);
+            argmaxOut = context.allocate(4L * argmaxCapacity);
+        }
+        return argmaxOut;
     }
 
     @Override

@@ -102,21 +102,7 @@ class CudaBackendTest {
         try (Tensor t = gpu.allocate(DType.F32, rows, n)) {
             gpu.write(values, t);
             int[] onDevice = gpu.argmaxRows(t);
-            int[] onHost = new ComputeBackend() {
-                @Override public String name() { return "host"; }
-                @Override public dev.kiln.api.backend.DeviceInfo device() { return null; }
-                @Override public Tensor allocate(DType dtype, long... shape) { throw new UnsupportedOperationException(); }
-                @Override public void write(float[] source, Tensor destination) { throw new UnsupportedOperationException(); }
-                @Override public float[] read(Tensor source) { return values; }
-                @Override public Weight denseWeight(CheckpointTensor tensor) { throw new UnsupportedOperationException(); }
-                @Override public Tensor vector(CheckpointTensor tensor) { throw new UnsupportedOperationException(); }
-                @Override public void embed(Weight table, int[] ids, Tensor out) { throw new UnsupportedOperationException(); }
-                @Override public void addBias(Tensor x, Tensor bias) { throw new UnsupportedOperationException(); }
-                @Override public void rmsNorm(Tensor x, Tensor scale, float eps, Tensor out) { throw new UnsupportedOperationException(); }
-                @Override public void add(Tensor accumulator, Tensor x) { throw new UnsupportedOperationException(); }
-                @Override public void siluAndMul(Tensor gate, Tensor up, Tensor out) { throw new UnsupportedOperationException(); }
-                @Override public RotaryEmbedding rotaryEmbedding(float[] f, float m, RotaryEmbedding.Layout l) { throw new UnsupportedOperationException(); }
-            }.argmaxRows(t);
+            int[] onHost = hostReading(values).argmaxRows(t);
             assertArrayEquals(onHost, onDevice);
             assertEquals(n + 77 - n, onDevice[1]);
             assertEquals(0, onDevice[2]);
@@ -124,6 +110,66 @@ class CudaBackendTest {
             assertEquals(0, onDevice[4]);
             assertEquals(12345, onDevice[5]);
         }
+    }
+
+    /**
+     * The device's draws equal the host reference's (the API default, in double precision) for the same uniform
+     * numbers: temperature with top-p, top-k, min-p, a near-greedy temperature, k beyond the vocabulary, a row with
+     * ties at the top, and temperature 0 (argmax). Draws whose cumulative weight lands within float rounding of a
+     * column boundary may differ; allowed: one in a hundred.
+     */
+    @Test
+    void sampleRowsDrawsWhatTheHostReferenceDraws() {
+        int n = 151936;
+        float[][] settings = {
+                {0.6f, 0, 0.95f, 0}, {1.0f, 50, 1f, 0}, {0.7f, 20, 0.9f, 0.05f}, {1.5f, 0, 1f, 0}, {0.05f, 0, 0.95f, 0},
+                {1.0f, 1_000_000, 0.5f, 0}, {0.8f, 3, 1f, 0}, {0f, 0, 1f, 0}};
+        int rows = settings.length;
+        Random random = new Random(9);
+        float[] values = new float[rows * n];
+        for (int i = 0; i < values.length; i++) values[i] = (float) random.nextGaussian() * 3;
+        for (int c = 0; c < 5; c++) values[6 * n + 1000 + c] = 30f; // row 6: five tied leaders
+        float[] params = new float[4 * rows];
+        for (int r = 0; r < rows; r++) System.arraycopy(settings[r], 0, params, 4 * r, 4);
+        int draws = 0, differ = 0;
+        try (Tensor t = gpu.allocate(DType.F32, rows, n)) {
+            gpu.write(values, t);
+            ComputeBackend host = hostReading(values);
+            for (int round = 0; round < 25; round++) {
+                double[] uniforms = new double[rows];
+                for (int r = 0; r < rows; r++) uniforms[r] = Math.min((float) random.nextDouble(), Math.nextDown(1f));
+                int[] onDevice = gpu.sampleRows(t, params, uniforms);
+                int[] onHost = host.sampleRows(t, params, uniforms);
+                for (int r = 0; r < rows; r++) {
+                    draws++;
+                    if (onDevice[r] != onHost[r]) differ++;
+                    assertTrue(onDevice[r] >= 0 && onDevice[r] < n, "row " + r + " drew column " + onDevice[r]);
+                }
+                assertEquals(onHost[rows - 1], onDevice[rows - 1], "temperature 0 is the argmax");
+                assertTrue(onDevice[6] >= 1000 && onDevice[6] < 1005, "top-3 of five tied leaders keeps the ties: " + onDevice[6]);
+            }
+        }
+        System.out.printf("device sampling: %d of %d draws equal to the host reference's%n", draws - differ, draws);
+        assertTrue(differ * 100 <= draws, differ + " of " + draws + " draws differ from the host reference");
+    }
+
+    /** A backend whose read returns the given values and which draws with the API's host defaults. */
+    private static ComputeBackend hostReading(float[] values) {
+        return new ComputeBackend() {
+            @Override public String name() { return "host"; }
+            @Override public dev.kiln.api.backend.DeviceInfo device() { return null; }
+            @Override public Tensor allocate(DType dtype, long... shape) { throw new UnsupportedOperationException(); }
+            @Override public void write(float[] source, Tensor destination) { throw new UnsupportedOperationException(); }
+            @Override public float[] read(Tensor source) { return values; }
+            @Override public Weight denseWeight(CheckpointTensor tensor) { throw new UnsupportedOperationException(); }
+            @Override public Tensor vector(CheckpointTensor tensor) { throw new UnsupportedOperationException(); }
+            @Override public void embed(Weight table, int[] ids, Tensor out) { throw new UnsupportedOperationException(); }
+            @Override public void addBias(Tensor x, Tensor bias) { throw new UnsupportedOperationException(); }
+            @Override public void rmsNorm(Tensor x, Tensor scale, float eps, Tensor out) { throw new UnsupportedOperationException(); }
+            @Override public void add(Tensor accumulator, Tensor x) { throw new UnsupportedOperationException(); }
+            @Override public void siluAndMul(Tensor gate, Tensor up, Tensor out) { throw new UnsupportedOperationException(); }
+            @Override public RotaryEmbedding rotaryEmbedding(float[] f, float m, RotaryEmbedding.Layout l) { throw new UnsupportedOperationException(); }
+        };
     }
 
     @Test

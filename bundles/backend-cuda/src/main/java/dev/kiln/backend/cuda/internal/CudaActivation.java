@@ -2,6 +2,7 @@ package dev.kiln.backend.cuda.internal;
 
 import dev.kiln.backend.cuda.CudaAvailability;
 import dev.kiln.backend.cuda.CudaBackend;
+import dev.kiln.backend.cuda.CudaFp8Quantizer;
 import dev.kiln.backend.cuda.CudaInt4Quantizer;
 import dev.kiln.backend.cuda.CudaInt8Quantizer;
 import dev.kiln.backend.cuda.CudaPagedAttention;
@@ -26,7 +27,7 @@ public final class CudaActivation {
      * so an engine that finds the backend finds its weight formats too.
      */
     static final String[] COMPONENTS = {CudaInt8Quantizer.class.getName(), CudaInt4Quantizer.class.getName(),
-            CudaBackend.class.getName(), CudaPagedAttention.class.getName()};
+            CudaFp8Quantizer.class.getName(), CudaBackend.class.getName(), CudaPagedAttention.class.getName()};
 
     /** Probes and enables. */
     @Activate

@@ -36,7 +36,7 @@ public final class Kernels implements AutoCloseable {
     private final CudaDriver driver;
     private final MemorySegment module;
     private final MemorySegment add, addHalves, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, copyColumns,
-            gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, gemvBf16, gemvF32, writeKv, pagedAttention,
+            gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, sampleRows, gemvBf16, gemvF32, writeKv, pagedAttention,
             pagedAttentionSplit, pagedAttentionCombine;
     /** {@code kiln_gemv_bf16_t1 .. _t8}: the vectorized bf16 product for 1 to 8 tokens. */
     private final MemorySegment[] gemvBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
@@ -66,6 +66,7 @@ public final class Kernels implements AutoCloseable {
         rotary = driver.function(module, "kiln_rotary");
         rotary2 = driver.function(module, "kiln_rotary2");
         argmaxRows = driver.function(module, "kiln_argmax_rows");
+        sampleRows = driver.function(module, "kiln_sample_rows");
         gemvBf16 = driver.function(module, "kiln_gemv_bf16");
         gemvF32 = driver.function(module, "kiln_gemv_f32");
         writeKv = driver.function(module, "kiln_write_kv");
@@ -82,7 +83,7 @@ public final class Kernels implements AutoCloseable {
     /** The kernel names the module must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = {"kiln_add", "kiln_add_halves", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16",
             "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows",
-            "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
+            "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_sample_rows", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
             "kiln_paged_attention", "kiln_paged_attention_split", "kiln_paged_attention_combine",
             "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
             "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8",
@@ -161,6 +162,12 @@ public final class Kernels implements AutoCloseable {
     public void argmaxRows(long x, int n, long out, int rows) {
         if (rows == 0) return;
         args().ptr(x).i32(n).ptr(out).launch(argmaxRows, "kiln_argmax_rows", rows, 1, 1024, 0);
+    }
+
+    /** {@code out[r]} = the column drawn from row r as {@code ComputeBackend.sampleRows} defines; params 4 per row. */
+    public void sampleRows(long x, int n, long params, long uniforms, long out, int rows) {
+        if (rows == 0) return;
+        args().ptr(x).i32(n).ptr(params).ptr(uniforms).ptr(out).launch(sampleRows, "kiln_sample_rows", rows, 1, 1024, 0);
     }
 
     /** Splits f32 values into bf16 high and low parts. */

@@ -9,11 +9,11 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * The kernels of the weight-only integer formats ({@value #SOURCE}), a second module that {@link CudaContext} loads at
- * the first quantized weight, each behind a method that knows its parameter list and launch shape; and the scratch
- * the formats' prefill products dequantize into. Launches are held by the context's {@link StepRecorder} like those
- * of {@link Kernels}, so they take part in its graphs. Arguments are not checked here: {@link QuantizedWeight} checks
- * shapes before it calls.
+ * The kernels of the quantized weight formats ({@value #SOURCE}: the weight-only integer formats and FP8 blocks), a
+ * second module that {@link CudaContext} loads at the first quantized weight, each behind a method that knows its
+ * parameter list and launch shape; and the scratch the formats' prefill products dequantize into. Launches are held by
+ * the context's {@link StepRecorder} like those of {@link Kernels}, so they take part in its graphs. Arguments are not
+ * checked here: {@link QuantizedWeight} and {@link Fp8Weight} check shapes before they call.
  */
 public final class QuantKernels implements AutoCloseable {
     /** The kernel source, a resource next to {@link KernelCompiler}. */
@@ -47,8 +47,10 @@ public final class QuantKernels implements AutoCloseable {
     private final MemorySegment[] int8GemvSplit = new MemorySegment[GEMV_MAX_TOKENS];
     private final MemorySegment[] int4Gemv = new MemorySegment[GEMV_MAX_TOKENS];
     private final MemorySegment[] int4GemvSplit = new MemorySegment[GEMV_MAX_TOKENS];
+    private final MemorySegment[] fp8Gemv = new MemorySegment[GEMV_MAX_TOKENS];
+    private final MemorySegment[] fp8GemvSplit = new MemorySegment[GEMV_MAX_TOKENS];
     private final MemorySegment int8GemvAnyShape, int4GemvAnyShape, int8CodesBf16, int8ScaleProduct, int4DequantizeSplit,
-            int8GatherRows, int4GatherRows;
+            int8GatherRows, int4GatherRows, fp8GemvAnyShape, fp8DequantizeSplit, fp8GatherRows;
     private final int multiprocessors;
     private final ThreadLocal<Arguments> arguments = ThreadLocal.withInitial(Arguments::new);
     private long tiles;
@@ -64,6 +66,8 @@ public final class QuantKernels implements AutoCloseable {
             int8GemvSplit[t - 1] = driver.function(module, "kiln_int8_gemv_split_t" + t);
             int4Gemv[t - 1] = driver.function(module, "kiln_int4_gemv_t" + t);
             int4GemvSplit[t - 1] = driver.function(module, "kiln_int4_gemv_split_t" + t);
+            fp8Gemv[t - 1] = driver.function(module, "kiln_fp8_gemv_t" + t);
+            fp8GemvSplit[t - 1] = driver.function(module, "kiln_fp8_gemv_split_t" + t);
         }
         int8GemvAnyShape = driver.function(module, "kiln_int8_gemv");
         int4GemvAnyShape = driver.function(module, "kiln_int4_gemv");
@@ -72,17 +76,21 @@ public final class QuantKernels implements AutoCloseable {
         int4DequantizeSplit = driver.function(module, "kiln_int4_dequantize_split");
         int8GatherRows = driver.function(module, "kiln_int8_gather_rows");
         int4GatherRows = driver.function(module, "kiln_int4_gather_rows");
+        fp8GemvAnyShape = driver.function(module, "kiln_fp8_gemv");
+        fp8DequantizeSplit = driver.function(module, "kiln_fp8_dequantize_split");
+        fp8GatherRows = driver.function(module, "kiln_fp8_gather_rows");
     }
 
     private static String[] names() {
         List<String> names = new ArrayList<>();
-        for (String format : new String[] {"int8", "int4"}) {
+        for (String format : new String[] {"int8", "int4", "fp8"}) {
             for (String kind : new String[] {"", "split_"}) {
                 for (int t = 1; t <= GEMV_MAX_TOKENS; t++) names.add("kiln_" + format + "_gemv_" + kind + "t" + t);
             }
         }
         names.addAll(List.of("kiln_int8_gemv", "kiln_int4_gemv", "kiln_int8_codes_bf16",
-                "kiln_int8_scale_product", "kiln_int4_dequantize_split", "kiln_int8_gather_rows", "kiln_int4_gather_rows"));
+                "kiln_int8_scale_product", "kiln_int4_dequantize_split", "kiln_int8_gather_rows", "kiln_int4_gather_rows",
+                "kiln_fp8_gemv", "kiln_fp8_dequantize_split", "kiln_fp8_gather_rows"));
         return names.toArray(String[]::new);
     }
 
@@ -150,6 +158,57 @@ public final class QuantKernels implements AutoCloseable {
                     .i32(groupSize).i32(tokens)
                     .launch(int4GemvAnyShape, "kiln_int4_gemv", (rows + THREADS / 32 - 1) / (THREADS / 32), 1, THREADS);
         }
+    }
+
+    /**
+     * Whether FP8 blocks of that many columns suit the token-specialised GEMV: a whole number of 16-column steps, a power
+     * of two of them (the kernel finds a step's block by a shift), as DeepSeek's 128 columns are.
+     */
+    static boolean stepAlignedBlocks(int blockColumns) {
+        return blockColumns % STEP == 0 && Integer.bitCount(blockColumns / STEP) == 1;
+    }
+
+    /**
+     * {@code out[t] = W · x[t]} for up to {@link #GEMV_MAX_TOKENS} tokens, W FP8 e4m3 {@code [rows, columns]} in rows
+     * of {@code stride} bytes, one scale per block of {@code blockRows × blockColumns} elements, {@code blocksPerRow}
+     * scales per row of blocks.
+     */
+    public void fp8Gemv(long codes, long scales, long x, long out, int rows, int columns, int stride, int blockRows,
+                        int blockColumns, int blocksPerRow, int tokens) {
+        if (tokens == 0 || rows == 0) return;
+        if (vectorized(x, columns) && stepAlignedBlocks(blockColumns)) {
+            boolean split = splits(rows, tokens);
+            MemorySegment function = (split ? fp8GemvSplit : fp8Gemv)[tokens - 1];
+            int blockShift = Integer.numberOfTrailingZeros(blockColumns / STEP);
+            args().ptr(codes).ptr(scales).ptr(x).ptr(out).i32(rows).i32(columns).i32(stride).i32(blockRows)
+                    .i32(blocksPerRow).i32(blockShift)
+                    .launch(function, "kiln_fp8_gemv_t", gemvBlocks(rows, tokens, split), 1, GEMV_THREADS);
+        } else {
+            args().ptr(codes).ptr(scales).ptr(x).ptr(out).i32(rows).i32(columns).i32(stride).i32(blockRows)
+                    .i32(blockColumns).i32(blocksPerRow).i32(tokens)
+                    .launch(fp8GemvAnyShape, "kiln_fp8_gemv", (rows + THREADS / 32 - 1) / (THREADS / 32), 1, THREADS);
+        }
+    }
+
+    /**
+     * Rows {@code firstRow ..} of an FP8 weight ({@code codes} at that row's address, {@code scales} the whole weight's)
+     * dequantized and split into bf16 high and low parts, two tiles {@code [rows, columns]}.
+     */
+    public void fp8DequantizeSplit(long codes, long scales, int firstRow, int stride, int columns, int blockRows,
+                                   int blockColumns, int blocksPerRow, int rows, long hi, long lo) {
+        if (rows == 0) return;
+        args().ptr(codes).ptr(scales).i32(firstRow).i32(stride).i32(columns).i32(blockRows).i32(blockColumns)
+                .i32(blocksPerRow).ptr(hi).ptr(lo)
+                .launch(fp8DequantizeSplit, "kiln_fp8_dequantize_split", columnBlocks(columns), rows, THREADS);
+    }
+
+    /** {@code out[i] = W[ids[i]]} dequantized, for an FP8 weight. */
+    public void fp8GatherRows(long codes, long scales, long ids, long out, int count, int columns, int stride,
+                              int blockRows, int blockColumns, int blocksPerRow) {
+        if (count == 0) return;
+        args().ptr(codes).ptr(scales).ptr(ids).ptr(out).i32(columns).i32(stride).i32(blockRows).i32(blockColumns)
+                .i32(blocksPerRow)
+                .launch(fp8GatherRows, "kiln_fp8_gather_rows", count, 1, THREADS);
     }
 
     /** Rows of an INT8 weight (codes at the first row's address) as bf16 codes {@code [rows, columns]} in a tile. */

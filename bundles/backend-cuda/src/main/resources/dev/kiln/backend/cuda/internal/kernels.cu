@@ -229,6 +229,193 @@ extern "C" __global__ void kiln_argmax_rows(const float* x, int n, int* out) {
     }
 }
 
+// ---- sampling on the device ------------------------------------------------------------------------------------
+
+// Floats as unsigned keys in the same order (negative values flipped): radix selection and bisection over logits.
+__device__ __forceinline__ unsigned int order_key(float f) {
+    unsigned int u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ float key_value(unsigned int k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+__device__ double block_sum_double(double v, double* scratch) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    double t = lane < warps ? scratch[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    return t;
+}
+
+// Weight of the logits at or above t (and at or above low): sum of exp((l - max) / T) in double.
+__device__ double kept_mass(const float* row, int n, float low, float t, float max, double temperature, double* scratch) {
+    double m = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float l = row[i];
+        if (l >= low && l >= t) m += exp((double) (l - max) / temperature);
+    }
+    return block_sum_double(m, scratch);
+}
+
+// One block of 1024 threads per row: the draw ComputeBackend.sampleRows defines (see its Javadoc): temperature,
+// min-p, top-k by radix selection of the k-th largest logit, top-p by bisection of the logit threshold, then the
+// inverse of the cumulative weight in column order at u times the total. params: {T, k, topP, minP} per row.
+extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const float* params, const float* uniforms,
+                                            int* out) {
+    __shared__ unsigned int histogram[256];
+    __shared__ double dscratch[32];
+    __shared__ float fscratch[32];
+    __shared__ int iscratch[32];
+    __shared__ int sharedBin, sharedRemaining, sharedPick;
+    __shared__ float sharedMax;
+    __shared__ int sharedArgmax;
+    const float* row = logits + (long long) blockIdx.x * n;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+
+    // The largest logit and its first column (the greedy choice).
+    float best = -KILN_INFINITY;
+    int index = 0x7fffffff;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = row[i];
+        if (v > best || (v == best && i < index)) { best = v; index = i; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, index, o);
+        if (ov > best || (ov == best && oi < index)) { best = ov; index = oi; }
+    }
+    if (lane == 0) { fscratch[warp] = best; iscratch[warp] = index; }
+    __syncthreads();
+    if (warp == 0) {
+        best = lane < warps ? fscratch[lane] : -KILN_INFINITY;
+        index = lane < warps ? iscratch[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, best, o);
+            int oi = __shfl_xor_sync(0xffffffffu, index, o);
+            if (ov > best || (ov == best && oi < index)) { best = ov; index = oi; }
+        }
+        if (lane == 0) { sharedMax = best; sharedArgmax = index == 0x7fffffff ? 0 : index; }
+    }
+    __syncthreads();
+    float max = sharedMax;
+    const float* p = params + 4 * blockIdx.x;
+    double temperature = p[0];
+    if (!(temperature > 0.0) || max == -KILN_INFINITY || max != max) {
+        if (threadIdx.x == 0) out[blockIdx.x] = sharedArgmax;
+        return;
+    }
+    int k = (int) p[1];
+    float topP = p[2], minP = p[3];
+    float low = minP > 0.0f ? (float) ((double) max + temperature * log((double) minP)) : -KILN_INFINITY;
+
+    if (k > 0) {
+        int count = 0;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) count += row[i] >= low;
+        for (int o = 16; o > 0; o >>= 1) count += __shfl_xor_sync(0xffffffffu, count, o);
+        __syncthreads();
+        if (lane == 0) iscratch[warp] = count;
+        __syncthreads();
+        count = 0;
+        for (int w = 0; w < warps; w++) count += iscratch[w];
+        if (k < count) {
+            // Radix selection of the k-th largest candidate logit, eight bits at a time from the top.
+            unsigned int prefix = 0, mask = 0;
+            int remaining = k;
+            for (int shift = 24; shift >= 0; shift -= 8) {
+                for (int b = threadIdx.x; b < 256; b += blockDim.x) histogram[b] = 0;
+                __syncthreads();
+                for (int i = threadIdx.x; i < n; i += blockDim.x) {
+                    float l = row[i];
+                    if (l >= low) {
+                        unsigned int key = order_key(l);
+                        if ((key & mask) == prefix) atomicAdd(&histogram[(key >> shift) & 255u], 1u);
+                    }
+                }
+                __syncthreads();
+                if (threadIdx.x == 0) {
+                    unsigned int cumulative = 0;
+                    int b = 255;
+                    for (; b > 0; b--) {
+                        if (cumulative + histogram[b] >= (unsigned int) remaining) break;
+                        cumulative += histogram[b];
+                    }
+                    sharedBin = b;
+                    sharedRemaining = remaining - (int) cumulative;
+                }
+                __syncthreads();
+                prefix |= ((unsigned int) sharedBin) << shift;
+                mask |= 255u << shift;
+                remaining = sharedRemaining;
+                __syncthreads();
+            }
+            low = fmaxf(low, key_value(prefix));
+        }
+    }
+
+    float threshold = low;
+    if (topP < 1.0f) {
+        // The largest threshold t whose candidates (logit >= t) carry topP of the weight: bisection over keys.
+        double target = (double) topP * kept_mass(row, n, low, -KILN_INFINITY, max, temperature, dscratch);
+        unsigned int lo = order_key(low), hi = order_key(max);
+        while (lo < hi) {
+            unsigned int mid = lo + (hi - lo + 1) / 2;
+            if (kept_mass(row, n, low, key_value(mid), max, temperature, dscratch) >= target) lo = mid;
+            else hi = mid - 1;
+        }
+        threshold = fmaxf(low, key_value(lo));
+    }
+
+    // Inverse cumulative weight in column order: each thread owns a contiguous run of columns.
+    int chunk = (n + blockDim.x - 1) / blockDim.x;
+    int from = threadIdx.x * chunk, to = min(n, from + chunk);
+    double local = 0.0;
+    int lastKept = -1;
+    for (int i = from; i < to; i++) {
+        float l = row[i];
+        if (l >= threshold) { local += exp((double) (l - max) / temperature); lastKept = i; }
+    }
+    // Exclusive scan of the runs' weights.
+    double inclusive = local;
+    for (int o = 1; o < 32; o <<= 1) {
+        double up = __shfl_up_sync(0xffffffffu, inclusive, o);
+        if (lane >= o) inclusive += up;
+    }
+    __syncthreads();
+    if (lane == 31) dscratch[warp] = inclusive;
+    if (threadIdx.x == 0) sharedPick = -1;
+    __syncthreads();
+    double before = 0.0, total = 0.0;
+    for (int w = 0; w < warps; w++) {
+        if (w < warp) before += dscratch[w];
+        total += dscratch[w];
+    }
+    double exclusive = before + inclusive - local;
+    double target = (double) uniforms[blockIdx.x] * total;
+    if (local > 0.0 && exclusive <= target && target < exclusive + local) {
+        double cumulative = exclusive;
+        int pick = lastKept;
+        for (int i = from; i < to; i++) {
+            float l = row[i];
+            if (l < threshold) continue;
+            cumulative += exp((double) (l - max) / temperature);
+            if (cumulative > target) { pick = i; break; }
+        }
+        atomicMax(&sharedPick, pick);
+    }
+    __syncthreads();
+    if (sharedPick < 0) {
+        // target at or past the total by rounding: the last kept column, as the host's walk ends there.
+        atomicMax(&sharedPick, lastKept);
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = sharedPick < 0 ? sharedArgmax : sharedPick;
+}
+
 // Two rotations by the same positions in one launch (a layer's queries and keys): blockIdx.y picks the tensor.
 extern "C" __global__ void kiln_rotary2(float* x, int rowLength, int heads, float* x2, int rowLength2, int heads2,
                                         const int* positions, const float* cosTable, const float* sinTable,

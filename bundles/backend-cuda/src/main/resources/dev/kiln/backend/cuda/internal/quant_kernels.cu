@@ -1,14 +1,20 @@
-// Kiln's kernels of the weight-only integer formats (weight_only_int8, weight_only_int4), a second module next to
+// Kiln's kernels of the quantized weight formats (weight_only_int8, weight_only_int4, fp8), a second module next to
 // kernels.cu: compiled by NVRTC with the same options when the first quantized weight is loaded, so a model without
-// one never compiles them. No headers, as in kernels.cu.
+// one never compiles them. No headers, as in kernels.cu, and no flush-to-zero (the FP8 decoding relies on f32
+// subnormals, see e4m3_top_byte).
 //
-// Layouts, written by dev.kiln.backend.cuda.quant on load (every row starts 16-byte aligned):
+// Layouts, written by dev.kiln.backend.cuda.quant (every row starts 16-byte aligned):
 //  - INT8: codes int8 [rows][stride], stride = columns rounded up to 16 (zero padding), one f32 scale per row:
 //          W[r][c] = codes[r][c] * scales[r].
 //  - INT4: codes [rows][strideBytes], strideBytes = columns rounded up to 32, halved; byte j of a row holds column 2j
 //          in its low nibble and column 2j + 1 in its high nibble, each as u = q + 8 (0..15); one f32 scale per row
 //          and group of groupSize consecutive columns (the last group of a row may be partial), scales [rows][groups]:
 //          W[r][c] = (u[r][c] - 8) * scales[r][c / groupSize].
+//  - FP8:  e4m3 codes (OCP E4M3FN: 1 sign, 4 exponent bits of bias 7, 3 mantissa bits, NaN at S.1111.111, no
+//          infinities) [rows][stride], stride = columns rounded up to 16 (zero padding: code 0 is +0); one f32 scale
+//          per block of blockRows x blockColumns elements (edge blocks partial), scales [rowBlocks][columnBlocks]:
+//          W[r][c] = e4m3(codes[r][c]) * scales[r / blockRows][c / blockColumns] (DeepSeek-V3's weight and
+//          weight_scale_inv, read as stored, or quantized on load by the same rule).
 // Activations are f32 [tokens][columns], products f32 [tokens][rows], as in kernels.cu.
 
 typedef unsigned short bf16_t;
@@ -467,4 +473,207 @@ extern "C" __global__ void kiln_int4_gather_rows(const unsigned char* codes, con
         int u = (c & 1) ? (int) (pair >> 4) : (int) (pair & 15u);
         o[c] = (float) (u - 8) * sr[c / groupSize];
     }
+}
+
+// ---- FP8 e4m3 block weights (fp8) -----------------------------------------------------------------------------------
+
+// 2^120: f32's exponent bias (127) less e4m3's (7).
+#define E4M3_REBIAS 0x1p120f
+
+// The e4m3 code in the top byte of t (bits 24..31; the bits below are ignored) as a float, exactly; the NaN codes
+// decode as 480 here (see e4m3_nan_bytes and e4m3_to_float). An arithmetic shift by 4 moves the code's exponent and
+// mantissa (bits 30..24) to f32's low exponent bits and top mantissa bits (26..20) and keeps its sign in bit 31; the
+// mask clears the sign's copies and the bits below. That float is the code's value times 2^-120: a normal code
+// E.mmm gives the normal 2^(E - 127) (1 + m/8), a subnormal code 0.mmm the f32 subnormal m/8 * 2^-126, so one
+// multiplication by 2^120 is exact for both (f32 subnormals are kept: no flush-to-zero). Four instructions, no
+// table, no conversion unit.
+__device__ __forceinline__ float e4m3_top_byte(unsigned int t) {
+    return __uint_as_float((unsigned int) ((int) t >> 4) & 0x87F00000u) * E4M3_REBIAS;
+}
+
+// Bit 7 of each byte of a word of four codes set where that code is NaN (S.1111.111): adding 1 to a byte's low 7 bits
+// carries into its bit 7 only from 0x7F, and never into the next byte.
+__device__ __forceinline__ unsigned int e4m3_nan_bytes(unsigned int word) {
+    return ((word & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u;
+}
+
+// One code (low byte) as a float, NaN codes as NaN: the rule of the CPU bundle's E4m3.toFloat, bit for bit.
+__device__ __forceinline__ float e4m3_to_float(unsigned int code) {
+    return (code & 0x7Fu) == 0x7Fu ? __uint_as_float(0x7FC00000u) : e4m3_top_byte(code << 24);
+}
+
+// Four codes (little-endian bytes of one word, first column lowest) as floats.
+__device__ __forceinline__ void e4m3_codes(unsigned int word, float* w) {
+    w[0] = e4m3_top_byte(word << 24);
+    w[1] = e4m3_top_byte(word << 16);
+    w[2] = e4m3_top_byte(word << 8);
+    w[3] = e4m3_top_byte(word);
+}
+
+// out[t][r] = sum_c x[t][c] * W[r][c] for 1..8 tokens (columns % 16 == 0, x 16-byte aligned, blockColumns = 16 <<
+// blockShift): the INT8 kernel's shape (ROWS rows per warp, 16 codes per 16-byte load, ROWS x UNROLL loads in flight
+// per lane), with the INT4 kernel's scaling: a 16-column step lies in one column block, so its sums are multiplied
+// once by the block's scale. A row holding a NaN code gives NaN, as the product with that weight would: a word of codes
+// with a NaN among them makes its first weight NaN (a test and a select per four codes), whatever the activations.
+template <int TOKENS, int SPLIT>
+__device__ __forceinline__ void fp8_gemv_tokens(const unsigned char* __restrict__ codes, const float* __restrict__ scales,
+                                                const float* __restrict__ x, float* __restrict__ out, int rows,
+                                                int columns, int stride, int blockRows, int columnBlocks, int blockShift) {
+    constexpr int ROWS = GemvShape<TOKENS, SPLIT>::ROWS;
+    constexpr int UNROLL = QUANT_BYTES_IN_FLIGHT / (16 * ROWS) > 0 ? QUANT_BYTES_IN_FLIGHT / (16 * ROWS) : 1;
+    RowShare<ROWS, SPLIT> share;
+    int row0 = share.row0;
+    if (row0 >= rows) return;
+    int steps = columns / QUANT_STEP;
+    const uint4* w[ROWS];
+    const float* sc[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        int row = min(row0 + r, rows - 1);
+        w[r] = reinterpret_cast<const uint4*>(codes + (long long) row * stride);
+        sc[r] = scales + (long long) (row / blockRows) * columnBlocks;
+    }
+    float acc[ROWS][TOKENS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
+    }
+    for (int base = share.first; base < steps; base += share.stride * UNROLL) {
+        uint4 packed[UNROLL][ROWS];
+        float scale[UNROLL][ROWS];
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            int s = base + share.stride * u;
+            int b = s >> blockShift;
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+                packed[u][r] = s < steps ? __ldg(w[r] + s) : make_uint4(0u, 0u, 0u, 0u);
+                scale[u][r] = s < steps ? __ldg(sc[r] + b) : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            int s = base + share.stride * u;
+            if (s < steps) {
+                const float* xs = x + s * QUANT_STEP;
+                float part[ROWS][TOKENS];
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+#pragma unroll
+                    for (int t = 0; t < TOKENS; t++) part[r][t] = 0.0f;
+                }
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    float wf[ROWS][4];
+#pragma unroll
+                    for (int r = 0; r < ROWS; r++) {
+                        unsigned int word = q == 0 ? word_of<0>(packed[u][r]) : q == 1 ? word_of<1>(packed[u][r])
+                                          : q == 2 ? word_of<2>(packed[u][r]) : word_of<3>(packed[u][r]);
+                        e4m3_codes(word, wf[r]);
+                        if (e4m3_nan_bytes(word) != 0u) wf[r][0] = __uint_as_float(0x7FC00000u);
+                    }
+#pragma unroll
+                    for (int t = 0; t < TOKENS; t++) {
+                        float4 a = __ldg(reinterpret_cast<const float4*>(xs + (long long) t * columns) + q);
+#pragma unroll
+                        for (int r = 0; r < ROWS; r++) {
+                            float v = part[r][t];
+                            v = fmaf(wf[r][0], a.x, v);
+                            v = fmaf(wf[r][1], a.y, v);
+                            v = fmaf(wf[r][2], a.z, v);
+                            v = fmaf(wf[r][3], a.w, v);
+                            part[r][t] = v;
+                        }
+                    }
+                }
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+#pragma unroll
+                    for (int t = 0; t < TOKENS; t++) acc[r][t] = fmaf(part[r][t], scale[u][r], acc[r][t]);
+                }
+            }
+        }
+    }
+    store_rows<ROWS, TOKENS, SPLIT>(acc, row0, rows, out, nullptr);
+}
+
+// kiln_fp8_gemv_t1.._t8 and the _split_ variants, chosen as for INT8 and INT4 (Java: QuantKernels.splits).
+#define FP8_GEMV_TOKENS(T)                                                                                           \
+    extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
+    kiln_fp8_gemv_t##T(const unsigned char* codes, const float* scales, const float* x, float* out, int rows,       \
+                       int columns, int stride, int blockRows, int columnBlocks, int blockShift) {                   \
+        fp8_gemv_tokens<T, 1>(codes, scales, x, out, rows, columns, stride, blockRows, columnBlocks, blockShift);   \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
+    kiln_fp8_gemv_split_t##T(const unsigned char* codes, const float* scales, const float* x, float* out, int rows, \
+                             int columns, int stride, int blockRows, int columnBlocks, int blockShift) {             \
+        fp8_gemv_tokens<T, QUANT_GEMV_WARPS>(codes, scales, x, out, rows, columns, stride, blockRows, columnBlocks,  \
+                                             blockShift);                                                            \
+    }
+FP8_GEMV_TOKENS(1)
+FP8_GEMV_TOKENS(2)
+FP8_GEMV_TOKENS(3)
+FP8_GEMV_TOKENS(4)
+FP8_GEMV_TOKENS(5)
+FP8_GEMV_TOKENS(6)
+FP8_GEMV_TOKENS(7)
+FP8_GEMV_TOKENS(8)
+
+// Any shape and block size (columns not a multiple of 16, x not 16-byte aligned, blocks not 16 << k columns wide):
+// one warp per row, one column per lane at a time. tokens <= QUANT_MAX_TOKENS.
+extern "C" __global__ void kiln_fp8_gemv(const unsigned char* codes, const float* scales, const float* x, float* out,
+                                         int rows, int columns, int stride, int blockRows, int blockColumns,
+                                         int columnBlocks, int tokens) {
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const unsigned char* wr = codes + (long long) row * stride;
+    const float* sr = scales + (long long) (row / blockRows) * columnBlocks;
+    float acc[QUANT_MAX_TOKENS];
+#pragma unroll
+    for (int t = 0; t < QUANT_MAX_TOKENS; t++) acc[t] = 0.0f;
+    for (int c = lane; c < columns; c += 32) {
+        float wv = e4m3_to_float(wr[c]) * sr[c / blockColumns];
+#pragma unroll
+        for (int t = 0; t < QUANT_MAX_TOKENS; t++) {
+            if (t < tokens) acc[t] = fmaf(wv, x[(long long) t * columns + c], acc[t]);
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < QUANT_MAX_TOKENS; t++) {
+        if (t < tokens) {
+            float v = warp_sum(acc[t]);
+            if (lane == 0) out[(long long) t * rows + row] = v;
+        }
+    }
+}
+
+// Rows [0, gridDim.y) of a tile starting at weight row firstRow (codes already offset to it; scales are the whole
+// weight's) dequantised in f32, code * scale as the CPU bundle computes it, and split into bf16 high and low parts:
+// e4m3 values are exact in bf16, but the block scales make the products arbitrary, and unlike INT8's row scales they
+// cannot be applied after one GEMM over the row, so the weight is split as INT4's is (three GEMMs).
+extern "C" __global__ void kiln_fp8_dequantize_split(const unsigned char* codes, const float* scales, int firstRow,
+                                                     int stride, int columns, int blockRows, int blockColumns,
+                                                     int columnBlocks, bf16_t* hi, bf16_t* lo) {
+    long long row = blockIdx.y;
+    const unsigned char* wr = codes + row * stride;
+    const float* sr = scales + (long long) ((firstRow + (int) row) / blockRows) * columnBlocks;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < columns; c += gridDim.x * blockDim.x) {
+        float w = e4m3_to_float(wr[c]) * sr[c / blockColumns];
+        bf16_t h = float_to_bf16(w);
+        hi[row * columns + c] = h;
+        lo[row * columns + c] = float_to_bf16(w - bf16_to_float(h));
+    }
+}
+
+// out[i] = W[ids[i]] dequantised (code * scale in f32, the CPU bundle's gatherRows bit for bit), one block per id.
+extern "C" __global__ void kiln_fp8_gather_rows(const unsigned char* codes, const float* scales, const int* ids,
+                                                float* out, int columns, int stride, int blockRows, int blockColumns,
+                                                int columnBlocks) {
+    long long id = ids[blockIdx.x];
+    const unsigned char* wr = codes + id * stride;
+    const float* sr = scales + (id / blockRows) * columnBlocks;
+    float* o = out + (long long) blockIdx.x * columns;
+    for (int c = threadIdx.x; c < columns; c += blockDim.x) o[c] = e4m3_to_float(wr[c]) * sr[c / blockColumns];
 }

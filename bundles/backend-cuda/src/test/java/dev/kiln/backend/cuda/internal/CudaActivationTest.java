@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assumptions.assumeFalse;
 
 import dev.kiln.backend.cuda.CudaAvailability;
 import dev.kiln.backend.cuda.CudaBackend;
+import dev.kiln.backend.cuda.CudaFp8Quantizer;
 import dev.kiln.backend.cuda.CudaInt4Quantizer;
 import dev.kiln.backend.cuda.CudaInt8Quantizer;
 import dev.kiln.backend.cuda.CudaPagedAttention;
@@ -18,7 +19,7 @@ import org.osgi.service.component.ComponentContext;
 
 /**
  * The bundle's start-up decision: without CUDA the backend, attention and quantizer components stay disabled and
- * one line says why; with CUDA exactly those four are enabled.
+ * one line says why; with CUDA exactly those five are enabled.
  */
 class CudaActivationTest {
     /** A component context that records which components were enabled and supports nothing else. */
@@ -49,7 +50,7 @@ class CudaActivationTest {
         String line = CudaActivation.enableIfAvailable(new CudaAvailability(true, "1 device(s), first NVIDIA H100"),
                 recording(enabled));
         assertEquals(List.of(CudaInt8Quantizer.class.getName(), CudaInt4Quantizer.class.getName(),
-                CudaBackend.class.getName(), CudaPagedAttention.class.getName()), enabled);
+                CudaFp8Quantizer.class.getName(), CudaBackend.class.getName(), CudaPagedAttention.class.getName()), enabled);
         assertTrue(line.startsWith("CUDA backend enabled: "), line);
     }
 
