@@ -13,6 +13,7 @@ import dev.kiln.backend.cuda.internal.CudaTensor;
 import dev.kiln.backend.cuda.internal.DenseWeight;
 import dev.kiln.backend.cuda.internal.DeviceRotaryEmbedding;
 import dev.kiln.backend.cuda.internal.KernelCompiler;
+import dev.kiln.backend.cuda.internal.Kernels;
 import dev.kiln.backend.cuda.internal.StepRecorder;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -73,6 +74,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     /** Where {@link #argmaxRows} leaves its results: grown, never moved otherwise (graph replay needs the address). */
     private long argmaxOut;
     private int argmaxCapacity;
+    private long weights;
+    private long weightCapacity;
 
     /** The backend on device 0 with the default kernel cache. */
     public CudaBackend() {
@@ -156,7 +159,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         long out;
         synchronized (this) {
             out = resultBuffer(rows);
-            context.kernels().argmaxRows(t.pointer(), t.rowLength(), out, rows);
+            long partials = weightScratch(2L * rows * Kernels.ARGMAX_SLICES);
+            context.kernels().argmaxRows(t.pointer(), t.rowLength(), out, rows, partials);
             return context.readInts(out, rows);
         }
     }
@@ -180,12 +184,23 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
             long out = resultBuffer(rows);
             long deviceParams = context.uploads().floats(Arrays.copyOf(params, 4 * rows));
             long deviceDraws = context.uploads().floats(draws);
-            context.kernels().sampleRows(t.pointer(), t.rowLength(), deviceParams, deviceDraws, out, rows);
+            long weights = weightScratch((long) rows * t.rowLength());
+            context.kernels().sampleRows(t.pointer(), t.rowLength(), deviceParams, deviceDraws, weights, out, rows);
             return context.readInts(out, rows);
         }
     }
 
     private static final float LARGEST_BELOW_ONE = Math.nextDown(1f);
+
+    /** Scratch for the candidates' weights of {@link #sampleRows}, grown as needed (stable address for graph replay). */
+    private long weightScratch(long floats) {
+        if (floats > weightCapacity) {
+            if (weights != 0) context.free(weights);
+            weightCapacity = Math.max(floats, 2 * weightCapacity);
+            weights = context.allocate(4L * weightCapacity);
+        }
+        return weights;
+    }
 
     /** The device buffer the per-row choices land in, grown as needed (its address is stable for graph replay). */
     private long resultBuffer(int rows) {
@@ -343,8 +358,10 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         }
         synchronized (this) {
             if (argmaxOut != 0) context.free(argmaxOut);
-            argmaxOut = 0;
+            if (weights != 0) context.free(weights);
+            argmaxOut = weights = 0;
             argmaxCapacity = 0;
+            weightCapacity = 0;
         }
         context.close();
     }

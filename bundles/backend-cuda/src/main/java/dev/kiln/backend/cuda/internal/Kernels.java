@@ -36,10 +36,16 @@ public final class Kernels implements AutoCloseable {
     private final CudaDriver driver;
     private final MemorySegment module;
     private final MemorySegment add, addHalves, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, copyColumns,
-            gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, sampleRows, gemvBf16, gemvF32, writeKv, pagedAttention,
+            gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, argmaxSlices, argmaxMerge, sampleRows, gemvBf16, gemvF32, writeKv, pagedAttention,
             pagedAttentionSplit, pagedAttentionCombine;
     /** {@code kiln_gemv_bf16_t1 .. _t8}: the vectorized bf16 product for 1 to 8 tokens. */
     private final MemorySegment[] gemvBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
+    /** {@code kiln_gemv_split_bf16_t1 .. _t8}: the block's warps share one row (matrices of few rows). */
+    private final MemorySegment[] gemvSplitBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
+    /** Below this many rows a bf16 product splits each row over a block's warps (the H100 measured 1536 x 8960). */
+    static final int SPLIT_BELOW_ROWS = 4096;
+    /** Blocks per row of the argmax's first pass; must match ARGMAX_SLICES in the source. */
+    public static final int ARGMAX_SLICES = 64;
     /** {@code kiln_gemv3_bf16_t1 .. _t8}: up to three products of the same activations in one launch. */
     private final MemorySegment[] gemv3Bf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
     /** {@code kiln_gemv_silu_bf16_t1 .. _t8}: gate and up products with the SiLU gating in one launch. */
@@ -66,6 +72,8 @@ public final class Kernels implements AutoCloseable {
         rotary = driver.function(module, "kiln_rotary");
         rotary2 = driver.function(module, "kiln_rotary2");
         argmaxRows = driver.function(module, "kiln_argmax_rows");
+        argmaxSlices = driver.function(module, "kiln_argmax_slices");
+        argmaxMerge = driver.function(module, "kiln_argmax_merge");
         sampleRows = driver.function(module, "kiln_sample_rows");
         gemvBf16 = driver.function(module, "kiln_gemv_bf16");
         gemvF32 = driver.function(module, "kiln_gemv_f32");
@@ -76,6 +84,7 @@ public final class Kernels implements AutoCloseable {
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
             gemv3Bf16Tokens[t - 1] = driver.function(module, "kiln_gemv3_bf16_t" + t);
+            gemvSplitBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_split_bf16_t" + t);
             gemvSiluBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_silu_bf16_t" + t);
         }
     }
@@ -83,7 +92,7 @@ public final class Kernels implements AutoCloseable {
     /** The kernel names the module must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = {"kiln_add", "kiln_add_halves", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16",
             "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows",
-            "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_sample_rows", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
+            "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_argmax_slices", "kiln_argmax_merge", "kiln_sample_rows", "kiln_gemv_split_bf16_t1", "kiln_gemv_split_bf16_t8", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
             "kiln_paged_attention", "kiln_paged_attention_split", "kiln_paged_attention_combine",
             "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
             "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8",
@@ -158,16 +167,29 @@ public final class Kernels implements AutoCloseable {
         args().ptr(gate).ptr(up).ptr(out).i64(n).launch(siluMul, "kiln_silu_mul", blocks(n), 1, THREADS, 0);
     }
 
-    /** {@code out[r]} = the column of row r's largest value (first on ties), for {@code rows} rows of n. */
-    public void argmaxRows(long x, int n, long out, int rows) {
+    /**
+     * {@code out[r]} = the column of row r's largest value (first on ties), for {@code rows} rows of n: rows of a
+     * vocabulary in two passes over {@link #ARGMAX_SLICES} slices ({@code partials}: rows x slices floats then as many
+     * ints), short rows in one block each.
+     */
+    public void argmaxRows(long x, int n, long out, int rows, long partials) {
         if (rows == 0) return;
-        args().ptr(x).i32(n).ptr(out).launch(argmaxRows, "kiln_argmax_rows", rows, 1, 1024, 0);
+        if (n < 64 * 1024) {
+            args().ptr(x).i32(n).ptr(out).launch(argmaxRows, "kiln_argmax_rows", rows, 1, 1024, 0);
+            return;
+        }
+        long indices = partials + 4L * rows * ARGMAX_SLICES;
+        args().ptr(x).i32(n).ptr(partials).ptr(indices).launch(argmaxSlices, "kiln_argmax_slices", ARGMAX_SLICES, rows, 256, 0);
+        args().ptr(partials).ptr(indices).i32(ARGMAX_SLICES).ptr(out).launch(argmaxMerge, "kiln_argmax_merge", rows, 1, 64, 0);
     }
 
-    /** {@code out[r]} = the column drawn from row r as {@code ComputeBackend.sampleRows} defines; params 4 per row. */
-    public void sampleRows(long x, int n, long params, long uniforms, long out, int rows) {
+    /**
+     * {@code out[r]} = the column drawn from row r as {@code ComputeBackend.sampleRows} defines; params 4 per row;
+     * weights: scratch of n floats per row.
+     */
+    public void sampleRows(long x, int n, long params, long uniforms, long weights, long out, int rows) {
         if (rows == 0) return;
-        args().ptr(x).i32(n).ptr(params).ptr(uniforms).ptr(out).launch(sampleRows, "kiln_sample_rows", rows, 1, 1024, 0);
+        args().ptr(x).i32(n).ptr(params).ptr(uniforms).ptr(weights).ptr(out).launch(sampleRows, "kiln_sample_rows", rows, 1, 1024, 0);
     }
 
     /** Splits f32 values into bf16 high and low parts. */
@@ -250,6 +272,11 @@ public final class Kernels implements AutoCloseable {
         boolean vectorized = columns % perLoad == 0 && w % 16 == 0 && x % 16 == 0;
         MemorySegment function = bf16 ? (vectorized ? gemvBf16Tokens[tokens - 1] : gemvBf16) : gemvF32;
         if (bf16 && vectorized && mergeIntoHeldGemv(w, x, out, rows, columns, tokens)) return;
+        if (bf16 && vectorized && rows < SPLIT_BELOW_ROWS) {
+            args().ptr(w).ptr(x).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0)
+                    .launch(gemvSplitBf16Tokens[tokens - 1], "kiln_gemv_split", rows, 1, 128, 0);
+            return;
+        }
         int threads = bf16 && vectorized ? GEMV_THREADS : THREADS;
         int warps = threads / 32;
         args().ptr(w).ptr(x).ptr(out).i32(rows).i32(columns).i32(tokens).i32(vectorized ? 1 : 0).ptr(0)
@@ -272,7 +299,7 @@ public final class Kernels implements AutoCloseable {
         StepRecorder.Launch last = context.recorder().lastLaunch();
         if (last == null) return false;
         long[][] segments; // {w, out, rows, bias}
-        if (last.function().equals(gemvBf16Tokens[tokens - 1])) {
+        if (last.function().equals(gemvBf16Tokens[tokens - 1]) || last.function().equals(gemvSplitBf16Tokens[tokens - 1])) {
             if (last.argument(1) != x || (int) last.argument(4) != columns) return false;
             segments = new long[][] {{last.argument(0), last.argument(GEMV_OUT), (int) last.argument(GEMV_ROWS), last.argument(GEMV_BIAS)}};
         } else if (last.function().equals(gemv3Bf16Tokens[tokens - 1])) {
@@ -319,6 +346,9 @@ public final class Kernels implements AutoCloseable {
     private boolean isGemv(MemorySegment function) {
         if (function.equals(gemvBf16) || function.equals(gemvF32)) return true;
         for (MemorySegment f : gemvBf16Tokens) {
+            if (function.equals(f)) return true;
+        }
+        for (MemorySegment f : gemvSplitBf16Tokens) {
             if (function.equals(f)) return true;
         }
         return false;

@@ -252,12 +252,11 @@ __device__ double block_sum_double(double v, double* scratch) {
     return t;
 }
 
-// Weight of the logits at or above t (and at or above low): sum of exp((l - max) / T) in double.
-__device__ double kept_mass(const float* row, int n, float low, float t, float max, double temperature, double* scratch) {
+// Weight of the logits at or above t, from the row's stored weights (zero outside the candidates), summed in double.
+__device__ double kept_mass(const float* row, const float* weights, int n, float t, double* scratch) {
     double m = 0.0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float l = row[i];
-        if (l >= low && l >= t) m += exp((double) (l - max) / temperature);
+        if (row[i] >= t) m += weights[i];
     }
     return block_sum_double(m, scratch);
 }
@@ -265,8 +264,10 @@ __device__ double kept_mass(const float* row, int n, float low, float t, float m
 // One block of 1024 threads per row: the draw ComputeBackend.sampleRows defines (see its Javadoc): temperature,
 // min-p, top-k by radix selection of the k-th largest logit, top-p by bisection of the logit threshold, then the
 // inverse of the cumulative weight in column order at u times the total. params: {T, k, topP, minP} per row.
+// weights: scratch of n floats per row, where each candidate's weight is computed once (exp in double, stored in
+// float) for the bisection's passes.
 extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const float* params, const float* uniforms,
-                                            int* out) {
+                                            float* weightRows, int* out) {
     __shared__ unsigned int histogram[256];
     __shared__ double dscratch[32];
     __shared__ float fscratch[32];
@@ -357,14 +358,23 @@ extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const fl
         }
     }
 
+    float* weights = weightRows + (long long) blockIdx.x * n;
+    double all = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float l = row[i];
+        float w = l >= low ? (float) exp((double) (l - max) / temperature) : 0.0f;
+        weights[i] = w;
+        all += w;
+    }
+    all = block_sum_double(all, dscratch);
     float threshold = low;
     if (topP < 1.0f) {
         // The largest threshold t whose candidates (logit >= t) carry topP of the weight: bisection over keys.
-        double target = (double) topP * kept_mass(row, n, low, -KILN_INFINITY, max, temperature, dscratch);
+        double target = (double) topP * all;
         unsigned int lo = order_key(low), hi = order_key(max);
         while (lo < hi) {
             unsigned int mid = lo + (hi - lo + 1) / 2;
-            if (kept_mass(row, n, low, key_value(mid), max, temperature, dscratch) >= target) lo = mid;
+            if (kept_mass(row, weights, n, key_value(mid), dscratch) >= target) lo = mid;
             else hi = mid - 1;
         }
         threshold = fmaxf(low, key_value(lo));
@@ -376,8 +386,7 @@ extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const fl
     double local = 0.0;
     int lastKept = -1;
     for (int i = from; i < to; i++) {
-        float l = row[i];
-        if (l >= threshold) { local += exp((double) (l - max) / temperature); lastKept = i; }
+        if (row[i] >= threshold && weights[i] > 0.0f) { local += weights[i]; lastKept = i; }
     }
     // Exclusive scan of the runs' weights.
     double inclusive = local;
@@ -400,9 +409,8 @@ extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const fl
         double cumulative = exclusive;
         int pick = lastKept;
         for (int i = from; i < to; i++) {
-            float l = row[i];
-            if (l < threshold) continue;
-            cumulative += exp((double) (l - max) / temperature);
+            if (row[i] < threshold || weights[i] == 0.0f) continue;
+            cumulative += weights[i];
             if (cumulative > target) { pick = i; break; }
         }
         atomicMax(&sharedPick, pick);
@@ -414,6 +422,54 @@ extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const fl
         __syncthreads();
     }
     if (threadIdx.x == 0) out[blockIdx.x] = sharedPick < 0 ? sharedArgmax : sharedPick;
+}
+
+// Wide rows (a vocabulary of logits) in two launches: blocks (ARGMAX_SLICES per row) reduce slices to a (value,
+// column) pair each, then one block per row reduces the pairs: one SM alone would read a 600 KB row at ~10 GB/s.
+#define ARGMAX_SLICES 64
+
+__device__ __forceinline__ void better(float& best, int& index, float v, int i) {
+    if (v > best || (v == best && i < index)) { best = v; index = i; }
+}
+
+__device__ void block_best(float& best, int& index, float* values, int* indices) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    for (int o = 16; o > 0; o >>= 1) better(best, index, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, index, o));
+    if (lane == 0) { values[warp] = best; indices[warp] = index; }
+    __syncthreads();
+    if (warp == 0) {
+        best = lane < warps ? values[lane] : -KILN_INFINITY;
+        index = lane < warps ? indices[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) better(best, index, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, index, o));
+    }
+}
+
+extern "C" __global__ void kiln_argmax_slices(const float* x, int n, float* bestValues, int* bestIndices) {
+    __shared__ float values[32];
+    __shared__ int indices[32];
+    const float* row = x + (long long) blockIdx.y * n;
+    int per = (n + gridDim.x - 1) / gridDim.x;
+    int from = blockIdx.x * per, to = min(n, from + per);
+    float best = -KILN_INFINITY;
+    int index = 0x7fffffff;
+    for (int i = from + threadIdx.x; i < to; i += blockDim.x) better(best, index, row[i], i);
+    block_best(best, index, values, indices);
+    if (threadIdx.x == 0) {
+        bestValues[blockIdx.y * gridDim.x + blockIdx.x] = best;
+        bestIndices[blockIdx.y * gridDim.x + blockIdx.x] = index;
+    }
+}
+
+extern "C" __global__ void kiln_argmax_merge(const float* bestValues, const int* bestIndices, int slices, int* out) {
+    __shared__ float values[32];
+    __shared__ int indices[32];
+    float best = -KILN_INFINITY;
+    int index = 0x7fffffff;
+    for (int s = threadIdx.x; s < slices; s += blockDim.x) {
+        better(best, index, bestValues[blockIdx.x * slices + s], bestIndices[blockIdx.x * slices + s]);
+    }
+    block_best(best, index, values, indices);
+    if (threadIdx.x == 0) out[blockIdx.x] = index == 0x7fffffff ? 0 : index;
 }
 
 // Two rotations by the same positions in one launch (a layer's queries and keys): blockIdx.y picks the tensor.
@@ -560,6 +616,69 @@ __device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* __restrict__ w, c
     }
 }
 
+// Few-row matrices (the attention output and down projections: 1536 rows) leave most SMs without enough warps in
+// flight when a warp owns a row; here the block's warps split one row's columns between them and add their sums.
+// Same arguments as kiln_gemv_bf16_t*; launch with rows blocks of GEMV_SPLIT_WARPS * 32 threads.
+#define GEMV_SPLIT_WARPS 4
+
+template <int TOKENS>
+__device__ __forceinline__ void gemv_bf16_split_tokens(const bf16_t* __restrict__ w, const float* __restrict__ x,
+                                                       float* __restrict__ out, int rows, int columns,
+                                                       const float* __restrict__ bias) {
+    __shared__ float partial[GEMV_SPLIT_WARPS][TOKENS];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int row = blockIdx.x;
+    int chunks = columns >> 3;
+    int per = (chunks + GEMV_SPLIT_WARPS - 1) / GEMV_SPLIT_WARPS;
+    int first = warp * per, last = min(chunks, first + per);
+    const uint4* wr = reinterpret_cast<const uint4*>(w + (long long) row * columns);
+    float acc[TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) acc[t] = 0.0f;
+    for (int base = first + lane; base < last; base += 32 * GEMV_UNROLL) {
+        uint4 packed[GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            int c = base + u * 32;
+            packed[u] = c < last ? __ldg(wr + c) : make_uint4(0u, 0u, 0u, 0u);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            int c = base + u * 32;
+            if (c < last) {
+                float wv[8];
+                wv[0] = __uint_as_float(packed[u].x << 16);
+                wv[1] = __uint_as_float(packed[u].x & 0xffff0000u);
+                wv[2] = __uint_as_float(packed[u].y << 16);
+                wv[3] = __uint_as_float(packed[u].y & 0xffff0000u);
+                wv[4] = __uint_as_float(packed[u].z << 16);
+                wv[5] = __uint_as_float(packed[u].z & 0xffff0000u);
+                wv[6] = __uint_as_float(packed[u].w << 16);
+                wv[7] = __uint_as_float(packed[u].w & 0xffff0000u);
+#pragma unroll
+                for (int t = 0; t < TOKENS; t++) {
+                    const float4* xp = reinterpret_cast<const float4*>(x + (long long) t * columns) + 2 * c;
+                    float4 a = xp[0], b = xp[1];
+                    acc[t] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w
+                            + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) {
+        float v = warp_sum(acc[t]);
+        if (lane == 0) partial[warp][t] = v;
+    }
+    __syncthreads();
+    if (warp == 0 && lane < TOKENS) {
+        float v = 0.0f;
+#pragma unroll
+        for (int k = 0; k < GEMV_SPLIT_WARPS; k++) v += partial[k][lane];
+        out[(long long) lane * rows + row] = bias ? v + bias[row] : v;
+    }
+}
+
 // Up to three products of the same activations in one launch (q, k and v; or gate and up): the warps of one grid
 // cover the rows of all of them, so the small k and v matrices no longer get a launch each that leaves most SMs
 // idle. A segment with 0 rows is absent. The outputs must not overlap x (the Java side checks).
@@ -625,6 +744,21 @@ GEMV_BF16_TOKENS(5)
 GEMV_BF16_TOKENS(6)
 GEMV_BF16_TOKENS(7)
 GEMV_BF16_TOKENS(8)
+
+#define GEMV_SPLIT_BF16_TOKENS(T)                                                                                \
+    extern "C" __global__ void kiln_gemv_split_bf16_t##T(const bf16_t* w, const float* x, float* out, int rows,  \
+                                                          int columns, int tokens, int vectorized,                \
+                                                          const float* bias) {                                    \
+        gemv_bf16_split_tokens<T>(w, x, out, rows, columns, bias);                                              \
+    }
+GEMV_SPLIT_BF16_TOKENS(1)
+GEMV_SPLIT_BF16_TOKENS(2)
+GEMV_SPLIT_BF16_TOKENS(3)
+GEMV_SPLIT_BF16_TOKENS(4)
+GEMV_SPLIT_BF16_TOKENS(5)
+GEMV_SPLIT_BF16_TOKENS(6)
+GEMV_SPLIT_BF16_TOKENS(7)
+GEMV_SPLIT_BF16_TOKENS(8)
 
 #define GEMV3_BF16_TOKENS(T)                                                                                     \
     extern "C" __global__ void kiln_gemv3_bf16_t##T(const float* x, int columns, int tokens,                      \
