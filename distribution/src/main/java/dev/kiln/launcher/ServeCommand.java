@@ -46,7 +46,7 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--max-num-seqs", description = "Most sequences decoded together in one step (default: the engine's, 64).")
     Integer maxNumSeqs;
 
-    @Option(names = "--kv-cache-memory", description = "Bytes of KV cache, with an optional K, M or G suffix, e.g. 8G (default: 1G or less when memory is short).")
+    @Option(names = "--kv-cache-memory", description = "Bytes of KV cache, with an optional K, M or G suffix, e.g. 8G (default: what --max-num-seqs full contexts need, at most 1G on the CPU, at most 85% of a GPU's memory less the weights and 2G).")
     String kvCacheMemory;
 
     @Option(names = "--speculative", description = "Speculative proposer: mtp, draft-model or reference (default: none).")

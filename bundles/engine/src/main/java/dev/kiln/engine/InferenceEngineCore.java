@@ -134,7 +134,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         long bytesPerBlock = Math.multiplyExact(spec.bytesPerToken(), (long) blockSize);
         long memory = settings.kvCacheMemory() > 0 ? settings.kvCacheMemory()
                 : automaticCacheMemory(spec, settings.maxModelLen() > 0 ? settings.maxModelLen() : positions,
-                        settings.maxNumSeqs(), bytesPerBlock);
+                        settings.maxNumSeqs(), bytesPerBlock, model.backend().device(), model.weightBytes());
         long numBlocks = memory / bytesPerBlock;
         if (numBlocks < 1) {
             throw new IllegalArgumentException("kv-cache-memory of " + memory + " bytes holds no block of " + blockSize
@@ -173,16 +173,32 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         thread.start();
     }
 
-    /** Default cache size: what {@code sequences} full contexts need, at most 1 GiB, at least one block. */
-    private static long automaticCacheMemory(KvCacheSpec spec, int contextLength, int sequences, long bytesPerBlock) {
+    /**
+     * Default cache size: what {@code sequences} full contexts need, at least one block, and at most 1 GiB on the
+     * CPU (host memory is shared with everything else). A GPU's memory is the engine's: there the cap is
+     * {@value #DEVICE_MEMORY_SHARE} of the device's memory less the weights and {@value #DEVICE_HEADROOM_GIB} GiB for
+     * activations and scratch, so that `kiln serve --backend cuda` batches as many sequences as the device holds.
+     */
+    static long automaticCacheMemory(KvCacheSpec spec, int contextLength, int sequences, long bytesPerBlock,
+                                     dev.kiln.api.backend.DeviceInfo device, long weightBytes) {
         long full;
         try {
             full = Math.multiplyExact(Math.multiplyExact(spec.bytesPerToken(), (long) contextLength), (long) sequences);
         } catch (ArithmeticException overflow) {
             full = Long.MAX_VALUE;
         }
-        return Math.max(bytesPerBlock, Math.min(EngineSettings.DEFAULT_KV_CACHE_MEMORY, full));
+        long cap = EngineSettings.DEFAULT_KV_CACHE_MEMORY;
+        if (device != null && !"cpu".equals(device.backend()) && device.memoryBytes() > 0) {
+            long share = (long) (device.memoryBytes() * DEVICE_MEMORY_SHARE) - weightBytes - (DEVICE_HEADROOM_GIB << 30);
+            cap = Math.max(cap, share);
+        }
+        return Math.max(bytesPerBlock, Math.min(cap, full));
     }
+
+    /** Share of a GPU's memory the weights, the KV cache and the scratch may take together. */
+    static final double DEVICE_MEMORY_SHARE = 0.85;
+    /** GiB of a GPU's memory kept for activations, cuBLAS and the sampler's scratch. */
+    static final long DEVICE_HEADROOM_GIB = 2;
 
     /** The config's {@code eos_token_id}: a number, a list of numbers, or absent. */
     static int[] endOfSequenceTokens(ModelConfig config) {
