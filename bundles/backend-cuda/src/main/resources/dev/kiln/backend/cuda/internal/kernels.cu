@@ -231,7 +231,7 @@ extern "C" __global__ void kiln_argmax_rows(const float* x, int n, int* out) {
 
 // ---- sampling on the device ------------------------------------------------------------------------------------
 
-// Floats as unsigned keys in the same order (negative values flipped): radix selection and bisection over logits.
+// Floats as unsigned keys in the same order (negative values flipped): radix selection and descent over logits.
 __device__ __forceinline__ unsigned int order_key(float f) {
     unsigned int u = __float_as_uint(f);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
@@ -252,20 +252,11 @@ __device__ double block_sum_double(double v, double* scratch) {
     return t;
 }
 
-// Weight of the logits at or above t, from the row's stored weights (zero outside the candidates), summed in double.
-__device__ double kept_mass(const float* row, const float* weights, int n, float t, double* scratch) {
-    double m = 0.0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        if (row[i] >= t) m += weights[i];
-    }
-    return block_sum_double(m, scratch);
-}
-
 // One block of 1024 threads per row: the draw ComputeBackend.sampleRows defines (see its Javadoc): temperature,
-// min-p, top-k by radix selection of the k-th largest logit, top-p by bisection of the logit threshold, then the
+// min-p, top-k by radix selection of the k-th largest logit, top-p by radix descent over the weights, then the
 // inverse of the cumulative weight in column order at u times the total. params: {T, k, topP, minP} per row.
 // weights: scratch of n floats per row, where each candidate's weight is computed once (exp in double, stored in
-// float) for the bisection's passes.
+// float) for the radix passes.
 extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const float* params, const float* uniforms,
                                             float* weightRows, int* out) {
     __shared__ unsigned int histogram[256];
@@ -273,6 +264,8 @@ extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const fl
     __shared__ float fscratch[32];
     __shared__ int iscratch[32];
     __shared__ int sharedBin, sharedRemaining, sharedPick;
+    __shared__ double sharedAbove;
+    __shared__ float massHistograms[32 * 256];
     __shared__ float sharedMax;
     __shared__ int sharedArgmax;
     const float* row = logits + (long long) blockIdx.x * n;
@@ -369,15 +362,48 @@ extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const fl
     all = block_sum_double(all, dscratch);
     float threshold = low;
     if (topP < 1.0f) {
-        // The largest threshold t whose candidates (logit >= t) carry topP of the weight: bisection over keys.
+        // The smallest kept logit: the key K with mass(key > K) < topP * total <= mass(key >= K), found by a radix
+        // descent eight bits at a time from the top. Each level sums the weights of the candidates under the prefix
+        // into 256 bins (one histogram per warp, so lanes of different warps never collide), then walks the bins
+        // from the top until the mass above plus the bin reaches the target.
         double target = (double) topP * all;
-        unsigned int lo = order_key(low), hi = order_key(max);
-        while (lo < hi) {
-            unsigned int mid = lo + (hi - lo + 1) / 2;
-            if (kept_mass(row, weights, n, key_value(mid), dscratch) >= target) lo = mid;
-            else hi = mid - 1;
+        unsigned int prefix = 0, mask = 0;
+        double above = 0.0;
+        for (int shift = 24; shift >= 0; shift -= 8) {
+            for (int b = threadIdx.x; b < 32 * 256; b += blockDim.x) massHistograms[b] = 0.0f;
+            __syncthreads();
+            float* mine = massHistograms + warp * 256;
+            for (int i = threadIdx.x; i < n; i += blockDim.x) {
+                float w = weights[i];
+                if (w > 0.0f) {
+                    unsigned int key = order_key(row[i]);
+                    if ((key & mask) == prefix) atomicAdd(&mine[(key >> shift) & 255u], w);
+                }
+            }
+            __syncthreads();
+            for (int b = threadIdx.x; b < 256; b += blockDim.x) {
+                float total = 0.0f;
+                for (int k = 0; k < 32; k++) total += massHistograms[k * 256 + b];
+                massHistograms[b] = total; // only this thread reads or writes column b here
+            }
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                double cumulative = above;
+                int b = 255;
+                for (; b > 0; b--) {
+                    if (cumulative + massHistograms[b] >= target) break;
+                    cumulative += massHistograms[b];
+                }
+                sharedBin = b;
+                sharedAbove = cumulative;
+            }
+            __syncthreads();
+            prefix |= ((unsigned int) sharedBin) << shift;
+            mask |= 255u << shift;
+            above = sharedAbove;
+            __syncthreads();
         }
-        threshold = fmaxf(low, key_value(lo));
+        threshold = fmaxf(low, key_value(prefix));
     }
 
     // Inverse cumulative weight in column order: each thread owns a contiguous run of columns.
