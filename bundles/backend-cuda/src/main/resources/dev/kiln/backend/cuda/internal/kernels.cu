@@ -585,25 +585,23 @@ extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float
 // from L1/L2.
 #define GEMV_UNROLL 4
 
-// One lane's share of W[row] . x[t] for every token: lane-partial sums in acc (reduce with warp_sum).
+// One lane's share of W[row] . x[t] over the 8-column chunks [first, last) of the row, for every token: lane-partial
+// sums accumulated into acc (reduce them with warp_sum). x rows are `columns` apart.
 template <int TOKENS>
-__device__ __forceinline__ void dot_row_bf16(const bf16_t* __restrict__ wrow, const float* __restrict__ x, int columns,
-                                             int lane, float (&acc)[TOKENS]) {
+__device__ __forceinline__ void dot_span_bf16(const bf16_t* __restrict__ wrow, const float* __restrict__ x, int columns,
+                                              int first, int last, int lane, float (&acc)[TOKENS]) {
     const uint4* wr = reinterpret_cast<const uint4*>(wrow);
-    int chunks = columns >> 3;
-#pragma unroll
-    for (int t = 0; t < TOKENS; t++) acc[t] = 0.0f;
-    for (int base = lane; base < chunks; base += 32 * GEMV_UNROLL) {
+    for (int base = first + lane; base < last; base += 32 * GEMV_UNROLL) {
         uint4 packed[GEMV_UNROLL];
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             int c = base + u * 32;
-            packed[u] = c < chunks ? __ldg(wr + c) : make_uint4(0u, 0u, 0u, 0u);
+            packed[u] = c < last ? __ldg(wr + c) : make_uint4(0u, 0u, 0u, 0u);
         }
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             int c = base + u * 32;
-            if (c < chunks) {
+            if (c < last) {
                 float wv[8];
                 wv[0] = __uint_as_float(packed[u].x << 16);
                 wv[1] = __uint_as_float(packed[u].x & 0xffff0000u);
@@ -623,6 +621,15 @@ __device__ __forceinline__ void dot_row_bf16(const bf16_t* __restrict__ wrow, co
             }
         }
     }
+}
+
+// W[row] . x[t] for every token, summed over the warp: every lane gets the sums in acc.
+template <int TOKENS>
+__device__ __forceinline__ void dot_row_bf16(const bf16_t* __restrict__ wrow, const float* __restrict__ x, int columns,
+                                             int lane, float (&acc)[TOKENS]) {
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) acc[t] = 0.0f;
+    dot_span_bf16<TOKENS>(wrow, x, columns, 0, columns >> 3, lane, acc);
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[t] = warp_sum(acc[t]);
 }
@@ -657,40 +664,10 @@ __device__ __forceinline__ void gemv_bf16_split_tokens(const bf16_t* __restrict_
     int chunks = columns >> 3;
     int per = (chunks + GEMV_SPLIT_WARPS - 1) / GEMV_SPLIT_WARPS;
     int first = warp * per, last = min(chunks, first + per);
-    const uint4* wr = reinterpret_cast<const uint4*>(w + (long long) row * columns);
     float acc[TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[t] = 0.0f;
-    for (int base = first + lane; base < last; base += 32 * GEMV_UNROLL) {
-        uint4 packed[GEMV_UNROLL];
-#pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) {
-            int c = base + u * 32;
-            packed[u] = c < last ? __ldg(wr + c) : make_uint4(0u, 0u, 0u, 0u);
-        }
-#pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) {
-            int c = base + u * 32;
-            if (c < last) {
-                float wv[8];
-                wv[0] = __uint_as_float(packed[u].x << 16);
-                wv[1] = __uint_as_float(packed[u].x & 0xffff0000u);
-                wv[2] = __uint_as_float(packed[u].y << 16);
-                wv[3] = __uint_as_float(packed[u].y & 0xffff0000u);
-                wv[4] = __uint_as_float(packed[u].z << 16);
-                wv[5] = __uint_as_float(packed[u].z & 0xffff0000u);
-                wv[6] = __uint_as_float(packed[u].w << 16);
-                wv[7] = __uint_as_float(packed[u].w & 0xffff0000u);
-#pragma unroll
-                for (int t = 0; t < TOKENS; t++) {
-                    const float4* xp = reinterpret_cast<const float4*>(x + (long long) t * columns) + 2 * c;
-                    float4 a = xp[0], b = xp[1];
-                    acc[t] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w
-                            + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
-                }
-            }
-        }
-    }
+    dot_span_bf16<TOKENS>(w + (long long) row * columns, x, columns, first, last, lane, acc);
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) {
         float v = warp_sum(acc[t]);
