@@ -43,7 +43,7 @@ public final class CudaActivation {
      */
     static String enableIfAvailable(CudaAvailability availability, ComponentContext context) {
         if (!availability.available()) {
-            return "CUDA backend inactive: " + availability.description() + "; the CPU backend serves";
+            return "CUDA backend inactive: " + availability.description() + "; the CPU backend serves (an engine configured for backend cuda waits for one)";
         }
         for (String component : COMPONENTS) context.enableComponent(component);
         return "CUDA backend enabled: " + availability.description();

@@ -40,7 +40,7 @@ class CudaActivationTest {
         String line = CudaActivation.enableIfAvailable(
                 new CudaAvailability(false, "no CUDA driver: libcuda.so.1 not found"), recording(enabled));
         assertTrue(enabled.isEmpty(), "enabled " + enabled);
-        assertEquals("CUDA backend inactive: no CUDA driver: libcuda.so.1 not found; the CPU backend serves", line);
+        assertEquals("CUDA backend inactive: no CUDA driver: libcuda.so.1 not found; the CPU backend serves (an engine configured for backend cuda waits for one)", line);
         assertFalse(line.contains("\n"), "one line");
     }
 
