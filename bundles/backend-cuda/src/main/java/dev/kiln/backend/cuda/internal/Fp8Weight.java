@@ -40,6 +40,9 @@ public final class Fp8Weight implements Weight {
 
     private Fp8Weight(Builder b) {
         this.context = b.context;
+        // Compile (or load from the cache) the formats' kernels while the model loads: done lazily at the first
+        // product, NVRTC's ~10 s on a fresh machine fell on the first request.
+        b.context.quantKernels();
         this.rows = b.rows;
         this.columns = b.columns;
         this.blockRows = b.blockRows;

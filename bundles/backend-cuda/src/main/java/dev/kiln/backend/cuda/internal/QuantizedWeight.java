@@ -57,6 +57,9 @@ public final class QuantizedWeight implements Weight {
 
     private QuantizedWeight(Builder b) {
         this.context = b.context;
+        // Compile (or load from the cache) the formats' kernels while the model loads: done lazily at the first
+        // product, NVRTC's ~10 s on a fresh machine fell on the first request.
+        b.context.quantKernels();
         this.format = b.format;
         this.rows = b.rows;
         this.columns = b.columns;
