@@ -119,8 +119,7 @@ public final class Kernels implements AutoCloseable {
         StepRecorder.Launch last = context.recorder().lastLaunch();
         if (last != null && isGemv(last.function()) && last.argument(GEMV_OUT) == x && last.argument(GEMV_BIAS) == 0
                 && (int) last.argument(GEMV_ROWS) == width && (long) width * (int) last.argument(GEMV_TOKENS) == n) {
-            context.recorder().replaceLast(last.with(GEMV_BIAS, bias));
-            return;
+            if (context.recorder().replaceLast(last, last.with(GEMV_BIAS, bias))) return;
         }
         if (last != null && isGemv3(last.function())) {
             int tokens = (int) last.argument(MULTI_TOKENS);
@@ -128,8 +127,8 @@ public final class Kernels implements AutoCloseable {
                 int base = MULTI_SEGMENTS + 4 * segment;
                 if (last.argument(base + SEGMENT_OUT) == x && last.argument(base + SEGMENT_BIAS) == 0
                         && (int) last.argument(base + SEGMENT_ROWS) == width && (long) width * tokens == n) {
-                    context.recorder().replaceLast(last.with(base + SEGMENT_BIAS, bias));
-                    return;
+                    if (context.recorder().replaceLast(last, last.with(base + SEGMENT_BIAS, bias))) return;
+                    break;
                 }
             }
         }
@@ -158,10 +157,11 @@ public final class Kernels implements AutoCloseable {
                     && (long) rows * tokens == n
                     && disjoint(out, 4L * n, x, 4L * tokens * last.argument(MULTI_COLUMNS))) {
                 int warps = GEMV_THREADS / 32;
-                args().ptr(x).i32((int) last.argument(MULTI_COLUMNS)).i32(tokens)
+                if (args().ptr(x).i32((int) last.argument(MULTI_COLUMNS)).i32(tokens)
                         .ptr(last.argument(s0 + SEGMENT_W)).ptr(last.argument(s1 + SEGMENT_W)).ptr(gate).ptr(up).ptr(out).i32(rows)
-                        .replace(gemvSiluBf16Tokens[tokens - 1], "kiln_gemv_silu", (rows + warps - 1) / warps, 1, GEMV_THREADS, 0);
-                return;
+                        .replace(last, gemvSiluBf16Tokens[tokens - 1], "kiln_gemv_silu", (rows + warps - 1) / warps, 1, GEMV_THREADS, 0)) {
+                    return;
+                }
             }
         }
         args().ptr(gate).ptr(up).ptr(out).i64(n).launch(siluMul, "kiln_silu_mul", blocks(n), 1, THREADS, 0);
@@ -207,8 +207,10 @@ public final class Kernels implements AutoCloseable {
         StepRecorder.Launch last = context.recorder().lastLaunch();
         if (last != null && last.function().equals(add) && last.argument(0) == x && last.argument(2) == (long) rows * n) {
             long delta = last.argument(1);
-            args().ptr(x).ptr(delta).ptr(scale).f32(eps).ptr(out).i32(n).replace(addRmsNorm, "kiln_add_rms_norm", rows, 1, THREADS, 0);
-            return;
+            if (args().ptr(x).ptr(delta).ptr(scale).f32(eps).ptr(out).i32(n)
+                    .replace(last, addRmsNorm, "kiln_add_rms_norm", rows, 1, THREADS, 0)) {
+                return;
+            }
         }
         args().ptr(x).ptr(scale).f32(eps).ptr(out).i32(n).launch(rmsNorm, "kiln_rms_norm", rows, 1, THREADS, 0);
     }
@@ -253,10 +255,11 @@ public final class Kernels implements AutoCloseable {
                 && disjoint(last.argument(0), 4L * rows * (int) last.argument(4), x, 4L * rows * rowLength)) {
             // The queries' rotation is held: rotate the keys in the same launch.
             int block = Math.max(last.block(), Math.min(THREADS, roundUp(heads * half)));
-            args().ptr(last.argument(0)).i32((int) last.argument(4)).i32((int) last.argument(5)).ptr(x).i32(rowLength).i32(heads)
+            if (args().ptr(last.argument(0)).i32((int) last.argument(4)).i32((int) last.argument(5)).ptr(x).i32(rowLength).i32(heads)
                     .ptr(positions).ptr(cos).ptr(sin).i32(headStride).i32(offset).i32(half).i32(interleaved ? 1 : 0)
-                    .replace(rotary2, "kiln_rotary2", rows, 2, block, 0);
-            return;
+                    .replace(last, rotary2, "kiln_rotary2", rows, 2, block, 0)) {
+                return;
+            }
         }
         args().ptr(x).ptr(positions).ptr(cos).ptr(sin).i32(rowLength).i32(heads).i32(headStride).i32(offset).i32(half)
                 .i32(interleaved ? 1 : 0).launch(rotary, "kiln_rotary", rows, 1, Math.min(THREADS, roundUp(heads * half)), 0);
@@ -328,8 +331,7 @@ public final class Kernels implements AutoCloseable {
         int warps = GEMV_THREADS / 32;
         Arguments a = args().ptr(x).i32(columns).i32(tokens);
         for (long[] segment : all) a.ptr(segment[0]).ptr(segment[1]).i32((int) segment[2]).ptr(segment[3]);
-        a.replace(gemv3Bf16Tokens[tokens - 1], "kiln_gemv3", (int) ((totalRows + warps - 1) / warps), 1, GEMV_THREADS, 0);
-        return true;
+        return a.replace(last, gemv3Bf16Tokens[tokens - 1], "kiln_gemv3", (int) ((totalRows + warps - 1) / warps), 1, GEMV_THREADS, 0);
     }
 
     private static boolean disjoint(long a, long aBytes, long b, long bBytes) {
@@ -459,11 +461,16 @@ public final class Kernels implements AutoCloseable {
             context.recorder().launch(function, name, gridX, gridY, block, sharedBytes, values, count);
         }
 
-        /** Takes the place of the recorder's last held launch (a fusion of it with this one). */
-        void replace(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes) {
+        /**
+         * Takes the place of the recorder's last held launch, {@code expected} (a fusion of it with this one); false
+         * when that is no longer the last held node, and the caller then launches its own work.
+         */
+        boolean replace(StepRecorder.Launch expected, MemorySegment function, String name, int gridX, int gridY, int block,
+                        int sharedBytes) {
             long[] slots = new long[count];
             MemorySegment.copy(values, JAVA_LONG, 0, slots, 0, count);
-            context.recorder().replaceLast(new StepRecorder.Launch(function, name, gridX, gridY, block, sharedBytes, slots));
+            return context.recorder().replaceLast(expected,
+                    new StepRecorder.Launch(function, name, gridX, gridY, block, sharedBytes, slots));
         }
     }
 }

@@ -160,11 +160,16 @@ public final class StepRecorder implements AutoCloseable {
         return pending.isEmpty() || !(pending.getLast() instanceof Launch l) ? null : l;
     }
 
-    /** Replaces the last held launch (see {@link #lastLaunch()}) by one that does its work and more. */
-    public synchronized void replaceLast(Launch fused) {
-        if (lastLaunch() == null) throw new IllegalStateException("no held launch to replace");
+    /**
+     * Replaces the last held launch by one that does its work and more, if it is still {@code expected} (the one
+     * {@link #lastLaunch()} returned): another thread may have held a node in between, or the chunk may have been
+     * issued. Returns false then, and the caller launches its work on its own.
+     */
+    public synchronized boolean replaceLast(Launch expected, Launch fused) {
+        if (pending.isEmpty() || pending.getLast() != expected) return false;
         pending.set(pending.size() - 1, fused);
         fusions++;
+        return true;
     }
 
     private void hold(Object node) {
