@@ -227,14 +227,11 @@ public final class EngineComponent implements InferenceEngine {
             String servedName = config.string("served-model-name", "");
             if (servedName.isBlank()) servedName = Objects.requireNonNullElse(context.getProperty("kiln.served-model-name"), "");
             int maxModelLen = config.integer("max-model-len", 0);
-            if (maxModelLen == 0 && context.getProperty("kiln.max-model-len") != null) {
-                maxModelLen = new Settings(Map.of("kiln.max-model-len", context.getProperty("kiln.max-model-len")))
-                        .integer("kiln.max-model-len", 0);
-            }
+            if (maxModelLen == 0) maxModelLen = frameworkInteger("kiln.max-model-len", 0);
             this.settings = new EngineSettings(blankToNull(servedName), configured,
                     config.integer("block-size", EngineSettings.DEFAULT_BLOCK_SIZE),
                     config.number("kv-cache-memory", frameworkNumber("kiln.kv-cache-memory", 0)),
-                    config.integer("max-num-seqs", (int) frameworkNumber("kiln.max-num-seqs", EngineSettings.DEFAULT_MAX_NUM_SEQS)),
+                    config.integer("max-num-seqs", frameworkInteger("kiln.max-num-seqs", EngineSettings.DEFAULT_MAX_NUM_SEQS)),
                     config.integer("max-num-batched-tokens", EngineSettings.DEFAULT_MAX_NUM_BATCHED_TOKENS),
                     config.integer("max-waiting", EngineSettings.DEFAULT_MAX_WAITING),
                     maxModelLen);
@@ -283,12 +280,6 @@ public final class EngineComponent implements InferenceEngine {
         activate(context, properties);
     }
 
-    /** A numeric framework property (set by {@code kiln serve}), or the fallback when absent. */
-    private long frameworkNumber(String name, long fallback) {
-        String value = context.getProperty(name);
-        return value == null ? fallback : new Settings(Map.of(name, value)).number(name, fallback);
-    }
-
     /** Equal maps, comparing array values (multi-valued properties) by their contents. */
     private static boolean sameValues(Map<String, Object> a, Map<String, Object> b) {
         return a.keySet().equals(b.keySet()) && a.keySet().stream().allMatch(k -> Objects.deepEquals(a.get(k), b.get(k)));
@@ -316,9 +307,16 @@ public final class EngineComponent implements InferenceEngine {
         return new SpeculationSettings(name, tokens, maxBatch);
     }
 
+    /** An integer framework property (set by {@code kiln serve}), or the fallback when absent. */
     private int frameworkInteger(String key, int fallback) {
         String value = context.getProperty(key);
         return value == null ? fallback : new Settings(Map.of(key, value)).integer(key, fallback);
+    }
+
+    /** A byte count or other long framework property (set by {@code kiln serve}), or the fallback when absent. */
+    private long frameworkNumber(String key, long fallback) {
+        String value = context.getProperty(key);
+        return value == null ? fallback : new Settings(Map.of(key, value)).number(key, fallback);
     }
 
     @Deactivate
