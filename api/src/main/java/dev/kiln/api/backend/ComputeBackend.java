@@ -130,19 +130,31 @@ public interface ComputeBackend {
         int n = x.rowLength();
         float[] v = read(x);
         int[] best = new int[rows];
-        for (int r = 0; r < rows; r++) {
-            int base = r * n;
-            int index = 0;
-            float max = v[base];
-            for (int i = 1; i < n; i++) {
-                if (v[base + i] > max) {
-                    max = v[base + i];
-                    index = i;
-                }
-            }
-            best[r] = index;
-        }
+        for (int r = 0; r < rows; r++) best[r] = argmax(v, r * n, n);
         return best;
+    }
+
+    /** The column of the largest of {@code v[base .. base + n)}, the first on ties (0 when none is larger than v[base]). */
+    private static int argmax(float[] v, int base, int n) {
+        int index = 0;
+        float max = v[base];
+        for (int i = 1; i < n; i++) {
+            if (v[base + i] > max) {
+                max = v[base + i];
+                index = i;
+            }
+        }
+        return index;
+    }
+
+    /** The values of {@code v[base .. base + n)} that are at least {@code low}, ascending. */
+    private static float[] sortedAtLeast(float[] v, int base, int n, double low) {
+        int count = 0;
+        for (int i = 0; i < n; i++) if (v[base + i] >= low) count++;
+        float[] kept = new float[count];
+        for (int i = 0, j = 0; i < n; i++) if (v[base + i] >= low) kept[j++] = v[base + i];
+        java.util.Arrays.sort(kept);
+        return kept;
     }
 
     /**
@@ -176,14 +188,8 @@ public interface ComputeBackend {
         double[] weights = new double[n];
         for (int r = 0; r < rows; r++) {
             int base = r * n;
-            int best = 0;
-            float max = v[base];
-            for (int i = 1; i < n; i++) {
-                if (v[base + i] > max) {
-                    max = v[base + i];
-                    best = i;
-                }
-            }
+            int best = argmax(v, base, n);
+            float max = v[base + best];
             double temperature = params[4 * r];
             if (temperature <= 0 || max == Float.NEGATIVE_INFINITY || Float.isNaN(max)) {
                 chosen[r] = best;
@@ -193,13 +199,9 @@ public interface ComputeBackend {
             double topP = params[4 * r + 2];
             double minP = params[4 * r + 3];
             double low = minP > 0 ? max + temperature * Math.log(minP) : Double.NEGATIVE_INFINITY;
-            int candidates = 0;
-            for (int i = 0; i < n; i++) if (v[base + i] >= low) candidates++;
-            if (k > 0 && k < candidates) {
-                float[] kept = new float[candidates];
-                for (int i = 0, j = 0; i < n; i++) if (v[base + i] >= low) kept[j++] = v[base + i];
-                java.util.Arrays.sort(kept);
-                low = Math.max(low, kept[candidates - k]);
+            if (k > 0) {
+                float[] candidates = sortedAtLeast(v, base, n, low);
+                if (k < candidates.length) low = Math.max(low, candidates[candidates.length - k]);
             }
             double total = 0;
             for (int i = 0; i < n; i++) {
@@ -208,19 +210,16 @@ public interface ComputeBackend {
                 total += weights[i];
             }
             if (topP < 1) {
-                // The largest logit threshold t whose candidates (logit >= t) carry topP of the weight.
-                double[] sorted = new double[n];
-                int m = 0;
-                for (int i = 0; i < n; i++) if (weights[i] > 0) sorted[m++] = v[base + i];
-                double[] logitsDescending = java.util.Arrays.copyOf(sorted, m);
-                java.util.Arrays.sort(logitsDescending);
+                // The largest logit threshold t whose candidates (logit >= t) carry topP of the weight, walking the
+                // candidates from the largest; ties stay together. Each weight as in the loop above.
+                float[] candidates = sortedAtLeast(v, base, n, low);
                 double mass = 0;
-                double threshold = logitsDescending[m - 1];
-                for (int j = m - 1; j >= 0; j--) {
-                    double t = logitsDescending[j];
-                    mass += Math.exp((t - max) / temperature);
-                    if (j > 0 && logitsDescending[j - 1] == t) continue; // ties stay together
-                    threshold = t;
+                float threshold = candidates[candidates.length - 1];
+                for (int j = candidates.length - 1; j >= 0; j--) {
+                    float l = candidates[j];
+                    mass += Math.exp((l - max) / temperature);
+                    if (j > 0 && candidates[j - 1] == l) continue;
+                    threshold = l;
                     if (mass >= topP * total) break;
                 }
                 total = 0;
