@@ -1,6 +1,5 @@
 package dev.kiln.backend.cuda;
 
-import dev.kiln.api.attention.AttentionMetadata;
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.checkpoint.Checkpoint;
 import dev.kiln.api.checkpoint.CheckpointTensor;
@@ -13,6 +12,7 @@ import dev.kiln.backend.cuda.bindings.CudaDriver;
 import dev.kiln.backend.cuda.internal.CudaContext;
 import dev.kiln.backend.cuda.internal.KernelCompiler;
 import dev.kiln.backend.cuda.internal.StepRecorder;
+import dev.kiln.backend.cuda.testing.Fixtures;
 import dev.kiln.models.llama.Qwen2Architecture;
 import dev.kiln.models.runner.SequenceRunner;
 import java.lang.foreign.Arena;
@@ -40,7 +40,7 @@ import java.util.stream.IntStream;
  */
 public final class DecodeBenchmark {
     private static final int HIDDEN = 1536, INTERMEDIATE = 8960, LAYERS = 28, HEADS = 12, KV_HEADS = 2, VOCAB = 151936;
-    private static final int BLOCK = 16;
+    private static final int BLOCK = Fixtures.BLOCK_SIZE;
 
     private DecodeBenchmark() {}
 
@@ -136,27 +136,9 @@ public final class DecodeBenchmark {
 
     /** One forward step: each sequence's new tokens after its cached ones, the last token's logits wanted. */
     private static ForwardBatch step(int[][] tables, int[] cached, int[][] newTokens) {
-        int total = Arrays.stream(newTokens).mapToInt(t -> t.length).sum();
-        int[] tokens = new int[total], positions = new int[total], slots = new int[total];
-        int[] queryStart = new int[tables.length + 1];
-        int[] context = new int[tables.length];
-        int[][] used = new int[tables.length][];
-        int[] logitRows = new int[tables.length];
-        int row = 0;
-        for (int s = 0; s < tables.length; s++) {
-            queryStart[s] = row;
-            context[s] = cached[s] + newTokens[s].length;
-            used[s] = Arrays.copyOf(tables[s], (context[s] + BLOCK - 1) / BLOCK);
-            for (int j = 0; j < newTokens[s].length; j++, row++) {
-                int position = cached[s] + j;
-                tokens[row] = newTokens[s][j];
-                positions[row] = position;
-                slots[row] = tables[s][position / BLOCK] * BLOCK + position % BLOCK;
-            }
-            logitRows[s] = row - 1;
-        }
-        queryStart[tables.length] = row;
-        return new ForwardBatch(tokens, positions, new AttentionMetadata(queryStart, context, used, slots), logitRows, false);
+        Fixtures.Batch batch = new Fixtures.Batch();
+        for (int s = 0; s < tables.length; s++) batch.add(tables[s], cached[s], newTokens[s]);
+        return batch.build();
     }
 
     /** Bytes read plus written per second by a 1 GiB device-to-device copy, median of 10. */

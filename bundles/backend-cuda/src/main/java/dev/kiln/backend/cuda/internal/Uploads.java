@@ -13,7 +13,9 @@ import java.util.Iterator;
 /**
  * Host-to-device copies of the small arrays each step needs (token ids, positions, block tables, routing rows),
  * without stalling the stream: values are staged in page-locked memory and copied asynchronously, in stream order,
- * into a device ring.
+ * into a device ring. The copies are held by the {@link StepRecorder} with the launches that read them, and the ring
+ * rewinds to its start at every synchronisation of the step ({@link #rewind()}), so a repeated step stages its
+ * arrays at the same offsets and its graph's copy nodes pick up the new values.
  *
  * <p>The ring has two halves. Writing fills one half; when it is full, an event is recorded and writing moves to
  * the other half, first waiting for that half's event from its previous turn, i.e. until the copies that read its
