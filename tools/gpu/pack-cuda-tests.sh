@@ -13,6 +13,7 @@ jdk=$(kiln_find_jdk jlink) || { echo "pack-cuda-tests: needs a JDK 25 with jlink
 module="$root/bundles/backend-cuda"
 [ -d "$module/target/test-classes" ] || { echo "pack-cuda-tests: build bundles/backend-cuda first" >&2; exit 1; }
 rm -rf "$out" && mkdir -p "$out/lib"
+out=$(cd "$out" && pwd) # the runtime is archived from another directory
 cp -r "$module/target/classes" "$out/classes"
 cp -r "$module/target/test-classes" "$out/test-classes"
 (cd "$root" && JAVA_HOME=$jdk ./mvnw -q -o dependency:copy-dependencies -pl bundles/backend-cuda -DincludeScope=test \
@@ -51,7 +52,8 @@ for check in check_kernels check_quant_kernels check_fp8_kernels; do
     python3 "bundles/backend-cuda/tools/$check.py" | grep -v "^PASS" || status=1
 done
 if [ -n "$benchmark" ]; then
-    "$java" $flags -cp "$cp" dev.kiln.backend.cuda.DecodeBenchmark 128 256 1,8,32,128
+    # KILN_BENCH_OPTS: e.g. -Dkiln.bench.graphs=on -Dkiln.bench.profile=true (GPU time per chunk of each step)
+    "$java" $flags ${KILN_BENCH_OPTS:-} -cp "$cp" dev.kiln.backend.cuda.DecodeBenchmark 128 256 1,8,32,128
 fi
 exit $status
 RUN

@@ -75,7 +75,9 @@ public final class DecodeBenchmark {
                     for (int batch : batches) {
                         for (int round = 0; round < 2; round++) { // the first round warms up the JIT and the kernels
                             StepRecorder.Stats before = backend.launchStats();
-                            double[] result = decode(model, cache, batch, prompt, generate, blocksPerSequence);
+                            StepRecorder profiler = round == 1 && Boolean.getBoolean("kiln.bench.profile")
+                                    ? backend.context().recorder() : null;
+                            double[] result = decode(model, cache, batch, prompt, generate, blocksPerSequence, profiler);
                             StepRecorder.Stats after = backend.launchStats();
                             if (round == 0) continue;
                             double median = result[1];
@@ -101,7 +103,7 @@ public final class DecodeBenchmark {
      * steps; returns {total decode seconds, median step seconds}.
      */
     private static double[] decode(CausalLanguageModel model, KvCache cache, int batch, int prompt, int generate,
-                                   int blocksPerSequence) {
+                                   int blocksPerSequence, StepRecorder profiler) {
         SplittableRandom random = new SplittableRandom(1);
         int[][] tables = new int[batch][];
         int[] lengths = new int[batch];
@@ -116,6 +118,8 @@ public final class DecodeBenchmark {
         }
         long[] steps = new long[generate];
         long[] recording = new long[generate];
+        double[][] profile = new double[generate][];
+        if (profiler != null) profiler.profile(true);
         for (int i = 0; i < generate; i++) {
             long t0 = System.nanoTime();
             int[][] tokens = new int[batch][];
@@ -127,11 +131,44 @@ public final class DecodeBenchmark {
             for (int s = 0; s < batch; s++) lengths[s]++;
             steps[i] = System.nanoTime() - t0;
             recording[i] = t1 - t0;
+            if (profiler != null) profile[i] = summarize(profiler.takeProfile());
+        }
+        if (profiler != null) {
+            profiler.profile(false);
+            printProfile(profile, steps);
         }
         long[] sorted = steps.clone();
         Arrays.sort(sorted);
         Arrays.sort(recording);
         return new double[] {Arrays.stream(steps).sum() / 1e9, sorted[generate / 2] / 1e9, recording[generate / 2] / 1e9};
+    }
+
+    /** {chunks, chunks replayed as graphs, GPU ms in chunks, idle ms between chunks, idle ms before the first}. */
+    private static double[] summarize(List<StepRecorder.ChunkTiming> chunks) {
+        double gpu = 0, idleBetween = 0;
+        int replayed = 0;
+        for (int c = 0; c < chunks.size(); c++) {
+            StepRecorder.ChunkTiming t = chunks.get(c);
+            gpu += t.gpuMillis();
+            if (c > 0) idleBetween += t.idleBeforeMillis();
+            if (t.replayed()) replayed++;
+        }
+        return new double[] {chunks.size(), replayed, gpu, idleBetween, chunks.isEmpty() ? 0 : chunks.getFirst().idleBeforeMillis()};
+    }
+
+    /** Where a step's time goes on the GPU, medians over the steps after the first. */
+    private static void printProfile(double[][] profile, long[] steps) {
+        String[] names = {"chunks", "replayed as graphs", "GPU ms in chunks", "GPU idle ms between chunks",
+                "GPU idle ms between steps"};
+        StringBuilder line = new StringBuilder("  profile (median of steps):");
+        for (int k = 0; k < names.length; k++) {
+            int key = k;
+            double[] v = Arrays.stream(profile).skip(1).mapToDouble(p -> p[key]).sorted().toArray();
+            line.append(String.format(" %s %.3f;", names[k], v[v.length / 2]));
+        }
+        long[] sorted = Arrays.stream(steps).skip(1).sorted().toArray();
+        line.append(String.format(" host step %.3f ms", sorted[sorted.length / 2] / 1e6));
+        System.out.println(line);
     }
 
     /** One forward step: each sequence's new tokens after its cached ones, the last token's logits wanted. */

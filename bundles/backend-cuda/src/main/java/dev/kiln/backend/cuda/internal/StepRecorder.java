@@ -7,6 +7,7 @@ import dev.kiln.backend.cuda.bindings.CudaDriver;
 import dev.kiln.backend.cuda.bindings.CudaException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
@@ -93,6 +94,13 @@ public final class StepRecorder implements AutoCloseable {
         }
     }
 
+    /**
+     * One issued chunk, timed on the GPU while profiling is on: its nodes, whether it ran as a graph, the GPU time
+     * from its first node's start to its last node's end, and how long the stream sat idle before it (the host
+     * was still recording it; for the first chunk of a step, the host work between steps).
+     */
+    public record ChunkTiming(int nodes, boolean replayed, float gpuMillis, float idleBeforeMillis) {}
+
     /** What the recorder did since it was made, for benchmarks and the console. */
     public record Stats(long chunks, long graphReplays, long graphsCaptured, long nodesLaunchedOneByOne,
                         long nodesReplayed, long fusions, long invalidations, int graphsHeld, boolean graphsEnabled) {}
@@ -116,6 +124,11 @@ public final class StepRecorder implements AutoCloseable {
     private int chunksSinceFlush;
     /** Whether library calls may be captured; turned off (calls then end a chunk) if one ever fails to capture. */
     private boolean callsCapturable = true;
+    /** Timing events around each issued chunk while profiling: {start, end, nodes, replayed}. */
+    private final List<Object[]> timed = new ArrayList<>();
+    private final ArrayDeque<MemorySegment> spareEvents = new ArrayDeque<>();
+    private MemorySegment previousEnd;
+    private boolean profiling;
     private long chunks, graphReplays, graphsCaptured, nodesLaunchedOneByOne, nodesReplayed, fusions, invalidations;
 
     /**
@@ -190,6 +203,10 @@ public final class StepRecorder implements AutoCloseable {
     private void issueChunk() {
         if (pending.isEmpty()) return;
         chunks++;
+        MemorySegment start = profiling ? timingEvent() : null;
+        long replaysBefore = graphReplays;
+        int nodes = pending.size();
+        if (start != null) driver.record(start, stream);
         try {
             if (!graphsEnabled || pending.size() < MIN_GRAPH_NODES) {
                 launchOneByOne();
@@ -214,7 +231,47 @@ public final class StepRecorder implements AutoCloseable {
             }
         } finally {
             pending.clear();
+            if (start != null) {
+                MemorySegment end = timingEvent();
+                driver.record(end, stream);
+                timed.add(new Object[] {start, end, nodes, graphReplays > replaysBefore});
+            }
         }
+    }
+
+    /**
+     * Times every chunk issued from now on with a pair of GPU events ({@link #takeProfile()} reads them), or stops.
+     * For benchmarks: the events cost a little GPU time of their own.
+     */
+    public synchronized void profile(boolean on) {
+        profiling = on;
+        if (!on) takeProfile();
+    }
+
+    /**
+     * The chunks issued since the last call, timed: issues what is held and waits for the stream first. The idle
+     * time before the first chunk counts from the end of the last chunk of the previous call.
+     */
+    public synchronized List<ChunkTiming> takeProfile() {
+        flush();
+        List<ChunkTiming> result = new ArrayList<>(timed.size());
+        if (timed.isEmpty()) return result;
+        driver.synchronizeEvent((MemorySegment) timed.getLast()[1]);
+        for (Object[] t : timed) {
+            MemorySegment start = (MemorySegment) t[0], end = (MemorySegment) t[1];
+            float idle = previousEnd == null ? 0f : driver.elapsedMillis(previousEnd, start);
+            result.add(new ChunkTiming((Integer) t[2], (Boolean) t[3], driver.elapsedMillis(start, end), idle));
+            spareEvents.add(start);
+            if (previousEnd != null) spareEvents.add(previousEnd);
+            previousEnd = end;
+        }
+        timed.clear();
+        return result;
+    }
+
+    private MemorySegment timingEvent() {
+        MemorySegment e = spareEvents.poll();
+        return e != null ? e : driver.createEvent(CudaDriver.EVENT_DEFAULT);
     }
 
     private void launchOneByOne() {
@@ -352,6 +409,13 @@ public final class StepRecorder implements AutoCloseable {
     @Override
     public synchronized void close() {
         flush();
+        if (!timed.isEmpty() || previousEnd != null) {
+            takeProfile();
+            spareEvents.add(previousEnd);
+            previousEnd = null;
+        }
+        for (MemorySegment e : spareEvents) driver.destroyEvent(e);
+        spareEvents.clear();
         for (MemorySegment exec : graphs.values()) destroy(exec);
         graphs.clear();
         sightings.clear();
