@@ -71,6 +71,21 @@ public final class CudaDriver {
     private final MethodHandle cuModuleGetFunction;
     private final MethodHandle cuModuleUnload;
     private final MethodHandle cuLaunchKernel;
+    /** Null on drivers before CUDA 11.8, which lack it. */
+    private final MethodHandle cuLaunchKernelEx;
+    /**
+     * One {@code CUlaunchConfig} (56 bytes) followed by one {@code CUlaunchAttribute} (72 bytes) asking for
+     * programmatic stream serialization, per thread: launches are made from the thread that records the step.
+     */
+    private final ThreadLocal<MemorySegment> programmaticConfig = ThreadLocal.withInitial(() -> {
+        MemorySegment config = Arena.global().allocate(LAUNCH_CONFIG_BYTES + LAUNCH_ATTRIBUTE_BYTES, 8);
+        MemorySegment attribute = config.asSlice(LAUNCH_CONFIG_BYTES, LAUNCH_ATTRIBUTE_BYTES);
+        attribute.set(JAVA_INT, 0, LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
+        attribute.set(JAVA_INT, 8, 1); // programmaticStreamSerializationAllowed
+        config.set(ADDRESS, 40, attribute);
+        config.set(JAVA_INT, 48, 1); // numAttrs
+        return config;
+    });
     private final MethodHandle cuStreamBeginCapture;
     private final MethodHandle cuStreamEndCapture;
     private final MethodHandle cuGraphInstantiateWithFlags;
@@ -79,6 +94,9 @@ public final class CudaDriver {
     private final MethodHandle cuGraphDestroy;
     private final MethodHandle cuGetErrorName;
     private final MethodHandle cuGetErrorString;
+
+    private static final long LAUNCH_CONFIG_BYTES = 56, LAUNCH_ATTRIBUTE_BYTES = 72;
+    private static final int LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
 
     private CudaDriver(NativeLibraries.OpenedLibrary lib) {
         cuGetErrorName = lib.function("cuGetErrorName", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
@@ -125,6 +143,13 @@ public final class CudaDriver {
         cuModuleUnload = lib.function("cuModuleUnload", FunctionDescriptor.of(JAVA_INT, ADDRESS));
         cuLaunchKernel = lib.function("cuLaunchKernel", FunctionDescriptor.of(JAVA_INT, ADDRESS,
                 JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS), true);
+        MethodHandle launchEx;
+        try {
+            launchEx = lib.function("cuLaunchKernelEx", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS, ADDRESS), true);
+        } catch (LibraryNotFoundException e) {
+            launchEx = null;
+        }
+        cuLaunchKernelEx = launchEx;
         cuStreamBeginCapture = lib.function("cuStreamBeginCapture_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
         cuStreamEndCapture = lib.function("cuStreamEndCapture", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
         cuGraphInstantiateWithFlags = lib.function("cuGraphInstantiateWithFlags",
@@ -373,6 +398,31 @@ public final class CudaDriver {
         int result = call(() -> (int) cuLaunchKernel.invokeExact(function, gridX, gridY, gridZ, blockX, blockY, blockZ,
                 sharedBytes, stream, parameters, MemorySegment.NULL));
         if (result != 0) check("cuLaunchKernel(" + name + ")", result);
+    }
+
+    /** Whether {@link #launchProgrammatic} is available (the driver has {@code cuLaunchKernelEx}). */
+    public boolean supportsProgrammaticLaunch() {
+        return cuLaunchKernelEx != null;
+    }
+
+    /**
+     * Enqueues a kernel that may start before the kernel ahead of it on the stream has finished (programmatic
+     * dependent launch, compute capability 9.0 and later): it must execute {@code griddepcontrol.wait} before it
+     * touches anything that kernel reads or writes. On older devices the attribute is ignored.
+     */
+    public void launchProgrammatic(MemorySegment function, int gridX, int gridY, int gridZ, int blockX, int blockY,
+                                   int blockZ, int sharedBytes, MemorySegment stream, MemorySegment parameters, String name) {
+        MemorySegment config = programmaticConfig.get();
+        config.set(JAVA_INT, 0, gridX);
+        config.set(JAVA_INT, 4, gridY);
+        config.set(JAVA_INT, 8, gridZ);
+        config.set(JAVA_INT, 12, blockX);
+        config.set(JAVA_INT, 16, blockY);
+        config.set(JAVA_INT, 20, blockZ);
+        config.set(JAVA_INT, 24, sharedBytes);
+        config.set(ADDRESS, 32, stream);
+        int result = call(() -> (int) cuLaunchKernelEx.invokeExact(config, function, parameters, MemorySegment.NULL));
+        if (result != 0) check("cuLaunchKernelEx(" + name + ")", result);
     }
 
     /**

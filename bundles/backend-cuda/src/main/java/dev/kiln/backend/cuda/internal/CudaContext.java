@@ -45,6 +45,14 @@ public final class CudaContext implements AutoCloseable {
         }
     }
 
+    /**
+     * Whether the project's kernels are launched as programmatic dependent launches on Hopper and later (system
+     * property {@code kiln.cuda.programmaticLaunch}, default true): each kernel's start overlaps the end of the one
+     * before, which a decode step of some 300 short kernels feels.
+     */
+    static final boolean PROGRAMMATIC_LAUNCHES =
+            Boolean.parseBoolean(System.getProperty("kiln.cuda.programmaticLaunch", "true"));
+
     private CudaContext(CudaDriver driver, Cublas cublas, Nvrtc nvrtc, int ordinal, Path kernelCache, boolean graphs) {
         this.driver = driver;
         this.cublas = cublas;
@@ -64,7 +72,8 @@ public final class CudaContext implements AutoCloseable {
         try {
             bind();
             this.stream = driver.createStream(CudaDriver.STREAM_NON_BLOCKING);
-            this.recorder = new StepRecorder(driver, stream, graphs);
+            this.recorder = new StepRecorder(driver, stream, graphs,
+                    PROGRAMMATIC_LAUNCHES && properties.computeMajor() >= 9);
             this.cublasHandle = cublas.create();
             cublas.setStream(cublasHandle, stream);
             this.architecture = KernelCompiler.architecture(properties.computeMajor(), properties.computeMinor());

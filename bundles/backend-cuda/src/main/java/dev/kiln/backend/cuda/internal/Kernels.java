@@ -9,6 +9,11 @@ import java.lang.foreign.MemorySegment;
 /**
  * The kernels of {@code kernels.cu}, loaded in one module, each behind a method that knows its parameter list and
  * launch shape. Arguments are not checked here: the backend checks shapes before it calls.
+ *
+ * <p>Every kernel of the file waits for the kernel ahead of it on the device ({@code griddepcontrol.wait}) before
+ * it touches memory, so all are launched as programmatic dependent launches where the recorder makes them: on a
+ * Hopper GPU the next kernel's blocks start while the last wave of the one before drains, and the GEMVs issue their
+ * first weight loads before they wait.
  */
 public final class Kernels implements AutoCloseable {
     /** Threads per block of the element-wise and row kernels. */
@@ -458,7 +463,7 @@ public final class Kernels implements AutoCloseable {
         }
 
         void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes) {
-            context.recorder().launch(function, name, gridX, gridY, block, sharedBytes, values, count);
+            context.recorder().launch(function, name, gridX, gridY, block, sharedBytes, values, count, true);
         }
 
         /**
@@ -470,7 +475,8 @@ public final class Kernels implements AutoCloseable {
             long[] slots = new long[count];
             MemorySegment.copy(values, JAVA_LONG, 0, slots, 0, count);
             return context.recorder().replaceLast(expected,
-                    new StepRecorder.Launch(function, name, gridX, gridY, block, sharedBytes, slots));
+                    new StepRecorder.Launch(function, name, gridX, gridY, block, sharedBytes, slots,
+                            context.recorder().programmaticLaunches()));
         }
     }
 }

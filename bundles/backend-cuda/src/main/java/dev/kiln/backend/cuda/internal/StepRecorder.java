@@ -53,8 +53,12 @@ public final class StepRecorder implements AutoCloseable {
     private static final long KIND_LAUNCH = 1, KIND_COPY = 2, KIND_CALL = 3;
     private static final Logger LOG = LoggerFactory.getLogger(StepRecorder.class);
 
-    /** A kernel launch: the function, its launch shape and each argument's 8-byte slot. */
-    public record Launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes, long[] arguments) {
+    /**
+     * A kernel launch: the function, its launch shape, each argument's 8-byte slot, and whether it may start before
+     * the kernel ahead of it finishes (programmatic dependent launch; the kernel then waits for it on the device).
+     */
+    public record Launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes, long[] arguments,
+                         boolean programmatic) {
         /** The argument in slot i (a pointer or a 64-bit integer; narrower values sit in the low bytes). */
         public long argument(int i) {
             return arguments[i];
@@ -64,7 +68,7 @@ public final class StepRecorder implements AutoCloseable {
         public Launch with(int slot, long value) {
             long[] a = arguments.clone();
             a[slot] = value;
-            return new Launch(function, name, gridX, gridY, block, sharedBytes, a);
+            return new Launch(function, name, gridX, gridY, block, sharedBytes, a, programmatic);
         }
     }
 
@@ -120,6 +124,7 @@ public final class StepRecorder implements AutoCloseable {
     private final MemorySegment values = Arena.global().allocate(8L * MAX_ARGUMENTS, 8);
     private final MemorySegment pointers = Arena.global().allocate(ADDRESS, MAX_ARGUMENTS);
     private boolean graphsEnabled;
+    private final boolean programmaticLaunches;
     /** Chunks closed by size since the last explicit flush: chunk boundaries repeat exactly from step to step. */
     private int chunksSinceFlush;
     /** Whether library calls may be captured; turned off (calls then end a chunk) if one ever fails to capture. */
@@ -135,19 +140,44 @@ public final class StepRecorder implements AutoCloseable {
      * @param graphs whether repeated chunks are replayed as CUDA graphs (else every node is launched one by one)
      */
     StepRecorder(CudaDriver driver, MemorySegment stream, boolean graphs) {
+        this(driver, stream, graphs, false);
+    }
+
+    /**
+     * @param graphs       whether repeated chunks are replayed as CUDA graphs (else every node is launched one by one)
+     * @param programmatic whether launches asked for as programmatic are made so (needs {@code cuLaunchKernelEx};
+     *                     only compute capability 9.0 and later acts on it)
+     */
+    StepRecorder(CudaDriver driver, MemorySegment stream, boolean graphs, boolean programmatic) {
         this.driver = driver;
         this.stream = stream;
         this.graphsEnabled = graphs;
+        this.programmaticLaunches = programmatic && driver.supportsProgrammaticLaunch();
         for (int i = 0; i < MAX_ARGUMENTS; i++) pointers.setAtIndex(ADDRESS, i, values.asSlice(8L * i, 8));
     }
 
     /** Holds a kernel launch; {@code arguments} holds {@code count} 8-byte slots (copied). */
+    public void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes,
+                       MemorySegment arguments, int count) {
+        launch(function, name, gridX, gridY, block, sharedBytes, arguments, count, false);
+    }
+
+    /**
+     * Holds a kernel launch; {@code arguments} holds {@code count} 8-byte slots (copied). A programmatic launch may
+     * start before the kernel ahead of it has finished, where the device and driver allow it: only for kernels that
+     * wait for their predecessor on the device before touching memory it uses.
+     */
     public synchronized void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes,
-                                    MemorySegment arguments, int count) {
+                                    MemorySegment arguments, int count, boolean programmatic) {
         if (count > MAX_ARGUMENTS) throw new IllegalArgumentException(name + ": " + count + " arguments");
         long[] slots = new long[count];
         MemorySegment.copy(arguments, JAVA_LONG, 0, slots, 0, count);
-        hold(new Launch(function, name, gridX, gridY, block, sharedBytes, slots));
+        hold(new Launch(function, name, gridX, gridY, block, sharedBytes, slots, programmatic && programmaticLaunches));
+    }
+
+    /** Whether programmatic launches are made as such (else as plain launches). */
+    public synchronized boolean programmaticLaunches() {
+        return programmaticLaunches;
     }
 
     /** Holds an asynchronous copy of page-locked host bytes (read when the copy runs) into device memory. */
@@ -275,15 +305,32 @@ public final class StepRecorder implements AutoCloseable {
     }
 
     private void launchOneByOne() {
-        for (Object node : pending) issue(node);
+        issueAll();
         nodesLaunchedOneByOne += pending.size();
     }
 
-    private void issue(Object node) {
+    /**
+     * Issues the held nodes in order. A programmatic launch is made as such only right after another kernel launch
+     * of the same chunk: the device-side wait covers kernels only, so after a copy (whose data the kernel reads), a
+     * library call or at a chunk's start the launch waits for everything before it as usual.
+     */
+    private void issueAll() {
+        Object previous = null;
+        for (Object node : pending) {
+            issue(node, previous instanceof Launch);
+            previous = node;
+        }
+    }
+
+    private void issue(Object node, boolean afterLaunch) {
         switch (node) {
             case Launch l -> {
                 MemorySegment.copy(l.arguments, 0, values, JAVA_LONG, 0, l.arguments.length);
-                driver.launch(l.function, l.gridX, l.gridY, 1, l.block, 1, 1, l.sharedBytes, stream, pointers, l.name);
+                if (l.programmatic && afterLaunch) {
+                    driver.launchProgrammatic(l.function, l.gridX, l.gridY, 1, l.block, 1, 1, l.sharedBytes, stream, pointers, l.name);
+                } else {
+                    driver.launch(l.function, l.gridX, l.gridY, 1, l.block, 1, 1, l.sharedBytes, stream, pointers, l.name);
+                }
             }
             case Copy c -> driver.copyToDeviceAsync(c.destination, c.source, c.bytes, stream);
             case Call c -> c.action.run();
@@ -296,7 +343,7 @@ public final class StepRecorder implements AutoCloseable {
         driver.beginCapture(stream);
         MemorySegment graph;
         try {
-            for (Object node : pending) issue(node);
+            issueAll();
         } catch (RuntimeException e) {
             endQuietly();
             throw e;
@@ -344,7 +391,7 @@ public final class StepRecorder implements AutoCloseable {
         int length = 0;
         for (Object node : pending) {
             length += switch (node) {
-                case Launch l -> 6 + l.arguments.length;
+                case Launch l -> 7 + l.arguments.length;
                 case Call c -> 3 + c.parameters.length;
                 default -> 4;
             };
@@ -357,6 +404,7 @@ public final class StepRecorder implements AutoCloseable {
                 s[i++] = l.function.address();
                 s[i++] = ((long) l.gridX << 32) | (l.gridY & 0xffffffffL);
                 s[i++] = ((long) l.block << 32) | (l.sharedBytes & 0xffffffffL);
+                s[i++] = l.programmatic ? 1 : 0;
                 s[i++] = l.arguments.length;
                 System.arraycopy(l.arguments, 0, s, i, l.arguments.length);
                 i += l.arguments.length;

@@ -52,28 +52,54 @@ __device__ float block_max(float v, float* scratch) {
     return warp_max(lane < warps ? scratch[lane] : -KILN_INFINITY);
 }
 
+// Programmatic dependent launch (Hopper): the Java side may launch a kernel of this file before the kernel ahead of
+// it on the stream has finished, so that its start-up (and a GEMV's first weight loads, which depend on nothing
+// computed) overlaps that kernel's last wave. Every kernel therefore waits here before it reads or writes any
+// activation, and then lets the kernel behind it start. Without the launch attribute both are no-ops.
+// No pointer in this file is declared __restrict__: loads through a const __restrict__ kernel argument count as
+// invariant for the kernel's lifetime, and the compiler moved them above this wait (stale activations, observed).
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Weights are read once per step and never by another block: keep them out of L1, which the activations use.
+__device__ __forceinline__ uint4 load_weights(const uint4* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
 #define GRID_STRIDE(i, n) \
     for (long long i = blockIdx.x * (long long) blockDim.x + threadIdx.x; i < (n); i += (long long) gridDim.x * blockDim.x)
 
 // ---- element-wise ------------------------------------------------------------------------------------------
 
 extern "C" __global__ void kiln_add(float* acc, const float* x, long long n) {
+    wait_for_previous_kernel();
     GRID_STRIDE(i, n) acc[i] += x[i];
 }
 
 extern "C" __global__ void kiln_add_halves(const float* halves, float* out, long long n) {
+    wait_for_previous_kernel();
     GRID_STRIDE(i, n) out[i] = halves[i] + halves[n + i];
 }
 
 extern "C" __global__ void kiln_add_bias(float* x, const float* bias, long long n, int width) {
+    wait_for_previous_kernel();
     GRID_STRIDE(i, n) x[i] += bias[i % width];
 }
 
 extern "C" __global__ void kiln_scale(float* x, float factor, long long n) {
+    wait_for_previous_kernel();
     GRID_STRIDE(i, n) x[i] *= factor;
 }
 
 extern "C" __global__ void kiln_silu_mul(const float* gate, const float* up, float* out, long long n) {
+    wait_for_previous_kernel();
     GRID_STRIDE(i, n) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
@@ -83,6 +109,7 @@ extern "C" __global__ void kiln_silu_mul(const float* gate, const float* up, flo
 // x = hi + lo with hi, lo in bf16: the pair carries about 16 significant bits, so two bf16 GEMMs with f32
 // accumulation reproduce an f32 product against bf16 weights to ~1e-5 relative.
 extern "C" __global__ void kiln_split_bf16(const float* x, bf16_t* hi, bf16_t* lo, long long n) {
+    wait_for_previous_kernel();
     GRID_STRIDE(i, n) {
         float v = x[i];
         bf16_t h = float_to_bf16(v);
@@ -95,6 +122,7 @@ extern "C" __global__ void kiln_split_bf16(const float* x, bf16_t* hi, bf16_t* l
 
 // One block per row; out may be x.
 extern "C" __global__ void kiln_rms_norm(const float* x, const float* scale, float eps, float* out, int n) {
+    wait_for_previous_kernel();
     __shared__ float scratch[32];
     const float* row = x + (long long) blockIdx.x * n;
     float* o = out + (long long) blockIdx.x * n;
@@ -113,6 +141,7 @@ extern "C" __global__ void kiln_rms_norm(const float* x, const float* scale, flo
 // separates the passes).
 extern "C" __global__ void kiln_add_rms_norm(float* acc, const float* delta, const float* scale, float eps, float* out,
                                              int n) {
+    wait_for_previous_kernel();
     __shared__ float scratch[32];
     float* row = acc + (long long) blockIdx.x * n;
     const float* d = delta + (long long) blockIdx.x * n;
@@ -130,12 +159,14 @@ extern "C" __global__ void kiln_add_rms_norm(float* acc, const float* delta, con
 
 // One block per token.
 extern "C" __global__ void kiln_embed_bf16(const bf16_t* table, const int* ids, float* out, int columns) {
+    wait_for_previous_kernel();
     const bf16_t* row = table + (long long) ids[blockIdx.x] * columns;
     float* o = out + (long long) blockIdx.x * columns;
     for (int c = threadIdx.x; c < columns; c += blockDim.x) o[c] = bf16_to_float(row[c]);
 }
 
 extern "C" __global__ void kiln_embed_f32(const float* table, const int* ids, float* out, int columns) {
+    wait_for_previous_kernel();
     const float* row = table + (long long) ids[blockIdx.x] * columns;
     float* o = out + (long long) blockIdx.x * columns;
     for (int c = threadIdx.x; c < columns; c += blockDim.x) o[c] = row[c];
@@ -143,6 +174,7 @@ extern "C" __global__ void kiln_embed_f32(const float* table, const int* ids, fl
 
 extern "C" __global__ void kiln_copy_columns(const float* src, int srcRow, int srcOffset, float* dst, int dstRow,
                                              int dstOffset, int width, long long n) {
+    wait_for_previous_kernel();
     GRID_STRIDE(i, n) {
         long long r = i / width;
         int j = (int) (i - r * width);
@@ -152,6 +184,7 @@ extern "C" __global__ void kiln_copy_columns(const float* src, int srcRow, int s
 
 // One block per gathered row.
 extern "C" __global__ void kiln_gather_rows(const float* src, const int* rows, float* dst, int n) {
+    wait_for_previous_kernel();
     const float* s = src + (long long) rows[blockIdx.x] * n;
     float* d = dst + (long long) blockIdx.x * n;
     for (int j = threadIdx.x; j < n; j += blockDim.x) d[j] = s[j];
@@ -161,6 +194,7 @@ extern "C" __global__ void kiln_gather_rows(const float* src, const int* rows, f
 // in the same order every time.
 extern "C" __global__ void kiln_scatter_add_rows(const float* src, const int* rows, const float* scales, float* dst,
                                                  int n, int count) {
+    wait_for_previous_kernel();
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= n) return;
     for (int i = 0; i < count; i++) dst[(long long) rows[i] * n + j] += scales[i] * src[(long long) i * n + j];
@@ -170,6 +204,7 @@ extern "C" __global__ void kiln_scatter_add_rows(const float* src, const int* ro
 extern "C" __global__ void kiln_rotary(float* x, const int* positions, const float* cosTable, const float* sinTable,
                                        int rowLength, int heads, int headStride, int offset, int half,
                                        int interleaved) {
+    wait_for_previous_kernel();
     float* row = x + (long long) blockIdx.x * rowLength;
     long long table = (long long) positions[blockIdx.x] * half;
     for (int e = threadIdx.x; e < heads * half; e += blockDim.x) {
@@ -188,6 +223,7 @@ extern "C" __global__ void kiln_rotary(float* x, const int* positions, const flo
 // that a step sends back one int per sequence instead of its logits. NaN never compares larger; a row of -inf or
 // NaN only gives column 0, as the host's argmax does for -inf.
 extern "C" __global__ void kiln_argmax_rows(const float* x, int n, int* out) {
+    wait_for_previous_kernel();
     __shared__ float bestValue[32];
     __shared__ int bestIndex[32];
     const float* row = x + (long long) blockIdx.x * n;
@@ -259,6 +295,7 @@ __device__ double block_sum_double(double v, double* scratch) {
 // float) for the radix passes.
 extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const float* params, const float* uniforms,
                                             float* weightRows, int* out) {
+    wait_for_previous_kernel();
     __shared__ unsigned int histogram[256];
     __shared__ double dscratch[32];
     __shared__ float fscratch[32];
@@ -471,6 +508,7 @@ __device__ void block_best(float& best, int& index, float* values, int* indices)
 }
 
 extern "C" __global__ void kiln_argmax_slices(const float* x, int n, float* bestValues, int* bestIndices) {
+    wait_for_previous_kernel();
     __shared__ float values[32];
     __shared__ int indices[32];
     const float* row = x + (long long) blockIdx.y * n;
@@ -487,6 +525,7 @@ extern "C" __global__ void kiln_argmax_slices(const float* x, int n, float* best
 }
 
 extern "C" __global__ void kiln_argmax_merge(const float* bestValues, const int* bestIndices, int slices, int* out) {
+    wait_for_previous_kernel();
     __shared__ float values[32];
     __shared__ int indices[32];
     float best = -KILN_INFINITY;
@@ -502,6 +541,7 @@ extern "C" __global__ void kiln_argmax_merge(const float* bestValues, const int*
 extern "C" __global__ void kiln_rotary2(float* x, int rowLength, int heads, float* x2, int rowLength2, int heads2,
                                         const int* positions, const float* cosTable, const float* sinTable,
                                         int headStride, int offset, int half, int interleaved) {
+    wait_for_previous_kernel();
     if (blockIdx.y == 1) {
         x = x2;
         rowLength = rowLength2;
@@ -530,6 +570,7 @@ extern "C" __global__ void kiln_rotary2(float* x, int rowLength, int heads, floa
 // 16-byte aligned, each lane then loads 8 weights (16 bytes) at a time.
 extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float* out, int rows, int columns,
                                           int tokens, int vectorized, const float* bias) {
+    wait_for_previous_kernel();
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -585,59 +626,82 @@ extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float
 // from L1/L2.
 #define GEMV_UNROLL 4
 
-// One lane's share of W[row] . x[t] over the 8-column chunks [first, last) of the row, for every token: lane-partial
-// sums accumulated into acc (reduce them with warp_sum). x rows are `columns` apart.
+// acc[t] += the dot product of 8 weights (one 16-byte load) with x[t]'s matching 8 floats.
 template <int TOKENS>
-__device__ __forceinline__ void dot_span_bf16(const bf16_t* __restrict__ wrow, const float* __restrict__ x, int columns,
-                                              int first, int last, int lane, float (&acc)[TOKENS]) {
-    const uint4* wr = reinterpret_cast<const uint4*>(wrow);
-    for (int base = first + lane; base < last; base += 32 * GEMV_UNROLL) {
-        uint4 packed[GEMV_UNROLL];
+__device__ __forceinline__ void dot8_bf16(uint4 packed, const float* x, int columns, int chunk,
+                                          float (&acc)[TOKENS]) {
+    float wv[8];
+    wv[0] = __uint_as_float(packed.x << 16);
+    wv[1] = __uint_as_float(packed.x & 0xffff0000u);
+    wv[2] = __uint_as_float(packed.y << 16);
+    wv[3] = __uint_as_float(packed.y & 0xffff0000u);
+    wv[4] = __uint_as_float(packed.z << 16);
+    wv[5] = __uint_as_float(packed.z & 0xffff0000u);
+    wv[6] = __uint_as_float(packed.w << 16);
+    wv[7] = __uint_as_float(packed.w & 0xffff0000u);
 #pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) {
-            int c = base + u * 32;
-            packed[u] = c < last ? __ldg(wr + c) : make_uint4(0u, 0u, 0u, 0u);
+    for (int t = 0; t < TOKENS; t++) {
+        const float4* xp = reinterpret_cast<const float4*>(x + (long long) t * columns) + 2 * chunk;
+        float4 a = xp[0], b = xp[1];
+        acc[t] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w
+                + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
+    }
+}
+
+// One thread's share of ROWS weight rows . x[t], for every token, over the 8-column chunks first, first + stride,
+// ... below last: lane-partial sums accumulated into acc[r] (reduce them with warp_sum). The UNROLL loads of every
+// row are issued together before any multiply (HBM latency is hidden only by many loads in flight), and the first
+// ones before waiting for the kernel ahead, whose output x is: only the weights may be read before that wait.
+// x rows are `columns` apart.
+template <int TOKENS, int ROWS, int UNROLL>
+__device__ __forceinline__ void dot_rows_bf16(const bf16_t* const (&wrow)[ROWS], const float* x,
+                                              int columns, int first, int last, int stride,
+                                              float (&acc)[ROWS][TOKENS]) {
+    bool waited = false;
+    for (int base = first; base < last; base += stride * UNROLL) {
+        uint4 packed[ROWS][UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            int c = base + u * stride;
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+                packed[r][u] = c < last ? load_weights(reinterpret_cast<const uint4*>(wrow[r]) + c)
+                                        : make_uint4(0u, 0u, 0u, 0u);
+            }
+        }
+        if (!waited) {
+            wait_for_previous_kernel();
+            waited = true;
         }
 #pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) {
-            int c = base + u * 32;
+        for (int u = 0; u < UNROLL; u++) {
+            int c = base + u * stride;
             if (c < last) {
-                float wv[8];
-                wv[0] = __uint_as_float(packed[u].x << 16);
-                wv[1] = __uint_as_float(packed[u].x & 0xffff0000u);
-                wv[2] = __uint_as_float(packed[u].y << 16);
-                wv[3] = __uint_as_float(packed[u].y & 0xffff0000u);
-                wv[4] = __uint_as_float(packed[u].z << 16);
-                wv[5] = __uint_as_float(packed[u].z & 0xffff0000u);
-                wv[6] = __uint_as_float(packed[u].w << 16);
-                wv[7] = __uint_as_float(packed[u].w & 0xffff0000u);
 #pragma unroll
-                for (int t = 0; t < TOKENS; t++) {
-                    const float4* xp = reinterpret_cast<const float4*>(x + (long long) t * columns) + 2 * c;
-                    float4 a = xp[0], b = xp[1];
-                    acc[t] += wv[0] * a.x + wv[1] * a.y + wv[2] * a.z + wv[3] * a.w
-                            + wv[4] * b.x + wv[5] * b.y + wv[6] * b.z + wv[7] * b.w;
-                }
+                for (int r = 0; r < ROWS; r++) dot8_bf16<TOKENS>(packed[r][u], x, columns, c, acc[r]);
             }
         }
     }
+    if (!waited) wait_for_previous_kernel();
 }
 
 // W[row] . x[t] for every token, summed over the warp: every lane gets the sums in acc.
 template <int TOKENS>
-__device__ __forceinline__ void dot_row_bf16(const bf16_t* __restrict__ wrow, const float* __restrict__ x, int columns,
+__device__ __forceinline__ void dot_row_bf16(const bf16_t* wrow, const float* x, int columns,
                                              int lane, float (&acc)[TOKENS]) {
+    const bf16_t* rows[1] = {wrow};
+    float a[1][TOKENS];
 #pragma unroll
-    for (int t = 0; t < TOKENS; t++) acc[t] = 0.0f;
-    dot_span_bf16<TOKENS>(wrow, x, columns, 0, columns >> 3, lane, acc);
+    for (int t = 0; t < TOKENS; t++) a[0][t] = 0.0f;
+    dot_rows_bf16<TOKENS, 1, GEMV_UNROLL>(rows, x, columns, lane, columns >> 3, 32, a);
 #pragma unroll
-    for (int t = 0; t < TOKENS; t++) acc[t] = warp_sum(acc[t]);
+    for (int t = 0; t < TOKENS; t++) acc[t] = warp_sum(a[0][t]);
 }
 
 template <int TOKENS>
-__device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* __restrict__ w, const float* __restrict__ x,
-                                                 float* __restrict__ out, int rows, int columns,
-                                                 const float* __restrict__ bias) {
+__device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* w, const float* x,
+                                                 float* out, int rows, int columns,
+                                                 const float* bias) {
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -650,27 +714,27 @@ __device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* __restrict__ w, c
 }
 
 // Few-row matrices (the attention output and down projections: 1536 rows) leave most SMs without enough warps in
-// flight when a warp owns a row; here the block's warps split one row's columns between them and add their sums.
-// Same arguments as kiln_gemv_bf16_t*; launch with rows blocks of GEMV_SPLIT_WARPS * 32 threads.
+// flight when a warp owns a row; here the block's warps share one row, chunks dealt out across all the block's
+// lanes (two loads in flight each measured best on an H100: 1536x8960 at 2.56 TB/s, 1536x1536 at 1.46), and add
+// their sums. Same arguments as kiln_gemv_bf16_t*; launch with rows blocks of GEMV_SPLIT_WARPS * 32 threads.
 #define GEMV_SPLIT_WARPS 4
+#define GEMV_SPLIT_UNROLL 2
 
 template <int TOKENS>
-__device__ __forceinline__ void gemv_bf16_split_tokens(const bf16_t* __restrict__ w, const float* __restrict__ x,
-                                                       float* __restrict__ out, int rows, int columns,
-                                                       const float* __restrict__ bias) {
+__device__ __forceinline__ void gemv_bf16_split_tokens(const bf16_t* w, const float* x,
+                                                       float* out, int rows, int columns,
+                                                       const float* bias) {
     __shared__ float partial[GEMV_SPLIT_WARPS][TOKENS];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int row = blockIdx.x;
-    int chunks = columns >> 3;
-    int per = (chunks + GEMV_SPLIT_WARPS - 1) / GEMV_SPLIT_WARPS;
-    int first = warp * per, last = min(chunks, first + per);
-    float acc[TOKENS];
+    const bf16_t* wrow[1] = {w + (long long) row * columns};
+    float acc[1][TOKENS];
 #pragma unroll
-    for (int t = 0; t < TOKENS; t++) acc[t] = 0.0f;
-    dot_span_bf16<TOKENS>(w + (long long) row * columns, x, columns, first, last, lane, acc);
+    for (int t = 0; t < TOKENS; t++) acc[0][t] = 0.0f;
+    dot_rows_bf16<TOKENS, 1, GEMV_SPLIT_UNROLL>(wrow, x, columns, threadIdx.x, columns >> 3, GEMV_SPLIT_WARPS * 32, acc);
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) {
-        float v = warp_sum(acc[t]);
+        float v = warp_sum(acc[0][t]);
         if (lane == 0) partial[warp][t] = v;
     }
     __syncthreads();
@@ -686,7 +750,7 @@ __device__ __forceinline__ void gemv_bf16_split_tokens(const bf16_t* __restrict_
 // cover the rows of all of them, so the small k and v matrices no longer get a launch each that leaves most SMs
 // idle. A segment with 0 rows is absent. The outputs must not overlap x (the Java side checks).
 template <int TOKENS>
-__device__ __forceinline__ void gemv3_bf16_tokens(const float* __restrict__ x, int columns,
+__device__ __forceinline__ void gemv3_bf16_tokens(const float* x, int columns,
         const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1, const float* b1,
         const bf16_t* w2, float* o2, int r2, const float* b2) {
     int lane = threadIdx.x & 31;
@@ -712,24 +776,28 @@ __device__ __forceinline__ void gemv3_bf16_tokens(const float* __restrict__ x, i
     }
 }
 
-// The gate and up products of an MLP and silu(gate) * up in one launch: a warp computes row r of both, writes both
-// products (as the separate launches would) and the activation into out, which may be gate.
+// The gate and up products of an MLP and silu(gate) * up in one launch: a warp computes row r of both (the loads
+// of both rows in flight together), writes both products (as the separate launches would) and the activation into
+// out, which may be gate.
 template <int TOKENS>
-__device__ __forceinline__ void gemv_silu_bf16_tokens(const float* __restrict__ x, int columns, const bf16_t* wg,
+__device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int columns, const bf16_t* wg,
         const bf16_t* wu, float* gate, float* up, float* out, int rows) {
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
-    float g[TOKENS], u[TOKENS];
-    dot_row_bf16<TOKENS>(wg + (long long) row * columns, x, columns, lane, g);
-    dot_row_bf16<TOKENS>(wu + (long long) row * columns, x, columns, lane, u);
-    if (lane == 0) {
+    const bf16_t* wrows[2] = {wg + (long long) row * columns, wu + (long long) row * columns};
+    float acc[2][TOKENS];
 #pragma unroll
-        for (int t = 0; t < TOKENS; t++) {
+    for (int t = 0; t < TOKENS; t++) acc[0][t] = acc[1][t] = 0.0f;
+    dot_rows_bf16<TOKENS, 2, GEMV_UNROLL>(wrows, x, columns, lane, columns >> 3, 32, acc);
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) {
+        float g = warp_sum(acc[0][t]), u = warp_sum(acc[1][t]);
+        if (lane == 0) {
             long long i = (long long) t * rows + row;
-            gate[i] = g[t];
-            up[i] = u[t];
-            out[i] = g[t] / (1.0f + expf(-g[t])) * u[t];
+            gate[i] = g;
+            up[i] = u;
+            out[i] = g / (1.0f + expf(-g)) * u;
         }
     }
 }
@@ -785,6 +853,7 @@ GEMV3_BF16_TOKENS(8)
 // The same for f32 weights (checkpoints stored in f32 or f16); vectorized: columns % 4 == 0, 16-byte aligned.
 extern "C" __global__ void kiln_gemv_f32(const float* w, const float* x, float* out, int rows, int columns,
                                          int tokens, int vectorized, const float* bias) {
+    wait_for_previous_kernel();
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -828,6 +897,7 @@ extern "C" __global__ void kiln_gemv_f32(const float* w, const float* x, float* 
 // when they are the leading elements of the keys). One block per token; tokens with a negative slot are padding.
 extern "C" __global__ void kiln_write_kv(const float* key, const float* value, float* keys, float* values,
                                          const int* slots, int kvHeads, int keyDim, int valueDim, int blockSize) {
+    wait_for_previous_kernel();
     int slot = slots[blockIdx.x];
     if (slot < 0) return;
     long long block = slot / blockSize;
@@ -859,6 +929,7 @@ extern "C" __global__ void __launch_bounds__(ATTENTION_THREADS)
 kiln_paged_attention(const float* query, float* out, const float* keys, const float* values,
                      const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
                      int heads, int kvHeads, int keyDim, int valueDim, int valueStride, int blockSize, float scale) {
+    wait_for_previous_kernel();
     extern __shared__ __align__(16) unsigned char shared[];
     long long* valueAt = reinterpret_cast<long long*>(shared);
     float* weights = reinterpret_cast<float*>(valueAt + ATTENTION_THREADS);
@@ -962,11 +1033,12 @@ kiln_paged_attention(const float* query, float* out, const float* keys, const fl
 #define SPLIT_MAX_OUTPUTS 8
 
 extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
-kiln_paged_attention_split(const float* __restrict__ query, float* __restrict__ out, float* __restrict__ partials,
-                           const float* __restrict__ keys, const float* __restrict__ values,
-                           const int* __restrict__ tokenSequence, const int* __restrict__ tokenPosition,
-                           const int* __restrict__ tables, int tableStride, int heads, int kvHeads, int headsPerBlock,
+kiln_paged_attention_split(const float* query, float* out, float* partials,
+                           const float* keys, const float* values,
+                           const int* tokenSequence, const int* tokenPosition,
+                           const int* tables, int tableStride, int heads, int kvHeads, int headsPerBlock,
                            int keyDim, int valueDim, int valueStride, int blockSize, int chunk, int tile, float scale) {
+    wait_for_previous_kernel();
     extern __shared__ __align__(16) float smem[];
     int group = heads / kvHeads;
     int headBlocks = (group + headsPerBlock - 1) / headsPerBlock;
@@ -1126,8 +1198,9 @@ kiln_paged_attention_split(const float* __restrict__ query, float* __restrict__ 
 // sum_s e^(m_s - M) l_s over the splits that held keys (those starting at or before the token's position), M the
 // largest m_s. Dynamic shared memory: splits floats for the weights e^(m_s - M).
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
-kiln_paged_attention_combine(const float* __restrict__ partials, float* __restrict__ out,
-                             const int* __restrict__ tokenPosition, int heads, int valueDim, int chunk, int splits) {
+kiln_paged_attention_combine(const float* partials, float* out,
+                             const int* tokenPosition, int heads, int valueDim, int chunk, int splits) {
+    wait_for_previous_kernel();
     extern __shared__ float splitWeight[];
     __shared__ float scratch[32];
     int t = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
