@@ -105,7 +105,8 @@ K = {n: mod.get_function(n) for n in [
     "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows", "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_gemv_bf16",
     "kiln_gemv_f32", "kiln_write_kv", "kiln_paged_attention", "kiln_paged_attention_split",
     "kiln_paged_attention_combine"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
-     + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]}
+     + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
+     + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]}
 i32, i64, f32 = np.int32, np.int64, np.float32
 
 
@@ -241,11 +242,32 @@ def gemv_and_gemm():
             if vec:
                 out = poison((tokens + 1, rows))
                 bias = rng.uniform(-1, 1, rows).astype(np.float32)
-                K[f"kiln_gemv_bf16_t{tokens}"](((rows + 3) // 4,), (128,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias)))
+                K[f"kiln_gemv_bf16_t{tokens}"](((rows + 3) // 4,), (128,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias), np.uint64(0), np.uint64(0), f32(0), np.uint64(0)))
                 got = cp.asnumpy(out)
                 check(f"gemv_bf16_t{tokens} {tokens}x{cols} with bias", got[:tokens], ref + bias, 2e-6 * cols)
                 if not np.all(np.isnan(got[tokens])):
                     failures.append("gemv_t wrote past its rows")
+                # Few-row matrices: one block of 4 warps per row (the Java side's choice below 4096 rows).
+                out = poison((tokens + 1, rows))
+                K[f"kiln_gemv_split_bf16_t{tokens}"]((rows,), (128,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias), np.uint64(0), np.uint64(0), f32(0), np.uint64(0)))
+                got = cp.asnumpy(out)
+                check(f"gemv_split_bf16_t{tokens} {tokens}x{cols} with bias", got[:tokens], ref + bias, 2e-6 * cols)
+                if not np.all(np.isnan(got[tokens])):
+                    failures.append("gemv_split wrote past its rows")
+                # The fusions the Java side makes: the RMSNorm before (x is then the norm's input, the kernel also
+                # stores the normed rows) and the residual add after, for both row layouts.
+                scale = rng.uniform(0.5, 1.5, cols).astype(np.float32)
+                inv = 1 / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1, keepdims=True) + 1e-6)
+                normed_ref = x * inv * scale
+                nref = normed_ref @ w.T.astype(np.float64) + bias
+                residual_in = rng.uniform(-1, 1, (tokens, rows)).astype(np.float32)
+                for kernel, grid in ((f"kiln_gemv_bf16_t{tokens}", ((rows + 3) // 4,)), (f"kiln_gemv_split_bf16_t{tokens}", (rows,))):
+                    out, normed, residual = poison((tokens, rows)), poison((tokens, cols)), cp.asarray(residual_in)
+                    K[kernel](grid, (128,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias),
+                                             residual, cp.asarray(scale), f32(1e-6), normed))
+                    check(f"{kernel[5:]} {tokens}x{cols}, norm fused before", out, nref, 2e-6 * cols)
+                    check(f"{kernel[5:]} {tokens}x{cols}, normed rows stored", normed, normed_ref, 1e-6)
+                    check(f"{kernel[5:]} {tokens}x{cols}, residual added after", residual, residual_in + nref, 2e-6 * cols)
         wf = rng.uniform(-1, 1, (rows, cols)).astype(np.float32)
         x = rng.uniform(-1, 1, (5, cols)).astype(np.float32)
         out = poison((5, rows))
@@ -261,16 +283,42 @@ def gemv_and_gemm():
     args = [dx, i32(cols), i32(3)]
     for m, o, bb in zip(mats, outs, biases):
         args += [cp.asarray(bf16_bits(m)), o, i32(m.shape[0]), cp.asarray(bb)]
-    K["kiln_gemv3_bf16_t3"](((381 + 3) // 4,), (128,), tuple(args))
+    K["kiln_gemv3_bf16_t3"](((381 + 3) // 4,), (128,), tuple(args + [np.uint64(0), f32(0), np.uint64(0)]))
     for i, (m, o, bb) in enumerate(zip(mats, outs, biases)):
         check(f"gemv3_bf16_t3 segment {i} ({m.shape[0]} rows) with bias", o, x.astype(np.float64) @ m.T.astype(np.float64) + bb, 2e-6 * cols)
+    outs = [poison((3, m.shape[0])) for m in mats]
+    args = [dx, i32(cols), i32(3)]
+    for m, o, bb in zip(mats, outs, biases):
+        args += [cp.asarray(bf16_bits(m)), o, i32(m.shape[0]), cp.asarray(bb)]
+    K["kiln_gemv3_split_bf16_t3"]((381,), (128,), tuple(args + [np.uint64(0), f32(0), np.uint64(0)]))
+    for i, (m, o, bb) in enumerate(zip(mats, outs, biases)):
+        check(f"gemv3_split_bf16_t3 segment {i} ({m.shape[0]} rows) with bias", o, x.astype(np.float64) @ m.T.astype(np.float64) + bb, 2e-6 * cols)
+    # Both joint layouts with the norm fused before.
+    scale = rng.uniform(0.5, 1.5, cols).astype(np.float32)
+    normed_ref = x * (1 / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1, keepdims=True) + 1e-6)) * scale
+    for kernel, grid in (("kiln_gemv3_bf16_t3", ((381 + 3) // 4,)), ("kiln_gemv3_split_bf16_t3", (381,))):
+        outs, normed = [poison((3, m.shape[0])) for m in mats], poison((3, cols))
+        args = [dx, i32(cols), i32(3)]
+        for m, o, bb in zip(mats, outs, biases):
+            args += [cp.asarray(bf16_bits(m)), o, i32(m.shape[0]), cp.asarray(bb)]
+        K[kernel](grid, (128,), tuple(args + [cp.asarray(scale), f32(1e-6), normed]))
+        for i, (m, o, bb) in enumerate(zip(mats, outs, biases)):
+            check(f"{kernel[5:]} segment {i}, norm fused before", o, normed_ref @ m.T.astype(np.float64) + bb, 2e-6 * cols)
+        check(f"{kernel[5:]}, normed rows stored", normed, normed_ref, 1e-6)
     wg, wu = (bf16_value(bf16_bits(rng.uniform(-1, 1, (200, cols)))) for _ in range(2))
     gate, up = poison((3, 200)), poison((3, 200))
     K["kiln_gemv_silu_bf16_t3"](((200 + 3) // 4,), (128,), (dx, i32(cols), i32(3), cp.asarray(bf16_bits(wg)), cp.asarray(bf16_bits(wu)),
-                                                         gate, up, gate, i32(200)))
+                                                         gate, up, gate, i32(200), np.uint64(0), f32(0), np.uint64(0)))
     g64, u64 = x.astype(np.float64) @ wg.T.astype(np.float64), x.astype(np.float64) @ wu.T.astype(np.float64)
     check("gemv_silu_bf16_t3 up", up, u64, 2e-6 * cols)
     check("gemv_silu_bf16_t3 silu(gate) * up into gate", gate, g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
+    gate, up, normed = poison((3, 200)), poison((3, 200)), poison((3, cols))
+    K["kiln_gemv_silu_bf16_t3"](((200 + 3) // 4,), (128,), (dx, i32(cols), i32(3), cp.asarray(bf16_bits(wg)), cp.asarray(bf16_bits(wu)),
+                                                         gate, up, gate, i32(200), cp.asarray(scale), f32(1e-6), normed))
+    g64, u64 = normed_ref @ wg.T.astype(np.float64), normed_ref @ wu.T.astype(np.float64)
+    check("gemv_silu_bf16_t3 up, norm fused before", up, u64, 2e-6 * cols)
+    check("gemv_silu_bf16_t3 silu(gate) * up, norm fused before", gate, g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
+    check("gemv_silu_bf16_t3 normed rows stored", normed, normed_ref, 1e-6)
     # The Java side's prefill product: out (col-major rows x T) = W^T(op T of col-major cols x rows) . x(cols x T),
     # x split into bf16 hi + lo, f32 accumulation, beta 0 then 1.
     rows, cols, tokens = 300, 256, 37
@@ -697,10 +745,15 @@ def timing():
     fused = [False]  # bias inside the GEMV, residual add inside the norm (what the Java side's recorder does)
 
     def gemv(w, xin, out, rows, cols, b=None):
+        if fused[0] and rows < 4096:  # the Java side's choice for few rows: one block of 4 warps per row
+            K["kiln_gemv_split_bf16_t1"]((rows,), (128,), (w, xin, out, i32(rows), i32(cols), i32(1), i32(1),
+                                                           np.uint64(0) if b is None else b, np.uint64(0), np.uint64(0), f32(0), np.uint64(0)))
+            return
         name = "kiln_gemv_bf16" if variant[0] == "generic" else "kiln_gemv_bf16_t1"
         warps = variant[1] // 32
         K[name](((rows + warps - 1) // warps,), (variant[1],), (w, xin, out, i32(rows), i32(cols), i32(1), i32(1),
-                                                                 np.uint64(0) if b is None or not fused[0] else b))
+                                                                 np.uint64(0) if b is None or not fused[0] else b)
+                + ((np.uint64(0), np.uint64(0), f32(0), np.uint64(0)) if name.endswith("_t1") else ()))
 
     def step(gemv_only=False):
         if not gemv_only:
@@ -709,10 +762,10 @@ def timing():
             wq, wk, wv, wo, wg, wu, wd = weights[l]
             if not gemv_only and (l == 0 or not fused[0]):
                 K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
-            if fused[0]:  # q, k and v in one launch, as the Java side's recorder joins them
-                K["kiln_gemv3_bf16_t1"](((NH * D + 2 * KVH * D + 3) // 4,), (128,),
+            if fused[0]:  # q, k and v in one launch (one block per row below 4096 rows), as the Java side joins them
+                K["kiln_gemv3_split_bf16_t1"]((NH * D + 2 * KVH * D,), (128,),
                                         (h, i32(H), i32(1), wq, q, i32(NH * D), bias, wk, k, i32(KVH * D), bias,
-                                         wv, v, i32(KVH * D), bias))
+                                         wv, v, i32(KVH * D), bias, np.uint64(0), f32(0), np.uint64(0)))
             else:
                 gemv(wq, h, q, NH * D, H, bias)
                 gemv(wk, h, k, KVH * D, H, bias)
@@ -729,7 +782,8 @@ def timing():
             if not gemv_only:
                 add_norm()
             if fused[0]:  # gate, up and the SiLU gating in one launch
-                K["kiln_gemv_silu_bf16_t1"](((I + 3) // 4,), (128,), (h, i32(H), i32(1), wg, wu, gate, up, gate, i32(I)))
+                K["kiln_gemv_silu_bf16_t1"](((I + 3) // 4,), (128,), (h, i32(H), i32(1), wg, wu, gate, up, gate, i32(I),
+                                                                      np.uint64(0), f32(0), np.uint64(0)))
             else:
                 gemv(wg, h, gate, I, H)
                 gemv(wu, h, up, I, H)

@@ -35,7 +35,7 @@ public final class Kernels implements AutoCloseable {
     /** The most dynamic shared memory a kernel may use without opting in. */
     public static final int DEFAULT_SHARED_BYTES = 48 * 1024;
     private static final int MAX_GRID = 1 << 20;
-    private static final int MAX_ARGUMENTS = 20;
+    private static final int MAX_ARGUMENTS = 24;
 
     private final CudaContext context;
     private final CudaDriver driver;
@@ -53,6 +53,8 @@ public final class Kernels implements AutoCloseable {
     public static final int ARGMAX_SLICES = 64;
     /** {@code kiln_gemv3_bf16_t1 .. _t8}: up to three products of the same activations in one launch. */
     private final MemorySegment[] gemv3Bf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
+    /** {@code kiln_gemv3_split_bf16_t1 .. _t8}: the same with one block per row, for fewer than SPLIT_BELOW_ROWS rows. */
+    private final MemorySegment[] gemv3SplitBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
     /** {@code kiln_gemv_silu_bf16_t1 .. _t8}: gate and up products with the SiLU gating in one launch. */
     private final MemorySegment[] gemvSiluBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
     private final ThreadLocal<Arguments> arguments = ThreadLocal.withInitial(Arguments::new);
@@ -89,6 +91,7 @@ public final class Kernels implements AutoCloseable {
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
             gemv3Bf16Tokens[t - 1] = driver.function(module, "kiln_gemv3_bf16_t" + t);
+            gemv3SplitBf16Tokens[t - 1] = driver.function(module, "kiln_gemv3_split_bf16_t" + t);
             gemvSplitBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_split_bf16_t" + t);
             gemvSiluBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_silu_bf16_t" + t);
         }
@@ -101,11 +104,26 @@ public final class Kernels implements AutoCloseable {
             "kiln_paged_attention", "kiln_paged_attention_split", "kiln_paged_attention_combine",
             "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
             "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8",
-            "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8"};
+            "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv3_split_bf16_t1", "kiln_gemv3_split_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8"};
 
-    /** {@code acc[i] += x[i]}. */
+    /**
+     * {@code acc[i] += x[i]}. When the held launch before is the token-specialised GEMV that wrote x (an attention
+     * output or down projection, before the residual add), the GEMV adds each output row into acc as it stores it.
+     */
     public void add(long acc, long x, long n) {
         if (n == 0) return;
+        StepRecorder.Launch last = context.recorder().lastLaunch();
+        if (last != null && isTokenGemv(last.function()) && last.argument(GEMV_OUT) == x && last.argument(GEMV_RESIDUAL) == 0
+                && (long) (int) last.argument(GEMV_ROWS) * (int) last.argument(GEMV_TOKENS) == n) {
+            int tokens = (int) last.argument(GEMV_TOKENS);
+            long inputBytes = 4L * tokens * (int) last.argument(GEMV_COLUMNS);
+            // No block may read what another adds into: acc must be apart from every input and from the output.
+            if (disjoint(acc, 4L * n, x, 4L * n) && disjoint(acc, 4L * n, last.argument(GEMV_X), inputBytes)
+                    && (last.argument(GEMV_NORMED) == 0 || disjoint(acc, 4L * n, last.argument(GEMV_NORMED), inputBytes))
+                    && context.recorder().replaceLast(last, last.with(GEMV_RESIDUAL, acc))) {
+                return;
+            }
+        }
         args().ptr(acc).ptr(x).i64(n).launch(add, "kiln_add", blocks(n), 1, THREADS, 0);
     }
 
@@ -160,10 +178,13 @@ public final class Kernels implements AutoCloseable {
                     && last.argument(s1 + SEGMENT_OUT) == up && (int) last.argument(s1 + SEGMENT_ROWS) == rows
                     && last.argument(s0 + SEGMENT_BIAS) == 0 && last.argument(s1 + SEGMENT_BIAS) == 0
                     && (long) rows * tokens == n
-                    && disjoint(out, 4L * n, x, 4L * tokens * last.argument(MULTI_COLUMNS))) {
+                    && disjoint(out, 4L * n, x, 4L * tokens * last.argument(MULTI_COLUMNS))
+                    && (last.argument(MULTI_NORMED) == 0
+                        || disjoint(out, 4L * n, last.argument(MULTI_NORMED), 4L * tokens * last.argument(MULTI_COLUMNS)))) {
                 int warps = GEMV_THREADS / 32;
                 if (args().ptr(x).i32((int) last.argument(MULTI_COLUMNS)).i32(tokens)
                         .ptr(last.argument(s0 + SEGMENT_W)).ptr(last.argument(s1 + SEGMENT_W)).ptr(gate).ptr(up).ptr(out).i32(rows)
+                        .ptr(last.argument(MULTI_SCALE)).slot(last.argument(MULTI_EPS)).ptr(last.argument(MULTI_NORMED))
                         .replace(last, gemvSiluBf16Tokens[tokens - 1], "kiln_gemv_silu", (rows + warps - 1) / warps, 1, GEMV_THREADS, 0)) {
                     return;
                 }
@@ -280,9 +301,27 @@ public final class Kernels implements AutoCloseable {
         boolean vectorized = columns % perLoad == 0 && w % 16 == 0 && x % 16 == 0;
         MemorySegment function = bf16 ? (vectorized ? gemvBf16Tokens[tokens - 1] : gemvBf16) : gemvF32;
         if (bf16 && vectorized && mergeIntoHeldGemv(w, x, out, rows, columns, tokens)) return;
-        if (bf16 && vectorized && rows < SPLIT_BELOW_ROWS) {
-            args().ptr(w).ptr(x).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0)
-                    .launch(gemvSplitBf16Tokens[tokens - 1], "kiln_gemv_split", rows, 1, 128, 0);
+        if (bf16 && vectorized) {
+            // A norm held just before whose output this product reads: one launch does both (see kernels.cu).
+            StepRecorder.Launch norm = heldNormFeeding(x, columns, tokens, out, 4L * tokens * rows);
+            long input = norm == null ? x : norm.argument(NORM_X);
+            boolean split = rows < SPLIT_BELOW_ROWS;
+            Arguments a = args().ptr(w).ptr(input).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0);
+            if (norm == null) {
+                a.ptr(0).slot(0).ptr(0);
+            } else {
+                a.ptr(norm.argument(NORM_SCALE)).slot(norm.argument(NORM_EPS)).ptr(x);
+            }
+            MemorySegment kernel = split ? gemvSplitBf16Tokens[tokens - 1] : gemvBf16Tokens[tokens - 1];
+            int grid = split ? rows : (rows + GEMV_THREADS / 32 - 1) / (GEMV_THREADS / 32);
+            String name = split ? "kiln_gemv_split" : "kiln_gemv";
+            if (norm == null) {
+                a.launch(kernel, name, grid, 1, GEMV_THREADS, 0);
+            } else if (!a.replace(norm, kernel, name, grid, 1, GEMV_THREADS, 0)) {
+                // The norm was issued meanwhile: multiply its stored output instead.
+                args().ptr(w).ptr(x).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0).ptr(0).slot(0).ptr(0)
+                        .launch(kernel, name, grid, 1, GEMV_THREADS, 0);
+            }
             return;
         }
         int threads = bf16 && vectorized ? GEMV_THREADS : THREADS;
@@ -291,12 +330,38 @@ public final class Kernels implements AutoCloseable {
                 .launch(function, "kiln_gemv", (rows + warps - 1) / warps, 1, threads, 0);
     }
 
-    /** Argument slots of the GEMV kernels that a fusion reads or rewrites. */
-    private static final int GEMV_OUT = 2, GEMV_ROWS = 3, GEMV_TOKENS = 5, GEMV_BIAS = 7;
+    /**
+     * Argument slots of the GEMV kernels that a fusion reads or rewrites (the generic kernels have the first eight;
+     * the token-specialised ones add the residual to add into and the fused norm's scale, eps and output).
+     */
+    private static final int GEMV_X = 1, GEMV_OUT = 2, GEMV_ROWS = 3, GEMV_COLUMNS = 4, GEMV_TOKENS = 5, GEMV_BIAS = 7,
+            GEMV_RESIDUAL = 8, GEMV_SCALE = 9, GEMV_EPS = 10, GEMV_NORMED = 11;
 
-    /** Argument slots of kiln_gemv3: the shared operands, then four slots per segment. */
-    private static final int MULTI_X = 0, MULTI_COLUMNS = 1, MULTI_TOKENS = 2, MULTI_SEGMENTS = 3;
+    /** Argument slots of kiln_gemv3: the shared operands, four slots per segment, then the fused norm's. */
+    private static final int MULTI_X = 0, MULTI_COLUMNS = 1, MULTI_TOKENS = 2, MULTI_SEGMENTS = 3, MULTI_SCALE = 15,
+            MULTI_EPS = 16, MULTI_NORMED = 17;
     private static final int SEGMENT_W = 0, SEGMENT_OUT = 1, SEGMENT_ROWS = 2, SEGMENT_BIAS = 3;
+
+    /** Argument slots of kiln_rms_norm: x, scale, eps, out, n (one block per row). */
+    private static final int NORM_X = 0, NORM_SCALE = 1, NORM_EPS = 2, NORM_OUT = 3, NORM_N = 4;
+
+    /**
+     * The held launch if it is an RMSNorm of exactly {@code tokens} rows of {@code columns} whose output is x, not
+     * in place, and apart from the product's output: a product of x can then normalise on the fly instead.
+     */
+    private StepRecorder.Launch heldNormFeeding(long x, int columns, int tokens, long out, long outBytes) {
+        StepRecorder.Launch last = context.recorder().lastLaunch();
+        if (last == null || !last.function().equals(rmsNorm) || last.argument(NORM_OUT) != x
+                || (int) last.argument(NORM_N) != columns || last.gridX() != tokens) {
+            return null;
+        }
+        long bytes = 4L * tokens * columns;
+        long raw = last.argument(NORM_X);
+        if (!disjoint(raw, bytes, x, bytes) || !disjoint(out, outBytes, x, bytes) || !disjoint(out, outBytes, raw, bytes)) {
+            return null;
+        }
+        return last;
+    }
 
     /**
      * Joins this product to the held launch when that is a product of the same activations (q, k and v; gate and
@@ -307,11 +372,23 @@ public final class Kernels implements AutoCloseable {
         StepRecorder.Launch last = context.recorder().lastLaunch();
         if (last == null) return false;
         long[][] segments; // {w, out, rows, bias}
+        long raw, scale, eps, normed; // the held launch's input and fused norm (scale 0: none; x is then its input)
         if (last.function().equals(gemvBf16Tokens[tokens - 1]) || last.function().equals(gemvSplitBf16Tokens[tokens - 1])) {
-            if (last.argument(1) != x || (int) last.argument(4) != columns) return false;
+            raw = last.argument(GEMV_X);
+            scale = last.argument(GEMV_SCALE);
+            eps = last.argument(GEMV_EPS);
+            normed = last.argument(GEMV_NORMED);
+            if ((scale == 0 ? raw : normed) != x || (int) last.argument(GEMV_COLUMNS) != columns
+                    || last.argument(GEMV_RESIDUAL) != 0) {
+                return false;
+            }
             segments = new long[][] {{last.argument(0), last.argument(GEMV_OUT), (int) last.argument(GEMV_ROWS), last.argument(GEMV_BIAS)}};
-        } else if (last.function().equals(gemv3Bf16Tokens[tokens - 1])) {
-            if (last.argument(MULTI_X) != x || (int) last.argument(MULTI_COLUMNS) != columns) return false;
+        } else if (last.function().equals(gemv3Bf16Tokens[tokens - 1]) || last.function().equals(gemv3SplitBf16Tokens[tokens - 1])) {
+            raw = last.argument(MULTI_X);
+            scale = last.argument(MULTI_SCALE);
+            eps = last.argument(MULTI_EPS);
+            normed = last.argument(MULTI_NORMED);
+            if ((scale == 0 ? raw : normed) != x || (int) last.argument(MULTI_COLUMNS) != columns) return false;
             if (last.argument(MULTI_SEGMENTS + 8 + SEGMENT_ROWS) != 0) return false; // full
             segments = new long[2][];
             for (int i = 0; i < 2; i++) {
@@ -323,7 +400,7 @@ public final class Kernels implements AutoCloseable {
             return false;
         }
         long xBytes = 4L * tokens * columns;
-        if (!disjoint(out, 4L * tokens * rows, x, xBytes)) return false;
+        if (!disjoint(out, 4L * tokens * rows, x, xBytes) || !disjoint(out, 4L * tokens * rows, raw, xBytes)) return false;
         for (long[] segment : segments) {
             long bytes = 4L * tokens * segment[2];
             if (!disjoint(segment[1], bytes, x, xBytes) || !disjoint(segment[1], bytes, out, 4L * tokens * rows)) return false;
@@ -334,8 +411,12 @@ public final class Kernels implements AutoCloseable {
         }
         long totalRows = all[0][2] + all[1][2] + all[2][2];
         int warps = GEMV_THREADS / 32;
-        Arguments a = args().ptr(x).i32(columns).i32(tokens);
+        Arguments a = args().ptr(raw).i32(columns).i32(tokens);
         for (long[] segment : all) a.ptr(segment[0]).ptr(segment[1]).i32((int) segment[2]).ptr(segment[3]);
+        a.ptr(scale).slot(eps).ptr(normed);
+        if (totalRows < SPLIT_BELOW_ROWS) {
+            return a.replace(last, gemv3SplitBf16Tokens[tokens - 1], "kiln_gemv3_split", (int) totalRows, 1, GEMV_THREADS, 0);
+        }
         return a.replace(last, gemv3Bf16Tokens[tokens - 1], "kiln_gemv3", (int) ((totalRows + warps - 1) / warps), 1, GEMV_THREADS, 0);
     }
 
@@ -344,8 +425,16 @@ public final class Kernels implements AutoCloseable {
     }
 
     private boolean isGemv3(MemorySegment function) {
-        for (MemorySegment f : gemv3Bf16Tokens) {
-            if (function.equals(f)) return true;
+        for (int t = 0; t < GEMV_MAX_TOKENS; t++) {
+            if (function.equals(gemv3Bf16Tokens[t]) || function.equals(gemv3SplitBf16Tokens[t])) return true;
+        }
+        return false;
+    }
+
+    /** The token-specialised GEMVs (warp or block per row), which take a residual and a fused norm. */
+    private boolean isTokenGemv(MemorySegment function) {
+        for (int t = 0; t < GEMV_MAX_TOKENS; t++) {
+            if (function.equals(gemvBf16Tokens[t]) || function.equals(gemvSplitBf16Tokens[t])) return true;
         }
         return false;
     }
@@ -454,6 +543,12 @@ public final class Kernels implements AutoCloseable {
 
         Arguments i32(int value) {
             values.set(JAVA_LONG, 8L * count++, value & 0xffffffffL); // the whole slot: launches compare slot by slot
+            return this;
+        }
+
+        /** A raw 8-byte slot, as read back from a held launch. */
+        Arguments slot(long value) {
+            values.set(JAVA_LONG, 8L * count++, value);
             return this;
         }
 

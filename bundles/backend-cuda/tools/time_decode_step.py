@@ -1,0 +1,247 @@
+"""Times one batch-1 decode step of the DeepSeek-R1-Distill-Qwen-1.5B shape built from the CUDA backend's kernels
+exactly as the Java side issues them (fusions included: q/k/v in one launch, gate/up with SiLU, residual add inside
+the norm, q and k rotary in one launch, split-context attention), replayed as one CUDA graph, with and without
+programmatic dependent launches (PDL), and with parts of the step left out to show what each part costs on the GPU.
+
+The bound is the weight bytes of one token over the device-to-device copy bandwidth measured in the same run.
+Needs CuPy and NumPy on a CUDA machine. Usage: python3 time_decode_step.py [path/to/kernels.cu] [context]
+"""
+import ctypes
+import glob
+import math
+import os
+import sys
+
+import cupy as cp
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+    HERE, "..", "src", "main", "resources", "dev", "kiln", "backend", "cuda", "internal", "kernels.cu")
+CONTEXT = int(sys.argv[2]) if len(sys.argv) > 2 else 256
+i32, i64, f32, u64 = np.int32, np.int64, np.float32, np.uint64
+
+
+def nvrtc_library():
+    for d in ["/usr/local/cuda/targets/x86_64-linux/lib", "/usr/local/cuda/lib64"]:
+        for f in sorted(glob.glob(os.path.join(d, "libnvrtc.so.1*"))):
+            return ctypes.CDLL(f)
+    return ctypes.CDLL("libnvrtc.so")
+
+
+def compile_cubin(source, arch):
+    lib = nvrtc_library()
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"kernels.cu", 0, None, None) == 0
+    opts = [("--gpu-architecture=" + arch).encode(), b"--std=c++17"]
+    if lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts)) != 0:
+        size = ctypes.c_size_t()
+        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetProgramLog(prog, log)
+        raise RuntimeError("NVRTC failed:\n" + log.value.decode())
+    size = ctypes.c_size_t()
+    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+    cubin = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetCUBIN(prog, cubin)
+    return cubin.raw
+
+
+class LaunchConfig(ctypes.Structure):
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attrs", ctypes.c_void_p), ("count", ctypes.c_uint)]
+
+
+class LaunchAttribute(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("rest", ctypes.c_char * 60)]
+
+
+cuda = ctypes.CDLL("libcuda.so.1")
+props = cp.cuda.runtime.getDeviceProperties(0)
+major, minor = props["major"], props["minor"]
+arch = f"sm_{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
+path = "/tmp/kiln-step-kernels.cubin"
+with open(path, "wb") as f:
+    f.write(compile_cubin(open(SOURCE).read(), arch))
+module = cp.RawModule(path=path)
+functions = {}
+stream = cp.cuda.Stream(non_blocking=True)
+programmatic = [False]
+attribute = LaunchAttribute(6, b"", 1, b"")  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, allowed
+previous_was_kernel = [False]
+
+
+def launch(name, grid, block, args, shared=0):
+    """cuLaunchKernelEx, with the PDL attribute when programmatic[0] (as the Java recorder: after a kernel only)."""
+    fn = functions.setdefault(name, module.get_function(name))
+    values = []
+    for a in args:
+        if isinstance(a, cp.ndarray):
+            values.append(ctypes.c_void_p(a.data.ptr))
+        elif isinstance(a, np.int32):
+            values.append(ctypes.c_int(int(a)))
+        elif isinstance(a, np.int64):
+            values.append(ctypes.c_longlong(int(a)))
+        elif isinstance(a, np.float32):
+            values.append(ctypes.c_float(float(a)))
+        elif isinstance(a, np.uint64):
+            values.append(ctypes.c_uint64(int(a)))
+        else:
+            raise TypeError(f"{name}: {type(a)}")
+    pointers = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
+    grid = tuple(grid) + (1,) * (3 - len(grid))
+    config = LaunchConfig((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(block, 1, 1), shared, stream.ptr,
+                          ctypes.cast(ctypes.pointer(attribute), ctypes.c_void_p) if programmatic[0] else None,
+                          1 if programmatic[0] else 0)
+    handle = fn.kernel.ptr if hasattr(fn, "kernel") else fn.ptr  # CUfunction of a RawKernel (or a Function)
+    result = cuda.cuLaunchKernelEx(ctypes.byref(config), ctypes.c_void_p(handle), pointers, None)
+    if result != 0:
+        raise RuntimeError(f"cuLaunchKernelEx({name}) = {result}")
+
+
+# ---- the model --------------------------------------------------------------------------------------------------
+H, I, L, NH, KVH, V, D, BS = 1536, 8960, 28, 12, 2, 151936, 128, 16
+
+
+def random_bf16(r, c):  # magnitudes in [2^-7, 2^-6), random mantissas
+    return (cp.random.randint(0, 256, size=(r, c), dtype=cp.int32) + 0x3c00).astype(cp.uint16)
+
+
+n = 1 << 30
+a_, b_ = cp.empty(n, cp.uint8), cp.empty(n, cp.uint8)
+a_.fill(1)
+start, end = cp.cuda.Event(), cp.cuda.Event()
+rates = []
+for i in range(10):
+    start.record()
+    b_.data.copy_from_device(a_.data, n)
+    end.record()
+    end.synchronize()
+    rates.append(2 * n / (cp.cuda.get_elapsed_time(start, end) / 1e3))
+bandwidth = float(np.median(rates))
+del a_, b_
+layers = [dict(q=random_bf16(NH * D, H), k=random_bf16(KVH * D, H), v=random_bf16(KVH * D, H), o=random_bf16(H, NH * D),
+               g=random_bf16(I, H), u=random_bf16(I, H), d=random_bf16(H, I), qb=cp.zeros(NH * D, cp.float32),
+               kb=cp.zeros(KVH * D, cp.float32), vb=cp.zeros(KVH * D, cp.float32),
+               n1=cp.ones(H, cp.float32), n2=cp.ones(H, cp.float32)) for _ in range(L)]
+lm_head = random_bf16(V, H)
+table = random_bf16(V, H)
+per_token = sum(m.nbytes for layer in layers for k_, m in layer.items() if m.dtype == cp.uint16) + lm_head.nbytes
+bound = bandwidth / per_token
+print(f"device {props['name'].decode()}; copy {bandwidth / 1e9:.0f} GB/s; {per_token / 1e9:.3f} GB a token -> bound "
+      f"{bound:.0f} tok/s; context {CONTEXT}")
+
+# One sequence at position CONTEXT - 1: the metadata as AttentionBatch.pack lays it out (bucket of the context).
+bucket = 256
+while bucket < CONTEXT:
+    bucket *= 2
+stride = bucket // BS
+blocks_used = -(-CONTEXT // BS)
+meta = cp.asarray(np.array([0, CONTEXT - 1, CONTEXT - 1] + list(range(blocks_used)) + [-1] * (stride - blocks_used), np.int32))
+keys = [cp.random.uniform(-1, 1, (blocks_used, KVH, BS, D), dtype=cp.float32) for _ in range(L)]
+vals = [cp.random.uniform(-1, 1, (blocks_used, KVH, BS, D), dtype=cp.float32) for _ in range(L)]
+# SplitAttentionPlan for 1 token, 12/2 heads of 128 (see check_kernels.split_plan): one head block of 6 heads.
+group, hpb = NH // KVH, NH // KVH
+tile = 64
+shared = lambda t: 4 * (hpb * D + t * (D + 4) + t * (D + 4) + hpb * t + 3 * hpb)
+while shared(tile) > 48 * 1024:
+    tile //= 2
+rows_ = KVH
+splits = 1
+while splits * 2 <= 2 * props["multiProcessorCount"] // rows_:
+    splits *= 2
+splits = min(splits, 4096, max(1, bucket // 32))
+chunk = bucket // splits
+tile = min(tile, chunk)
+partials = cp.zeros(NH * splits * (D + 4), cp.float32)
+ang = np.arange(bucket)[:, None] * np.array([10000 ** (-2.0 * i / D) for i in range(D // 2)])[None, :]
+cos_t, sin_t = cp.asarray(np.cos(ang).astype(np.float32)), cp.asarray(np.sin(ang).astype(np.float32))
+
+x = cp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, H)).astype(np.float32))
+h = cp.empty((1, H), cp.float32)
+q = cp.empty((1, NH * D), cp.float32)
+k = cp.empty((1, KVH * D), cp.float32)
+v = cp.empty((1, KVH * D), cp.float32)
+att = cp.empty((1, NH * D), cp.float32)
+gate = cp.empty((1, I), cp.float32)
+up = cp.empty((1, I), cp.float32)
+logits = cp.empty((1, V), cp.float32)
+best_values = cp.empty(64, cp.float32)
+best_indices = cp.empty(64, cp.int32)
+chosen = cp.empty(1, cp.int32)
+ids = cp.asarray(np.array([17], np.int32))
+eps = f32(1e-6)
+
+
+NONE = (u64(0), f32(0), u64(0))  # no norm fused before a product
+
+
+def step(parts):
+    """parts: "rotary", "attention", "norms" (separate norm kernels, the residual add inside the second) or
+    "fused norms" (each norm inside the next product, each residual add inside the product before it)."""
+    fused = "fused norms" in parts
+    launch("kiln_embed_bf16", (1,), 256, (table, ids, x, i32(H)))
+    if not fused:
+        launch("kiln_rms_norm", (1,), 256, (x, layers[0]["n1"], eps, h, i32(H)))
+    for l, w in enumerate(layers):
+        launch("kiln_gemv3_split_bf16_t1", (NH * D + 2 * KVH * D,), 128,
+               (x if fused else h, i32(H), i32(1), w["q"], q, i32(NH * D), w["qb"], w["k"], k, i32(KVH * D), w["kb"],
+                w["v"], v, i32(KVH * D), w["vb"]) + ((w["n1"], eps, h) if fused else NONE))
+        if "rotary" in parts:
+            launch("kiln_rotary2", (1, 2), 256, (q, i32(NH * D), i32(NH), k, i32(KVH * D), i32(KVH), u64(meta.data.ptr + 4),
+                                               cos_t, sin_t, i32(D), i32(0), i32(D // 2), i32(0)))
+            launch("kiln_write_kv", (1,), 256, (k, v, keys[l], vals[l], u64(meta.data.ptr + 8), i32(KVH), i32(D), i32(D), i32(BS)))
+        if "attention" in parts:
+            launch("kiln_paged_attention_split", (rows_, splits), 256, (
+                q, att, partials if splits > 1 else u64(0), keys[l], vals[l], meta, u64(meta.data.ptr + 4),
+                u64(meta.data.ptr + 12), i32(stride), i32(NH), i32(KVH), i32(hpb), i32(D), i32(D), i32(D), i32(BS),
+                i32(chunk), i32(tile), f32(1 / math.sqrt(D))), shared(tile))
+            if splits > 1:
+                launch("kiln_paged_attention_combine", (1, NH), 128, (partials, att, u64(meta.data.ptr + 4), i32(NH),
+                                                                      i32(D), i32(chunk), i32(splits)), 4 * splits)
+        launch("kiln_gemv_split_bf16_t1", (H,), 128, (w["o"], att, h, i32(H), i32(NH * D), i32(1), i32(1), u64(0),
+                                                     x if fused else u64(0)) + NONE)
+        if "norms" in parts:
+            launch("kiln_add_rms_norm", (1,), 256, (x, h, w["n2"], eps, h, i32(H)))
+        launch("kiln_gemv_silu_bf16_t1", ((I + 3) // 4,), 128, (x if fused else h, i32(H), i32(1), w["g"], w["u"], gate,
+                                                                  up, gate, i32(I)) + ((w["n2"], eps, h) if fused else NONE))
+        launch("kiln_gemv_split_bf16_t1", (H,), 128, (w["d"], gate, h, i32(H), i32(I), i32(1), i32(1), u64(0),
+                                                     x if fused else u64(0)) + NONE)
+        if "norms" in parts:
+            nxt = layers[l + 1]["n1"] if l + 1 < L else layers[l]["n1"]
+            launch("kiln_add_rms_norm", (1,), 256, (x, h, nxt, eps, h, i32(H)))
+    launch("kiln_gemv_bf16_t1", ((V + 3) // 4,), 128, (lm_head, x if fused else h, logits, i32(V), i32(H), i32(1), i32(1),
+                                                       u64(0), u64(0)) + ((layers[0]["n1"], eps, h) if fused else NONE))
+    launch("kiln_argmax_slices", (64, 1), 256, (logits, i32(V), best_values, best_indices))
+    launch("kiln_argmax_merge", (1,), 64, (best_values, best_indices, i32(64), chosen))
+
+
+def time_step(parts, pdl, repeats=30):
+    programmatic[0] = pdl
+    with stream:
+        stream.begin_capture()
+        step(parts)
+        graph = stream.end_capture()
+        for _ in range(3):
+            graph.launch(stream)
+        stream.synchronize()
+        times = []
+        for _ in range(repeats):
+            start.record(stream)
+            graph.launch(stream)
+            end.record(stream)
+            end.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+    return float(np.median(times))
+
+
+cp.cuda.Device().synchronize()
+everything = {"rotary", "attention", "fused norms"}
+variants = [("whole step", everything), ("norms as kernels of their own", everything - {"fused norms"} | {"norms"}),
+            ("without attention", everything - {"attention"}), ("without rotary + KV write", everything - {"rotary"}),
+            ("without any norm", everything - {"fused norms"}), ("GEMVs (+ embed, argmax) only", set())]
+print(f"{'':32} {'plain launches':>22} {'programmatic (PDL)':>26}")
+for label, parts in variants:
+    t0, t1 = time_step(parts, False), time_step(parts, True)
+    print(f"{label:32} {t0 * 1e3:7.3f} ms {100 / t0 / bound:4.0f}%    {t1 * 1e3:7.3f} ms {100 / t1 / bound:4.0f}% "
+          f"({1 / t1:.0f} tok/s)")
