@@ -3,7 +3,8 @@
 # concurrencies (prompt 128, output 256 by default), then Hugging Face transformers `generate` on the same
 # checkpoint at the same batch sizes as the baseline, in one sitting.
 #   tools/bench/gpu-serve.sh [MODEL_DIR] [CONCURRENCIES...]
-# Env: INPUT_LEN, OUTPUT_LEN, KV_CACHE (default 16G), QUANTIZATION (e.g. weight_only_int8), SKIP_BASELINE=1,
+# Env: INPUT_LEN, OUTPUT_LEN, KV_CACHE (default 16G), KV_CACHE_DTYPE (auto, f32 or bf16; default the server's, auto:
+# bf16 on cuda), QUANTIZATION (e.g. weight_only_int8), SKIP_BASELINE=1,
 # TEMPERATURE and TOP_P (sent by the client; default greedy).
 # Results: JSON per concurrency under target/gpu-serve/, a summary table on stdout.
 set -euo pipefail
@@ -23,10 +24,11 @@ max=1
 for c in "${concurrencies[@]}"; do [ "$c" -gt "$max" ] && max=$c; done
 port=8765
 data=$(mktemp -d)
-quant=()
-[ -n "${QUANTIZATION:-}" ] && quant=(--quantization "$QUANTIZATION")
+serve_options=()
+[ -n "${QUANTIZATION:-}" ] && serve_options=(--quantization "$QUANTIZATION")
+[ -n "${KV_CACHE_DTYPE:-}" ] && serve_options+=(--kv-cache-dtype "$KV_CACHE_DTYPE")
 "$kiln" serve --backend cuda --model "$model" --port $port --data "$data" --max-model-len $(( input + output + 64 )) \
-    --max-num-seqs "$max" --kv-cache-memory "${KV_CACHE:-16G}" "${quant[@]}" > "$out/serve.log" 2>&1 &
+    --max-num-seqs "$max" --kv-cache-memory "${KV_CACHE:-16G}" "${serve_options[@]}" > "$out/serve.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 300); do

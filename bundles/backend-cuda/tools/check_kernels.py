@@ -2,10 +2,11 @@
 
 Compiles src/main/resources/dev/kiln/backend/cuda/internal/kernels.cu with NVRTC and the options the Java side
 uses, runs every kernel on random inputs against a float64 NumPy reference (inputs freshly drawn, outputs poisoned
-with NaN first), checks the cuBLAS call the Java side makes for bf16 prefill products (activations split into
+with NaN first; the paged attention over f32 and bf16 KV caches, a bf16 cache against the reference over its keys and
+values rounded to bf16), checks the cuBLAS call the Java side makes for bf16 prefill products (activations split into
 bf16 high and low parts, two GEMMs accumulating in f32), times the attention of that model's shape per layer
-(per-head kernel vs split kernel + combine, decode at contexts 256, 2048 and 8192, batch 32, a prefill chunk),
-then times the kernels of one batch-1 decode step of the
+(per-head kernel vs split kernel + combine, decode at contexts 256, 2048 and 8192, batch 32, a prefill chunk; an f32
+and a bf16 cache), then times the kernels of one batch-1 decode step of the
 DeepSeek-R1-Distill-Qwen-1.5B shape, launched one by one and replayed as a CUDA graph, against the bound set by the
 device-to-device copy bandwidth measured in the same run.
 
@@ -104,7 +105,8 @@ K = {n: mod.get_function(n) for n in [
     "kiln_add", "kiln_add_halves", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16", "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16",
     "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows", "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_gemv_bf16",
     "kiln_gemv_f32", "kiln_write_kv", "kiln_paged_attention", "kiln_paged_attention_split",
-    "kiln_paged_attention_combine"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
+    "kiln_paged_attention_combine", "kiln_write_kv_bf16", "kiln_paged_attention_bf16",
+    "kiln_paged_attention_split_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]}
 i32, i64, f32 = np.int32, np.int64, np.float32
@@ -422,17 +424,41 @@ def split_plan(T, heads, kv_heads, key_dim, value_dim, vik, bucket, chunk=None):
                 shared=split_shared(hpb, tile, key_dim, value_dim, vik))
 
 
-def attend_per_head(q, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale):
+def cache_kernel(name, bf16):
+    """The entry point of a cache kernel for the cache's element type: name_bf16 for a bf16 cache."""
+    return K[name + "_bf16" if bf16 else name]
+
+
+def to_bf16_device(x):
+    """Round-to-nearest-even bf16 bits (uint16) of a CuPy float32 array, on the device."""
+    u = x.view(cp.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(cp.uint16)
+
+
+def write_kv(dk, dv, kp, vp, meta, T, kv_heads, key_dim, value_dim, BS, bf16):
+    """kiln_write_kv(_bf16) of T tokens; slots at meta + 4 * 2 * T (AttentionBatch's layout)."""
+    cache_kernel("kiln_write_kv", bf16)((T,), (THREADS,), (
+        dk, dv if dv is not None else np.uint64(0), np.uint64(kp), np.uint64(vp), np.uint64(meta + 4 * 2 * T),
+        i32(kv_heads), i32(key_dim), i32(value_dim), i32(BS)))
+
+
+def stored(x, bf16):
+    """What a cache of that element type holds for float32 values x, as float64: x itself, or x rounded to bf16."""
+    return (bf16_value(bf16_bits(x)) if bf16 else np.asarray(x, np.float32)).astype(np.float64)
+
+
+def attend_per_head(q, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale, bf16=False):
     T = b.T
-    K["kiln_paged_attention"]((T, heads), (THREADS,), (
+    cache_kernel("kiln_paged_attention", bf16)((T, heads), (THREADS,), (
         q, out, np.uint64(kp), np.uint64(vp), np.uint64(meta), np.uint64(meta + 4 * T), np.uint64(meta + 4 * 3 * T),
         i32(b.stride), i32(heads), i32(kv_heads), i32(key_dim), i32(value_dim), i32(key_dim if vik else value_dim),
         i32(BS), f32(scale)), shared_mem=THREADS * 8 + THREADS * 4 + 32 * 4 + key_dim * 4)
 
 
-def attend_split(plan, partials, q, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale):
+def attend_split(plan, partials, q, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale,
+                 bf16=False):
     T = b.T
-    K["kiln_paged_attention_split"]((plan["rows"], plan["splits"]), (SPLIT_THREADS,), (
+    cache_kernel("kiln_paged_attention_split", bf16)((plan["rows"], plan["splits"]), (SPLIT_THREADS,), (
         q, out, np.uint64(0) if partials is None else partials, np.uint64(kp), np.uint64(vp), np.uint64(meta),
         np.uint64(meta + 4 * T), np.uint64(meta + 4 * 3 * T), i32(b.stride), i32(heads), i32(kv_heads), i32(plan["hpb"]),
         i32(key_dim), i32(value_dim), i32(key_dim if vik else value_dim), i32(BS), i32(plan["chunk"]), i32(plan["tile"]),
@@ -466,18 +492,20 @@ def attention_reference(q, hk, hv, b, tables, heads, kv_heads, value_dim, BS, sc
     return ref
 
 
-def run_both_kernels(q, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale, ref, chunks=(None,)):
-    """Max |diff| against ref of the per-head kernel and of the split path at its own plan and at forced chunk sizes."""
+def run_both_kernels(q, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale, ref, chunks=(None,),
+                     bf16=False):
+    """Max |diff| against ref of the per-head kernel and of the split path at its own plan and at forced chunk sizes
+    (no chunks: the per-head kernel only)."""
     results = {}
     dq = cp.asarray(q)
     out = poison((b.T, heads, value_dim))
-    attend_per_head(dq, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale)
+    attend_per_head(dq, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale, bf16)
     results["per-head"] = cp.asnumpy(out).astype(np.float64)
     for chunk in chunks:
         plan = split_plan(b.T, heads, kv_heads, key_dim, value_dim, vik, b.bucket, chunk)
         out = poison((b.T, heads, value_dim))
         attend_split(plan, partials_for(plan, b.T, heads, value_dim), dq, out, kp, vp, meta, b, heads, kv_heads,
-                     key_dim, value_dim, vik, BS, scale)
+                     key_dim, value_dim, vik, BS, scale, bf16)
         results[f"split x{plan['splits']} (chunk {plan['chunk']}, tile {plan['tile']}, {plan['hpb']} heads/block)"] = \
             cp.asnumpy(out).astype(np.float64)
     return {k: (float(np.max(np.abs(v - ref))) if np.all(np.isfinite(v)) else float("nan")) for k, v in results.items()}
@@ -491,16 +519,19 @@ def report(name, diffs, tolerance=1e-5):
             failures.append(f"attention {name}, {kernel}")
 
 
-def attention_case(layers, kv_heads, key_dim, value_dim, values_in_keys, heads, name):
+def attention_case(layers, kv_heads, key_dim, value_dim, values_in_keys, heads, name, bf16=False, split=True):
     """Two steps written through kiln_write_kv: prefill chunks, then a chunk over cached context, a decode token, a
-    verification of 4 and a padding token (slot -1); every layer of the second step through both kernels."""
+    verification of 4 and a padding token (slot -1); every layer of the second step through both kernels (the
+    per-head one only without `split`). A bf16 cache (kiln_write_kv_bf16 and the _bf16 attention kernels) is checked
+    against the reference over the keys and values rounded to bf16, nearest even, as the cache write rounds them."""
     BS, NB = 16, 64
     perm = rng.permutation(NB).tolist()
     tables = [perm[:20], perm[20:22], perm[22:25]]
     key_layer = NB * BS * kv_heads * key_dim
     value_layer = 0 if values_in_keys else NB * BS * kv_heads * value_dim
-    keys = cp.zeros(layers * key_layer, cp.float32)
-    values = cp.zeros(max(1, layers * value_layer), cp.float32)
+    element = 2 if bf16 else 4
+    keys = cp.zeros(layers * key_layer, cp.uint16 if bf16 else cp.float32)
+    values = cp.zeros(max(1, layers * value_layer), cp.uint16 if bf16 else cp.float32)
     hk = np.zeros((layers, NB, kv_heads, BS, key_dim))
     hv = None if values_in_keys else np.zeros((layers, NB, kv_heads, BS, value_dim))
     worst = {}
@@ -525,36 +556,36 @@ def attention_case(layers, kv_heads, key_dim, value_dim, values_in_keys, heads, 
             q = rng.uniform(-1, 1, (T, heads, key_dim)).astype(np.float32)
             k = rng.uniform(-1, 1, (T, kv_heads, key_dim)).astype(np.float32)
             v = None if values_in_keys else rng.uniform(-1, 1, (T, kv_heads, value_dim)).astype(np.float32)
-            kp = keys.data.ptr + 4 * layer * key_layer
-            vp = kp if values_in_keys else values.data.ptr + 4 * layer * value_layer
+            kp = keys.data.ptr + element * layer * key_layer
+            vp = kp if values_in_keys else values.data.ptr + element * layer * value_layer
             dk = cp.asarray(k)
             dv = cp.asarray(v) if v is not None else None
-            K["kiln_write_kv"]((T,), (THREADS,), (dk, dv if dv is not None else np.uint64(0), np.uint64(kp), np.uint64(vp),
-                                                    np.uint64(meta.data.ptr + 4 * 2 * T), i32(kv_heads), i32(key_dim),
-                                                    i32(value_dim), i32(BS)))
+            write_kv(dk, dv, kp, vp, meta.data.ptr, T, kv_heads, key_dim, value_dim, BS, bf16)
             for t in range(T):
                 if slots[t] < 0:
                     continue
                 b_, o_ = divmod(slots[t], BS)
-                hk[layer, b_, :, o_, :] = k[t]
+                hk[layer, b_, :, o_, :] = stored(k[t], bf16)
                 if hv is not None:
-                    hv[layer, b_, :, o_, :] = v[t]
+                    hv[layer, b_, :, o_, :] = stored(v[t], bf16)
             scale = 1 / math.sqrt(key_dim)
             ref = attention_reference(q, hk[layer], None if hv is None else hv[layer], b, tables, heads, kv_heads,
                                       value_dim, BS, scale)
             diffs = run_both_kernels(q, kp, vp, meta.data.ptr, b, heads, kv_heads, key_dim, value_dim, values_in_keys,
-                                     BS, scale, ref, chunks=(None, b.bucket, 64))
+                                     BS, scale, ref, chunks=(None, b.bucket, 64) if split else (), bf16=bf16)
             for kname, d in diffs.items():
                 kname = kname.split(" (")[0]
                 worst[kname] = max(worst.get(kname, 0.0), d) if np.isfinite(d) else float("nan")
     report(name + f" ({layers} layers x 2 steps)", worst)
 
 
-def decode_case(kv_heads, key_dim, value_dim, values_in_keys, heads, contexts, name, verify=0, padding=False):
+def decode_case(kv_heads, key_dim, value_dim, values_in_keys, heads, contexts, name, verify=0, padding=False,
+                bf16=False):
     """One step over a cache filled with random rows: one decode token per context (the last writing its key and
     value through kiln_write_kv), optionally `verify` more query tokens of the last sequence (multi-token
     verification) and a padding token (slot -1) at the end, through both kernels and the split path at its own
-    plan, a single split (normalising in place) and 64-key chunks (many partials)."""
+    plan, a single split (normalising in place) and 64-key chunks (many partials). A bf16 cache holds the random
+    rows rounded to bf16 and is checked against the reference over those rounded values."""
     BS = 16
     ctx = list(contexts)
     ctx[-1] += verify + (1 if padding else 0)
@@ -567,9 +598,13 @@ def decode_case(kv_heads, key_dim, value_dim, values_in_keys, heads, contexts, n
         at += n
     hk = rng.uniform(-1, 1, (NB, kv_heads, BS, key_dim))
     hv = None if values_in_keys else rng.uniform(-1, 1, (NB, kv_heads, BS, value_dim))
-    keys = cp.asarray(hk.astype(np.float32).reshape(-1))
-    values = cp.asarray(hv.astype(np.float32).reshape(-1)) if hv is not None else None
-    hk, hv = hk.astype(np.float32).astype(np.float64), None if hv is None else hv.astype(np.float32).astype(np.float64)
+    if bf16:
+        keys = cp.asarray(bf16_bits(hk.astype(np.float32)).reshape(-1))
+        values = cp.asarray(bf16_bits(hv.astype(np.float32)).reshape(-1)) if hv is not None else None
+    else:
+        keys = cp.asarray(hk.astype(np.float32).reshape(-1))
+        values = cp.asarray(hv.astype(np.float32).reshape(-1)) if hv is not None else None
+    hk, hv = stored(hk.astype(np.float32), bf16), None if hv is None else stored(hv.astype(np.float32), bf16)
     qs, slots = [0], []
     lengths = [1] * len(contexts)
     lengths[-1] += verify
@@ -590,32 +625,45 @@ def decode_case(kv_heads, key_dim, value_dim, values_in_keys, heads, contexts, n
     q = rng.uniform(-1, 1, (T, heads, key_dim)).astype(np.float32)
     k = rng.uniform(-1, 1, (T, kv_heads, key_dim)).astype(np.float32)
     v = None if values_in_keys else rng.uniform(-1, 1, (T, kv_heads, value_dim)).astype(np.float32)
-    K["kiln_write_kv"]((T,), (THREADS,), (cp.asarray(k), cp.asarray(v) if v is not None else np.uint64(0), np.uint64(kp),
-                                          np.uint64(vp), np.uint64(meta.data.ptr + 4 * 2 * T), i32(kv_heads),
-                                          i32(key_dim), i32(value_dim), i32(BS)))
+    write_kv(cp.asarray(k), cp.asarray(v) if v is not None else None, kp, vp, meta.data.ptr, T, kv_heads, key_dim,
+             value_dim, BS, bf16)
     for t in range(T):
         if slots[t] >= 0:
             b_, o_ = divmod(slots[t], BS)
-            hk[b_, :, o_, :] = k[t]
+            hk[b_, :, o_, :] = stored(k[t], bf16)
             if hv is not None:
-                hv[b_, :, o_, :] = v[t]
+                hv[b_, :, o_, :] = stored(v[t], bf16)
     scale = 1 / math.sqrt(key_dim)
     ref = attention_reference(q, hk, hv, b, tables, heads, kv_heads, value_dim, BS, scale)
     diffs = run_both_kernels(q, kp, vp, meta.data.ptr, b, heads, kv_heads, key_dim, value_dim, values_in_keys, BS,
-                             scale, ref, chunks=(None, b.bucket, 64))
+                             scale, ref, chunks=(None, b.bucket, 64), bf16=bf16)
     report(name, diffs)
 
 
 def attention():
-    attention_case(2, 2, 64, 64, False, 6, "GQA 6/2 heads of 64, contexts to 297 tokens, mixed step + padding")
-    attention_case(2, 1, 96, 64, True, 4, "values inside keys (MLA-like) 96/64, mixed step + padding")
-    decode_case(2, 128, 128, False, 12, [1, 255, 256, 257, 1000, 3000],
-                "decode GQA 12/2 of 128, contexts 1/255/256/257/1000/3000")
-    decode_case(1, 576, 512, True, 16, [1, 300, 2000], "decode MLA-like 576/512 16 heads, contexts 1/300/2000")
-    decode_case(2, 128, 128, False, 12, [40, 700, 90], "GQA 12/2: 3 decode tokens + a padding token", padding=True)
-    decode_case(2, 128, 128, False, 12, [515], "GQA 12/2: verification of 3 tokens of one sequence", verify=2)
-    decode_case(1, 576, 512, True, 16, [77, 900], "MLA-like: verification of 3 tokens + a padding token", verify=2,
-                padding=True)
+    for bf16 in (False, True):
+        c = "bf16 cache: " if bf16 else ""
+        attention_case(2, 2, 64, 64, False, 6, c + "GQA 6/2 heads of 64, contexts to 297 tokens, mixed step + padding",
+                       bf16=bf16)
+        attention_case(2, 1, 96, 64, True, 4, c + "values inside keys (MLA-like) 96/64, mixed step + padding", bf16=bf16)
+        decode_case(2, 128, 128, False, 12, [1, 255, 256, 257, 1000, 3000],
+                    c + "decode GQA 12/2 of 128, contexts 1/255/256/257/1000/3000", bf16=bf16)
+        decode_case(1, 576, 512, True, 16, [1, 300, 2000], c + "decode MLA-like 576/512 16 heads, contexts 1/300/2000",
+                    bf16=bf16)
+        decode_case(2, 128, 128, False, 12, [40, 700, 90], c + "GQA 12/2: 3 decode tokens + a padding token",
+                    padding=True, bf16=bf16)
+        decode_case(2, 128, 128, False, 12, [515], c + "GQA 12/2: verification of 3 tokens of one sequence", verify=2,
+                    bf16=bf16)
+        decode_case(1, 576, 512, True, 16, [77, 900], c + "MLA-like: verification of 3 tokens + a padding token",
+                    verify=2, padding=True, bf16=bf16)
+    # Heads the split kernel does not take from a bf16 cache (not whole 8-element rows): the per-head kernel's
+    # 4-element loads (20) and element-by-element path (18), values apart and inside the keys.
+    attention_case(1, 2, 20, 12, False, 4, "bf16 cache: GQA 4/2 heads of 20/12 (per-head kernel)", bf16=True,
+                   split=False)
+    attention_case(1, 2, 18, 14, False, 4, "bf16 cache: GQA 4/2 heads of 18/14 (per-head kernel)", bf16=True,
+                   split=False)
+    attention_case(1, 1, 36, 20, True, 2, "bf16 cache: values inside keys 36/20 (per-head kernel)", bf16=True,
+                   split=False)
 
 
 def time_graph(stream, launch, repeats=20):
@@ -638,7 +686,8 @@ def time_graph(stream, launch, repeats=20):
 
 def attention_timing():
     """Attention time per layer of the DeepSeek-R1-Distill-Qwen-1.5B shape (12/2 heads of 128, 28 layers, each
-    with its own cache so that L2 holds none of it), per-head kernel vs split path, as one graph of 28 layers."""
+    with its own cache so that L2 holds none of it), per-head kernel vs split path, as one graph of 28 layers; an
+    f32 cache, then a bf16 cache of the same contents (rounded) and shapes."""
     L, NH, KVH, D, BS = 28, 12, 2, 128, 16
     scale = 1 / math.sqrt(D)
     stream = cp.cuda.Stream(non_blocking=True)
@@ -651,11 +700,12 @@ def attention_timing():
         per_seq = -(-ctx // BS)
         NB = seqs * per_seq
         layer_floats = NB * KVH * BS * D
-        if 2 * L * layer_floats * 4 > 20e9:
+        if 2 * L * layer_floats * (4 + 2) > 20e9:  # f32 and bf16 copies of keys and values
             print(f"  skipped {what} at {ctx}: cache too large")
             continue
         keys = cp.random.uniform(-1, 1, L * layer_floats, dtype=cp.float32)
         vals = cp.random.uniform(-1, 1, L * layer_floats, dtype=cp.float32)
+        keys16, vals16 = to_bf16_device(keys), to_bf16_device(vals)
         tables = [list(range(s * per_seq, (s + 1) * per_seq)) for s in range(seqs)]
         if prefill:
             qs, contexts = [0, tokens], [ctx]
@@ -677,11 +727,19 @@ def attention_timing():
             new = time_graph(stream, lambda: [attend_split(
                 plan, partials, q, out, keys.data.ptr + 4 * l * layer_floats, vals.data.ptr + 4 * l * layer_floats,
                 meta.data.ptr, b, NH, KVH, D, D, False, BS, scale) for l in range(L)]) / L
+            old16 = time_graph(stream, lambda: [attend_per_head(
+                q, out, keys16.data.ptr + 2 * l * layer_floats, vals16.data.ptr + 2 * l * layer_floats, meta.data.ptr,
+                b, NH, KVH, D, D, False, BS, scale, bf16=True) for l in range(L)]) / L
+            new16 = time_graph(stream, lambda: [attend_split(
+                plan, partials, q, out, keys16.data.ptr + 2 * l * layer_floats, vals16.data.ptr + 2 * l * layer_floats,
+                meta.data.ptr, b, NH, KVH, D, D, False, BS, scale, bf16=True) for l in range(L)]) / L
         kv_bytes = (1 if prefill else tokens) * ctx * KVH * D * 4 * 2  # every key and value row read once
         print(f"  {what:>22} at context {ctx:>5}: per-head kernel {old * 1e6:7.1f} us, split {new * 1e6:7.1f} us "
               f"({old / new:4.1f}x; {plan['splits']} splits of {plan['chunk']}, {plan['rows'] * plan['splits']} blocks; "
               f"K+V {kv_bytes / 1e6:.1f} MB -> {kv_bytes / new / 1e9:.0f} GB/s)")
-        del keys, vals
+        print(f"  {'bf16 cache':>22} at context {ctx:>5}: per-head kernel {old16 * 1e6:7.1f} us, split {new16 * 1e6:7.1f} us "
+              f"(split f32/bf16 {new / new16:4.2f}x; K+V {kv_bytes / 2e6:.1f} MB -> {kv_bytes / 2 / new16 / 1e9:.0f} GB/s)")
+        del keys, vals, keys16, vals16
 
 
 def timing():

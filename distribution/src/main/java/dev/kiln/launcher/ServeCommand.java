@@ -49,6 +49,9 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--kv-cache-memory", description = "Bytes of KV cache, with an optional K, M or G suffix, e.g. 8G (default: what --max-num-seqs full contexts need, at most 1G on the CPU, at most 85% of a GPU's memory less the weights and 2G).")
     String kvCacheMemory;
 
+    @Option(names = "--kv-cache-dtype", paramLabel = "TYPE", description = "What the KV cache stores: auto (bf16 on --backend cuda, f32 on the CPU), f32, or bf16 (half the memory per token, twice the tokens in --kv-cache-memory; cuda only). Default: auto.")
+    String kvCacheDtype;
+
     @Option(names = "--speculative", description = "Speculative proposer: mtp, draft-model or reference (default: none).")
     String speculative;
 
@@ -152,6 +155,14 @@ final class ServeCommand implements Callable<Integer> {
                 return 2;
             }
         }
+        String cacheType = null;
+        if (kvCacheDtype != null) {
+            cacheType = kvCacheDtype(kvCacheDtype);
+            if (cacheType == null) {
+                System.err.println("kiln: --kv-cache-dtype must be auto, f32 or bf16");
+                return 2;
+            }
+        }
         if (maxBodyBytes != null && maxBodyBytes <= 0) {
             System.err.println("kiln: --max-body-bytes must be positive");
             return 2;
@@ -219,6 +230,7 @@ final class ServeCommand implements Callable<Integer> {
         if (backend != null) properties.put("kiln.backend", backend);
         if (maxNumSeqs != null) properties.put("kiln.max-num-seqs", maxNumSeqs.toString());
         if (kvBytes != null) properties.put("kiln.kv-cache-memory", kvBytes.toString());
+        if (cacheType != null) properties.put("kiln.kv-cache-dtype", cacheType);
 
         ConsoleCredentials console = ConsoleCredentials.resolve(settings, dataDir.resolve("webconsole.properties"));
         properties.put(ConsoleCredentials.USER_PROPERTY, console.username());
@@ -313,5 +325,17 @@ final class ServeCommand implements Callable<Integer> {
         } catch (NumberFormatException e) {
             return null;
         }
+    }
+
+    /**
+     * The engine's {@code kv-cache-dtype} value for {@code --kv-cache-dtype}: {@code auto}, {@code f32} or
+     * {@code bf16} (any case), or null when it names none of them.
+     */
+    static String kvCacheDtype(String text) {
+        String value = text.strip().toLowerCase(java.util.Locale.ROOT);
+        return switch (value) {
+            case "auto", "f32", "bf16" -> value;
+            default -> null;
+        };
     }
 }

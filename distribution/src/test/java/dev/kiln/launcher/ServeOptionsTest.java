@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 
 import org.junit.jupiter.api.Test;
 
-/** The byte sizes `kiln serve --kv-cache-memory` accepts. */
+/** The byte sizes `kiln serve --kv-cache-memory` accepts, and the element types of `--kv-cache-dtype`. */
 class ServeOptionsTest {
     @Test
     void sizesTakeBinarySuffixes() {
@@ -23,5 +23,15 @@ class ServeOptionsTest {
         assertNull(ServeCommand.parseBytes(""));
         assertNull(ServeCommand.parseBytes("99999999999999999999G"));
         assertNull(ServeCommand.parseBytes("9999999999999G"));
+    }
+
+    @Test
+    void cacheElementTypesAreAutoF32OrBf16() {
+        assertEquals("auto", ServeCommand.kvCacheDtype("auto"));
+        assertEquals("f32", ServeCommand.kvCacheDtype("F32"));
+        assertEquals("bf16", ServeCommand.kvCacheDtype(" bf16 "));
+        assertNull(ServeCommand.kvCacheDtype("fp16"));
+        assertNull(ServeCommand.kvCacheDtype("bfloat16"));
+        assertNull(ServeCommand.kvCacheDtype(""));
     }
 }

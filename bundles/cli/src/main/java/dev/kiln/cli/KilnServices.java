@@ -6,6 +6,7 @@ import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.checkpoint.Checkpoint;
 import dev.kiln.api.checkpoint.CheckpointLoader;
 import dev.kiln.api.model.CausalLanguageModel;
+import dev.kiln.engine.KvCacheDtypeSetting;
 import dev.kiln.engine.ModelServices;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -86,8 +87,9 @@ final class KilnServices {
      * own weight format or quantized on load to {@code quantization} — exactly as the engine does.
      */
     CausalLanguageModel loadModel(Path folder, ComputeBackend backend, AttentionKernel attention, String quantization,
-                                  int maxBatchTokens) throws IOException, InterruptedException {
-        return models.load(folder, backend, attention, quantization, maxBatchTokens);
+                                  int maxBatchTokens, KvCacheDtypeSetting kvCacheDtype)
+            throws IOException, InterruptedException {
+        return models.load(folder, backend, attention, quantization, maxBatchTokens, kvCacheDtype);
     }
 
     private <S> java.util.List<S> all(Class<S> type) throws InterruptedException {

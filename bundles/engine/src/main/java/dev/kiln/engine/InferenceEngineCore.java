@@ -165,8 +165,9 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         this.description = describe(model, settings, maxModelLen);
         this.cache = model.allocateKvCache((int) numBlocks, blockSize);
         this.speculation = new Speculation(model);
-        LOG.info("engine for {}: {} KV blocks of {} tokens ({} MiB), context {} tokens, {} sequences, {} tokens per step",
-                description.id(), numBlocks, blockSize, cache.bytes() >> 20, maxModelLen, settings.maxNumSeqs(), budget);
+        LOG.info("engine for {}: {} KV blocks of {} tokens ({} MiB, {}), context {} tokens, {} sequences, {} tokens per step",
+                description.id(), numBlocks, blockSize, cache.bytes() >> 20, spec.dtype(), maxModelLen,
+                settings.maxNumSeqs(), budget);
 
         this.thread = new Thread(this::run, "kiln-engine");
         thread.setDaemon(true);

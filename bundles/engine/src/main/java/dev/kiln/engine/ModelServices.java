@@ -10,6 +10,7 @@ import dev.kiln.api.model.ModelArchitecture;
 import dev.kiln.api.model.ModelBuildOptions;
 import dev.kiln.api.model.ModelConfig;
 import dev.kiln.api.quant.Quantizer;
+import dev.kiln.api.tensor.DType;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -37,6 +38,9 @@ import org.slf4j.LoggerFactory;
  * stored floating-point format). A format may have a provider per backend under one name: the one whose
  * {@code kiln.backend} is the backend's name, or that names no backend, and supports it, is taken.
  *
+ * <p>The KV cache's element type follows the {@link KvCacheDtypeSetting} given (the engine's {@code kv-cache-dtype}:
+ * {@code auto} is bf16 on the CUDA backend, f32 elsewhere); a load without one keeps the architecture's default, f32.
+ *
  * <p>Every service obtained is remembered: the model uses them all for as long as it lives, so the engine reloads
  * when one of them goes away ({@link #uses}) and releases them with {@link #release()}. Tools that load a model
  * outside the engine use the same class.
@@ -63,17 +67,34 @@ public final class ModelServices {
     }
 
     /**
-     * Builds the model in {@code folder} with the named backend and attention kernel.
+     * Builds the model in {@code folder} with the named backend and attention kernel, and the architecture's default
+     * KV cache element type (f32).
      *
      * @param quantization the weight format to quantize to on load, or blank for the checkpoint's own
      * @throws InterruptedException when the loading thread is stopped while waiting for a service
      */
     public CausalLanguageModel load(Path folder, String backendName, String attentionName, String quantization,
                                     int maxBatchTokens) throws IOException, InterruptedException {
+        return load(folder, backendName, attentionName, quantization, maxBatchTokens, null);
+    }
+
+    /**
+     * Builds the model in {@code folder} with the named backend and attention kernel.
+     *
+     * @param quantization the weight format to quantize to on load, or blank for the checkpoint's own
+     * @param kvCacheDtype the {@code kv-cache-dtype} setting, resolved for the backend; null for the architecture's
+     *                     default (f32)
+     * @throws IllegalArgumentException when the setting asks for a cache type the backend does not offer
+     * @throws InterruptedException     when the loading thread is stopped while waiting for a service
+     * @since 1.2
+     */
+    public CausalLanguageModel load(Path folder, String backendName, String attentionName, String quantization,
+                                    int maxBatchTokens, KvCacheDtypeSetting kvCacheDtype)
+            throws IOException, InterruptedException {
         if (!Files.exists(folder)) throw new IllegalArgumentException("model folder " + folder + " does not exist");
         ComputeBackend backend = obtain(ComputeBackend.class, "(" + KilnProperties.NAME + "=" + backendName + ")",
                 "compute backend '" + backendName + "'");
-        return load(folder, backend, attention(attentionName, backend), quantization, maxBatchTokens);
+        return load(folder, backend, attention(attentionName, backend), quantization, maxBatchTokens, kvCacheDtype);
     }
 
     /** The named attention kernel for the backend, waiting until it is registered. */
@@ -83,10 +104,28 @@ public final class ModelServices {
                 "attention kernel '" + attentionName + "' for backend " + backend.name());
     }
 
-    /** Builds the model in {@code folder} on the given backend and attention kernel. */
+    /**
+     * Builds the model in {@code folder} on the given backend and attention kernel, with the architecture's default
+     * KV cache element type (f32).
+     */
     public CausalLanguageModel load(Path folder, ComputeBackend backend, AttentionKernel attention, String quantization,
                                     int maxBatchTokens) throws IOException, InterruptedException {
+        return load(folder, backend, attention, quantization, maxBatchTokens, null);
+    }
+
+    /**
+     * Builds the model in {@code folder} on the given backend and attention kernel.
+     *
+     * @param kvCacheDtype the {@code kv-cache-dtype} setting, resolved for the backend; null for the architecture's
+     *                     default (f32)
+     * @throws IllegalArgumentException when the setting asks for a cache type the backend does not offer
+     * @since 1.2
+     */
+    public CausalLanguageModel load(Path folder, ComputeBackend backend, AttentionKernel attention, String quantization,
+                                    int maxBatchTokens, KvCacheDtypeSetting kvCacheDtype)
+            throws IOException, InterruptedException {
         if (!Files.exists(folder)) throw new IllegalArgumentException("model folder " + folder + " does not exist");
+        DType cacheType = kvCacheDtype == null ? null : kvCacheDtype.resolve(backend);
         status.accept("loading " + folder);
         Checkpoint checkpoint = open(folder);
         try {
@@ -96,7 +135,8 @@ public final class ModelServices {
                 if (architecture == null) continue;
                 if (architecture.supports(checkpoint.config())) {
                     hold(ref);
-                    return architecture.build(checkpoint, new ModelBuildOptions(backend, attention, quantizer, maxBatchTokens));
+                    return architecture.build(checkpoint,
+                            new ModelBuildOptions(backend, attention, quantizer, maxBatchTokens, cacheType));
                 }
                 context.ungetService(ref);
             }

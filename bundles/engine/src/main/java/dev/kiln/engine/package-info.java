@@ -4,7 +4,7 @@
  * {@code InferenceEngine} service.
  */
 @Export
-@Version("1.1.0")
+@Version("1.2.0")
 package dev.kiln.engine;
 
 import org.osgi.annotation.bundle.Export;

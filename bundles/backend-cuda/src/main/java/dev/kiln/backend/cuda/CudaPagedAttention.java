@@ -17,11 +17,15 @@ import dev.kiln.backend.cuda.internal.SplitAttentionPlan;
 import org.osgi.service.component.annotations.Component;
 
 /**
- * Paged attention for the CUDA backend: an f32 cache in device blocks, grouped-query and MLA-style (values inside
- * the keys) geometries, any mix of prefill chunks, decode tokens and multi-token verification queries in one
+ * Paged attention for the CUDA backend: an f32 or bf16 cache in device blocks, grouped-query and MLA-style (values
+ * inside the keys) geometries, any mix of prefill chunks, decode tokens and multi-token verification queries in one
  * batch. The batch's metadata goes to the device once per step (every layer reuses it); each layer then costs the
  * cache write and the attention: the split-context kernel and its combine, or the per-(token, head) kernel for
  * head sizes the split kernel does not take.
+ *
+ * <p>The element type is the spec's {@link KvCacheSpec#dtype()}: a bf16 cache rounds keys and values to nearest
+ * even when they are written and the kernels widen them back to f32 as they read them, so the arithmetic is f32
+ * either way and the cache holds twice the tokens per byte.
  *
  * <p>Launch shapes, arguments and the metadata's length depend only on the token and sequence counts, the head
  * geometry and the bucket of the batch's longest context, so decode steps can be replayed as one CUDA graph.
@@ -46,11 +50,15 @@ public final class CudaPagedAttention implements AttentionKernel {
     @Override
     public boolean supports(KvCacheSpec spec, ComputeBackend backend) {
         return backend instanceof CudaBackend
-                && spec.dtype() == DType.F32
+                && (spec.dtype() == DType.F32 || spec.dtype() == DType.BF16)
                 && spec.layers() > 0 && spec.kvHeads() > 0 && spec.keyDim() > 0 && spec.valueDim() > 0
                 && (!spec.valuesInKeys() || spec.valueDim() <= spec.keyDim())
-                && (splitContext && SplitAttentionPlan.fits(spec.keyDim(), spec.valueDim(), spec.valuesInKeys())
-                    || perHeadKernelFits(spec));
+                && (splitContext && splitKernelFits(spec) || perHeadKernelFits(spec));
+    }
+
+    /** Heads of whole 16-byte loads (4 f32 or 8 bf16) whose rows fit the split kernel's shared memory. */
+    private static boolean splitKernelFits(KvCacheSpec spec) {
+        return SplitAttentionPlan.fits(spec.keyDim(), spec.valueDim(), spec.valuesInKeys(), spec.dtype());
     }
 
     private static boolean perHeadKernelFits(KvCacheSpec spec) {
@@ -62,8 +70,8 @@ public final class CudaPagedAttention implements AttentionKernel {
     public KvCache allocate(KvCacheSpec spec, int numBlocks, int blockSize, ComputeBackend backend) {
         if (!supports(spec, backend)) {
             throw new IllegalArgumentException("CUDA paged attention cannot hold " + spec + " on " + backend.name()
-                    + " (needs the CUDA backend, F32 storage, and heads of whole float4 rows that fit the split"
-                    + " kernel's shared memory, or values of at most "
+                    + " (needs the CUDA backend, F32 or BF16 storage, and heads of whole 16-byte rows (4 f32 or 8 bf16"
+                    + " elements) that fit the split kernel's shared memory, or values of at most "
                     + Kernels.ATTENTION_THREADS * Kernels.ATTENTION_VALUES_PER_THREAD + " and keys of at most "
                     + (Kernels.DEFAULT_SHARED_BYTES - Kernels.attentionSharedBytes(0)) / Float.BYTES + " elements)");
         }
@@ -100,8 +108,10 @@ public final class CudaPagedAttention implements AttentionKernel {
 
         long meta = context.uploads().ints(packed.packed());
         Kernels kernels = context.kernels();
+        boolean bf16 = device.bf16();
         kernels.writeKv(k.pointer(), v == null ? 0 : v.pointer(), device.keys(layer), device.values(layer),
-                meta + 4L * packed.slotOffset(), tokens, spec.kvHeads(), spec.keyDim(), spec.valueDim(), device.blockSize());
+                meta + 4L * packed.slotOffset(), tokens, spec.kvHeads(), spec.keyDim(), spec.valueDim(), device.blockSize(),
+                bf16);
         int valueStride = spec.valuesInKeys() ? spec.keyDim() : spec.valueDim();
         // Which kernel: the split one whenever it can take the geometry (heads of whole float4 rows that fit its
         // shared memory), for decode, verification and prefill alike. It reads each key and value row once per
@@ -111,10 +121,13 @@ public final class CudaPagedAttention implements AttentionKernel {
         // split: the per-head kernel's shape, with the group's heads sharing the reads. Measured on an H100 for the
         // 1.5B shape (check_kernels.py), the split kernel was faster in every case: batch-1 decode 1.6x at context
         // 256, 12x at 2048, 25x at 8192; 32 decode tokens at 2048 2.2x; a 512-token prefill chunk 1.8x. The
-        // per-head kernel stays for head sizes that are not multiples of 4 (and query or output views that are not
-        // 16-byte aligned, which float4 loads cannot read).
+        // per-head kernel stays for head sizes that are not multiples of 4 (of 8 for a bf16 cache, whose rows the
+        // split kernel reads 8 elements at a time) and query or output views that are not 16-byte aligned, which
+        // float4 loads cannot read.
         boolean aligned = q.pointer() % 16 == 0 && o.pointer() % 16 == 0;
-        SplitAttentionPlan plan = splitContext && aligned ? SplitAttentionPlan.of(tokens, heads, spec.kvHeads(),
+        int load = SplitAttentionPlan.elementsPerLoad(spec.dtype());
+        boolean wholeLoads = spec.keyDim() % load == 0 && spec.valueDim() % load == 0;
+        SplitAttentionPlan plan = splitContext && aligned && wholeLoads ? SplitAttentionPlan.of(tokens, heads, spec.kvHeads(),
                 spec.keyDim(), spec.valueDim(), spec.valuesInKeys(), packed.contextBucket(),
                 context.properties().multiprocessors()) : null;
         long sequences = meta + 4L * packed.sequenceOffset();
@@ -125,15 +138,16 @@ public final class CudaPagedAttention implements AttentionKernel {
             long partials = partialBytes == 0 ? 0 : device.attentionScratch(partialBytes);
             kernels.pagedAttentionSplit(plan, q.pointer(), o.pointer(), partials, device.keys(layer), device.values(layer),
                     sequences, positions, tables, packed.tableStride(), tokens, heads, spec.kvHeads(), spec.keyDim(),
-                    spec.valueDim(), valueStride, device.blockSize(), scale);
+                    spec.valueDim(), valueStride, device.blockSize(), scale, bf16);
         } else {
             if (!perHeadKernelFits(spec)) {
                 throw new IllegalArgumentException("no CUDA attention kernel takes " + spec + " with "
-                        + (splitContext ? "query or output rows not 16-byte aligned" : "the split kernel off"));
+                        + (splitContext ? "query or output rows not 16-byte aligned or heads not of whole 16-byte cache loads"
+                        : "the split kernel off"));
             }
             kernels.pagedAttention(q.pointer(), o.pointer(), device.keys(layer), device.values(layer), sequences,
                     positions, tables, packed.tableStride(), tokens, heads, spec.kvHeads(), spec.keyDim(),
-                    spec.valueDim(), valueStride, device.blockSize(), scale);
+                    spec.valueDim(), valueStride, device.blockSize(), scale, bf16);
         }
     }
 

@@ -36,6 +36,10 @@ import org.junit.jupiter.api.Test;
  * head) kernel. Grouped-query and MLA-style (values inside the keys) caches, scrambled block tables, contexts on
  * both sides of the split kernel's chunk and bucket edges, steps that mix prefill chunks, decode tokens,
  * verification and padding tokens. Every comparison prints its largest difference.
+ *
+ * <p>bf16 caches are compared with the CPU kernel's f32 cache fed the same keys and values rounded to bf16 (to
+ * nearest even, as the CUDA cache write rounds them): both then attend over identical numbers, and the only
+ * difference left is the order of the f32 arithmetic, so the f32 tolerance applies.
  */
 class CudaPagedAttentionTest {
     private static final int BLOCK = 16;
@@ -135,13 +139,158 @@ class CudaPagedAttentionTest {
     }
 
     @Test
-    void theKernelServesOnlyTheCudaBackendAndF32Caches() {
+    void theKernelServesOnlyTheCudaBackendAndF32OrBf16Caches() {
         KvCacheSpec spec = new KvCacheSpec(1, 2, 64, 64, false, DType.F32);
         assertTrue(splitAttention.supports(spec, gpu));
         assertTrue(splitAttention.supports(new KvCacheSpec(1, 1, 576, 512, true, DType.F32), gpu));
         assertFalse(splitAttention.supports(spec, cpu));
-        assertFalse(splitAttention.supports(new KvCacheSpec(1, 2, 64, 64, false, DType.BF16), gpu));
+        assertTrue(splitAttention.supports(new KvCacheSpec(1, 2, 64, 64, false, DType.BF16), gpu));
+        assertTrue(splitAttention.supports(new KvCacheSpec(1, 1, 576, 512, true, DType.BF16), gpu));
+        assertTrue(perHeadAttention.supports(new KvCacheSpec(1, 2, 20, 20, false, DType.BF16), gpu));
+        assertFalse(splitAttention.supports(new KvCacheSpec(1, 2, 64, 64, false, DType.F16), gpu));
+        assertFalse(splitAttention.supports(new KvCacheSpec(1, 2, 64, 64, false, DType.F8_E4M3), gpu));
+        assertFalse(splitAttention.supports(new KvCacheSpec(1, 2, 64, 64, false, DType.BF16), cpu));
         assertThrows(IllegalArgumentException.class, () -> splitAttention.allocate(spec, 4, BLOCK, cpu));
+        assertThrows(IllegalArgumentException.class,
+                () -> splitAttention.allocate(new KvCacheSpec(1, 2, 64, 64, false, DType.F16), 4, BLOCK, gpu));
+    }
+
+    // ---------------------------------------------------------------- bf16 caches
+
+    @Test
+    void bf16GroupedQueryAttentionMatchesTheCpuOnRoundedKeysThroughBothKernels() {
+        for (AttentionKernel kernel : List.of(splitAttention, perHeadAttention)) {
+            mixedSteps(kernel, new KvCacheSpec(2, 2, 64, 64, false, DType.BF16), 6);
+        }
+    }
+
+    @Test
+    void bf16LatentAttentionWithValuesInsideTheKeysMatchesTheCpuThroughBothKernels() {
+        for (AttentionKernel kernel : List.of(splitAttention, perHeadAttention)) {
+            mixedSteps(kernel, new KvCacheSpec(2, 1, 96, 64, true, DType.BF16), 4);
+        }
+    }
+
+    /**
+     * Heads the split kernel cannot read 8 bf16 at a time take the per-head kernel: 4-element rows (its 8-byte
+     * loads) and odd sizes (element by element).
+     */
+    @Test
+    void bf16HeadsThatAreNotWholeSixteenByteRowsTakeThePerHeadKernel() {
+        mixedSteps(splitAttention, new KvCacheSpec(1, 2, 20, 12, false, DType.BF16), 4);
+        mixedSteps(splitAttention, new KvCacheSpec(1, 2, 18, 14, false, DType.BF16), 4);
+        mixedSteps(splitAttention, new KvCacheSpec(1, 1, 36, 20, true, DType.BF16), 2);
+    }
+
+    @Test
+    void bf16SplitDecodeOfGroupedQueryHeadsMatchesTheCpuAcrossContextLengths() {
+        var spec = new KvCacheSpec(1, 2, 128, 128, false, DType.BF16);
+        decodeAfterPrefill(spec, 12, new int[] {1, 255, 256, 257, 1000, 3000}, 0, 0);
+    }
+
+    @Test
+    void bf16SplitDecodeWithValuesInsideTheKeysMatchesTheCpu() {
+        var spec = new KvCacheSpec(1, 1, 576, 512, true, DType.BF16);
+        decodeAfterPrefill(spec, 16, new int[] {1, 300, 2000}, 0, 0);
+    }
+
+    @Test
+    void bf16PaddingTokensAttendLikeTheOthersAndStoreNothing() {
+        var spec = new KvCacheSpec(1, 2, 128, 128, false, DType.BF16);
+        decodeAfterPrefill(spec, 12, new int[] {40, 700, 90}, 0, 2);
+        var latent = new KvCacheSpec(1, 1, 576, 512, true, DType.BF16);
+        decodeAfterPrefill(latent, 16, new int[] {77, 900}, 0, 3);
+    }
+
+    @Test
+    void bf16MultiTokenVerificationMatchesTheCpu() {
+        var spec = new KvCacheSpec(1, 2, 128, 128, false, DType.BF16);
+        decodeAfterPrefill(spec, 12, new int[] {515}, 2, 0);
+        var latent = new KvCacheSpec(1, 1, 576, 512, true, DType.BF16);
+        decodeAfterPrefill(latent, 16, new int[] {77, 900}, 2, 1);
+    }
+
+    /** A bf16 cache takes half the bytes of an f32 one. */
+    @Test
+    void aBf16CacheHoldsHalfTheBytes() {
+        var f32 = new KvCacheSpec(2, 2, 64, 64, false, DType.F32);
+        var bf16 = new KvCacheSpec(2, 2, 64, 64, false, DType.BF16);
+        try (KvCache a = splitAttention.allocate(f32, 8, BLOCK, gpu); KvCache b = splitAttention.allocate(bf16, 8, BLOCK, gpu)) {
+            assertEquals(a.bytes() / 2, b.bytes());
+            assertEquals(8L * BLOCK * bf16.bytesPerToken(), b.bytes());
+        }
+    }
+
+    /**
+     * The cache write rounds to nearest, ties to even, exactly as {@link #bf16(float)}: a one-token context gives
+     * its value (weight 1) back unchanged, so the output is the stored value. Ties and near-ties, through both
+     * kernels, separate values and values inside the keys.
+     */
+    @Test
+    void theBf16CacheWriteRoundsToNearestEven() {
+        // The reference rounding itself: ties go to the even neighbour, anything above a tie goes up.
+        assertEquals(1.0f, bf16(1.0f + 0x1p-8f));
+        assertEquals(1.0f + 0x1p-6f, bf16(1.0f + 3 * 0x1p-8f));
+        assertEquals(1.0f + 0x1p-7f, bf16(1.0f + 0x1p-8f + 0x1p-20f));
+        assertEquals(-1.0f, bf16(-1.0f - 0x1p-8f));
+        float[] special = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f, -1.0f - 0x1p-8f,
+                1.0f + 0x1p-8f - 0x1p-20f, 0.1f, -0.3f, 1e-3f, 12345.678f, -2.5e-5f, 0.0f, 2.0f - 0x1p-9f, 1e30f, -7.0f,
+                0x1p-126f * 1.5f, 3.0f + 0x1p-7f};
+        for (AttentionKernel kernel : List.of(splitAttention, perHeadAttention)) {
+            for (boolean inKeys : new boolean[] {false, true}) {
+                var spec = new KvCacheSpec(1, 1, inKeys ? 24 : 16, 16, inKeys, DType.BF16);
+                try (KvCache cache = kernel.allocate(spec, 1, BLOCK, gpu)) {
+                    var meta = new AttentionMetadata(new int[] {0, 1}, new int[] {1}, new int[][] {{0}}, new int[] {0});
+                    float[] q = uniform(new Random(1), spec.keyDim());
+                    float[] k = new float[spec.keyDim()];
+                    System.arraycopy(special, 0, k, 0, inKeys ? special.length : 0);
+                    float[] v = inKeys ? null : special;
+                    float[] out = forward(gpu, kernel, cache, spec, 1, meta, 0, q, inKeys ? k : uniform(new Random(2), 16), v,
+                            0.25f);
+                    float[] expected = bf16(special);
+                    for (int d = 0; d < special.length; d++) {
+                        assertEquals(Float.floatToIntBits(expected[d]), Float.floatToIntBits(out[d]),
+                                "value " + special[d] + " stored as " + out[d] + ", expected " + expected[d]
+                                        + (inKeys ? " (values in keys)" : "") + (kernel == perHeadAttention ? ", per-head kernel" : ""));
+                    }
+                }
+            }
+        }
+    }
+
+    /** Prefix sharing copies whole blocks: the copies attend like the originals, for both element types. */
+    @Test
+    void copiedBlocksAttendLikeTheOriginals() {
+        for (DType type : List.of(DType.F32, DType.BF16)) {
+            var spec = new KvCacheSpec(2, 2, 64, 64, false, type);
+            int heads = 4;
+            Random random = new Random(3);
+            try (Caches caches = new Caches(spec, 16, random)) {
+                int[][] original = {caches.take(3)};
+                step(splitAttention, spec, heads, random, caches, original, new int[] {0}, new int[] {40}, 0);
+                int[][] copy = {caches.take(3)};
+                caches.gpu.copyBlocks(original[0], copy[0]);
+                caches.cpu.copyBlocks(original[0], copy[0]);
+                // Both sequences decode a token over their 40 cached ones; the copy reads only copied blocks.
+                step(splitAttention, spec, heads, random, caches, copy, new int[] {40}, new int[] {1}, 0);
+                step(splitAttention, spec, heads, random, caches, original, new int[] {40}, new int[] {1}, 0);
+            }
+        }
+    }
+
+    /** {@code v} rounded to the nearest bf16, ties to even: what the CUDA cache write stores. */
+    static float bf16(float v) {
+        int bits = Float.floatToRawIntBits(v);
+        if (Float.isNaN(v)) return v;
+        bits += 0x7fff + ((bits >>> 16) & 1);
+        return Float.intBitsToFloat(bits & 0xffff0000);
+    }
+
+    private static float[] bf16(float[] values) {
+        if (values == null) return null;
+        float[] rounded = new float[values.length];
+        for (int i = 0; i < values.length; i++) rounded[i] = bf16(values[i]);
+        return rounded;
     }
 
     /** Prefills every context in one step, then decodes one token per sequence (plus verification and padding). */
@@ -237,9 +386,12 @@ class CudaPagedAttentionTest {
         float[] v = spec.valuesInKeys() ? null : uniform(random, tokens * spec.kvHeads() * spec.valueDim());
         float scale = (float) (1 / Math.sqrt(spec.keyDim()));
         float[] g = forward(gpu, kernel, caches.gpu, spec, heads, meta, layer, q, k, v, scale);
-        float[] c = forward(cpu, cpuAttention, caches.cpu, spec, heads, meta, layer, q, k, v, scale);
+        // A bf16 cache stores the keys and values rounded: the CPU's f32 cache gets them rounded alike.
+        boolean rounded = spec.dtype() == DType.BF16;
+        float[] c = forward(cpu, cpuAttention, caches.cpu, spec, heads, meta, layer, q, rounded ? bf16(k) : k,
+                rounded ? bf16(v) : v, scale);
         double diff = maxAbsDiff(g, c);
-        String kernelName = kernel == perHeadAttention ? "per-head kernel" : "split kernel";
+        String kernelName = (kernel == perHeadAttention ? "per-head kernel" : "split kernel") + (rounded ? " (bf16 cache)" : "");
         System.out.printf("%s, %s, layer %d, %d/%d heads of %d/%d: max |CUDA - CPU| = %.3e%n", kernelName, what, layer,
                 heads, spec.kvHeads(), spec.keyDim(), spec.valueDim(), diff);
         assertTrue(diff < TOLERANCE, kernelName + ", layer " + layer + ", " + what + ": CUDA differs from CPU by " + diff);
@@ -262,7 +414,10 @@ class CudaPagedAttentionTest {
         }
     }
 
-    /** A CUDA and a CPU cache of one geometry, and the blocks not yet handed to a sequence, in random order. */
+    /**
+     * A CUDA and a CPU cache of one geometry (the CPU's always f32: a bf16 CUDA cache is compared with it holding the
+     * rounded values), and the blocks not yet handed to a sequence, in random order.
+     */
     private final class Caches implements AutoCloseable {
         final int blocks;
         final KvCache gpu;
@@ -274,7 +429,9 @@ class CudaPagedAttentionTest {
             for (int b = 0; b < blocks; b++) free.add(b);
             Collections.shuffle(free, random);
             this.gpu = splitAttention.allocate(spec, blocks, BLOCK, CudaPagedAttentionTest.gpu);
-            this.cpu = cpuAttention.allocate(spec, blocks, BLOCK, CudaPagedAttentionTest.cpu);
+            var f32 = new KvCacheSpec(spec.layers(), spec.kvHeads(), spec.keyDim(), spec.valueDim(), spec.valuesInKeys(),
+                    DType.F32);
+            this.cpu = cpuAttention.allocate(f32, blocks, BLOCK, CudaPagedAttentionTest.cpu);
         }
 
         int[] take(int n) {

@@ -55,10 +55,17 @@ public final class DecodeBenchmark {
         }
         // -Dkiln.bench.graphs=on (or off) runs one mode only.
         String modes = System.getProperty("kiln.bench.graphs", "off,on");
+        // -Dkiln.bench.kvCacheDtype=bf16 decodes over a bf16 KV cache (default f32, the architecture's).
+        DType cacheType = switch (System.getProperty("kiln.bench.kvCacheDtype", "f32")) {
+            case "f32" -> DType.F32;
+            case "bf16" -> DType.BF16;
+            default -> throw new IllegalArgumentException("kiln.bench.kvCacheDtype must be f32 or bf16");
+        };
         for (boolean graphs : new boolean[] {false, true}) {
             if (!modes.contains(graphs ? "on" : "off")) continue;
             try (CudaBackend backend = new CudaBackend(0, KernelCompiler.defaultCacheDirectory(), graphs)) {
-                System.out.println("device: " + backend.device().description() + "; CUDA graphs " + (graphs ? "on" : "off"));
+                System.out.println("device: " + backend.device().description() + "; CUDA graphs " + (graphs ? "on" : "off")
+                        + "; KV cache " + cacheType);
                 double bandwidth = copyBandwidth(backend.context());
                 System.out.printf("device-to-device copy: %.0f GB/s (read + write)%n", bandwidth / 1e9);
                 long start = System.nanoTime();
@@ -66,7 +73,8 @@ public final class DecodeBenchmark {
                 int blocksPerSequence = (prompt + generate + BLOCK) / BLOCK;
                 try (Checkpoint checkpoint = new SyntheticCheckpoint();
                      CausalLanguageModel model = new Qwen2Architecture().build(checkpoint,
-                             new ModelBuildOptions(backend, new CudaPagedAttention(), null, Math.max(256, maxBatch)));
+                             new ModelBuildOptions(backend, new CudaPagedAttention(), null, Math.max(256, maxBatch),
+                                     cacheType));
                      KvCache cache = model.allocateKvCache(blocksPerSequence * maxBatch, BLOCK)) {
                     System.out.printf("model on the device in %.1f s: %.2f GB of weights%n", (System.nanoTime() - start) / 1e9,
                             model.weightBytes() / 1e9);

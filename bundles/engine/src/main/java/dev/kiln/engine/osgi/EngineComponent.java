@@ -14,6 +14,7 @@ import dev.kiln.api.speculative.ProposerStats;
 import dev.kiln.api.speculative.SpeculativeProposer;
 import dev.kiln.engine.EngineSettings;
 import dev.kiln.engine.InferenceEngineCore;
+import dev.kiln.engine.KvCacheDtypeSetting;
 import dev.kiln.engine.ModelServices;
 import dev.kiln.engine.SpeculationSettings;
 import java.nio.file.Path;
@@ -110,6 +111,11 @@ public final class EngineComponent implements InferenceEngine {
                 + "model needs less for max-num-seqs full contexts")
         long kv$_$cache$_$memory() default 0;
 
+        @AttributeDefinition(name = "KV cache element type", description = "What the KV cache stores: auto (bf16 on "
+                + "the cuda backend, f32 elsewhere), f32, or bf16 (half the memory per token; cuda only); empty: the "
+                + "framework property kiln.kv-cache-dtype, or auto")
+        String kv$_$cache$_$dtype() default "";
+
         @AttributeDefinition(name = "Max sequences", description = "Most sequences in the running batch")
         int max$_$num$_$seqs() default EngineSettings.DEFAULT_MAX_NUM_SEQS;
 
@@ -193,6 +199,7 @@ public final class EngineComponent implements InferenceEngine {
     private String backendName;
     private String attentionName;
     private String quantization;
+    private KvCacheDtypeSetting kvCacheDtype = KvCacheDtypeSetting.AUTO;
     private Path folder;
     private ServiceListener watcher;
     private Thread loader;
@@ -221,6 +228,10 @@ public final class EngineComponent implements InferenceEngine {
             String requestedFormat = config.string("quantization", "");
             if (requestedFormat.isBlank()) requestedFormat = Objects.requireNonNullElse(context.getProperty("kiln.quantization"), "");
             this.quantization = requestedFormat;
+            // `kiln serve --kv-cache-dtype` arrives as a framework property; configuration wins.
+            String cacheType = config.string(KvCacheDtypeSetting.PROPERTY, "");
+            if (cacheType.isBlank()) cacheType = context.getProperty(KvCacheDtypeSetting.FRAMEWORK_PROPERTY);
+            this.kvCacheDtype = KvCacheDtypeSetting.parse(cacheType);
             configured = config.string("model", "");
             if (configured.isBlank()) configured = context.getProperty("kiln.model");
             // `kiln serve --served-model-name/--max-model-len` arrive as framework properties; configuration wins.
@@ -527,7 +538,8 @@ public final class EngineComponent implements InferenceEngine {
         InferenceEngineCore core = null;
         long start = System.nanoTime();
         try {
-            model = services.load(folder, backendName, attentionName, quantization, settings.maxNumBatchedTokens());
+            model = services.load(folder, backendName, attentionName, quantization, settings.maxNumBatchedTokens(),
+                    kvCacheDtype);
             core = new InferenceEngineCore(model, settings, sampler, processors);
             // Published with the speculation lock held, so that a proposer selected meanwhile reaches this engine.
             synchronized (speculationLock) {

@@ -131,6 +131,51 @@ class EngineComponentTest {
         assertTrue(engine.model().isEmpty());
     }
 
+    @Test
+    void aBf16KvCacheOnTheCpuBackendFailsTheLoadNamingTheSetting() {
+        var registry = registryWithServices(Map.of("kiln.model", Fixtures.folder(FIXTURE).toString()));
+        registerBackend(registry);
+        var engine = new EngineComponent();
+        engine.activate(registry.context(), Map.of("kv-cache-dtype", "bf16"));
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (!engine.status().startsWith("failed") && System.nanoTime() < deadline) sleep(5);
+        assertTrue(engine.status().contains("kv-cache-dtype bf16"), engine.status());
+        assertTrue(engine.model().isEmpty());
+        engine.deactivate();
+    }
+
+    @Test
+    void anUnknownKvCacheDtypeIsAnInvalidConfiguration() {
+        var registry = registryWithServices(Map.of("kiln.model", Fixtures.folder(FIXTURE).toString()));
+        registerBackend(registry);
+        var engine = new EngineComponent();
+        engine.activate(registry.context(), Map.of("kv-cache-dtype", "fp8"));
+        assertTrue(engine.status().startsWith("invalid configuration"), engine.status());
+        assertTrue(engine.status().contains("kv-cache-dtype must be auto, f32 or bf16"), engine.status());
+        engine.deactivate();
+    }
+
+    /** `kiln serve --kv-cache-dtype` sets the framework property; a configured value wins over it. */
+    @Test
+    void theConfiguredKvCacheDtypeWinsOverTheFrameworkProperty() {
+        var registry = registryWithServices(Map.of("kiln.model", Fixtures.folder(FIXTURE).toString(),
+                "kiln.kv-cache-dtype", "bf16"));
+        registerBackend(registry);
+        var engine = new EngineComponent();
+        engine.activate(registry.context(), Map.of("kv-cache-dtype", "f32", "kv-cache-memory", 16L << 20));
+        awaitModel(engine);
+        // f32: 3 layers x 2 KV heads x (16 + 16) x 4 bytes = 768 bytes a token.
+        assertEquals((16 << 20) / (16 * 768), engine.stats().kvBlocksTotal());
+        engine.deactivate();
+
+        var fromFramework = new EngineComponent();
+        fromFramework.activate(registry.context(), Map.of());
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (!fromFramework.status().startsWith("failed") && System.nanoTime() < deadline) sleep(5);
+        assertTrue(fromFramework.status().contains("kv-cache-dtype bf16"), fromFramework.status());
+        fromFramework.deactivate();
+    }
+
     private static void sleep(long millis) {
         try {
             Thread.sleep(millis);

@@ -80,7 +80,7 @@ final class DeepSeekModel implements CausalLanguageModel {
         this.derived = derived;
         this.expanded = expanded;
         this.maxBatchTokens = options.maxBatchTokens();
-        this.kvCacheSpec = latentCacheSpec(config, config.layers());
+        this.kvCacheSpec = latentCacheSpec(config, config.layers(), options.kvCacheDtypeOr(DType.F32));
         if (!attention.supports(kvCacheSpec, backend)) {
             throw new IllegalArgumentException("attention kernel " + attention.getClass().getName()
                     + " does not support the MLA cache " + kvCacheSpec + " on backend '" + backend.name() + "'");
@@ -131,7 +131,8 @@ final class DeepSeekModel implements CausalLanguageModel {
             }
             weights = new WeightLoader(checkpoint, options.backend(), options.quantizer());
             derived = new DerivedWeights(options.backend(), checkpoint.location());
-            expanded = new ExpandedAttention(options.attention(), options.backend(), config);
+            expanded = new ExpandedAttention(options.attention(), options.backend(), config,
+                    options.kvCacheDtypeOr(DType.F32));
             return new DeepSeekModel(checkpoint, config, options, weights, derived, expanded);
         } catch (RuntimeException e) {
             closeAfterFailure(expanded, e);
@@ -151,9 +152,12 @@ final class DeepSeekModel implements CausalLanguageModel {
         }
     }
 
-    /** The cache geometry of MLA: one entry {@code [latent | rope key]} per token and layer, values inside it. */
-    static KvCacheSpec latentCacheSpec(DeepSeekConfig config, int layers) {
-        return new KvCacheSpec(layers, 1, config.latentEntryDim(), config.kvLoraRank(), true, DType.F32);
+    /**
+     * The cache geometry of MLA: one entry {@code [latent | rope key]} per token and layer, values inside it, stored
+     * as {@code dtype}.
+     */
+    static KvCacheSpec latentCacheSpec(DeepSeekConfig config, int layers, DType dtype) {
+        return new KvCacheSpec(layers, 1, config.latentEntryDim(), config.kvLoraRank(), true, dtype);
     }
 
     /** Decoder layer {@code index} (of the main model, or an MTP module's block). */
@@ -215,7 +219,7 @@ final class DeepSeekModel implements CausalLanguageModel {
         Tensor headNorm = weights.vector(p + "shared_head.norm.weight", hidden);
         Weight headProjection = outputProjection(p + "shared_head.head", false);
         return new MultiTokenPredictor(config, backend, attention, embedding, embedNorm, hiddenNorm, combine, block,
-                headNorm, headProjection, shared, this::expands);
+                headNorm, headProjection, shared, this::expands, kvCacheSpec.dtype());
     }
 
     /** Selects the MLA computation of later steps (for comparing the two; both are exact). */

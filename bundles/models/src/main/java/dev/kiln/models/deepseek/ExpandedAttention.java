@@ -22,10 +22,14 @@ final class ExpandedAttention implements AutoCloseable {
     private final KvCacheSpec spec;
     private KvCache scratch;
 
-    ExpandedAttention(AttentionKernel kernel, ComputeBackend backend, DeepSeekConfig c) {
+    /**
+     * @param dtype the element type of the scratch cache: the model's cache type, so that the expanded path rounds
+     *              keys and values as the absorbed path's cache does
+     */
+    ExpandedAttention(AttentionKernel kernel, ComputeBackend backend, DeepSeekConfig c, DType dtype) {
         this.kernel = kernel;
         this.backend = backend;
-        this.spec = new KvCacheSpec(1, c.heads(), c.queryHeadDim(), c.valueHeadDim(), false, DType.F32);
+        this.spec = new KvCacheSpec(1, c.heads(), c.queryHeadDim(), c.valueHeadDim(), false, dtype);
     }
 
     /** Whether the model's kernel can attend over expanded heads at all. */

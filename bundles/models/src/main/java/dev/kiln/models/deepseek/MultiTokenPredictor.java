@@ -8,6 +8,7 @@ import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.backend.Weight;
 import dev.kiln.api.model.ForwardBatch;
 import dev.kiln.api.model.ForwardResult;
+import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
 import dev.kiln.models.BatchValidation;
 import dev.kiln.models.LanguageModelHead;
@@ -42,10 +43,12 @@ final class MultiTokenPredictor implements MtpHead, AutoCloseable {
      * @param activations the model's workspace: the module runs between the model's forwards, never during one,
      *                    so it shares the model's activations (and takes its own few extra tensors from them)
      * @param expands     decides per step whether the block takes the expanded MLA path (shared with the model)
+     * @param cacheDtype  the element type of the module's KV cache (the model's)
      */
     MultiTokenPredictor(DeepSeekConfig config, ComputeBackend backend, AttentionKernel attention, Weight embedding,
                         Tensor embedNorm, Tensor hiddenNorm, Linear combine, DecoderLayer block, Tensor headNorm,
-                        Weight headProjection, Activations activations, Predicate<AttentionMetadata> expands) {
+                        Weight headProjection, Activations activations, Predicate<AttentionMetadata> expands,
+                        DType cacheDtype) {
         this.config = config;
         this.backend = backend;
         this.attention = attention;
@@ -54,7 +57,8 @@ final class MultiTokenPredictor implements MtpHead, AutoCloseable {
         this.hiddenNorm = hiddenNorm;
         this.combine = combine;
         this.block = block;
-        this.kvCacheSpec = DeepSeekModel.latentCacheSpec(config, 1);
+        // The module's own cache stores what the model's does.
+        this.kvCacheSpec = DeepSeekModel.latentCacheSpec(config, 1, cacheDtype);
         this.maxBatchTokens = activations.capacity();
         this.expands = expands;
         this.activations = activations;

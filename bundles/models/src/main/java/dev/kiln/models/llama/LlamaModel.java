@@ -94,9 +94,10 @@ public final class LlamaModel implements CausalLanguageModel {
         this.attention = options.attention();
         this.weights = weights;
         this.maxBatchTokens = options.maxBatchTokens();
-        // F32 keys and values: the cache keeps exactly what the reference attends over.
+        // F32 keys and values by default: the cache keeps exactly what the reference attends over. A BF16 cache
+        // (asked for in the options) rounds them when stored, for half the memory per token.
         this.kvCacheSpec = new KvCacheSpec(config.layers(), config.kvHeads(), config.headDim(), config.headDim(),
-                false, DType.F32);
+                false, options.kvCacheDtypeOr(DType.F32));
         if (!attention.supports(kvCacheSpec, backend)) {
             throw new IllegalArgumentException("attention kernel " + attention.getClass().getName()
                     + " does not support " + kvCacheSpec + " on backend '" + backend.name() + "'");

@@ -7,6 +7,7 @@ import dev.kiln.api.model.CausalLanguageModel;
 import dev.kiln.api.model.ModelArchitecture;
 import dev.kiln.api.model.ModelBuildOptions;
 import dev.kiln.api.quant.Quantizer;
+import dev.kiln.api.tensor.DType;
 import dev.kiln.loader.safetensors.SafetensorsCheckpointLoader;
 import dev.kiln.models.deepseek.DeepSeekV2Architecture;
 import dev.kiln.models.deepseek.DeepSeekV3Architecture;
@@ -69,6 +70,19 @@ public final class Harness {
                 .findFirst()
                 .orElseThrow(() -> new IllegalArgumentException("no architecture for " + checkpoint.config()));
         return architecture.build(checkpoint, new ModelBuildOptions(BACKEND, ATTENTION, quantizer, maxBatchTokens));
+    }
+
+    /**
+     * Builds a model from an opened checkpoint with another attention kernel and a KV cache element type (null for
+     * the architecture's default).
+     */
+    public static CausalLanguageModel build(Checkpoint checkpoint, AttentionKernel attention, DType kvCacheDtype,
+                                            int maxBatchTokens) {
+        ModelArchitecture architecture = ARCHITECTURES.stream()
+                .filter(a -> a.supports(checkpoint.config()))
+                .findFirst()
+                .orElseThrow(() -> new IllegalArgumentException("no architecture for " + checkpoint.config()));
+        return architecture.build(checkpoint, new ModelBuildOptions(BACKEND, attention, null, maxBatchTokens, kvCacheDtype));
     }
 
     /** The largest absolute difference between two arrays of equal length. */

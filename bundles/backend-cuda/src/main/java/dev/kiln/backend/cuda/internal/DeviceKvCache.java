@@ -2,11 +2,13 @@ package dev.kiln.backend.cuda.internal;
 
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.attention.KvCacheSpec;
+import dev.kiln.api.tensor.DType;
 
 /**
- * A paged KV cache in device memory, f32, one allocation for keys and one for values (none when values live in the
- * keys). Within a layer the layout is {@code [block][kvHead][slot in block][dim]}, as on the CPU: the keys of one
- * head for the consecutive tokens of a block are contiguous.
+ * A paged KV cache in device memory, f32 or bf16 elements ({@link KvCacheSpec#dtype()}), one allocation for keys and
+ * one for values (none when values live in the keys). Within a layer the layout is
+ * {@code [block][kvHead][slot in block][dim]}, as on the CPU: the keys of one head for the consecutive tokens of a
+ * block are contiguous.
  */
 public final class DeviceKvCache implements KvCache {
     private final CudaContext context;
@@ -17,6 +19,7 @@ public final class DeviceKvCache implements KvCache {
     private final long values;
     private final long keyLayerElements;
     private final long valueLayerElements;
+    private final int elementBytes;
     private long attentionScratch;
     private long attentionScratchBytes;
     private volatile boolean closed;
@@ -36,7 +39,11 @@ public final class DeviceKvCache implements KvCache {
         if (numBlocks < 1 || blockSize < 1) {
             throw new IllegalArgumentException("need at least one block of one slot, got " + numBlocks + " x " + blockSize);
         }
+        if (spec.dtype() != DType.F32 && spec.dtype() != DType.BF16) {
+            throw new IllegalArgumentException("the CUDA KV cache stores F32 or BF16 elements, not " + spec.dtype());
+        }
         this.context = context;
+        this.elementBytes = spec.dtype().byteSize();
         this.spec = spec;
         this.numBlocks = numBlocks;
         this.blockSize = blockSize;
@@ -45,12 +52,15 @@ public final class DeviceKvCache implements KvCache {
         this.valueLayerElements = spec.valuesInKeys() ? 0 : slots * spec.valueDim();
         long keyElements = keyLayerElements * spec.layers();
         long valueElements = valueLayerElements * spec.layers();
-        this.keys = context.allocate(keyElements * Float.BYTES);
+        // Whole 32-bit words (a bf16 cache of an odd element count gets 2 bytes more), zeroed as words.
+        long keyWords = Math.ceilDiv(keyElements * elementBytes, Integer.BYTES);
+        long valueWords = Math.ceilDiv(valueElements * elementBytes, Integer.BYTES);
+        this.keys = context.allocate(keyWords * Integer.BYTES);
         long v = 0;
         try {
-            if (valueElements > 0) v = context.allocate(valueElements * Float.BYTES);
-            context.driver().fill32Async(keys, 0, keyElements, context.stream());
-            if (v != 0) context.driver().fill32Async(v, 0, valueElements, context.stream());
+            if (valueWords > 0) v = context.allocate(valueWords * Integer.BYTES);
+            context.driver().fill32Async(keys, 0, keyWords, context.stream());
+            if (v != 0) context.driver().fill32Async(v, 0, valueWords, context.stream());
         } catch (RuntimeException e) {
             context.free(keys);
             if (v != 0) context.free(v);
@@ -79,16 +89,21 @@ public final class DeviceKvCache implements KvCache {
         return spec.bytesPerToken() * numBlocks * blockSize;
     }
 
+    /** Whether the cache stores bf16 elements (else f32). */
+    public boolean bf16() {
+        return spec.dtype() == DType.BF16;
+    }
+
     /** Device address of one layer's keys. */
     public long keys(int layer) {
         checkOpen();
-        return keys + (long) layer * keyLayerElements * Float.BYTES;
+        return keys + (long) layer * keyLayerElements * elementBytes;
     }
 
     /** Device address of one layer's values: its keys when values live in the keys. */
     public long values(int layer) {
         checkOpen();
-        return spec.valuesInKeys() ? keys(layer) : values + (long) layer * valueLayerElements * Float.BYTES;
+        return spec.valuesInKeys() ? keys(layer) : values + (long) layer * valueLayerElements * elementBytes;
     }
 
     /**
@@ -123,8 +138,8 @@ public final class DeviceKvCache implements KvCache {
             checkBlock(to[i]);
         }
         context.bind();
-        long keyBlock = (long) blockSize * spec.kvHeads() * spec.keyDim() * Float.BYTES;
-        long valueBlock = (long) blockSize * spec.kvHeads() * spec.valueDim() * Float.BYTES;
+        long keyBlock = (long) blockSize * spec.kvHeads() * spec.keyDim() * elementBytes;
+        long valueBlock = (long) blockSize * spec.kvHeads() * spec.valueDim() * elementBytes;
         for (int l = 0; l < spec.layers(); l++) {
             for (int i = 0; i < from.length; i++) {
                 context.driver().copyOnDeviceAsync(keys(l) + to[i] * keyBlock, keys(l) + from[i] * keyBlock, keyBlock,

@@ -43,6 +43,8 @@ public final class Kernels implements AutoCloseable {
     private final MemorySegment add, addHalves, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, copyColumns,
             gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, argmaxSlices, argmaxMerge, sampleRows, gemvBf16, gemvF32, writeKv, pagedAttention,
             pagedAttentionSplit, pagedAttentionCombine;
+    /** The cache kernels for a bf16 KV cache: {@code kiln_write_kv_bf16}, {@code kiln_paged_attention(_split)_bf16}. */
+    private final MemorySegment writeKvBf16, pagedAttentionBf16, pagedAttentionSplitBf16;
     /** {@code kiln_gemv_bf16_t1 .. _t8}: the vectorized bf16 product for 1 to 8 tokens. */
     private final MemorySegment[] gemvBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
     /** {@code kiln_gemv_split_bf16_t1 .. _t8}: the block's warps share one row (matrices of few rows). */
@@ -88,6 +90,9 @@ public final class Kernels implements AutoCloseable {
         pagedAttention = driver.function(module, "kiln_paged_attention");
         pagedAttentionSplit = driver.function(module, "kiln_paged_attention_split");
         pagedAttentionCombine = driver.function(module, "kiln_paged_attention_combine");
+        writeKvBf16 = driver.function(module, "kiln_write_kv_bf16");
+        pagedAttentionBf16 = driver.function(module, "kiln_paged_attention_bf16");
+        pagedAttentionSplitBf16 = driver.function(module, "kiln_paged_attention_split_bf16");
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
             gemv3Bf16Tokens[t - 1] = driver.function(module, "kiln_gemv3_bf16_t" + t);
@@ -102,6 +107,7 @@ public final class Kernels implements AutoCloseable {
             "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows",
             "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_argmax_slices", "kiln_argmax_merge", "kiln_sample_rows", "kiln_gemv_split_bf16_t1", "kiln_gemv_split_bf16_t8", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
             "kiln_paged_attention", "kiln_paged_attention_split", "kiln_paged_attention_combine",
+            "kiln_write_kv_bf16", "kiln_paged_attention_bf16", "kiln_paged_attention_split_bf16",
             "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
             "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8",
             "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv3_split_bf16_t1", "kiln_gemv3_split_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8"};
@@ -450,12 +456,16 @@ public final class Kernels implements AutoCloseable {
         return false;
     }
 
-    /** Writes the new tokens' keys (and values, when {@code value != 0}) into their cache slots. */
+    /**
+     * Writes the new tokens' keys (and values, when {@code value != 0}) into their cache slots; a bf16 cache
+     * ({@code bf16Cache}) stores them rounded to nearest even.
+     */
     public void writeKv(long key, long value, long keys, long values, long slots, int tokens, int kvHeads, int keyDim,
-                        int valueDim, int blockSize) {
+                        int valueDim, int blockSize, boolean bf16Cache) {
         if (tokens == 0) return;
         args().ptr(key).ptr(value).ptr(keys).ptr(values).ptr(slots).i32(kvHeads).i32(keyDim).i32(valueDim).i32(blockSize)
-                .launch(writeKv, "kiln_write_kv", tokens, 1, THREADS, 0);
+                .launch(bf16Cache ? writeKvBf16 : writeKv, bf16Cache ? "kiln_write_kv_bf16" : "kiln_write_kv", tokens, 1,
+                        THREADS, 0);
     }
 
     /** Dynamic shared memory of the attention kernel for a key width. */
@@ -465,34 +475,38 @@ public final class Kernels implements AutoCloseable {
 
     /**
      * Causal attention of every (token, head) over the paged cache, one block each over the whole context; sequence
-     * s's block table starts {@code s * tableStride} entries into {@code tables}.
+     * s's block table starts {@code s * tableStride} entries into {@code tables}. {@code bf16Cache}: the cache stores
+     * bf16 elements (else f32).
      */
     public void pagedAttention(long query, long out, long keys, long values, long tokenSequence, long tokenPosition,
                                long tables, int tableStride, int tokens, int heads, int kvHeads, int keyDim,
-                               int valueDim, int valueStride, int blockSize, float scale) {
+                               int valueDim, int valueStride, int blockSize, float scale, boolean bf16Cache) {
         if (tokens == 0) return;
         args().ptr(query).ptr(out).ptr(keys).ptr(values).ptr(tokenSequence).ptr(tokenPosition).ptr(tables).i32(tableStride)
                 .i32(heads).i32(kvHeads).i32(keyDim).i32(valueDim).i32(valueStride).i32(blockSize).f32(scale)
-                .launch(pagedAttention, "kiln_paged_attention", tokens, heads, ATTENTION_THREADS,
-                        attentionSharedBytes(keyDim));
+                .launch(bf16Cache ? pagedAttentionBf16 : pagedAttention,
+                        bf16Cache ? "kiln_paged_attention_bf16" : "kiln_paged_attention", tokens, heads,
+                        ATTENTION_THREADS, attentionSharedBytes(keyDim));
     }
 
     /**
      * Causal attention with each context split into {@code plan.chunk()}-key chunks, one block per (token, KV head,
      * head block, chunk) serving all its query heads; with several splits the blocks write partial records into
      * {@code partials} ({@link SplitAttentionPlan#partialBytes}) and a second kernel merges them into {@code out}.
-     * Values live in the keys when {@code values == keys}.
+     * Values live in the keys when {@code values == keys}. {@code bf16Cache}: the cache stores bf16 elements (else
+     * f32; the plan and the partial records are the same for both).
      */
     public void pagedAttentionSplit(SplitAttentionPlan plan, long query, long out, long partials, long keys, long values,
                                     long tokenSequence, long tokenPosition, long tables, int tableStride, int tokens,
                                     int heads, int kvHeads, int keyDim, int valueDim, int valueStride, int blockSize,
-                                    float scale) {
+                                    float scale, boolean bf16Cache) {
         if (tokens == 0) return;
         args().ptr(query).ptr(out).ptr(partials).ptr(keys).ptr(values).ptr(tokenSequence).ptr(tokenPosition).ptr(tables)
                 .i32(tableStride).i32(heads).i32(kvHeads).i32(plan.headsPerBlock()).i32(keyDim).i32(valueDim)
                 .i32(valueStride).i32(blockSize).i32(plan.chunk()).i32(plan.tile()).f32(scale)
-                .launch(pagedAttentionSplit, "kiln_paged_attention_split", plan.rows(tokens, kvHeads), plan.splits(),
-                        SplitAttentionPlan.THREADS, plan.sharedBytes());
+                .launch(bf16Cache ? pagedAttentionSplitBf16 : pagedAttentionSplit,
+                        bf16Cache ? "kiln_paged_attention_split_bf16" : "kiln_paged_attention_split",
+                        plan.rows(tokens, kvHeads), plan.splits(), SplitAttentionPlan.THREADS, plan.sharedBytes());
         if (plan.splits() == 1) return;
         args().ptr(partials).ptr(out).ptr(tokenPosition).i32(heads).i32(valueDim).i32(plan.chunk()).i32(plan.splits())
                 .launch(pagedAttentionCombine, "kiln_paged_attention_combine", tokens, heads,

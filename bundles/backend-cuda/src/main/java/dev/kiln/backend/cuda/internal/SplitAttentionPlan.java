@@ -1,5 +1,7 @@
 package dev.kiln.backend.cuda.internal;
 
+import dev.kiln.api.tensor.DType;
+
 /**
  * How {@code kiln_paged_attention_split} covers one batch: which query heads share a block, how many keys a block
  * stages in shared memory at a time, and into how many chunks each token's context is split.
@@ -47,6 +49,30 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
     /** Whether the split kernel can serve a cache geometry at all (with one query head per block). */
     public static boolean fits(int keyDim, int valueDim, boolean valuesInKeys) {
         return layout(1, keyDim, valueDim, valuesInKeys) != null;
+    }
+
+    /**
+     * Cache elements the split kernel reads with one 16-byte load: 4 of an f32 cache, 8 of a bf16 one (widened to
+     * f32 in shared memory, so the plan is the same for both).
+     *
+     * @throws IllegalArgumentException for element types the kernel does not read
+     */
+    public static int elementsPerLoad(DType cacheType) {
+        return switch (cacheType) {
+            case F32 -> 4;
+            case BF16 -> 8;
+            default -> throw new IllegalArgumentException("the split attention kernel reads F32 or BF16 caches, not " + cacheType);
+        };
+    }
+
+    /**
+     * Whether the split kernel can serve a cache geometry stored as {@code cacheType}: {@link #fits(int, int, boolean)},
+     * with key and value rows of whole 16-byte loads ({@link #elementsPerLoad}).
+     */
+    public static boolean fits(int keyDim, int valueDim, boolean valuesInKeys, DType cacheType) {
+        if (cacheType != DType.F32 && cacheType != DType.BF16) return false;
+        int load = elementsPerLoad(cacheType);
+        return keyDim % load == 0 && valueDim % load == 0 && fits(keyDim, valueDim, valuesInKeys);
     }
 
     /**

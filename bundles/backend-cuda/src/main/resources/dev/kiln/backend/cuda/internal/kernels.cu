@@ -1014,10 +1014,54 @@ extern "C" __global__ void kiln_gemv_f32(const float* w, const float* x, float* 
 // ---- paged attention --------------------------------------------------------------------------------------------
 
 // Cache layout per layer: [block][kvHead][slot in block][dim], keys and values in separate arrays (values absent
-// when they are the leading elements of the keys). One block per token; tokens with a negative slot are padding.
-extern "C" __global__ void kiln_write_kv(const float* key, const float* value, float* keys, float* values,
-                                         const int* slots, int kvHeads, int keyDim, int valueDim, int blockSize) {
-    wait_for_previous_kernel();
+// when they are the leading elements of the keys). The cache stores f32 or bf16 elements: the kernels below are
+// templates over the element type T (float or bf16_t) with one entry point per type, the bf16 ones named ..._bf16.
+// A bf16 cache rounds keys and values to nearest even when they are written; everything after the loads (scores,
+// softmax, weighted sums) is the same f32 arithmetic for both.
+
+template <typename T> __device__ __forceinline__ T to_cache(float v);
+template <> __device__ __forceinline__ float to_cache<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16_t to_cache<bf16_t>(float v) { return float_to_bf16(v); }
+
+__device__ __forceinline__ float from_cache(float v) { return v; }
+__device__ __forceinline__ float from_cache(bf16_t v) { return bf16_to_float(v); }
+
+// Two bf16 packed in 32 bits (the lower address in the low half) widened to f32.
+__device__ __forceinline__ float bf16_low(unsigned int pair) { return __uint_as_float(pair << 16); }
+__device__ __forceinline__ float bf16_high(unsigned int pair) { return __uint_as_float(pair & 0xffff0000u); }
+
+// Four consecutive cache elements as f32: one 16-byte load of f32, one 8-byte load of bf16 (aligned accordingly).
+__device__ __forceinline__ float4 load_cache4(const float* p) {
+    return *reinterpret_cast<const float4*>(p);
+}
+
+__device__ __forceinline__ float4 load_cache4(const bf16_t* p) {
+    uint2 u = *reinterpret_cast<const uint2*>(p);
+    return make_float4(bf16_low(u.x), bf16_high(u.x), bf16_low(u.y), bf16_high(u.y));
+}
+
+// Copies the 16 bytes of cache at p (4 f32 or 8 bf16 elements, 16-byte aligned) as f32 to shared memory at dst.
+// `lane` is the copying thread's index in its loop: bf16 widens to 32 bytes per thread, and threads 4-7 of each
+// group of 8 store their halves in the other order, so that the 8 threads of a quarter warp hit distinct banks
+// with each of their two 16-byte stores.
+__device__ __forceinline__ void copy_cache16(float* dst, const float* p, int lane) {
+    *reinterpret_cast<float4*>(dst) = *reinterpret_cast<const float4*>(p);
+}
+
+__device__ __forceinline__ void copy_cache16(float* dst, const bf16_t* p, int lane) {
+    uint4 u = *reinterpret_cast<const uint4*>(p);
+    float4 low = make_float4(bf16_low(u.x), bf16_high(u.x), bf16_low(u.y), bf16_high(u.y));
+    float4 high = make_float4(bf16_low(u.z), bf16_high(u.z), bf16_low(u.w), bf16_high(u.w));
+    float4* d = reinterpret_cast<float4*>(dst);
+    int swap = (lane >> 2) & 1;
+    d[swap] = swap ? high : low;
+    d[swap ^ 1] = swap ? low : high;
+}
+
+// One block per token; tokens with a negative slot are padding.
+template <typename T>
+__device__ __forceinline__ void write_kv(const float* key, const float* value, T* keys, T* values, const int* slots,
+                                         int kvHeads, int keyDim, int valueDim, int blockSize) {
     int slot = slots[blockIdx.x];
     if (slot < 0) return;
     long long block = slot / blockSize;
@@ -1025,15 +1069,27 @@ extern "C" __global__ void kiln_write_kv(const float* key, const float* value, f
     const float* k = key + (long long) blockIdx.x * kvHeads * keyDim;
     for (int e = threadIdx.x; e < kvHeads * keyDim; e += blockDim.x) {
         int h = e / keyDim, d = e - h * keyDim;
-        keys[((block * kvHeads + h) * blockSize + offset) * keyDim + d] = k[e];
+        keys[((block * kvHeads + h) * blockSize + offset) * keyDim + d] = to_cache<T>(k[e]);
     }
     if (value != 0) {
         const float* v = value + (long long) blockIdx.x * kvHeads * valueDim;
         for (int e = threadIdx.x; e < kvHeads * valueDim; e += blockDim.x) {
             int h = e / valueDim, d = e - h * valueDim;
-            values[((block * kvHeads + h) * blockSize + offset) * valueDim + d] = v[e];
+            values[((block * kvHeads + h) * blockSize + offset) * valueDim + d] = to_cache<T>(v[e]);
         }
     }
+}
+
+extern "C" __global__ void kiln_write_kv(const float* key, const float* value, float* keys, float* values,
+                                         const int* slots, int kvHeads, int keyDim, int valueDim, int blockSize) {
+    wait_for_previous_kernel();
+    write_kv(key, value, keys, values, slots, kvHeads, keyDim, valueDim, blockSize);
+}
+
+extern "C" __global__ void kiln_write_kv_bf16(const float* key, const float* value, bf16_t* keys, bf16_t* values,
+                                              const int* slots, int kvHeads, int keyDim, int valueDim, int blockSize) {
+    wait_for_previous_kernel();
+    write_kv(key, value, keys, values, slots, kvHeads, keyDim, valueDim, blockSize);
 }
 
 #define ATTENTION_THREADS 256
@@ -1043,13 +1099,14 @@ extern "C" __global__ void kiln_write_kv(const float* key, const float* value, f
 // of ATTENTION_THREADS keys with an online softmax: each thread scores one key of the tile, then each thread
 // accumulates its value dimensions over the tile. valueStride is the distance between two cache entries in the
 // value array (keyDim when values live in the keys). Sequence s's block table starts at tables[s * tableStride].
-// The fallback for head sizes that are not whole float4 rows; see kiln_paged_attention_split for the rest.
+// The fallback for head sizes that are not whole float4 rows (8-element rows for bf16); see
+// kiln_paged_attention_split for the rest.
 // Dynamic shared memory: see Kernels.attentionSharedBytes.
-extern "C" __global__ void __launch_bounds__(ATTENTION_THREADS)
-kiln_paged_attention(const float* query, float* out, const float* keys, const float* values,
-                     const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
-                     int heads, int kvHeads, int keyDim, int valueDim, int valueStride, int blockSize, float scale) {
-    wait_for_previous_kernel();
+template <typename T>
+__device__ __forceinline__ void paged_attention(const float* query, float* out, const T* keys, const T* values,
+                                                const int* tokenSequence, const int* tokenPosition, const int* tables,
+                                                int tableStride, int heads, int kvHeads, int keyDim, int valueDim,
+                                                int valueStride, int blockSize, float scale) {
     extern __shared__ __align__(16) unsigned char shared[];
     long long* valueAt = reinterpret_cast<long long*>(shared);
     float* weights = reinterpret_cast<float*>(valueAt + ATTENTION_THREADS);
@@ -1077,17 +1134,16 @@ kiln_paged_attention(const float* query, float* out, const float* keys, const fl
         if (j <= position) {
             int block = table[j / blockSize];
             long long entry = ((long long) block * kvHeads + kvHead) * blockSize + (j - (j / blockSize) * blockSize);
-            const float* k = keys + entry * keyDim;
+            const T* k = keys + entry * keyDim;
             float dot = 0.0f;
             if (vectorized) {
-                const float4* k4 = reinterpret_cast<const float4*>(k);
                 const float4* q4 = reinterpret_cast<const float4*>(q);
                 for (int d = 0; d < (keyDim >> 2); d++) {
-                    float4 a = k4[d], b = q4[d];
+                    float4 a = load_cache4(k + 4 * d), b = q4[d];
                     dot += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
                 }
             } else {
-                for (int d = 0; d < keyDim; d++) dot += k[d] * q[d];
+                for (int d = 0; d < keyDim; d++) dot += from_cache(k[d]) * q[d];
             }
             score = dot * scale;
             valueAt[tid] = entry * valueStride;
@@ -1106,7 +1162,7 @@ kiln_paged_attention(const float* query, float* out, const float* keys, const fl
             int d = tid + i * ATTENTION_THREADS;
             if (d < valueDim) {
                 float a = acc[i] * correction;
-                for (int k = 0; k < n; k++) a += weights[k] * values[valueAt[k] + d];
+                for (int k = 0; k < n; k++) a += weights[k] * from_cache(values[valueAt[k] + d]);
                 acc[i] = a;
             }
         }
@@ -1121,6 +1177,24 @@ kiln_paged_attention(const float* query, float* out, const float* keys, const fl
     }
 }
 
+extern "C" __global__ void __launch_bounds__(ATTENTION_THREADS)
+kiln_paged_attention(const float* query, float* out, const float* keys, const float* values,
+                     const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
+                     int heads, int kvHeads, int keyDim, int valueDim, int valueStride, int blockSize, float scale) {
+    wait_for_previous_kernel();
+    paged_attention(query, out, keys, values, tokenSequence, tokenPosition, tables, tableStride, heads, kvHeads,
+                    keyDim, valueDim, valueStride, blockSize, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(ATTENTION_THREADS)
+kiln_paged_attention_bf16(const float* query, float* out, const bf16_t* keys, const bf16_t* values,
+                          const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
+                          int heads, int kvHeads, int keyDim, int valueDim, int valueStride, int blockSize, float scale) {
+    wait_for_previous_kernel();
+    paged_attention(query, out, keys, values, tokenSequence, tokenPosition, tables, tableStride, heads, kvHeads,
+                    keyDim, valueDim, valueStride, blockSize, scale);
+}
+
 // ---- split-context ("flash-decoding") attention ----------------------------------------------------------------
 //
 // kiln_paged_attention_split: grid (tokens * kvHeads * headBlocks, splits). Block (row, split) serves query token
@@ -1132,7 +1206,8 @@ kiln_paged_attention(const float* query, float* out, const float* keys, const fl
 // context return at once.
 //
 // The block walks its chunk in tiles of `tile` keys: (1) the tile's key rows (and value rows) are copied into
-// shared memory with float4 loads, consecutive threads reading consecutive 16 bytes of a row; (2) one thread per
+// shared memory as f32 with 16-byte loads (4 f32 or 8 bf16 elements), consecutive threads reading consecutive 16
+// bytes of a row; (2) one thread per
 // (head, key) scores it against the head's query in shared memory; (3) one warp per head updates the running max
 // and sum (online softmax) and turns scores into weights; (4) one thread per (head, float4 of value dimensions)
 // accumulates the weighted values in registers.
@@ -1143,22 +1218,25 @@ kiln_paged_attention(const float* query, float* out, const float* keys, const fl
 //
 // Keys and values: valueStride as for kiln_paged_attention; values == keys means the values are the leading
 // valueDim elements of each key row (MLA), which is then copied to shared memory once for both uses.
-// Requirements (checked by the Java side): keyDim and valueDim multiples of 4, 16-byte aligned arrays,
+// Requirements (checked by the Java side): keyDim and valueDim multiples of 4 (of 8 for a bf16 cache), 16-byte
+// aligned arrays,
 // headsPerBlock * valueDim <= 4 * SPLIT_THREADS * SPLIT_MAX_OUTPUTS.
 // Dynamic shared memory (floats): headsPerBlock * keyDim (queries) + tile * (keyDim + 4) (keys; rows padded by 16
 // bytes so that threads reading different rows hit different banks) + tile * (valueDim + 4) unless values are in
-// the keys + headsPerBlock * tile (weights) + 2 * headsPerBlock (running max and sum) + headsPerBlock (corrections).
+// the keys + headsPerBlock * tile (weights) + 2 * headsPerBlock (running max and sum) + headsPerBlock (corrections),
+// whatever the cache's element type.
 
 #define SPLIT_THREADS 256
 #define SPLIT_MAX_OUTPUTS 8
 
-extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
-kiln_paged_attention_split(const float* query, float* out, float* partials,
-                           const float* keys, const float* values,
-                           const int* tokenSequence, const int* tokenPosition,
-                           const int* tables, int tableStride, int heads, int kvHeads, int headsPerBlock,
-                           int keyDim, int valueDim, int valueStride, int blockSize, int chunk, int tile, float scale) {
-    wait_for_previous_kernel();
+template <typename T>
+__device__ __forceinline__ void paged_attention_split(const float* query, float* out, float* partials,
+                                                      const T* keys, const T* values,
+                                                      const int* tokenSequence, const int* tokenPosition,
+                                                      const int* tables, int tableStride, int heads, int kvHeads,
+                                                      int headsPerBlock, int keyDim, int valueDim, int valueStride,
+                                                      int blockSize, int chunk, int tile, float scale) {
+    constexpr int LOAD_SHIFT = sizeof(T) == 4 ? 2 : 3; // log2 of the cache elements in 16 bytes
     extern __shared__ __align__(16) float smem[];
     int group = heads / kvHeads;
     int headBlocks = (group + headsPerBlock - 1) / headsPerBlock;
@@ -1179,6 +1257,7 @@ kiln_paged_attention_split(const float* query, float* out, float* partials,
 
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int keyVectors = keyDim >> 2, valueVectors = valueDim >> 2;
+    int keyLoads = keyDim >> LOAD_SHIFT, valueLoads = valueDim >> LOAD_SHIFT;
     int keyRow = keyDim + 4, valueRow = valuesInKeys ? keyRow : valueDim + 4;
     float* q = smem;
     float* tileKeys = q + headsPerBlock * keyDim;
@@ -1194,9 +1273,6 @@ kiln_paged_attention_split(const float* query, float* out, float* partials,
         runningMax[tid] = -KILN_INFINITY;
         runningSum[tid] = 0.0f;
     }
-    const float4* keys4 = reinterpret_cast<const float4*>(keys);
-    const float4* values4 = reinterpret_cast<const float4*>(values);
-    int valueStrideVectors = valueStride >> 2;
 
     float4 acc[SPLIT_MAX_OUTPUTS];
 #pragma unroll
@@ -1206,20 +1282,20 @@ kiln_paged_attention_split(const float* query, float* out, float* partials,
     for (int start = begin; start < end; start += tile) {
         int n = min(tile, end - start);
         __syncthreads(); // the previous tile's readers are done (and, the first time, q and the stats are written)
-        for (int i = tid; i < n * keyVectors; i += SPLIT_THREADS) {
-            int j = i / keyVectors, d = i - j * keyVectors;
+        for (int i = tid; i < n * keyLoads; i += SPLIT_THREADS) {
+            int j = i / keyLoads, d = i - j * keyLoads;
             int p = start + j;
             int slotBlock = p / blockSize;
             long long entry = ((long long) table[slotBlock] * kvHeads + kvHead) * blockSize + (p - slotBlock * blockSize);
-            reinterpret_cast<float4*>(tileKeys + j * keyRow)[d] = keys4[entry * keyVectors + d];
+            copy_cache16(tileKeys + j * keyRow + (d << LOAD_SHIFT), keys + entry * keyDim + (d << LOAD_SHIFT), i);
         }
         if (!valuesInKeys) {
-            for (int i = tid; i < n * valueVectors; i += SPLIT_THREADS) {
-                int j = i / valueVectors, d = i - j * valueVectors;
+            for (int i = tid; i < n * valueLoads; i += SPLIT_THREADS) {
+                int j = i / valueLoads, d = i - j * valueLoads;
                 int p = start + j;
                 int slotBlock = p / blockSize;
                 long long entry = ((long long) table[slotBlock] * kvHeads + kvHead) * blockSize + (p - slotBlock * blockSize);
-                reinterpret_cast<float4*>(tileValues + j * valueRow)[d] = values4[entry * valueStrideVectors + d];
+                copy_cache16(tileValues + j * valueRow + (d << LOAD_SHIFT), values + entry * valueStride + (d << LOAD_SHIFT), i);
             }
         }
         __syncthreads();
@@ -1310,6 +1386,28 @@ kiln_paged_attention_split(const float* query, float* out, float* partials,
             }
         }
     }
+}
+
+extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
+kiln_paged_attention_split(const float* query, float* out, float* partials,
+                           const float* keys, const float* values,
+                           const int* tokenSequence, const int* tokenPosition,
+                           const int* tables, int tableStride, int heads, int kvHeads, int headsPerBlock,
+                           int keyDim, int valueDim, int valueStride, int blockSize, int chunk, int tile, float scale) {
+    wait_for_previous_kernel();
+    paged_attention_split(query, out, partials, keys, values, tokenSequence, tokenPosition, tables, tableStride, heads,
+                          kvHeads, headsPerBlock, keyDim, valueDim, valueStride, blockSize, chunk, tile, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
+kiln_paged_attention_split_bf16(const float* query, float* out, float* partials,
+                                const bf16_t* keys, const bf16_t* values,
+                                const int* tokenSequence, const int* tokenPosition,
+                                const int* tables, int tableStride, int heads, int kvHeads, int headsPerBlock,
+                                int keyDim, int valueDim, int valueStride, int blockSize, int chunk, int tile, float scale) {
+    wait_for_previous_kernel();
+    paged_attention_split(query, out, partials, keys, values, tokenSequence, tokenPosition, tables, tableStride, heads,
+                          kvHeads, headsPerBlock, keyDim, valueDim, valueStride, blockSize, chunk, tile, scale);
 }
 
 #define COMBINE_THREADS 128

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.kiln.api.tensor.DType;
 import org.junit.jupiter.api.Test;
 
 /** The split attention kernel's launch shapes: what each geometry gets, and that nothing depends on more than the bucket. */
@@ -103,6 +104,25 @@ class SplitAttentionPlanTest {
         assertTrue(SplitAttentionPlan.fits(576, 512, true));
         // Keys too long for even one head and the smallest tile in 48 KiB.
         assertFalse(SplitAttentionPlan.fits(8192, 128, false));
+    }
+
+    /** A bf16 cache is read 8 elements (16 bytes) at a time: heads must be whole 8-element rows. */
+    @Test
+    void aBf16CacheNeedsHeadsOfWholeEightElementRows() {
+        assertEquals(4, SplitAttentionPlan.elementsPerLoad(DType.F32));
+        assertEquals(8, SplitAttentionPlan.elementsPerLoad(DType.BF16));
+        assertThrows(IllegalArgumentException.class, () -> SplitAttentionPlan.elementsPerLoad(DType.F16));
+        assertTrue(SplitAttentionPlan.fits(128, 128, false, DType.BF16));
+        assertTrue(SplitAttentionPlan.fits(576, 512, true, DType.BF16));
+        assertTrue(SplitAttentionPlan.fits(20, 12, false, DType.F32));
+        assertFalse(SplitAttentionPlan.fits(20, 16, false, DType.BF16));
+        assertFalse(SplitAttentionPlan.fits(16, 12, false, DType.BF16));
+        assertFalse(SplitAttentionPlan.fits(128, 128, false, DType.F16));
+        assertFalse(SplitAttentionPlan.fits(8192, 128, false, DType.BF16));
+        // The f32 answer is the geometry-only one.
+        for (int dim : new int[] {4, 12, 64, 66, 128, 576}) {
+            assertEquals(SplitAttentionPlan.fits(dim, 64, false), SplitAttentionPlan.fits(dim, 64, false, DType.F32));
+        }
     }
 
     @Test

@@ -9,6 +9,7 @@ import dev.kiln.api.model.ForwardBatch;
 import dev.kiln.api.model.ModelArchitecture;
 import dev.kiln.api.model.ModelBuildOptions;
 import dev.kiln.api.quant.Quantizer;
+import dev.kiln.api.tensor.DType;
 import dev.kiln.loader.safetensors.SafetensorsCheckpointLoader;
 import dev.kiln.loader.safetensors.SafetensorsFile;
 import dev.kiln.loader.safetensors.TensorValues;
@@ -53,6 +54,15 @@ public final class Fixtures {
     /** Builds a fixture's model on a backend with an attention kernel, its linear layers quantized on load. */
     public static CausalLanguageModel build(String fixture, ComputeBackend backend, AttentionKernel attention,
                                             Quantizer quantizer, int maxBatchTokens) {
+        return build(fixture, backend, attention, quantizer, maxBatchTokens, null);
+    }
+
+    /**
+     * Builds a fixture's model with a KV cache of the given element type ({@code null}: the architecture's default,
+     * f32).
+     */
+    public static CausalLanguageModel build(String fixture, ComputeBackend backend, AttentionKernel attention,
+                                            Quantizer quantizer, int maxBatchTokens, DType kvCacheDtype) {
         Checkpoint checkpoint;
         try {
             checkpoint = new SafetensorsCheckpointLoader().open(folder(fixture));
@@ -61,7 +71,8 @@ public final class Fixtures {
         }
         ModelArchitecture architecture = ARCHITECTURES.stream().filter(a -> a.supports(checkpoint.config())).findFirst()
                 .orElseThrow(() -> new IllegalArgumentException("no architecture for " + fixture));
-        return architecture.build(checkpoint, new ModelBuildOptions(backend, attention, quantizer, maxBatchTokens));
+        return architecture.build(checkpoint,
+                new ModelBuildOptions(backend, attention, quantizer, maxBatchTokens, kvCacheDtype));
     }
 
     /** An int tensor of a fixture's {@code reference.safetensors}. */
