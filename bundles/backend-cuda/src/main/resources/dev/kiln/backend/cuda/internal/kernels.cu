@@ -629,8 +629,9 @@ extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float
 // Fusions with the neighbours of a product, made by the Java side's recorder (see Kernels):
 //  - an RMSNorm just before, whose output the product reads: x is then the norm's input row (the residual),
 //    the product is computed with x * scale and multiplied at the end by inv = 1 / sqrt(mean(x^2) + eps), the
-//    norm's own factor (every warp reads all of x anyway, so the squares cost no extra memory traffic); block 0
-//    also stores the normed rows x * inv * scale in `normed`, as the norm would have, for later readers;
+//    norm's own factor (every warp reads all of x anyway, so the squares cost no extra memory traffic); the normed
+//    rows x * inv * scale are also stored in `normed`, as the norm would have, for later readers: spread over all
+//    the grid's warps (or blocks), a few elements each, as one warp storing them all would hold up the kernel's end;
 //  - a residual add just after (residual += the product): the block that owns an output row adds it there too.
 // scale == 0 means no norm, residual == 0 no add.
 
@@ -742,11 +743,13 @@ __device__ __forceinline__ void store_row(const float (&dot)[TOKENS], const floa
     }
 }
 
-// A warp's row: sums its lanes' partial products and squares, stores the row (lane 0), and in block 0 the normed x.
+// A warp's row: sums its lanes' partial products and squares, stores the row (lane 0) and its share of the normed
+// x: the warp is number `unit` of `units` warps that have a row.
 template <int TOKENS, bool NORM>
 __device__ __forceinline__ void finish_warp_row(float (&acc)[TOKENS], float (&sumsq)[TOKENS], const float* x,
                                                 const float* scale, float eps, float* normed, int columns, float* out,
-                                                int rows, int row, const float* bias, float* residual) {
+                                                int rows, int row, const float* bias, float* residual, int unit,
+                                                int units) {
     int lane = threadIdx.x & 31;
     float inv[TOKENS];
 #pragma unroll
@@ -755,7 +758,7 @@ __device__ __forceinline__ void finish_warp_row(float (&acc)[TOKENS], float (&su
         if (NORM) sumsq[t] = warp_sum(sumsq[t]);
     }
     norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
-    if (NORM && blockIdx.x == 0 && threadIdx.x < 32) store_normed<TOKENS>(x, scale, columns, inv, normed, lane, 32);
+    if (NORM) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
     if (lane == 0) store_row<TOKENS>(acc, inv, out, rows, row, bias, residual);
 }
 
@@ -766,8 +769,8 @@ __device__ __forceinline__ void finish_warp_row(float (&acc)[TOKENS], float (&su
 #define GEMV_SPLIT_WARPS 4
 #define GEMV_SPLIT_UNROLL 2
 
-// A block's row: sums the threads' partial products and squares through shared memory, stores the row, and in
-// block 0 the normed x.
+// A block's row (one per block, the grid exact): sums the threads' partial products and squares through shared
+// memory, stores the row and the block's share of the normed x.
 template <int TOKENS, bool NORM>
 __device__ __forceinline__ void finish_block_row(const float (&acc)[TOKENS], const float (&sumsq)[TOKENS], const float* x,
                                                  const float* scale, float eps, float* normed, int columns, float* out,
@@ -795,7 +798,8 @@ __device__ __forceinline__ void finish_block_row(const float (&acc)[TOKENS], con
         }
     }
     norm_factors<TOKENS, NORM>(squares, columns, eps, inv);
-    if (NORM && blockIdx.x == 0) store_normed<TOKENS>(x, scale, columns, inv, normed, threadIdx.x, blockDim.x);
+    if (NORM) store_normed<TOKENS>(x, scale, columns, inv, normed, blockIdx.x * blockDim.x + threadIdx.x,
+                                   gridDim.x * blockDim.x);
     if (threadIdx.x == 0) store_row<TOKENS>(dot, inv, out, rows, row, bias, residual);
 }
 
@@ -810,7 +814,7 @@ __device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* w, const float* x
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[0][t] = sumsq[t] = 0.0f;
     dot_rows_bf16<TOKENS, 1, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> 3, 32, acc, sumsq);
-    finish_warp_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, out, rows, row, bias, residual);
+    finish_warp_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, out, rows, row, bias, residual, row, rows);
 }
 
 template <int TOKENS, bool NORM>
@@ -857,7 +861,7 @@ template <int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv3_bf16_tokens(const float* x, int columns,
         const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1, const float* b1,
         const bf16_t* w2, float* o2, int r2, const float* b2, const float* scale, float eps, float* normed) {
-    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), row = unit;
     Segment s;
     if (!find_segment(row, s, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2)) return;
     const bf16_t* wrow[1] = {s.w + (long long) row * columns};
@@ -865,7 +869,8 @@ __device__ __forceinline__ void gemv3_bf16_tokens(const float* x, int columns,
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[0][t] = sumsq[t] = 0.0f;
     dot_rows_bf16<TOKENS, 1, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> 3, 32, acc, sumsq);
-    finish_warp_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, s.out, s.rows, row, s.bias, nullptr);
+    finish_warp_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, s.out, s.rows, row, s.bias, nullptr,
+                                  unit, r0 + r1 + r2);
 }
 
 // kiln_gemv3 for few rows in all (q, k and v of a small model: 2048 rows of the 1.5B shape): one block per row, as
@@ -910,7 +915,7 @@ __device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int column
         if (NORM) sumsq[t] = warp_sum(sumsq[t]);
     }
     norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
-    if (NORM && blockIdx.x == 0 && threadIdx.x < 32) store_normed<TOKENS>(x, scale, columns, inv, normed, lane, 32);
+    if (NORM) store_normed<TOKENS>(x, scale, columns, inv, normed, row * 32 + lane, rows * 32);
     if (lane == 0) {
 #pragma unroll
         for (int t = 0; t < TOKENS; t++) {
