@@ -12,7 +12,8 @@ import java.util.List;
  * The kernels of the quantized weight formats ({@value #SOURCE}: the weight-only integer formats and FP8 blocks), a
  * second module that {@link CudaContext} loads at the first quantized weight, each behind a method that knows its
  * parameter list and launch shape; and the scratch the formats' prefill products dequantize into. Launches are held by
- * the context's {@link StepRecorder} like those of {@link Kernels}, so they take part in its graphs. Arguments are not
+ * the context's {@link StepRecorder} like those of {@link Kernels}, so they take part in its graphs, and made as
+ * programmatic dependent launches as theirs are. Arguments are not
  * checked here: {@link QuantizedWeight} and {@link Fp8Weight} check shapes before they call.
  */
 public final class QuantKernels implements AutoCloseable {
@@ -329,7 +330,8 @@ public final class QuantKernels implements AutoCloseable {
         }
 
         void launch(MemorySegment function, String name, int gridX, int gridY, int block) {
-            context.recorder().launch(function, name, gridX, gridY, block, 0, values, count);
+            // Every kernel of the module waits for its predecessor on the device first (see Kernels).
+            context.recorder().launch(function, name, gridX, gridY, block, 0, values, count, true);
         }
     }
 }

@@ -19,6 +19,16 @@
 
 typedef unsigned short bf16_t;
 
+// Programmatic dependent launch, as in kernels.cu (this module is compiled on its own, hence the copy): every kernel
+// here may start before the one ahead of it on the stream has finished, so each waits here before it touches any
+// activation, then lets the next one start; no pointer is __restrict__ (the compiler may hoist such loads above it).
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // Tokens up to which a product streams the weight once (Java: QuantKernels.GEMV_MAX_TOKENS).
 #define QUANT_MAX_TOKENS 8
 // Columns per lane step: 16 bytes of INT8 codes or 8 of INT4. 16 divides every model width, and rows of 1536 columns
@@ -126,8 +136,8 @@ struct RowShare {
 // Sums each accumulator over the warp (and, split, over the block's warps) and stores out[t][row0 + r], times the
 // row's scale when there is one.
 template <int ROWS, int TOKENS, int SPLIT>
-__device__ __forceinline__ void store_rows(float (&acc)[ROWS][TOKENS], int row0, int rows, float* __restrict__ out,
-                                           const float* __restrict__ rowScales) {
+__device__ __forceinline__ void store_rows(float (&acc)[ROWS][TOKENS], int row0, int rows, float* out,
+                                           const float* rowScales) {
     static_assert(SPLIT == 1 || SPLIT == QUANT_GEMV_WARPS, "a split covers the whole block");
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
@@ -174,8 +184,8 @@ __device__ __forceinline__ void store_rows(float (&acc)[ROWS][TOKENS], int row0,
 // to the sum. Rows past the end repeat the last row (valid loads, results dropped). A split group of rows is the
 // whole block's, so its early return is uniform over the block.
 template <int TOKENS, int SPLIT>
-__device__ __forceinline__ void int8_gemv_tokens(const signed char* __restrict__ codes, const float* __restrict__ scales,
-                                                 const float* __restrict__ x, float* __restrict__ out, int rows,
+__device__ __forceinline__ void int8_gemv_tokens(const signed char* codes, const float* scales,
+                                                 const float* x, float* out, int rows,
                                                  int columns, int stride) {
     constexpr int ROWS = GemvShape<TOKENS, SPLIT>::ROWS;
     constexpr int UNROLL = QUANT_BYTES_IN_FLIGHT / (16 * ROWS) > 0 ? QUANT_BYTES_IN_FLIGHT / (16 * ROWS) : 1;
@@ -239,8 +249,8 @@ __device__ __forceinline__ void int8_gemv_tokens(const signed char* __restrict__
 // The INT4 counterpart: a step's 16 columns lie in one group (groups are multiples of 16 columns), so each step's
 // sums are scaled once by their group's scale. groupShift = log2(groupSize / 16).
 template <int TOKENS, int SPLIT>
-__device__ __forceinline__ void int4_gemv_tokens(const unsigned char* __restrict__ codes, const float* __restrict__ scales,
-                                                 const float* __restrict__ x, float* __restrict__ out, int rows,
+__device__ __forceinline__ void int4_gemv_tokens(const unsigned char* codes, const float* scales,
+                                                 const float* x, float* out, int rows,
                                                  int columns, int strideBytes, int groups, int groupShift) {
     constexpr int ROWS = GemvShape<TOKENS, SPLIT>::ROWS;
     constexpr int UNROLL = QUANT_BYTES_IN_FLIGHT / (8 * ROWS) > 0 ? QUANT_BYTES_IN_FLIGHT / (8 * ROWS) : 1;
@@ -330,21 +340,25 @@ __device__ __forceinline__ void int4_gemv_tokens(const unsigned char* __restrict
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_int8_gemv_t##T(const signed char* codes, const float* scales, const float* x, float* out, int rows,        \
                         int columns, int stride) {                                                                   \
+        wait_for_previous_kernel();                                                                                  \
         int8_gemv_tokens<T, 1>(codes, scales, x, out, rows, columns, stride);                                        \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_int8_gemv_split_t##T(const signed char* codes, const float* scales, const float* x, float* out, int rows,  \
                               int columns, int stride) {                                                             \
+        wait_for_previous_kernel();                                                                                  \
         int8_gemv_tokens<T, QUANT_GEMV_WARPS>(codes, scales, x, out, rows, columns, stride);                         \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_int4_gemv_t##T(const unsigned char* codes, const float* scales, const float* x, float* out, int rows,      \
                         int columns, int strideBytes, int groups, int groupShift) {                                  \
-        int4_gemv_tokens<T, 1>(codes, scales, x, out, rows, columns, strideBytes, groups, groupShift);              \
+        wait_for_previous_kernel();                                                                                  \
+        int4_gemv_tokens<T, 1>(codes, scales, x, out, rows, columns, strideBytes, groups, groupShift);               \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_int4_gemv_split_t##T(const unsigned char* codes, const float* scales, const float* x, float* out,          \
                               int rows, int columns, int strideBytes, int groups, int groupShift) {                  \
+        wait_for_previous_kernel();                                                                                  \
         int4_gemv_tokens<T, QUANT_GEMV_WARPS>(codes, scales, x, out, rows, columns, strideBytes, groups, groupShift); \
     }
 QUANT_GEMV_TOKENS(1)
@@ -361,6 +375,7 @@ QUANT_GEMV_TOKENS(8)
 // One warp per row, one column per lane at a time: plain loads, any alignment. tokens <= QUANT_MAX_TOKENS.
 extern "C" __global__ void kiln_int8_gemv(const signed char* codes, const float* scales, const float* x, float* out,
                                           int rows, int columns, int stride, int tokens) {
+    wait_for_previous_kernel();
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -387,6 +402,7 @@ extern "C" __global__ void kiln_int8_gemv(const signed char* codes, const float*
 
 extern "C" __global__ void kiln_int4_gemv(const unsigned char* codes, const float* scales, const float* x, float* out,
                                           int rows, int columns, int strideBytes, int groups, int groupSize, int tokens) {
+    wait_for_previous_kernel();
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -419,6 +435,7 @@ extern "C" __global__ void kiln_int4_gemv(const unsigned char* codes, const floa
 // without their scales: a code of at most 7 significant bits is exact in bf16, so the GEMM sums q * x as exactly as
 // the dense path sums w * x; kiln_int8_scale_product applies the row scales after.
 extern "C" __global__ void kiln_int8_codes_bf16(const signed char* codes, int stride, int columns, bf16_t* out) {
+    wait_for_previous_kernel();
     long long row = blockIdx.y;
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < columns; c += gridDim.x * blockDim.x) {
         out[row * columns + c] = (bf16_t) (__float_as_uint((float) codes[row * stride + c]) >> 16);
@@ -427,6 +444,7 @@ extern "C" __global__ void kiln_int8_codes_bf16(const signed char* codes, int st
 
 // product[t][r] *= scales[r] for n = tokens * rows elements: the INT8 row scales after the prefill GEMM.
 extern "C" __global__ void kiln_int8_scale_product(float* product, const float* scales, long long n, int rows) {
+    wait_for_previous_kernel();
     for (long long i = blockIdx.x * (long long) blockDim.x + threadIdx.x; i < n; i += (long long) gridDim.x * blockDim.x) {
         product[i] *= scales[i % rows];
     }
@@ -437,6 +455,7 @@ extern "C" __global__ void kiln_int8_scale_product(float* product, const float* 
 // which the group scales make arbitrary, so three GEMMs (hi x hi, hi x lo, lo x hi) reproduce the f32 product.
 extern "C" __global__ void kiln_int4_dequantize_split(const unsigned char* codes, const float* scales, int strideBytes,
                                                       int columns, int groups, int groupSize, bf16_t* hi, bf16_t* lo) {
+    wait_for_previous_kernel();
     long long row = blockIdx.y;
     const unsigned char* wr = codes + row * strideBytes;
     const float* sr = scales + row * groups;
@@ -455,6 +474,7 @@ extern "C" __global__ void kiln_int4_dequantize_split(const unsigned char* codes
 // out[i] = W[ids[i]] dequantised, one block per id.
 extern "C" __global__ void kiln_int8_gather_rows(const signed char* codes, const float* scales, const int* ids,
                                                  float* out, int columns, int stride) {
+    wait_for_previous_kernel();
     long long id = ids[blockIdx.x];
     float scale = scales[id];
     const signed char* wr = codes + id * stride;
@@ -464,6 +484,7 @@ extern "C" __global__ void kiln_int8_gather_rows(const signed char* codes, const
 
 extern "C" __global__ void kiln_int4_gather_rows(const unsigned char* codes, const float* scales, const int* ids,
                                                  float* out, int columns, int strideBytes, int groups, int groupSize) {
+    wait_for_previous_kernel();
     long long id = ids[blockIdx.x];
     const unsigned char* wr = codes + id * strideBytes;
     const float* sr = scales + id * groups;
@@ -516,8 +537,8 @@ __device__ __forceinline__ void e4m3_codes(unsigned int word, float* w) {
 // once by the block's scale. A row holding a NaN code gives NaN, as the product with that weight would: a word of codes
 // with a NaN among them makes its first weight NaN (a test and a select per four codes), whatever the activations.
 template <int TOKENS, int SPLIT>
-__device__ __forceinline__ void fp8_gemv_tokens(const unsigned char* __restrict__ codes, const float* __restrict__ scales,
-                                                const float* __restrict__ x, float* __restrict__ out, int rows,
+__device__ __forceinline__ void fp8_gemv_tokens(const unsigned char* codes, const float* scales,
+                                                const float* x, float* out, int rows,
                                                 int columns, int stride, int blockRows, int columnBlocks, int blockShift) {
     constexpr int ROWS = GemvShape<TOKENS, SPLIT>::ROWS;
     constexpr int UNROLL = QUANT_BYTES_IN_FLIGHT / (16 * ROWS) > 0 ? QUANT_BYTES_IN_FLIGHT / (16 * ROWS) : 1;
@@ -603,11 +624,13 @@ __device__ __forceinline__ void fp8_gemv_tokens(const unsigned char* __restrict_
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_fp8_gemv_t##T(const unsigned char* codes, const float* scales, const float* x, float* out, int rows,       \
                        int columns, int stride, int blockRows, int columnBlocks, int blockShift) {                   \
-        fp8_gemv_tokens<T, 1>(codes, scales, x, out, rows, columns, stride, blockRows, columnBlocks, blockShift);   \
+        wait_for_previous_kernel();                                                                                  \
+        fp8_gemv_tokens<T, 1>(codes, scales, x, out, rows, columns, stride, blockRows, columnBlocks, blockShift);    \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_fp8_gemv_split_t##T(const unsigned char* codes, const float* scales, const float* x, float* out, int rows, \
                              int columns, int stride, int blockRows, int columnBlocks, int blockShift) {             \
+        wait_for_previous_kernel();                                                                                  \
         fp8_gemv_tokens<T, QUANT_GEMV_WARPS>(codes, scales, x, out, rows, columns, stride, blockRows, columnBlocks,  \
                                              blockShift);                                                            \
     }
@@ -625,6 +648,7 @@ FP8_GEMV_TOKENS(8)
 extern "C" __global__ void kiln_fp8_gemv(const unsigned char* codes, const float* scales, const float* x, float* out,
                                          int rows, int columns, int stride, int blockRows, int blockColumns,
                                          int columnBlocks, int tokens) {
+    wait_for_previous_kernel();
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -656,6 +680,7 @@ extern "C" __global__ void kiln_fp8_gemv(const unsigned char* codes, const float
 extern "C" __global__ void kiln_fp8_dequantize_split(const unsigned char* codes, const float* scales, int firstRow,
                                                      int stride, int columns, int blockRows, int blockColumns,
                                                      int columnBlocks, bf16_t* hi, bf16_t* lo) {
+    wait_for_previous_kernel();
     long long row = blockIdx.y;
     const unsigned char* wr = codes + row * stride;
     const float* sr = scales + (long long) ((firstRow + (int) row) / blockRows) * columnBlocks;
@@ -671,6 +696,7 @@ extern "C" __global__ void kiln_fp8_dequantize_split(const unsigned char* codes,
 extern "C" __global__ void kiln_fp8_gather_rows(const unsigned char* codes, const float* scales, const int* ids,
                                                 float* out, int columns, int stride, int blockRows, int blockColumns,
                                                 int columnBlocks) {
+    wait_for_previous_kernel();
     long long id = ids[blockIdx.x];
     const unsigned char* wr = codes + id * stride;
     const float* sr = scales + (id / blockRows) * columnBlocks;
