@@ -225,30 +225,28 @@ public final class QuantizedWeight implements Weight {
         context.kernels().splitBf16(in.pointer(), parts[0], parts[1], n);
         int tileRows = QuantKernels.tileRows(rows, columns);
         long[] tile = kernels.tiles((long) tileRows * columns, format == Format.INT8 ? 1 : 2);
-        Cublas cublas = context.cublas();
         for (int first = 0; first < rows; first += tileRows) {
             int count = Math.min(tileRows, rows - first);
             long product = o.pointer() + 4L * first;
             if (format == Format.INT8) {
                 kernels.int8CodesBf16(codes + (long) first * rowBytes, rowBytes, columns, count, tile[0]);
-                gemm(cublas, count, tokens, tile[0], parts[0], false, product);
-                gemm(cublas, count, tokens, tile[0], parts[1], true, product);
+                gemm(count, tokens, tile[0], parts[0], false, product);
+                gemm(count, tokens, tile[0], parts[1], true, product);
             } else {
                 kernels.int4DequantizeSplit(codes + (long) first * rowBytes, scales + 4L * first * groups, rowBytes, columns,
                         groups, groupSize, count, tile[0], tile[1]);
-                gemm(cublas, count, tokens, tile[0], parts[0], false, product);
-                gemm(cublas, count, tokens, tile[0], parts[1], true, product);
-                gemm(cublas, count, tokens, tile[1], parts[0], true, product);
+                gemm(count, tokens, tile[0], parts[0], false, product);
+                gemm(count, tokens, tile[0], parts[1], true, product);
+                gemm(count, tokens, tile[1], parts[0], true, product);
             }
         }
         if (format == Format.INT8) kernels.int8ScaleProduct(o.pointer(), scales, (long) tokens * rows, rows);
     }
 
-    private void gemm(Cublas cublas, int tileRows, int tokens, long weightTile, long activations, boolean accumulate,
-                      long product) {
-        // cublasHandle() first issues the held launches (the tile's dequantization) that this GEMM must follow.
-        cublas.gemm(context.cublasHandle(), Cublas.OP_T, Cublas.OP_N, tileRows, tokens, columns, weightTile, Cublas.R_16BF,
-                columns, activations, Cublas.R_16BF, columns, accumulate, product, rows);
+    /** Held by the recorder in order with the tile's dequantization, so a repeated batched step replays as graphs. */
+    private void gemm(int tileRows, int tokens, long weightTile, long activations, boolean accumulate, long product) {
+        context.gemm(Cublas.OP_T, Cublas.OP_N, tileRows, tokens, columns, weightTile, Cublas.R_16BF, columns, activations,
+                Cublas.R_16BF, columns, accumulate, product, rows);
     }
 
     @Override
