@@ -16,7 +16,6 @@ bytes, and the GEMVs of one whole batch-1 decode step of the 1.5B shape replayed
 Needs CuPy and NumPy. Usage: python3 check_fp8_kernels.py [path/to/quant_kernels.cu]
 """
 import ctypes
-import glob
 import os
 import sys
 import traceback
@@ -24,6 +23,7 @@ import traceback
 import cupy as cp
 import numpy as np
 from cupy_backends.cuda.libs import cublas
+import kiln_nvrtc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -37,29 +37,8 @@ failures = []
 i32, i64, f32 = np.int32, np.int64, np.float32
 
 
-def nvrtc_library():
-    for d in ["/usr/local/cuda/targets/x86_64-linux/lib", "/usr/local/cuda/lib64"]:
-        for f in sorted(glob.glob(os.path.join(d, "libnvrtc.so.1*"))):
-            return ctypes.CDLL(f)
-    return ctypes.CDLL("libnvrtc.so")
-
-
 def compile_cubin(source, arch):
-    lib = nvrtc_library()
-    prog = ctypes.c_void_p()
-    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"quant_kernels.cu", 0, None, None) == 0
-    opts = [("--gpu-architecture=" + arch).encode(), b"--std=c++17"]
-    result = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
-    size = ctypes.c_size_t()
-    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-    log = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetProgramLog(prog, log)
-    if result != 0:
-        raise RuntimeError("NVRTC failed:\n" + log.value.decode())
-    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
-    cubin = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetCUBIN(prog, cubin)
-    return cubin.raw
+    return kiln_nvrtc.compile_cubin(source, arch, "quant_kernels.cu")
 
 
 def load(arch):

@@ -13,7 +13,6 @@ device-to-device copy bandwidth measured in the same run.
 Needs CuPy and NumPy. Usage: python3 check_kernels.py [path/to/kernels.cu]
 """
 import ctypes
-import glob
 import math
 import os
 import sys
@@ -22,6 +21,7 @@ import traceback
 import cupy as cp
 import numpy as np
 from cupy_backends.cuda.libs import cublas
+import kiln_nvrtc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
@@ -30,29 +30,8 @@ THREADS = 256
 failures = []
 
 
-def nvrtc_library():
-    for d in ["/usr/local/cuda/targets/x86_64-linux/lib", "/usr/local/cuda/lib64"]:
-        for f in sorted(glob.glob(os.path.join(d, "libnvrtc.so.1*"))):
-            return ctypes.CDLL(f)
-    return ctypes.CDLL("libnvrtc.so")
-
-
 def compile_cubin(source, arch):
-    lib = nvrtc_library()
-    prog = ctypes.c_void_p()
-    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"kernels.cu", 0, None, None) == 0
-    opts = [("--gpu-architecture=" + arch).encode(), b"--std=c++17"]
-    result = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
-    size = ctypes.c_size_t()
-    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-    log = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetProgramLog(prog, log)
-    if result != 0:
-        raise RuntimeError("NVRTC failed:\n" + log.value.decode())
-    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
-    cubin = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetCUBIN(prog, cubin)
-    return cubin.raw
+    return kiln_nvrtc.compile_cubin(source, arch, "kernels.cu")
 
 
 def check(name, actual, expected, tolerance):

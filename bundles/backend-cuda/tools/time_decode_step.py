@@ -7,13 +7,13 @@ The bound is the weight bytes of one token over the device-to-device copy bandwi
 Needs CuPy and NumPy on a CUDA machine. Usage: python3 time_decode_step.py [path/to/kernels.cu] [context]
 """
 import ctypes
-import glob
 import math
 import os
 import sys
 
 import cupy as cp
 import numpy as np
+import kiln_nvrtc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
@@ -22,29 +22,8 @@ CONTEXT = int(sys.argv[2]) if len(sys.argv) > 2 else 256
 i32, i64, f32, u64 = np.int32, np.int64, np.float32, np.uint64
 
 
-def nvrtc_library():
-    for d in ["/usr/local/cuda/targets/x86_64-linux/lib", "/usr/local/cuda/lib64"]:
-        for f in sorted(glob.glob(os.path.join(d, "libnvrtc.so.1*"))):
-            return ctypes.CDLL(f)
-    return ctypes.CDLL("libnvrtc.so")
-
-
 def compile_cubin(source, arch):
-    lib = nvrtc_library()
-    prog = ctypes.c_void_p()
-    assert lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"kernels.cu", 0, None, None) == 0
-    opts = [("--gpu-architecture=" + arch).encode(), b"--std=c++17"]
-    if lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts)) != 0:
-        size = ctypes.c_size_t()
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-        log = ctypes.create_string_buffer(size.value)
-        lib.nvrtcGetProgramLog(prog, log)
-        raise RuntimeError("NVRTC failed:\n" + log.value.decode())
-    size = ctypes.c_size_t()
-    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
-    cubin = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetCUBIN(prog, cubin)
-    return cubin.raw
+    return kiln_nvrtc.compile_cubin(source, arch, "kernels.cu")
 
 
 class LaunchConfig(ctypes.Structure):

@@ -219,6 +219,25 @@ extern "C" __global__ void kiln_rotary(float* x, const int* positions, const flo
     }
 }
 
+// The (value, column) reductions of the argmax and sampling kernels: the larger value wins, the lower column on
+// ties (NaN never wins). block_best leaves the block's best in warp 0 (threads 0-31); values and indices are 32
+// floats and ints of shared memory.
+__device__ __forceinline__ void better(float& best, int& index, float v, int i) {
+    if (v > best || (v == best && i < index)) { best = v; index = i; }
+}
+
+__device__ void block_best(float& best, int& index, float* values, int* indices) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    for (int o = 16; o > 0; o >>= 1) better(best, index, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, index, o));
+    if (lane == 0) { values[warp] = best; indices[warp] = index; }
+    __syncthreads();
+    if (warp == 0) {
+        best = lane < warps ? values[lane] : -KILN_INFINITY;
+        index = lane < warps ? indices[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) better(best, index, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, index, o));
+    }
+}
+
 // The column of each row's largest value, the first on ties (one block per row): greedy decoding on the device, so
 // that a step sends back one int per sequence instead of its logits. NaN never compares larger; a row of -inf or
 // NaN only gives column 0, as the host's argmax does for -inf.
@@ -229,40 +248,9 @@ extern "C" __global__ void kiln_argmax_rows(const float* x, int n, int* out) {
     const float* row = x + (long long) blockIdx.x * n;
     float best = -KILN_INFINITY;
     int index = 0x7fffffff;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = row[i];
-        if (v > best || (v == best && i < index)) {
-            best = v;
-            index = i;
-        }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        int oi = __shfl_xor_sync(0xffffffffu, index, o);
-        if (ov > best || (ov == best && oi < index)) {
-            best = ov;
-            index = oi;
-        }
-    }
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-    if (lane == 0) {
-        bestValue[warp] = best;
-        bestIndex[warp] = index;
-    }
-    __syncthreads();
-    if (warp == 0) {
-        best = lane < warps ? bestValue[lane] : -KILN_INFINITY;
-        index = lane < warps ? bestIndex[lane] : 0x7fffffff;
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, best, o);
-            int oi = __shfl_xor_sync(0xffffffffu, index, o);
-            if (ov > best || (ov == best && oi < index)) {
-                best = ov;
-                index = oi;
-            }
-        }
-        if (lane == 0) out[blockIdx.x] = index == 0x7fffffff ? 0 : index;
-    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x) better(best, index, row[i], i);
+    block_best(best, index, bestValue, bestIndex);
+    if (threadIdx.x == 0) out[blockIdx.x] = index == 0x7fffffff ? 0 : index;
 }
 
 // ---- sampling on the device ------------------------------------------------------------------------------------
@@ -311,27 +299,9 @@ extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const fl
     // The largest logit and its first column (the greedy choice).
     float best = -KILN_INFINITY;
     int index = 0x7fffffff;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = row[i];
-        if (v > best || (v == best && i < index)) { best = v; index = i; }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        int oi = __shfl_xor_sync(0xffffffffu, index, o);
-        if (ov > best || (ov == best && oi < index)) { best = ov; index = oi; }
-    }
-    if (lane == 0) { fscratch[warp] = best; iscratch[warp] = index; }
-    __syncthreads();
-    if (warp == 0) {
-        best = lane < warps ? fscratch[lane] : -KILN_INFINITY;
-        index = lane < warps ? iscratch[lane] : 0x7fffffff;
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, best, o);
-            int oi = __shfl_xor_sync(0xffffffffu, index, o);
-            if (ov > best || (ov == best && oi < index)) { best = ov; index = oi; }
-        }
-        if (lane == 0) { sharedMax = best; sharedArgmax = index == 0x7fffffff ? 0 : index; }
-    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x) better(best, index, row[i], i);
+    block_best(best, index, fscratch, iscratch);
+    if (threadIdx.x == 0) { sharedMax = best; sharedArgmax = index == 0x7fffffff ? 0 : index; }
     __syncthreads();
     float max = sharedMax;
     const float* p = params + 4 * blockIdx.x;
@@ -491,21 +461,6 @@ extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const fl
 // column) pair each, then one block per row reduces the pairs: one SM alone would read a 600 KB row at ~10 GB/s.
 #define ARGMAX_SLICES 64
 
-__device__ __forceinline__ void better(float& best, int& index, float v, int i) {
-    if (v > best || (v == best && i < index)) { best = v; index = i; }
-}
-
-__device__ void block_best(float& best, int& index, float* values, int* indices) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-    for (int o = 16; o > 0; o >>= 1) better(best, index, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, index, o));
-    if (lane == 0) { values[warp] = best; indices[warp] = index; }
-    __syncthreads();
-    if (warp == 0) {
-        best = lane < warps ? values[lane] : -KILN_INFINITY;
-        index = lane < warps ? indices[lane] : 0x7fffffff;
-        for (int o = 16; o > 0; o >>= 1) better(best, index, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, index, o));
-    }
-}
 
 extern "C" __global__ void kiln_argmax_slices(const float* x, int n, float* bestValues, int* bestIndices) {
     wait_for_previous_kernel();
