@@ -10,10 +10,13 @@ package dev.kiln.api.attention;
  * attending. Its context after the write has {@code contextLength[i]} tokens, whose slots are given by
  * {@code blockTables[i]}; query token j of sequence i is at position {@code contextLength[i] - queryLength(i) + j}.
  *
+ * <p>A slot of -1 marks a padding token (an engine pads decode steps to sizes a backend replays): its key and value
+ * are stored nowhere, it attends to whatever its context's slots hold, and its output is not meant to be read.
+ *
  * @param queryStart    {@code numSequences + 1} prefix sums of query tokens per sequence
  * @param contextLength tokens in each sequence's context including this step's query tokens
  * @param blockTables   for each sequence, the KV cache block ids holding its context, in order
- * @param slotMapping   for each query token, the cache slot its key and value are written to
+ * @param slotMapping   for each query token, the cache slot its key and value are written to, or -1 for none
  */
 public record AttentionMetadata(int[] queryStart, int[] contextLength, int[][] blockTables, int[] slotMapping) {
     /** Number of sequences in the batch. */

@@ -110,6 +110,19 @@ public interface ComputeBackend {
     }
 
     /**
+     * How many sequences a decode step of {@code sequences} single-token sequences should be padded to. A backend that
+     * replays recorded steps (CUDA graphs) rounds up to a few sizes, so that steps keep repeating while requests come
+     * and go; the engine then adds sequences of one token whose key and value are not stored (slot -1) and whose
+     * logits nobody reads. The default pads nothing.
+     *
+     * @return at least {@code sequences}
+     * @since 1.3
+     */
+    default int decodeBatchSize(int sequences) {
+        return sequences;
+    }
+
+    /**
      * Whether {@link #argmaxRows} and {@link #sampleRows} run where the tensors live, so that an engine gains by
      * calling them instead of {@link #read} (a GPU backend: one int per row crosses the bus instead of a vocabulary of
      * floats). False by default: on the CPU the logits are already in host memory and the engine's own sampler is

@@ -81,6 +81,8 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     private final int blockSize;
     private final int maxModelLen;
     private final int maxWaiting;
+    /** Most tokens one forward step may hold (the scheduler's budget, within the model's workspace). */
+    private final int stepTokens;
     private final Speculation speculation;
 
     private volatile Sampler sampler;
@@ -161,6 +163,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
 
         this.blocks = new BlockManager((int) numBlocks, blockSize);
         this.scheduler = new Scheduler(blocks, settings.maxNumSeqs(), budget);
+        this.stepTokens = budget;
         this.selector = new TokenSelector(vocab, endOfSequenceTokens(config));
         this.description = describe(model, settings, maxModelLen);
         this.cache = model.allocateKvCache((int) numBlocks, blockSize);
@@ -434,7 +437,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         }
         Speculation.Mode mode = speculation.mode();
         boolean drafting = mode.draftsFor(scheduler.runningCount());
-        StepBatch step = StepBatch.build(plan, blockSize, drafting && mode.needsHiddenStates());
+        StepBatch step = StepBatch.build(plan, blockSize, drafting && mode.needsHiddenStates(), paddedDecodeSize(plan));
         float[] logits = null;
         float[] hidden;
         Sampler currentSampler = sampler;
@@ -765,19 +768,37 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
      * then the rows to choose from once the sequence has caught up with its tokens (one, or one per draft token
      * plus one). When hidden states are wanted, every query token has a row.
      */
+    /**
+     * The sequences a step of this plan is padded to: the backend's {@link
+     * dev.kiln.api.backend.ComputeBackend#decodeBatchSize} for a plain decode step (one new token per sequence, no
+     * draft), within the step's token budget; the plan's own size for anything else.
+     */
+    private int paddedDecodeSize(List<Scheduler.Entry> plan) {
+        for (Scheduler.Entry e : plan) {
+            if (e.tokens() != 1 || e.draftTokens() != 0) return plan.size();
+        }
+        return Math.min(Math.max(plan.size(), model.backend().decodeBatchSize(plan.size())), stepTokens);
+    }
+
     private record StepBatch(ForwardBatch batch, int logitRows, int[] firstRow, int[] queryTokens,
                              int[] draftTokens, int[] sampleRows, int[] promptRowStart, int[] promptRowCount,
                              int[] promptPositionStart) {
-        static StepBatch build(List<Scheduler.Entry> plan, int blockSize, boolean hiddenStates) {
+        /**
+         * @param padTo sequences the step is padded to with sequences of one token that store nothing (slot -1),
+         *              attend to their own first position in the first sequence's first block, and want no logits;
+         *              at most {@code plan.size()} means no padding
+         */
+        static StepBatch build(List<Scheduler.Entry> plan, int blockSize, boolean hiddenStates, int padTo) {
             int sequences = plan.size();
+            int padding = Math.max(0, padTo - sequences);
             int total = 0;
             for (Scheduler.Entry e : plan) total += e.tokens();
-            int[] tokens = new int[total];
-            int[] positions = new int[total];
-            int[] slots = new int[total];
-            int[] queryStart = new int[sequences + 1];
-            int[] context = new int[sequences];
-            int[][] tables = new int[sequences][];
+            int[] tokens = new int[total + padding];
+            int[] positions = new int[total + padding];
+            int[] slots = new int[total + padding];
+            int[] queryStart = new int[sequences + padding + 1];
+            int[] context = new int[sequences + padding];
+            int[][] tables = new int[sequences + padding][];
             int[] logitRows = new int[total];
             int[] firstRow = new int[sequences];
             int[] queryTokens = new int[sequences];
@@ -843,7 +864,15 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
                 rows += hi - lo;
                 row += n;
             }
-            queryStart[sequences] = row;
+            for (int p = 0; p < padding; p++) {
+                // Token 0 at position 0; reading a real block is harmless (its key is never stored, its row never read).
+                queryStart[sequences + p] = row;
+                slots[row] = -1;
+                context[sequences + p] = 1;
+                tables[sequences + p] = new int[] {tables[0][0]};
+                row++;
+            }
+            queryStart[sequences + padding] = row;
             var attention = new AttentionMetadata(queryStart, context, tables, slots);
             int[] wanted = rows == total ? logitRows : Arrays.copyOf(logitRows, rows);
             return new StepBatch(new ForwardBatch(tokens, positions, attention, wanted, hiddenStates), rows, firstRow,

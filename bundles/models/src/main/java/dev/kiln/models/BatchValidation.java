@@ -30,7 +30,7 @@ public final class BatchValidation {
         int blocks = cache.numBlocks();
         long slots = (long) blocks * cache.blockSize();
         for (int slot : meta.slotMapping()) {
-            if (slot < 0 || slot >= slots) {
+            if (slot < -1 || slot >= slots) { // -1: a padding token, nothing stored
                 throw new IllegalArgumentException("slot " + slot + " outside the cache's " + slots + " slots");
             }
         }

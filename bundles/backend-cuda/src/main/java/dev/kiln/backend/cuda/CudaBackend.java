@@ -151,6 +151,21 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         return true;
     }
 
+    /**
+     * Decode steps beyond the GEMV kernels' token counts are padded: to 8, to multiples of 16 up to 128, then of 64.
+     * From there on a product is one cuBLAS GEMM whose time hardly grows with the tokens (reading the weight
+     * dominates), so padded rows cost little, while every distinct batch size would otherwise record and capture
+     * graphs of its own as requests come and go. Up to the GEMV limit each token count has its own kernel, whose time
+     * grows with the tokens: no padding there, nor without graphs.
+     */
+    @Override
+    public int decodeBatchSize(int sequences) {
+        if (sequences <= Kernels.GEMV_TOKEN_LIMIT || !context.launchStats().graphsEnabled()) return sequences;
+        if (sequences <= 8) return 8;
+        if (sequences <= 128) return (sequences + 15) / 16 * 16;
+        return (sequences + 63) / 64 * 64;
+    }
+
     @Override
     public int[] argmaxRows(Tensor x) {
         CudaTensor t = CudaTensor.f32(x, context);

@@ -107,19 +107,29 @@ public final class Fixtures {
 
     /** A batch of several sequences, each with its blocks, cached length and new tokens. */
     public static final class Batch {
-        private record Part(int[] blocks, int cached, int[] tokens, boolean everyLogit) {}
+        private record Part(int[] blocks, int cached, int[] tokens, boolean everyLogit, boolean padding) {}
 
         private final List<Part> parts = new ArrayList<>();
 
         /** Adds a sequence whose last new token needs logits. */
         public Batch add(int[] blocks, int cached, int[] tokens) {
-            parts.add(new Part(blocks, cached, tokens, false));
+            parts.add(new Part(blocks, cached, tokens, false, false));
             return this;
         }
 
         /** Adds a sequence all of whose new tokens need logits. */
         public Batch addEveryLogit(int[] blocks, int cached, int[] tokens) {
-            parts.add(new Part(blocks, cached, tokens, true));
+            parts.add(new Part(blocks, cached, tokens, true, false));
+            return this;
+        }
+
+        /**
+         * Adds padding sequences up to {@code sequences}, as the engine pads decode steps: one token 0 at position 0 that
+         * stores nothing (slot -1) and attends to the first sequence's first block, no logits.
+         */
+        public Batch padTo(int sequences) {
+            int[] first = parts.getFirst().blocks;
+            while (parts.size() < sequences) parts.add(new Part(new int[] {first[0]}, 0, new int[] {0}, false, true));
             return this;
         }
 
@@ -141,8 +151,8 @@ public final class Fixtures {
                     int position = p.cached + j;
                     tokens[row] = p.tokens[j];
                     positions[row] = position;
-                    slots[row] = p.blocks[position / BLOCK_SIZE] * BLOCK_SIZE + position % BLOCK_SIZE;
-                    if (p.everyLogit || j == p.tokens.length - 1) logitRows.add(row);
+                    slots[row] = p.padding ? -1 : p.blocks[position / BLOCK_SIZE] * BLOCK_SIZE + position % BLOCK_SIZE;
+                    if (!p.padding && (p.everyLogit || j == p.tokens.length - 1)) logitRows.add(row);
                 }
             }
             queryStart[parts.size()] = row;

@@ -1,0 +1,99 @@
+package dev.kiln.backend.cuda;
+
+import static dev.kiln.backend.cuda.testing.Fixtures.BLOCK_SIZE;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.kiln.api.attention.KvCache;
+import dev.kiln.api.model.CausalLanguageModel;
+import dev.kiln.backend.cuda.testing.Fixtures;
+import dev.kiln.backend.cuda.testing.Gpu;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Decode steps padded as the engine pads them for the CUDA backend ({@link CudaBackend#decodeBatchSize}: sequences
+ * of one token that store nothing and want no logits) give the real sequences the logits of the unpadded steps. The
+ * products of 5 and of 8 or 16 tokens are cuBLAS GEMMs of different widths, which may sum in another order: the
+ * logits must agree to 1e-4 of their scale, and the padding must not have written the cache (the unpadded run
+ * continues from the same cache contents).
+ */
+class CudaPaddedDecodeTest {
+    private static final int SEQUENCES = 5;
+    private static final int STEPS = 12;
+    private static final int NUM_BLOCKS = 100;
+
+    private static CudaBackend gpu;
+
+    @BeforeAll
+    static void start() {
+        gpu = Gpu.backend();
+    }
+
+    @Test
+    void theBackendPadsDecodeStepsBeyondTheGemvKernelsToAFewSizes() {
+        assertEquals(1, gpu.decodeBatchSize(1));
+        assertEquals(4, gpu.decodeBatchSize(4));
+        assertEquals(8, gpu.decodeBatchSize(5));
+        assertEquals(16, gpu.decodeBatchSize(9));
+        assertEquals(32, gpu.decodeBatchSize(17));
+        assertEquals(128, gpu.decodeBatchSize(128));
+        assertEquals(192, gpu.decodeBatchSize(129));
+    }
+
+    @Test
+    void paddedStepsGiveTheRealSequencesTheLogitsOfUnpaddedOnes() {
+        for (String fixture : new String[] {"qwen2-tiny", "deepseek-v3-tiny"}) {
+            List<float[]> plain = decode(fixture, SEQUENCES);
+            for (int padTo : new int[] {8, 16}) {
+                List<float[]> padded = decode(fixture, padTo);
+                for (int step = 0; step < plain.size(); step++) {
+                    float[] a = plain.get(step), b = padded.get(step);
+                    assertEquals(a.length, b.length, "logit rows of step " + step);
+                    double scale = 1, diff = 0;
+                    for (int i = 0; i < a.length; i++) {
+                        scale = Math.max(scale, Math.abs(a[i]));
+                        diff = Math.max(diff, Math.abs(a[i] - b[i]));
+                    }
+                    assertTrue(diff <= 1e-4 * scale, fixture + " step " + step + " padded to " + padTo + ": logits differ by "
+                            + diff + " (scale " + scale + ")");
+                }
+            }
+        }
+    }
+
+    /** Prefills SEQUENCES prompts, then decodes them greedily, each step padded to padTo; every step's logits. */
+    private static List<float[]> decode(String fixture, int padTo) {
+        List<float[]> out = new ArrayList<>();
+        int[] prompt = Fixtures.ints(fixture, "input_ids_0");
+        try (CausalLanguageModel model = Fixtures.build(fixture, gpu, Gpu.attention(), 256);
+             KvCache cache = model.allocateKvCache(NUM_BLOCKS, BLOCK_SIZE)) {
+            int vocab = model.vocabSize();
+            int perSequence = NUM_BLOCKS / SEQUENCES;
+            int[][] tables = new int[SEQUENCES][];
+            int[] lengths = new int[SEQUENCES];
+            Fixtures.Batch prefill = new Fixtures.Batch();
+            for (int s = 0; s < SEQUENCES; s++) {
+                int first = s * perSequence;
+                tables[s] = java.util.stream.IntStream.range(first, first + perSequence).toArray();
+                lengths[s] = Math.max(1, prompt.length - 2 * s);
+                prefill.add(tables[s], 0, Arrays.copyOf(prompt, lengths[s]));
+            }
+            float[] logits = gpu.read(model.forward(prefill.build(), cache).logits());
+            for (int step = 0; step < STEPS; step++) {
+                Fixtures.Batch batch = new Fixtures.Batch();
+                for (int s = 0; s < SEQUENCES; s++) {
+                    int next = Fixtures.argmax(Fixtures.rows(logits, vocab, s, s + 1));
+                    batch.add(tables[s], lengths[s], new int[] {next});
+                    lengths[s]++;
+                }
+                logits = gpu.read(model.forward(batch.padTo(padTo).build(), cache).logits());
+                out.add(logits);
+            }
+        }
+        return out;
+    }
+}
