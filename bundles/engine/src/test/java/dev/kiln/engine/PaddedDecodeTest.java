@@ -20,26 +20,27 @@ import java.lang.reflect.InvocationTargetException;
 import java.lang.reflect.Proxy;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicInteger;
-import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * A backend that asks for padded decode steps ({@link ComputeBackend#decodeBatchSize}) gets them, and the padding
  * changes nothing a request sees: the padded sequences store no key or value (slot -1), want no logits, and every
- * request still produces its reference continuation. The backend is the CPU one behind a proxy that pads every
- * decode step of n sequences to n + 5.
+ * request still produces its reference continuation, in a dense model and in one with routed experts. The backend
+ * is the CPU one behind a proxy that pads every decode step of n sequences to n + 5.
  */
 class PaddedDecodeTest {
-    private static final String FIXTURE = "qwen2-tiny";
     private static final int PADDING = 5;
 
     private final AtomicInteger paddedSteps = new AtomicInteger();
     private final AtomicInteger paddingSequences = new AtomicInteger();
 
-    @Test
-    void paddedDecodeStepsLeaveEveryContinuationAsTheReference() throws Exception {
-        int[][] prompts = {Fixtures.prompt(FIXTURE, 0), Fixtures.prompt(FIXTURE, 1)};
-        int[][] expected = {Fixtures.greedyContinuation(FIXTURE, 0), Fixtures.greedyContinuation(FIXTURE, 1)};
-        CausalLanguageModel real = Fixtures.build(FIXTURE, 256);
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen2-tiny", "deepseek-v2-lite-tiny"})
+    void paddedDecodeStepsLeaveEveryContinuationAsTheReference(String fixture) throws Exception {
+        int[][] prompts = {Fixtures.prompt(fixture, 0), Fixtures.prompt(fixture, 1)};
+        int[][] expected = {Fixtures.greedyContinuation(fixture, 0), Fixtures.greedyContinuation(fixture, 1)};
+        CausalLanguageModel real = Fixtures.build(fixture, 256);
         try (CausalLanguageModel model = padding(real);
              InferenceEngineCore core = new InferenceEngineCore(model, EngineSettings.defaults().withKvCacheMemory(16L << 20),
                      new DefaultSampler(), List.of())) {

@@ -9,6 +9,8 @@ import dev.kiln.api.model.ModelBuildOptions;
 import dev.kiln.loader.safetensors.SafetensorsCheckpointLoader;
 import dev.kiln.loader.safetensors.SafetensorsFile;
 import dev.kiln.loader.safetensors.TensorValues;
+import dev.kiln.models.deepseek.DeepSeekV2Architecture;
+import dev.kiln.models.deepseek.DeepSeekV3Architecture;
 import dev.kiln.models.llama.LlamaArchitecture;
 import dev.kiln.models.llama.Qwen2Architecture;
 import java.io.IOException;
@@ -20,12 +22,13 @@ import java.util.Objects;
 
 /**
  * The real pieces an engine runs on, built without OSGi (the CPU backend with two threads, paged attention, the
- * safetensors loader, the qwen2 and llama architectures), and the fixtures' reference continuations.
+ * safetensors loader, the qwen2, llama and DeepSeek architectures), and the fixtures' reference continuations.
  */
 public final class Fixtures {
     private static final ComputeBackend BACKEND = new dev.kiln.backend.cpu.CpuBackend(2);
     private static final AttentionKernel ATTENTION = new dev.kiln.attention.paged.PagedAttention();
-    private static final List<ModelArchitecture> ARCHITECTURES = List.of(new Qwen2Architecture(), new LlamaArchitecture());
+    private static final List<ModelArchitecture> ARCHITECTURES = List.of(new Qwen2Architecture(), new LlamaArchitecture(),
+            new DeepSeekV2Architecture(), new DeepSeekV3Architecture());
 
     private Fixtures() {}
 

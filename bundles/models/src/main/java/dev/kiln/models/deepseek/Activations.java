@@ -23,8 +23,12 @@ final class Activations implements AutoCloseable {
     final Tensor denseGate, denseUp, sharedGate, sharedUp;
     final Tensor routerLogits, expertIn, expertGate, expertUp, expertOut;
 
-    /** The tensors viewed for {@code tokens} rows; fields are null where the model has no such activation. */
-    record Step(int tokens, Tensor residual, Tensor normed, Tensor queryLow, Tensor query, Tensor latentEntry,
+    /**
+     * The tensors viewed for {@code tokens} rows; fields are null where the model has no such activation.
+     * {@code routedTokens}: the leading rows that go to routed experts (the rest are padding, see
+     * {@link DeepSeekModel#forward}).
+     */
+    record Step(int tokens, int routedTokens, Tensor residual, Tensor normed, Tensor queryLow, Tensor query, Tensor latentEntry,
                 Tensor latent, Tensor headNope, Tensor headLatent, Tensor absorbedQuery, Tensor latentOut,
                 Tensor headValue, Tensor expandedKv, Tensor expandedKey, Tensor expandedValue, Tensor attention,
                 Tensor projected, Tensor denseGate, Tensor denseUp, Tensor sharedGate, Tensor sharedUp,
@@ -85,9 +89,14 @@ final class Activations implements AutoCloseable {
         return capacity;
     }
 
-    /** Views of every tensor for a step of {@code tokens} tokens. */
+    /** Views of every tensor for a step of {@code tokens} tokens, all of them routed. */
     Step forTokens(int tokens) {
-        return new Step(tokens, rows(residual, tokens), rows(normed, tokens), rows(queryLow, tokens),
+        return forTokens(tokens, tokens);
+    }
+
+    /** Views of every tensor for a step of {@code tokens} tokens, the first {@code routedTokens} of them routed. */
+    Step forTokens(int tokens, int routedTokens) {
+        return new Step(tokens, routedTokens, rows(residual, tokens), rows(normed, tokens), rows(queryLow, tokens),
                 rows(query, tokens), rows(latentEntry, tokens), rows(latent, tokens), rows(headNope, tokens),
                 rows(headLatent, tokens), rows(absorbedQuery, tokens), rows(latentOut, tokens),
                 rows(headValue, tokens), rows(expandedKv, tokens), rows(expandedKey, tokens),

@@ -244,7 +244,12 @@ final class DeepSeekModel implements CausalLanguageModel {
         if (!cache.spec().equals(kvCacheSpec)) {
             throw new IllegalArgumentException("cache " + cache.spec() + " is not this model's " + kvCacheSpec);
         }
-        Activations.Step step = activations.forTokens(batch.numTokens());
+        // Trailing padding tokens (slot -1, which an engine adds to decode steps) take no routed expert: their output
+        // is never read, and each would otherwise bring experts of its own into the step.
+        int[] slots = batch.attention().slotMapping();
+        int routed = batch.numTokens();
+        while (routed > 1 && slots[routed - 1] < 0) routed--;
+        Activations.Step step = activations.forTokens(batch.numTokens(), routed);
         backend.embed(embedding, batch.tokens(), step.residual());
         boolean expand = expands(batch.attention());
         for (int i = 0; i < layers.length; i++) {

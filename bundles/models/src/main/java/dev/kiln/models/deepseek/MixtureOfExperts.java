@@ -41,7 +41,7 @@ final class MixtureOfExperts implements FeedForward {
     public void addTo(Tensor normed, Tensor residual, Activations.Step step) {
         int tokens = step.tokens();
         backend.matmul(normed, router, step.routerLogits());
-        ExpertRouter.Assignment assignment = routing.route(backend.read(step.routerLogits()), tokens);
+        ExpertRouter.Assignment assignment = routing.route(backend.read(step.routerLogits()), step.routedTokens());
         Activations buffers = step.buffers();
         for (int e = 0; e < experts.length; e++) {
             int[] served = assignment.tokens()[e];
