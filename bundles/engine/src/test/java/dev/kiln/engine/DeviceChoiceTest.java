@@ -5,20 +5,13 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.kiln.api.attention.KvCache;
-import dev.kiln.api.attention.KvCacheSpec;
-import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.engine.GenerationRequest;
 import dev.kiln.api.model.CausalLanguageModel;
-import dev.kiln.api.model.ForwardBatch;
-import dev.kiln.api.model.ForwardResult;
-import dev.kiln.api.model.ModelConfig;
 import dev.kiln.api.sampling.SamplingParams;
 import dev.kiln.engine.testing.Collector;
+import dev.kiln.engine.testing.DelegatingModel;
 import dev.kiln.engine.testing.Fixtures;
 import dev.kiln.sampler.DefaultSampler;
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Proxy;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
@@ -83,29 +76,10 @@ class DeviceChoiceTest {
 
     /** The model with a backend that claims to choose tokens on the device and counts what the engine calls. */
     private CausalLanguageModel choosingOnDevice(CausalLanguageModel real) {
-        ComputeBackend cpu = real.backend();
-        ComputeBackend counted = (ComputeBackend) Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {ComputeBackend.class}, (proxy, method, args) -> {
-                    if (method.getName().equals("choosesTokensOnDevice")) return true;
-                    calls.computeIfAbsent(method.getName(), k -> new AtomicInteger()).incrementAndGet();
-                    try {
-                        return method.invoke(cpu, args);
-                    } catch (InvocationTargetException e) {
-                        throw e.getCause();
-                    }
-                });
-        return new CausalLanguageModel() {
-            @Override public ModelConfig config() { return real.config(); }
-            @Override public String architecture() { return real.architecture(); }
-            @Override public ComputeBackend backend() { return counted; }
-            @Override public int vocabSize() { return real.vocabSize(); }
-            @Override public int hiddenSize() { return real.hiddenSize(); }
-            @Override public long weightBytes() { return real.weightBytes(); }
-            @Override public KvCacheSpec kvCacheSpec() { return real.kvCacheSpec(); }
-            @Override public KvCache allocateKvCache(int numBlocks, int blockSize) { return real.allocateKvCache(numBlocks, blockSize); }
-            @Override public ForwardResult forward(ForwardBatch batch, KvCache cache) { return real.forward(batch, cache); }
-            @Override public int maxBatchTokens() { return real.maxBatchTokens(); }
-            @Override public void close() { real.close(); }
-        };
+        return new DelegatingModel(real, (method, args) -> {
+            if (method.getName().equals("choosesTokensOnDevice")) return true;
+            calls.computeIfAbsent(method.getName(), k -> new AtomicInteger()).incrementAndGet();
+            return DelegatingModel.DELEGATE;
+        });
     }
 }

@@ -7,17 +7,13 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.kiln.api.attention.AttentionMetadata;
 import dev.kiln.api.attention.KvCache;
-import dev.kiln.api.attention.KvCacheSpec;
-import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.model.CausalLanguageModel;
 import dev.kiln.api.model.ForwardBatch;
 import dev.kiln.api.model.ForwardResult;
-import dev.kiln.api.model.ModelConfig;
 import dev.kiln.engine.testing.Collector;
+import dev.kiln.engine.testing.DelegatingModel;
 import dev.kiln.engine.testing.Fixtures;
 import dev.kiln.sampler.DefaultSampler;
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Proxy;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -62,28 +58,8 @@ class PaddedDecodeTest {
 
     /** The model with a backend that pads decode steps by {@link #PADDING}, checking what each padded step holds. */
     private CausalLanguageModel padding(CausalLanguageModel real) {
-        ComputeBackend cpu = real.backend();
-        ComputeBackend padded = (ComputeBackend) Proxy.newProxyInstance(getClass().getClassLoader(),
-                new Class<?>[] {ComputeBackend.class}, (proxy, method, args) -> {
-                    if (method.getName().equals("decodeBatchSize")) return (Integer) args[0] + PADDING;
-                    try {
-                        return method.invoke(cpu, args);
-                    } catch (InvocationTargetException e) {
-                        throw e.getCause();
-                    }
-                });
-        return new CausalLanguageModel() {
-            @Override public ModelConfig config() { return real.config(); }
-            @Override public String architecture() { return real.architecture(); }
-            @Override public ComputeBackend backend() { return padded; }
-            @Override public int vocabSize() { return real.vocabSize(); }
-            @Override public int hiddenSize() { return real.hiddenSize(); }
-            @Override public long weightBytes() { return real.weightBytes(); }
-            @Override public KvCacheSpec kvCacheSpec() { return real.kvCacheSpec(); }
-            @Override public KvCache allocateKvCache(int numBlocks, int blockSize) { return real.allocateKvCache(numBlocks, blockSize); }
-            @Override public int maxBatchTokens() { return real.maxBatchTokens(); }
-            @Override public void close() { real.close(); }
-
+        return new DelegatingModel(real, (method, args) -> method.getName().equals("decodeBatchSize")
+                ? (Object) ((Integer) args[0] + PADDING) : DelegatingModel.DELEGATE) {
             @Override
             public ForwardResult forward(ForwardBatch batch, KvCache cache) {
                 AttentionMetadata a = batch.attention();
@@ -104,7 +80,7 @@ class PaddedDecodeTest {
                     paddedSteps.incrementAndGet();
                     paddingSequences.addAndGet(unstored);
                 }
-                return real.forward(batch, cache);
+                return super.forward(batch, cache);
             }
         };
     }
