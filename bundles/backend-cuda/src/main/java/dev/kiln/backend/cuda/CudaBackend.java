@@ -160,7 +160,7 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
      */
     @Override
     public int decodeBatchSize(int sequences) {
-        if (sequences <= Kernels.GEMV_TOKEN_LIMIT || !context.launchStats().graphsEnabled()) return sequences;
+        if (sequences <= Kernels.GEMV_TOKEN_LIMIT || !context.recorder().graphsEnabled()) return sequences;
         if (sequences <= 8) return 8;
         if (sequences <= 128) return (sequences + 15) / 16 * 16;
         return (sequences + 63) / 64 * 64;

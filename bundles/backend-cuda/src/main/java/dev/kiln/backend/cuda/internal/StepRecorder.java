@@ -175,6 +175,11 @@ public final class StepRecorder implements AutoCloseable {
         hold(new Launch(function, name, gridX, gridY, block, sharedBytes, slots, programmatic && programmaticLaunches));
     }
 
+    /** Whether repeated chunks are replayed as CUDA graphs (false when configured so or after a capture failed). */
+    public synchronized boolean graphsEnabled() {
+        return graphsEnabled;
+    }
+
     /** Whether programmatic launches are made as such (else as plain launches). */
     public synchronized boolean programmaticLaunches() {
         return programmaticLaunches;
