@@ -110,6 +110,22 @@ public interface ComputeBackend {
     }
 
     /**
+     * The routed experts of one mixture-of-experts layer run on this backend, or {@code null} when the backend has no
+     * such path for these weights (the default): the model then reads the router's logits, routes on the host and
+     * runs each chosen expert through {@link #matmul}, {@link #gatherRows} and {@link #scatterAddRows}.
+     *
+     * @param routing  the routing rule
+     * @param gate     per routed expert, its gate projection {@code [width, hidden]}
+     * @param up       per routed expert, its up projection {@code [width, hidden]}
+     * @param down     per routed expert, its down projection {@code [hidden, width]}
+     * @param capacity the most tokens one call will take
+     * @since 1.4
+     */
+    default RoutedExperts routedExperts(ExpertRouting routing, Weight[] gate, Weight[] up, Weight[] down, int capacity) {
+        return null;
+    }
+
+    /**
      * How many sequences a decode step of {@code sequences} single-token sequences should be padded to. A backend that
      * replays recorded steps (CUDA graphs) rounds up to a few sizes, so that steps keep repeating while requests come
      * and go; the engine then adds sequences of one token whose key and value are not stored (slot -1) and whose

@@ -27,6 +27,7 @@ public final class WeightLoader implements AutoCloseable {
     private final Quantizer quantizer;
     private final List<Weight> weights = new ArrayList<>();
     private final List<Tensor> vectors = new ArrayList<>();
+    private final List<AutoCloseable> companions = new ArrayList<>();
     private long bytes;
 
     /**
@@ -116,15 +117,32 @@ public final class WeightLoader implements AutoCloseable {
         return Optional.of(vector(name, length));
     }
 
+    /**
+     * Keeps something made from placed weights (a backend's routed-experts path, which holds their addresses) until
+     * {@link #close}, which releases it before the weights.
+     */
+    public <T extends AutoCloseable> T own(T companion) {
+        companions.add(companion);
+        return companion;
+    }
+
     /** Bytes of everything placed so far, in storage formats. */
     public long bytes() {
         return bytes;
     }
 
-    /** Releases every weight and vector placed (not the checkpoint). */
+    /** Releases every companion, weight and vector placed (not the checkpoint). */
     @Override
     public void close() {
         RuntimeException failure = null;
+        for (AutoCloseable c : companions) {
+            try {
+                c.close();
+            } catch (Exception e) {
+                if (failure == null) failure = new IllegalStateException("releasing " + c + " failed", e);
+            }
+        }
+        companions.clear();
         for (Weight w : weights) {
             try {
                 w.close();

@@ -1,5 +1,6 @@
 package dev.kiln.models.deepseek;
 
+import dev.kiln.api.backend.ExpertRouting;
 import dev.kiln.api.backend.RotaryEmbedding;
 import dev.kiln.api.model.ModelConfig;
 import dev.kiln.api.model.RopeParameters;
@@ -50,7 +51,7 @@ record DeepSeekConfig(String architecture, int hiddenSize, int layers, int heads
      * @param scalingFactor      factor on every routed expert's weight ({@code routed_scaling_factor})
      */
     record Experts(int routed, int shared, int perToken, int width, int firstMoeLayer, int layerFrequency,
-                   ExpertRouter.Scoring scoring, ExpertRouter.Selection selection, int groups, int groupsPerToken,
+                   ExpertRouting.Scoring scoring, ExpertRouting.Selection selection, int groups, int groupsPerToken,
                    boolean normalize, float scalingFactor) {
         /** Whether decoder layer {@code layer} (an MTP module's included) is a mixture of experts. */
         boolean isMoe(int layer) {
@@ -99,20 +100,20 @@ record DeepSeekConfig(String architecture, int hiddenSize, int layers, int heads
     private static Experts experts(ModelConfig config, boolean v3) {
         int routed = config.getInt("n_routed_experts", 0);
         if (routed <= 0) {
-            return new Experts(0, 0, 0, 0, Integer.MAX_VALUE, 1, ExpertRouter.Scoring.SOFTMAX,
-                    ExpertRouter.Selection.GREEDY, 1, 1, false, 1f);
+            return new Experts(0, 0, 0, 0, Integer.MAX_VALUE, 1, ExpertRouting.Scoring.SOFTMAX,
+                    ExpertRouting.Selection.GREEDY, 1, 1, false, 1f);
         }
         String scoringName = config.getString("scoring_func").orElse(v3 ? "sigmoid" : "softmax");
-        ExpertRouter.Scoring scoring = switch (scoringName) {
-            case "softmax" -> ExpertRouter.Scoring.SOFTMAX;
-            case "sigmoid" -> ExpertRouter.Scoring.SIGMOID;
+        ExpertRouting.Scoring scoring = switch (scoringName) {
+            case "softmax" -> ExpertRouting.Scoring.SOFTMAX;
+            case "sigmoid" -> ExpertRouting.Scoring.SIGMOID;
             default -> throw config.invalid("scoring_func", "'" + scoringName + "' is not supported (softmax, sigmoid)");
         };
         String method = config.getString("topk_method").orElse(v3 ? "noaux_tc" : "greedy");
-        ExpertRouter.Selection selection = switch (method) {
-            case "greedy" -> ExpertRouter.Selection.GREEDY;
-            case "group_limited_greedy" -> ExpertRouter.Selection.GROUP_LIMITED_GREEDY;
-            case "noaux_tc" -> ExpertRouter.Selection.NOAUX_TC;
+        ExpertRouting.Selection selection = switch (method) {
+            case "greedy" -> ExpertRouting.Selection.GREEDY;
+            case "group_limited_greedy" -> ExpertRouting.Selection.GROUP_LIMITED_GREEDY;
+            case "noaux_tc" -> ExpertRouting.Selection.NOAUX_TC;
             default -> throw config.invalid("topk_method", "'" + method
                     + "' is not supported (greedy, group_limited_greedy, noaux_tc)");
         };
@@ -128,7 +129,7 @@ record DeepSeekConfig(String architecture, int hiddenSize, int layers, int heads
         if (groupsPerToken < 1 || groupsPerToken > groups) {
             throw config.invalid("topk_group", groupsPerToken + " is outside 1.." + groups);
         }
-        if (selection != ExpertRouter.Selection.GREEDY && groupsPerToken * (routed / groups) < perToken) {
+        if (selection != ExpertRouting.Selection.GREEDY && groupsPerToken * (routed / groups) < perToken) {
             throw config.invalid("topk_group", groupsPerToken + " groups of " + (routed / groups)
                     + " experts cannot supply " + perToken + " experts per token");
         }

@@ -5,6 +5,8 @@ import dev.kiln.api.attention.AttentionMetadata;
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.attention.KvCacheSpec;
 import dev.kiln.api.backend.ComputeBackend;
+import dev.kiln.api.backend.ExpertRouting;
+import dev.kiln.api.backend.RoutedExperts;
 import dev.kiln.api.backend.RotaryEmbedding;
 import dev.kiln.api.backend.Weight;
 import dev.kiln.api.checkpoint.Checkpoint;
@@ -185,15 +187,26 @@ final class DeepSeekModel implements CausalLanguageModel {
         // The router stays in the checkpoint's precision: its logits decide which experts run.
         Weight router = weights.dense(p + "gate.weight", e.routed(), config.hiddenSize());
         float[] bias = null;
-        if (e.selection() == ExpertRouter.Selection.NOAUX_TC) {
+        if (e.selection() == ExpertRouting.Selection.NOAUX_TC) {
             bias = backend.read(weights.vector(p + "gate.e_score_correction_bias", e.routed()));
         }
-        var routing = new ExpertRouter(e.routed(), e.perToken(), e.scoring(), e.selection(), e.groups(),
+        var routing = new ExpertRouting(e.routed(), e.perToken(), e.scoring(), e.selection(), e.groups(),
                 e.groupsPerToken(), e.normalize(), e.scalingFactor(), bias);
         DenseMlp[] experts = new DenseMlp[e.routed()];
         for (int i = 0; i < experts.length; i++) experts[i] = loadMlp(p + "experts." + i + ".", e.width());
         DenseMlp shared = e.shared() > 0 ? loadMlp(p + "shared_experts.", e.shared() * e.width()) : null;
-        return new MixtureOfExperts(backend, router, routing, experts, shared);
+        Weight[] gate = new Weight[experts.length], up = new Weight[experts.length], down = new Weight[experts.length];
+        boolean biased = false;
+        for (int i = 0; i < experts.length; i++) {
+            biased |= experts[i].gate().bias() != null || experts[i].up().bias() != null || experts[i].down().bias() != null;
+            gate[i] = experts[i].gate().weight();
+            up[i] = experts[i].up().weight();
+            down[i] = experts[i].down().weight();
+        }
+        // A backend's own path, where it has one: routing without reading logits back, so steps replay as graphs.
+        RoutedExperts onDevice = biased ? null : backend.routedExperts(routing, gate, up, down, maxBatchTokens);
+        if (onDevice != null) weights.own(onDevice);
+        return new MixtureOfExperts(backend, router, routing, experts, shared, onDevice);
     }
 
     /**

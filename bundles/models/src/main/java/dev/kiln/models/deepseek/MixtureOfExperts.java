@@ -1,11 +1,13 @@
 package dev.kiln.models.deepseek;
 
 import dev.kiln.api.backend.ComputeBackend;
+import dev.kiln.api.backend.ExpertRouting;
+import dev.kiln.api.backend.RoutedExperts;
 import dev.kiln.api.backend.Weight;
 import dev.kiln.api.tensor.Tensor;
 
 /**
- * DeepSeekMoE: routed experts chosen per token by the {@link ExpertRouter}, plus shared experts every token goes
+ * DeepSeekMoE: routed experts chosen per token by the {@link ExpertRouting}, plus shared experts every token goes
  * through.
  *
  * <pre>
@@ -16,32 +18,51 @@ import dev.kiln.api.tensor.Tensor;
  *     residual[T_e] += weights · y
  * residual += shared(x)
  * </pre>
+ *
+ * Where the backend offers its own {@link RoutedExperts} (a GPU: routing and grouped expert products on the device)
+ * the routed part runs there instead, with nothing read back to the host.
  */
 final class MixtureOfExperts implements FeedForward {
     private final ComputeBackend backend;
     private final Weight router;
-    private final ExpertRouter routing;
+    private final ExpertRouting routing;
     private final DenseMlp[] experts;
     private final DenseMlp shared;
+    private final RoutedExperts onDevice;
 
     /**
-     * @param router  the gate {@code [routed experts, hidden]}
-     * @param experts the routed experts, by index
-     * @param shared  the shared experts as one MLP, or {@code null} when there are none
+     * @param router   the gate {@code [routed experts, hidden]}
+     * @param experts  the routed experts, by index
+     * @param shared   the shared experts as one MLP, or {@code null} when there are none
+     * @param onDevice the backend's own path for the routed experts, or {@code null} to route on the host
      */
-    MixtureOfExperts(ComputeBackend backend, Weight router, ExpertRouter routing, DenseMlp[] experts, DenseMlp shared) {
+    MixtureOfExperts(ComputeBackend backend, Weight router, ExpertRouting routing, DenseMlp[] experts, DenseMlp shared,
+                     RoutedExperts onDevice) {
         this.backend = backend;
         this.router = router;
         this.routing = routing;
         this.experts = experts;
         this.shared = shared;
+        this.onDevice = onDevice;
     }
 
     @Override
     public void addTo(Tensor normed, Tensor residual, Activations.Step step) {
-        int tokens = step.tokens();
         backend.matmul(normed, router, step.routerLogits());
-        ExpertRouter.Assignment assignment = routing.route(backend.read(step.routerLogits()), step.routedTokens());
+        if (onDevice != null && step.routedTokens() <= onDevice.capacity()) {
+            onDevice.addTo(normed, step.routerLogits(), step.routedTokens(), residual);
+        } else {
+            addRoutedOnHost(normed, residual, step);
+        }
+        if (shared != null) {
+            shared.apply(backend, normed, step.sharedGate(), step.sharedUp(), step.projected());
+            backend.add(residual, step.projected());
+        }
+    }
+
+    private void addRoutedOnHost(Tensor normed, Tensor residual, Activations.Step step) {
+        int tokens = step.tokens();
+        ExpertRouting.Assignment assignment = routing.route(backend.read(step.routerLogits()), step.routedTokens());
         Activations buffers = step.buffers();
         for (int e = 0; e < experts.length; e++) {
             int[] served = assignment.tokens()[e];
@@ -53,10 +74,6 @@ final class MixtureOfExperts implements FeedForward {
             Tensor out = buffers.expertOut.rows(n);
             experts[e].apply(backend, input, buffers.expertGate.rows(n), buffers.expertUp.rows(n), out);
             backend.scatterAddRows(out, served, assignment.weights()[e], residual);
-        }
-        if (shared != null) {
-            shared.apply(backend, normed, step.sharedGate(), step.sharedUp(), step.projected());
-            backend.add(residual, step.projected());
         }
     }
 }

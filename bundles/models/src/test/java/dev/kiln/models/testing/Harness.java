@@ -15,6 +15,8 @@ import dev.kiln.models.llama.LlamaArchitecture;
 import dev.kiln.models.llama.Qwen2Architecture;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Proxy;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Objects;
@@ -70,6 +72,29 @@ public final class Harness {
                 .findFirst()
                 .orElseThrow(() -> new IllegalArgumentException("no architecture for " + checkpoint.config()));
         return architecture.build(checkpoint, new ModelBuildOptions(BACKEND, ATTENTION, quantizer, maxBatchTokens));
+    }
+
+    /**
+     * Builds a model from an opened checkpoint on a proxy of the CPU backend: the attention kernel, which accepts
+     * only the CPU backend itself, is handed the CPU backend wherever the model passes the proxy.
+     */
+    public static CausalLanguageModel buildOnProxy(Checkpoint checkpoint, ComputeBackend proxy, int maxBatchTokens) {
+        ModelArchitecture architecture = ARCHITECTURES.stream()
+                .filter(a -> a.supports(checkpoint.config()))
+                .findFirst()
+                .orElseThrow(() -> new IllegalArgumentException("no architecture for " + checkpoint.config()));
+        AttentionKernel attention = (AttentionKernel) Proxy.newProxyInstance(AttentionKernel.class.getClassLoader(),
+                new Class<?>[] {AttentionKernel.class}, (self, method, args) -> {
+                    if (args != null) {
+                        for (int i = 0; i < args.length; i++) if (args[i] == proxy) args[i] = BACKEND;
+                    }
+                    try {
+                        return method.invoke(ATTENTION, args);
+                    } catch (InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        return architecture.build(checkpoint, new ModelBuildOptions(proxy, attention, null, maxBatchTokens));
     }
 
     /**

@@ -1,11 +1,12 @@
-package dev.kiln.models.deepseek;
+package dev.kiln.api.backend;
 
 import java.util.Arrays;
 
 /**
- * DeepSeekMoE's routing decision for a batch of tokens, computed on the host from the router's logits (a few
- * floats per token): which experts each token goes to and with what weight, turned around into the tokens each
- * expert serves, so that every expert runs once over all of its tokens.
+ * DeepSeekMoE's routing rule: which experts each token goes to and with what weight, given the router's logits.
+ * {@link #route} computes it on the host (a few floats per token) and turns it around into the tokens each expert
+ * serves, so that every expert runs once over all of its tokens; a backend's {@link RoutedExperts} computes the
+ * same rule where the logits live.
  *
  * <p>Per token, exactly as the reference computes it:
  * <ol>
@@ -21,12 +22,12 @@ import java.util.Arrays;
  *       times {@code routed_scaling_factor}.</li>
  * </ol>
  */
-final class ExpertRouter {
+public final class ExpertRouting {
     /** How router logits become scores. */
-    enum Scoring { SOFTMAX, SIGMOID }
+    public enum Scoring { SOFTMAX, SIGMOID }
 
     /** Which experts are eligible for a token. */
-    enum Selection {
+    public enum Selection {
         /** All experts. */
         GREEDY,
         /** Experts of the {@code topk_group} groups with the highest single score (DeepSeek-V2). */
@@ -39,7 +40,7 @@ final class ExpertRouter {
      * The tokens each expert serves: for expert {@code e}, {@code tokens[e]} (ascending) with the matching
      * {@code weights[e]}; experts no token chose have empty arrays.
      */
-    record Assignment(int[][] tokens, float[][] weights) {}
+    public record Assignment(int[][] tokens, float[][] weights) {}
 
     private final int experts;
     private final int perToken;
@@ -52,9 +53,16 @@ final class ExpertRouter {
     private final float[] correctionBias;
 
     /**
+     * @param experts        routed experts ({@code n_routed_experts})
+     * @param perToken       experts per token ({@code num_experts_per_tok})
+     * @param groups         expert groups ({@code n_group}); experts must divide evenly
+     * @param groupsPerToken groups a token may choose from ({@code topk_group})
+     * @param normalize      {@code norm_topk_prob}
+     * @param scalingFactor  {@code routed_scaling_factor}
      * @param correctionBias {@code e_score_correction_bias} for {@link Selection#NOAUX_TC}, else {@code null}
+     * @throws IllegalArgumentException if the numbers do not make a routing
      */
-    ExpertRouter(int experts, int perToken, Scoring scoring, Selection selection, int groups, int groupsPerToken,
+    public ExpertRouting(int experts, int perToken, Scoring scoring, Selection selection, int groups, int groupsPerToken,
                  boolean normalize, double scalingFactor, float[] correctionBias) {
         if (perToken < 1 || perToken > experts || groups < 1 || experts % groups != 0
                 || groupsPerToken < 1 || groupsPerToken > groups) {
@@ -76,8 +84,53 @@ final class ExpertRouter {
         this.correctionBias = correctionBias == null ? null : correctionBias.clone();
     }
 
+    /** Routed experts. */
+    public int experts() {
+        return experts;
+    }
+
+    /** Experts each token goes to. */
+    public int perToken() {
+        return perToken;
+    }
+
+    /** How logits become scores. */
+    public Scoring scoring() {
+        return scoring;
+    }
+
+    /** Which experts are eligible. */
+    public Selection selection() {
+        return selection;
+    }
+
+    /** Expert groups. */
+    public int groups() {
+        return groups;
+    }
+
+    /** Groups each token may choose from. */
+    public int groupsPerToken() {
+        return groupsPerToken;
+    }
+
+    /** Whether the chosen experts' weights are divided by their sum. */
+    public boolean normalize() {
+        return normalize;
+    }
+
+    /** The factor every routed weight is multiplied by. */
+    public double scalingFactor() {
+        return scalingFactor;
+    }
+
+    /** The selection bias per expert under {@link Selection#NOAUX_TC} (a copy), else {@code null}. */
+    public float[] correctionBias() {
+        return correctionBias == null ? null : correctionBias.clone();
+    }
+
     /** Routes {@code tokens} tokens given their logits {@code [tokens, experts]} row-major. */
-    Assignment route(float[] logits, int tokens) {
+    public Assignment route(float[] logits, int tokens) {
         int[] chosen = new int[tokens * perToken];
         float[] weights = new float[tokens * perToken];
         double[] scores = new double[experts];
@@ -135,7 +188,7 @@ final class ExpertRouter {
     }
 
     /** Indices of the k largest values, largest first, the lower index first among equal values. */
-    static int[] topK(double[] values, int k) {
+    private static int[] topK(double[] values, int k) {
         int[] top = new int[k];
         boolean[] taken = new boolean[values.length];
         for (int j = 0; j < k; j++) {
