@@ -3,12 +3,15 @@ package dev.kiln.backend.cuda;
 import dev.kiln.api.KilnProperties;
 import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.backend.DeviceInfo;
+import dev.kiln.api.backend.ExpertRouting;
+import dev.kiln.api.backend.RoutedExperts;
 import dev.kiln.api.backend.RotaryEmbedding;
 import dev.kiln.api.backend.Weight;
 import dev.kiln.api.checkpoint.CheckpointTensor;
 import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
 import dev.kiln.backend.cuda.internal.CudaContext;
+import dev.kiln.backend.cuda.internal.CudaRoutedExperts;
 import dev.kiln.backend.cuda.internal.CudaTensor;
 import dev.kiln.backend.cuda.internal.DenseWeight;
 import dev.kiln.backend.cuda.internal.DeviceRotaryEmbedding;
@@ -164,6 +167,15 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         if (sequences <= 8) return 8;
         if (sequences <= 128) return (sequences + 15) / 16 * 16;
         return (sequences + 63) / 64 * 64;
+    }
+
+    /**
+     * Dense bf16 experts route and run on the device (see {@link CudaRoutedExperts}): nothing read back, so the
+     * decode steps of a mixture-of-experts model replay as graphs. Quantized experts route on the host.
+     */
+    @Override
+    public RoutedExperts routedExperts(ExpertRouting routing, Weight[] gate, Weight[] up, Weight[] down, int capacity) {
+        return CudaRoutedExperts.create(context, routing, gate, up, down, capacity);
     }
 
     @Override

@@ -33,6 +33,7 @@ public final class CudaContext implements AutoCloseable {
     private final KernelCompiler compiler;
     private final String architecture;
     private QuantKernels quantKernels;
+    private ExpertKernels expertKernels;
     private volatile boolean closed;
 
     /** What the backend reports about its device. */
@@ -177,6 +178,18 @@ public final class CudaContext implements AutoCloseable {
         return quantKernels;
     }
 
+    /**
+     * The kernels of routed experts, compiled (or read from the cache) and loaded at the first call: a dense model
+     * never pays for them.
+     */
+    public synchronized ExpertKernels expertKernels() {
+        bind();
+        if (expertKernels == null) {
+            expertKernels = new ExpertKernels(this, driver.loadModule(compiler.compile(ExpertKernels.SOURCE, architecture)));
+        }
+        return expertKernels;
+    }
+
     /** The device's name and capabilities. */
     public DeviceProperties properties() {
         return properties;
@@ -277,6 +290,7 @@ public final class CudaContext implements AutoCloseable {
             matmulScratch.close();
             uploads.close();
             if (quantKernels != null) quantKernels.close();
+            if (expertKernels != null) expertKernels.close();
             kernels.close();
             cublas.destroy(cublasHandle);
             driver.destroyStream(stream);

@@ -69,6 +69,19 @@ class KernelCompilerTest {
     }
 
     @Test
+    void theExpertKernelsCompileForHopperAndAmpere(@TempDir Path cache) {
+        KernelCompiler compiler = new KernelCompiler(nvrtc, cache);
+        for (String architecture : new String[] {"sm_90a", "sm_80"}) {
+            byte[] cubin = compiler.compile(ExpertKernels.SOURCE, architecture);
+            assertTrue(KernelCompiler.isElf(cubin), "NVRTC returned no ELF image for " + architecture);
+            String symbols = new String(cubin, StandardCharsets.ISO_8859_1);
+            for (String name : ExpertKernels.NAMES) {
+                assertTrue(symbols.contains(name + "\0"), "the " + architecture + " CUBIN defines no kernel " + name);
+            }
+        }
+    }
+
+    @Test
     void aSecondRequestIsServedFromTheCacheAndADifferentArchitectureIsCompiledAgain(@TempDir Path cache) throws Exception {
         KernelCompiler first = new KernelCompiler(nvrtc, cache);
         byte[] compiled = first.kernels("sm_90a");

@@ -1,0 +1,184 @@
+package dev.kiln.backend.cuda.internal;
+
+import dev.kiln.api.backend.ExpertRouting;
+import dev.kiln.api.backend.RoutedExperts;
+import dev.kiln.api.backend.Weight;
+import dev.kiln.api.tensor.Tensor;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * One layer's routed experts on the device ({@link ExpertKernels}): routing, sorting the choices by expert, the
+ * experts' gate/up and down products over their own tokens, and the weighted sum into the residual, five launches
+ * with nothing read back, so a mixture-of-experts decode step is recorded and replayed as graphs like a dense one.
+ * Every active expert's weights are read once per call for all of its tokens; an expert no token chose is not read.
+ *
+ * <p>Holds device tables of the experts' weight addresses and a workspace for {@link #capacity()} tokens; the weights
+ * stay with their owner and must outlive this object.
+ */
+public final class CudaRoutedExperts implements RoutedExperts {
+    /**
+     * The most tokens a call takes (system property {@code kiln.cuda.deviceExpertTokens}, default 256): decode steps
+     * and short prefill chunks. Above it the model routes on the host, where each expert's tokens go through cuBLAS.
+     */
+    /** Whether mixture-of-experts layers route on the device (system property {@code kiln.cuda.deviceExperts}). */
+    static final boolean ENABLED = Boolean.parseBoolean(System.getProperty("kiln.cuda.deviceExperts", "true"));
+    static final int DEVICE_TOKENS = Math.max(1, Integer.getInteger("kiln.cuda.deviceExpertTokens", 256));
+    private static final long ALIGNMENT = 256;
+
+    private final CudaContext context;
+    private final ExpertKernels kernels;
+    private final int experts, perToken, hidden, width, capacity;
+    private final int scoring, selection, groups, groupsPerToken;
+    private final boolean normalize;
+    private final float scaling;
+    private final long workspace;
+    private final long gateTable, upTable, downTable, bias;
+    private final long choiceExpert, choiceWeight, activeCount, activeExpert, activeStart, activeSize;
+    private final long pairToken, pairWeight, choicePair, hiddenRows, outRows;
+    private volatile boolean closed;
+
+    /**
+     * The device path for these experts, or {@code null} when it cannot take them: weights other than dense bf16 of
+     * this context, widths not a multiple of 8, or more experts, groups or experts per token than its kernels hold;
+     * or when switched off ({@code -Dkiln.cuda.deviceExperts=false}).
+     */
+    public static CudaRoutedExperts create(CudaContext context, ExpertRouting routing, Weight[] gate, Weight[] up,
+                                           Weight[] down, int capacity) {
+        int n = routing.experts();
+        if (!ENABLED || n > ExpertKernels.MAX_EXPERTS || routing.perToken() > ExpertKernels.MAX_PER_TOKEN
+                || routing.groups() > ExpertKernels.MAX_GROUPS || gate.length != n || up.length != n || down.length != n) {
+            return null;
+        }
+        int hidden = gate[0].columns(), width = gate[0].rows();
+        if (hidden % 8 != 0 || width % 8 != 0) return null;
+        for (int e = 0; e < n; e++) {
+            if (!isBf16(gate[e], width, hidden) || !isBf16(up[e], width, hidden) || !isBf16(down[e], hidden, width)) return null;
+        }
+        int tokens = Math.min(Math.min(capacity, DEVICE_TOKENS), ExpertKernels.MAX_CHOICES / routing.perToken());
+        if (tokens < 1) return null;
+        return new CudaRoutedExperts(context, routing, gate, up, down, tokens);
+    }
+
+    private static boolean isBf16(Weight w, int rows, int columns) {
+        return w instanceof DenseWeight d && d.isBf16() && d.rows() == rows && d.columns() == columns;
+    }
+
+    private CudaRoutedExperts(CudaContext context, ExpertRouting routing, Weight[] gate, Weight[] up, Weight[] down,
+                              int capacity) {
+        this.context = context;
+        this.kernels = context.expertKernels();
+        this.experts = routing.experts();
+        this.perToken = routing.perToken();
+        this.hidden = gate[0].columns();
+        this.width = gate[0].rows();
+        this.capacity = capacity;
+        this.scoring = routing.scoring() == ExpertRouting.Scoring.SOFTMAX ? 0 : 1;
+        this.selection = switch (routing.selection()) {
+            case GREEDY -> 0;
+            case GROUP_LIMITED_GREEDY -> 1;
+            case NOAUX_TC -> 2;
+        };
+        this.groups = routing.groups();
+        this.groupsPerToken = routing.groupsPerToken();
+        this.normalize = routing.normalize();
+        this.scaling = (float) routing.scalingFactor();
+        long choices = (long) capacity * perToken;
+        long[] sizes = {
+                8L * experts, 8L * experts, 8L * experts, 4L * experts, // weight tables, bias
+                4 * choices, 4 * choices, 4, 4L * experts, 4L * experts, 4L * experts, // choices, active experts
+                4 * choices, 4 * choices, 4 * choices, // pairs
+                4 * choices * width, 4 * choices * hidden}; // products
+        long[] offsets = new long[sizes.length];
+        long total = 0;
+        for (int i = 0; i < sizes.length; i++) {
+            offsets[i] = total;
+            total += (sizes[i] + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
+        }
+        this.workspace = context.allocate(total);
+        gateTable = workspace + offsets[0];
+        upTable = workspace + offsets[1];
+        downTable = workspace + offsets[2];
+        long biasAt = workspace + offsets[3];
+        choiceExpert = workspace + offsets[4];
+        choiceWeight = workspace + offsets[5];
+        activeCount = workspace + offsets[6];
+        activeExpert = workspace + offsets[7];
+        activeStart = workspace + offsets[8];
+        activeSize = workspace + offsets[9];
+        pairToken = workspace + offsets[10];
+        pairWeight = workspace + offsets[11];
+        choicePair = workspace + offsets[12];
+        hiddenRows = workspace + offsets[13];
+        outRows = workspace + offsets[14];
+        try (Arena arena = Arena.ofConfined()) {
+            upload(arena, gateTable, gate);
+            upload(arena, upTable, up);
+            upload(arena, downTable, down);
+            float[] correction = routing.correctionBias();
+            if (correction != null) {
+                context.copyToDeviceNow(biasAt, arena.allocateFrom(ValueLayout.JAVA_FLOAT, correction));
+            }
+            this.bias = correction != null ? biasAt : 0;
+        } catch (RuntimeException e) {
+            context.free(workspace);
+            throw e;
+        }
+    }
+
+    private void upload(Arena arena, long table, Weight[] weights) {
+        long[] addresses = new long[weights.length];
+        for (int e = 0; e < weights.length; e++) addresses[e] = ((DenseWeight) weights[e]).pointer();
+        context.copyToDeviceNow(table, arena.allocateFrom(ValueLayout.JAVA_LONG, addresses));
+    }
+
+    @Override
+    public int capacity() {
+        return capacity;
+    }
+
+    @Override
+    public void addTo(Tensor normed, Tensor routerLogits, int routedTokens, Tensor residual) {
+        if (closed) throw new IllegalStateException("routed experts released");
+        CudaTensor x = CudaTensor.f32(normed, context);
+        CudaTensor logits = CudaTensor.f32(routerLogits, context);
+        CudaTensor acc = CudaTensor.f32(residual, context);
+        if (routedTokens < 0 || routedTokens > capacity || routedTokens > x.rowCount()) {
+            throw new IllegalArgumentException(routedTokens + " routed tokens for a capacity of " + capacity + " and " + x);
+        }
+        if (x.rowLength() != hidden || acc.rowLength() != hidden || acc.rowCount() < routedTokens
+                || logits.rowLength() != experts || logits.rowCount() < routedTokens) {
+            throw new IllegalArgumentException("routed experts of hidden size " + hidden + " over " + experts
+                    + " experts given " + x + ", logits " + logits + ", residual " + acc);
+        }
+        if (x.pointer() < acc.pointer() + 4L * routedTokens * hidden && acc.pointer() < x.pointer() + 4L * routedTokens * hidden) {
+            throw new IllegalArgumentException("the residual overlaps the experts' input");
+        }
+        if (routedTokens == 0) return;
+        int choices = routedTokens * perToken;
+        int maxActive = Math.min(experts, choices);
+        kernels.route(logits.pointer(), experts, perToken, routedTokens, scoring, selection, groups, groupsPerToken,
+                normalize, scaling, bias, choiceExpert, choiceWeight);
+        kernels.plan(choiceExpert, choiceWeight, choices, perToken, experts, activeCount, activeExpert, activeStart,
+                activeSize, pairToken, pairWeight, choicePair);
+        kernels.gateUp(x.pointer(), hidden, gateTable, upTable, width, maxActive, activeCount, activeExpert, activeStart,
+                activeSize, pairToken, hiddenRows);
+        kernels.down(hiddenRows, width, downTable, hidden, maxActive, activeCount, activeExpert, activeStart, activeSize,
+                pairWeight, outRows);
+        kernels.combine(outRows, choicePair, perToken, hidden, acc.pointer(), routedTokens);
+    }
+
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        context.free(workspace);
+    }
+
+    @Override
+    public String toString() {
+        return "routed experts on the device (" + experts + " experts of " + width + ", " + perToken + " per token, up to "
+                + capacity + " tokens)";
+    }
+}

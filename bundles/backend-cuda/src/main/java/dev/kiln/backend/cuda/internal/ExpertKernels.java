@@ -1,0 +1,106 @@
+package dev.kiln.backend.cuda.internal;
+
+import dev.kiln.backend.cuda.bindings.CudaDriver;
+import java.lang.foreign.MemorySegment;
+
+/**
+ * The kernels of DeepSeekMoE's routed experts ({@value #SOURCE}), a module that {@link CudaContext} loads when the
+ * first mixture-of-experts layer is built, each behind a method that knows its parameter list and launch shape.
+ * Launches are held by the context's {@link StepRecorder} (so they join its graphs) as programmatic dependent
+ * launches, like those of {@link Kernels}. Arguments are not checked here: {@link CudaRoutedExperts} checks them.
+ */
+public final class ExpertKernels implements AutoCloseable {
+    /** The kernel source, a resource next to {@link KernelCompiler}. */
+    public static final String SOURCE = "expert_kernels.cu";
+    /** The kernel names the module must define (checked by the compilation test without a GPU). */
+    public static final String[] NAMES = {"kiln_route_experts", "kiln_plan_experts", "kiln_experts_gate_up_bf16",
+            "kiln_experts_down_bf16", "kiln_experts_combine"};
+    /** The most routed experts (MAX_EXPERTS in the source; one plan thread each). */
+    static final int MAX_EXPERTS = 1024;
+    /** The most experts per token (MAX_PER_TOKEN). */
+    static final int MAX_PER_TOKEN = 16;
+    /** The most expert groups (MAX_GROUPS). */
+    static final int MAX_GROUPS = 64;
+    /** The most choices (tokens x experts per token) one plan stages in its shared memory: 32 KB. */
+    static final int MAX_CHOICES = 8192;
+    private static final int ROUTE_THREADS = 256;
+    private static final int PLAN_THREADS = 1024;
+    private static final int EXPERT_THREADS = 128;
+    private static final int EXPERT_WARPS = EXPERT_THREADS / 32;
+    private static final int THREADS = 256;
+    private static final int MAX_GRID = 1 << 20;
+
+    private final CudaDriver driver;
+    private final MemorySegment module;
+    private final MemorySegment route, plan, gateUp, down, combine;
+    private final ThreadLocal<LaunchArguments> arguments;
+
+    ExpertKernels(CudaContext context, MemorySegment module) {
+        this.driver = context.driver();
+        this.module = module;
+        this.arguments = ThreadLocal.withInitial(() -> new LaunchArguments(context));
+        route = driver.function(module, "kiln_route_experts");
+        plan = driver.function(module, "kiln_plan_experts");
+        gateUp = driver.function(module, "kiln_experts_gate_up_bf16");
+        down = driver.function(module, "kiln_experts_down_bf16");
+        combine = driver.function(module, "kiln_experts_combine");
+    }
+
+    /**
+     * Routes {@code tokens} tokens (logits {@code [tokens, experts]}) into {@code perToken} choices each: scoring 0
+     * softmax, 1 sigmoid; selection 0 greedy, 1 group-limited greedy, 2 noaux_tc (bias: a selection bias per expert).
+     */
+    void route(long logits, int experts, int perToken, int tokens, int scoring, int selection, int groups,
+               int groupsPerToken, boolean normalize, float scaling, long bias, long choiceExpert, long choiceWeight) {
+        args().ptr(logits).i32(experts).i32(perToken).i32(tokens).i32(scoring).i32(selection).i32(groups)
+                .i32(groupsPerToken).i32(normalize ? 1 : 0).f32(scaling).ptr(bias).ptr(choiceExpert).ptr(choiceWeight)
+                .launch(route, "kiln_route_experts", tokens, 1, ROUTE_THREADS, 0);
+    }
+
+    /** Sorts {@code choices} choices by expert into pairs and lists the active experts (see the source). */
+    void plan(long choiceExpert, long choiceWeight, int choices, int perToken, int experts, long activeCount,
+              long activeExpert, long activeStart, long activeSize, long pairToken, long pairWeight, long choicePair) {
+        args().ptr(choiceExpert).ptr(choiceWeight).i32(choices).i32(perToken).i32(experts).ptr(activeCount)
+                .ptr(activeExpert).ptr(activeStart).ptr(activeSize).ptr(pairToken).ptr(pairWeight).ptr(choicePair)
+                .launch(plan, "kiln_plan_experts", 1, 1, PLAN_THREADS, 4 * choices);
+    }
+
+    /**
+     * {@code hidden[q] = silu(gate_e · x[token q]) * up_e · x[token q]} for every pair q of every active expert e, of
+     * at most {@code maxActive}: gate and up tables of device pointers to bf16 {@code [width, columns]} weights.
+     */
+    void gateUp(long x, int columns, long gateTable, long upTable, int width, int maxActive, long activeCount,
+                long activeExpert, long activeStart, long activeSize, long pairToken, long hidden) {
+        args().ptr(x).i32(columns).ptr(gateTable).ptr(upTable).i32(width).ptr(activeCount).ptr(activeExpert)
+                .ptr(activeStart).ptr(activeSize).ptr(pairToken).ptr(hidden)
+                .launch(gateUp, "kiln_experts_gate_up_bf16", (width + EXPERT_WARPS - 1) / EXPERT_WARPS, maxActive,
+                        EXPERT_THREADS, 0);
+    }
+
+    /** {@code out[q] = pairWeight[q] · down_e · hidden[q]} for every pair q of every active expert e. */
+    void down(long hidden, int width, long downTable, int rows, int maxActive, long activeCount, long activeExpert,
+              long activeStart, long activeSize, long pairWeight, long out) {
+        args().ptr(hidden).i32(width).ptr(downTable).i32(rows).ptr(activeCount).ptr(activeExpert).ptr(activeStart)
+                .ptr(activeSize).ptr(pairWeight).ptr(out)
+                .launch(down, "kiln_experts_down_bf16", (rows + EXPERT_WARPS - 1) / EXPERT_WARPS, maxActive,
+                        EXPERT_THREADS, 0);
+    }
+
+    /** {@code residual[t] += Σ_j out[choicePair[t, j]]} for {@code tokens} rows of {@code columns}. */
+    void combine(long out, long choicePair, int perToken, int columns, long residual, int tokens) {
+        long n = (long) tokens * columns;
+        args().ptr(out).ptr(choicePair).i32(perToken).i32(columns).ptr(residual).i64(n)
+                .launch(combine, "kiln_experts_combine", (int) Math.min(MAX_GRID, (n + THREADS - 1) / THREADS), 1,
+                        THREADS, 0);
+    }
+
+    private LaunchArguments args() {
+        return arguments.get().reset();
+    }
+
+    /** Unloads the module. */
+    @Override
+    public void close() {
+        driver.unloadModule(module);
+    }
+}

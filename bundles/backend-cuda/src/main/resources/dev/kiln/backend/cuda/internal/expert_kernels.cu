@@ -1,0 +1,415 @@
+// Kiln's kernels of DeepSeekMoE's routed experts, a module of its own next to kernels.cu: compiled by NVRTC with the
+// same options when the first mixture-of-experts layer is built, so a dense model never compiles them. No headers,
+// as in kernels.cu (hence the few helpers copied below).
+//
+// One layer's routed experts are five launches, none of which reads anything back to the host, so that a step of a
+// mixture-of-experts model is recorded and replayed like a dense one:
+//  1. kiln_route_experts: per token, the routing rule of dev.kiln.api.backend.ExpertRouting on the router's logits:
+//     the chosen experts and their weights, "choices" [tokens][perToken];
+//  2. kiln_plan_experts: the choices sorted by expert (tokens ascending within one), "pairs"; the experts with at
+//     least one pair ("active"), each with its first pair and count; and per choice the pair it became;
+//  3. kiln_experts_gate_up_bf16: per active expert and gate/up row, both products of every token of the expert and
+//     silu(gate) * up, into hidden [pairs][width];
+//  4. kiln_experts_down_bf16: per active expert and down row, the down product of each of its pairs times the
+//     pair's routing weight, into out [pairs][hidden];
+//  5. kiln_experts_combine: residual[t] += the outputs of token t's choices, in choice order (deterministic).
+// Products 3 and 4 read each active expert's weights once for all of its tokens (up to 8 at a time from registers;
+// more tokens re-read the rows from L2), so a decode step reads only the experts it uses. The grids are sized for
+// the most active experts a call can have (min(experts, pairs)); blocks beyond the actual count exit at once.
+//
+// Expert weights are bf16 [rows][columns], rows 16-byte aligned (columns % 8 == 0), addressed through tables of
+// device pointers indexed by expert. Activations f32, rows contiguous.
+
+typedef unsigned short bf16_t;
+
+#define KILN_INFINITY __int_as_float(0x7f800000)
+
+// Threads of the routing kernel (one block per token; experts are dealt out over them).
+#define ROUTE_THREADS 256
+// The most experts, experts per token and groups the routing kernel takes (Java: ExpertKernels).
+#define MAX_EXPERTS 1024
+#define MAX_PER_TOKEN 16
+#define MAX_GROUPS 64
+// Threads of the plan kernel: one per expert.
+#define PLAN_THREADS 1024
+// Threads of the product kernels: one weight row per warp.
+#define EXPERT_THREADS 128
+#define EXPERT_WARPS (EXPERT_THREADS / 32)
+// Tokens of one expert multiplied from registers per pass over its rows.
+#define EXPERT_TOKENS 8
+// 16-byte weight loads each lane has in flight per row.
+#define EXPERT_UNROLL 4
+
+// Programmatic dependent launch, as in kernels.cu: every kernel waits here before it touches anything an earlier
+// kernel wrote, then lets the next one start. No pointer is __restrict__ (the compiler may hoist such loads above it).
+__device__ __forceinline__ void wait_for_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Weights are read once per step and never by another block: keep them out of L1, which the activations use.
+__device__ __forceinline__ uint4 load_weights(const uint4* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
+// ---- routing -----------------------------------------------------------------------------------------------
+
+// (v, i) is better than (best, index): larger, or equal with a lower index (the reference's top-k order).
+__device__ __forceinline__ bool beats(float v, int i, float best, int index) {
+    return v > best || (v == best && i < index);
+}
+
+// The block's best (value, index) among the values each thread offers; every thread gets it. scratch: 2 x 32 words.
+__device__ void block_best(float& best, int& index, float* values, int* indices) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+        float v = __shfl_xor_sync(0xffffffffu, best, o);
+        int i = __shfl_xor_sync(0xffffffffu, index, o);
+        if (beats(v, i, best, index)) { best = v; index = i; }
+    }
+    __syncthreads();
+    if (lane == 0) { values[warp] = best; indices[warp] = index; }
+    __syncthreads();
+    best = lane < warps ? values[lane] : -KILN_INFINITY;
+    index = lane < warps ? indices[lane] : 0x7fffffff;
+    for (int o = 16; o > 0; o >>= 1) {
+        float v = __shfl_xor_sync(0xffffffffu, best, o);
+        int i = __shfl_xor_sync(0xffffffffu, index, o);
+        if (beats(v, i, best, index)) { best = v; index = i; }
+    }
+}
+
+// Per token (one block each, ROUTE_THREADS threads), exactly the rule ExpertRouting.route computes (in f32 here):
+//  scores s = softmax(logits) (scoring 0) or sigmoid(logits) (1); selection scores c = s + bias under noaux_tc
+//  (selection 2), else s; with groups (selection 1: a group's best s, 2: the sum of its two best c), every expert
+//  outside the best groupsPerToken groups gets c = 0 (a value, as the reference masks); the perToken best c, the
+//  lower index first on ties; weights s, divided by their sum + 1e-20 when normalizing, times scaling.
+// Tokens from routedTokens on are padding: their choices are expert -1.
+extern "C" __global__ void __launch_bounds__(ROUTE_THREADS)
+kiln_route_experts(const float* logits, int experts, int perToken, int routedTokens, int scoring, int selection,
+                   int groups, int groupsPerToken, int normalize, float scaling, const float* bias,
+                   int* choiceExpert, float* choiceWeight) {
+    __shared__ float score[MAX_EXPERTS], select[MAX_EXPERTS], groupScore[MAX_GROUPS];
+    __shared__ float values[32];
+    __shared__ int indices[32];
+    __shared__ int chosen[MAX_PER_TOKEN];
+    __shared__ bool kept[MAX_GROUPS];
+    __shared__ float scalar;
+    int token = blockIdx.x;
+    wait_for_previous_kernel();
+    if (token >= routedTokens) {
+        for (int j = threadIdx.x; j < perToken; j += blockDim.x) {
+            choiceExpert[token * perToken + j] = -1;
+            choiceWeight[token * perToken + j] = 0.0f;
+        }
+        return;
+    }
+    const float* row = logits + (long long) token * experts;
+    if (scoring == 0) {
+        float best = -KILN_INFINITY;
+        int at = 0x7fffffff;
+        for (int e = threadIdx.x; e < experts; e += blockDim.x) best = fmaxf(best, row[e]);
+        block_best(best, at, values, indices);
+        float sum = 0.0f;
+        for (int e = threadIdx.x; e < experts; e += blockDim.x) {
+            float v = expf(row[e] - best);
+            score[e] = v;
+            sum += v;
+        }
+        sum = warp_sum(sum);
+        __syncthreads();
+        if ((threadIdx.x & 31) == 0) values[threadIdx.x >> 5] = sum;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float total = 0.0f;
+            for (int w = 0; w < (int) (blockDim.x >> 5); w++) total += values[w];
+            scalar = total;
+        }
+        __syncthreads();
+        for (int e = threadIdx.x; e < experts; e += blockDim.x) score[e] /= scalar;
+    } else {
+        for (int e = threadIdx.x; e < experts; e += blockDim.x) score[e] = 1.0f / (1.0f + expf(-row[e]));
+    }
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) select[e] = selection == 2 ? score[e] + bias[e] : score[e];
+    __syncthreads();
+    if (selection != 0 && groupsPerToken < groups) {
+        int size = experts / groups;
+        for (int g = threadIdx.x; g < groups; g += blockDim.x) {
+            float first = -KILN_INFINITY, second = -KILN_INFINITY;
+            for (int i = 0; i < size; i++) {
+                float v = selection == 2 ? select[g * size + i] : score[g * size + i];
+                if (v > first) { second = first; first = v; }
+                else if (v > second) second = v;
+            }
+            groupScore[g] = selection == 2 ? (size >= 2 ? first + second : first) : first;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            // The best groupsPerToken groups, the lower index first on ties.
+            for (int g = 0; g < groups; g++) kept[g] = false;
+            for (int k = 0; k < groupsPerToken; k++) {
+                int best = -1;
+                for (int g = 0; g < groups; g++) {
+                    if (!kept[g] && (best < 0 || groupScore[g] > groupScore[best])) best = g;
+                }
+                kept[best] = true;
+            }
+        }
+        __syncthreads();
+        for (int e = threadIdx.x; e < experts; e += blockDim.x) {
+            if (!kept[e / size]) select[e] = 0.0f;
+        }
+        __syncthreads();
+    }
+    for (int k = 0; k < perToken; k++) {
+        float best = -KILN_INFINITY;
+        int at = 0x7fffffff;
+        for (int e = threadIdx.x; e < experts; e += blockDim.x) {
+            if (beats(select[e], e, best, at)) { best = select[e]; at = e; }
+        }
+        block_best(best, at, values, indices);
+        if (threadIdx.x == 0) {
+            chosen[k] = at;
+            select[at] = -KILN_INFINITY; // taken
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        float sum = 0.0f;
+        for (int k = 0; k < perToken; k++) sum += score[chosen[k]];
+        for (int k = 0; k < perToken; k++) {
+            float w = score[chosen[k]];
+            if (normalize) w /= sum + 1e-20f;
+            choiceExpert[token * perToken + k] = chosen[k];
+            choiceWeight[token * perToken + k] = w * scaling;
+        }
+    }
+}
+
+// Exclusive prefix sum over the block (PLAN_THREADS threads, one value each); total gets the sum.
+__device__ int block_exclusive_scan(int v, int* scratch, int& total) {
+    scratch[threadIdx.x] = v;
+    __syncthreads();
+    for (int o = 1; o < blockDim.x; o <<= 1) {
+        int add = threadIdx.x >= o ? scratch[threadIdx.x - o] : 0;
+        __syncthreads();
+        scratch[threadIdx.x] += add;
+        __syncthreads();
+    }
+    int inclusive = scratch[threadIdx.x];
+    total = scratch[blockDim.x - 1];
+    __syncthreads();
+    return inclusive - v;
+}
+
+// One block of PLAN_THREADS threads, thread e for expert e: counts its choices, takes its place among the pairs and
+// among the active experts (prefix sums), then writes its pairs in choice order (tokens ascending). Choices of expert
+// -1 (padding) become no pair. The choices are staged in shared memory (pairs ints, dynamic).
+extern "C" __global__ void __launch_bounds__(PLAN_THREADS)
+kiln_plan_experts(const int* choiceExpert, const float* choiceWeight, int choices, int perToken, int experts,
+                  int* activeCount, int* activeExpert, int* activeStart, int* activeSize, int* pairToken,
+                  float* pairWeight, int* choicePair) {
+    extern __shared__ int staged[];
+    __shared__ int scratch[PLAN_THREADS];
+    wait_for_previous_kernel();
+    for (int i = threadIdx.x; i < choices; i += blockDim.x) {
+        staged[i] = choiceExpert[i];
+        choicePair[i] = -1;
+    }
+    __syncthreads();
+    int e = threadIdx.x;
+    int count = 0;
+    if (e < experts) {
+        for (int i = 0; i < choices; i++) count += staged[i] == e;
+    }
+    int pairs, active;
+    int start = block_exclusive_scan(count, scratch, pairs);
+    int slot = block_exclusive_scan(count > 0 ? 1 : 0, scratch, active);
+    if (count > 0) {
+        activeExpert[slot] = e;
+        activeStart[slot] = start;
+        activeSize[slot] = count;
+        int q = start;
+        for (int i = 0; i < choices; i++) {
+            if (staged[i] != e) continue;
+            pairToken[q] = i / perToken;
+            pairWeight[q] = choiceWeight[i];
+            choicePair[i] = q;
+            q++;
+        }
+    }
+    if (threadIdx.x == 0) *activeCount = active;
+}
+
+// ---- grouped products --------------------------------------------------------------------------------------
+
+// One warp's share of ROWS weight rows . x[t] for TOKENS tokens over all 8-column chunks (lane, lane + 32, ...):
+// lane-partial sums into acc. The UNROLL loads of every row are issued before any multiply.
+template <int TOKENS, int ROWS>
+__device__ __forceinline__ void dot_rows(const bf16_t* const (&w)[ROWS], const float* const (&x)[TOKENS], int chunks,
+                                         float (&acc)[ROWS][TOKENS]) {
+    int lane = threadIdx.x & 31;
+    for (int base = lane; base < chunks; base += 32 * EXPERT_UNROLL) {
+        uint4 packed[EXPERT_UNROLL][ROWS];
+#pragma unroll
+        for (int u = 0; u < EXPERT_UNROLL; u++) {
+            int c = base + 32 * u;
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+                packed[u][r] = c < chunks ? load_weights(reinterpret_cast<const uint4*>(w[r]) + c)
+                                          : make_uint4(0u, 0u, 0u, 0u);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < EXPERT_UNROLL; u++) {
+            int c = base + 32 * u;
+            if (c >= chunks) break;
+            float wv[ROWS][8];
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+                wv[r][0] = __uint_as_float(packed[u][r].x << 16);
+                wv[r][1] = __uint_as_float(packed[u][r].x & 0xffff0000u);
+                wv[r][2] = __uint_as_float(packed[u][r].y << 16);
+                wv[r][3] = __uint_as_float(packed[u][r].y & 0xffff0000u);
+                wv[r][4] = __uint_as_float(packed[u][r].z << 16);
+                wv[r][5] = __uint_as_float(packed[u][r].z & 0xffff0000u);
+                wv[r][6] = __uint_as_float(packed[u][r].w << 16);
+                wv[r][7] = __uint_as_float(packed[u][r].w & 0xffff0000u);
+            }
+#pragma unroll
+            for (int t = 0; t < TOKENS; t++) {
+                const float4* xp = reinterpret_cast<const float4*>(x[t]) + 2 * c;
+                float4 a = xp[0], b = xp[1];
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+                    acc[r][t] += wv[r][0] * a.x + wv[r][1] * a.y + wv[r][2] * a.z + wv[r][3] * a.w
+                               + wv[r][4] * b.x + wv[r][5] * b.y + wv[r][6] * b.z + wv[r][7] * b.w;
+                }
+            }
+        }
+    }
+}
+
+// gate and up row `row` of one expert for TOKENS of its pairs (tokens: their token indices), silu(gate) * up into
+// hidden (rows `rows` apart, the first pair's row first).
+template <int TOKENS>
+__device__ __forceinline__ void gate_up_tokens(const bf16_t* wg, const bf16_t* wu, const float* x, int columns,
+                                               const int* tokens, float* hidden, int rows, int row) {
+    const float* xs[TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) xs[t] = x + (long long) tokens[t] * columns;
+    const bf16_t* w[2] = {wg + (long long) row * columns, wu + (long long) row * columns};
+    float acc[2][TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) acc[0][t] = acc[1][t] = 0.0f;
+    dot_rows<TOKENS, 2>(w, xs, columns >> 3, acc);
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) {
+        float g = warp_sum(acc[0][t]), u = warp_sum(acc[1][t]);
+        if ((threadIdx.x & 31) == 0) hidden[(long long) t * rows + row] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
+// down row `row` of one expert for TOKENS consecutive pairs (their hidden rows `columns` apart), times each pair's
+// routing weight, into out (rows `rows` apart).
+template <int TOKENS>
+__device__ __forceinline__ void down_tokens(const bf16_t* wd, const float* hidden, int columns, const float* weights,
+                                            float* out, int rows, int row) {
+    const float* xs[TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) xs[t] = hidden + (long long) t * columns;
+    const bf16_t* w[1] = {wd + (long long) row * columns};
+    float acc[1][TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) acc[0][t] = 0.0f;
+    dot_rows<TOKENS, 1>(w, xs, columns >> 3, acc);
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) {
+        float v = warp_sum(acc[0][t]);
+        if ((threadIdx.x & 31) == 0) out[(long long) t * rows + row] = v * weights[t];
+    }
+}
+
+// The token count of a pass (1 to 8) as a compile-time constant: each count gets its own unrolled product.
+#define DISPATCH_TOKENS(n, CALL)         \
+    switch (n) {                         \
+        case 1: CALL(1); break;          \
+        case 2: CALL(2); break;          \
+        case 3: CALL(3); break;          \
+        case 4: CALL(4); break;          \
+        case 5: CALL(5); break;          \
+        case 6: CALL(6); break;          \
+        case 7: CALL(7); break;          \
+        default: CALL(8); break;         \
+    }
+
+// Grid (rows / EXPERT_WARPS, most active experts), EXPERT_THREADS threads: block (x, y) computes EXPERT_WARPS rows
+// of active expert y (if there is one) for all of its pairs. x: the layer's normed input [tokens][columns].
+extern "C" __global__ void __launch_bounds__(EXPERT_THREADS)
+kiln_experts_gate_up_bf16(const float* x, int columns, const unsigned long long* gateWeights,
+                          const unsigned long long* upWeights, int rows, const int* activeCount,
+                          const int* activeExpert, const int* activeStart, const int* activeSize,
+                          const int* pairToken, float* hidden) {
+    wait_for_previous_kernel();
+    int slot = blockIdx.y;
+    int row = blockIdx.x * EXPERT_WARPS + (threadIdx.x >> 5);
+    if (slot >= *activeCount || row >= rows) return;
+    int expert = activeExpert[slot], start = activeStart[slot], size = activeSize[slot];
+    const bf16_t* wg = reinterpret_cast<const bf16_t*>(gateWeights[expert]);
+    const bf16_t* wu = reinterpret_cast<const bf16_t*>(upWeights[expert]);
+    for (int first = 0; first < size; first += EXPERT_TOKENS) {
+        int n = min(EXPERT_TOKENS, size - first);
+        const int* tokens = pairToken + start + first;
+        float* h = hidden + (long long) (start + first) * rows;
+#define GATE_UP(T) gate_up_tokens<T>(wg, wu, x, columns, tokens, h, rows, row)
+        DISPATCH_TOKENS(n, GATE_UP)
+#undef GATE_UP
+    }
+}
+
+// Grid (rows / EXPERT_WARPS, most active experts), EXPERT_THREADS threads, as the gate/up kernel; rows here are the
+// model's hidden size and columns the experts' width.
+extern "C" __global__ void __launch_bounds__(EXPERT_THREADS)
+kiln_experts_down_bf16(const float* hidden, int columns, const unsigned long long* downWeights, int rows,
+                       const int* activeCount, const int* activeExpert, const int* activeStart, const int* activeSize,
+                       const float* pairWeight, float* out) {
+    wait_for_previous_kernel();
+    int slot = blockIdx.y;
+    int row = blockIdx.x * EXPERT_WARPS + (threadIdx.x >> 5);
+    if (slot >= *activeCount || row >= rows) return;
+    int expert = activeExpert[slot], start = activeStart[slot], size = activeSize[slot];
+    const bf16_t* wd = reinterpret_cast<const bf16_t*>(downWeights[expert]);
+    for (int first = 0; first < size; first += EXPERT_TOKENS) {
+        int n = min(EXPERT_TOKENS, size - first);
+        int q = start + first;
+#define DOWN(T) down_tokens<T>(wd, hidden + (long long) q * columns, columns, pairWeight + q, out + (long long) q * rows, rows, row)
+        DISPATCH_TOKENS(n, DOWN)
+#undef DOWN
+    }
+}
+
+// residual[t][c] += the sum of out[pair of choice (t, j)][c] over j in order; choices of padding have no pair.
+extern "C" __global__ void kiln_experts_combine(const float* out, const int* choicePair, int perToken, int columns,
+                                                float* residual, long long n) {
+    wait_for_previous_kernel();
+    for (long long i = blockIdx.x * (long long) blockDim.x + threadIdx.x; i < n; i += (long long) gridDim.x * blockDim.x) {
+        long long token = i / columns;
+        int c = (int) (i - token * columns);
+        float sum = 0.0f;
+        for (int j = 0; j < perToken; j++) {
+            int q = choicePair[token * perToken + j];
+            if (q >= 0) sum += out[(long long) q * columns + c];
+        }
+        residual[i] += sum;
+    }
+}

@@ -1,0 +1,167 @@
+package dev.kiln.backend.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.kiln.api.backend.ExpertRouting;
+import dev.kiln.api.backend.ExpertRouting.Scoring;
+import dev.kiln.api.backend.ExpertRouting.Selection;
+import dev.kiln.api.backend.RoutedExperts;
+import dev.kiln.api.backend.Weight;
+import dev.kiln.api.tensor.DType;
+import dev.kiln.api.tensor.Tensor;
+import dev.kiln.backend.cuda.testing.Data;
+import dev.kiln.backend.cuda.testing.Gpu;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+/**
+ * The routed experts on the device against the host: the routing rule of {@link ExpertRouting#route} applied to the
+ * same logits, and each chosen expert's MLP computed in double precision from the same bf16 weights. Covers the three
+ * selection rules, one token, several, more tokens per expert than a pass holds (8), and padding rows, which must be
+ * left alone. Runs only where a CUDA device is.
+ */
+class CudaRoutedExpertsTest {
+    private static final int HIDDEN = 320;
+    private static final int WIDTH = 136;
+
+    private final Random random = new Random(7);
+    private final List<AutoCloseable> made = new ArrayList<>();
+
+    @AfterEach
+    void release() throws Exception {
+        for (int i = made.size() - 1; i >= 0; i--) made.get(i).close();
+        made.clear();
+    }
+
+    private <T extends AutoCloseable> T keep(T resource) {
+        made.add(resource);
+        return resource;
+    }
+
+    @ParameterizedTest(name = "{0}/{1}: {4} of {2} experts in {3} groups, {5} tokens, {6} routed")
+    @CsvSource({
+            "SOFTMAX, GREEDY, 16, 1, 4, 1, 1",
+            "SOFTMAX, GREEDY, 16, 1, 4, 5, 5",
+            "SOFTMAX, GROUP_LIMITED_GREEDY, 16, 4, 3, 7, 7",
+            "SIGMOID, NOAUX_TC, 16, 4, 4, 1, 1",
+            "SIGMOID, NOAUX_TC, 16, 4, 4, 40, 40",
+            "SIGMOID, NOAUX_TC, 32, 8, 6, 24, 21"})
+    void theDeviceRoutesAndMultipliesAsTheHostRule(Scoring scoring, Selection selection, int experts, int groups,
+                                                   int perToken, int tokens, int routedTokens) {
+        CudaBackend gpu = Gpu.backend();
+        int groupsPerToken = groups == 1 ? 1 : groups / 2;
+        boolean noaux = selection == Selection.NOAUX_TC;
+        float[] bias = noaux ? scaled(Data.uniform(random, experts), 0.3f) : null;
+        var routing = new ExpertRouting(experts, perToken, scoring, selection, groups, groupsPerToken, noaux,
+                noaux ? 2.5 : 1.0, bias);
+        float[][] gate = new float[experts][], up = new float[experts][], down = new float[experts][];
+        Weight[] gw = new Weight[experts], uw = new Weight[experts], dw = new Weight[experts];
+        for (int e = 0; e < experts; e++) {
+            gate[e] = bf16Weights(WIDTH * HIDDEN);
+            up[e] = bf16Weights(WIDTH * HIDDEN);
+            down[e] = bf16Weights(HIDDEN * WIDTH);
+            gw[e] = keep(gpu.denseWeight(Data.tensor("gate" + e, DType.BF16, gate[e], WIDTH, HIDDEN)));
+            uw[e] = keep(gpu.denseWeight(Data.tensor("up" + e, DType.BF16, up[e], WIDTH, HIDDEN)));
+            dw[e] = keep(gpu.denseWeight(Data.tensor("down" + e, DType.BF16, down[e], HIDDEN, WIDTH)));
+        }
+        RoutedExperts device = gpu.routedExperts(routing, gw, uw, dw, 64);
+        assertNotNull(device, "bf16 experts must run on the device");
+        keep(device);
+        assertEquals(64, device.capacity());
+
+        float[] x = Data.uniform(random, tokens * HIDDEN);
+        float[] logits = scaled(Data.uniform(random, tokens * experts), 3f);
+        float[] residual = Data.uniform(random, tokens * HIDDEN);
+        Tensor xt = keep(gpu.allocate(DType.F32, tokens, HIDDEN));
+        Tensor lt = keep(gpu.allocate(DType.F32, tokens, experts));
+        Tensor rt = keep(gpu.allocate(DType.F32, tokens, HIDDEN));
+        gpu.write(x, xt);
+        gpu.write(logits, lt);
+        gpu.write(residual, rt);
+        device.addTo(xt, lt, routedTokens, rt);
+        float[] actual = gpu.read(rt);
+
+        double[] expected = new double[tokens * HIDDEN];
+        for (int i = 0; i < expected.length; i++) expected[i] = residual[i];
+        ExpertRouting.Assignment assignment = routing.route(logits, routedTokens);
+        double[] h = new double[WIDTH];
+        for (int e = 0; e < experts; e++) {
+            for (int k = 0; k < assignment.tokens()[e].length; k++) {
+                int t = assignment.tokens()[e][k];
+                for (int r = 0; r < WIDTH; r++) {
+                    double g = dot(gate[e], r, x, t, HIDDEN), u = dot(up[e], r, x, t, HIDDEN);
+                    h[r] = g / (1 + Math.exp(-g)) * u;
+                }
+                for (int r = 0; r < HIDDEN; r++) {
+                    double y = 0;
+                    for (int c = 0; c < WIDTH; c++) y += down[e][r * WIDTH + c] * h[c];
+                    expected[t * HIDDEN + r] += assignment.weights()[e][k] * y;
+                }
+            }
+        }
+        double scale = 0, error = 0;
+        for (int i = 0; i < expected.length; i++) {
+            scale = Math.max(scale, Math.abs(expected[i] - residual[i]));
+            double d = Math.abs(actual[i] - expected[i]);
+            error = Double.isNaN(d) ? Double.NaN : Math.max(error, d);
+        }
+        System.out.printf("routed experts %s/%s, %d of %d, %d tokens (%d routed): max error %.2e at a scale of %.3f%n",
+                scoring, selection, perToken, experts, tokens, routedTokens, error, scale);
+        assertTrue(scale > 0.1, "the experts added nothing: the test would prove nothing");
+        assertTrue(error <= 1e-4 * scale, "max error " + error + " against a scale of " + scale);
+        for (int i = routedTokens * HIDDEN; i < tokens * HIDDEN; i++) {
+            assertEquals(residual[i], actual[i], "padding row " + i / HIDDEN + " was changed");
+        }
+    }
+
+    @Test
+    void quantizedOrOddWidthExpertsStayOnTheHostAndTooManyTokensAreRefused() {
+        CudaBackend gpu = Gpu.backend();
+        var routing = new ExpertRouting(2, 1, Scoring.SOFTMAX, Selection.GREEDY, 1, 1, false, 1.0, null);
+        Weight[] f32 = {
+                keep(gpu.denseWeight(Data.tensor("a", DType.F32, Data.uniform(random, 16 * 8), 16, 8))),
+                keep(gpu.denseWeight(Data.tensor("b", DType.F32, Data.uniform(random, 16 * 8), 16, 8)))};
+        assertNull(gpu.routedExperts(routing, f32, f32, f32, 4), "f32 experts have no device path");
+        Weight[] odd = {
+                keep(gpu.denseWeight(Data.tensor("c", DType.BF16, Data.uniform(random, 12 * 12), 12, 12))),
+                keep(gpu.denseWeight(Data.tensor("d", DType.BF16, Data.uniform(random, 12 * 12), 12, 12)))};
+        assertNull(gpu.routedExperts(routing, odd, odd, odd, 4), "widths not a multiple of 8 have no device path");
+
+        Weight[] square = {
+                keep(gpu.denseWeight(Data.tensor("e", DType.BF16, Data.uniform(random, 16 * 16), 16, 16))),
+                keep(gpu.denseWeight(Data.tensor("f", DType.BF16, Data.uniform(random, 16 * 16), 16, 16)))};
+        RoutedExperts device = keep(gpu.routedExperts(routing, square, square, square, 4));
+        Tensor x = keep(gpu.allocate(DType.F32, 5, 16));
+        Tensor logits = keep(gpu.allocate(DType.F32, 5, 2));
+        Tensor residual = keep(gpu.allocate(DType.F32, 5, 16));
+        assertThrows(IllegalArgumentException.class, () -> device.addTo(x, logits, 5, residual));
+        assertThrows(IllegalArgumentException.class, () -> device.addTo(x, logits, 2, x));
+    }
+
+    /** Uniform values in [-0.1, 0.1) that bf16 holds exactly, so that host and device multiply the same weights. */
+    private float[] bf16Weights(int n) {
+        float[] v = scaled(Data.uniform(random, n), 0.1f);
+        for (int i = 0; i < n; i++) v[i] = Float.intBitsToFloat(Float.floatToRawIntBits(v[i]) & 0xffff0000);
+        return v;
+    }
+
+    private static double dot(float[] w, int row, float[] x, int token, int n) {
+        double s = 0;
+        for (int c = 0; c < n; c++) s += (double) w[row * n + c] * x[token * n + c];
+        return s;
+    }
+
+    private static float[] scaled(float[] v, float factor) {
+        for (int i = 0; i < v.length; i++) v[i] *= factor;
+        return v;
+    }
+}
