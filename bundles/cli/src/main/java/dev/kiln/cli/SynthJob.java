@@ -38,7 +38,8 @@ public final class SynthJob extends CommandJob {
             description = "Write a random-weight checkpoint with a real model's config and tensor shapes (bf16).")
     static final class Synth implements Callable<Integer> {
         @Option(names = "--like", required = true,
-                description = "r1-distill-qwen-1.5b, r1-distill-qwen-7b or r1-distill-llama-8b.")
+                description = "r1-distill-qwen-1.5b, r1-distill-qwen-7b, r1-distill-llama-8b or deepseek-v2-lite "
+                        + "(DeepSeek-V2-Lite-Chat).")
         String like;
 
         @Option(names = "--out", required = true, description = "Folder to create (must not exist or be empty).")
@@ -55,28 +56,37 @@ public final class SynthJob extends CommandJob {
             }
             Files.createDirectories(out);
             long t0 = System.nanoTime();
-            long total = write(model, out, seed);
+            long total = write(model.config, out, seed);
             System.out.printf("wrote %s (%s shapes, %.2f GB of bf16 weights) in %.1f s%n", out, model.id, total / 1e9,
                     (System.nanoTime() - t0) / 1e9);
             return 0;
         }
     }
 
-    /** Writes config.json and the weights; returns the bytes of tensor data. */
-    static long write(SyntheticModels model, Path out, long seed) throws IOException {
+    /**
+     * Writes config.json and the weights of the layout that the configuration (one of {@link SyntheticModels}'s,
+     * possibly resized) describes; returns the bytes of tensor data.
+     */
+    static long write(Map<String, Object> config, Path out, long seed) throws IOException {
+        return write(config, out, seed, SHARD_BYTES);
+    }
+
+    /** As {@link #write(Map, Path, long)}, with shards of at most {@code shardBytes} (unless one tensor is larger). */
+    static long write(Map<String, Object> config, Path out, long seed, long shardBytes) throws IOException {
+        // Null fields are kept: the hub writes them (DeepSeek-V2-Lite's q_lora_rank) and readers treat them as absent.
         Files.writeString(out.resolve("config.json"),
-                new GsonBuilder().setPrettyPrinting().create().toJson(model.config), StandardCharsets.UTF_8);
+                new GsonBuilder().setPrettyPrinting().serializeNulls().create().toJson(config), StandardCharsets.UTF_8);
         List<Map<String, TensorSpec>> shards = new ArrayList<>();
         Map<String, TensorSpec> current = new LinkedHashMap<>();
         long currentBytes = 0;
         long total = 0;
         int index = 0;
-        for (Map.Entry<String, long[]> e : model.tensorShapes().entrySet()) {
+        for (Map.Entry<String, long[]> e : SyntheticModels.tensorShapes(config).entrySet()) {
             String name = e.getKey();
             long[] shape = e.getValue();
             long bytes = 2;
             for (long d : shape) bytes *= d;
-            if (currentBytes > 0 && currentBytes + bytes > SHARD_BYTES) {
+            if (currentBytes > 0 && currentBytes + bytes > shardBytes) {
                 shards.add(current);
                 current = new LinkedHashMap<>();
                 currentBytes = 0;
