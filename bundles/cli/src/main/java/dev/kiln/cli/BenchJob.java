@@ -66,10 +66,12 @@ public final class BenchJob extends CommandJob {
             int workers = backend.device().parallelism();
             long embeddingBytes;
             boolean tied;
+            double unreadFraction; // of the checkpoint's bytes: routed experts a token does not choose
             try (Checkpoint checkpoint = services.openCheckpoint(options.model)) {
                 CheckpointTensor embedding = checkpoint.tensor("model.embed_tokens.weight");
                 embeddingBytes = embedding.data().byteSize();
                 tied = checkpoint.find("lm_head.weight").isEmpty();
+                unreadFraction = unchosenExpertFraction(checkpoint);
             }
             int capacity = Math.max(Math.max(prompt, gen), 1);
             int blockSize = 16;
@@ -80,14 +82,16 @@ public final class BenchJob extends CommandJob {
                 Arrays.setAll(blockIds, i -> i);
                 SequenceRunner runner = new SequenceRunner(m, cache, blockIds);
                 SplittableRandom random = new SplittableRandom(42);
-                // Decode reads every weight once per token; the embedding table only one row, unless it is also the output.
-                long bytesPerToken = m.weightBytes() - (tied ? 0 : embeddingBytes);
-                double bandwidth = MemoryBandwidth.measure(workers, 1L << 30, 5);
+                // Decode reads every weight once per token; the embedding table only one row, unless it is also the output;
+                // of a mixture of experts only the chosen routed experts (their share of the checkpoint's bytes).
+                long bytesPerToken = Math.round(m.weightBytes() * (1 - unreadFraction)) - (tied ? 0 : embeddingBytes);
+                boolean hostMemory = backend.name().equals("cpu");
+                double bandwidth = hostMemory ? MemoryBandwidth.measure(workers, 1L << 30, 5) : Double.NaN;
 
                 System.out.printf("model: %s %s, %.2f GB of weights (%.2f GB read per decoded token)%n", m.architecture(),
                         options.model.getFileName(), m.weightBytes() / 1e9, bytesPerToken / 1e9);
                 System.out.printf("backend: %s: %s%n", backend.name(), backend.device().description());
-                System.out.printf("read bandwidth: %.1f GB/s (%d threads, same run)%n", bandwidth / 1e9, workers);
+                if (hostMemory) System.out.printf("read bandwidth: %.1f GB/s (%d threads, same run)%n", bandwidth / 1e9, workers);
 
                 // One unmeasured round lets the JIT compile the kernels, as llama-bench's warm-up run does.
                 if (prompt > 0) pp(runner, random, Math.min(prompt, 64), m.vocabSize());
@@ -104,12 +108,33 @@ public final class BenchJob extends CommandJob {
                     double[] r = new double[repetitions];
                     for (int i = 0; i < repetitions; i++) r[i] = tg(runner, random, gen, m.vocabSize());
                     System.out.printf("| tg%d | %s | %s |%n", gen, meanSd(r), Arrays.toString(round(r)));
-                    double bound = bandwidth / bytesPerToken;
-                    System.out.printf("tg bound: %.1f tok/s (%.1f GB/s / %.2f GB per token); tg%d reaches %.0f%% of it%n",
-                            bound, bandwidth / 1e9, bytesPerToken / 1e9, gen, 100 * mean(r) / bound);
+                    if (hostMemory) {
+                        double bound = bandwidth / bytesPerToken;
+                        System.out.printf("tg bound: %.1f tok/s (%.1f GB/s / %.2f GB per token); tg%d reaches %.0f%% of it%n",
+                                bound, bandwidth / 1e9, bytesPerToken / 1e9, gen, 100 * mean(r) / bound);
+                    } else {
+                        // Host memory bandwidth says nothing of a GPU's: the GPU benchmarks measure the device's own.
+                        System.out.printf("tg reads %.2f GB of weights per token from %s memory (no bound computed here)%n",
+                                bytesPerToken / 1e9, backend.name());
+                    }
                 }
             }
             return 0;
+        }
+
+        /**
+         * The share of a mixture-of-experts checkpoint's bytes that one token does not read: its routed experts times
+         * {@code 1 - num_experts_per_tok / n_routed_experts}; 0 for a dense model.
+         */
+        private static double unchosenExpertFraction(Checkpoint checkpoint) {
+            int experts = checkpoint.config().getInt("n_routed_experts", 0);
+            if (experts == 0) return 0;
+            int chosen = checkpoint.config().getInt("num_experts_per_tok", experts);
+            long routed = 0;
+            for (String name : checkpoint.tensorNames()) {
+                if (name.contains(".mlp.experts.")) routed += checkpoint.tensor(name).data().byteSize();
+            }
+            return (double) routed / checkpoint.dataBytes() * (1 - (double) chosen / experts);
         }
 
         private static double pp(SequenceRunner runner, SplittableRandom random, int n, int vocab) {
