@@ -80,6 +80,37 @@ public interface ComputeBackend {
     }
 
     /**
+     * {@link #copyColumns(Tensor, int, Tensor, int, int)} for {@code count} column ranges at once, range i from
+     * {@code srcOffset + i * srcStride} to {@code dstOffset + i * dstStride}: a part of every head (MLA's rope part of
+     * each query head). The default copies range by range; backends override it.
+     *
+     * @since 1.4
+     */
+    default void copyColumns(Tensor src, int srcOffset, int srcStride, Tensor dst, int dstOffset, int dstStride, int width,
+                             int count) {
+        for (int i = 0; i < count; i++) copyColumns(src, srcOffset + i * srcStride, dst, dstOffset + i * dstStride, width);
+    }
+
+    /**
+     * For every head h of {@code weights.length} and row t of x:
+     * {@code out[t, outOffset + h·outStride + r] = Σ_c W_h[r, c] · x[t, inOffset + h·inStride + c]}: a product per head
+     * on its own slice of the row (MLA's absorption: each head's query into latent space, each head's latent output
+     * back to its value). The weights share one shape. The default copies each head's slice into {@code inScratch}
+     * ({@code [T, columns]}), multiplies it into {@code outScratch}
+     * ({@code [T, rows]}) and copies that out; backends override it with one pass over all heads.
+     *
+     * @since 1.4
+     */
+    default void matmulPerHead(Tensor x, int inOffset, int inStride, Weight[] weights, Tensor out, int outOffset,
+                               int outStride, Tensor inScratch, Tensor outScratch) {
+        for (int h = 0; h < weights.length; h++) {
+            copyColumns(x, inOffset + h * inStride, inScratch, 0, weights[h].columns());
+            matmul(inScratch, weights[h], outScratch);
+            copyColumns(outScratch, 0, out, outOffset + h * outStride, weights[h].rows());
+        }
+    }
+
+    /**
      * {@code dst[i] = src[rows[i]]}: collecting the tokens routed to one expert. The default goes through host
      * memory; backends override it.
      */

@@ -138,20 +138,15 @@ final class LatentAttention {
 
     private void absorbed(Activations.Step step, KvCache cache, int cacheLayer, AttentionMetadata batch) {
         int nope = c.nopeHeadDim(), rope = c.ropeHeadDim(), rank = c.kvLoraRank(), value = c.valueHeadDim();
-        int queryHead = c.queryHeadDim(), entry = c.latentEntryDim();
-        for (int h = 0; h < c.heads(); h++) {
-            backend.copyColumns(step.query(), h * queryHead, step.headNope(), 0, nope);
-            backend.matmul(step.headNope(), keyAbsorption[h], step.headLatent());
-            backend.copyColumns(step.headLatent(), 0, step.absorbedQuery(), h * entry, rank);
-            backend.copyColumns(step.query(), h * queryHead + nope, step.absorbedQuery(), h * entry + rank, rope);
-        }
+        int queryHead = c.queryHeadDim(), entry = c.latentEntryDim(), heads = c.heads();
+        // Each head's query as [W_UK_hᵀ q_nope | q_rope], all heads in one product and one copy.
+        backend.matmulPerHead(step.query(), 0, queryHead, keyAbsorption, step.absorbedQuery(), 0, entry,
+                step.headNope(), step.headLatent());
+        backend.copyColumns(step.query(), nope, queryHead, step.absorbedQuery(), rank, entry, rope, heads);
         kernel.forward(cacheLayer, step.absorbedQuery(), step.latentEntry(), null, step.latentOut(),
                 c.attentionScale(), cache, batch);
-        for (int h = 0; h < c.heads(); h++) {
-            backend.copyColumns(step.latentOut(), h * rank, step.headLatent(), 0, rank);
-            backend.matmul(step.headLatent(), valueUp[h], step.headValue());
-            backend.copyColumns(step.headValue(), 0, step.attention(), h * value, value);
-        }
+        backend.matmulPerHead(step.latentOut(), 0, rank, valueUp, step.attention(), 0, value, step.headLatent(),
+                step.headValue());
     }
 
     private void expanded(Activations.Step step, KvCache cache, int cacheLayer, AttentionMetadata batch) {
