@@ -153,10 +153,16 @@ def rows_kernels():
     src = rng.uniform(-1, 1, (6, 50)).astype(np.float32)
     dst = rng.uniform(-1, 1, (8, 70)).astype(np.float32)
     ddst = cp.asarray(dst)
-    K["kiln_copy_columns"](blocks(6 * 25), (THREADS,), (cp.asarray(src), i32(50), i32(10), ddst, i32(70), i32(33), i32(25), i64(6 * 25)))
+    K["kiln_copy_columns"](blocks(6 * 25), (THREADS,), (cp.asarray(src), i32(50), i32(10), i32(0), ddst, i32(70), i32(33), i32(0), i32(25), i32(1), i64(6 * 25)))
     expected = dst.copy()
     expected[:6, 33:58] = src[:, 10:35]
     check("copy_columns", ddst, expected, 0)
+    ddst = cp.asarray(dst)  # three ranges per row: a part of every head
+    K["kiln_copy_columns"](blocks(6 * 24), (THREADS,), (cp.asarray(src), i32(50), i32(2), i32(12), ddst, i32(70), i32(5), i32(20), i32(8), i32(3), i64(6 * 24)))
+    expected = dst.copy()
+    for k in range(3):
+        expected[:6, 5 + 20 * k:13 + 20 * k] = src[:, 2 + 12 * k:10 + 12 * k]
+    check("copy_columns_strided", ddst, expected, 0)
     idx = np.array([5, 0, 5, 2], np.int32)
     out = poison((4, 50))
     K["kiln_gather_rows"]((4,), (THREADS,), (cp.asarray(src), cp.asarray(idx), out, i32(50)))

@@ -74,6 +74,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
 
     private final CudaContext context;
     private final List<DeviceRotaryEmbedding> rotaries = new ArrayList<>();
+    /** Every per-head weight table allocated, freed at shutdown (a table is a few hundred bytes per layer). */
+    private final List<Long> tables = new ArrayList<>();
     /** Where {@link #argmaxRows} leaves its results: grown, never moved otherwise (graph replay needs the address). */
     private long argmaxOut;
     private int argmaxCapacity;
@@ -319,6 +321,76 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     }
 
     @Override
+    public void copyColumns(Tensor src, int srcOffset, int srcStride, Tensor dst, int dstOffset, int dstStride, int width,
+                            int count) {
+        CudaTensor s = CudaTensor.f32(src, context);
+        CudaTensor d = CudaTensor.f32(dst, context);
+        int rows = s.rowCount();
+        long srcEnd = srcOffset + (long) Math.max(count - 1, 0) * srcStride + width;
+        long dstEnd = dstOffset + (long) Math.max(count - 1, 0) * dstStride + width;
+        if (srcOffset < 0 || dstOffset < 0 || width < 0 || count < 0 || srcStride < 0 || dstStride < 0
+                || srcEnd > s.rowLength() || dstEnd > d.rowLength() || d.rowCount() < rows
+                || (count > 1 && dstStride < width)) {
+            throw new IllegalArgumentException(count + " column ranges of " + width + " from " + srcOffset + " every "
+                    + srcStride + " of rows of " + s.rowLength() + " into " + dstOffset + " every " + dstStride
+                    + " of rows of " + d.rowLength() + " are out of bounds or overlap");
+        }
+        context.kernels().copyColumns(s.pointer(), s.rowLength(), srcOffset, srcStride, d.pointer(), d.rowLength(),
+                dstOffset, dstStride, width, count, rows);
+    }
+
+    /**
+     * One launch over all heads when the weights are dense bf16 of one shape and every head's slice starts 16 bytes
+     * aligned (MLA's absorption matrices of a bf16 checkpoint); otherwise head by head.
+     */
+    @Override
+    public void matmulPerHead(Tensor x, int inOffset, int inStride, Weight[] weights, Tensor out, int outOffset,
+                              int outStride, Tensor inScratch, Tensor outScratch) {
+        CudaTensor in = CudaTensor.f32(x, context);
+        CudaTensor o = CudaTensor.f32(out, context);
+        int heads = weights.length;
+        if (heads == 0) return;
+        int rows = weights[0].rows(), columns = weights[0].columns();
+        boolean grouped = heads <= 65_535 && columns % 8 == 0 && in.rowLength() % 4 == 0 && inOffset % 4 == 0
+                && inStride % 4 == 0;
+        for (Weight w : weights) {
+            grouped &= w instanceof DenseWeight d && d.isBf16() && d.rows() == rows && d.columns() == columns;
+        }
+        if (!grouped) {
+            ComputeBackend.super.matmulPerHead(x, inOffset, inStride, weights, out, outOffset, outStride, inScratch, outScratch);
+            return;
+        }
+        int tokens = in.rowCount();
+        if (inOffset < 0 || inStride < 0 || inOffset + (long) (heads - 1) * inStride + columns > in.rowLength()
+                || outOffset < 0 || (heads > 1 && outStride < rows) || outOffset + (long) (heads - 1) * outStride + rows > o.rowLength()
+                || o.rowCount() < tokens) {
+            throw new IllegalArgumentException(heads + " heads of [" + rows + ", " + columns + "] from " + in + " at "
+                    + inOffset + " every " + inStride + " into " + o + " at " + outOffset + " every " + outStride
+                    + " are out of bounds or overlap");
+        }
+        if (tokens == 0) return;
+        context.groupedKernels().gemvPerHead(headTable(weights), heads, in.pointer(), in.rowLength(), inOffset, inStride,
+                o.pointer(), o.rowLength(), outOffset, outStride, rows, columns, tokens);
+    }
+
+    /** Device tables of the per-head weights' addresses, one per array the model passes (it passes the same each time). */
+    private final java.util.Map<Weight[], Long> headTables = new java.util.WeakHashMap<>();
+
+    private synchronized long headTable(Weight[] weights) {
+        Long table = headTables.get(weights);
+        if (table != null) return table;
+        long[] addresses = new long[weights.length];
+        for (int h = 0; h < weights.length; h++) addresses[h] = ((DenseWeight) weights[h]).pointer();
+        long pointer = context.allocate(8L * weights.length);
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            context.copyToDeviceNow(pointer, arena.allocateFrom(ValueLayout.JAVA_LONG, addresses));
+        }
+        headTables.put(weights, pointer);
+        tables.add(pointer);
+        return pointer;
+    }
+
+    @Override
     public void gatherRows(Tensor src, int[] rows, Tensor dst) {
         CudaTensor s = CudaTensor.f32(src, context);
         CudaTensor d = CudaTensor.f32(dst, context);
@@ -386,6 +458,9 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         synchronized (this) {
             if (argmaxOut != 0) context.free(argmaxOut);
             if (weights != 0) context.free(weights);
+            for (long table : tables) context.free(table);
+            tables.clear();
+            headTables.clear();
             argmaxOut = weights = 0;
             argmaxCapacity = 0;
             weightCapacity = 0;

@@ -243,6 +243,45 @@ class CudaBackendTest {
         assertThrows(IllegalArgumentException.class, () -> gpu.gatherRows(src.gpu, new int[] {6}, gathered.gpu));
     }
 
+    @Test
+    void copyColumnsOfEveryHeadAtOnceMatchesTheCpu() {
+        Pair src = random(6, 50);
+        Pair dst = random(8, 70);
+        gpu.copyColumns(src.gpu, 2, 12, dst.gpu, 5, 20, 8, 3);
+        cpu.copyColumns(src.cpu, 2, 12, dst.cpu, 5, 20, 8, 3);
+        assertSame(dst, 0, "copyColumns of three ranges");
+        assertThrows(IllegalArgumentException.class, () -> gpu.copyColumns(src.gpu, 2, 21, dst.gpu, 5, 20, 8, 3));
+        assertThrows(IllegalArgumentException.class, () -> gpu.copyColumns(src.gpu, 2, 12, dst.gpu, 5, 4, 8, 3));
+    }
+
+    /**
+     * MLA's per-head products (bf16 heads, one launch) against the CPU backend's head-by-head default, for one token,
+     * a few, and more than one pass of the kernel holds (8); f32 heads take the head-by-head path on the device too.
+     */
+    @ParameterizedTest
+    @ValueSource(ints = {1, 5, 19})
+    void matmulPerHeadMatchesTheCpuHeadByHead(int tokens) {
+        int heads = 4, rows = 24, columns = 40, inStride = 48, outStride = 30;
+        for (DType type : new DType[] {DType.BF16, DType.F32}) {
+            Weight[] g = new Weight[heads], c = new Weight[heads];
+            for (int h = 0; h < heads; h++) {
+                CheckpointTensor t = Data.tensor("head" + h, type, Data.representable(random, rows * columns, type), rows, columns);
+                g[h] = gpu.denseWeight(t);
+                c[h] = cpu.denseWeight(t);
+            }
+            Pair x = random(tokens, 8 + heads * inStride);
+            Pair out = random(tokens, 6 + heads * outStride);
+            Pair inScratch = poisoned(tokens, columns), outScratch = poisoned(tokens, rows);
+            gpu.matmulPerHead(x.gpu, 8, inStride, g, out.gpu, 6, outStride, inScratch.gpu, outScratch.gpu);
+            cpu.matmulPerHead(x.cpu, 8, inStride, c, out.cpu, 6, outStride, inScratch.cpu, outScratch.cpu);
+            assertSame(out, 1e-5, type + " per-head products of " + tokens + " tokens");
+            for (int h = 0; h < heads; h++) {
+                g[h].close();
+                c[h].close();
+            }
+        }
+    }
+
     @ParameterizedTest
     @EnumSource(RotaryEmbedding.Layout.class)
     void rotaryEmbeddingMatchesTheCpuForEveryLayoutWithAnOffsetAndLongPositions(RotaryEmbedding.Layout layout) {

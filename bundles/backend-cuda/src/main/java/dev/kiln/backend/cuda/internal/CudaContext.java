@@ -33,7 +33,7 @@ public final class CudaContext implements AutoCloseable {
     private final KernelCompiler compiler;
     private final String architecture;
     private QuantKernels quantKernels;
-    private ExpertKernels expertKernels;
+    private GroupedKernels groupedKernels;
     private volatile boolean closed;
 
     /** What the backend reports about its device. */
@@ -182,12 +182,12 @@ public final class CudaContext implements AutoCloseable {
      * The kernels of routed experts, compiled (or read from the cache) and loaded at the first call: a dense model
      * never pays for them.
      */
-    public synchronized ExpertKernels expertKernels() {
+    public synchronized GroupedKernels groupedKernels() {
         bind();
-        if (expertKernels == null) {
-            expertKernels = new ExpertKernels(this, driver.loadModule(compiler.compile(ExpertKernels.SOURCE, architecture)));
+        if (groupedKernels == null) {
+            groupedKernels = new GroupedKernels(this, driver.loadModule(compiler.compile(GroupedKernels.SOURCE, architecture)));
         }
-        return expertKernels;
+        return groupedKernels;
     }
 
     /** The device's name and capabilities. */
@@ -290,7 +290,7 @@ public final class CudaContext implements AutoCloseable {
             matmulScratch.close();
             uploads.close();
             if (quantKernels != null) quantKernels.close();
-            if (expertKernels != null) expertKernels.close();
+            if (groupedKernels != null) groupedKernels.close();
             kernels.close();
             cublas.destroy(cublasHandle);
             driver.destroyStream(stream);

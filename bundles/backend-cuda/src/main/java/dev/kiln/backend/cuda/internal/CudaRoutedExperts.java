@@ -9,7 +9,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
 /**
- * One layer's routed experts on the device ({@link ExpertKernels}): routing, sorting the choices by expert, the
+ * One layer's routed experts on the device ({@link GroupedKernels}): routing, sorting the choices by expert, the
  * experts' gate/up and down products over their own tokens, and the weighted sum into the residual, five launches
  * with nothing read back, so a mixture-of-experts decode step is recorded and replayed as graphs like a dense one.
  * Every active expert's weights are read once per call for all of its tokens; an expert no token chose is not read.
@@ -28,7 +28,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
     private static final long ALIGNMENT = 256;
 
     private final CudaContext context;
-    private final ExpertKernels kernels;
+    private final GroupedKernels kernels;
     private final int experts, perToken, hidden, width, capacity;
     private final int scoring, selection, groups, groupsPerToken;
     private final boolean normalize;
@@ -47,8 +47,8 @@ public final class CudaRoutedExperts implements RoutedExperts {
     public static CudaRoutedExperts create(CudaContext context, ExpertRouting routing, Weight[] gate, Weight[] up,
                                            Weight[] down, int capacity) {
         int n = routing.experts();
-        if (!ENABLED || n > ExpertKernels.MAX_EXPERTS || routing.perToken() > ExpertKernels.MAX_PER_TOKEN
-                || routing.groups() > ExpertKernels.MAX_GROUPS || gate.length != n || up.length != n || down.length != n) {
+        if (!ENABLED || n > GroupedKernels.MAX_EXPERTS || routing.perToken() > GroupedKernels.MAX_PER_TOKEN
+                || routing.groups() > GroupedKernels.MAX_GROUPS || gate.length != n || up.length != n || down.length != n) {
             return null;
         }
         int hidden = gate[0].columns(), width = gate[0].rows();
@@ -56,7 +56,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
         for (int e = 0; e < n; e++) {
             if (!isBf16(gate[e], width, hidden) || !isBf16(up[e], width, hidden) || !isBf16(down[e], hidden, width)) return null;
         }
-        int tokens = Math.min(Math.min(capacity, DEVICE_TOKENS), ExpertKernels.MAX_CHOICES / routing.perToken());
+        int tokens = Math.min(Math.min(capacity, DEVICE_TOKENS), GroupedKernels.MAX_CHOICES / routing.perToken());
         if (tokens < 1) return null;
         return new CudaRoutedExperts(context, routing, gate, up, down, tokens);
     }
@@ -68,7 +68,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
     private CudaRoutedExperts(CudaContext context, ExpertRouting routing, Weight[] gate, Weight[] up, Weight[] down,
                               int capacity) {
         this.context = context;
-        this.kernels = context.expertKernels();
+        this.kernels = context.groupedKernels();
         this.experts = routing.experts();
         this.perToken = routing.perToken();
         this.hidden = gate[0].columns();

@@ -4,17 +4,17 @@ import dev.kiln.backend.cuda.bindings.CudaDriver;
 import java.lang.foreign.MemorySegment;
 
 /**
- * The kernels of DeepSeekMoE's routed experts ({@value #SOURCE}), a module that {@link CudaContext} loads when the
- * first mixture-of-experts layer is built, each behind a method that knows its parameter list and launch shape.
+ * The grouped products ({@value #SOURCE}: DeepSeekMoE's routed experts, MLA's per-head products), a module that
+ * {@link CudaContext} loads when the first layer that needs one is built, each behind a method that knows its parameter list and launch shape.
  * Launches are held by the context's {@link StepRecorder} (so they join its graphs) as programmatic dependent
- * launches, like those of {@link Kernels}. Arguments are not checked here: {@link CudaRoutedExperts} checks them.
+ * launches, like those of {@link Kernels}. Arguments are not checked here: {@link CudaRoutedExperts} and the backend check them.
  */
-public final class ExpertKernels implements AutoCloseable {
+public final class GroupedKernels implements AutoCloseable {
     /** The kernel source, a resource next to {@link KernelCompiler}. */
-    public static final String SOURCE = "expert_kernels.cu";
+    public static final String SOURCE = "grouped_kernels.cu";
     /** The kernel names the module must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = {"kiln_route_experts", "kiln_plan_experts", "kiln_experts_gate_up_bf16",
-            "kiln_experts_down_bf16", "kiln_experts_combine"};
+            "kiln_experts_down_bf16", "kiln_experts_combine", "kiln_gemv_heads_bf16"};
     /** The most routed experts (MAX_EXPERTS in the source; one plan thread each). */
     static final int MAX_EXPERTS = 1024;
     /** The most experts per token (MAX_PER_TOKEN). */
@@ -32,10 +32,10 @@ public final class ExpertKernels implements AutoCloseable {
 
     private final CudaDriver driver;
     private final MemorySegment module;
-    private final MemorySegment route, plan, gateUp, down, combine;
+    private final MemorySegment route, plan, gateUp, down, combine, heads;
     private final ThreadLocal<LaunchArguments> arguments;
 
-    ExpertKernels(CudaContext context, MemorySegment module) {
+    GroupedKernels(CudaContext context, MemorySegment module) {
         this.driver = context.driver();
         this.module = module;
         this.arguments = ThreadLocal.withInitial(() -> new LaunchArguments(context));
@@ -44,6 +44,7 @@ public final class ExpertKernels implements AutoCloseable {
         gateUp = driver.function(module, "kiln_experts_gate_up_bf16");
         down = driver.function(module, "kiln_experts_down_bf16");
         combine = driver.function(module, "kiln_experts_combine");
+        heads = driver.function(module, "kiln_gemv_heads_bf16");
     }
 
     /**
@@ -92,6 +93,17 @@ public final class ExpertKernels implements AutoCloseable {
         args().ptr(out).ptr(choicePair).i32(perToken).i32(columns).ptr(residual).i64(n)
                 .launch(combine, "kiln_experts_combine", (int) Math.min(MAX_GRID, (n + THREADS - 1) / THREADS), 1,
                         THREADS, 0);
+    }
+
+    /**
+     * For every head h of {@code count} ({@code table}: device pointers to bf16 {@code [rows, columns]} weights) and
+     * token t of {@code tokens}: {@code out[t, outOffset + h outStride + r] = W_h[r] · x[t, inOffset + h inStride ..]}.
+     */
+    public void gemvPerHead(long table, int count, long x, int xRow, int inOffset, int inStride, long out, int outRow,
+                            int outOffset, int outStride, int rows, int columns, int tokens) {
+        args().ptr(table).ptr(x).i32(xRow).i32(inOffset).i32(inStride).ptr(out).i32(outRow).i32(outOffset)
+                .i32(outStride).i32(rows).i32(columns).i32(tokens)
+                .launch(heads, "kiln_gemv_heads_bf16", (rows + EXPERT_WARPS - 1) / EXPERT_WARPS, count, EXPERT_THREADS, 0);
     }
 
     private LaunchArguments args() {

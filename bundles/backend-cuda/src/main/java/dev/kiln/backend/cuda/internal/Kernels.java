@@ -256,10 +256,16 @@ public final class Kernels implements AutoCloseable {
 
     /** Copies a band of columns between row-major matrices. */
     public void copyColumns(long src, int srcRow, int srcOffset, long dst, int dstRow, int dstOffset, int width, int rows) {
-        long n = (long) rows * width;
+        copyColumns(src, srcRow, srcOffset, 0, dst, dstRow, dstOffset, 0, width, 1, rows);
+    }
+
+    /** {@code count} column ranges per row, range k from {@code srcOffset + k * srcStride} to {@code dstOffset + k * dstStride}. */
+    public void copyColumns(long src, int srcRow, int srcOffset, int srcStride, long dst, int dstRow, int dstOffset,
+                            int dstStride, int width, int count, int rows) {
+        long n = (long) rows * count * width;
         if (n == 0) return;
-        args().ptr(src).i32(srcRow).i32(srcOffset).ptr(dst).i32(dstRow).i32(dstOffset).i32(width).i64(n)
-                .launch(copyColumns, "kiln_copy_columns", blocks(n), 1, THREADS, 0);
+        args().ptr(src).i32(srcRow).i32(srcOffset).i32(srcStride).ptr(dst).i32(dstRow).i32(dstOffset).i32(dstStride)
+                .i32(width).i32(count).i64(n).launch(copyColumns, "kiln_copy_columns", blocks(n), 1, THREADS, 0);
     }
 
     /** {@code dst[i] = src[rows[i]]}. */

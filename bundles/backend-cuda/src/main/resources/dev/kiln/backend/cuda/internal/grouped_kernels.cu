@@ -1,6 +1,7 @@
-// Kiln's kernels of DeepSeekMoE's routed experts, a module of its own next to kernels.cu: compiled by NVRTC with the
-// same options when the first mixture-of-experts layer is built, so a dense model never compiles them. No headers,
-// as in kernels.cu (hence the few helpers copied below).
+// Kiln's grouped products, a module of its own next to kernels.cu: many small bf16 matrices, each over its own rows or
+// slices of the activations, in one launch: DeepSeekMoE's routed experts and MLA's per-head absorption products.
+// Compiled by NVRTC with the same options when the first such layer is built, so a dense model never compiles them.
+// No headers, as in kernels.cu (hence the few helpers copied below).
 //
 // One layer's routed experts are five launches, none of which reads anything back to the host, so that a step of a
 // mixture-of-experts model is recorded and replayed like a dense one:
@@ -26,7 +27,7 @@ typedef unsigned short bf16_t;
 
 // Threads of the routing kernel (one block per token; experts are dealt out over them).
 #define ROUTE_THREADS 256
-// The most experts, experts per token and groups the routing kernel takes (Java: ExpertKernels).
+// The most experts, experts per token and groups the routing kernel takes (Java: GroupedKernels).
 #define MAX_EXPERTS 1024
 #define MAX_PER_TOKEN 16
 #define MAX_GROUPS 64
@@ -411,5 +412,48 @@ extern "C" __global__ void kiln_experts_combine(const float* out, const int* cho
             if (q >= 0) sum += out[(long long) q * columns + c];
         }
         residual[i] += sum;
+    }
+}
+
+// ---- per-head products ---------------------------------------------------------------------------------------
+
+// Row `row` of one head's weight for TOKENS consecutive tokens: x rows xRow apart (already at the head's slice), out
+// rows outRow apart (already at the head's slice).
+template <int TOKENS>
+__device__ __forceinline__ void head_tokens(const bf16_t* w, const float* x, int xRow, float* out, int outRow,
+                                            int columns, int row) {
+    const float* xs[TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) xs[t] = x + (long long) t * xRow;
+    const bf16_t* wr[1] = {w + (long long) row * columns};
+    float acc[1][TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) acc[0][t] = 0.0f;
+    dot_rows<TOKENS, 1>(wr, xs, columns >> 3, acc);
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) {
+        float v = warp_sum(acc[0][t]);
+        if ((threadIdx.x & 31) == 0) out[(long long) t * outRow + row] = v;
+    }
+}
+
+// Grid (rows / EXPERT_WARPS, heads), EXPERT_THREADS threads: for head h (weights[h], bf16 [rows][columns]) and every
+// token t, out[t][outOffset + h * outStride + r] = W_h[r] . x[t][inOffset + h * inStride ..]. Slices start 16-byte
+// aligned (the Java side checks).
+extern "C" __global__ void __launch_bounds__(EXPERT_THREADS)
+kiln_gemv_heads_bf16(const unsigned long long* weights, const float* x, int xRow, int inOffset, int inStride,
+                     float* out, int outRow, int outOffset, int outStride, int rows, int columns, int tokens) {
+    wait_for_previous_kernel();
+    int head = blockIdx.y;
+    int row = blockIdx.x * EXPERT_WARPS + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const bf16_t* w = reinterpret_cast<const bf16_t*>(weights[head]);
+    for (int first = 0; first < tokens; first += EXPERT_TOKENS) {
+        int n = min(EXPERT_TOKENS, tokens - first);
+        const float* xs = x + (long long) first * xRow + inOffset + (long long) head * inStride;
+        float* o = out + (long long) first * outRow + outOffset + (long long) head * outStride;
+#define HEAD(T) head_tokens<T>(w, xs, xRow, o, outRow, columns, row)
+        DISPATCH_TOKENS(n, HEAD)
+#undef HEAD
     }
 }

@@ -172,13 +172,17 @@ extern "C" __global__ void kiln_embed_f32(const float* table, const int* ids, fl
     for (int c = threadIdx.x; c < columns; c += blockDim.x) o[c] = row[c];
 }
 
-extern "C" __global__ void kiln_copy_columns(const float* src, int srcRow, int srcOffset, float* dst, int dstRow,
-                                             int dstOffset, int width, long long n) {
+// count column ranges of width per row: range k from srcOffset + k * srcStride to dstOffset + k * dstStride (a part of
+// every head at once); n = rows * count * width.
+extern "C" __global__ void kiln_copy_columns(const float* src, int srcRow, int srcOffset, int srcStride, float* dst,
+                                             int dstRow, int dstOffset, int dstStride, int width, int count, long long n) {
     wait_for_previous_kernel();
+    long long perRow = (long long) count * width;
     GRID_STRIDE(i, n) {
-        long long r = i / width;
-        int j = (int) (i - r * width);
-        dst[r * dstRow + dstOffset + j] = src[r * srcRow + srcOffset + j];
+        long long r = i / perRow;
+        int rest = (int) (i - r * perRow);
+        int k = rest / width, j = rest - k * width;
+        dst[r * dstRow + dstOffset + (long long) k * dstStride + j] = src[r * srcRow + srcOffset + (long long) k * srcStride + j];
     }
 }
 

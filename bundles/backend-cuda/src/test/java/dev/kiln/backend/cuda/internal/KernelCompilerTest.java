@@ -69,13 +69,13 @@ class KernelCompilerTest {
     }
 
     @Test
-    void theExpertKernelsCompileForHopperAndAmpere(@TempDir Path cache) {
+    void theGroupedKernelsCompileForHopperAndAmpere(@TempDir Path cache) {
         KernelCompiler compiler = new KernelCompiler(nvrtc, cache);
         for (String architecture : new String[] {"sm_90a", "sm_80"}) {
-            byte[] cubin = compiler.compile(ExpertKernels.SOURCE, architecture);
+            byte[] cubin = compiler.compile(GroupedKernels.SOURCE, architecture);
             assertTrue(KernelCompiler.isElf(cubin), "NVRTC returned no ELF image for " + architecture);
             String symbols = new String(cubin, StandardCharsets.ISO_8859_1);
-            for (String name : ExpertKernels.NAMES) {
+            for (String name : GroupedKernels.NAMES) {
                 assertTrue(symbols.contains(name + "\0"), "the " + architecture + " CUBIN defines no kernel " + name);
             }
         }
