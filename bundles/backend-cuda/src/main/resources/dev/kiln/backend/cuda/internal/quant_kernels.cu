@@ -22,6 +22,8 @@ typedef unsigned short bf16_t;
 // Programmatic dependent launch, as in kernels.cu (this module is compiled on its own, hence the copy): every kernel
 // here may start before the one ahead of it on the stream has finished, so each waits here before it touches any
 // activation, then lets the next one start; no pointer is __restrict__ (the compiler may hoist such loads above it).
+// The token-specialised GEMVs wait after issuing their first round of weight loads (weights depend on nothing
+// computed) and read activations with plain loads, never __ldg, which the compiler may treat as invariant and hoist.
 __device__ __forceinline__ void wait_for_previous_kernel() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -212,6 +214,8 @@ __device__ __forceinline__ void int8_gemv_tokens(const signed char* codes, const
 #pragma unroll
             for (int r = 0; r < ROWS; r++) packed[u][r] = s < steps ? __ldg(w[r] + s) : make_uint4(0u, 0u, 0u, 0u);
         }
+        // Weights depend on nothing computed: the first round is in flight before waiting for the kernel ahead.
+        if (base == share.first) wait_for_previous_kernel();
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
             int s = base + share.stride * u;
@@ -228,7 +232,7 @@ __device__ __forceinline__ void int8_gemv_tokens(const signed char* codes, const
                     }
 #pragma unroll
                     for (int t = 0; t < TOKENS; t++) {
-                        float4 a = __ldg(reinterpret_cast<const float4*>(xs + (long long) t * columns) + q);
+                        float4 a = reinterpret_cast<const float4*>(xs + (long long) t * columns)[q];
 #pragma unroll
                         for (int r = 0; r < ROWS; r++) {
                             float v = acc[r][t];
@@ -243,6 +247,7 @@ __device__ __forceinline__ void int8_gemv_tokens(const signed char* codes, const
             }
         }
     }
+    if (share.first >= steps) wait_for_previous_kernel(); // a lane without a step still stores after it
     store_rows<ROWS, TOKENS, SPLIT>(acc, row0, rows, out, scales);
 }
 
@@ -285,6 +290,7 @@ __device__ __forceinline__ void int4_gemv_tokens(const unsigned char* codes, con
                 scale[u][r] = s < steps ? __ldg(sc[r] + g) : 0.0f;
             }
         }
+        if (base == share.first) wait_for_previous_kernel();
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
             int s = base + share.stride * u;
@@ -306,7 +312,7 @@ __device__ __forceinline__ void int4_gemv_tokens(const unsigned char* codes, con
 #pragma unroll
                     for (int t = 0; t < TOKENS; t++) {
                         const float4* xp = reinterpret_cast<const float4*>(xs + (long long) t * columns) + 2 * q;
-                        float4 a = __ldg(xp), b = __ldg(xp + 1);
+                        float4 a = xp[0], b = xp[1];
 #pragma unroll
                         for (int r = 0; r < ROWS; r++) {
                             float v = part[r][t];
@@ -330,6 +336,7 @@ __device__ __forceinline__ void int4_gemv_tokens(const unsigned char* codes, con
             }
         }
     }
+    if (share.first >= steps) wait_for_previous_kernel(); // a lane without a step still stores after it
     store_rows<ROWS, TOKENS, SPLIT>(acc, row0, rows, out, nullptr);
 }
 
@@ -340,25 +347,21 @@ __device__ __forceinline__ void int4_gemv_tokens(const unsigned char* codes, con
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_int8_gemv_t##T(const signed char* codes, const float* scales, const float* x, float* out, int rows,        \
                         int columns, int stride) {                                                                   \
-        wait_for_previous_kernel();                                                                                  \
         int8_gemv_tokens<T, 1>(codes, scales, x, out, rows, columns, stride);                                        \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_int8_gemv_split_t##T(const signed char* codes, const float* scales, const float* x, float* out, int rows,  \
                               int columns, int stride) {                                                             \
-        wait_for_previous_kernel();                                                                                  \
         int8_gemv_tokens<T, QUANT_GEMV_WARPS>(codes, scales, x, out, rows, columns, stride);                         \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_int4_gemv_t##T(const unsigned char* codes, const float* scales, const float* x, float* out, int rows,      \
                         int columns, int strideBytes, int groups, int groupShift) {                                  \
-        wait_for_previous_kernel();                                                                                  \
         int4_gemv_tokens<T, 1>(codes, scales, x, out, rows, columns, strideBytes, groups, groupShift);               \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_int4_gemv_split_t##T(const unsigned char* codes, const float* scales, const float* x, float* out,          \
                               int rows, int columns, int strideBytes, int groups, int groupShift) {                  \
-        wait_for_previous_kernel();                                                                                  \
         int4_gemv_tokens<T, QUANT_GEMV_WARPS>(codes, scales, x, out, rows, columns, strideBytes, groups, groupShift); \
     }
 QUANT_GEMV_TOKENS(1)
@@ -573,6 +576,7 @@ __device__ __forceinline__ void fp8_gemv_tokens(const unsigned char* codes, cons
                 scale[u][r] = s < steps ? __ldg(sc[r] + b) : 0.0f;
             }
         }
+        if (base == share.first) wait_for_previous_kernel();
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
             int s = base + share.stride * u;
@@ -596,7 +600,7 @@ __device__ __forceinline__ void fp8_gemv_tokens(const unsigned char* codes, cons
                     }
 #pragma unroll
                     for (int t = 0; t < TOKENS; t++) {
-                        float4 a = __ldg(reinterpret_cast<const float4*>(xs + (long long) t * columns) + q);
+                        float4 a = reinterpret_cast<const float4*>(xs + (long long) t * columns)[q];
 #pragma unroll
                         for (int r = 0; r < ROWS; r++) {
                             float v = part[r][t];
@@ -616,6 +620,7 @@ __device__ __forceinline__ void fp8_gemv_tokens(const unsigned char* codes, cons
             }
         }
     }
+    if (share.first >= steps) wait_for_previous_kernel(); // a lane without a step still stores after it
     store_rows<ROWS, TOKENS, SPLIT>(acc, row0, rows, out, nullptr);
 }
 
@@ -624,13 +629,11 @@ __device__ __forceinline__ void fp8_gemv_tokens(const unsigned char* codes, cons
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_fp8_gemv_t##T(const unsigned char* codes, const float* scales, const float* x, float* out, int rows,       \
                        int columns, int stride, int blockRows, int columnBlocks, int blockShift) {                   \
-        wait_for_previous_kernel();                                                                                  \
         fp8_gemv_tokens<T, 1>(codes, scales, x, out, rows, columns, stride, blockRows, columnBlocks, blockShift);    \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(QUANT_GEMV_THREADS)                                                 \
     kiln_fp8_gemv_split_t##T(const unsigned char* codes, const float* scales, const float* x, float* out, int rows, \
                              int columns, int stride, int blockRows, int columnBlocks, int blockShift) {             \
-        wait_for_previous_kernel();                                                                                  \
         fp8_gemv_tokens<T, QUANT_GEMV_WARPS>(codes, scales, x, out, rows, columns, stride, blockRows, columnBlocks,  \
                                              blockShift);                                                            \
     }
