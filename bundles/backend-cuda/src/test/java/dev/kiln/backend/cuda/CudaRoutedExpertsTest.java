@@ -123,6 +123,44 @@ class CudaRoutedExpertsTest {
         }
     }
 
+    /**
+     * NaN logits (a diverged model) give NaN rows, not a fault: each token still picks distinct experts in range, and the
+     * device keeps working (the next call on the same experts is checked by the host rule).
+     */
+    @Test
+    void nanLogitsNeitherFaultTheDeviceNorPoisonLaterCalls() {
+        CudaBackend gpu = Gpu.backend();
+        int experts = 8;
+        var routing = new ExpertRouting(experts, 3, Scoring.SOFTMAX, Selection.GREEDY, 1, 1, false, 1.0, null);
+        Weight[] w = new Weight[experts];
+        for (int e = 0; e < experts; e++) {
+            w[e] = keep(gpu.denseWeight(Data.tensor("w" + e, DType.BF16, bf16Weights(16 * 16), 16, 16)));
+        }
+        RoutedExperts device = keep(gpu.routedExperts(routing, w, w, w, 4));
+        Tensor x = keep(gpu.allocate(DType.F32, 2, 16));
+        Tensor logits = keep(gpu.allocate(DType.F32, 2, experts));
+        Tensor residual = keep(gpu.allocate(DType.F32, 2, 16));
+        gpu.write(Data.uniform(random, 32), x);
+        float[] bad = Data.uniform(random, 2 * experts);
+        java.util.Arrays.fill(bad, 0, experts, Float.NaN);
+        bad[experts + 2] = Float.POSITIVE_INFINITY;
+        gpu.write(bad, logits);
+        gpu.write(new float[32], residual);
+        device.addTo(x, logits, 2, residual);
+        float[] out = gpu.read(residual);
+        for (float v : out) assertTrue(Float.isNaN(v), "a NaN router row must give NaN, got " + v);
+
+        float[] xs = Data.uniform(random, 32), good = Data.uniform(random, 2 * experts), before = Data.uniform(random, 32);
+        gpu.write(xs, x);
+        gpu.write(good, logits);
+        gpu.write(before, residual);
+        device.addTo(x, logits, 2, residual);
+        float[] after = gpu.read(residual);
+        double changed = 0;
+        for (int i = 0; i < 32; i++) changed = Math.max(changed, Math.abs(after[i] - before[i]));
+        assertTrue(changed > 0 && !Double.isNaN(changed), "the next call must compute again: " + changed);
+    }
+
     @Test
     void quantizedOrOddWidthExpertsStayOnTheHostAndTooManyTokensAreRefused() {
         CudaBackend gpu = Gpu.backend();

@@ -7,6 +7,7 @@ import dev.kiln.api.tensor.Tensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
  * One layer's routed experts on the device ({@link GroupedKernels}): routing, sorting the choices by expert, the
@@ -18,12 +19,12 @@ import java.lang.foreign.ValueLayout;
  * stay with their owner and must outlive this object.
  */
 public final class CudaRoutedExperts implements RoutedExperts {
+    /** Whether mixture-of-experts layers route on the device (system property {@code kiln.cuda.deviceExperts}). */
+    static final boolean ENABLED = Boolean.parseBoolean(System.getProperty("kiln.cuda.deviceExperts", "true"));
     /**
      * The most tokens a call takes (system property {@code kiln.cuda.deviceExpertTokens}, default 256): decode steps
      * and short prefill chunks. Above it the model routes on the host, where each expert's tokens go through cuBLAS.
      */
-    /** Whether mixture-of-experts layers route on the device (system property {@code kiln.cuda.deviceExperts}). */
-    static final boolean ENABLED = Boolean.parseBoolean(System.getProperty("kiln.cuda.deviceExperts", "true"));
     static final int DEVICE_TOKENS = Math.max(1, Integer.getInteger("kiln.cuda.deviceExpertTokens", 256));
     private static final long ALIGNMENT = 256;
 
@@ -37,7 +38,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
     private final long gateTable, upTable, downTable, bias;
     private final long choiceExpert, choiceWeight, activeCount, activeExpert, activeStart, activeSize;
     private final long pairToken, pairWeight, choicePair, hiddenRows, outRows;
-    private volatile boolean closed;
+    private final AtomicBoolean closed = new AtomicBoolean();
 
     /**
      * The device path for these experts, or {@code null} when it cannot take them: weights other than dense bf16 of
@@ -140,7 +141,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
 
     @Override
     public void addTo(Tensor normed, Tensor routerLogits, int routedTokens, Tensor residual) {
-        if (closed) throw new IllegalStateException("routed experts released");
+        if (closed.get()) throw new IllegalStateException("routed experts released");
         CudaTensor x = CudaTensor.f32(normed, context);
         CudaTensor logits = CudaTensor.f32(routerLogits, context);
         CudaTensor acc = CudaTensor.f32(residual, context);
@@ -171,9 +172,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
 
     @Override
     public void close() {
-        if (closed) return;
-        closed = true;
-        context.free(workspace);
+        if (closed.compareAndSet(false, true)) context.free(workspace);
     }
 
     @Override

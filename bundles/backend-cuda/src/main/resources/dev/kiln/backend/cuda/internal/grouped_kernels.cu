@@ -104,7 +104,7 @@ kiln_route_experts(const float* logits, int experts, int perToken, int routedTok
     __shared__ float values[32];
     __shared__ int indices[32];
     __shared__ int chosen[MAX_PER_TOKEN];
-    __shared__ bool kept[MAX_GROUPS];
+    __shared__ bool kept[MAX_GROUPS], taken[MAX_EXPERTS];
     __shared__ float scalar;
     int token = blockIdx.x;
     wait_for_previous_kernel();
@@ -141,7 +141,11 @@ kiln_route_experts(const float* logits, int experts, int perToken, int routedTok
     } else {
         for (int e = threadIdx.x; e < experts; e += blockDim.x) score[e] = 1.0f / (1.0f + expf(-row[e]));
     }
-    for (int e = threadIdx.x; e < experts; e += blockDim.x) select[e] = selection == 2 ? score[e] + bias[e] : score[e];
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) {
+        float v = selection == 2 ? score[e] + bias[e] : score[e];
+        select[e] = v != v ? -KILN_INFINITY : v; // a NaN (from a NaN or infinite logit) never wins, as on the host
+        taken[e] = false;
+    }
     __syncthreads();
     if (selection != 0 && groupsPerToken < groups) {
         int size = experts / groups;
@@ -176,12 +180,12 @@ kiln_route_experts(const float* logits, int experts, int perToken, int routedTok
         float best = -KILN_INFINITY;
         int at = 0x7fffffff;
         for (int e = threadIdx.x; e < experts; e += blockDim.x) {
-            if (beats(select[e], e, best, at)) { best = select[e]; at = e; }
+            if (!taken[e] && beats(select[e], e, best, at)) { best = select[e]; at = e; }
         }
-        block_best(best, at, values, indices);
+        block_best(best, at, values, indices); // an untaken expert always wins over (-inf, none): select has no NaN
         if (threadIdx.x == 0) {
             chosen[k] = at;
-            select[at] = -KILN_INFINITY; // taken
+            taken[at] = true;
         }
         __syncthreads();
     }
