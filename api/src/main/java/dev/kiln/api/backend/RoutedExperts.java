@@ -18,7 +18,8 @@ public interface RoutedExperts extends AutoCloseable {
     /**
      * For every token {@code t < routedTokens}: {@code residual[t] += Σ_j w_j · down_j(silu(gate_j(x[t])) · up_j(x[t]))}
      * over the experts j and weights w_j that the routing picks from {@code routerLogits[t]}. Rows from
-     * {@code routedTokens} on are padding and are left alone.
+     * {@code routedTokens} on are padding, whose results nobody reads: an implementation may leave them alone or
+     * compute them like the others (a GPU does, so that its recorded steps depend only on the padded row count).
      *
      * @param normed       the layer's normed input {@code [T, hidden]}
      * @param routerLogits the router's logits {@code [T, experts]}

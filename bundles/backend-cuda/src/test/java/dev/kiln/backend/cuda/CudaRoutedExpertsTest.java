@@ -26,8 +26,8 @@ import org.junit.jupiter.params.provider.CsvSource;
 /**
  * The routed experts on the device against the host: the routing rule of {@link ExpertRouting#route} applied to the
  * same logits, and each chosen expert's MLP computed in double precision from the same bf16 weights. Covers the three
- * selection rules, one token, several, more tokens per expert than a pass holds (8), and padding rows, which must be
- * left alone. Runs only where a CUDA device is.
+ * selection rules, one token, several, more tokens per expert than a pass holds (8), and padding rows, which the
+ * device computes like routed ones. Runs only where a CUDA device is.
  */
 class CudaRoutedExpertsTest {
     private static final int HIDDEN = 320;
@@ -92,7 +92,8 @@ class CudaRoutedExpertsTest {
 
         double[] expected = new double[tokens * HIDDEN];
         for (int i = 0; i < expected.length; i++) expected[i] = residual[i];
-        ExpertRouting.Assignment assignment = routing.route(logits, routedTokens);
+        // The device routes padding rows too (its launches then depend on the padded count only): all rows as routed.
+        ExpertRouting.Assignment assignment = routing.route(logits, tokens);
         double[] h = new double[WIDTH];
         for (int e = 0; e < experts; e++) {
             for (int k = 0; k < assignment.tokens()[e].length; k++) {
@@ -118,9 +119,6 @@ class CudaRoutedExpertsTest {
                 scoring, selection, perToken, experts, tokens, routedTokens, error, scale);
         assertTrue(scale > 0.1, "the experts added nothing: the test would prove nothing");
         assertTrue(error <= 1e-4 * scale, "max error " + error + " against a scale of " + scale);
-        for (int i = routedTokens * HIDDEN; i < tokens * HIDDEN; i++) {
-            assertEquals(residual[i], actual[i], "padding row " + i / HIDDEN + " was changed");
-        }
     }
 
     /**

@@ -153,13 +153,18 @@ public final class CudaRoutedExperts implements RoutedExperts {
             throw new IllegalArgumentException("routed experts of hidden size " + hidden + " over " + experts
                     + " experts given " + x + ", logits " + logits + ", residual " + acc);
         }
-        if (x.pointer() < acc.pointer() + 4L * routedTokens * hidden && acc.pointer() < x.pointer() + 4L * routedTokens * hidden) {
+        if (routedTokens == 0) return;
+        // Padding rows are routed too when they fit: the launches then depend only on the padded row count, which the
+        // engine keeps to a few sizes so that decode steps replay as graphs while requests come and go. Padding rows
+        // hold one token each; at most perToken experts more are read for all of them.
+        int rows = x.rowCount();
+        int tokens = rows <= capacity && logits.rowCount() >= rows && acc.rowCount() >= rows ? rows : routedTokens;
+        if (x.pointer() < acc.pointer() + 4L * tokens * hidden && acc.pointer() < x.pointer() + 4L * tokens * hidden) {
             throw new IllegalArgumentException("the residual overlaps the experts' input");
         }
-        if (routedTokens == 0) return;
-        int choices = routedTokens * perToken;
+        int choices = tokens * perToken;
         int maxActive = Math.min(experts, choices);
-        kernels.route(logits.pointer(), experts, perToken, routedTokens, scoring, selection, groups, groupsPerToken,
+        kernels.route(logits.pointer(), experts, perToken, tokens, scoring, selection, groups, groupsPerToken,
                 normalize, scaling, bias, choiceExpert, choiceWeight);
         kernels.plan(choiceExpert, choiceWeight, choices, perToken, experts, activeCount, activeExpert, activeStart,
                 activeSize, pairToken, pairWeight, choicePair);
@@ -167,7 +172,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
                 activeSize, pairToken, hiddenRows);
         kernels.down(hiddenRows, width, downTable, hidden, maxActive, activeCount, activeExpert, activeStart, activeSize,
                 pairWeight, outRows);
-        kernels.combine(outRows, choicePair, perToken, hidden, acc.pointer(), routedTokens);
+        kernels.combine(outRows, choicePair, perToken, hidden, acc.pointer(), tokens);
     }
 
     @Override

@@ -53,7 +53,7 @@ public final class GroupedKernels implements AutoCloseable {
      */
     void route(long logits, int experts, int perToken, int tokens, int scoring, int selection, int groups,
                int groupsPerToken, boolean normalize, float scaling, long bias, long choiceExpert, long choiceWeight) {
-        args().ptr(logits).i32(experts).i32(perToken).i32(tokens).i32(scoring).i32(selection).i32(groups)
+        args().ptr(logits).i32(experts).i32(perToken).i32(scoring).i32(selection).i32(groups)
                 .i32(groupsPerToken).i32(normalize ? 1 : 0).f32(scaling).ptr(bias).ptr(choiceExpert).ptr(choiceWeight)
                 .launch(route, "kiln_route_experts", tokens, 1, ROUTE_THREADS, 0);
     }

@@ -95,9 +95,8 @@ __device__ void block_best(float& best, int& index, float* values, int* indices)
 //  (selection 2), else s; with groups (selection 1: a group's best s, 2: the sum of its two best c), every expert
 //  outside the best groupsPerToken groups gets c = 0 (a value, as the reference masks); the perToken best c, the
 //  lower index first on ties; weights s, divided by their sum + 1e-20 when normalizing, times scaling.
-// Tokens from routedTokens on are padding: their choices are expert -1.
 extern "C" __global__ void __launch_bounds__(ROUTE_THREADS)
-kiln_route_experts(const float* logits, int experts, int perToken, int routedTokens, int scoring, int selection,
+kiln_route_experts(const float* logits, int experts, int perToken, int scoring, int selection,
                    int groups, int groupsPerToken, int normalize, float scaling, const float* bias,
                    int* choiceExpert, float* choiceWeight) {
     __shared__ float score[MAX_EXPERTS], select[MAX_EXPERTS], groupScore[MAX_GROUPS];
@@ -108,13 +107,6 @@ kiln_route_experts(const float* logits, int experts, int perToken, int routedTok
     __shared__ float scalar;
     int token = blockIdx.x;
     wait_for_previous_kernel();
-    if (token >= routedTokens) {
-        for (int j = threadIdx.x; j < perToken; j += blockDim.x) {
-            choiceExpert[token * perToken + j] = -1;
-            choiceWeight[token * perToken + j] = 0.0f;
-        }
-        return;
-    }
     const float* row = logits + (long long) token * experts;
     if (scoring == 0) {
         float best = -KILN_INFINITY;
@@ -218,8 +210,8 @@ __device__ int block_exclusive_scan(int v, int* scratch, int& total) {
 }
 
 // One block of PLAN_THREADS threads, thread e for expert e: counts its choices, takes its place among the pairs and
-// among the active experts (prefix sums), then writes its pairs in choice order (tokens ascending). Choices of expert
-// -1 (padding) become no pair. The choices are staged in shared memory (pairs ints, dynamic).
+// among the active experts (prefix sums), then writes its pairs in choice order (tokens ascending). A choice of no
+// expert (-1) would become no pair. The choices are staged in shared memory (choices ints, dynamic).
 extern "C" __global__ void __launch_bounds__(PLAN_THREADS)
 kiln_plan_experts(const int* choiceExpert, const float* choiceWeight, int choices, int perToken, int experts,
                   int* activeCount, int* activeExpert, int* activeStart, int* activeSize, int* pairToken,
