@@ -5,7 +5,6 @@ import dev.kiln.api.checkpoint.Checkpoint;
 import dev.kiln.api.checkpoint.CheckpointTensor;
 import dev.kiln.api.model.CausalLanguageModel;
 import dev.kiln.api.model.ForwardBatch;
-import dev.kiln.api.model.ModelBuildOptions;
 import dev.kiln.api.model.ModelConfig;
 import dev.kiln.api.tensor.DType;
 import dev.kiln.backend.cuda.bindings.CudaDriver;
@@ -13,7 +12,7 @@ import dev.kiln.backend.cuda.internal.CudaContext;
 import dev.kiln.backend.cuda.internal.KernelCompiler;
 import dev.kiln.backend.cuda.internal.StepRecorder;
 import dev.kiln.backend.cuda.testing.Fixtures;
-import dev.kiln.models.llama.Qwen2Architecture;
+import dev.kiln.loader.safetensors.SafetensorsCheckpointLoader;
 import dev.kiln.models.runner.SequenceRunner;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -30,7 +29,8 @@ import java.util.stream.IntStream;
 
 /**
  * Greedy decode on the device with the exact tensor shapes of DeepSeek-R1-Distill-Qwen-1.5B (random bf16 weights,
- * built in memory), at several batch sizes, with CUDA graphs off and on, against the HBM bound measured in the same
+ * built in memory; {@code -Dkiln.bench.model=DIR} takes a checkpoint folder instead, e.g. a synthetic DeepSeek-V2-Lite),
+ * at several batch sizes, with CUDA graphs off and on, against the HBM bound measured in the same
  * run: device-to-device copy bandwidth (bytes read plus written) over the weight bytes one decode step reads (every
  * matrix except the embedding table, of which one row is read). Timing includes everything a serving step does
  * outside the sampler: building the batch, the forward, and reading the logits back.
@@ -55,6 +55,8 @@ public final class DecodeBenchmark {
         }
         // -Dkiln.bench.graphs=on (or off) runs one mode only.
         String modes = System.getProperty("kiln.bench.graphs", "off,on");
+        // -Dkiln.bench.model=DIR decodes a checkpoint folder (`kiln synth --like deepseek-v2-lite`, say) instead.
+        String modelFolder = System.getProperty("kiln.bench.model");
         // -Dkiln.bench.kvCacheDtype=bf16 decodes over a bf16 KV cache (default f32, the architecture's).
         DType cacheType = switch (System.getProperty("kiln.bench.kvCacheDtype", "f32")) {
             case "f32" -> DType.F32;
@@ -71,14 +73,17 @@ public final class DecodeBenchmark {
                 long start = System.nanoTime();
                 int maxBatch = Arrays.stream(batches).max().orElse(1);
                 int blocksPerSequence = (prompt + generate + BLOCK) / BLOCK;
-                try (Checkpoint checkpoint = new SyntheticCheckpoint();
-                     CausalLanguageModel model = new Qwen2Architecture().build(checkpoint,
-                             new ModelBuildOptions(backend, new CudaPagedAttention(), null, Math.max(256, maxBatch),
-                                     cacheType));
+                Checkpoint checkpoint = modelFolder == null ? new SyntheticCheckpoint() : openFolder(modelFolder);
+                double unread = unchosenExpertFraction(checkpoint);
+                long embeddingBytes = checkpoint.tensor("model.embed_tokens.weight").data().byteSize();
+                try (CausalLanguageModel model = Fixtures.build(checkpoint, backend, new CudaPagedAttention(), null,
+                             Math.max(256, maxBatch), cacheType);
                      KvCache cache = model.allocateKvCache(blocksPerSequence * maxBatch, BLOCK)) {
-                    System.out.printf("model on the device in %.1f s: %.2f GB of weights%n", (System.nanoTime() - start) / 1e9,
-                            model.weightBytes() / 1e9);
-                    long perToken = model.weightBytes() - 2L * VOCAB * HIDDEN;
+                    System.out.printf("model %s on the device in %.1f s: %.2f GB of weights%n",
+                            modelFolder == null ? "R1-Distill-Qwen-1.5B shape" : modelFolder,
+                            (System.nanoTime() - start) / 1e9, model.weightBytes() / 1e9);
+                    // Every weight once per token, but one row of the embedding table and only the chosen experts.
+                    long perToken = Math.round(model.weightBytes() * (1 - unread)) - embeddingBytes;
                     double bound = bandwidth / perToken;
                     for (int batch : batches) {
                         for (int round = 0; round < 2; round++) { // the first round warms up the JIT and the kernels
@@ -119,7 +124,7 @@ public final class DecodeBenchmark {
         for (int s = 0; s < batch; s++) {
             int first = s * blocksPerSequence;
             tables[s] = IntStream.range(0, blocksPerSequence).map(i -> first + blocksPerSequence - 1 - i).toArray();
-            int[] tokens = random.ints(prompt, 0, VOCAB).toArray();
+            int[] tokens = random.ints(prompt, 0, model.vocabSize()).toArray();
             float[] logits = model.backend().read(model.forward(step(new int[][] {tables[s]}, new int[] {0}, new int[][] {tokens}), cache).logits());
             next[s] = SequenceRunner.argmax(logits);
             lengths[s] = prompt;
@@ -184,6 +189,29 @@ public final class DecodeBenchmark {
         Fixtures.Batch batch = new Fixtures.Batch();
         for (int s = 0; s < tables.length; s++) batch.add(tables[s], cached[s], newTokens[s]);
         return batch.build();
+    }
+
+    private static Checkpoint openFolder(String folder) {
+        try {
+            return new SafetensorsCheckpointLoader().open(Path.of(folder));
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
+
+    /**
+     * The share of a mixture-of-experts checkpoint's bytes that one token does not read: its routed experts times
+     * {@code 1 - num_experts_per_tok / n_routed_experts}; 0 for a dense model.
+     */
+    private static double unchosenExpertFraction(Checkpoint checkpoint) {
+        int experts = checkpoint.config().getInt("n_routed_experts", 0);
+        if (experts == 0) return 0;
+        int chosen = checkpoint.config().getInt("num_experts_per_tok", experts);
+        long routed = 0;
+        for (String name : checkpoint.tensorNames()) {
+            if (name.contains(".mlp.experts.")) routed += checkpoint.tensor(name).data().byteSize();
+        }
+        return (double) routed / checkpoint.dataBytes() * (1 - (double) chosen / experts);
     }
 
     /** Bytes read plus written per second by a 1 GiB device-to-device copy, median of 10. */

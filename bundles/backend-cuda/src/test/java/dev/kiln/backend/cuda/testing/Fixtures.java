@@ -69,8 +69,14 @@ public final class Fixtures {
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
+        return build(checkpoint, backend, attention, quantizer, maxBatchTokens, kvCacheDtype);
+    }
+
+    /** Builds an opened checkpoint (a fixture, a synthetic model) by the architecture that supports its configuration. */
+    public static CausalLanguageModel build(Checkpoint checkpoint, ComputeBackend backend, AttentionKernel attention,
+                                            Quantizer quantizer, int maxBatchTokens, DType kvCacheDtype) {
         ModelArchitecture architecture = ARCHITECTURES.stream().filter(a -> a.supports(checkpoint.config())).findFirst()
-                .orElseThrow(() -> new IllegalArgumentException("no architecture for " + fixture));
+                .orElseThrow(() -> new IllegalArgumentException("no architecture for " + checkpoint.location()));
         return architecture.build(checkpoint,
                 new ModelBuildOptions(backend, attention, quantizer, maxBatchTokens, kvCacheDtype));
     }
