@@ -35,6 +35,16 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
      * 256 and 2048 (9.4 vs 9.1 and 19.8 vs 14.4 us per layer), 64-key ones slower at both (12.5 and 16.3 us).
      */
     public static final int MIN_CHUNK = 32;
+    /**
+     * Fewest keys per split when a block's queries are wide: MLA's latent entries (576 elements, 8 query heads a block
+     * for DeepSeek-V2-Lite) make each key several times the work of a 128-wide head group's, so a block has enough to do
+     * with fewer keys, and short contexts then still spread over many SMs. System property
+     * {@code kiln.cuda.attention.wideMinChunk} (a power of two, 4 to 32).
+     */
+    public static final int WIDE_MIN_CHUNK = Math.clamp(Integer.highestOneBit(
+            Math.max(1, Integer.getInteger("kiln.cuda.attention.wideMinChunk", 8))), 4, MIN_CHUNK);
+    /** Query elements per block (heads x key width) from which {@link #WIDE_MIN_CHUNK} applies. */
+    static final int WIDE_QUERY_ELEMENTS = 2048;
     /** Most splits per token: bounds the combine kernel's shared memory (one float per split). */
     public static final int MAX_SPLITS = 4096;
     /**
@@ -96,7 +106,8 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
         int headsPerBlock = shape[0], headBlocks = shape[1], tile = shape[2];
         long rows = (long) tokens * kvHeads * headBlocks;
         long wanted = (long) BLOCKS_PER_MULTIPROCESSOR * Math.max(1, multiprocessors) / rows;
-        int mostSplits = Math.min(MAX_SPLITS, Math.max(1, contextBucket / MIN_CHUNK));
+        int minChunk = (long) headsPerBlock * keyDim >= WIDE_QUERY_ELEMENTS ? WIDE_MIN_CHUNK : MIN_CHUNK;
+        int mostSplits = Math.min(MAX_SPLITS, Math.max(1, contextBucket / minChunk));
         int splits = (int) Math.min(mostSplits, Long.highestOneBit(Math.max(1, wanted)));
         int chunk = contextBucket / splits;
         tile = Math.min(tile, chunk); // a block never holds more keys than its chunk

@@ -46,6 +46,16 @@ class SplitAttentionPlanTest {
         assertEquals(1024, prefill.rows(512, 2));
     }
 
+    /** Wide latent queries take chunks of WIDE_MIN_CHUNK keys, so a short context still spreads over many SMs. */
+    @Test
+    void latentAttentionTakesShorterChunksThanNarrowHeads() {
+        SplitAttentionPlan latent = SplitAttentionPlan.of(1, 16, 1, 576, 512, true, 256, H100_SMS);
+        assertEquals(SplitAttentionPlan.WIDE_MIN_CHUNK, latent.chunk());
+        assertEquals(256 / SplitAttentionPlan.WIDE_MIN_CHUNK, latent.splits());
+        SplitAttentionPlan narrow = SplitAttentionPlan.of(1, 12, 2, 128, 128, false, 256, H100_SMS);
+        assertEquals(SplitAttentionPlan.MIN_CHUNK, narrow.chunk());
+    }
+
     @Test
     void latentAttentionSplitsItsSixteenHeadsOverTwoBlocksToFitSharedMemory() {
         SplitAttentionPlan plan = SplitAttentionPlan.of(1, 16, 1, 576, 512, true, 2048, H100_SMS);
