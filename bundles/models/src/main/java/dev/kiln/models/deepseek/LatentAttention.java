@@ -113,19 +113,22 @@ final class LatentAttention {
                  AttentionMetadata batch, boolean expand) {
         float eps = c.rmsNormEps();
         Tensor query = step.query();
+        Tensor entry = step.latentEntry();
+        Tensor latent = step.latent();
+        // The latent's projection right after the query's first one: both read the normed input, and a GPU backend
+        // then makes them one launch.
         if (queryDown != null) {
             queryDown.apply(backend, normed, step.queryLow());
+            latentDown.apply(backend, normed, entry);
             backend.rmsNorm(step.queryLow(), queryNorm, eps, step.queryLow());
             queryUp.apply(backend, step.queryLow(), query);
         } else {
             queryUp.apply(backend, normed, query);
+            latentDown.apply(backend, normed, entry);
         }
         rotary.apply(query, positions, c.heads(), c.queryHeadDim(), c.nopeHeadDim());
 
         // The cache entry [c | k_rope], built in place: rotate the rope key, normalise the latent.
-        Tensor entry = step.latentEntry();
-        Tensor latent = step.latent();
-        latentDown.apply(backend, normed, entry);
         rotary.apply(entry, positions, 1, c.latentEntryDim(), c.kvLoraRank());
         backend.copyColumns(entry, 0, latent, 0, c.kvLoraRank());
         backend.rmsNorm(latent, latentNorm, eps, latent);
