@@ -55,7 +55,7 @@ public final class GroupedKernels implements AutoCloseable {
                int groupsPerToken, boolean normalize, float scaling, long bias, long choiceExpert, long choiceWeight) {
         args().ptr(logits).i32(experts).i32(perToken).i32(scoring).i32(selection).i32(groups)
                 .i32(groupsPerToken).i32(normalize ? 1 : 0).f32(scaling).ptr(bias).ptr(choiceExpert).ptr(choiceWeight)
-                .launch(route, "kiln_route_experts", tokens, 1, ROUTE_THREADS, 0);
+                .launch(route, "kiln_route_experts", tokens, 1, threadsFor(experts, ROUTE_THREADS), 0);
     }
 
     /** Sorts {@code choices} choices by expert into pairs and lists the active experts (see the source). */
@@ -63,7 +63,7 @@ public final class GroupedKernels implements AutoCloseable {
               long activeExpert, long activeStart, long activeSize, long pairToken, long pairWeight, long choicePair) {
         args().ptr(choiceExpert).ptr(choiceWeight).i32(choices).i32(perToken).i32(experts).ptr(activeCount)
                 .ptr(activeExpert).ptr(activeStart).ptr(activeSize).ptr(pairToken).ptr(pairWeight).ptr(choicePair)
-                .launch(plan, "kiln_plan_experts", 1, 1, PLAN_THREADS, 4 * choices);
+                .launch(plan, "kiln_plan_experts", 1, 1, threadsFor(experts, PLAN_THREADS), 4 * choices);
     }
 
     /**
@@ -104,6 +104,15 @@ public final class GroupedKernels implements AutoCloseable {
         args().ptr(table).ptr(x).i32(xRow).i32(inOffset).i32(inStride).ptr(out).i32(outRow).i32(outOffset)
                 .i32(outStride).i32(rows).i32(columns).i32(tokens)
                 .launch(heads, "kiln_gemv_heads_bf16", (rows + EXPERT_WARPS - 1) / EXPERT_WARPS, count, EXPERT_THREADS, 0);
+    }
+
+    /**
+     * A thread per expert, in whole warps and a power of two (the plan's scan), at most {@code most}: 64 experts take
+     * two warps, whose barriers and reductions cost a fraction of a full block's (the routing and plan of a decode
+     * step are latency, not work).
+     */
+    private static int threadsFor(int experts, int most) {
+        return Math.min(most, Math.max(32, Integer.highestOneBit(Math.max(1, experts - 1)) << 1));
     }
 
     private LaunchArguments args() {

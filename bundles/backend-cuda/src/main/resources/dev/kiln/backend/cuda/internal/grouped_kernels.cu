@@ -25,13 +25,14 @@ typedef unsigned short bf16_t;
 
 #define KILN_INFINITY __int_as_float(0x7f800000)
 
-// Threads of the routing kernel (one block per token; experts are dealt out over them).
+// Most threads of the routing kernel (one block per token; experts are dealt out over them; Java launches a power of
+// two covering the experts).
 #define ROUTE_THREADS 256
 // The most experts, experts per token and groups the routing kernel takes (Java: GroupedKernels).
 #define MAX_EXPERTS 1024
 #define MAX_PER_TOKEN 16
 #define MAX_GROUPS 64
-// Threads of the plan kernel: one per expert.
+// Most threads of the plan kernel: one per expert (Java launches the power of two covering the experts).
 #define PLAN_THREADS 1024
 // Threads of the product kernels: one weight row per warp.
 #define EXPERT_THREADS 128
