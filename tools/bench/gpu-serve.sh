@@ -5,7 +5,8 @@
 #   tools/bench/gpu-serve.sh [MODEL_DIR] [CONCURRENCIES...]
 # Env: INPUT_LEN, OUTPUT_LEN, KV_CACHE (default 16G), KV_CACHE_DTYPE (auto, f32 or bf16; default the server's, auto:
 # bf16 on cuda), QUANTIZATION (e.g. weight_only_int8), SKIP_BASELINE=1,
-# TEMPERATURE and TOP_P (sent by the client; default greedy).
+# TEMPERATURE and TOP_P (sent by the client; default greedy), VOCAB (prompt token ids are drawn below it; default
+# 150000, the Qwen vocabulary; 100000 for DeepSeek-V2's).
 # Results: JSON per concurrency under target/gpu-serve/, a summary table on stdout.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,7 +42,7 @@ printf '| engine | concurrency | requests | output tok/s | TTFT median ms | TPOT
 for c in "${concurrencies[@]}"; do
     n=$(( c * 2 ))
     [ "$c" -eq 1 ] && n=4
-    "$kiln" bench-serve --base-url "http://127.0.0.1:$port" --input-len "$input" --output-len "$output" --vocab 150000 \
+    "$kiln" bench-serve --base-url "http://127.0.0.1:$port" --input-len "$input" --output-len "$output" --vocab "${VOCAB:-150000}" \
         --num-prompts $n --concurrency "$c" --temperature "${TEMPERATURE:-0}" --top-p "${TOP_P:-1}" --result-file "$out/c$c.json" > "$out/c$c.txt" 2>/dev/null
     python3 - "$out/c$c.json" "$c" "$n" <<'PY'
 import json, sys
