@@ -82,12 +82,21 @@ public interface ComputeBackend {
     /**
      * {@link #copyColumns(Tensor, int, Tensor, int, int)} for {@code count} column ranges at once, range i from
      * {@code srcOffset + i * srcStride} to {@code dstOffset + i * dstStride}: a part of every head (MLA's rope part of
-     * each query head). The default copies range by range; backends override it.
+     * each query head). Strides are not negative and the destination ranges do not overlap ({@code dstStride >= width}
+     * when there are several). The default copies range by range; backends override it.
      *
+     * @throws IllegalArgumentException if a range falls outside its rows or destination ranges overlap
      * @since 1.4
      */
     default void copyColumns(Tensor src, int srcOffset, int srcStride, Tensor dst, int dstOffset, int dstStride, int width,
                              int count) {
+        long last = Math.max(count - 1, 0);
+        if (count < 0 || width < 0 || srcOffset < 0 || dstOffset < 0 || srcStride < 0 || dstStride < 0
+                || (count > 1 && dstStride < width)
+                || srcOffset + last * srcStride + width > src.rowLength() || dstOffset + last * dstStride + width > dst.rowLength()) {
+            throw new IllegalArgumentException(count + " column ranges of " + width + " from " + srcOffset + " every "
+                    + srcStride + " into " + dstOffset + " every " + dstStride + " are out of bounds or overlap");
+        }
         for (int i = 0; i < count; i++) copyColumns(src, srcOffset + i * srcStride, dst, dstOffset + i * dstStride, width);
     }
 

@@ -45,6 +45,24 @@ class RowMovementTest {
         assertThrows(IllegalArgumentException.class, () -> BACKEND.copyColumns(s, 0, d, 35, 7));
     }
 
+    /** Several ranges at once (a part of every head), through the API's default; overlapping destinations refused. */
+    @Test
+    void copyColumnsOfSeveralRangesMovesEachBand() {
+        Random r = new Random(5);
+        float[] src = random(r, 4 * 50);
+        float[] dst = random(r, 4 * 70);
+        Tensor s = tensor(src, 4, 50), d = tensor(dst, 4, 70);
+        BACKEND.copyColumns(s, 2, 12, d, 5, 20, 8, 3);
+        float[] expected = dst.clone();
+        for (int row = 0; row < 4; row++) {
+            for (int k = 0; k < 3; k++) System.arraycopy(src, row * 50 + 2 + 12 * k, expected, row * 70 + 5 + 20 * k, 8);
+        }
+        assertArrayEquals(expected, BACKEND.read(d));
+        assertThrows(IllegalArgumentException.class, () -> BACKEND.copyColumns(s, 2, 21, d, 5, 20, 8, 3));
+        assertThrows(IllegalArgumentException.class, () -> BACKEND.copyColumns(s, 2, 12, d, 5, 4, 8, 3));
+        assertThrows(IllegalArgumentException.class, () -> BACKEND.copyColumns(s, 2, -1, d, 5, 20, 8, 3));
+    }
+
     @Test
     void gatherThenScatterAddRoutesRowsWithWeightsAndRepeats() {
         Random r = new Random(4);
