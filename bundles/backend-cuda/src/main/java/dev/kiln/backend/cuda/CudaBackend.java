@@ -375,10 +375,17 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
 
     /** Device tables of the per-head weights' addresses, one per array the model passes (it passes the same each time). */
     private final java.util.Map<Weight[], Long> headTables = new java.util.WeakHashMap<>();
+    /** Tables whose weight array was collected (its model is gone): freed at the next table or at shutdown. */
+    private final java.util.Queue<Long> staleTables = new java.util.concurrent.ConcurrentLinkedQueue<>();
+    private static final java.lang.ref.Cleaner TABLE_CLEANER = java.lang.ref.Cleaner.create();
 
     private synchronized long headTable(Weight[] weights) {
         Long table = headTables.get(weights);
         if (table != null) return table;
+        for (Long stale; (stale = staleTables.poll()) != null; ) {
+            tables.remove(stale);
+            context.free(stale);
+        }
         long[] addresses = new long[weights.length];
         for (int h = 0; h < weights.length; h++) addresses[h] = ((DenseWeight) weights[h]).pointer();
         long pointer = context.allocate(8L * weights.length);
@@ -387,6 +394,9 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         }
         headTables.put(weights, pointer);
         tables.add(pointer);
+        // The cleaning action only queues the address: freeing touches the stream, which belongs to the forward's thread.
+        java.util.Queue<Long> queue = staleTables;
+        TABLE_CLEANER.register(weights, () -> queue.add(pointer));
         return pointer;
     }
 
@@ -460,6 +470,7 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
             if (weights != 0) context.free(weights);
             for (long table : tables) context.free(table);
             tables.clear();
+            staleTables.clear();
             headTables.clear();
             argmaxOut = weights = 0;
             argmaxCapacity = 0;
