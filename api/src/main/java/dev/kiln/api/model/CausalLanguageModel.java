@@ -27,6 +27,17 @@ public interface CausalLanguageModel extends AutoCloseable {
     /** Bytes of weights held, in their storage formats. */
     long weightBytes();
 
+    /**
+     * Bytes of weights one decoded token reads, in their storage formats: all of {@link #weightBytes()} by default; a
+     * mixture of experts leaves out the routed experts a token does not choose (on average). The embedding table is
+     * counted whole, though a token reads one row of it: what a bandwidth bound subtracts is the caller's choice.
+     *
+     * @since 1.2
+     */
+    default long weightBytesPerToken() {
+        return weightBytes();
+    }
+
     /** What one token stores in the KV cache. */
     KvCacheSpec kvCacheSpec();
 

@@ -66,12 +66,10 @@ public final class BenchJob extends CommandJob {
             int workers = backend.device().parallelism();
             long embeddingBytes;
             boolean tied;
-            double unreadFraction; // of the checkpoint's bytes: routed experts a token does not choose
             try (Checkpoint checkpoint = services.openCheckpoint(options.model)) {
                 CheckpointTensor embedding = checkpoint.tensor("model.embed_tokens.weight");
                 embeddingBytes = embedding.data().byteSize();
                 tied = checkpoint.find("lm_head.weight").isEmpty();
-                unreadFraction = unchosenExpertFraction(checkpoint);
             }
             int capacity = Math.max(Math.max(prompt, gen), 1);
             int blockSize = 16;
@@ -84,7 +82,7 @@ public final class BenchJob extends CommandJob {
                 SplittableRandom random = new SplittableRandom(42);
                 // Decode reads every weight once per token; the embedding table only one row, unless it is also the output;
                 // of a mixture of experts only the chosen routed experts (their share of the checkpoint's bytes).
-                long bytesPerToken = Math.round(m.weightBytes() * (1 - unreadFraction)) - (tied ? 0 : embeddingBytes);
+                long bytesPerToken = m.weightBytesPerToken() - (tied ? 0 : embeddingBytes);
                 boolean hostMemory = backend.name().equals("cpu");
                 double bandwidth = hostMemory ? MemoryBandwidth.measure(workers, 1L << 30, 5) : Double.NaN;
 
@@ -120,21 +118,6 @@ public final class BenchJob extends CommandJob {
                 }
             }
             return 0;
-        }
-
-        /**
-         * The share of a mixture-of-experts checkpoint's bytes that one token does not read: its routed experts times
-         * {@code 1 - num_experts_per_tok / n_routed_experts}; 0 for a dense model.
-         */
-        private static double unchosenExpertFraction(Checkpoint checkpoint) {
-            int experts = checkpoint.config().getInt("n_routed_experts", 0);
-            if (experts == 0) return 0;
-            int chosen = checkpoint.config().getInt("num_experts_per_tok", experts);
-            long routed = 0;
-            for (String name : checkpoint.tensorNames()) {
-                if (name.contains(".mlp.experts.")) routed += checkpoint.tensor(name).data().byteSize();
-            }
-            return (double) routed / checkpoint.dataBytes() * (1 - (double) chosen / experts);
         }
 
         private static double pp(SequenceRunner runner, SplittableRandom random, int n, int vocab) {

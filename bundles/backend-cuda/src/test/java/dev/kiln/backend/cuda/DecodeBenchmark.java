@@ -74,7 +74,6 @@ public final class DecodeBenchmark {
                 int maxBatch = Arrays.stream(batches).max().orElse(1);
                 int blocksPerSequence = (prompt + generate + BLOCK) / BLOCK;
                 Checkpoint checkpoint = modelFolder == null ? new SyntheticCheckpoint() : openFolder(modelFolder);
-                double unread = unchosenExpertFraction(checkpoint);
                 long embeddingBytes = checkpoint.tensor("model.embed_tokens.weight").data().byteSize();
                 try (CausalLanguageModel model = Fixtures.build(checkpoint, backend, new CudaPagedAttention(), null,
                              Math.max(256, maxBatch), cacheType);
@@ -83,7 +82,7 @@ public final class DecodeBenchmark {
                             modelFolder == null ? "R1-Distill-Qwen-1.5B shape" : modelFolder,
                             (System.nanoTime() - start) / 1e9, model.weightBytes() / 1e9);
                     // Every weight once per token, but one row of the embedding table and only the chosen experts.
-                    long perToken = Math.round(model.weightBytes() * (1 - unread)) - embeddingBytes;
+                    long perToken = model.weightBytesPerToken() - embeddingBytes;
                     double bound = bandwidth / perToken;
                     for (int batch : batches) {
                         for (int round = 0; round < 2; round++) { // the first round warms up the JIT and the kernels
@@ -197,21 +196,6 @@ public final class DecodeBenchmark {
         } catch (java.io.IOException e) {
             throw new java.io.UncheckedIOException(e);
         }
-    }
-
-    /**
-     * The share of a mixture-of-experts checkpoint's bytes that one token does not read: its routed experts times
-     * {@code 1 - num_experts_per_tok / n_routed_experts}; 0 for a dense model.
-     */
-    private static double unchosenExpertFraction(Checkpoint checkpoint) {
-        int experts = checkpoint.config().getInt("n_routed_experts", 0);
-        if (experts == 0) return 0;
-        int chosen = checkpoint.config().getInt("num_experts_per_tok", experts);
-        long routed = 0;
-        for (String name : checkpoint.tensorNames()) {
-            if (name.contains(".mlp.experts.")) routed += checkpoint.tensor(name).data().byteSize();
-        }
-        return (double) routed / checkpoint.dataBytes() * (1 - (double) chosen / experts);
     }
 
     /** Bytes read plus written per second by a 1 GiB device-to-device copy, median of 10. */

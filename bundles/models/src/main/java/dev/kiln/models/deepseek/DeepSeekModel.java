@@ -70,6 +70,8 @@ final class DeepSeekModel implements CausalLanguageModel {
     private final Activations activations;
     private final MultiTokenPredictor mtp;
     private AttentionPath path = AttentionPath.EXPANDED_PREFILL;
+    /** The routed experts' bytes a token does not read on average, summed over the MoE layers as they are loaded. */
+    private long unchosenExpertBytes;
 
     private DeepSeekModel(Checkpoint checkpoint, DeepSeekConfig config, ModelBuildOptions options, WeightLoader weights,
                           DerivedWeights derived, ExpandedAttention expanded) {
@@ -197,13 +199,17 @@ final class DeepSeekModel implements CausalLanguageModel {
         DenseMlp shared = e.shared() > 0 ? loadMlp(p + "shared_experts.", e.shared() * e.width()) : null;
         Weight[] gate = new Weight[experts.length], up = new Weight[experts.length], down = new Weight[experts.length];
         boolean biased = false;
+        long routedBytes = 0;
         for (int i = 0; i < experts.length; i++) {
+            routedBytes += experts[i].gate().weight().bytes() + experts[i].up().weight().bytes()
+                    + experts[i].down().weight().bytes();
             biased |= experts[i].gate().bias() != null || experts[i].up().bias() != null || experts[i].down().bias() != null;
             gate[i] = experts[i].gate().weight();
             up[i] = experts[i].up().weight();
             down[i] = experts[i].down().weight();
         }
         // A backend's own path, where it has one: routing without reading logits back, so steps replay as graphs.
+        unchosenExpertBytes += Math.round(routedBytes * (1 - (double) e.perToken() / e.routed()));
         RoutedExperts onDevice = biased ? null : backend.routedExperts(routing, gate, up, down, maxBatchTokens);
         if (onDevice != null) weights.own(onDevice);
         return new MixtureOfExperts(backend, router, routing, experts, shared, onDevice);
@@ -305,6 +311,12 @@ final class DeepSeekModel implements CausalLanguageModel {
     @Override
     public long weightBytes() {
         return weights.bytes() + derived.bytes();
+    }
+
+    /** {@link #weightBytes()} less the routed experts' bytes times {@code 1 - num_experts_per_tok / n_routed_experts}. */
+    @Override
+    public long weightBytesPerToken() {
+        return weightBytes() - unchosenExpertBytes;
     }
 
     @Override

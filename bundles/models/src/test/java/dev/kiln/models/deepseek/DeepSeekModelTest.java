@@ -120,6 +120,25 @@ class DeepSeekModelTest {
         return new CheckpointTensor(t.name(), DType.F32, t.shape(), data, t.file());
     }
 
+    /** A token reads its 2 of 8 routed experts: 3/4 of every MoE layer's expert bytes are left out of the bound. */
+    @Test
+    void aTokenReadsOnlyItsChosenExpertsBytes() {
+        try (Checkpoint checkpoint = Harness.open("deepseek-v2-lite-tiny")) {
+            long unchosen = 0;
+            for (int layer = 0; layer < checkpoint.config().getInt("num_hidden_layers"); layer++) {
+                long routed = 0;
+                for (String name : checkpoint.tensorNames()) {
+                    if (name.startsWith("model.layers." + layer + ".mlp.experts.")) routed += checkpoint.tensor(name).data().byteSize();
+                }
+                unchosen += Math.round(routed * (1 - 2.0 / 8));
+            }
+            assertTrue(unchosen > 0);
+            try (CausalLanguageModel model = Harness.build("deepseek-v2-lite-tiny", 32)) {
+                assertEquals(model.weightBytes() - unchosen, model.weightBytesPerToken());
+            }
+        }
+    }
+
     @Test
     void onlyACheckpointWithTheModuleOffersAnMtpHead() {
         try (CausalLanguageModel v2 = Harness.build("deepseek-v2-lite-tiny", 32)) {
