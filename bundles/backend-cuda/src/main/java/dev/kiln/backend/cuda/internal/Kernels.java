@@ -1,9 +1,6 @@
 package dev.kiln.backend.cuda.internal;
 
-import static java.lang.foreign.ValueLayout.JAVA_LONG;
-
 import dev.kiln.backend.cuda.bindings.CudaDriver;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 
 /**
@@ -35,7 +32,6 @@ public final class Kernels implements AutoCloseable {
     /** The most dynamic shared memory a kernel may use without opting in. */
     public static final int DEFAULT_SHARED_BYTES = 48 * 1024;
     private static final int MAX_GRID = 1 << 20;
-    private static final int MAX_ARGUMENTS = 24;
 
     private final CudaContext context;
     private final CudaDriver driver;
@@ -59,12 +55,13 @@ public final class Kernels implements AutoCloseable {
     private final MemorySegment[] gemv3SplitBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
     /** {@code kiln_gemv_silu_bf16_t1 .. _t8}: gate and up products with the SiLU gating in one launch. */
     private final MemorySegment[] gemvSiluBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
-    private final ThreadLocal<Arguments> arguments = ThreadLocal.withInitial(Arguments::new);
+    private final ThreadLocal<LaunchArguments> arguments;
 
     Kernels(CudaContext context, MemorySegment module) {
         this.context = context;
         this.driver = context.driver();
         this.module = module;
+        this.arguments = ThreadLocal.withInitial(() -> new LaunchArguments(context));
         add = driver.function(module, "kiln_add");
         addHalves = driver.function(module, "kiln_add_halves");
         addBias = driver.function(module, "kiln_add_bias");
@@ -318,7 +315,7 @@ public final class Kernels implements AutoCloseable {
             StepRecorder.Launch norm = heldNormFeeding(x, columns, tokens, out, 4L * tokens * rows);
             long input = norm == null ? x : norm.argument(NORM_X);
             boolean split = rows < SPLIT_BELOW_ROWS;
-            Arguments a = args().ptr(w).ptr(input).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0);
+            LaunchArguments a = args().ptr(w).ptr(input).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0);
             if (norm == null) {
                 a.ptr(0).slot(0).ptr(0);
             } else {
@@ -423,7 +420,7 @@ public final class Kernels implements AutoCloseable {
         }
         long totalRows = all[0][2] + all[1][2] + all[2][2];
         int warps = GEMV_THREADS / 32;
-        Arguments a = args().ptr(raw).i32(columns).i32(tokens);
+        LaunchArguments a = args().ptr(raw).i32(columns).i32(tokens);
         for (long[] segment : all) a.ptr(segment[0]).ptr(segment[1]).i32((int) segment[2]).ptr(segment[3]);
         a.ptr(scale).slot(eps).ptr(normed);
         if (totalRows < SPLIT_BELOW_ROWS) {
@@ -527,71 +524,12 @@ public final class Kernels implements AutoCloseable {
         return Math.max(32, (threads + 31) / 32 * 32);
     }
 
-    private Arguments args() {
-        context.bind();
+    private LaunchArguments args() {
         return arguments.get().reset();
     }
 
     @Override
     public void close() {
         driver.unloadModule(module);
-    }
-
-    /**
-     * A kernel's argument list, each argument's value in an 8-byte slot (the layout {@code cuLaunchKernel}'s
-     * parameter pointers address). The recorder copies the slots when it takes the launch, so one buffer per thread
-     * serves every launch.
-     */
-    private final class Arguments {
-        private final MemorySegment values = Arena.global().allocate(8L * MAX_ARGUMENTS, 8);
-        private int count;
-
-        Arguments reset() {
-            count = 0;
-            return this;
-        }
-
-        Arguments ptr(long pointer) {
-            values.set(JAVA_LONG, 8L * count++, pointer);
-            return this;
-        }
-
-        Arguments i64(long value) {
-            values.set(JAVA_LONG, 8L * count++, value);
-            return this;
-        }
-
-        Arguments i32(int value) {
-            values.set(JAVA_LONG, 8L * count++, value & 0xffffffffL); // the whole slot: launches compare slot by slot
-            return this;
-        }
-
-        /** A raw 8-byte slot, as read back from a held launch. */
-        Arguments slot(long value) {
-            values.set(JAVA_LONG, 8L * count++, value);
-            return this;
-        }
-
-        Arguments f32(float value) {
-            values.set(JAVA_LONG, 8L * count++, Float.floatToRawIntBits(value) & 0xffffffffL);
-            return this;
-        }
-
-        void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes) {
-            context.recorder().launch(function, name, gridX, gridY, block, sharedBytes, values, count, true);
-        }
-
-        /**
-         * Takes the place of the recorder's last held launch, {@code expected} (a fusion of it with this one); false
-         * when that is no longer the last held node, and the caller then launches its own work.
-         */
-        boolean replace(StepRecorder.Launch expected, MemorySegment function, String name, int gridX, int gridY, int block,
-                        int sharedBytes) {
-            long[] slots = new long[count];
-            MemorySegment.copy(values, JAVA_LONG, 0, slots, 0, count);
-            return context.recorder().replaceLast(expected,
-                    new StepRecorder.Launch(function, name, gridX, gridY, block, sharedBytes, slots,
-                            context.recorder().programmaticLaunches()));
-        }
     }
 }

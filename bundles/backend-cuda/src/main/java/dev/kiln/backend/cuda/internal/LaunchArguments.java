@@ -51,6 +51,11 @@ final class LaunchArguments {
         return this;
     }
 
+    /** {@link #launch(MemorySegment, String, int, int, int, int)} without dynamic shared memory. */
+    void launch(MemorySegment function, String name, int gridX, int gridY, int block) {
+        launch(function, name, gridX, gridY, block, 0);
+    }
+
     /** Holds the launch as a programmatic one: every kernel of the project waits for its predecessor on the device. */
     void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes) {
         context.recorder().launch(function, name, gridX, gridY, block, sharedBytes, values, count, true);

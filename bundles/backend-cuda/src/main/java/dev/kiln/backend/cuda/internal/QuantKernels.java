@@ -1,9 +1,6 @@
 package dev.kiln.backend.cuda.internal;
 
-import static java.lang.foreign.ValueLayout.JAVA_LONG;
-
 import dev.kiln.backend.cuda.bindings.CudaDriver;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
@@ -36,7 +33,6 @@ public final class QuantKernels implements AutoCloseable {
     /** The most rows of one tile: the dequantizing kernels put a tile's rows on the grid's y dimension. */
     static final int MAX_TILE_ROWS = 65_535;
     private static final int MAX_GRID = 1 << 20;
-    private static final int MAX_ARGUMENTS = 12;
 
     /** The kernel names the module must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = names();
@@ -53,7 +49,7 @@ public final class QuantKernels implements AutoCloseable {
     private final MemorySegment int8GemvAnyShape, int4GemvAnyShape, int8CodesBf16, int8ScaleProduct, int4DequantizeSplit,
             int8GatherRows, int4GatherRows, fp8GemvAnyShape, fp8DequantizeSplit, fp8GatherRows;
     private final int multiprocessors;
-    private final ThreadLocal<Arguments> arguments = ThreadLocal.withInitial(Arguments::new);
+    private final ThreadLocal<LaunchArguments> arguments;
     private long tiles;
     private long tileBytes;
 
@@ -61,6 +57,7 @@ public final class QuantKernels implements AutoCloseable {
         this.context = context;
         this.driver = context.driver();
         this.module = module;
+        this.arguments = ThreadLocal.withInitial(() -> new LaunchArguments(context));
         this.multiprocessors = context.properties().multiprocessors();
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             int8Gemv[t - 1] = driver.function(module, "kiln_int8_gemv_t" + t);
@@ -286,8 +283,7 @@ public final class QuantKernels implements AutoCloseable {
         return (int) Math.min(MAX_GRID, (n + THREADS - 1) / THREADS);
     }
 
-    private Arguments args() {
-        context.bind();
+    private LaunchArguments args() {
         return arguments.get().reset();
     }
 
@@ -298,40 +294,5 @@ public final class QuantKernels implements AutoCloseable {
         tiles = 0;
         tileBytes = 0;
         driver.unloadModule(module);
-    }
-
-    /**
-     * A kernel's argument list, each argument's value in an 8-byte slot (the layout {@code cuLaunchKernel}'s parameter
-     * pointers address), narrower values zero-extended so that equal launches compare equal slot by slot. The
-     * recorder copies the slots when it takes the launch, so one buffer per thread serves every launch.
-     */
-    private final class Arguments {
-        private final MemorySegment values = Arena.global().allocate(8L * MAX_ARGUMENTS, 8);
-        private int count;
-
-        Arguments reset() {
-            count = 0;
-            return this;
-        }
-
-        Arguments ptr(long pointer) {
-            values.set(JAVA_LONG, 8L * count++, pointer);
-            return this;
-        }
-
-        Arguments i64(long value) {
-            values.set(JAVA_LONG, 8L * count++, value);
-            return this;
-        }
-
-        Arguments i32(int value) {
-            values.set(JAVA_LONG, 8L * count++, value & 0xffffffffL);
-            return this;
-        }
-
-        void launch(MemorySegment function, String name, int gridX, int gridY, int block) {
-            // Every kernel of the module waits for its predecessor on the device first (see Kernels).
-            context.recorder().launch(function, name, gridX, gridY, block, 0, values, count, true);
-        }
     }
 }
