@@ -14,7 +14,8 @@ import dev.kiln.api.tensor.DType;
  * @param headsPerBlock query heads of one KV head's group served by one block (the whole group when it fits)
  * @param headBlocks    blocks per (token, KV head) needed to cover the group
  * @param tile          keys (and values) a block copies into shared memory at a time
- * @param chunk         keys of one split; a power of two, at least {@link #MIN_CHUNK}
+ * @param chunk         keys of one split; a power of two, at least {@link #MIN_CHUNK} ({@link #WIDE_MIN_CHUNK} for
+ *                      MLA's wide latent queries)
  * @param splits        chunks per token: the context bucket divided by the chunk
  * @param sharedBytes   dynamic shared memory of one block
  */
@@ -43,7 +44,7 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
      */
     public static final int WIDE_MIN_CHUNK = Math.clamp(Integer.highestOneBit(
             Math.max(1, Integer.getInteger("kiln.cuda.attention.wideMinChunk", 8))), 4, MIN_CHUNK);
-    /** Query elements per block (heads x key width) from which {@link #WIDE_MIN_CHUNK} applies. */
+    /** Query elements per block (heads x key width) from which {@link #WIDE_MIN_CHUNK} applies to a latent cache. */
     static final int WIDE_QUERY_ELEMENTS = 2048;
     /** Most splits per token: bounds the combine kernel's shared memory (one float per split). */
     public static final int MAX_SPLITS = 4096;
@@ -106,7 +107,8 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
         int headsPerBlock = shape[0], headBlocks = shape[1], tile = shape[2];
         long rows = (long) tokens * kvHeads * headBlocks;
         long wanted = (long) BLOCKS_PER_MULTIPROCESSOR * Math.max(1, multiprocessors) / rows;
-        int minChunk = (long) headsPerBlock * keyDim >= WIDE_QUERY_ELEMENTS ? WIDE_MIN_CHUNK : MIN_CHUNK;
+        // Measured for MLA's latent cache only (values inside the keys); wide grouped-query heads keep MIN_CHUNK.
+        int minChunk = valuesInKeys && (long) headsPerBlock * keyDim >= WIDE_QUERY_ELEMENTS ? WIDE_MIN_CHUNK : MIN_CHUNK;
         int mostSplits = Math.min(MAX_SPLITS, Math.max(1, contextBucket / minChunk));
         int splits = (int) Math.min(mostSplits, Long.highestOneBit(Math.max(1, wanted)));
         int chunk = contextBucket / splits;
