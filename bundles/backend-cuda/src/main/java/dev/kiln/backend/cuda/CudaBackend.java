@@ -74,8 +74,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
 
     private final CudaContext context;
     private final List<DeviceRotaryEmbedding> rotaries = new ArrayList<>();
-    /** Every per-head weight table allocated, freed at shutdown (a table is a few hundred bytes per layer). */
-    private final List<Long> tables = new ArrayList<>();
+    /** Every per-head weight table not yet freed (a few hundred bytes per layer): freed when collected or at shutdown. */
+    private final List<HeadTable> tables = new ArrayList<>();
     /** Where {@link #argmaxRows} leaves its results: grown, never moved otherwise (graph replay needs the address). */
     private long argmaxOut;
     private int argmaxCapacity;
@@ -375,16 +375,26 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
 
     /** Device tables of the per-head weights' addresses, one per array the model passes (it passes the same each time). */
     private final java.util.Map<Weight[], Long> headTables = new java.util.WeakHashMap<>();
-    /** Tables whose weight array was collected (its model is gone): freed at the next table or at shutdown. */
-    private final java.util.Queue<Long> staleTables = new java.util.concurrent.ConcurrentLinkedQueue<>();
-    private static final java.lang.ref.Cleaner TABLE_CLEANER = java.lang.ref.Cleaner.create();
+    /** Arrays collected with their model: their tables are freed at the next table or at shutdown. */
+    private final java.lang.ref.ReferenceQueue<Weight[]> collectedHeads = new java.lang.ref.ReferenceQueue<>();
+
+    /** A table's address, queued when the weight array it serves is collected. */
+    private static final class HeadTable extends java.lang.ref.WeakReference<Weight[]> {
+        final long pointer;
+
+        HeadTable(Weight[] weights, long pointer, java.lang.ref.ReferenceQueue<Weight[]> queue) {
+            super(weights, queue);
+            this.pointer = pointer;
+        }
+    }
 
     private synchronized long headTable(Weight[] weights) {
         Long table = headTables.get(weights);
         if (table != null) return table;
-        for (Long stale; (stale = staleTables.poll()) != null; ) {
+        for (java.lang.ref.Reference<? extends Weight[]> r; (r = collectedHeads.poll()) != null; ) {
+            HeadTable stale = (HeadTable) r;
             tables.remove(stale);
-            context.free(stale);
+            context.free(stale.pointer);
         }
         long[] addresses = new long[weights.length];
         for (int h = 0; h < weights.length; h++) addresses[h] = ((DenseWeight) weights[h]).pointer();
@@ -393,10 +403,7 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
             context.copyToDeviceNow(pointer, arena.allocateFrom(ValueLayout.JAVA_LONG, addresses));
         }
         headTables.put(weights, pointer);
-        tables.add(pointer);
-        // The cleaning action only queues the address: freeing touches the stream, which belongs to the forward's thread.
-        java.util.Queue<Long> queue = staleTables;
-        TABLE_CLEANER.register(weights, () -> queue.add(pointer));
+        tables.add(new HeadTable(weights, pointer, collectedHeads));
         return pointer;
     }
 
@@ -468,9 +475,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         synchronized (this) {
             if (argmaxOut != 0) context.free(argmaxOut);
             if (weights != 0) context.free(weights);
-            for (long table : tables) context.free(table);
+            for (HeadTable table : tables) context.free(table.pointer);
             tables.clear();
-            staleTables.clear();
             headTables.clear();
             argmaxOut = weights = 0;
             argmaxCapacity = 0;

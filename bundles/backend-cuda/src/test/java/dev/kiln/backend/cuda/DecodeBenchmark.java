@@ -74,7 +74,9 @@ public final class DecodeBenchmark {
                 int maxBatch = Arrays.stream(batches).max().orElse(1);
                 int blocksPerSequence = (prompt + generate + BLOCK) / BLOCK;
                 Checkpoint checkpoint = modelFolder == null ? new SyntheticCheckpoint() : openFolder(modelFolder);
-                long embeddingBytes = checkpoint.tensor("model.embed_tokens.weight").data().byteSize();
+                // A tied table is also the output projection, read whole every step; else one row of it is read.
+                long embeddingBytes = checkpoint.find("lm_head.weight").isEmpty() ? 0
+                        : checkpoint.tensor("model.embed_tokens.weight").data().byteSize();
                 try (CausalLanguageModel model = Fixtures.build(checkpoint, backend, new CudaPagedAttention(), null,
                              Math.max(256, maxBatch), cacheType);
                      KvCache cache = model.allocateKvCache(blocksPerSequence * maxBatch, BLOCK)) {

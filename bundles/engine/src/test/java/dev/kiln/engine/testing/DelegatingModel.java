@@ -49,6 +49,7 @@ public class DelegatingModel implements CausalLanguageModel {
     @Override public int vocabSize() { return real.vocabSize(); }
     @Override public int hiddenSize() { return real.hiddenSize(); }
     @Override public long weightBytes() { return real.weightBytes(); }
+    @Override public long weightBytesPerToken() { return real.weightBytesPerToken(); }
     @Override public KvCacheSpec kvCacheSpec() { return real.kvCacheSpec(); }
     @Override public KvCache allocateKvCache(int numBlocks, int blockSize) { return real.allocateKvCache(numBlocks, blockSize); }
     @Override public ForwardResult forward(ForwardBatch batch, KvCache cache) { return real.forward(batch, cache); }

@@ -263,8 +263,9 @@ final class DeepSeekModel implements CausalLanguageModel {
         if (!cache.spec().equals(kvCacheSpec)) {
             throw new IllegalArgumentException("cache " + cache.spec() + " is not this model's " + kvCacheSpec);
         }
-        // Trailing padding tokens (slot -1, which an engine adds to decode steps) take no routed expert: their output
-        // is never read, and each would otherwise bring experts of its own into the step.
+        // Trailing padding tokens (slot -1, which an engine adds to decode steps) need no routed expert: their output is
+        // never read, and on the host each would bring experts of its own into the step. (A GPU's own routed experts
+        // may route them anyway, so that its recorded steps depend only on the padded count.)
         int[] slots = batch.attention().slotMapping();
         int routed = batch.numTokens();
         while (routed > 1 && slots[routed - 1] < 0) routed--;

@@ -158,8 +158,9 @@ public final class CudaRoutedExperts implements RoutedExperts {
         // engine keeps to a few sizes so that decode steps replay as graphs while requests come and go. Padding rows
         // hold one token each; at most perToken experts more are read for all of them.
         int rows = x.rowCount();
-        int tokens = rows <= capacity && logits.rowCount() >= rows && acc.rowCount() >= rows ? rows : routedTokens;
-        if (x.pointer() < acc.pointer() + 4L * tokens * hidden && acc.pointer() < x.pointer() + 4L * tokens * hidden) {
+        int tokens = rows <= capacity && logits.rowCount() >= rows && acc.rowCount() >= rows
+                && apart(x.pointer(), acc.pointer(), 4L * rows * hidden) ? rows : routedTokens;
+        if (!apart(x.pointer(), acc.pointer(), 4L * tokens * hidden)) {
             throw new IllegalArgumentException("the residual overlaps the experts' input");
         }
         int choices = tokens * perToken;
@@ -173,6 +174,10 @@ public final class CudaRoutedExperts implements RoutedExperts {
         kernels.down(hiddenRows, width, downTable, hidden, maxActive, activeCount, activeExpert, activeStart, activeSize,
                 pairWeight, outRows);
         kernels.combine(outRows, choicePair, perToken, hidden, acc.pointer(), tokens);
+    }
+
+    private static boolean apart(long a, long b, long bytes) {
+        return a + bytes <= b || b + bytes <= a;
     }
 
     @Override

@@ -396,7 +396,7 @@ kiln_experts_down_bf16(const float* hidden, int columns, const unsigned long lon
     }
 }
 
-// residual[t][c] += the sum of out[pair of choice (t, j)][c] over j in order; choices of padding have no pair.
+// residual[t][c] += the sum of out[pair of choice (t, j)][c] over j in order; a choice without a pair adds nothing.
 extern "C" __global__ void kiln_experts_combine(const float* out, const int* choicePair, int perToken, int columns,
                                                 float* residual, long long n) {
     wait_for_previous_kernel();
