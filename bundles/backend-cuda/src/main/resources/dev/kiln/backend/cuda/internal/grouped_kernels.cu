@@ -318,23 +318,24 @@ __device__ __forceinline__ void gate_up_tokens(const bf16_t* wg, const bf16_t* w
     }
 }
 
-// down row `row` of one expert for TOKENS consecutive pairs (their hidden rows `columns` apart), times each pair's
-// routing weight, into out (rows `rows` apart).
-template <int TOKENS>
-__device__ __forceinline__ void down_tokens(const bf16_t* wd, const float* hidden, int columns, const float* weights,
-                                            float* out, int rows, int row) {
+// Row `row` of one weight for TOKENS activation rows xRow apart, into out rows outRow apart; WEIGHTED: each product
+// times its own factor (a pair's routing weight). The down products of an expert's pairs (x: their hidden rows) and
+// the per-head products (x and out: the head's slices of the rows) alike.
+template <int TOKENS, bool WEIGHTED>
+__device__ __forceinline__ void row_tokens(const bf16_t* w, const float* x, int xRow, float* out, int outRow,
+                                           int columns, int row, const float* factors) {
     const float* xs[TOKENS];
 #pragma unroll
-    for (int t = 0; t < TOKENS; t++) xs[t] = hidden + (long long) t * columns;
-    const bf16_t* w[1] = {wd + (long long) row * columns};
+    for (int t = 0; t < TOKENS; t++) xs[t] = x + (long long) t * xRow;
+    const bf16_t* wr[1] = {w + (long long) row * columns};
     float acc[1][TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[0][t] = 0.0f;
-    dot_rows<TOKENS, 1>(w, xs, columns >> 3, acc);
+    dot_rows<TOKENS, 1>(wr, xs, columns >> 3, acc);
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) {
         float v = warp_sum(acc[0][t]);
-        if ((threadIdx.x & 31) == 0) out[(long long) t * rows + row] = v * weights[t];
+        if ((threadIdx.x & 31) == 0) out[(long long) t * outRow + row] = WEIGHTED ? v * factors[t] : v;
     }
 }
 
@@ -390,7 +391,8 @@ kiln_experts_down_bf16(const float* hidden, int columns, const unsigned long lon
     for (int first = 0; first < size; first += EXPERT_TOKENS) {
         int n = min(EXPERT_TOKENS, size - first);
         int q = start + first;
-#define DOWN(T) down_tokens<T>(wd, hidden + (long long) q * columns, columns, pairWeight + q, out + (long long) q * rows, rows, row)
+#define DOWN(T) row_tokens<T, true>(wd, hidden + (long long) q * columns, columns, out + (long long) q * rows, rows, \
+                                    columns, row, pairWeight + q)
         DISPATCH_TOKENS(n, DOWN)
 #undef DOWN
     }
@@ -414,26 +416,6 @@ extern "C" __global__ void kiln_experts_combine(const float* out, const int* cho
 
 // ---- per-head products ---------------------------------------------------------------------------------------
 
-// Row `row` of one head's weight for TOKENS consecutive tokens: x rows xRow apart (already at the head's slice), out
-// rows outRow apart (already at the head's slice).
-template <int TOKENS>
-__device__ __forceinline__ void head_tokens(const bf16_t* w, const float* x, int xRow, float* out, int outRow,
-                                            int columns, int row) {
-    const float* xs[TOKENS];
-#pragma unroll
-    for (int t = 0; t < TOKENS; t++) xs[t] = x + (long long) t * xRow;
-    const bf16_t* wr[1] = {w + (long long) row * columns};
-    float acc[1][TOKENS];
-#pragma unroll
-    for (int t = 0; t < TOKENS; t++) acc[0][t] = 0.0f;
-    dot_rows<TOKENS, 1>(wr, xs, columns >> 3, acc);
-#pragma unroll
-    for (int t = 0; t < TOKENS; t++) {
-        float v = warp_sum(acc[0][t]);
-        if ((threadIdx.x & 31) == 0) out[(long long) t * outRow + row] = v;
-    }
-}
-
 // Grid (rows / EXPERT_WARPS, heads), EXPERT_THREADS threads: for head h (weights[h], bf16 [rows][columns]) and every
 // token t, out[t][outOffset + h * outStride + r] = W_h[r] . x[t][inOffset + h * inStride ..]. Slices start 16-byte
 // aligned (the Java side checks).
@@ -449,7 +431,7 @@ kiln_gemv_heads_bf16(const unsigned long long* weights, const float* x, int xRow
         int n = min(EXPERT_TOKENS, tokens - first);
         const float* xs = x + (long long) first * xRow + inOffset + (long long) head * inStride;
         float* o = out + (long long) first * outRow + outOffset + (long long) head * outStride;
-#define HEAD(T) head_tokens<T>(w, xs, xRow, o, outRow, columns, row)
+#define HEAD(T) row_tokens<T, false>(w, xs, xRow, o, outRow, columns, row, nullptr)
         DISPATCH_TOKENS(n, HEAD)
 #undef HEAD
     }

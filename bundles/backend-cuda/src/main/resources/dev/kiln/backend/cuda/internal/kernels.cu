@@ -888,42 +888,38 @@ __device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int column
 }
 
 // Entry points per token count; each takes the norm path when scale is given.
+#define BY_NORM(F, T, ...)                                                                                         \
+    if (scale) F<T, true>(__VA_ARGS__);                                                                           \
+    else F<T, false>(__VA_ARGS__)
 #define GEMV_BF16_TOKENS(T)                                                                                      \
     extern "C" __global__ void kiln_gemv_bf16_t##T(const bf16_t* w, const float* x, float* out, int rows,        \
             int columns, int tokens, int vectorized, const float* bias, float* residual, const float* scale,      \
             float eps, float* normed) {                                                                           \
-        if (scale) gemv_bf16_tokens<T, true>(w, x, out, rows, columns, bias, residual, scale, eps, normed);      \
-        else gemv_bf16_tokens<T, false>(w, x, out, rows, columns, bias, residual, scale, eps, normed);           \
+        BY_NORM(gemv_bf16_tokens, T, w, x, out, rows, columns, bias, residual, scale, eps, normed);              \
     }                                                                                                             \
     extern "C" __global__ void kiln_gemv_split_bf16_t##T(const bf16_t* w, const float* x, float* out, int rows,  \
             int columns, int tokens, int vectorized, const float* bias, float* residual, const float* scale,      \
             float eps, float* normed) {                                                                           \
-        if (scale) gemv_bf16_split_tokens<T, true>(w, x, out, rows, columns, bias, residual, scale, eps, normed); \
-        else gemv_bf16_split_tokens<T, false>(w, x, out, rows, columns, bias, residual, scale, eps, normed);      \
+        BY_NORM(gemv_bf16_split_tokens, T, w, x, out, rows, columns, bias, residual, scale, eps, normed);        \
     }                                                                                                             \
     extern "C" __global__ void kiln_gemv3_bf16_t##T(const float* x, int columns, int tokens,                      \
             const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1,            \
             const float* b1, const bf16_t* w2, float* o2, int r2, const float* b2, const float* scale, float eps,  \
             float* normed) {                                                                                      \
-        if (scale) gemv3_bf16_tokens<T, true>(x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2,         \
-                                              scale, eps, normed);                                                \
-        else gemv3_bf16_tokens<T, false>(x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2,              \
-                                         scale, eps, normed);                                                     \
+        BY_NORM(gemv3_bf16_tokens, T, x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, scale, eps,     \
+                normed);                                                                                          \
     }                                                                                                             \
     extern "C" __global__ void kiln_gemv3_split_bf16_t##T(const float* x, int columns, int tokens,               \
             const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1,            \
             const float* b1, const bf16_t* w2, float* o2, int r2, const float* b2, const float* scale, float eps,  \
             float* normed) {                                                                                      \
-        if (scale) gemv3_split_bf16_tokens<T, true>(x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2,   \
-                                                    scale, eps, normed);                                          \
-        else gemv3_split_bf16_tokens<T, false>(x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2,        \
-                                               scale, eps, normed);                                               \
+        BY_NORM(gemv3_split_bf16_tokens, T, x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, scale,    \
+                eps, normed);                                                                                     \
     }                                                                                                             \
     extern "C" __global__ void kiln_gemv_silu_bf16_t##T(const float* x, int columns, int tokens, const bf16_t* wg, \
             const bf16_t* wu, float* gate, float* up, float* out, int rows, const float* scale, float eps,        \
             float* normed) {                                                                                      \
-        if (scale) gemv_silu_bf16_tokens<T, true>(x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);   \
-        else gemv_silu_bf16_tokens<T, false>(x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);        \
+        BY_NORM(gemv_silu_bf16_tokens, T, x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);          \
     }
 GEMV_BF16_TOKENS(1)
 GEMV_BF16_TOKENS(2)
