@@ -354,7 +354,7 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         boolean grouped = heads <= 65_535 && columns % 8 == 0 && in.rowLength() % 4 == 0 && inOffset % 4 == 0
                 && inStride % 4 == 0;
         for (Weight w : weights) {
-            grouped &= w instanceof DenseWeight d && d.isBf16() && d.rows() == rows && d.columns() == columns;
+            grouped &= DenseWeight.isBf16(w, rows, columns);
         }
         if (!grouped) {
             ComputeBackend.super.matmulPerHead(x, inOffset, inStride, weights, out, outOffset, outStride, inScratch, outScratch);
@@ -396,12 +396,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
             tables.remove(stale);
             context.free(stale.pointer);
         }
-        long[] addresses = new long[weights.length];
-        for (int h = 0; h < weights.length; h++) addresses[h] = ((DenseWeight) weights[h]).pointer();
         long pointer = context.allocate(8L * weights.length);
-        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
-            context.copyToDeviceNow(pointer, arena.allocateFrom(ValueLayout.JAVA_LONG, addresses));
-        }
+        DenseWeight.writeAddressTable(context, weights, pointer);
         headTables.put(weights, pointer);
         tables.add(new HeadTable(weights, pointer, collectedHeads));
         return pointer;

@@ -5,7 +5,6 @@ import dev.kiln.api.backend.RoutedExperts;
 import dev.kiln.api.backend.Weight;
 import dev.kiln.api.tensor.Tensor;
 import java.lang.foreign.Arena;
-import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.concurrent.atomic.AtomicBoolean;
 
@@ -55,15 +54,14 @@ public final class CudaRoutedExperts implements RoutedExperts {
         int hidden = gate[0].columns(), width = gate[0].rows();
         if (hidden % 8 != 0 || width % 8 != 0) return null;
         for (int e = 0; e < n; e++) {
-            if (!isBf16(gate[e], width, hidden) || !isBf16(up[e], width, hidden) || !isBf16(down[e], hidden, width)) return null;
+            if (!DenseWeight.isBf16(gate[e], width, hidden) || !DenseWeight.isBf16(up[e], width, hidden)
+                    || !DenseWeight.isBf16(down[e], hidden, width)) {
+                return null;
+            }
         }
         int tokens = Math.min(Math.min(capacity, DEVICE_TOKENS), GroupedKernels.MAX_CHOICES / routing.perToken());
         if (tokens < 1) return null;
         return new CudaRoutedExperts(context, routing, gate, up, down, tokens);
-    }
-
-    private static boolean isBf16(Weight w, int rows, int columns) {
-        return w instanceof DenseWeight d && d.isBf16() && d.rows() == rows && d.columns() == columns;
     }
 
     private CudaRoutedExperts(CudaContext context, ExpertRouting routing, Weight[] gate, Weight[] up, Weight[] down,
@@ -114,9 +112,9 @@ public final class CudaRoutedExperts implements RoutedExperts {
         hiddenRows = workspace + offsets[13];
         outRows = workspace + offsets[14];
         try (Arena arena = Arena.ofConfined()) {
-            upload(arena, gateTable, gate);
-            upload(arena, upTable, up);
-            upload(arena, downTable, down);
+            DenseWeight.writeAddressTable(context, gate, gateTable);
+            DenseWeight.writeAddressTable(context, up, upTable);
+            DenseWeight.writeAddressTable(context, down, downTable);
             float[] correction = routing.correctionBias();
             if (correction != null) {
                 context.copyToDeviceNow(biasAt, arena.allocateFrom(ValueLayout.JAVA_FLOAT, correction));
@@ -126,12 +124,6 @@ public final class CudaRoutedExperts implements RoutedExperts {
             context.free(workspace);
             throw e;
         }
-    }
-
-    private void upload(Arena arena, long table, Weight[] weights) {
-        long[] addresses = new long[weights.length];
-        for (int e = 0; e < weights.length; e++) addresses[e] = ((DenseWeight) weights[e]).pointer();
-        context.copyToDeviceNow(table, arena.allocateFrom(ValueLayout.JAVA_LONG, addresses));
     }
 
     @Override
@@ -159,8 +151,8 @@ public final class CudaRoutedExperts implements RoutedExperts {
         // hold one token each; at most perToken experts more are read for all of them.
         int rows = x.rowCount();
         int tokens = rows <= capacity && logits.rowCount() >= rows && acc.rowCount() >= rows
-                && apart(x.pointer(), acc.pointer(), 4L * rows * hidden) ? rows : routedTokens;
-        if (!apart(x.pointer(), acc.pointer(), 4L * tokens * hidden)) {
+                && Kernels.disjoint(x.pointer(), 4L * rows * hidden, acc.pointer(), 4L * rows * hidden) ? rows : routedTokens;
+        if (!Kernels.disjoint(x.pointer(), 4L * tokens * hidden, acc.pointer(), 4L * tokens * hidden)) {
             throw new IllegalArgumentException("the residual overlaps the experts' input");
         }
         int choices = tokens * perToken;
@@ -174,10 +166,6 @@ public final class CudaRoutedExperts implements RoutedExperts {
         kernels.down(hiddenRows, width, downTable, hidden, maxActive, activeCount, activeExpert, activeStart, activeSize,
                 pairWeight, outRows);
         kernels.combine(outRows, choicePair, perToken, hidden, acc.pointer(), tokens);
-    }
-
-    private static boolean apart(long a, long b, long bytes) {
-        return a + bytes <= b || b + bytes <= a;
     }
 
     @Override

@@ -127,6 +127,23 @@ public final class DenseWeight implements Weight {
         return bf16;
     }
 
+    /** Whether {@code w} is a dense bf16 weight {@code [rows, columns]}: what the grouped kernels multiply. */
+    public static boolean isBf16(Weight w, int rows, int columns) {
+        return w instanceof DenseWeight d && d.bf16 && d.rows == rows && d.columns == columns;
+    }
+
+    /**
+     * Writes the device addresses of dense weights, in order, into the table at {@code table} (8 bytes each): how the
+     * grouped kernels find each expert's or head's weight.
+     */
+    public static void writeAddressTable(CudaContext context, Weight[] weights, long table) {
+        long[] addresses = new long[weights.length];
+        for (int i = 0; i < weights.length; i++) addresses[i] = ((DenseWeight) weights[i]).pointer;
+        try (Arena arena = Arena.ofConfined()) {
+            context.copyToDeviceNow(table, arena.allocateFrom(ValueLayout.JAVA_LONG, addresses));
+        }
+    }
+
     /** Tokens up to which a bf16 product is one GEMM over the high and low activation parts side by side. */
     static final int PAIRED_MAX_TOKENS = 128;
 

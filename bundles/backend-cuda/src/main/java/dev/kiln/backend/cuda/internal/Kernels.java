@@ -429,7 +429,8 @@ public final class Kernels implements AutoCloseable {
         return a.replace(last, gemv3Bf16Tokens[tokens - 1], "kiln_gemv3", (int) ((totalRows + warps - 1) / warps), 1, GEMV_THREADS, 0);
     }
 
-    private static boolean disjoint(long a, long aBytes, long b, long bBytes) {
+    /** Whether the byte ranges {@code [a, a + aBytes)} and {@code [b, b + bBytes)} do not overlap. */
+    static boolean disjoint(long a, long aBytes, long b, long bBytes) {
         return a + aBytes <= b || b + bBytes <= a;
     }
 
