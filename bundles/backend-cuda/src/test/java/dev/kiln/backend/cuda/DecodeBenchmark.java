@@ -12,7 +12,6 @@ import dev.kiln.backend.cuda.internal.CudaContext;
 import dev.kiln.backend.cuda.internal.KernelCompiler;
 import dev.kiln.backend.cuda.internal.StepRecorder;
 import dev.kiln.backend.cuda.testing.Fixtures;
-import dev.kiln.loader.safetensors.SafetensorsCheckpointLoader;
 import dev.kiln.models.runner.SequenceRunner;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -73,7 +72,7 @@ public final class DecodeBenchmark {
                 long start = System.nanoTime();
                 int maxBatch = Arrays.stream(batches).max().orElse(1);
                 int blocksPerSequence = (prompt + generate + BLOCK) / BLOCK;
-                Checkpoint checkpoint = modelFolder == null ? new SyntheticCheckpoint() : openFolder(modelFolder);
+                Checkpoint checkpoint = modelFolder == null ? new SyntheticCheckpoint() : Fixtures.open(Path.of(modelFolder));
                 // A tied table is also the output projection, read whole every step; else one row of it is read.
                 long embeddingBytes = checkpoint.find("lm_head.weight").isEmpty() ? 0
                         : checkpoint.tensor("model.embed_tokens.weight").data().byteSize();
@@ -190,14 +189,6 @@ public final class DecodeBenchmark {
         Fixtures.Batch batch = new Fixtures.Batch();
         for (int s = 0; s < tables.length; s++) batch.add(tables[s], cached[s], newTokens[s]);
         return batch.build();
-    }
-
-    private static Checkpoint openFolder(String folder) {
-        try {
-            return new SafetensorsCheckpointLoader().open(Path.of(folder));
-        } catch (java.io.IOException e) {
-            throw new java.io.UncheckedIOException(e);
-        }
     }
 
     /** Bytes read plus written per second by a 1 GiB device-to-device copy, median of 10. */

@@ -63,13 +63,16 @@ public final class Fixtures {
      */
     public static CausalLanguageModel build(String fixture, ComputeBackend backend, AttentionKernel attention,
                                             Quantizer quantizer, int maxBatchTokens, DType kvCacheDtype) {
-        Checkpoint checkpoint;
+        return build(open(folder(fixture)), backend, attention, quantizer, maxBatchTokens, kvCacheDtype);
+    }
+
+    /** Opens a checkpoint folder (a fixture's, a synthetic model's). */
+    public static Checkpoint open(Path folder) {
         try {
-            checkpoint = new SafetensorsCheckpointLoader().open(folder(fixture));
+            return new SafetensorsCheckpointLoader().open(folder);
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
-        return build(checkpoint, backend, attention, quantizer, maxBatchTokens, kvCacheDtype);
     }
 
     /** Builds an opened checkpoint (a fixture, a synthetic model) by the architecture that supports its configuration. */
