@@ -90,14 +90,28 @@ public interface ComputeBackend {
      */
     default void copyColumns(Tensor src, int srcOffset, int srcStride, Tensor dst, int dstOffset, int dstStride, int width,
                              int count) {
+        requireColumnRanges(src, srcOffset, srcStride, dst, dstOffset, dstStride, width, count);
+        for (int i = 0; i < count; i++) copyColumns(src, srcOffset + i * srcStride, dst, dstOffset + i * dstStride, width);
+    }
+
+    /**
+     * The contract of {@link #copyColumns(Tensor, int, int, Tensor, int, int, int, int)}, which every implementation
+     * checks before it copies: ranges inside their rows, no negative stride, destination ranges apart, and at least
+     * as many destination rows as source rows.
+     *
+     * @throws IllegalArgumentException naming the ranges when they break it
+     * @since 1.4
+     */
+    static void requireColumnRanges(Tensor src, int srcOffset, int srcStride, Tensor dst, int dstOffset, int dstStride,
+                                    int width, int count) {
         long last = Math.max(count - 1, 0);
         if (count < 0 || width < 0 || srcOffset < 0 || dstOffset < 0 || srcStride < 0 || dstStride < 0
-                || (count > 1 && dstStride < width)
+                || (count > 1 && dstStride < width) || dst.rowCount() < src.rowCount()
                 || srcOffset + last * srcStride + width > src.rowLength() || dstOffset + last * dstStride + width > dst.rowLength()) {
             throw new IllegalArgumentException(count + " column ranges of " + width + " from " + srcOffset + " every "
-                    + srcStride + " into " + dstOffset + " every " + dstStride + " are out of bounds or overlap");
+                    + srcStride + " of rows of " + src.rowLength() + " into " + dstOffset + " every " + dstStride
+                    + " of rows of " + dst.rowLength() + " are out of bounds or overlap");
         }
-        for (int i = 0; i < count; i++) copyColumns(src, srcOffset + i * srcStride, dst, dstOffset + i * dstStride, width);
     }
 
     /**

@@ -325,18 +325,9 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
                             int count) {
         CudaTensor s = CudaTensor.f32(src, context);
         CudaTensor d = CudaTensor.f32(dst, context);
-        int rows = s.rowCount();
-        long srcEnd = srcOffset + (long) Math.max(count - 1, 0) * srcStride + width;
-        long dstEnd = dstOffset + (long) Math.max(count - 1, 0) * dstStride + width;
-        if (srcOffset < 0 || dstOffset < 0 || width < 0 || count < 0 || srcStride < 0 || dstStride < 0
-                || srcEnd > s.rowLength() || dstEnd > d.rowLength() || d.rowCount() < rows
-                || (count > 1 && dstStride < width)) {
-            throw new IllegalArgumentException(count + " column ranges of " + width + " from " + srcOffset + " every "
-                    + srcStride + " of rows of " + s.rowLength() + " into " + dstOffset + " every " + dstStride
-                    + " of rows of " + d.rowLength() + " are out of bounds or overlap");
-        }
+        ComputeBackend.requireColumnRanges(s, srcOffset, srcStride, d, dstOffset, dstStride, width, count);
         context.kernels().copyColumns(s.pointer(), s.rowLength(), srcOffset, srcStride, d.pointer(), d.rowLength(),
-                dstOffset, dstStride, width, count, rows);
+                dstOffset, dstStride, width, count, s.rowCount());
     }
 
     /**
