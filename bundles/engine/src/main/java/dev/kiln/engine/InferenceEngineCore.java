@@ -763,12 +763,6 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     }
 
     /**
-     * The forward batch of one step and where each sequence's logit rows are. A sequence's rows are consecutive and
-     * cover a consecutive range of its query tokens: rows predicting prompt tokens (for prompt log-probabilities),
-     * then the rows to choose from once the sequence has caught up with its tokens (one, or one per draft token
-     * plus one). When hidden states are wanted, every query token has a row.
-     */
-    /**
      * The sequences a step of this plan is padded to: the backend's {@link
      * dev.kiln.api.backend.ComputeBackend#decodeBatchSize} for a plain decode step (one new token per sequence, no
      * draft), within the step's token budget; the plan's own size for anything else.
@@ -780,6 +774,12 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         return Math.min(Math.max(plan.size(), model.backend().decodeBatchSize(plan.size())), stepTokens);
     }
 
+    /**
+     * The forward batch of one step and where each sequence's logit rows are. A sequence's rows are consecutive and
+     * cover a consecutive range of its query tokens: rows predicting prompt tokens (for prompt log-probabilities),
+     * then the rows to choose from once the sequence has caught up with its tokens (one, or one per draft token
+     * plus one). When hidden states are wanted, every query token has a row.
+     */
     private record StepBatch(ForwardBatch batch, int logitRows, int[] firstRow, int[] queryTokens,
                              int[] draftTokens, int[] sampleRows, int[] promptRowStart, int[] promptRowCount,
                              int[] promptPositionStart) {
