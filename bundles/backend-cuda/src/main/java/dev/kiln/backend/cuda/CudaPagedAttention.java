@@ -125,9 +125,7 @@ public final class CudaPagedAttention implements AttentionKernel {
         // split kernel reads 8 elements at a time) and query or output views that are not 16-byte aligned, which
         // float4 loads cannot read.
         boolean aligned = q.pointer() % 16 == 0 && o.pointer() % 16 == 0;
-        int load = SplitAttentionPlan.elementsPerLoad(spec.dtype());
-        boolean wholeLoads = spec.keyDim() % load == 0 && spec.valueDim() % load == 0;
-        SplitAttentionPlan plan = splitContext && aligned && wholeLoads ? SplitAttentionPlan.of(tokens, heads, spec.kvHeads(),
+        SplitAttentionPlan plan = splitContext && aligned && splitKernelFits(spec) ? SplitAttentionPlan.of(tokens, heads, spec.kvHeads(),
                 spec.keyDim(), spec.valueDim(), spec.valuesInKeys(), packed.contextBucket(),
                 context.properties().multiprocessors()) : null;
         long sequences = meta + 4L * packed.sequenceOffset();
