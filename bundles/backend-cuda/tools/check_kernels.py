@@ -441,13 +441,16 @@ def attend_per_head(q, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim
 
 
 def attend_split(plan, partials, q, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale,
-                 bf16=False):
+                 bf16=False, new_kv=None):
+    """new_kv: (key rows, value rows or None) of a decode batch whose cache write the split kernel does itself."""
     T = b.T
+    fused = (new_kv[0], np.uint64(0) if new_kv[1] is None else new_kv[1], np.uint64(meta + 4 * 2 * T)) \
+        if new_kv is not None else (np.uint64(0), np.uint64(0), np.uint64(0))
     cache_kernel("kiln_paged_attention_split", bf16)((plan["rows"], plan["splits"]), (SPLIT_THREADS,), (
         q, out, np.uint64(0) if partials is None else partials, np.uint64(kp), np.uint64(vp), np.uint64(meta),
         np.uint64(meta + 4 * T), np.uint64(meta + 4 * 3 * T), i32(b.stride), i32(heads), i32(kv_heads), i32(plan["hpb"]),
         i32(key_dim), i32(value_dim), i32(key_dim if vik else value_dim), i32(BS), i32(plan["chunk"]), i32(plan["tile"]),
-        f32(scale)), shared_mem=plan["shared"])
+        f32(scale)) + fused, shared_mem=plan["shared"])
     if plan["splits"] > 1:
         K["kiln_paged_attention_combine"]((T, heads), (COMBINE_THREADS,), (
             partials, out, np.uint64(meta + 4 * T), i32(heads), i32(value_dim), i32(plan["chunk"]), i32(plan["splits"])),
@@ -622,6 +625,36 @@ def decode_case(kv_heads, key_dim, value_dim, values_in_keys, heads, contexts, n
     ref = attention_reference(q, hk, hv, b, tables, heads, kv_heads, value_dim, BS, scale)
     diffs = run_both_kernels(q, kp, vp, meta.data.ptr, b, heads, kv_heads, key_dim, value_dim, values_in_keys, BS,
                              scale, ref, chunks=(None, b.bucket, 64), bf16=bf16)
+    if verify == 0 and not padding:
+        # The cache write fused into the split kernel (one query token per sequence): the new slots hold NaN until
+        # the kernel stores the new rows there itself.
+        dk, dv = cp.asarray(k), cp.asarray(v) if v is not None else None
+        key_cache = keys.reshape(NB, kv_heads, BS, key_dim)
+        value_cache = None if values is None else values.reshape(NB, kv_heads, BS, value_dim)
+        nan = 0x7FC0 if bf16 else np.nan
+        for chunk in (None, b.bucket, 64):
+            for t in range(T):
+                b_, o_ = divmod(slots[t], BS)
+                key_cache[b_, :, o_, :] = nan
+                if value_cache is not None:
+                    value_cache[b_, :, o_, :] = nan
+            plan = split_plan(T, heads, kv_heads, key_dim, value_dim, values_in_keys, b.bucket, chunk)
+            out = poison((T, heads, value_dim))
+            attend_split(plan, partials_for(plan, T, heads, value_dim), cp.asarray(q), out, kp, vp, meta.data.ptr, b,
+                         heads, kv_heads, key_dim, value_dim, values_in_keys, BS, scale, bf16, new_kv=(dk, dv))
+            got = cp.asnumpy(out).astype(np.float64)
+            diffs[f"split x{plan['splits']} with the cache write fused"] = \
+                float(np.max(np.abs(got - ref))) if np.all(np.isfinite(got)) else float("nan")
+            held = [cp.asnumpy(key_cache[divmod(slots[t], BS)[0], :, divmod(slots[t], BS)[1], :]) for t in range(T)]
+            if value_cache is not None:
+                held += [cp.asnumpy(value_cache[divmod(slots[t], BS)[0], :, divmod(slots[t], BS)[1], :]) for t in range(T)]
+            want = [k[t] for t in range(T)] + ([v[t] for t in range(T)] if v is not None else [])
+            stored_ok = all(np.array_equal(bf16_value(h) if bf16 else h, stored(w, bf16).astype(np.float32))
+                            for h, w in zip(held, want))
+            print(f"{'PASS' if stored_ok else 'FAIL'} paged attention {name}, split x{plan['splits']} stores the new "
+                  f"entries as kiln_write_kv does")
+            if not stored_ok:
+                failures.append(f"attention {name}, fused cache write x{plan['splits']}")
     report(name, diffs)
 
 

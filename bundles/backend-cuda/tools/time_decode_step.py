@@ -1,6 +1,6 @@
 """Times one batch-1 decode step of the DeepSeek-R1-Distill-Qwen-1.5B shape built from the CUDA backend's kernels
 exactly as the Java side issues them (fusions included: q/k/v in one launch, gate/up with SiLU, residual add inside
-the norm, q and k rotary in one launch, split-context attention), replayed as one CUDA graph, with and without
+the norm, q and k rotary in one launch, split-context attention writing the new cache entry itself), replayed as one CUDA graph, with and without
 programmatic dependent launches (PDL), and with parts of the step left out to show what each part costs on the GPU.
 
 The bound is the weight bytes of one token over the device-to-device copy bandwidth measured in the same run.
@@ -156,7 +156,8 @@ NONE = (u64(0), f32(0), u64(0))  # no norm fused before a product
 
 
 def step(parts):
-    """parts: "rotary", "attention", "norms" (separate norm kernels, the residual add inside the second) or
+    """parts: "rotary", "attention" (with "separate cache write": kiln_write_kv before it), "norms" (separate norm
+    kernels, the residual add inside the second) or
     "fused norms" (each norm inside the next product, each residual add inside the product before it)."""
     fused = "fused norms" in parts
     launch("kiln_embed_bf16", (1,), 256, (table, ids, x, i32(H)))
@@ -166,15 +167,18 @@ def step(parts):
         launch("kiln_gemv3_split_bf16_t1", (NH * D + 2 * KVH * D,), 128,
                (x if fused else h, i32(H), i32(1), w["q"], q, i32(NH * D), w["qb"], w["k"], k, i32(KVH * D), w["kb"],
                 w["v"], v, i32(KVH * D), w["vb"]) + ((w["n1"], eps, h) if fused else NONE))
+        fused_write = "attention" in parts and "separate cache write" not in parts
         if "rotary" in parts:
             launch("kiln_rotary2", (1, 2), 256, (q, i32(NH * D), i32(NH), k, i32(KVH * D), i32(KVH), u64(meta.data.ptr + 4),
                                                cos_t, sin_t, i32(D), i32(0), i32(D // 2), i32(0)))
-            launch("kiln_write_kv", (1,), 256, (k, v, keys[l], vals[l], u64(meta.data.ptr + 8), i32(KVH), i32(D), i32(D), i32(BS)))
+            if not fused_write:
+                launch("kiln_write_kv", (1,), 256, (k, v, keys[l], vals[l], u64(meta.data.ptr + 8), i32(KVH), i32(D), i32(D), i32(BS)))
         if "attention" in parts:
+            new_rows = (k, v, u64(meta.data.ptr + 8)) if fused_write else (u64(0), u64(0), u64(0))
             launch("kiln_paged_attention_split", (rows_, splits), 256, (
                 q, att, partials if splits > 1 else u64(0), keys[l], vals[l], meta, u64(meta.data.ptr + 4),
                 u64(meta.data.ptr + 12), i32(stride), i32(NH), i32(KVH), i32(hpb), i32(D), i32(D), i32(D), i32(BS),
-                i32(chunk), i32(tile), f32(1 / math.sqrt(D))), shared(tile))
+                i32(chunk), i32(tile), f32(1 / math.sqrt(D))) + new_rows, shared(tile))
             if splits > 1:
                 launch("kiln_paged_attention_combine", (1, NH), 128, (partials, att, u64(meta.data.ptr + 4), i32(NH),
                                                                       i32(D), i32(chunk), i32(splits)), 4 * splits)
@@ -216,8 +220,9 @@ def time_step(parts, pdl, repeats=30):
 
 cp.cuda.Device().synchronize()
 everything = {"rotary", "attention", "fused norms"}
-variants = [("whole step", everything), ("norms as kernels of their own", everything - {"fused norms"} | {"norms"}),
-            ("without attention", everything - {"attention"}), ("without rotary + KV write", everything - {"rotary"}),
+variants = [("whole step", everything), ("cache write as its own kernel", everything | {"separate cache write"}),
+            ("norms as kernels of their own", everything - {"fused norms"} | {"norms"}),
+            ("without attention", everything - {"attention"}), ("without rotary", everything - {"rotary"}),
             ("without any norm", everything - {"fused norms"}), ("GEMVs (+ embed, argmax) only", set())]
 print(f"{'':32} {'plain launches':>22} {'programmatic (PDL)':>26}")
 for label, parts in variants:

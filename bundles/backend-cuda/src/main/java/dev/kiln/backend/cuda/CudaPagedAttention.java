@@ -21,7 +21,8 @@ import org.osgi.service.component.annotations.Component;
  * inside the keys) geometries, any mix of prefill chunks, decode tokens and multi-token verification queries in one
  * batch. The batch's metadata goes to the device once per step (every layer reuses it); each layer then costs the
  * cache write and the attention: the split-context kernel and its combine, or the per-(token, head) kernel for
- * head sizes the split kernel does not take.
+ * head sizes the split kernel does not take. In a decode step (one query token per sequence) the split kernel
+ * writes the cache itself.
  *
  * <p>The element type is the spec's {@link KvCacheSpec#dtype()}: a bf16 cache rounds keys and values to nearest
  * even when they are written and the kernels widen them back to f32 as they read them, so the arithmetic is f32
@@ -35,6 +36,14 @@ import org.osgi.service.component.annotations.Component;
 @Component(service = AttentionKernel.class, enabled = false,
         property = {KilnProperties.NAME + "=paged", KilnProperties.BACKEND + "=cuda"})
 public final class CudaPagedAttention implements AttentionKernel {
+    /**
+     * Whether decode steps write the new keys and values inside the split attention kernel instead of a
+     * {@code kiln_write_kv} launch before it (system property {@code kiln.cuda.attention.fuseCacheWrite}, default
+     * true; false for comparisons).
+     */
+    static final boolean FUSE_CACHE_WRITE =
+            Boolean.parseBoolean(System.getProperty("kiln.cuda.attention.fuseCacheWrite", "true"));
+
     private final boolean splitContext;
 
     /** A kernel; it keeps no state, everything lives in the caches it allocates. */
@@ -109,9 +118,7 @@ public final class CudaPagedAttention implements AttentionKernel {
         long meta = context.uploads().ints(packed.packed());
         Kernels kernels = context.kernels();
         boolean bf16 = device.bf16();
-        kernels.writeKv(k.pointer(), v == null ? 0 : v.pointer(), device.keys(layer), device.values(layer),
-                meta + 4L * packed.slotOffset(), tokens, spec.kvHeads(), spec.keyDim(), spec.valueDim(), device.blockSize(),
-                bf16);
+        long slots = meta + 4L * packed.slotOffset();
         int valueStride = spec.valuesInKeys() ? spec.keyDim() : spec.valueDim();
         // Which kernel: the split one whenever it can take the geometry (heads of whole float4 rows that fit its
         // shared memory), for decode, verification and prefill alike. It reads each key and value row once per
@@ -131,12 +138,21 @@ public final class CudaPagedAttention implements AttentionKernel {
         long sequences = meta + 4L * packed.sequenceOffset();
         long positions = meta + 4L * packed.positionOffset();
         long tables = meta + 4L * packed.tablesOffset();
+        // A decode step's cache write goes into the split kernel (one launch fewer a layer, and the cached entries'
+        // loads start before the kernel ahead has finished); any other batch writes first, as its tokens attend to
+        // each other's entries.
+        boolean fuseWrite = plan != null && FUSE_CACHE_WRITE && packed.oneTokenPerSequence();
+        if (!fuseWrite) {
+            kernels.writeKv(k.pointer(), v == null ? 0 : v.pointer(), device.keys(layer), device.values(layer), slots,
+                    tokens, spec.kvHeads(), spec.keyDim(), spec.valueDim(), device.blockSize(), bf16);
+        }
         if (plan != null) {
             long partialBytes = plan.partialBytes(tokens, heads, spec.valueDim());
             long partials = partialBytes == 0 ? 0 : device.attentionScratch(partialBytes);
             kernels.pagedAttentionSplit(plan, q.pointer(), o.pointer(), partials, device.keys(layer), device.values(layer),
                     sequences, positions, tables, packed.tableStride(), tokens, heads, spec.kvHeads(), spec.keyDim(),
-                    spec.valueDim(), valueStride, device.blockSize(), scale, bf16);
+                    spec.valueDim(), valueStride, device.blockSize(), scale, bf16,
+                    fuseWrite ? k.pointer() : 0, fuseWrite && v != null ? v.pointer() : 0, fuseWrite ? slots : 0);
         } else {
             if (!perHeadKernelFits(spec)) {
                 throw new IllegalArgumentException("no CUDA attention kernel takes " + spec + " with "

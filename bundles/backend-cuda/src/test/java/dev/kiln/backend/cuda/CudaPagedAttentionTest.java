@@ -105,6 +105,20 @@ class CudaPagedAttentionTest {
     }
 
     /**
+     * Decode steps (every sequence one query token) write their keys and values inside the split kernel: each step
+     * after the first reads what the steps before stored, so a wrong store shows up as a difference from the CPU
+     * there. The engine's padding sequences ride along (context 1, slot -1, a borrowed block that they must not
+     * overwrite); their rows are never read and are not compared.
+     */
+    @Test
+    void decodeStepsWithTheCacheWriteFusedReadWhatEarlierStepsStored() {
+        for (DType dtype : List.of(DType.F32, DType.BF16)) {
+            consecutiveDecodeSteps(new KvCacheSpec(2, 2, 128, 128, false, dtype), 12, new int[] {3, 255, 600}, 4, 2);
+            consecutiveDecodeSteps(new KvCacheSpec(1, 1, 576, 512, true, dtype), 16, new int[] {1, 40}, 3, 1);
+        }
+    }
+
+    /**
      * What a replayed CUDA graph relies on: while the longest context stays in its bucket, consecutive decode
      * steps upload metadata of one length and find the partial results' scratch at one address.
      */
@@ -321,6 +335,48 @@ class CudaPagedAttentionTest {
         }
     }
 
+    /**
+     * Prefills each sequence's context, then runs {@code steps} decode steps of one token per sequence followed by
+     * {@code padding} engine-style padding sequences, comparing the real sequences' outputs with the CPU's.
+     */
+    private void consecutiveDecodeSteps(KvCacheSpec spec, int heads, int[] contexts, int steps, int padding) {
+        Random random = new Random(5);
+        int sequences = contexts.length;
+        int[] total = new int[sequences];
+        for (int s = 0; s < sequences; s++) total[s] = contexts[s] + steps;
+        int blocks = Arrays.stream(total).map(c -> Math.ceilDiv(c, BLOCK)).sum() + 2;
+        try (Caches caches = new Caches(spec, blocks, random)) {
+            int[][] tables = caches.tables(total);
+            step(splitAttention, spec, heads, random, caches, tables, new int[sequences], contexts, 0);
+            for (int i = 0; i < steps; i++) {
+                int tokens = sequences + padding;
+                int[] queryStart = new int[tokens + 1];
+                int[] context = new int[tokens];
+                int[][] stepTables = new int[tokens][];
+                int[] slots = new int[tokens];
+                for (int s = 0; s < tokens; s++) {
+                    queryStart[s + 1] = s + 1;
+                    if (s < sequences) {
+                        int position = contexts[s] + i;
+                        context[s] = position + 1;
+                        stepTables[s] = tables[s];
+                        slots[s] = tables[s][position / BLOCK] * BLOCK + position % BLOCK;
+                    } else {
+                        context[s] = 1;
+                        stepTables[s] = new int[] {tables[0][0]};
+                        slots[s] = -1;
+                    }
+                }
+                var meta = new AttentionMetadata(queryStart, context, stepTables, slots);
+                assertTrue(AttentionBatch.pack(meta, blocks, BLOCK).oneTokenPerSequence());
+                for (int layer = 0; layer < spec.layers(); layer++) {
+                    run(splitAttention, spec, heads, random, caches, meta, layer, "decode step " + (i + 1) + " of "
+                            + Arrays.toString(context), sequences);
+                }
+            }
+        }
+    }
+
     /** Runs the same two steps on both backends and compares every output of every layer. */
     private void mixedSteps(AttentionKernel kernel, KvCacheSpec spec, int heads) {
         Random random = new Random(7);
@@ -380,6 +436,12 @@ class CudaPagedAttentionTest {
 
     private void run(AttentionKernel kernel, KvCacheSpec spec, int heads, Random random, Caches caches,
                      AttentionMetadata meta, int layer, String what) {
+        run(kernel, spec, heads, random, caches, meta, layer, what, meta.numTokens());
+    }
+
+    /** One layer on both backends; the outputs of the first {@code compared} tokens must agree. */
+    private void run(AttentionKernel kernel, KvCacheSpec spec, int heads, Random random, Caches caches,
+                     AttentionMetadata meta, int layer, String what, int compared) {
         int tokens = meta.numTokens();
         float[] q = uniform(random, tokens * heads * spec.keyDim());
         float[] k = uniform(random, tokens * spec.kvHeads() * spec.keyDim());
@@ -390,7 +452,8 @@ class CudaPagedAttentionTest {
         boolean rounded = spec.dtype() == DType.BF16;
         float[] c = forward(cpu, cpuAttention, caches.cpu, spec, heads, meta, layer, q, rounded ? bf16(k) : k,
                 rounded ? bf16(v) : v, scale);
-        double diff = maxAbsDiff(g, c);
+        int width = heads * spec.valueDim();
+        double diff = maxAbsDiff(Arrays.copyOf(g, compared * width), Arrays.copyOf(c, compared * width));
         String kernelName = (kernel == perHeadAttention ? "per-head kernel" : "split kernel") + (rounded ? " (bf16 cache)" : "");
         System.out.printf("%s, %s, layer %d, %d/%d heads of %d/%d: max |CUDA - CPU| = %.3e%n", kernelName, what, layer,
                 heads, spec.kvHeads(), spec.keyDim(), spec.valueDim(), diff);

@@ -17,8 +17,12 @@ import java.util.Arrays;
  * @param sequences     sequences S
  * @param contextBucket a power of two, at least {@link #MIN_CONTEXT_BUCKET}, at least every sequence's context
  * @param tableStride   block table entries per sequence: the blocks of {@code contextBucket} tokens
+ * @param oneTokenPerSequence whether every sequence has exactly one query token (a decode step, padding included):
+ *                      no token's context then holds another token of the same step, so every entry but each
+ *                      token's own was cached by earlier steps
  */
-public record AttentionBatch(int[] packed, int tokens, int sequences, int contextBucket, int tableStride) {
+public record AttentionBatch(int[] packed, int tokens, int sequences, int contextBucket, int tableStride,
+                             boolean oneTokenPerSequence) {
     /** The smallest context bucket: short contexts share one launch shape. */
     public static final int MIN_CONTEXT_BUCKET = 256;
 
@@ -67,6 +71,7 @@ public record AttentionBatch(int[] packed, int tokens, int sequences, int contex
         }
         if (batch.queryStart()[0] != 0) throw new IllegalArgumentException("query starts must begin at 0");
         int longest = 0;
+        boolean oneTokenEach = true;
         int[] needed = new int[sequences];
         for (int s = 0; s < sequences; s++) {
             int queryLength = batch.queryLength(s);
@@ -74,6 +79,7 @@ public record AttentionBatch(int[] packed, int tokens, int sequences, int contex
             if (queryLength < 0 || context < queryLength) {
                 throw new IllegalArgumentException("sequence " + s + ": " + queryLength + " query tokens in a context of " + context);
             }
+            oneTokenEach &= queryLength == 1;
             int[] table = batch.blockTables()[s];
             if ((long) table.length * blockSize < context) {
                 throw new IllegalArgumentException("sequence " + s + ": " + table.length + " blocks cannot hold " + context + " tokens");
@@ -110,6 +116,6 @@ public record AttentionBatch(int[] packed, int tokens, int sequences, int contex
             if (slot >= capacity) throw new IndexOutOfBoundsException("slot " + slot + " of " + capacity);
             packed[2 * tokens + t] = slot;
         }
-        return new AttentionBatch(packed, tokens, sequences, bucket, stride);
+        return new AttentionBatch(packed, tokens, sequences, bucket, stride, oneTokenEach);
     }
 }

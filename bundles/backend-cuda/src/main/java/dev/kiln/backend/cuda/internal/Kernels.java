@@ -499,15 +499,21 @@ public final class Kernels implements AutoCloseable {
      * {@code partials} ({@link SplitAttentionPlan#partialBytes}) and a second kernel merges them into {@code out}.
      * Values live in the keys when {@code values == keys}. {@code bf16Cache}: the cache stores bf16 elements (else
      * f32; the plan and the partial records are the same for both).
+     *
+     * <p>With {@code newKeys} not 0 the cache write is fused in ({@link #writeKv}'s key, value and slots arguments;
+     * {@code newValues} 0 when the values live in the keys): allowed only when every token is its sequence's one
+     * query token of the step, whose own entry is then taken from those rows and stored by the kernel, while every
+     * other entry was cached by earlier steps.
      */
     public void pagedAttentionSplit(SplitAttentionPlan plan, long query, long out, long partials, long keys, long values,
                                     long tokenSequence, long tokenPosition, long tables, int tableStride, int tokens,
                                     int heads, int kvHeads, int keyDim, int valueDim, int valueStride, int blockSize,
-                                    float scale, boolean bf16Cache) {
+                                    float scale, boolean bf16Cache, long newKeys, long newValues, long slots) {
         if (tokens == 0) return;
         args().ptr(query).ptr(out).ptr(partials).ptr(keys).ptr(values).ptr(tokenSequence).ptr(tokenPosition).ptr(tables)
                 .i32(tableStride).i32(heads).i32(kvHeads).i32(plan.headsPerBlock()).i32(keyDim).i32(valueDim)
                 .i32(valueStride).i32(blockSize).i32(plan.chunk()).i32(plan.tile()).f32(scale)
+                .ptr(newKeys).ptr(newValues).ptr(slots)
                 .launch(bf16Cache ? pagedAttentionSplitBf16 : pagedAttentionSplit,
                         bf16Cache ? "kiln_paged_attention_split_bf16" : "kiln_paged_attention_split",
                         plan.rows(tokens, kvHeads), plan.splits(), SplitAttentionPlan.THREADS, plan.sharedBytes());

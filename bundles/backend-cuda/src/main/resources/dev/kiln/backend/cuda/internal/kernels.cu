@@ -1000,16 +1000,17 @@ __device__ __forceinline__ float4 load_cache4(const bf16_t* p) {
     return make_float4(bf16_low(u.x), bf16_high(u.x), bf16_low(u.y), bf16_high(u.y));
 }
 
-// Copies the 16 bytes of cache at p (4 f32 or 8 bf16 elements, 16-byte aligned) as f32 to shared memory at dst.
-// `lane` is the copying thread's index in its loop: bf16 widens to 32 bytes per thread, and threads 4-7 of each
-// group of 8 store their halves in the other order, so that the 8 threads of a quarter warp hit distinct banks
-// with each of their two 16-byte stores.
-__device__ __forceinline__ void copy_cache16(float* dst, const float* p, int lane) {
-    *reinterpret_cast<float4*>(dst) = *reinterpret_cast<const float4*>(p);
+// Stores 16 bytes loaded from the cache (4 f32 or 8 bf16 elements) as f32 to shared memory at dst. `lane` is the
+// copying thread's index in its loop: bf16 widens to 32 bytes per thread, and threads 4-7 of each group of 8 store
+// their halves in the other order, so that the 8 threads of a quarter warp hit distinct banks with each of their two
+// 16-byte stores.
+template <typename T> __device__ __forceinline__ void store_cache16(float* dst, uint4 u, int lane);
+
+template <> __device__ __forceinline__ void store_cache16<float>(float* dst, uint4 u, int lane) {
+    *reinterpret_cast<uint4*>(dst) = u;
 }
 
-__device__ __forceinline__ void copy_cache16(float* dst, const bf16_t* p, int lane) {
-    uint4 u = *reinterpret_cast<const uint4*>(p);
+template <> __device__ __forceinline__ void store_cache16<bf16_t>(float* dst, uint4 u, int lane) {
     float4 low = make_float4(bf16_low(u.x), bf16_high(u.x), bf16_low(u.y), bf16_high(u.y));
     float4 high = make_float4(bf16_low(u.z), bf16_high(u.z), bf16_low(u.w), bf16_high(u.w));
     float4* d = reinterpret_cast<float4*>(dst);
@@ -1178,6 +1179,15 @@ kiln_paged_attention_bf16(const float* query, float* out, const bf16_t* keys, co
 //
 // Keys and values: valueStride as for kiln_paged_attention; values == keys means the values are the leading
 // valueDim elements of each key row (MLA), which is then copied to shared memory once for both uses.
+//
+// The cache write fused in (newKeys != 0; Java side: a batch whose every sequence has one query token, i.e. a
+// decode step): token t's own entry is not in the cache yet but in row t of newKeys (and newValues, absent when the
+// values live in the keys), laid out as kiln_write_kv reads them. The block whose chunk holds the token's position
+// takes that entry from those rows, rounded to the cache's element type as the cache would hold it, and the first
+// head block of that chunk stores it at slots[t] (none for a negative slot), as kiln_write_kv would. Every other
+// entry a block reads was written by an earlier step, so the block stages its first tile before it waits for the
+// kernel ahead (which produced the new rows and the queries): the cache's latency overlaps that kernel's end.
+// Without the fusion the block waits first, as the entries may come from the kiln_write_kv just before.
 // Requirements (checked by the Java side): keyDim and valueDim multiples of 4 (of 8 for a bf16 cache), 16-byte
 // aligned arrays,
 // headsPerBlock * valueDim <= 4 * SPLIT_THREADS * SPLIT_MAX_OUTPUTS.
@@ -1188,6 +1198,56 @@ kiln_paged_attention_bf16(const float* query, float* out, const bf16_t* keys, co
 
 #define SPLIT_THREADS 256
 #define SPLIT_MAX_OUTPUTS 8
+// 16-byte cache loads each thread has in flight before it stores them to shared memory.
+#define SPLIT_LOAD_BATCH 4
+
+// The cache entry of position p of a sequence (its block table) for one KV head.
+__device__ __forceinline__ long long cache_entry(const int* table, int p, int kvHeads, int kvHead, int blockSize) {
+    int slotBlock = p / blockSize;
+    return ((long long) table[slotBlock] * kvHeads + kvHead) * blockSize + (p - slotBlock * blockSize);
+}
+
+// One tile's cache rows in shared memory: n entries from position start, keyLoads 16-byte loads per key row, then
+// valueLoads per value row (none when the values live in the keys). Each thread issues SPLIT_LOAD_BATCH loads before
+// it stores any, so that enough loads are in flight to cover the memory's latency. Position `skip` is left out (the
+// entry a fused cache write supplies itself; -1 for none).
+template <typename T>
+struct TileStage {
+    const T* keys;
+    const T* values;
+    const int* table;
+    int kvHeads, kvHead, blockSize, keyDim, valueStride, keyLoads, valueLoads, keyRow, valueRow;
+    float* tileKeys;
+    float* tileValues;
+
+    __device__ __forceinline__ void run(int start, int n, int skip) const {
+        constexpr int LOAD_SHIFT = sizeof(T) == 4 ? 2 : 3; // log2 of the cache elements in 16 bytes
+        int keyTotal = n * keyLoads, total = keyTotal + n * valueLoads;
+        for (int base = threadIdx.x; base < total; base += SPLIT_LOAD_BATCH * SPLIT_THREADS) {
+            uint4 staged[SPLIT_LOAD_BATCH];
+            float* dst[SPLIT_LOAD_BATCH];
+#pragma unroll
+            for (int b = 0; b < SPLIT_LOAD_BATCH; b++) {
+                int i = base + b * SPLIT_THREADS;
+                dst[b] = nullptr;
+                if (i >= total) continue;
+                bool value = i >= keyTotal;
+                int loads = value ? valueLoads : keyLoads;
+                int k = value ? i - keyTotal : i;
+                int j = k / loads, d = k - j * loads;
+                if (start + j == skip) continue;
+                long long entry = cache_entry(table, start + j, kvHeads, kvHead, blockSize);
+                const T* src = value ? values + entry * valueStride : keys + entry * keyDim;
+                staged[b] = *reinterpret_cast<const uint4*>(src + (d << LOAD_SHIFT));
+                dst[b] = (value ? tileValues + j * valueRow : tileKeys + j * keyRow) + (d << LOAD_SHIFT);
+            }
+#pragma unroll
+            for (int b = 0; b < SPLIT_LOAD_BATCH; b++) {
+                if (dst[b]) store_cache16<T>(dst[b], staged[b], base + b * SPLIT_THREADS);
+            }
+        }
+    }
+};
 
 template <typename T>
 __device__ __forceinline__ void paged_attention_split(const float* query, float* out, float* partials,
@@ -1195,9 +1255,11 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
                                                       const int* tokenSequence, const int* tokenPosition,
                                                       const int* tables, int tableStride, int heads, int kvHeads,
                                                       int headsPerBlock, int keyDim, int valueDim, int valueStride,
-                                                      int blockSize, int chunk, int tile, float scale) {
+                                                      int blockSize, int chunk, int tile, float scale,
+                                                      const float* newKeys, const float* newValues, const int* slots) {
     constexpr int LOAD_SHIFT = sizeof(T) == 4 ? 2 : 3; // log2 of the cache elements in 16 bytes
     extern __shared__ __align__(16) float smem[];
+    bool fused = newKeys != nullptr;
     int group = heads / kvHeads;
     int headBlocks = (group + headsPerBlock - 1) / headsPerBlock;
     int row = blockIdx.x;
@@ -1206,6 +1268,7 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
     int kvHead = row % kvHeads;
     int t = row / kvHeads;
     int split = blockIdx.y, splits = gridDim.y;
+    // The metadata was uploaded before the kernel ahead started: readable before the wait.
     int position = tokenPosition[t];
     int begin = split * chunk;
     if (begin > position) return; // past this token's context: the combine never reads this split
@@ -1217,7 +1280,6 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
 
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int keyVectors = keyDim >> 2, valueVectors = valueDim >> 2;
-    int keyLoads = keyDim >> LOAD_SHIFT, valueLoads = valueDim >> LOAD_SHIFT;
     int keyRow = keyDim + 4, valueRow = valuesInKeys ? keyRow : valueDim + 4;
     float* q = smem;
     float* tileKeys = q + headsPerBlock * keyDim;
@@ -1226,6 +1288,12 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
     float* runningMax = weights + headsPerBlock * tile;
     float* runningSum = runningMax + headsPerBlock;
     float* correction = runningSum + headsPerBlock;
+    TileStage<T> stage{keys, values, table, kvHeads, kvHead, blockSize, keyDim, valueStride, keyDim >> LOAD_SHIFT,
+                       valuesInKeys ? 0 : valueDim >> LOAD_SHIFT, keyRow, valueRow, tileKeys, tileValues};
+    int skip = fused ? position : -1;
+
+    if (fused) stage.run(begin, min(tile, end - begin), skip);
+    wait_for_previous_kernel();
 
     const float4* q4 = reinterpret_cast<const float4*>(query + ((long long) t * heads + firstHead) * keyDim);
     for (int i = tid; i < blockHeads * keyVectors; i += SPLIT_THREADS) reinterpret_cast<float4*>(q)[i] = q4[i];
@@ -1241,21 +1309,34 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
 
     for (int start = begin; start < end; start += tile) {
         int n = min(tile, end - start);
-        __syncthreads(); // the previous tile's readers are done (and, the first time, q and the stats are written)
-        for (int i = tid; i < n * keyLoads; i += SPLIT_THREADS) {
-            int j = i / keyLoads, d = i - j * keyLoads;
-            int p = start + j;
-            int slotBlock = p / blockSize;
-            long long entry = ((long long) table[slotBlock] * kvHeads + kvHead) * blockSize + (p - slotBlock * blockSize);
-            copy_cache16(tileKeys + j * keyRow + (d << LOAD_SHIFT), keys + entry * keyDim + (d << LOAD_SHIFT), i);
+        if (!fused || start != begin) {
+            __syncthreads(); // the previous tile's readers are done (and, the first time, q and the stats are written)
+            stage.run(start, n, skip);
         }
-        if (!valuesInKeys) {
-            for (int i = tid; i < n * valueLoads; i += SPLIT_THREADS) {
-                int j = i / valueLoads, d = i - j * valueLoads;
-                int p = start + j;
-                int slotBlock = p / blockSize;
-                long long entry = ((long long) table[slotBlock] * kvHeads + kvHead) * blockSize + (p - slotBlock * blockSize);
-                copy_cache16(tileValues + j * valueRow + (d << LOAD_SHIFT), values + entry * valueStride + (d << LOAD_SHIFT), i);
+        if (fused && position < start + n) {
+            // The new entry (the chunk's last): from the step's rows, as the cache holds it; the first head block
+            // also stores it in the cache.
+            int j = position - start;
+            const float* key = newKeys + ((long long) t * kvHeads + kvHead) * keyDim;
+            const float* value = valuesInKeys ? nullptr : newValues + ((long long) t * kvHeads + kvHead) * valueDim;
+            int slot = slots[t];
+            bool store = headBlock == 0 && slot >= 0;
+            long long entry = 0;
+            if (store) {
+                long long block = slot / blockSize;
+                entry = (block * kvHeads + kvHead) * blockSize + (slot - block * blockSize);
+            }
+            for (int d = tid; d < keyDim; d += SPLIT_THREADS) {
+                T k = to_cache<T>(key[d]);
+                tileKeys[j * keyRow + d] = from_cache(k);
+                if (store) const_cast<T*>(keys)[entry * keyDim + d] = k;
+            }
+            if (!valuesInKeys) {
+                for (int d = tid; d < valueDim; d += SPLIT_THREADS) {
+                    T v = to_cache<T>(value[d]);
+                    tileValues[j * valueRow + d] = from_cache(v);
+                    if (store) const_cast<T*>(values)[entry * valueDim + d] = v;
+                }
             }
         }
         __syncthreads();
@@ -1348,27 +1429,18 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
     }
 }
 
-extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
-kiln_paged_attention_split(const float* query, float* out, float* partials,
-                           const float* keys, const float* values,
-                           const int* tokenSequence, const int* tokenPosition,
-                           const int* tables, int tableStride, int heads, int kvHeads, int headsPerBlock,
-                           int keyDim, int valueDim, int valueStride, int blockSize, int chunk, int tile, float scale) {
-    wait_for_previous_kernel();
-    paged_attention_split(query, out, partials, keys, values, tokenSequence, tokenPosition, tables, tableStride, heads,
-                          kvHeads, headsPerBlock, keyDim, valueDim, valueStride, blockSize, chunk, tile, scale);
-}
-
-extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)
-kiln_paged_attention_split_bf16(const float* query, float* out, float* partials,
-                                const bf16_t* keys, const bf16_t* values,
-                                const int* tokenSequence, const int* tokenPosition,
-                                const int* tables, int tableStride, int heads, int kvHeads, int headsPerBlock,
-                                int keyDim, int valueDim, int valueStride, int blockSize, int chunk, int tile, float scale) {
-    wait_for_previous_kernel();
-    paged_attention_split(query, out, partials, keys, values, tokenSequence, tokenPosition, tables, tableStride, heads,
-                          kvHeads, headsPerBlock, keyDim, valueDim, valueStride, blockSize, chunk, tile, scale);
-}
+#define PAGED_ATTENTION_SPLIT(NAME, T)                                                                            \
+    extern "C" __global__ void __launch_bounds__(SPLIT_THREADS)                                                  \
+    NAME(const float* query, float* out, float* partials, const T* keys, const T* values,                        \
+         const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride, int heads,      \
+         int kvHeads, int headsPerBlock, int keyDim, int valueDim, int valueStride, int blockSize, int chunk,    \
+         int tile, float scale, const float* newKeys, const float* newValues, const int* slots) {                \
+        paged_attention_split(query, out, partials, keys, values, tokenSequence, tokenPosition, tables,           \
+                              tableStride, heads, kvHeads, headsPerBlock, keyDim, valueDim, valueStride,          \
+                              blockSize, chunk, tile, scale, newKeys, newValues, slots);                          \
+    }
+PAGED_ATTENTION_SPLIT(kiln_paged_attention_split, float)
+PAGED_ATTENTION_SPLIT(kiln_paged_attention_split_bf16, bf16_t)
 
 #define COMBINE_THREADS 128
 
