@@ -209,19 +209,27 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
             if (!(u >= 0 && u < 1)) throw new IllegalArgumentException("uniform number " + u + " outside [0, 1)");
             draws[r] = Math.min((float) u, LARGEST_BELOW_ONE); // single precision: 2^-24 steps of the cumulative weight
         }
+        boolean anyTopK = false, anyTopP = false;
+        for (int r = 0; r < rows; r++) {
+            anyTopK |= (int) params[4 * r + 1] > 0;
+            anyTopP |= params[4 * r + 2] < 1f;
+        }
         synchronized (this) {
             long out = resultBuffer(rows);
             long deviceParams = context.uploads().floats(Arrays.copyOf(params, 4 * rows));
             long deviceDraws = context.uploads().floats(draws);
-            long weights = weightScratch((long) rows * t.rowLength());
-            context.kernels().sampleRows(t.pointer(), t.rowLength(), deviceParams, deviceDraws, weights, out, rows);
+            // One scratch: each row's weights (n floats), then each row's sampling state, 256-byte aligned.
+            long weightFloats = ((long) rows * t.rowLength() + 63) / 64 * 64;
+            long weights = weightScratch(weightFloats + rows * Kernels.SAMPLE_ROW_BYTES / Float.BYTES);
+            context.kernels().sampleRows(t.pointer(), t.rowLength(), deviceParams, deviceDraws, weights,
+                    weights + 4 * weightFloats, out, rows, anyTopK, anyTopP);
             return context.readInts(out, rows);
         }
     }
 
     private static final float LARGEST_BELOW_ONE = Math.nextDown(1f);
 
-    /** Scratch for the candidates' weights of {@link #sampleRows}, grown as needed (stable address for graph replay). */
+    /** Scratch of {@link #sampleRows} and {@link #argmaxRows}, grown as needed (stable address for graph replay). */
     private long weightScratch(long floats) {
         if (floats > weightCapacity) {
             if (weights != 0) context.free(weights);

@@ -115,42 +115,59 @@ class CudaBackendTest {
     /**
      * The device's draws equal the host reference's (the API default, in double precision) for the same uniform
      * numbers: temperature with top-p, top-k, min-p, a near-greedy temperature, k beyond the vocabulary, a row with
-     * ties at the top, and temperature 0 (argmax). Draws whose cumulative weight lands within float rounding of a
-     * column boundary may differ; allowed: one in a hundred.
+     * ties at the top, and temperature 0 (argmax); all rows in one call (a few slices per row), then each setting
+     * alone (a row cut into many slices, and the launches without top-k or top-p when the row has none), then rows
+     * too short to be cut. Draws whose cumulative weight lands within float rounding of a column boundary may
+     * differ; allowed: one in a hundred.
      */
     @Test
     void sampleRowsDrawsWhatTheHostReferenceDraws() {
-        int n = 151936;
         float[][] settings = {
                 {0.6f, 0, 0.95f, 0}, {1.0f, 50, 1f, 0}, {0.7f, 20, 0.9f, 0.05f}, {1.5f, 0, 1f, 0}, {0.05f, 0, 0.95f, 0},
                 {1.0f, 1_000_000, 0.5f, 0}, {0.8f, 3, 1f, 0}, {0f, 0, 1f, 0}};
-        int rows = settings.length;
         Random random = new Random(9);
+        int[] counts = new int[2];
+        int n = 151936;
+        drawAndCompare(settings, n, random, 25, counts);
+        for (float[] setting : settings) drawAndCompare(new float[][] {setting}, n, random, 10, counts);
+        drawAndCompare(settings, 1000, random, 10, counts);
+        System.out.printf("device sampling: %d of %d draws equal to the host reference's%n", counts[0] - counts[1], counts[0]);
+        assertTrue(counts[1] * 100 <= counts[0], counts[1] + " of " + counts[0] + " draws differ from the host reference");
+    }
+
+    /**
+     * Rows of n Gaussian logits, one per setting (a row of setting {0.8, 3, ...} gets five tied leaders), drawn
+     * {@code rounds} times on the device and by the host reference; counts[0] += draws, counts[1] += differences.
+     */
+    private void drawAndCompare(float[][] settings, int n, Random random, int rounds, int[] counts) {
+        int rows = settings.length;
         float[] values = new float[rows * n];
         for (int i = 0; i < values.length; i++) values[i] = (float) random.nextGaussian() * 3;
-        for (int c = 0; c < 5; c++) values[6 * n + 1000 + c] = 30f; // row 6: five tied leaders
         float[] params = new float[4 * rows];
-        for (int r = 0; r < rows; r++) System.arraycopy(settings[r], 0, params, 4 * r, 4);
-        int draws = 0, differ = 0;
+        for (int r = 0; r < rows; r++) {
+            System.arraycopy(settings[r], 0, params, 4 * r, 4);
+            if (settings[r][1] == 3) for (int c = 0; c < 5; c++) values[r * n + n / 2 + c] = 30f;
+        }
         try (Tensor t = gpu.allocate(DType.F32, rows, n)) {
             gpu.write(values, t);
             ComputeBackend host = hostReading(values);
-            for (int round = 0; round < 25; round++) {
+            for (int round = 0; round < rounds; round++) {
                 double[] uniforms = new double[rows];
                 for (int r = 0; r < rows; r++) uniforms[r] = Math.min((float) random.nextDouble(), Math.nextDown(1f));
                 int[] onDevice = gpu.sampleRows(t, params, uniforms);
                 int[] onHost = host.sampleRows(t, params, uniforms);
                 for (int r = 0; r < rows; r++) {
-                    draws++;
-                    if (onDevice[r] != onHost[r]) differ++;
+                    counts[0]++;
+                    if (onDevice[r] != onHost[r]) counts[1]++;
                     assertTrue(onDevice[r] >= 0 && onDevice[r] < n, "row " + r + " drew column " + onDevice[r]);
+                    if (settings[r][0] == 0) assertEquals(onHost[r], onDevice[r], "temperature 0 is the argmax");
+                    if (settings[r][1] == 3) {
+                        assertTrue(onDevice[r] >= n / 2 && onDevice[r] < n / 2 + 5,
+                                "top-3 of five tied leaders keeps the ties: " + onDevice[r]);
+                    }
                 }
-                assertEquals(onHost[rows - 1], onDevice[rows - 1], "temperature 0 is the argmax");
-                assertTrue(onDevice[6] >= 1000 && onDevice[6] < 1005, "top-3 of five tied leaders keeps the ties: " + onDevice[6]);
             }
         }
-        System.out.printf("device sampling: %d of %d draws equal to the host reference's%n", draws - differ, draws);
-        assertTrue(differ * 100 <= draws, differ + " of " + draws + " draws differ from the host reference");
     }
 
     /** A backend whose read returns the given values and which draws with the API's host defaults. */

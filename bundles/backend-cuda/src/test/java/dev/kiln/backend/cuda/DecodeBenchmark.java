@@ -27,7 +27,7 @@ import java.util.SplittableRandom;
 import java.util.stream.IntStream;
 
 /**
- * Greedy decode on the device with the exact tensor shapes of DeepSeek-R1-Distill-Qwen-1.5B (random bf16 weights,
+ * Greedy (or, with {@code -Dkiln.bench.sample}, sampled) decode on the device with the exact tensor shapes of DeepSeek-R1-Distill-Qwen-1.5B (random bf16 weights,
  * built in memory; {@code -Dkiln.bench.model=DIR} takes a checkpoint folder instead, e.g. a synthetic DeepSeek-V2-Lite),
  * at several batch sizes, with CUDA graphs off and on, against the HBM bound measured in the same
  * run: device-to-device copy bandwidth (bytes read plus written) over the weight bytes one decode step reads (every
@@ -137,10 +137,12 @@ public final class DecodeBenchmark {
             long t0 = System.nanoTime();
             int[][] tokens = new int[batch][];
             for (int s = 0; s < batch; s++) tokens[s] = new int[] {next[s]};
-            // Greedy choice on the device, as the engine makes it for greedy requests: one int per sequence comes back.
+            // The choice on the device, as the engine makes it for greedy requests (or, with -Dkiln.bench.sample,
+            // for sampled ones): one int per sequence comes back.
             var result = model.forward(step(tables, lengths, tokens), cache);
             long t1 = System.nanoTime();
-            next = model.backend().argmaxRows(result.logits());
+            next = SAMPLING == null ? model.backend().argmaxRows(result.logits())
+                    : model.backend().sampleRows(result.logits(), samplingParams(batch), uniforms(random, batch));
             for (int s = 0; s < batch; s++) lengths[s]++;
             steps[i] = System.nanoTime() - t0;
             recording[i] = t1 - t0;
@@ -154,6 +156,35 @@ public final class DecodeBenchmark {
         Arrays.sort(sorted);
         Arrays.sort(recording);
         return new double[] {Arrays.stream(steps).sum() / 1e9, sorted[generate / 2] / 1e9, recording[generate / 2] / 1e9};
+    }
+
+    /**
+     * {@code -Dkiln.bench.sample=T,topP[,topK[,minP]]}: every sequence samples with these settings through
+     * {@code sampleRows} instead of taking the argmax (e.g. {@code 0.6,0.95}, DeepSeek-R1's recommended settings).
+     */
+    private static final float[] SAMPLING = System.getProperty("kiln.bench.sample") == null ? null
+            : parseSampling(System.getProperty("kiln.bench.sample"));
+
+    private static float[] parseSampling(String value) {
+        String[] parts = value.split(",");
+        float[] setting = {1f, 0f, 1f, 0f}; // temperature, top-k, top-p, min-p
+        setting[0] = Float.parseFloat(parts[0]);
+        if (parts.length > 1) setting[2] = Float.parseFloat(parts[1]);
+        if (parts.length > 2) setting[1] = Float.parseFloat(parts[2]);
+        if (parts.length > 3) setting[3] = Float.parseFloat(parts[3]);
+        return setting;
+    }
+
+    private static float[] samplingParams(int rows) {
+        float[] params = new float[4 * rows];
+        for (int r = 0; r < rows; r++) System.arraycopy(SAMPLING, 0, params, 4 * r, 4);
+        return params;
+    }
+
+    private static double[] uniforms(SplittableRandom random, int rows) {
+        double[] u = new double[rows];
+        for (int r = 0; r < rows; r++) u[r] = random.nextDouble();
+        return u;
     }
 
     /** {chunks, chunks replayed as graphs, GPU ms in chunks, idle ms between chunks, idle ms before the first}. */

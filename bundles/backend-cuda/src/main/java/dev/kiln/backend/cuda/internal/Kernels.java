@@ -37,7 +37,8 @@ public final class Kernels implements AutoCloseable {
     private final CudaDriver driver;
     private final MemorySegment module;
     private final MemorySegment add, addHalves, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, copyColumns,
-            gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, argmaxSlices, argmaxMerge, sampleRows, gemvBf16, gemvF32, writeKv, pagedAttention,
+            gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, argmaxSlices, argmaxMerge, samplePrepare, sampleTopK, sampleWeights, sampleTopP,
+            sampleKept, samplePick, gemvBf16, gemvF32, writeKv, pagedAttention,
             pagedAttentionSplit, pagedAttentionCombine;
     /** The cache kernels for a bf16 KV cache: {@code kiln_write_kv_bf16}, {@code kiln_paged_attention(_split)_bf16}. */
     private final MemorySegment writeKvBf16, pagedAttentionBf16, pagedAttentionSplitBf16;
@@ -80,7 +81,12 @@ public final class Kernels implements AutoCloseable {
         argmaxRows = driver.function(module, "kiln_argmax_rows");
         argmaxSlices = driver.function(module, "kiln_argmax_slices");
         argmaxMerge = driver.function(module, "kiln_argmax_merge");
-        sampleRows = driver.function(module, "kiln_sample_rows");
+        samplePrepare = driver.function(module, "kiln_sample_prepare");
+        sampleTopK = driver.function(module, "kiln_sample_top_k");
+        sampleWeights = driver.function(module, "kiln_sample_weights");
+        sampleTopP = driver.function(module, "kiln_sample_top_p");
+        sampleKept = driver.function(module, "kiln_sample_kept");
+        samplePick = driver.function(module, "kiln_sample_pick");
         gemvBf16 = driver.function(module, "kiln_gemv_bf16");
         gemvF32 = driver.function(module, "kiln_gemv_f32");
         writeKv = driver.function(module, "kiln_write_kv");
@@ -102,7 +108,8 @@ public final class Kernels implements AutoCloseable {
     /** The kernel names the module must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = {"kiln_add", "kiln_add_halves", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16",
             "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows",
-            "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_argmax_slices", "kiln_argmax_merge", "kiln_sample_rows", "kiln_gemv_split_bf16_t1", "kiln_gemv_split_bf16_t8", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
+            "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_argmax_slices", "kiln_argmax_merge", "kiln_sample_prepare", "kiln_sample_top_k", "kiln_sample_weights",
+            "kiln_sample_top_p", "kiln_sample_kept", "kiln_sample_pick", "kiln_gemv_split_bf16_t1", "kiln_gemv_split_bf16_t8", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
             "kiln_paged_attention", "kiln_paged_attention_split", "kiln_paged_attention_combine",
             "kiln_write_kv_bf16", "kiln_paged_attention_bf16", "kiln_paged_attention_split_bf16",
             "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
@@ -212,13 +219,59 @@ public final class Kernels implements AutoCloseable {
         args().ptr(partials).ptr(indices).i32(ARGMAX_SLICES).ptr(out).launch(argmaxMerge, "kiln_argmax_merge", rows, 1, 64, 0);
     }
 
+    /** Threads of the sampling kernels; must match SAMPLE_THREADS in the source. */
+    static final int SAMPLE_THREADS = 256;
+    /** Most slices a row is cut into; must match SAMPLE_MAX_SLICES in the source. */
+    static final int SAMPLE_MAX_SLICES = 64;
+    /** Scratch of one row of {@link #sampleRows} besides its weights; must match SAMPLE_ROW_BYTES in the source. */
+    public static final long SAMPLE_ROW_BYTES = 65536;
+    /** Blocks per multiprocessor the slices aim for: 8 of 256 threads fill an SM's 2048 threads. */
+    static final int SAMPLE_BLOCKS_PER_MULTIPROCESSOR = 8;
+    /** Fewest columns worth a slice of their own: below this a block spends more on its launch than on its reads. */
+    static final int SAMPLE_MIN_SLICE = 2048;
+
     /**
-     * {@code out[r]} = the column drawn from row r as {@code ComputeBackend.sampleRows} defines; params 4 per row;
-     * weights: scratch of n floats per row.
+     * Slices per row of {@link #sampleRows}: enough for {@link #SAMPLE_BLOCKS_PER_MULTIPROCESSOR} blocks per
+     * multiprocessor, at most {@link #SAMPLE_MAX_SLICES}, and no slice under {@link #SAMPLE_MIN_SLICE} columns. Each
+     * thread's reads are one load at a time, so only many resident threads keep enough of them in flight: at 128
+     * rows of a 152K vocabulary on an H100, two slices per row (two blocks per SM) made sampling slower than the
+     * one-block-per-row kernel before it.
      */
-    public void sampleRows(long x, int n, long params, long uniforms, long weights, long out, int rows) {
+    static int sampleSlices(int rows, int n, int multiprocessors) {
+        int wanted = Math.max(1, Math.ceilDiv(SAMPLE_BLOCKS_PER_MULTIPROCESSOR * multiprocessors, Math.max(1, rows)));
+        return Math.max(1, Math.min(Math.min(SAMPLE_MAX_SLICES, wanted), n / SAMPLE_MIN_SLICE));
+    }
+
+    /**
+     * {@code out[r]} = the column drawn from row r as {@code ComputeBackend.sampleRows} defines; params 4 per row
+     * (device copies), {@code weights} n floats per row, {@code scratch} {@link #SAMPLE_ROW_BYTES} per row (both
+     * scratch). The top-k and top-p launches are left out when no row has k above 0 ({@code anyTopK}) or top-p
+     * below 1 ({@code anyTopP}), as the source's comment describes.
+     */
+    public void sampleRows(long x, int n, long params, long uniforms, long weights, long scratch, long out, int rows,
+                           boolean anyTopK, boolean anyTopP) {
         if (rows == 0) return;
-        args().ptr(x).i32(n).ptr(params).ptr(uniforms).ptr(weights).ptr(out).launch(sampleRows, "kiln_sample_rows", rows, 1, 1024, 0);
+        int slices = sampleSlices(rows, n, context.properties().multiprocessors());
+        args().ptr(x).i32(n).ptr(params).ptr(scratch)
+                .launch(samplePrepare, "kiln_sample_prepare", slices, rows, SAMPLE_THREADS, 0);
+        if (anyTopK) {
+            for (int level = 0; level < 3; level++) {
+                args().ptr(x).i32(n).ptr(params).ptr(scratch).i32(level)
+                        .launch(sampleTopK, "kiln_sample_top_k", slices, rows, SAMPLE_THREADS, 0);
+            }
+        }
+        args().ptr(x).i32(n).ptr(params).ptr(scratch).ptr(weights)
+                .launch(sampleWeights, "kiln_sample_weights", slices, rows, SAMPLE_THREADS, 0);
+        if (anyTopP) {
+            for (int level = 1; level < 3; level++) {
+                args().ptr(x).i32(n).ptr(params).ptr(scratch).ptr(weights).i32(level)
+                        .launch(sampleTopP, "kiln_sample_top_p", slices, rows, SAMPLE_THREADS, 0);
+            }
+        }
+        args().ptr(x).i32(n).ptr(params).ptr(scratch).ptr(weights)
+                .launch(sampleKept, "kiln_sample_kept", slices, rows, SAMPLE_THREADS, 0);
+        args().ptr(x).i32(n).ptr(params).ptr(scratch).ptr(weights).ptr(uniforms).ptr(out)
+                .launch(samplePick, "kiln_sample_pick", slices, rows, SAMPLE_THREADS, 0);
     }
 
     /** Splits f32 values into bf16 high and low parts. */

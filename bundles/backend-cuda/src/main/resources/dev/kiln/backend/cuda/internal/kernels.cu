@@ -280,173 +280,330 @@ __device__ double block_sum_double(double v, double* scratch) {
     return t;
 }
 
-// One block of 1024 threads per row: the draw ComputeBackend.sampleRows defines (see its Javadoc): temperature,
-// min-p, top-k by radix selection of the k-th largest logit, top-p by radix descent over the weights, then the
-// inverse of the cumulative weight in column order at u times the total. params: {T, k, topP, minP} per row.
-// weights: scratch of n floats per row, where each candidate's weight is computed once (exp in double, stored in
-// float) for the radix passes.
-extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const float* params, const float* uniforms,
-                                            float* weightRows, int* out) {
-    wait_for_previous_kernel();
-    __shared__ unsigned int histogram[256];
-    __shared__ double dscratch[32];
-    __shared__ float fscratch[32];
-    __shared__ int iscratch[32];
-    __shared__ int sharedBin, sharedRemaining, sharedPick;
-    __shared__ double sharedAbove;
-    __shared__ float massHistograms[32 * 256];
-    __shared__ float sharedMax;
-    __shared__ int sharedArgmax;
-    const float* row = logits + (long long) blockIdx.x * n;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+// The draw ComputeBackend.sampleRows defines (see its Javadoc), each row cut into `slices` slices of columns so
+// that a few rows still spread over the whole GPU (one SM alone reads a vocabulary row at ~10-20 GB/s), in a
+// sequence of launches over a grid of (slices, rows) blocks:
+//   kiln_sample_prepare      each slice's largest logit and its first column; clears the row's histograms
+//   kiln_sample_top_k (x3)   top-k: the k-th largest candidate logit by a radix descent over counts (only when a
+//                            row has k on)
+//   kiln_sample_weights      the candidates' weights (exp in double, stored as float) and each slice's total;
+//                            the first level of the top-p descent
+//   kiln_sample_top_p (x2)   top-p: the smallest kept logit by a radix descent over the weights (only when a row
+//                            has top-p below 1)
+//   kiln_sample_kept         each slice's kept weight
+//   kiln_sample_pick         the slice holding u times the kept total finds the column in column order
+// Each radix descent takes a 32-bit order key in three levels of 11, 11 and 10 bits from the top: every block adds
+// its candidates under the prefix chosen so far into the level's bins (atomics in global memory), and the next
+// launch's blocks each walk those bins from the top until the count or weight above plus the bin reaches the
+// target, which fixes the level's bits (block 0 records them for the launches after). Rows of temperature 0 (and
+// rows whose largest logit is -inf or NaN) take the argmax and skip the rest.
+#define SAMPLE_THREADS 256
+#define SAMPLE_MAX_SLICES 64
+#define SAMPLE_BINS 2048
+#define SAMPLE_ROW_BYTES 65536
 
-    // The largest logit and its first column (the greedy choice).
+struct SampleLevel {
+    unsigned int prefix, mask; // the key bits fixed so far
+    double above;              // count or weight of the candidates whose key lies above the prefix
+    int active;                // top-k: whether k is below the candidate count (else top-k keeps everything)
+    int pad;
+};
+
+// One row's scratch (SAMPLE_ROW_BYTES each, the row's index times that into the scratch).
+struct SampleRow {
+    double sliceWeight[SAMPLE_MAX_SLICES];
+    double sliceKept[SAMPLE_MAX_SLICES];
+    float sliceMax[SAMPLE_MAX_SLICES];
+    int sliceArgmax[SAMPLE_MAX_SLICES];
+    SampleLevel topK[3], topP[3];
+    float low;
+    float pad;
+    float histogramK[3][SAMPLE_BINS];
+    float histogramP[3][SAMPLE_BINS];
+};
+static_assert(sizeof(SampleRow) <= SAMPLE_ROW_BYTES, "SampleRow outgrew SAMPLE_ROW_BYTES");
+
+__device__ __forceinline__ int sample_shift(int level) { return level == 0 ? 21 : level == 1 ? 10 : 0; }
+__device__ __forceinline__ int sample_bins(int level) { return level == 2 ? 1024 : 2048; }
+
+// What every block of a row knows: its slice, the row's largest logit and first column (from the slices, in column
+// order), and whether the row is drawn at all.
+struct SampleBlock {
+    const float* row;
+    SampleRow* scratch;
+    int from, to;       // the block's columns
+    float max;
+    int argmax;
+    double temperature;
+    int k;
+    float topP, low;    // low: the min-p bound, -inf without
+    bool drawn;
+
+    __device__ SampleBlock(const float* logits, int n, const float* params, unsigned char* scratchRows, bool reduce) {
+        int slices = gridDim.x, per = (n + slices - 1) / slices;
+        row = logits + (long long) blockIdx.y * n;
+        scratch = reinterpret_cast<SampleRow*>(scratchRows + (long long) blockIdx.y * SAMPLE_ROW_BYTES);
+        from = min(n, blockIdx.x * per);
+        to = min(n, from + per);
+        const float* p = params + 4 * blockIdx.y;
+        temperature = p[0];
+        k = (int) p[1];
+        topP = p[2];
+        float minP = p[3];
+        max = -KILN_INFINITY;
+        argmax = 0x7fffffff;
+        drawn = false;
+        low = -KILN_INFINITY;
+        if (!reduce) return;
+        for (int s = 0; s < slices; s++) better(max, argmax, scratch->sliceMax[s], scratch->sliceArgmax[s]);
+        if (argmax == 0x7fffffff) argmax = 0;
+        drawn = temperature > 0.0 && max != -KILN_INFINITY && max == max;
+        if (minP > 0.0f) low = (float) ((double) max + temperature * log((double) minP));
+    }
+};
+
+// The level's bits from its bins (see above): walks from the top until above + the bins reach target, as the
+// sequential walk `for (b = bins - 1; b > 0; b--) { if (cum + h[b] >= target) break; cum += h[b]; }` would, with
+// the block's threads each owning a run of bins. Returns the level after, for every thread, and the sum of all
+// bins in *all when given.
+__device__ SampleLevel sample_select(const float* histogram, int level, SampleLevel before, double target,
+                                     double* all = nullptr) {
+    __shared__ double suffix[SAMPLE_THREADS + 1];
+    __shared__ double warpTotals[SAMPLE_THREADS / 32];
+    __shared__ SampleLevel chosen;
+    int bins = sample_bins(level), per = bins / SAMPLE_THREADS, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const float* mine = histogram + tid * per;
+    double sum = 0.0;
+    for (int i = 0; i < per; i++) sum += mine[i];
+    // Suffix sums over the threads' runs (this thread's and every later one's), in a fixed order.
+    double v = sum;
+    for (int o = 1; o < 32; o <<= 1) {
+        double d = __shfl_down_sync(0xffffffffu, v, o);
+        if (lane + o < 32) v += d;
+    }
+    if (lane == 0) warpTotals[warp] = v;
+    __syncthreads();
+    for (int w = warp + 1; w < SAMPLE_THREADS / 32; w++) v += warpTotals[w];
+    suffix[tid] = v;
+    if (tid == 0) suffix[SAMPLE_THREADS] = 0.0;
+    __syncthreads();
+    if (all) *all = suffix[0];
+    int shift = sample_shift(level);
+    unsigned int mask = before.mask | ((unsigned int) (bins - 1) << shift);
+    if (tid == 0) { // the default: no bin above bin 0 reaches the target
+        double cum = before.above + suffix[1];
+        for (int i = per - 1; i >= 1; i--) cum += mine[i];
+        chosen = SampleLevel{before.prefix, mask, cum, before.active, 0};
+    }
+    __syncthreads();
+    double cum = before.above + suffix[tid + 1];
+    if (cum < target && target <= before.above + suffix[tid]) {
+        for (int i = per - 1; i >= 0; i--) {
+            int b = tid * per + i;
+            if (b == 0) break;
+            if (cum + mine[i] >= target) {
+                chosen = SampleLevel{before.prefix | ((unsigned int) b << shift), mask, cum, before.active, 0};
+                break;
+            }
+            cum += mine[i];
+        }
+    }
+    __syncthreads();
+    SampleLevel result = chosen;
+    __syncthreads(); // before a later call overwrites `chosen`
+    return result;
+}
+
+// Adds value(i) (1 without values) of the block's candidates i under the level's prefix into the level's bins:
+// first into the block's own bins in shared memory (a row's candidates crowd into a few bins, which atomics in
+// global memory would serialise on), then the block's nonzero bins into the row's.
+__device__ __forceinline__ void sample_count(const SampleBlock& b, const float* values, float* histogram, int level,
+                                             SampleLevel at, float low) {
+    __shared__ float bins[SAMPLE_BINS];
+    int shift = sample_shift(level), count = sample_bins(level);
+    unsigned int binMask = (unsigned int) count - 1;
+    for (int i = threadIdx.x; i < count; i += SAMPLE_THREADS) bins[i] = 0.0f;
+    __syncthreads();
+    for (int i = b.from + threadIdx.x; i < b.to; i += SAMPLE_THREADS) {
+        float l = b.row[i];
+        if (!(l >= low)) continue;
+        unsigned int key = order_key(l);
+        if ((key & at.mask) != at.prefix) continue;
+        float v = values ? values[i] : 1.0f;
+        if (v > 0.0f) atomicAdd(&bins[(key >> shift) & binMask], v);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < count; i += SAMPLE_THREADS) {
+        if (bins[i] != 0.0f) atomicAdd(&histogram[i], bins[i]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+kiln_sample_prepare(const float* logits, int n, const float* params, unsigned char* scratchRows) {
+    wait_for_previous_kernel();
+    __shared__ float values[32];
+    __shared__ int indices[32];
+    SampleBlock b(logits, n, params, scratchRows, false);
     float best = -KILN_INFINITY;
     int index = 0x7fffffff;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) better(best, index, row[i], i);
-    block_best(best, index, fscratch, iscratch);
-    if (threadIdx.x == 0) { sharedMax = best; sharedArgmax = index == 0x7fffffff ? 0 : index; }
-    __syncthreads();
-    float max = sharedMax;
-    const float* p = params + 4 * blockIdx.x;
-    double temperature = p[0];
-    if (!(temperature > 0.0) || max == -KILN_INFINITY || max != max) {
-        if (threadIdx.x == 0) out[blockIdx.x] = sharedArgmax;
+    for (int i = b.from + threadIdx.x; i < b.to; i += SAMPLE_THREADS) better(best, index, b.row[i], i);
+    block_best(best, index, values, indices);
+    if (threadIdx.x == 0) {
+        b.scratch->sliceMax[blockIdx.x] = best;
+        b.scratch->sliceArgmax[blockIdx.x] = index;
+    }
+    float* histograms = &b.scratch->histogramK[0][0];
+    for (int i = blockIdx.x * SAMPLE_THREADS + threadIdx.x; i < 6 * SAMPLE_BINS; i += gridDim.x * SAMPLE_THREADS) {
+        histograms[i] = 0.0f;
+    }
+}
+
+// Level `level` of the top-k descent: picks the bits of the level before (from its bins), then counts this level.
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+kiln_sample_top_k(const float* logits, int n, const float* params, unsigned char* scratchRows, int level) {
+    wait_for_previous_kernel();
+    SampleBlock b(logits, n, params, scratchRows, true);
+    if (!b.drawn || b.k <= 0) return;
+    SampleLevel at = SampleLevel{0u, 0u, 0.0, 1, 0};
+    if (level > 0) {
+        double count; // of the level's candidates: at the first level, every candidate
+        at = sample_select(b.scratch->histogramK[level - 1], level - 1, b.scratch->topK[level - 1], (double) b.k, &count);
+        if (level == 1) at.active = b.k < count;
+    }
+    if (blockIdx.x == 0 && threadIdx.x == 0) b.scratch->topK[level] = at;
+    if (at.active) sample_count(b, nullptr, b.scratch->histogramK[level], level, at, b.low);
+}
+
+// The candidates' weights into weights (n floats per row), each slice's total, and the first top-p level.
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+kiln_sample_weights(const float* logits, int n, const float* params, unsigned char* scratchRows, float* weightRows) {
+    wait_for_previous_kernel();
+    __shared__ double scratch[32];
+    SampleBlock b(logits, n, params, scratchRows, true);
+    if (!b.drawn) return;
+    float low = b.low;
+    if (b.k > 0) {
+        SampleLevel last = sample_select(b.scratch->histogramK[2], 2, b.scratch->topK[2], (double) b.k);
+        if (last.active) low = fmaxf(low, key_value(last.prefix));
+    }
+    float* weights = weightRows + (long long) blockIdx.y * n;
+    double total = 0.0;
+    for (int i = b.from + threadIdx.x; i < b.to; i += SAMPLE_THREADS) {
+        float l = b.row[i];
+        float w = l >= low ? (float) exp((double) (l - b.max) / b.temperature) : 0.0f;
+        weights[i] = w;
+        total += w;
+    }
+    total = block_sum_double(total, scratch);
+    if (threadIdx.x == 0) {
+        b.scratch->sliceWeight[blockIdx.x] = total;
+        if (blockIdx.x == 0) {
+            b.scratch->low = low;
+            b.scratch->topP[0] = SampleLevel{0u, 0u, 0.0, 1, 0};
+        }
+    }
+    if (b.topP < 1.0f) sample_count(b, weights, b.scratch->histogramP[0], 0, SampleLevel{0u, 0u, 0.0, 1, 0}, low);
+}
+
+// The weight top-p keeps of a row: topP times the total of every slice (summed in slice order).
+__device__ __forceinline__ double top_p_target(const SampleBlock& b) {
+    double total = 0.0;
+    for (int s = 0; s < gridDim.x; s++) total += b.scratch->sliceWeight[s];
+    return (double) b.topP * total;
+}
+
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+kiln_sample_top_p(const float* logits, int n, const float* params, unsigned char* scratchRows, const float* weightRows,
+                  int level) {
+    wait_for_previous_kernel();
+    SampleBlock b(logits, n, params, scratchRows, true);
+    if (!b.drawn || !(b.topP < 1.0f)) return;
+    SampleLevel at = sample_select(b.scratch->histogramP[level - 1], level - 1, b.scratch->topP[level - 1],
+                                   top_p_target(b));
+    if (blockIdx.x == 0 && threadIdx.x == 0) b.scratch->topP[level] = at;
+    sample_count(b, weightRows + (long long) blockIdx.y * n, b.scratch->histogramP[level], level, at, b.scratch->low);
+}
+
+// The kept columns (logit at least the final threshold, weight above 0) of the block's slice: their weight.
+__device__ __forceinline__ float sample_threshold(const SampleBlock& b) {
+    float threshold = b.scratch->low;
+    if (b.topP < 1.0f) {
+        SampleLevel last = sample_select(b.scratch->histogramP[2], 2, b.scratch->topP[2], top_p_target(b));
+        threshold = fmaxf(threshold, key_value(last.prefix));
+    }
+    return threshold;
+}
+
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+kiln_sample_kept(const float* logits, int n, const float* params, unsigned char* scratchRows, const float* weightRows) {
+    wait_for_previous_kernel();
+    __shared__ double scratch[32];
+    SampleBlock b(logits, n, params, scratchRows, true);
+    if (!b.drawn) return;
+    float threshold = sample_threshold(b);
+    const float* weights = weightRows + (long long) blockIdx.y * n;
+    double kept = 0.0;
+    for (int i = b.from + threadIdx.x; i < b.to; i += SAMPLE_THREADS) {
+        if (b.row[i] >= threshold) {
+            float w = weights[i];
+            if (w > 0.0f) kept += w;
+        }
+    }
+    kept = block_sum_double(kept, scratch);
+    if (threadIdx.x == 0) b.scratch->sliceKept[blockIdx.x] = kept;
+}
+
+// The draw: the slice whose kept weight holds u times the kept total walks its columns in order (each thread a
+// contiguous run, the runs' weights scanned); past the total by rounding, the last kept column.
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+kiln_sample_pick(const float* logits, int n, const float* params, unsigned char* scratchRows, const float* weightRows,
+                 const float* uniforms, int* out) {
+    wait_for_previous_kernel();
+    __shared__ double dscratch[32];
+    __shared__ int sharedPick;
+    SampleBlock b(logits, n, params, scratchRows, true);
+    if (!b.drawn) {
+        if (blockIdx.x == 0 && threadIdx.x == 0) out[blockIdx.y] = b.argmax;
         return;
     }
-    int k = (int) p[1];
-    float topP = p[2], minP = p[3];
-    float low = minP > 0.0f ? (float) ((double) max + temperature * log((double) minP)) : -KILN_INFINITY;
-
-    if (k > 0) {
-        int count = 0;
-        for (int i = threadIdx.x; i < n; i += blockDim.x) count += row[i] >= low;
-        for (int o = 16; o > 0; o >>= 1) count += __shfl_xor_sync(0xffffffffu, count, o);
-        __syncthreads();
-        if (lane == 0) iscratch[warp] = count;
-        __syncthreads();
-        count = 0;
-        for (int w = 0; w < warps; w++) count += iscratch[w];
-        if (k < count) {
-            // Radix selection of the k-th largest candidate logit, eight bits at a time from the top.
-            unsigned int prefix = 0, mask = 0;
-            int remaining = k;
-            for (int shift = 24; shift >= 0; shift -= 8) {
-                for (int b = threadIdx.x; b < 256; b += blockDim.x) histogram[b] = 0;
-                __syncthreads();
-                for (int i = threadIdx.x; i < n; i += blockDim.x) {
-                    float l = row[i];
-                    if (l >= low) {
-                        unsigned int key = order_key(l);
-                        if ((key & mask) == prefix) atomicAdd(&histogram[(key >> shift) & 255u], 1u);
-                    }
-                }
-                __syncthreads();
-                if (threadIdx.x == 0) {
-                    unsigned int cumulative = 0;
-                    int b = 255;
-                    for (; b > 0; b--) {
-                        if (cumulative + histogram[b] >= (unsigned int) remaining) break;
-                        cumulative += histogram[b];
-                    }
-                    sharedBin = b;
-                    sharedRemaining = remaining - (int) cumulative;
-                }
-                __syncthreads();
-                prefix |= ((unsigned int) sharedBin) << shift;
-                mask |= 255u << shift;
-                remaining = sharedRemaining;
-                __syncthreads();
-            }
-            low = fmaxf(low, key_value(prefix));
-        }
+    double before = 0.0, total = 0.0;
+    int lastSlice = -1;
+    for (int s = 0; s < gridDim.x; s++) {
+        double kept = b.scratch->sliceKept[s];
+        if (s < blockIdx.x) before += kept;
+        total += kept;
+        if (kept > 0.0) lastSlice = s;
     }
-
-    float* weights = weightRows + (long long) blockIdx.x * n;
-    double all = 0.0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float l = row[i];
-        float w = l >= low ? (float) exp((double) (l - max) / temperature) : 0.0f;
-        weights[i] = w;
-        all += w;
-    }
-    all = block_sum_double(all, dscratch);
-    float threshold = low;
-    if (topP < 1.0f) {
-        // The smallest kept logit: the key K with mass(key > K) < topP * total <= mass(key >= K), found by a radix
-        // descent eight bits at a time from the top. Each level sums the weights of the candidates under the prefix
-        // into 256 bins (one histogram per warp, so lanes of different warps never collide), then walks the bins
-        // from the top until the mass above plus the bin reaches the target.
-        double target = (double) topP * all;
-        unsigned int prefix = 0, mask = 0;
-        double above = 0.0;
-        for (int shift = 24; shift >= 0; shift -= 8) {
-            for (int b = threadIdx.x; b < 32 * 256; b += blockDim.x) massHistograms[b] = 0.0f;
-            __syncthreads();
-            float* mine = massHistograms + warp * 256;
-            for (int i = threadIdx.x; i < n; i += blockDim.x) {
-                float w = weights[i];
-                if (w > 0.0f) {
-                    unsigned int key = order_key(row[i]);
-                    if ((key & mask) == prefix) atomicAdd(&mine[(key >> shift) & 255u], w);
-                }
-            }
-            __syncthreads();
-            for (int b = threadIdx.x; b < 256; b += blockDim.x) {
-                float total = 0.0f;
-                for (int k = 0; k < 32; k++) total += massHistograms[k * 256 + b];
-                massHistograms[b] = total; // only this thread reads or writes column b here
-            }
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                double cumulative = above;
-                int b = 255;
-                for (; b > 0; b--) {
-                    if (cumulative + massHistograms[b] >= target) break;
-                    cumulative += massHistograms[b];
-                }
-                sharedBin = b;
-                sharedAbove = cumulative;
-            }
-            __syncthreads();
-            prefix |= ((unsigned int) sharedBin) << shift;
-            mask |= 255u << shift;
-            above = sharedAbove;
-            __syncthreads();
-        }
-        threshold = fmaxf(low, key_value(prefix));
-    }
-
-    // Inverse cumulative weight in column order: each thread owns a contiguous run of columns.
-    int chunk = (n + blockDim.x - 1) / blockDim.x;
-    int from = threadIdx.x * chunk, to = min(n, from + chunk);
+    double target = (double) uniforms[blockIdx.y] * total;
+    double mineKept = b.scratch->sliceKept[blockIdx.x];
+    bool holds = mineKept > 0.0 && before <= target && target < before + mineKept;
+    bool fallback = !(target < total) && (int) blockIdx.x == lastSlice; // past the total by rounding
+    if (!holds && !fallback) return;
+    float threshold = sample_threshold(b);
+    const float* weights = weightRows + (long long) blockIdx.y * n;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int chunk = (b.to - b.from + SAMPLE_THREADS - 1) / SAMPLE_THREADS;
+    int from = b.from + threadIdx.x * chunk, to = min(b.to, from + chunk);
     double local = 0.0;
     int lastKept = -1;
     for (int i = from; i < to; i++) {
-        if (row[i] >= threshold && weights[i] > 0.0f) { local += weights[i]; lastKept = i; }
+        if (b.row[i] >= threshold && weights[i] > 0.0f) { local += weights[i]; lastKept = i; }
     }
-    // Exclusive scan of the runs' weights.
     double inclusive = local;
     for (int o = 1; o < 32; o <<= 1) {
         double up = __shfl_up_sync(0xffffffffu, inclusive, o);
         if (lane >= o) inclusive += up;
     }
-    __syncthreads();
     if (lane == 31) dscratch[warp] = inclusive;
     if (threadIdx.x == 0) sharedPick = -1;
     __syncthreads();
-    double before = 0.0, total = 0.0;
-    for (int w = 0; w < warps; w++) {
-        if (w < warp) before += dscratch[w];
-        total += dscratch[w];
-    }
     double exclusive = before + inclusive - local;
-    double target = (double) uniforms[blockIdx.x] * total;
-    if (local > 0.0 && exclusive <= target && target < exclusive + local) {
+    for (int w = 0; w < warp; w++) exclusive += dscratch[w];
+    if (holds && local > 0.0 && exclusive <= target && target < exclusive + local) {
         double cumulative = exclusive;
         int pick = lastKept;
         for (int i = from; i < to; i++) {
-            if (row[i] < threshold || weights[i] == 0.0f) continue;
+            if (b.row[i] < threshold || weights[i] == 0.0f) continue;
             cumulative += weights[i];
             if (cumulative > target) { pick = i; break; }
         }
@@ -454,11 +611,11 @@ extern "C" __global__ void kiln_sample_rows(const float* logits, int n, const fl
     }
     __syncthreads();
     if (sharedPick < 0) {
-        // target at or past the total by rounding: the last kept column, as the host's walk ends there.
+        // Not found by rounding (or past the total): the slice's last kept column, as the host's walk ends there.
         atomicMax(&sharedPick, lastKept);
         __syncthreads();
     }
-    if (threadIdx.x == 0) out[blockIdx.x] = sharedPick < 0 ? sharedArgmax : sharedPick;
+    if (threadIdx.x == 0) out[blockIdx.y] = sharedPick < 0 ? b.argmax : sharedPick;
 }
 
 // Wide rows (a vocabulary of logits) in two launches: blocks (ARGMAX_SLICES per row) reduce slices to a (value,

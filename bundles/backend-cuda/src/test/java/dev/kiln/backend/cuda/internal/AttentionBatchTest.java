@@ -2,8 +2,10 @@ package dev.kiln.backend.cuda.internal;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.kiln.api.attention.AttentionMetadata;
 import java.util.Arrays;
@@ -12,6 +14,19 @@ import org.junit.jupiter.api.Test;
 /** The metadata the attention kernels read on the device: layout and the checks made before any launch. */
 class AttentionBatchTest {
     private static final int BLOCK = 4;
+
+    /** Only a batch whose every sequence has exactly one query token lets the split kernel write the cache itself. */
+    @Test
+    void aBatchIsOneTokenPerSequenceOnlyWhenEverySequenceHasOne() {
+        var decode = new AttentionMetadata(new int[] {0, 1, 2}, new int[] {3, 6}, new int[][] {{7}, {2, 5}}, new int[] {30, 21});
+        var mixed = new AttentionMetadata(new int[] {0, 3, 4}, new int[] {3, 6}, new int[][] {{7}, {2, 5}},
+                new int[] {28, 29, 30, 21});
+        // Two sequences, two tokens, yet one of them has none and the other two.
+        var uneven = new AttentionMetadata(new int[] {0, 0, 2}, new int[] {3, 6}, new int[][] {{7}, {2, 5}}, new int[] {20, 21});
+        assertTrue(AttentionBatch.pack(decode, 10, BLOCK).oneTokenPerSequence());
+        assertFalse(AttentionBatch.pack(mixed, 10, BLOCK).oneTokenPerSequence());
+        assertFalse(AttentionBatch.pack(uneven, 10, BLOCK).oneTokenPerSequence());
+    }
 
     @Test
     void tokensGetTheirSequencePositionAndSlotAndTablesSitAtTheBucketsStride() {
