@@ -446,6 +446,7 @@ def attend_split(plan, partials, q, out, kp, vp, meta, b, heads, kv_heads, key_d
     T = b.T
     fused = (new_kv[0], np.uint64(0) if new_kv[1] is None else new_kv[1], np.uint64(meta + 4 * 2 * T)) \
         if new_kv is not None else (np.uint64(0), np.uint64(0), np.uint64(0))
+    fused += (np.uint64(0), np.uint64(0), np.uint64(0), i32(0), i32(0), i32(0))  # no rotary folded in
     cache_kernel("kiln_paged_attention_split", bf16)((plan["rows"], plan["splits"]), (SPLIT_THREADS,), (
         q, out, np.uint64(0) if partials is None else partials, np.uint64(kp), np.uint64(vp), np.uint64(meta),
         np.uint64(meta + 4 * T), np.uint64(meta + 4 * 3 * T), i32(b.stride), i32(heads), i32(kv_heads), i32(plan["hpb"]),

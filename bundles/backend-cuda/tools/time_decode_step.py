@@ -1,6 +1,6 @@
 """Times one batch-1 decode step of the DeepSeek-R1-Distill-Qwen-1.5B shape built from the CUDA backend's kernels
 exactly as the Java side issues them (fusions included: q/k/v in one launch, gate/up with SiLU, residual add inside
-the norm, q and k rotary in one launch, split-context attention writing the new cache entry itself), replayed as one CUDA graph, with and without
+the norm, split-context attention rotating q and k and writing the new cache entry itself), replayed as one CUDA graph, with and without
 programmatic dependent launches (PDL), and with parts of the step left out to show what each part costs on the GPU.
 
 The bound is the weight bytes of one token over the device-to-device copy bandwidth measured in the same run.
@@ -156,7 +156,8 @@ NONE = (u64(0), f32(0), u64(0))  # no norm fused before a product
 
 
 def step(parts):
-    """parts: "rotary", "attention" (with "separate cache write": kiln_write_kv before it), "norms" (separate norm
+    """parts: "rotary" (folded into the attention unless "separate rotary" or "separate cache write"), "attention"
+    (with "separate cache write": kiln_write_kv before it), "norms" (separate norm
     kernels, the residual add inside the second) or
     "fused norms" (each norm inside the next product, each residual add inside the product before it)."""
     fused = "fused norms" in parts
@@ -168,13 +169,16 @@ def step(parts):
                (x if fused else h, i32(H), i32(1), w["q"], q, i32(NH * D), w["qb"], w["k"], k, i32(KVH * D), w["kb"],
                 w["v"], v, i32(KVH * D), w["vb"]) + ((w["n1"], eps, h) if fused else NONE))
         fused_write = "attention" in parts and "separate cache write" not in parts
-        if "rotary" in parts:
+        fold_rotary = fused_write and "rotary" in parts and "separate rotary" not in parts
+        if "rotary" in parts and not fold_rotary:
             launch("kiln_rotary2", (1, 2), 256, (q, i32(NH * D), i32(NH), k, i32(KVH * D), i32(KVH), u64(meta.data.ptr + 4),
                                                cos_t, sin_t, i32(D), i32(0), i32(D // 2), i32(0)))
             if not fused_write:
                 launch("kiln_write_kv", (1,), 256, (k, v, keys[l], vals[l], u64(meta.data.ptr + 8), i32(KVH), i32(D), i32(D), i32(BS)))
         if "attention" in parts:
             new_rows = (k, v, u64(meta.data.ptr + 8)) if fused_write else (u64(0), u64(0), u64(0))
+            new_rows += (u64(meta.data.ptr + 4), cos_t, sin_t, i32(0), i32(D // 2), i32(0)) if fold_rotary \
+                else (u64(0), u64(0), u64(0), i32(0), i32(0), i32(0))
             launch("kiln_paged_attention_split", (rows_, splits), 256, (
                 q, att, partials if splits > 1 else u64(0), keys[l], vals[l], meta, u64(meta.data.ptr + 4),
                 u64(meta.data.ptr + 12), i32(stride), i32(NH), i32(KVH), i32(hpb), i32(D), i32(D), i32(D), i32(BS),
@@ -220,7 +224,8 @@ def time_step(parts, pdl, repeats=30):
 
 cp.cuda.Device().synchronize()
 everything = {"rotary", "attention", "fused norms"}
-variants = [("whole step", everything), ("cache write as its own kernel", everything | {"separate cache write"}),
+variants = [("whole step", everything), ("rotary as its own kernel", everything | {"separate rotary"}),
+            ("cache write as its own kernel", everything | {"separate cache write"}),
             ("norms as kernels of their own", everything - {"fused norms"} | {"norms"}),
             ("without attention", everything - {"attention"}), ("without rotary", everything - {"rotary"}),
             ("without any norm", everything - {"fused norms"}), ("GEMVs (+ embed, argmax) only", set())]

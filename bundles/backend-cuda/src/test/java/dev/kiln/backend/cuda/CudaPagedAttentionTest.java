@@ -13,6 +13,7 @@ import dev.kiln.api.attention.AttentionMetadata;
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.attention.KvCacheSpec;
 import dev.kiln.api.backend.ComputeBackend;
+import dev.kiln.api.backend.RotaryEmbedding;
 import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
 import dev.kiln.attention.paged.PagedAttention;
@@ -115,6 +116,115 @@ class CudaPagedAttentionTest {
         for (DType dtype : List.of(DType.F32, DType.BF16)) {
             consecutiveDecodeSteps(new KvCacheSpec(2, 2, 128, 128, false, dtype), 12, new int[] {3, 255, 600}, 4, 2);
             consecutiveDecodeSteps(new KvCacheSpec(1, 1, 576, 512, true, dtype), 16, new int[] {1, 40}, 3, 1);
+        }
+    }
+
+    /**
+     * The layer's rotary folded into a decode step's attention: queries and keys rotated by the backend's rotary
+     * embedding just before, every layer of a step recorded before anything is read back (as a model's forward
+     * runs). From the second layer on (the first uploads the step's metadata between the rotation and the
+     * attention, so nothing folds there) the rotation and the attention become one launch. The outputs, and what
+     * later steps read from the cache the folded kernel wrote, match the CPU rotating first and attending after.
+     */
+    @Test
+    void decodeStepsWithTheRotaryFoldedIntoTheAttentionMatchTheCpu() {
+        float[] frequencies = new float[64];
+        for (int i = 0; i < 64; i++) frequencies[i] = (float) Math.pow(10000, -i / 64.0);
+        RotaryEmbedding gpuRope = gpu.rotaryEmbedding(frequencies, 1f, RotaryEmbedding.Layout.HALVES);
+        RotaryEmbedding cpuRope = cpu.rotaryEmbedding(frequencies, 1f, RotaryEmbedding.Layout.HALVES);
+        for (DType dtype : List.of(DType.F32, DType.BF16)) {
+            var spec = new KvCacheSpec(3, 2, 128, 128, false, dtype);
+            int heads = 12, steps = 3;
+            int[] contexts = {3, 255, 600};
+            Random random = new Random(13);
+            int sequences = contexts.length;
+            int[] total = new int[sequences];
+            for (int s = 0; s < sequences; s++) total[s] = contexts[s] + steps;
+            int blocks = Arrays.stream(total).map(c -> Math.ceilDiv(c, BLOCK)).sum() + 2;
+            try (Caches caches = new Caches(spec, blocks, random)) {
+                int[][] tables = caches.tables(total);
+                step(splitAttention, spec, heads, random, caches, tables, new int[sequences], contexts, 0);
+                long before = gpu.context().recorder().stats().fusions();
+                for (int i = 0; i < steps; i++) {
+                    int[] queryStart = new int[sequences + 1];
+                    int[] context = new int[sequences];
+                    int[] slots = new int[sequences];
+                    int[] positions = new int[sequences];
+                    for (int s = 0; s < sequences; s++) {
+                        queryStart[s + 1] = s + 1;
+                        positions[s] = contexts[s] + i;
+                        context[s] = positions[s] + 1;
+                        slots[s] = tables[s][positions[s] / BLOCK] * BLOCK + positions[s] % BLOCK;
+                    }
+                    var meta = new AttentionMetadata(queryStart, context, tables, slots);
+                    rotatedStep(spec, heads, meta, positions, random, caches, gpuRope, cpuRope, "decode step " + (i + 1));
+                }
+                long fusions = gpu.context().recorder().stats().fusions() - before;
+                // Per step: each layer's key rotation joins the query's (3), and the second and third layers'
+                // attentions take those launches in (2).
+                assertTrue(fusions >= steps * (3 + 2), fusions + " fusions in " + steps + " steps of 3 layers");
+            }
+        }
+    }
+
+    /** One step of every layer: on the GPU recorded together and read after; on the CPU rotated, then attended. */
+    private void rotatedStep(KvCacheSpec spec, int heads, AttentionMetadata meta, int[] positions, Random random,
+                             Caches caches, RotaryEmbedding gpuRope, RotaryEmbedding cpuRope, String what) {
+        int tokens = meta.numTokens(), layers = spec.layers(), keyDim = spec.keyDim();
+        float scale = (float) (1 / Math.sqrt(keyDim));
+        float[][] q = new float[layers][], k = new float[layers][], v = new float[layers][];
+        List<Tensor> tensors = new ArrayList<>();
+        Tensor[] outs = new Tensor[layers];
+        try {
+            for (int l = 0; l < layers; l++) {
+                q[l] = uniform(random, tokens * heads * keyDim);
+                k[l] = uniform(random, tokens * spec.kvHeads() * keyDim);
+                v[l] = uniform(random, tokens * spec.kvHeads() * spec.valueDim());
+            }
+            for (int l = 0; l < layers; l++) {
+                Tensor qt = gpu.allocate(DType.F32, tokens, heads * keyDim);
+                Tensor kt = gpu.allocate(DType.F32, tokens, spec.kvHeads() * keyDim);
+                Tensor vt = gpu.allocate(DType.F32, tokens, spec.kvHeads() * spec.valueDim());
+                outs[l] = gpu.allocate(DType.F32, tokens, heads * spec.valueDim());
+                tensors.addAll(List.of(qt, kt, vt, outs[l]));
+                gpu.write(q[l], qt);
+                gpu.write(k[l], kt);
+                gpu.write(v[l], vt);
+                gpu.write(poison(tokens * heads * spec.valueDim()), outs[l]);
+            }
+            for (int l = 0; l < layers; l++) {
+                Tensor qt = tensors.get(4 * l), kt = tensors.get(4 * l + 1), vt = tensors.get(4 * l + 2);
+                gpuRope.apply(qt, positions, heads, keyDim, 0);
+                gpuRope.apply(kt, positions, spec.kvHeads(), keyDim, 0);
+                splitAttention.forward(l, qt, kt, vt, outs[l], scale, caches.gpu, meta);
+            }
+            boolean rounded = spec.dtype() == DType.BF16;
+            for (int l = 0; l < layers; l++) {
+                float[] g = gpu.read(outs[l]);
+                float[] rotatedQueries = rotate(cpuRope, q[l], positions, heads, keyDim);
+                float[] rotatedKeys = rotate(cpuRope, k[l], positions, spec.kvHeads(), keyDim);
+                float[] c = forward(cpu, cpuAttention, caches.cpu, spec, heads, meta, l, rotatedQueries,
+                        rounded ? bf16(rotatedKeys) : rotatedKeys, rounded ? bf16(v[l]) : v[l], scale);
+                double diff = maxAbsDiff(g, c);
+                // The two sides rotate in f32 each their own way (the GPU contracts to fused multiply-adds), so a
+                // rotated key may differ in its last bit; in a bf16 cache that can round one element the other way
+                // (2^-8 of it), which moves an output by up to ~4e-4 here. An f32 cache keeps the f32 tolerance.
+                double tolerance = rounded ? 1e-3 : TOLERANCE;
+                System.out.printf("split kernel with the rotary folded in%s, %s, layer %d: max |CUDA - CPU| = %.3e%n",
+                        rounded ? " (bf16 cache)" : "", what, l, diff);
+                assertTrue(diff < tolerance, "rotary folded in, layer " + l + ", " + what + ": CUDA differs by " + diff);
+            }
+        } finally {
+            for (Tensor t : tensors) t.close();
+        }
+    }
+
+    /** Rows of {@code heads} heads rotated on the CPU. */
+    private static float[] rotate(RotaryEmbedding rope, float[] rows, int[] positions, int heads, int headDim) {
+        try (Tensor t = cpu.allocate(DType.F32, positions.length, heads * headDim)) {
+            cpu.write(rows, t);
+            rope.apply(t, positions, heads, headDim, 0);
+            return cpu.read(t);
         }
     }
 

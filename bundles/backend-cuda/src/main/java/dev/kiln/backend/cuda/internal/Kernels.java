@@ -556,20 +556,54 @@ public final class Kernels implements AutoCloseable {
      * <p>With {@code newKeys} not 0 the cache write is fused in ({@link #writeKv}'s key, value and slots arguments;
      * {@code newValues} 0 when the values live in the keys): allowed only when every token is its sequence's one
      * query token of the step, whose own entry is then taken from those rows and stored by the kernel, while every
-     * other entry was cached by earlier steps.
+     * other entry was cached by earlier steps. When the held launch before is then the {@code kiln_rotary2} of
+     * exactly these queries and keys, the kernel rotates them itself and takes that launch's place (the rows in
+     * memory stay unrotated; system property {@code kiln.cuda.attention.foldRotary=false} keeps the rotation apart).
      */
     public void pagedAttentionSplit(SplitAttentionPlan plan, long query, long out, long partials, long keys, long values,
                                     long tokenSequence, long tokenPosition, long tables, int tableStride, int tokens,
                                     int heads, int kvHeads, int keyDim, int valueDim, int valueStride, int blockSize,
                                     float scale, boolean bf16Cache, long newKeys, long newValues, long slots) {
         if (tokens == 0) return;
-        args().ptr(query).ptr(out).ptr(partials).ptr(keys).ptr(values).ptr(tokenSequence).ptr(tokenPosition).ptr(tables)
+        MemorySegment function = bf16Cache ? pagedAttentionSplitBf16 : pagedAttentionSplit;
+        String name = bf16Cache ? "kiln_paged_attention_split_bf16" : "kiln_paged_attention_split";
+        StepRecorder.Launch last = newKeys != 0 && FOLD_ROTARY ? context.recorder().lastLaunch() : null;
+        if (last != null && last.function().equals(rotary2) && last.gridX() == tokens && last.argument(0) == query
+                && (int) last.argument(1) == heads * keyDim && (int) last.argument(2) == heads
+                && last.argument(3) == newKeys && (int) last.argument(4) == kvHeads * keyDim
+                && (int) last.argument(5) == kvHeads && (int) last.argument(9) == keyDim
+                && splitAttentionArguments(plan, query, out, partials, keys, values, tokenSequence, tokenPosition, tables,
+                        tableStride, heads, kvHeads, keyDim, valueDim, valueStride, blockSize, scale, newKeys, newValues, slots)
+                        .ptr(last.argument(6)).ptr(last.argument(7)).ptr(last.argument(8)).i32((int) last.argument(10))
+                        .i32((int) last.argument(11)).i32((int) last.argument(12))
+                        .replace(last, function, name, plan.rows(tokens, kvHeads), plan.splits(), SplitAttentionPlan.THREADS,
+                                plan.sharedBytes())) {
+            combine(plan, partials, out, tokenPosition, tokens, heads, valueDim);
+            return;
+        }
+        splitAttentionArguments(plan, query, out, partials, keys, values, tokenSequence, tokenPosition, tables, tableStride,
+                heads, kvHeads, keyDim, valueDim, valueStride, blockSize, scale, newKeys, newValues, slots)
+                .ptr(0).ptr(0).ptr(0).i32(0).i32(0).i32(0)
+                .launch(function, name, plan.rows(tokens, kvHeads), plan.splits(), SplitAttentionPlan.THREADS, plan.sharedBytes());
+        combine(plan, partials, out, tokenPosition, tokens, heads, valueDim);
+    }
+
+    /** Whether a decode step's attention may take the layer's rotary in (see {@link #pagedAttentionSplit}). */
+    static final boolean FOLD_ROTARY = Boolean.parseBoolean(System.getProperty("kiln.cuda.attention.foldRotary", "true"));
+
+    /** The split kernel's arguments up to its rotary ones. */
+    private LaunchArguments splitAttentionArguments(SplitAttentionPlan plan, long query, long out, long partials, long keys,
+            long values, long tokenSequence, long tokenPosition, long tables, int tableStride, int heads, int kvHeads,
+            int keyDim, int valueDim, int valueStride, int blockSize, float scale, long newKeys, long newValues, long slots) {
+        return args().ptr(query).ptr(out).ptr(partials).ptr(keys).ptr(values).ptr(tokenSequence).ptr(tokenPosition).ptr(tables)
                 .i32(tableStride).i32(heads).i32(kvHeads).i32(plan.headsPerBlock()).i32(keyDim).i32(valueDim)
                 .i32(valueStride).i32(blockSize).i32(plan.chunk()).i32(plan.tile()).f32(scale)
-                .ptr(newKeys).ptr(newValues).ptr(slots)
-                .launch(bf16Cache ? pagedAttentionSplitBf16 : pagedAttentionSplit,
-                        bf16Cache ? "kiln_paged_attention_split_bf16" : "kiln_paged_attention_split",
-                        plan.rows(tokens, kvHeads), plan.splits(), SplitAttentionPlan.THREADS, plan.sharedBytes());
+                .ptr(newKeys).ptr(newValues).ptr(slots);
+    }
+
+    /** The merge of the split kernel's partial records, when it wrote some. */
+    private void combine(SplitAttentionPlan plan, long partials, long out, long tokenPosition, int tokens, int heads,
+                         int valueDim) {
         if (plan.splits() == 1) return;
         args().ptr(partials).ptr(out).ptr(tokenPosition).i32(heads).i32(valueDim).i32(plan.chunk()).i32(plan.splits())
                 .launch(pagedAttentionCombine, "kiln_paged_attention_combine", tokens, heads,

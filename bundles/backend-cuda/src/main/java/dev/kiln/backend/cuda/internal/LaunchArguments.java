@@ -11,7 +11,8 @@ import java.lang.foreign.MemorySegment;
  * copies the slots when it takes the launch, so one list per thread serves every launch of a kernel module.
  */
 final class LaunchArguments {
-    private static final int MAX_ARGUMENTS = 24;
+    /** The most arguments a kernel of the project takes (the split attention kernel's 28, with room). */
+    static final int MAX_ARGUMENTS = 32;
 
     private final CudaContext context;
     private final MemorySegment values = Arena.global().allocate(8L * MAX_ARGUMENTS, 8);

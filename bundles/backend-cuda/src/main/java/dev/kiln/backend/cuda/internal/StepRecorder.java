@@ -48,7 +48,7 @@ public final class StepRecorder implements AutoCloseable {
     static final int MIN_GRAPH_NODES = 8;
     /** Executable graphs kept. */
     static final int GRAPHS = 256;
-    private static final int MAX_ARGUMENTS = 24;
+    private static final int MAX_ARGUMENTS = LaunchArguments.MAX_ARGUMENTS;
     private static final int SIGHTINGS = 4096;
     private static final long KIND_LAUNCH = 1, KIND_COPY = 2, KIND_CALL = 3;
     private static final Logger LOG = LoggerFactory.getLogger(StepRecorder.class);

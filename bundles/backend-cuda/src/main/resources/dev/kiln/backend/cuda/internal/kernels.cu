@@ -1345,6 +1345,12 @@ kiln_paged_attention_bf16(const float* query, float* out, const bf16_t* keys, co
 // entry a block reads was written by an earlier step, so the block stages its first tile before it waits for the
 // kernel ahead (which produced the new rows and the queries): the cache's latency overlaps that kernel's end.
 // Without the fusion the block waits first, as the entries may come from the kiln_write_kv just before.
+//
+// The layer's rotary folded in as well (rotaryHalf > 0; only with the cache write fused, in place of the
+// kiln_rotary2 of the queries and new keys that would come just before): each block rotates its heads' queries in
+// shared memory and the new entry's key as it takes it, exactly as kiln_rotary2 computes (rotaryPositions, the cos
+// and sin tables, the rotary part at rotaryOffset of each head, halves or interleaved pairs). The query and key rows
+// in memory then stay unrotated: nothing reads them after the attention.
 // Requirements (checked by the Java side): keyDim and valueDim multiples of 4 (of 8 for a bf16 cache), 16-byte
 // aligned arrays,
 // headsPerBlock * valueDim <= 4 * SPLIT_THREADS * SPLIT_MAX_OUTPUTS.
@@ -1413,7 +1419,10 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
                                                       const int* tables, int tableStride, int heads, int kvHeads,
                                                       int headsPerBlock, int keyDim, int valueDim, int valueStride,
                                                       int blockSize, int chunk, int tile, float scale,
-                                                      const float* newKeys, const float* newValues, const int* slots) {
+                                                      const float* newKeys, const float* newValues, const int* slots,
+                                                      const int* rotaryPositions, const float* cosTable,
+                                                      const float* sinTable, int rotaryOffset, int rotaryHalf,
+                                                      int rotaryInterleaved) {
     constexpr int LOAD_SHIFT = sizeof(T) == 4 ? 2 : 3; // log2 of the cache elements in 16 bytes
     extern __shared__ __align__(16) float smem[];
     bool fused = newKeys != nullptr;
@@ -1458,6 +1467,20 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
         runningMax[tid] = -KILN_INFINITY;
         runningSum[tid] = 0.0f;
     }
+    long long rotaryRow = rotaryHalf > 0 ? (long long) rotaryPositions[t] * rotaryHalf : 0;
+    if (rotaryHalf > 0) {
+        __syncthreads(); // the queries are in shared memory
+        for (int e = tid; e < blockHeads * rotaryHalf; e += SPLIT_THREADS) {
+            int h = e / rotaryHalf, i = e - h * rotaryHalf;
+            float* head = q + h * keyDim + rotaryOffset;
+            float c = cosTable[rotaryRow + i], s = sinTable[rotaryRow + i];
+            int ia = rotaryInterleaved ? 2 * i : i;
+            int ib = rotaryInterleaved ? 2 * i + 1 : i + rotaryHalf;
+            float a = head[ia], b = head[ib];
+            head[ia] = a * c - b * s;
+            head[ib] = b * c + a * s;
+        }
+    }
 
     float4 acc[SPLIT_MAX_OUTPUTS];
 #pragma unroll
@@ -1484,7 +1507,19 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
                 entry = (block * kvHeads + kvHead) * blockSize + (slot - block * blockSize);
             }
             for (int d = tid; d < keyDim; d += SPLIT_THREADS) {
-                T k = to_cache<T>(key[d]);
+                float x = key[d];
+                int r = d - rotaryOffset;
+                if (rotaryHalf > 0 && r >= 0 && r < 2 * rotaryHalf) {
+                    // This element's pair, as kiln_rotary2 rotates it: the first of a pair becomes a c - b s, the
+                    // second b c + a s.
+                    bool first = rotaryInterleaved ? (r & 1) == 0 : r < rotaryHalf;
+                    int i = rotaryInterleaved ? r >> 1 : (first ? r : r - rotaryHalf);
+                    int partner = rotaryInterleaved ? (first ? d + 1 : d - 1) : (first ? d + rotaryHalf : d - rotaryHalf);
+                    float c = cosTable[rotaryRow + i], s = sinTable[rotaryRow + i];
+                    float other = key[partner];
+                    x = first ? x * c - other * s : x * c + other * s;
+                }
+                T k = to_cache<T>(x);
                 tileKeys[j * keyRow + d] = from_cache(k);
                 if (store) const_cast<T*>(keys)[entry * keyDim + d] = k;
             }
@@ -1591,10 +1626,13 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
     NAME(const float* query, float* out, float* partials, const T* keys, const T* values,                        \
          const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride, int heads,      \
          int kvHeads, int headsPerBlock, int keyDim, int valueDim, int valueStride, int blockSize, int chunk,    \
-         int tile, float scale, const float* newKeys, const float* newValues, const int* slots) {                \
+         int tile, float scale, const float* newKeys, const float* newValues, const int* slots,                  \
+         const int* rotaryPositions, const float* cosTable, const float* sinTable, int rotaryOffset,              \
+         int rotaryHalf, int rotaryInterleaved) {                                                                 \
         paged_attention_split(query, out, partials, keys, values, tokenSequence, tokenPosition, tables,           \
                               tableStride, heads, kvHeads, headsPerBlock, keyDim, valueDim, valueStride,          \
-                              blockSize, chunk, tile, scale, newKeys, newValues, slots);                          \
+                              blockSize, chunk, tile, scale, newKeys, newValues, slots, rotaryPositions,          \
+                              cosTable, sinTable, rotaryOffset, rotaryHalf, rotaryInterleaved);                   \
     }
 PAGED_ATTENTION_SPLIT(kiln_paged_attention_split, float)
 PAGED_ATTENTION_SPLIT(kiln_paged_attention_split_bf16, bf16_t)
