@@ -386,8 +386,9 @@ def split_shared(hpb, tile, key_dim, value_dim, vik):
     return 4 * (hpb * key_dim + tile * (key_dim + 4) + (0 if vik else tile * (value_dim + 4)) + hpb * tile + 3 * hpb)
 
 
-def split_plan(T, heads, kv_heads, key_dim, value_dim, vik, bucket, chunk=None):
-    """SplitAttentionPlan.of; chunk forces a split size (tests of the one-split and many-split paths)."""
+def split_plan(T, heads, kv_heads, key_dim, value_dim, vik, bucket, chunk=None, min_chunk=None):
+    """SplitAttentionPlan.of; chunk forces a split size (tests of the one-split and many-split paths); min_chunk: the
+    fewest keys a split (SplitAttentionPlan.WIDE_MIN_CHUNK for MLA's latent caches, MIN_CHUNK by default)."""
     group = heads // kv_heads
     most = min(group, SPLIT_THREADS * SPLIT_MAX_OUTPUTS * 4 // value_dim, SHARED_BUDGET // 2 // (key_dim * 4))
     head_blocks = -(-group // most)
@@ -401,7 +402,7 @@ def split_plan(T, heads, kv_heads, key_dim, value_dim, vik, bucket, chunk=None):
     splits = 1
     while splits * 2 <= wanted:
         splits *= 2
-    splits = min(splits, MAX_SPLITS, max(1, bucket // MIN_CHUNK))
+    splits = min(splits, MAX_SPLITS, max(1, bucket // (min_chunk or MIN_CHUNK)))
     if chunk is not None:
         splits = bucket // chunk
     tile = min(tile, bucket // splits)
@@ -761,6 +762,38 @@ def attention_timing():
         del keys, vals, keys16, vals16
 
 
+def latent_attention_timing():
+    """Attention time per layer of the DeepSeek-V2-Lite shape (MLA absorbed: 16 query heads over one latent KV head
+    of 576, the values its first 512; 27 layers, each with its own bf16 cache), the split path with 8-key chunks
+    (SplitAttentionPlan.WIDE_MIN_CHUNK) as one graph of 27 layers."""
+    L, NH, D, DV, BS = 27, 16, 576, 512, 16
+    scale = 1 / math.sqrt(D)
+    stream = cp.cuda.Stream(non_blocking=True)
+    print(f"latent attention per layer ({L} layers in one graph, {NH} heads over a latent of {D}, bf16 cache):")
+    for tokens, ctx in ((1, 256), (1, 2048), (32, 2048)):
+        per_seq = -(-ctx // BS)
+        NB = tokens * per_seq
+        layer_elements = NB * BS * D
+        keys16 = to_bf16_device(cp.random.uniform(-1, 1, L * layer_elements, dtype=cp.float32))
+        tables = [list(range(s * per_seq, (s + 1) * per_seq)) for s in range(tokens)]
+        b = pack(list(range(tokens + 1)), [ctx] * tokens, tables, [s * per_seq * BS + ctx - 1 for s in range(tokens)], BS)
+        meta = cp.asarray(b.packed)
+        q = cp.random.uniform(-1, 1, (tokens, NH * D), dtype=cp.float32)
+        out = cp.empty((tokens, NH * DV), cp.float32)
+        plan = split_plan(tokens, NH, 1, D, DV, True, b.bucket, min_chunk=8)
+        partials = partials_for(plan, tokens, NH, DV)
+        dev.synchronize()
+        with stream:
+            t = time_graph(stream, lambda: [attend_split(
+                plan, partials, q, out, keys16.data.ptr + 2 * l * layer_elements, keys16.data.ptr + 2 * l * layer_elements,
+                meta.data.ptr, b, NH, 1, D, DV, True, BS, scale, bf16=True) for l in range(L)]) / L
+        kv_bytes = tokens * ctx * D * 2
+        print(f"  decode, batch {tokens:>2} at context {ctx:>5}: split {t * 1e6:7.1f} us ({plan['splits']} splits of "
+              f"{plan['chunk']}, {plan['rows'] * plan['splits']} blocks; latents {kv_bytes / 1e6:.1f} MB -> "
+              f"{kv_bytes / t / 1e9:.0f} GB/s)")
+        del keys16
+
+
 def timing():
     # Device-to-device copy bandwidth, bytes read + written.
     n = 1 << 30
@@ -919,6 +952,9 @@ def timing():
                   f"({per_token / t / 1e9:.0f} GB/s of weights)")
 
 
-for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, attention, attention_timing, timing):
-    section(s)
+# KILN_CHECK_SECTIONS=attention_timing,latent_attention_timing runs only those (timings of another source, say).
+chosen = os.environ.get("KILN_CHECK_SECTIONS")
+for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, attention, attention_timing, latent_attention_timing, timing):
+    if not chosen or s.__name__ in chosen.split(","):
+        section(s)
 print("FAILURES: " + ", ".join(failures) if failures else "ALL KERNEL CHECKS PASSED")
