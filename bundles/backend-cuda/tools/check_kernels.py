@@ -341,7 +341,7 @@ def gemv_and_gemm():
 
 # ---- paged attention ---------------------------------------------------------------------------------------------
 # Mirrors of the Java side: AttentionBatch.pack (metadata layout) and SplitAttentionPlan (launch shape).
-SPLIT_THREADS, SPLIT_MAX_OUTPUTS, COMBINE_THREADS = 256, 8, 128
+SPLIT_THREADS, SPLIT_MAX_OUTPUTS, COMBINE_THREADS = 256, 8, 256
 MIN_CONTEXT_BUCKET, MAX_TILE, MIN_TILE, MIN_CHUNK, MAX_SPLITS, BLOCKS_PER_SM, SHARED_BUDGET = 256, 64, 4, 32, 4096, 2, 48 * 1024
 SMS = props["multiProcessorCount"]
 

@@ -184,7 +184,7 @@ def step(parts):
                 u64(meta.data.ptr + 12), i32(stride), i32(NH), i32(KVH), i32(hpb), i32(D), i32(D), i32(D), i32(BS),
                 i32(chunk), i32(tile), f32(1 / math.sqrt(D))) + new_rows, shared(tile))
             if splits > 1:
-                launch("kiln_paged_attention_combine", (1, NH), 128, (partials, att, u64(meta.data.ptr + 4), i32(NH),
+                launch("kiln_paged_attention_combine", (1, NH), 256, (partials, att, u64(meta.data.ptr + 4), i32(NH),
                                                                       i32(D), i32(chunk), i32(splits)), 4 * splits)
         launch("kiln_gemv_split_bf16_t1", (H,), 128, (w["o"], att, h, i32(H), i32(NH * D), i32(1), i32(1), u64(0),
                                                      x if fused else u64(0)) + NONE)

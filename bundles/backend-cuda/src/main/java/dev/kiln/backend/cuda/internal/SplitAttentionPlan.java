@@ -25,7 +25,7 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
     /** float4 outputs one thread accumulates; must match SPLIT_MAX_OUTPUTS in the source. */
     public static final int MAX_OUTPUTS_PER_THREAD = 8;
     /** Threads of the combine kernel; must match COMBINE_THREADS in the source. */
-    public static final int COMBINE_THREADS = 128;
+    public static final int COMBINE_THREADS = 256;
     /** Largest tile: enough keys per shared-memory round to keep every thread's loads in flight. */
     public static final int MAX_TILE = 64;
     /** Smallest tile worth a block's four barriers per round. */
