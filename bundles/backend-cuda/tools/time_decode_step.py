@@ -161,13 +161,17 @@ def step(parts):
     kernels, the residual add inside the second) or
     "fused norms" (each norm inside the next product, each residual add inside the product before it)."""
     fused = "fused norms" in parts
+    # Diagnostics: "no normed stores" (the fused norms skip storing the normed rows that later readers could read),
+    # "no residual adds" (the o and down products store their rows only; the values are wrong, the timing is not).
+    normed_out = u64(0) if "no normed stores" in parts else h
+    residual = x if fused and "no residual adds" not in parts else u64(0)
     launch("kiln_embed_bf16", (1,), 256, (table, ids, x, i32(H)))
     if not fused:
         launch("kiln_rms_norm", (1,), 256, (x, layers[0]["n1"], eps, h, i32(H)))
     for l, w in enumerate(layers):
         launch("kiln_gemv3_split_bf16_t1", (NH * D + 2 * KVH * D,), 128,
                (x if fused else h, i32(H), i32(1), w["q"], q, i32(NH * D), w["qb"], w["k"], k, i32(KVH * D), w["kb"],
-                w["v"], v, i32(KVH * D), w["vb"]) + ((w["n1"], eps, h) if fused else NONE))
+                w["v"], v, i32(KVH * D), w["vb"]) + ((w["n1"], eps, normed_out) if fused else NONE))
         fused_write = "attention" in parts and "separate cache write" not in parts
         fold_rotary = fused_write and "rotary" in parts and "separate rotary" not in parts
         if "rotary" in parts and not fold_rotary:
@@ -187,13 +191,13 @@ def step(parts):
                 launch("kiln_paged_attention_combine", (1, NH), 256, (partials, att, u64(meta.data.ptr + 4), i32(NH),
                                                                       i32(D), i32(chunk), i32(splits)), 4 * splits)
         launch("kiln_gemv_split_bf16_t1", (H,), 128, (w["o"], att, h, i32(H), i32(NH * D), i32(1), i32(1), u64(0),
-                                                     x if fused else u64(0)) + NONE)
+                                                     residual) + NONE)
         if "norms" in parts:
             launch("kiln_add_rms_norm", (1,), 256, (x, h, w["n2"], eps, h, i32(H)))
         launch("kiln_gemv_silu_bf16_t1", ((I + 3) // 4,), 128, (x if fused else h, i32(H), i32(1), w["g"], w["u"], gate,
-                                                                  up, gate, i32(I)) + ((w["n2"], eps, h) if fused else NONE))
+                                                                  up, gate, i32(I)) + ((w["n2"], eps, normed_out) if fused else NONE))
         launch("kiln_gemv_split_bf16_t1", (H,), 128, (w["d"], gate, h, i32(H), i32(I), i32(1), i32(1), u64(0),
-                                                     x if fused else u64(0)) + NONE)
+                                                     residual) + NONE)
         if "norms" in parts:
             nxt = layers[l + 1]["n1"] if l + 1 < L else layers[l]["n1"]
             launch("kiln_add_rms_norm", (1,), 256, (x, h, nxt, eps, h, i32(H)))
@@ -228,6 +232,8 @@ variants = [("whole step", everything), ("rotary as its own kernel", everything 
             ("cache write as its own kernel", everything | {"separate cache write"}),
             ("norms as kernels of their own", everything - {"fused norms"} | {"norms"}),
             ("without attention", everything - {"attention"}), ("without rotary", everything - {"rotary"}),
+            ("fused norms, no normed stores", everything | {"no normed stores"}),
+            ("fused norms, no residual adds", everything | {"no residual adds"}),
             ("without any norm", everything - {"fused norms"}), ("GEMVs (+ embed, argmax) only", set())]
 print(f"{'':32} {'plain launches':>22} {'programmatic (PDL)':>26}")
 for label, parts in variants:

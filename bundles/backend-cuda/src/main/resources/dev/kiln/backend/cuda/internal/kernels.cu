@@ -749,7 +749,8 @@ extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float
 //    rows x * inv * scale are also stored in `normed`, as the norm would have, for later readers: spread over all
 //    the grid's warps (or blocks), a few elements each, as one warp storing them all would hold up the kernel's end;
 //  - a residual add just after (residual += the product): the block that owns an output row adds it there too.
-// scale == 0 means no norm, residual == 0 no add.
+// scale == 0 means no norm, residual == 0 no add; normed == 0 with a norm stores no normed rows (no reader wants
+// them; the Java side always passes the norm's output, time_decode_step.py measures without).
 
 // One 8-column chunk of every token's x (times scale when normalizing, the squares of x added to sumsq), dotted
 // with each row's 8 weights into acc.
@@ -845,7 +846,8 @@ __device__ __forceinline__ void store_normed(const float* x, const float* scale,
     }
 }
 
-// out[t, row] = the product (times the norm's factor, plus bias); residual[t, row] += the same.
+// out[t, row] = the product (times the norm's factor, plus bias); residual[t, row] += the same. (Reading the residual
+// right after the wait instead of here, so that its latency passes during the product, measured no faster in Java.)
 template <int TOKENS>
 __device__ __forceinline__ void store_row(const float (&dot)[TOKENS], const float (&inv)[TOKENS], float* out, int rows,
                                           int row, const float* bias, float* residual) {
@@ -874,7 +876,7 @@ __device__ __forceinline__ void finish_warp_row(float (&acc)[TOKENS], float (&su
         if (NORM) sumsq[t] = warp_sum(sumsq[t]);
     }
     norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
-    if (NORM) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
+    if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
     if (lane == 0) store_row<TOKENS>(acc, inv, out, rows, row, bias, residual);
 }
 
@@ -914,7 +916,7 @@ __device__ __forceinline__ void finish_block_row(const float (&acc)[TOKENS], con
         }
     }
     norm_factors<TOKENS, NORM>(squares, columns, eps, inv);
-    if (NORM) store_normed<TOKENS>(x, scale, columns, inv, normed, blockIdx.x * blockDim.x + threadIdx.x,
+    if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, blockIdx.x * blockDim.x + threadIdx.x,
                                    gridDim.x * blockDim.x);
     if (threadIdx.x == 0) store_row<TOKENS>(dot, inv, out, rows, row, bias, residual);
 }
@@ -1031,7 +1033,7 @@ __device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int column
         if (NORM) sumsq[t] = warp_sum(sumsq[t]);
     }
     norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
-    if (NORM) store_normed<TOKENS>(x, scale, columns, inv, normed, row * 32 + lane, rows * 32);
+    if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, row * 32 + lane, rows * 32);
     if (lane == 0) {
 #pragma unroll
         for (int t = 0; t < TOKENS; t++) {
