@@ -134,36 +134,15 @@ class CudaPagedAttentionTest {
         RotaryEmbedding cpuRope = cpu.rotaryEmbedding(frequencies, 1f, RotaryEmbedding.Layout.HALVES);
         for (DType dtype : List.of(DType.F32, DType.BF16)) {
             var spec = new KvCacheSpec(3, 2, 128, 128, false, dtype);
-            int heads = 12, steps = 3;
-            int[] contexts = {3, 255, 600};
-            Random random = new Random(13);
-            int sequences = contexts.length;
-            int[] total = new int[sequences];
-            for (int s = 0; s < sequences; s++) total[s] = contexts[s] + steps;
-            int blocks = Arrays.stream(total).map(c -> Math.ceilDiv(c, BLOCK)).sum() + 2;
-            try (Caches caches = new Caches(spec, blocks, random)) {
-                int[][] tables = caches.tables(total);
-                step(splitAttention, spec, heads, random, caches, tables, new int[sequences], contexts, 0);
-                long before = gpu.context().recorder().stats().fusions();
-                for (int i = 0; i < steps; i++) {
-                    int[] queryStart = new int[sequences + 1];
-                    int[] context = new int[sequences];
-                    int[] slots = new int[sequences];
-                    int[] positions = new int[sequences];
-                    for (int s = 0; s < sequences; s++) {
-                        queryStart[s + 1] = s + 1;
-                        positions[s] = contexts[s] + i;
-                        context[s] = positions[s] + 1;
-                        slots[s] = tables[s][positions[s] / BLOCK] * BLOCK + positions[s] % BLOCK;
-                    }
-                    var meta = new AttentionMetadata(queryStart, context, tables, slots);
-                    rotatedStep(spec, heads, meta, positions, random, caches, gpuRope, cpuRope, "decode step " + (i + 1));
-                }
-                long fusions = gpu.context().recorder().stats().fusions() - before;
-                // Per step: each layer's key rotation joins the query's (3), and the second and third layers'
-                // attentions take those launches in (2).
-                assertTrue(fusions >= steps * (3 + 2), fusions + " fusions in " + steps + " steps of 3 layers");
-            }
+            int steps = 3;
+            long before = gpu.context().recorder().stats().fusions();
+            decodeSteps(spec, 12, new int[] {3, 255, 600}, steps, 0, new Random(13),
+                    (caches, meta, positions, random, what) ->
+                            rotatedStep(spec, 12, meta, positions, random, caches, gpuRope, cpuRope, what));
+            long fusions = gpu.context().recorder().stats().fusions() - before;
+            // Per step: each layer's key rotation joins the query's (3), and the second and third layers' attentions
+            // take those launches in (2).
+            assertTrue(fusions >= steps * (3 + 2), fusions + " fusions in " + steps + " steps of 3 layers");
         }
     }
 
@@ -450,7 +429,25 @@ class CudaPagedAttentionTest {
      * {@code padding} engine-style padding sequences, comparing the real sequences' outputs with the CPU's.
      */
     private void consecutiveDecodeSteps(KvCacheSpec spec, int heads, int[] contexts, int steps, int padding) {
-        Random random = new Random(5);
+        decodeSteps(spec, heads, contexts, steps, padding, new Random(5), (caches, meta, positions, random, what) -> {
+            for (int layer = 0; layer < spec.layers(); layer++) {
+                run(splitAttention, spec, heads, random, caches, meta, layer, what, contexts.length);
+            }
+        });
+    }
+
+    /** One decode step of {@link #decodeSteps}: its caches, metadata, each token's position, the random source. */
+    private interface DecodeStep {
+        void run(Caches caches, AttentionMetadata meta, int[] positions, Random random, String what);
+    }
+
+    /**
+     * Prefills each sequence's context in one step, then hands {@code steps} decode steps of one token per sequence,
+     * followed by {@code padding} engine-style padding sequences (context 1, slot -1, a borrowed block), to
+     * {@code step}.
+     */
+    private void decodeSteps(KvCacheSpec spec, int heads, int[] contexts, int steps, int padding, Random random,
+                             DecodeStep step) {
         int sequences = contexts.length;
         int[] total = new int[sequences];
         for (int s = 0; s < sequences; s++) total[s] = contexts[s] + steps;
@@ -464,13 +461,14 @@ class CudaPagedAttentionTest {
                 int[] context = new int[tokens];
                 int[][] stepTables = new int[tokens][];
                 int[] slots = new int[tokens];
+                int[] positions = new int[tokens];
                 for (int s = 0; s < tokens; s++) {
                     queryStart[s + 1] = s + 1;
                     if (s < sequences) {
-                        int position = contexts[s] + i;
-                        context[s] = position + 1;
+                        positions[s] = contexts[s] + i;
+                        context[s] = positions[s] + 1;
                         stepTables[s] = tables[s];
-                        slots[s] = tables[s][position / BLOCK] * BLOCK + position % BLOCK;
+                        slots[s] = tables[s][positions[s] / BLOCK] * BLOCK + positions[s] % BLOCK;
                     } else {
                         context[s] = 1;
                         stepTables[s] = new int[] {tables[0][0]};
@@ -479,10 +477,7 @@ class CudaPagedAttentionTest {
                 }
                 var meta = new AttentionMetadata(queryStart, context, stepTables, slots);
                 assertTrue(AttentionBatch.pack(meta, blocks, BLOCK).oneTokenPerSequence());
-                for (int layer = 0; layer < spec.layers(); layer++) {
-                    run(splitAttention, spec, heads, random, caches, meta, layer, "decode step " + (i + 1) + " of "
-                            + Arrays.toString(context), sequences);
-                }
+                step.run(caches, meta, positions, random, "decode step " + (i + 1) + " of " + Arrays.toString(context));
             }
         }
     }

@@ -205,6 +205,16 @@ extern "C" __global__ void kiln_scatter_add_rows(const float* src, const int* ro
 }
 
 // One block per row of x; cos and sin are tables [position][half], already scaled by the magnitude.
+// Rotates pair i of a head's rotary part in place by (c, s): (a, b) becomes (a c - b s, b c + a s). The pairs are
+// (i, i + half), or (2i, 2i + 1) when interleaved.
+__device__ __forceinline__ void rotate_pair(float* head, int i, int half, bool interleaved, float c, float s) {
+    int ia = interleaved ? 2 * i : i;
+    int ib = interleaved ? 2 * i + 1 : i + half;
+    float a = head[ia], b = head[ib];
+    head[ia] = a * c - b * s;
+    head[ib] = b * c + a * s;
+}
+
 extern "C" __global__ void kiln_rotary(float* x, const int* positions, const float* cosTable, const float* sinTable,
                                        int rowLength, int heads, int headStride, int offset, int half,
                                        int interleaved) {
@@ -213,13 +223,7 @@ extern "C" __global__ void kiln_rotary(float* x, const int* positions, const flo
     long long table = (long long) positions[blockIdx.x] * half;
     for (int e = threadIdx.x; e < heads * half; e += blockDim.x) {
         int h = e / half, i = e - h * half;
-        float* head = row + h * headStride + offset;
-        float c = cosTable[table + i], s = sinTable[table + i];
-        int ia = interleaved ? 2 * i : i;
-        int ib = interleaved ? 2 * i + 1 : i + half;
-        float a = head[ia], b = head[ib];
-        head[ia] = a * c - b * s;
-        head[ib] = b * c + a * s;
+        rotate_pair(row + h * headStride + offset, i, half, interleaved, cosTable[table + i], sinTable[table + i]);
     }
 }
 
@@ -667,13 +671,7 @@ extern "C" __global__ void kiln_rotary2(float* x, int rowLength, int heads, floa
     long long table = (long long) positions[blockIdx.x] * half;
     for (int e = threadIdx.x; e < heads * half; e += blockDim.x) {
         int h = e / half, i = e - h * half;
-        float* head = row + h * headStride + offset;
-        float c = cosTable[table + i], s = sinTable[table + i];
-        int ia = interleaved ? 2 * i : i;
-        int ib = interleaved ? 2 * i + 1 : i + half;
-        float a = head[ia], b = head[ib];
-        head[ia] = a * c - b * s;
-        head[ib] = b * c + a * s;
+        rotate_pair(row + h * headStride + offset, i, half, interleaved, cosTable[table + i], sinTable[table + i]);
     }
 }
 
@@ -1487,13 +1485,8 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
         __syncthreads(); // the queries are in shared memory
         for (int e = tid; e < blockHeads * rotaryHalf; e += SPLIT_THREADS) {
             int h = e / rotaryHalf, i = e - h * rotaryHalf;
-            float* head = q + h * keyDim + rotaryOffset;
-            float c = cosTable[rotaryRow + i], s = sinTable[rotaryRow + i];
-            int ia = rotaryInterleaved ? 2 * i : i;
-            int ib = rotaryInterleaved ? 2 * i + 1 : i + rotaryHalf;
-            float a = head[ia], b = head[ib];
-            head[ia] = a * c - b * s;
-            head[ib] = b * c + a * s;
+            rotate_pair(q + h * keyDim + rotaryOffset, i, rotaryHalf, rotaryInterleaved, cosTable[rotaryRow + i],
+                        sinTable[rotaryRow + i]);
         }
     }
 
