@@ -79,8 +79,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     /** Where {@link #argmaxRows} leaves its results: grown, never moved otherwise (graph replay needs the address). */
     private long argmaxOut;
     private int argmaxCapacity;
-    private long weights;
-    private long weightCapacity;
+    private long choiceBuffer;
+    private long choiceBufferFloats;
 
     /** The backend on device 0 with the default kernel cache. */
     public CudaBackend() {
@@ -188,7 +188,7 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         long out;
         synchronized (this) {
             out = resultBuffer(rows);
-            long partials = weightScratch(2L * rows * Kernels.ARGMAX_SLICES);
+            long partials = choiceScratch(2L * rows * Kernels.ARGMAX_SLICES);
             context.kernels().argmaxRows(t.pointer(), t.rowLength(), out, rows, partials);
             return context.readInts(out, rows);
         }
@@ -218,11 +218,9 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
             long out = resultBuffer(rows);
             long deviceParams = context.uploads().floats(Arrays.copyOf(params, 4 * rows));
             long deviceDraws = context.uploads().floats(draws);
-            // One scratch: each row's weights (n floats), then each row's sampling state, 256-byte aligned.
-            long weightFloats = ((long) rows * t.rowLength() + 63) / 64 * 64;
-            long weights = weightScratch(weightFloats + rows * Kernels.SAMPLE_ROW_BYTES / Float.BYTES);
-            context.kernels().sampleRows(t.pointer(), t.rowLength(), deviceParams, deviceDraws, weights,
-                    weights + 4 * weightFloats, out, rows, anyTopK, anyTopP);
+            long scratch = choiceScratch(rows * Kernels.SAMPLE_ROW_BYTES / Float.BYTES);
+            context.kernels().sampleRows(t.pointer(), t.rowLength(), deviceParams, deviceDraws, scratch, out, rows,
+                    anyTopK, anyTopP);
             return context.readInts(out, rows);
         }
     }
@@ -230,13 +228,13 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     private static final float LARGEST_BELOW_ONE = Math.nextDown(1f);
 
     /** Scratch of {@link #sampleRows} and {@link #argmaxRows}, grown as needed (stable address for graph replay). */
-    private long weightScratch(long floats) {
-        if (floats > weightCapacity) {
-            if (weights != 0) context.free(weights);
-            weightCapacity = Math.max(floats, 2 * weightCapacity);
-            weights = context.allocate(4L * weightCapacity);
+    private long choiceScratch(long floats) {
+        if (floats > choiceBufferFloats) {
+            if (choiceBuffer != 0) context.free(choiceBuffer);
+            choiceBufferFloats = Math.max(floats, 2 * choiceBufferFloats);
+            choiceBuffer = context.allocate(4L * choiceBufferFloats);
         }
-        return weights;
+        return choiceBuffer;
     }
 
     /** The device buffer the per-row choices land in, grown as needed (its address is stable for graph replay). */
@@ -469,13 +467,13 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         }
         synchronized (this) {
             if (argmaxOut != 0) context.free(argmaxOut);
-            if (weights != 0) context.free(weights);
+            if (choiceBuffer != 0) context.free(choiceBuffer);
             for (HeadTable table : tables) context.free(table.pointer);
             tables.clear();
             headTables.clear();
-            argmaxOut = weights = 0;
+            argmaxOut = choiceBuffer = 0;
             argmaxCapacity = 0;
-            weightCapacity = 0;
+            choiceBufferFloats = 0;
         }
         context.close();
     }

@@ -223,7 +223,7 @@ public final class Kernels implements AutoCloseable {
     static final int SAMPLE_THREADS = 256;
     /** Most slices a row is cut into; must match SAMPLE_MAX_SLICES in the source. */
     static final int SAMPLE_MAX_SLICES = 64;
-    /** Scratch of one row of {@link #sampleRows} besides its weights; must match SAMPLE_ROW_BYTES in the source. */
+    /** Scratch of one row of {@link #sampleRows}; must match SAMPLE_ROW_BYTES in the source. */
     public static final long SAMPLE_ROW_BYTES = 65536;
     /** Blocks per multiprocessor the slices aim for: 8 of 256 threads fill an SM's 2048 threads. */
     static final int SAMPLE_BLOCKS_PER_MULTIPROCESSOR = 8;
@@ -244,12 +244,12 @@ public final class Kernels implements AutoCloseable {
 
     /**
      * {@code out[r]} = the column drawn from row r as {@code ComputeBackend.sampleRows} defines; params 4 per row
-     * (device copies), {@code weights} n floats per row, {@code scratch} {@link #SAMPLE_ROW_BYTES} per row (both
-     * scratch). The top-k and top-p launches are left out when no row has k above 0 ({@code anyTopK}) or top-p
-     * below 1 ({@code anyTopP}), as the source's comment describes.
+     * (device copies), {@code scratch} {@link #SAMPLE_ROW_BYTES} per row. The top-k and top-p launches are left out
+     * when no row has k above 0 ({@code anyTopK}) or top-p below 1 ({@code anyTopP}), as the source's comment
+     * describes.
      */
-    public void sampleRows(long x, int n, long params, long uniforms, long weights, long scratch, long out, int rows,
-                           boolean anyTopK, boolean anyTopP) {
+    public void sampleRows(long x, int n, long params, long uniforms, long scratch, long out, int rows, boolean anyTopK,
+                           boolean anyTopP) {
         if (rows == 0) return;
         int slices = sampleSlices(rows, n, context.properties().multiprocessors());
         args().ptr(x).i32(n).ptr(params).ptr(scratch)
@@ -260,17 +260,17 @@ public final class Kernels implements AutoCloseable {
                         .launch(sampleTopK, "kiln_sample_top_k", slices, rows, SAMPLE_THREADS, 0);
             }
         }
-        args().ptr(x).i32(n).ptr(params).ptr(scratch).ptr(weights)
+        args().ptr(x).i32(n).ptr(params).ptr(scratch)
                 .launch(sampleWeights, "kiln_sample_weights", slices, rows, SAMPLE_THREADS, 0);
         if (anyTopP) {
             for (int level = 1; level < 3; level++) {
-                args().ptr(x).i32(n).ptr(params).ptr(scratch).ptr(weights).i32(level)
+                args().ptr(x).i32(n).ptr(params).ptr(scratch).i32(level)
                         .launch(sampleTopP, "kiln_sample_top_p", slices, rows, SAMPLE_THREADS, 0);
             }
         }
-        args().ptr(x).i32(n).ptr(params).ptr(scratch).ptr(weights)
+        args().ptr(x).i32(n).ptr(params).ptr(scratch)
                 .launch(sampleKept, "kiln_sample_kept", slices, rows, SAMPLE_THREADS, 0);
-        args().ptr(x).i32(n).ptr(params).ptr(scratch).ptr(weights).ptr(uniforms).ptr(out)
+        args().ptr(x).i32(n).ptr(params).ptr(scratch).ptr(uniforms).ptr(out)
                 .launch(samplePick, "kiln_sample_pick", slices, rows, SAMPLE_THREADS, 0);
     }
 

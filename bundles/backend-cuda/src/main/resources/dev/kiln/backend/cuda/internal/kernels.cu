@@ -290,8 +290,8 @@ __device__ double block_sum_double(double v, double* scratch) {
 //   kiln_sample_prepare      each slice's largest logit and its first column; clears the row's histograms
 //   kiln_sample_top_k (x3)   top-k: the k-th largest candidate logit by a radix descent over counts (only when a
 //                            row has k on)
-//   kiln_sample_weights      the candidates' weights (exp in double, stored as float) and each slice's total;
-//                            the first level of the top-p descent
+//   kiln_sample_weights      each slice's total weight of the candidates (exp in double, rounded to float, and
+//                            recomputed wherever a later launch needs it); the first level of the top-p descent
 //   kiln_sample_top_p (x2)   top-p: the smallest kept logit by a radix descent over the weights (only when a row
 //                            has top-p below 1)
 //   kiln_sample_kept         each slice's kept weight
@@ -342,6 +342,13 @@ struct SampleBlock {
     int k;
     float topP, low;    // low: the min-p bound, -inf without
     bool drawn;
+
+    // A candidate's weight exp((l - max) / T), computed in double and rounded to float: the same number each time a
+    // launch needs it, so no launch stores the weights for the next (a row's weights would be another pass of its
+    // size to write and read). 0 below `bound` (and for NaN).
+    __device__ __forceinline__ float weight(float l, float bound) const {
+        return l >= bound ? (float) exp((double) (l - max) / temperature) : 0.0f;
+    }
 
     __device__ SampleBlock(const float* logits, int n, const float* params, unsigned char* scratchRows, bool reduce) {
         int slices = gridDim.x, per = (n + slices - 1) / slices;
@@ -418,10 +425,10 @@ __device__ SampleLevel sample_select(const float* histogram, int level, SampleLe
     return result;
 }
 
-// Adds value(i) (1 without values) of the block's candidates i under the level's prefix into the level's bins:
-// first into the block's own bins in shared memory (a row's candidates crowd into a few bins, which atomics in
-// global memory would serialise on), then the block's nonzero bins into the row's.
-__device__ __forceinline__ void sample_count(const SampleBlock& b, const float* values, float* histogram, int level,
+// Adds the block's candidates i (logit at least low) under the level's prefix into the level's bins, each as 1 or,
+// with `weighted`, as its weight: first into the block's own bins in shared memory (a row's candidates crowd into a
+// few bins, which atomics in global memory would serialise on), then the block's nonzero bins into the row's.
+__device__ __forceinline__ void sample_count(const SampleBlock& b, bool weighted, float* histogram, int level,
                                              SampleLevel at, float low) {
     __shared__ float bins[SAMPLE_BINS];
     int shift = sample_shift(level), count = sample_bins(level);
@@ -433,7 +440,7 @@ __device__ __forceinline__ void sample_count(const SampleBlock& b, const float* 
         if (!(l >= low)) continue;
         unsigned int key = order_key(l);
         if ((key & at.mask) != at.prefix) continue;
-        float v = values ? values[i] : 1.0f;
+        float v = weighted ? b.weight(l, low) : 1.0f;
         if (v > 0.0f) atomicAdd(&bins[(key >> shift) & binMask], v);
     }
     __syncthreads();
@@ -475,12 +482,12 @@ kiln_sample_top_k(const float* logits, int n, const float* params, unsigned char
         if (level == 1) at.active = b.k < count;
     }
     if (blockIdx.x == 0 && threadIdx.x == 0) b.scratch->topK[level] = at;
-    if (at.active) sample_count(b, nullptr, b.scratch->histogramK[level], level, at, b.low);
+    if (at.active) sample_count(b, false, b.scratch->histogramK[level], level, at, b.low);
 }
 
-// The candidates' weights into weights (n floats per row), each slice's total, and the first top-p level.
+// Each slice's total weight of the candidates, and the first top-p level.
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
-kiln_sample_weights(const float* logits, int n, const float* params, unsigned char* scratchRows, float* weightRows) {
+kiln_sample_weights(const float* logits, int n, const float* params, unsigned char* scratchRows) {
     wait_for_previous_kernel();
     __shared__ double scratch[32];
     SampleBlock b(logits, n, params, scratchRows, true);
@@ -490,14 +497,8 @@ kiln_sample_weights(const float* logits, int n, const float* params, unsigned ch
         SampleLevel last = sample_select(b.scratch->histogramK[2], 2, b.scratch->topK[2], (double) b.k);
         if (last.active) low = fmaxf(low, key_value(last.prefix));
     }
-    float* weights = weightRows + (long long) blockIdx.y * n;
     double total = 0.0;
-    for (int i = b.from + threadIdx.x; i < b.to; i += SAMPLE_THREADS) {
-        float l = b.row[i];
-        float w = l >= low ? (float) exp((double) (l - b.max) / b.temperature) : 0.0f;
-        weights[i] = w;
-        total += w;
-    }
+    for (int i = b.from + threadIdx.x; i < b.to; i += SAMPLE_THREADS) total += b.weight(b.row[i], low);
     total = block_sum_double(total, scratch);
     if (threadIdx.x == 0) {
         b.scratch->sliceWeight[blockIdx.x] = total;
@@ -506,7 +507,7 @@ kiln_sample_weights(const float* logits, int n, const float* params, unsigned ch
             b.scratch->topP[0] = SampleLevel{0u, 0u, 0.0, 1, 0};
         }
     }
-    if (b.topP < 1.0f) sample_count(b, weights, b.scratch->histogramP[0], 0, SampleLevel{0u, 0u, 0.0, 1, 0}, low);
+    if (b.topP < 1.0f) sample_count(b, true, b.scratch->histogramP[0], 0, SampleLevel{0u, 0u, 0.0, 1, 0}, low);
 }
 
 // The weight top-p keeps of a row: topP times the total of every slice (summed in slice order).
@@ -517,15 +518,14 @@ __device__ __forceinline__ double top_p_target(const SampleBlock& b) {
 }
 
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
-kiln_sample_top_p(const float* logits, int n, const float* params, unsigned char* scratchRows, const float* weightRows,
-                  int level) {
+kiln_sample_top_p(const float* logits, int n, const float* params, unsigned char* scratchRows, int level) {
     wait_for_previous_kernel();
     SampleBlock b(logits, n, params, scratchRows, true);
     if (!b.drawn || !(b.topP < 1.0f)) return;
     SampleLevel at = sample_select(b.scratch->histogramP[level - 1], level - 1, b.scratch->topP[level - 1],
                                    top_p_target(b));
     if (blockIdx.x == 0 && threadIdx.x == 0) b.scratch->topP[level] = at;
-    sample_count(b, weightRows + (long long) blockIdx.y * n, b.scratch->histogramP[level], level, at, b.scratch->low);
+    sample_count(b, true, b.scratch->histogramP[level], level, at, b.scratch->low);
 }
 
 // The kept columns (logit at least the final threshold, weight above 0) of the block's slice: their weight.
@@ -539,20 +539,14 @@ __device__ __forceinline__ float sample_threshold(const SampleBlock& b) {
 }
 
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
-kiln_sample_kept(const float* logits, int n, const float* params, unsigned char* scratchRows, const float* weightRows) {
+kiln_sample_kept(const float* logits, int n, const float* params, unsigned char* scratchRows) {
     wait_for_previous_kernel();
     __shared__ double scratch[32];
     SampleBlock b(logits, n, params, scratchRows, true);
     if (!b.drawn) return;
     float threshold = sample_threshold(b);
-    const float* weights = weightRows + (long long) blockIdx.y * n;
     double kept = 0.0;
-    for (int i = b.from + threadIdx.x; i < b.to; i += SAMPLE_THREADS) {
-        if (b.row[i] >= threshold) {
-            float w = weights[i];
-            if (w > 0.0f) kept += w;
-        }
-    }
+    for (int i = b.from + threadIdx.x; i < b.to; i += SAMPLE_THREADS) kept += b.weight(b.row[i], threshold);
     kept = block_sum_double(kept, scratch);
     if (threadIdx.x == 0) b.scratch->sliceKept[blockIdx.x] = kept;
 }
@@ -560,8 +554,8 @@ kiln_sample_kept(const float* logits, int n, const float* params, unsigned char*
 // The draw: the slice whose kept weight holds u times the kept total walks its columns in order (each thread a
 // contiguous run, the runs' weights scanned); past the total by rounding, the last kept column.
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
-kiln_sample_pick(const float* logits, int n, const float* params, unsigned char* scratchRows, const float* weightRows,
-                 const float* uniforms, int* out) {
+kiln_sample_pick(const float* logits, int n, const float* params, unsigned char* scratchRows, const float* uniforms,
+                 int* out) {
     wait_for_previous_kernel();
     __shared__ double dscratch[32];
     __shared__ int sharedPick;
@@ -584,14 +578,14 @@ kiln_sample_pick(const float* logits, int n, const float* params, unsigned char*
     bool fallback = !(target < total) && (int) blockIdx.x == lastSlice; // past the total by rounding
     if (!holds && !fallback) return;
     float threshold = sample_threshold(b);
-    const float* weights = weightRows + (long long) blockIdx.y * n;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int chunk = (b.to - b.from + SAMPLE_THREADS - 1) / SAMPLE_THREADS;
     int from = b.from + threadIdx.x * chunk, to = min(b.to, from + chunk);
     double local = 0.0;
     int lastKept = -1;
     for (int i = from; i < to; i++) {
-        if (b.row[i] >= threshold && weights[i] > 0.0f) { local += weights[i]; lastKept = i; }
+        float w = b.weight(b.row[i], threshold);
+        if (w > 0.0f) { local += w; lastKept = i; }
     }
     double inclusive = local;
     for (int o = 1; o < 32; o <<= 1) {
@@ -607,8 +601,9 @@ kiln_sample_pick(const float* logits, int n, const float* params, unsigned char*
         double cumulative = exclusive;
         int pick = lastKept;
         for (int i = from; i < to; i++) {
-            if (b.row[i] < threshold || weights[i] == 0.0f) continue;
-            cumulative += weights[i];
+            float w = b.weight(b.row[i], threshold);
+            if (w == 0.0f) continue;
+            cumulative += w;
             if (cumulative > target) { pick = i; break; }
         }
         atomicMax(&sharedPick, pick);
