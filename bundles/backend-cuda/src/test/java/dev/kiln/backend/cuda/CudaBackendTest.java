@@ -115,7 +115,8 @@ class CudaBackendTest {
     /**
      * The device's draws equal the host reference's (the API default, in double precision) for the same uniform
      * numbers: temperature with top-p, top-k, min-p, a near-greedy temperature, k beyond the vocabulary, a row with
-     * ties at the top, and temperature 0 (argmax); all rows in one call (a few slices per row), then each setting
+     * ties at the top, temperature 0 (argmax), top-p 0 (the largest logit) and min-p above 1 (nothing kept: the
+     * argmax); all rows in one call (a few slices per row), then each setting
      * alone (a row cut into many slices, and the launches without top-k or top-p when the row has none), then rows
      * too short to be cut. Draws whose cumulative weight lands within float rounding of a column boundary may
      * differ; allowed: one in a hundred.
@@ -124,7 +125,7 @@ class CudaBackendTest {
     void sampleRowsDrawsWhatTheHostReferenceDraws() {
         float[][] settings = {
                 {0.6f, 0, 0.95f, 0}, {1.0f, 50, 1f, 0}, {0.7f, 20, 0.9f, 0.05f}, {1.5f, 0, 1f, 0}, {0.05f, 0, 0.95f, 0},
-                {1.0f, 1_000_000, 0.5f, 0}, {0.8f, 3, 1f, 0}, {0f, 0, 1f, 0}};
+                {1.0f, 1_000_000, 0.5f, 0}, {0.8f, 3, 1f, 0}, {0f, 0, 1f, 0}, {0.7f, 0, 0f, 0}, {1.0f, 0, 1f, 1.5f}};
         Random random = new Random(9);
         int[] counts = new int[2];
         int n = 151936;
@@ -161,6 +162,8 @@ class CudaBackendTest {
                     if (onDevice[r] != onHost[r]) counts[1]++;
                     assertTrue(onDevice[r] >= 0 && onDevice[r] < n, "row " + r + " drew column " + onDevice[r]);
                     if (settings[r][0] == 0) assertEquals(onHost[r], onDevice[r], "temperature 0 is the argmax");
+                    if (settings[r][2] == 0) assertEquals(onHost[r], onDevice[r], "top-p 0 keeps the largest logit");
+                    if (settings[r][3] > 1) assertEquals(onHost[r], onDevice[r], "min-p above 1 keeps nothing: the argmax");
                     if (settings[r][1] == 3) {
                         assertTrue(onDevice[r] >= n / 2 && onDevice[r] < n / 2 + 5,
                                 "top-3 of five tied leaders keeps the ties: " + onDevice[r]);

@@ -297,7 +297,7 @@ __device__ double block_sum_double(double v, double* scratch) {
 //   kiln_sample_kept         each slice's kept weight
 //   kiln_sample_pick         the slice holding u times the kept total finds the column in column order
 // Each radix descent takes a 32-bit order key in three levels of 11, 11 and 10 bits from the top: every block adds
-// its candidates under the prefix chosen so far into the level's bins (atomics in global memory), and the next
+// its candidates under the prefix chosen so far into the level's bins (in shared memory, then into the row's), and the next
 // launch's blocks each walk those bins from the top until the count or weight above plus the bin reaches the
 // target, which fixes the level's bits (block 0 records them for the launches after). Rows of temperature 0 (and
 // rows whose largest logit is -inf or NaN) take the argmax and skip the rest.
@@ -369,14 +369,16 @@ struct SampleBlock {
         for (int s = 0; s < slices; s++) better(max, argmax, scratch->sliceMax[s], scratch->sliceArgmax[s]);
         if (argmax == 0x7fffffff) argmax = 0;
         drawn = temperature > 0.0 && max != -KILN_INFINITY && max == max;
-        if (minP > 0.0f) low = (float) ((double) max + temperature * log((double) minP));
+        // Rounded up: a float logit is at least the bound exactly when it is at least the float just above it.
+        if (minP > 0.0f) low = __double2float_ru((double) max + temperature * log((double) minP));
     }
 };
 
 // The level's bits from its bins (see above): walks from the top until above + the bins reach target, as the
 // sequential walk `for (b = bins - 1; b > 0; b--) { if (cum + h[b] >= target) break; cum += h[b]; }` would, with
-// the block's threads each owning a run of bins. Returns the level after, for every thread, and the sum of all
-// bins in *all when given.
+// the block's threads each owning a run of bins, for targets above `before.above` (which the descents keep: k >= 1,
+// and top-p above 0; top-p of 0 keeps the largest logit without a descent). Returns the level after, for every
+// thread, and the sum of all bins in *all when given.
 __device__ SampleLevel sample_select(const float* histogram, int level, SampleLevel before, double target,
                                      double* all = nullptr) {
     __shared__ double suffix[SAMPLE_THREADS + 1];
@@ -521,7 +523,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
 kiln_sample_top_p(const float* logits, int n, const float* params, unsigned char* scratchRows, int level) {
     wait_for_previous_kernel();
     SampleBlock b(logits, n, params, scratchRows, true);
-    if (!b.drawn || !(b.topP < 1.0f)) return;
+    if (!b.drawn || !(b.topP < 1.0f) || !(b.topP > 0.0f)) return;
     SampleLevel at = sample_select(b.scratch->histogramP[level - 1], level - 1, b.scratch->topP[level - 1],
                                    top_p_target(b));
     if (blockIdx.x == 0 && threadIdx.x == 0) b.scratch->topP[level] = at;
@@ -531,6 +533,7 @@ kiln_sample_top_p(const float* logits, int n, const float* params, unsigned char
 // The kept columns (logit at least the final threshold, weight above 0) of the block's slice: their weight.
 __device__ __forceinline__ float sample_threshold(const SampleBlock& b) {
     float threshold = b.scratch->low;
+    if (!(b.topP > 0.0f)) return fmaxf(threshold, b.max); // the host's walk stops at the largest logit (and its ties)
     if (b.topP < 1.0f) {
         SampleLevel last = sample_select(b.scratch->histogramP[2], 2, b.scratch->topP[2], top_p_target(b));
         threshold = fmaxf(threshold, key_value(last.prefix));
@@ -572,6 +575,10 @@ kiln_sample_pick(const float* logits, int n, const float* params, unsigned char*
         total += kept;
         if (kept > 0.0) lastSlice = s;
     }
+    if (lastSlice < 0) { // no candidate kept any weight (min-p above 1, say): the host's walk keeps the argmax
+        if (blockIdx.x == 0 && threadIdx.x == 0) out[blockIdx.y] = b.argmax;
+        return;
+    }
     double target = (double) uniforms[blockIdx.y] * total;
     double mineKept = b.scratch->sliceKept[blockIdx.x];
     bool holds = mineKept > 0.0 && before <= target && target < before + mineKept;
@@ -609,11 +616,11 @@ kiln_sample_pick(const float* logits, int n, const float* params, unsigned char*
         atomicMax(&sharedPick, pick);
     }
     __syncthreads();
-    if (sharedPick < 0) {
-        // Not found by rounding (or past the total): the slice's last kept column, as the host's walk ends there.
-        atomicMax(&sharedPick, lastKept);
-        __syncthreads();
-    }
+    bool none = sharedPick < 0; // every thread reads it before any thread may change it
+    __syncthreads();
+    // Not found by rounding (or past the total): the slice's last kept column, as the host's walk ends there.
+    if (none) atomicMax(&sharedPick, lastKept);
+    __syncthreads();
     if (threadIdx.x == 0) out[blockIdx.y] = sharedPick < 0 ? b.argmax : sharedPick;
 }
 
@@ -1530,7 +1537,7 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
                 for (int d = tid; d < valueDim; d += SPLIT_THREADS) {
                     T v = to_cache<T>(value[d]);
                     tileValues[j * valueRow + d] = from_cache(v);
-                    if (store) const_cast<T*>(values)[entry * valueDim + d] = v;
+                    if (store) const_cast<T*>(values)[entry * valueStride + d] = v;
                 }
             }
         }
