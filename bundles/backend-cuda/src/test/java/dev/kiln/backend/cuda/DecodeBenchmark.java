@@ -125,7 +125,13 @@ public final class DecodeBenchmark {
             int first = s * blocksPerSequence;
             tables[s] = IntStream.range(0, blocksPerSequence).map(i -> first + blocksPerSequence - 1 - i).toArray();
             int[] tokens = random.ints(prompt, 0, model.vocabSize()).toArray();
-            float[] logits = model.backend().read(model.forward(step(new int[][] {tables[s]}, new int[] {0}, new int[][] {tokens}), cache).logits());
+            // In chunks of the model's batch limit, so that prompts longer than one batch (long-context decode) work.
+            float[] logits = null;
+            for (int start = 0; start < prompt; start += model.maxBatchTokens()) {
+                int[] chunk = Arrays.copyOfRange(tokens, start, Math.min(prompt, start + model.maxBatchTokens()));
+                logits = model.backend().read(model.forward(step(new int[][] {tables[s]}, new int[] {start},
+                        new int[][] {chunk}), cache).logits());
+            }
             next[s] = SequenceRunner.argmax(logits);
             lengths[s] = prompt;
         }
