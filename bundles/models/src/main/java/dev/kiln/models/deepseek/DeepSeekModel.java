@@ -72,6 +72,8 @@ final class DeepSeekModel implements CausalLanguageModel {
     private AttentionPath path = AttentionPath.EXPANDED_PREFILL;
     /** The routed experts' bytes a token does not read on average, summed over the MoE layers as they are loaded. */
     private long unchosenExpertBytes;
+    /** Bytes of the MTP module (its weights and derived matrices): plain decoding never reads them. */
+    private long mtpBytes;
 
     private DeepSeekModel(Checkpoint checkpoint, DeepSeekConfig config, ModelBuildOptions options, WeightLoader weights,
                           DerivedWeights derived, ExpandedAttention expanded) {
@@ -108,7 +110,11 @@ final class DeepSeekModel implements CausalLanguageModel {
         try {
             lmHead = new LanguageModelHead(backend, norm, config.rmsNormEps(), projection, hidden, maxBatchTokens);
             buffers = new Activations(backend, config, maxBatchTokens, anyDense, expanded.available());
+            long before = weightBytes();
+            long unchosenBefore = unchosenExpertBytes;
             this.mtp = mtpStored ? loadMtp(config.layers(), buffers) : null;
+            mtpBytes = weightBytes() - before;
+            unchosenExpertBytes = unchosenBefore; // the module's experts are left out whole, with the rest of it
         } catch (RuntimeException e) {
             if (buffers != null) buffers.close();
             if (lmHead != null) lmHead.close();
@@ -314,10 +320,13 @@ final class DeepSeekModel implements CausalLanguageModel {
         return weights.bytes() + derived.bytes();
     }
 
-    /** {@link #weightBytes()} less the routed experts' bytes times {@code 1 - num_experts_per_tok / n_routed_experts}. */
+    /**
+     * {@link #weightBytes()} less the routed experts' bytes times {@code 1 - num_experts_per_tok / n_routed_experts}
+     * and less the MTP module, which only speculative decoding reads.
+     */
     @Override
     public long weightBytesPerToken() {
-        return weightBytes() - unchosenExpertBytes;
+        return weightBytes() - unchosenExpertBytes - mtpBytes;
     }
 
     @Override

@@ -139,6 +139,17 @@ class DeepSeekModelTest {
         }
     }
 
+    /** The MTP module counts in the model's weights but not in what a plainly decoded token reads. */
+    @Test
+    void aTokenDoesNotReadTheMtpModule() {
+        var stripped = new EditedCheckpoint(Harness.open("deepseek-v3-tiny")).remove("model.layers.3.eh_proj.weight");
+        try (CausalLanguageModel withModule = Harness.build("deepseek-v3-tiny", 32);
+             CausalLanguageModel without = Harness.build(stripped, null, 32)) {
+            assertTrue(withModule.weightBytes() > without.weightBytes());
+            assertEquals(without.weightBytesPerToken(), withModule.weightBytesPerToken());
+        }
+    }
+
     @Test
     void onlyACheckpointWithTheModuleOffersAnMtpHead() {
         try (CausalLanguageModel v2 = Harness.build("deepseek-v2-lite-tiny", 32)) {
