@@ -91,6 +91,7 @@ public final class ModelServices {
     public CausalLanguageModel load(Path folder, String backendName, String attentionName, String quantization,
                                     int maxBatchTokens, KvCacheDtypeSetting kvCacheDtype)
             throws IOException, InterruptedException {
+        // Checked here as well as below: a missing folder is refused at once, not after waiting for the backend.
         if (!Files.exists(folder)) throw new IllegalArgumentException("model folder " + folder + " does not exist");
         ComputeBackend backend = obtain(ComputeBackend.class, "(" + KilnProperties.NAME + "=" + backendName + ")",
                 "compute backend '" + backendName + "'");
