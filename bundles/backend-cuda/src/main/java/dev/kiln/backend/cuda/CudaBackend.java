@@ -15,6 +15,7 @@ import dev.kiln.backend.cuda.internal.CudaRoutedExperts;
 import dev.kiln.backend.cuda.internal.CudaTensor;
 import dev.kiln.backend.cuda.internal.DenseWeight;
 import dev.kiln.backend.cuda.internal.DeviceRotaryEmbedding;
+import dev.kiln.backend.cuda.internal.GrowingDeviceBuffer;
 import dev.kiln.backend.cuda.internal.KernelCompiler;
 import dev.kiln.backend.cuda.internal.Kernels;
 import dev.kiln.backend.cuda.internal.StepRecorder;
@@ -76,11 +77,10 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     private final List<DeviceRotaryEmbedding> rotaries = new ArrayList<>();
     /** Every per-head weight table not yet freed (a few hundred bytes per layer): freed when collected or at shutdown. */
     private final List<HeadTable> tables = new ArrayList<>();
-    /** Where {@link #argmaxRows} leaves its results: grown, never moved otherwise (graph replay needs the address). */
-    private long argmaxOut;
-    private int argmaxCapacity;
-    private long choiceBuffer;
-    private long choiceBufferFloats;
+    /** Where {@link #argmaxRows} and {@link #sampleRows} leave their results, one int a row. */
+    private final GrowingDeviceBuffer choices;
+    /** Scratch of {@link #argmaxRows} (the slices' partial results) and {@link #sampleRows} (each row's state). */
+    private final GrowingDeviceBuffer choiceScratch;
 
     /** The backend on device 0 with the default kernel cache. */
     public CudaBackend() {
@@ -106,6 +106,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
      */
     public CudaBackend(int device, Path kernelCache, boolean graphs) {
         this.context = CudaContext.open(device, kernelCache, graphs);
+        this.choices = new GrowingDeviceBuffer(context);
+        this.choiceScratch = new GrowingDeviceBuffer(context);
     }
 
     /** Declarative Services constructor. */
@@ -187,8 +189,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         if (rows == 0) return new int[0];
         long out;
         synchronized (this) {
-            out = resultBuffer(rows);
-            long partials = choiceScratch(2L * rows * Kernels.ARGMAX_SLICES);
+            out = choices.atLeast(4L * rows);
+            long partials = choiceScratch.atLeast(4L * 2 * rows * Kernels.ARGMAX_SLICES);
             context.kernels().argmaxRows(t.pointer(), t.rowLength(), out, rows, partials);
             return context.readInts(out, rows);
         }
@@ -215,10 +217,10 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
             anyTopP |= params[4 * r + 2] < 1f;
         }
         synchronized (this) {
-            long out = resultBuffer(rows);
+            long out = choices.atLeast(4L * rows);
             long deviceParams = context.uploads().floats(Arrays.copyOf(params, 4 * rows));
             long deviceDraws = context.uploads().floats(draws);
-            long scratch = choiceScratch(rows * Kernels.SAMPLE_ROW_BYTES / Float.BYTES);
+            long scratch = choiceScratch.atLeast(rows * Kernels.SAMPLE_ROW_BYTES);
             context.kernels().sampleRows(t.pointer(), t.rowLength(), deviceParams, deviceDraws, scratch, out, rows,
                     anyTopK, anyTopP);
             return context.readInts(out, rows);
@@ -226,26 +228,6 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     }
 
     private static final float LARGEST_BELOW_ONE = Math.nextDown(1f);
-
-    /** Scratch of {@link #sampleRows} and {@link #argmaxRows}, grown as needed (stable address for graph replay). */
-    private long choiceScratch(long floats) {
-        if (floats > choiceBufferFloats) {
-            if (choiceBuffer != 0) context.free(choiceBuffer);
-            choiceBufferFloats = Math.max(floats, 2 * choiceBufferFloats);
-            choiceBuffer = context.allocate(4L * choiceBufferFloats);
-        }
-        return choiceBuffer;
-    }
-
-    /** The device buffer the per-row choices land in, grown as needed (its address is stable for graph replay). */
-    private long resultBuffer(int rows) {
-        if (rows > argmaxCapacity) {
-            if (argmaxOut != 0) context.free(argmaxOut);
-            argmaxCapacity = Math.max(rows, 2 * argmaxCapacity);
-            argmaxOut = context.allocate(4L * argmaxCapacity);
-        }
-        return argmaxOut;
-    }
 
     @Override
     public Weight denseWeight(CheckpointTensor tensor) {
@@ -466,14 +448,11 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
             rotaries.clear();
         }
         synchronized (this) {
-            if (argmaxOut != 0) context.free(argmaxOut);
-            if (choiceBuffer != 0) context.free(choiceBuffer);
+            choices.close();
+            choiceScratch.close();
             for (HeadTable table : tables) context.free(table.pointer);
             tables.clear();
             headTables.clear();
-            argmaxOut = choiceBuffer = 0;
-            argmaxCapacity = 0;
-            choiceBufferFloats = 0;
         }
         context.close();
     }

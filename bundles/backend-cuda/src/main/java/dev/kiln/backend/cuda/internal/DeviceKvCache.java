@@ -20,8 +20,7 @@ public final class DeviceKvCache implements KvCache {
     private final long keyLayerElements;
     private final long valueLayerElements;
     private final int elementBytes;
-    private long attentionScratch;
-    private long attentionScratchBytes;
+    private final GrowingDeviceBuffer attentionScratch;
     private volatile boolean closed;
 
     /**
@@ -43,6 +42,7 @@ public final class DeviceKvCache implements KvCache {
             throw new IllegalArgumentException("the CUDA KV cache stores F32 or BF16 elements, not " + spec.dtype());
         }
         this.context = context;
+        this.attentionScratch = new GrowingDeviceBuffer(context);
         this.elementBytes = spec.dtype().byteSize();
         this.spec = spec;
         this.numBlocks = numBlocks;
@@ -114,14 +114,7 @@ public final class DeviceKvCache implements KvCache {
      */
     public synchronized long attentionScratch(long bytes) {
         checkOpen();
-        if (bytes > attentionScratchBytes) {
-            if (attentionScratch != 0) context.free(attentionScratch);
-            attentionScratch = 0;
-            long grown = Math.max(bytes, 2 * attentionScratchBytes);
-            attentionScratch = context.allocate(grown);
-            attentionScratchBytes = grown;
-        }
-        return attentionScratch;
+        return attentionScratch.atLeast(bytes);
     }
 
     /** The context the cache lives in. */
@@ -167,8 +160,7 @@ public final class DeviceKvCache implements KvCache {
         context.free(keys);
         if (values != 0) context.free(values);
         synchronized (this) {
-            if (attentionScratch != 0) context.free(attentionScratch);
-            attentionScratch = 0;
+            attentionScratch.close();
         }
     }
 }
