@@ -44,6 +44,19 @@ public interface ComputeBackend {
     /** {@code out[t] = table[ids[t]]}: embedding lookup. */
     void embed(Weight table, int[] ids, Tensor out);
 
+    /**
+     * Embedding lookup where some ids are {@linkplain PendingTokens#placeholder placeholders} for tokens of an
+     * earlier step still being chosen: {@code out[t] = table[id]} with {@code id} the pending token for a placeholder.
+     * The default waits for the pending tokens and embeds the ids they resolve to; a backend that
+     * {@linkplain #overlapsSteps overlaps steps} reads them where the earlier step leaves them, without waiting.
+     *
+     * @param pending the tokens the placeholders stand for, or null when {@code ids} has none
+     * @since 1.5
+     */
+    default void embed(Weight table, int[] ids, PendingTokens pending, Tensor out) {
+        embed(table, PendingTokens.resolve(ids, pending), out);
+    }
+
     /** {@code out = x · weightᵀ} for every row of x: the weight's own kernel (dense or quantized) does the work. */
     default void matmul(Tensor x, Weight weight, Tensor out) {
         weight.multiply(x, out);
@@ -200,6 +213,38 @@ public interface ComputeBackend {
      */
     default boolean choosesTokensOnDevice() {
         return false;
+    }
+
+    /**
+     * Whether an engine gains by queueing a step before the tokens of the step ahead of it are read back: true when
+     * {@link #argmaxRowsPending} and {@link #sampleRowsPending} return before the work that chooses the tokens is
+     * done, and {@link #embed(Weight, int[], PendingTokens, Tensor)} reads pending tokens where they are chosen (a
+     * GPU, whose queue then never runs dry between steps). False by default: the default methods choose at once.
+     *
+     * @since 1.5
+     */
+    default boolean overlapsSteps() {
+        return false;
+    }
+
+    /**
+     * {@link #argmaxRows}, with the result left pending: a backend that {@linkplain #overlapsSteps overlaps steps}
+     * queues the choice and returns; the default chooses at once.
+     *
+     * @since 1.5
+     */
+    default PendingTokens argmaxRowsPending(Tensor x) {
+        return PendingTokens.of(argmaxRows(x));
+    }
+
+    /**
+     * {@link #sampleRows}, with the result left pending: a backend that {@linkplain #overlapsSteps overlaps steps}
+     * queues the draws and returns; the default draws at once. The arguments are read before the call returns.
+     *
+     * @since 1.5
+     */
+    default PendingTokens sampleRowsPending(Tensor x, float[] params, double[] uniforms) {
+        return PendingTokens.of(sampleRows(x, params, uniforms));
     }
 
     /**

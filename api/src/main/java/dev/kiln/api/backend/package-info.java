@@ -9,9 +9,12 @@
  *
  * <p>1.4: {@code routedExperts}, {@code RoutedExperts}, {@code ExpertRouting}, {@code matmulPerHead}, multi-range
  * {@code copyColumns}.
+ *
+ * <p>1.5: {@code PendingTokens}, {@code overlapsSteps}, {@code argmaxRowsPending}, {@code sampleRowsPending} and
+ * {@code embed} of pending tokens: a step queued before the tokens of the step ahead of it are read back.
  */
 @Export
-@Version("1.4.0")
+@Version("1.5.0")
 package dev.kiln.api.backend;
 
 import org.osgi.annotation.bundle.Export;

@@ -52,6 +52,18 @@ public interface CausalLanguageModel extends AutoCloseable {
      */
     ForwardResult forward(ForwardBatch batch, KvCache cache);
 
+    /**
+     * Whether {@link #forward} accepts a batch with {@linkplain ForwardBatch#pendingTokens pending tokens}, passing
+     * them to {@link ComputeBackend#embed(dev.kiln.api.backend.Weight, int[], dev.kiln.api.backend.PendingTokens,
+     * dev.kiln.api.tensor.Tensor)} rather than reading the ids on the host. False by default: an engine then gives
+     * the model known tokens only.
+     *
+     * @since 1.3
+     */
+    default boolean acceptsPendingTokens() {
+        return false;
+    }
+
     /** The most tokens one forward accepts (the workspace's size); larger prompts are chunked by the caller. */
     int maxBatchTokens();
 

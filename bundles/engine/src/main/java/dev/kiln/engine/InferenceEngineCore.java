@@ -3,6 +3,8 @@ package dev.kiln.engine;
 import dev.kiln.api.attention.AttentionMetadata;
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.attention.KvCacheSpec;
+import dev.kiln.api.backend.ComputeBackend;
+import dev.kiln.api.backend.PendingTokens;
 import dev.kiln.api.engine.EngineOverloadedException;
 import dev.kiln.api.engine.EngineStats;
 import dev.kiln.api.engine.FinishReason;
@@ -60,6 +62,15 @@ import org.slf4j.LoggerFactory;
  * tokens and the target's next token go out in one event; the KV slots of rejected tokens are given back. Steps
  * whose running batch is larger than the configured maximum do not draft. Sequences still prefilling do not draft.
  *
+ * <p>Overlapped steps: on a backend that {@linkplain ComputeBackend#overlapsSteps overlaps steps} (a GPU), a step
+ * whose tokens are chosen on the device leaves them pending, and the next step is scheduled and queued before they
+ * are read back: each sequence waiting for its token gets a {@linkplain PendingTokens#placeholder placeholder} that
+ * the device resolves when it embeds the next step's tokens. Only then does the engine wait for the first step's
+ * tokens, report them and take back what they end (a stop token ends a sequence whose next step is already queued:
+ * that step's row for it is dropped). The GPU thus never waits for the host between steps. Steps that draft, or
+ * whose requests need the logits (log-probabilities, logits processors, minimum lengths), are completed before the
+ * next one is scheduled, as on the CPU.
+ *
  * <p>The sampler, the logits processors and the proposer can be replaced at any time ({@link #setSampler},
  * {@link #setLogitsProcessors}, {@link #setSpeculation}); a replacement applies from the next step, requests in
  * flight continue, and greedy outputs do not change.
@@ -93,6 +104,10 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     private final AtomicInteger inboxSize = new AtomicInteger();
     /** The step's greedy choices per logit row when the backend computed them instead of returning logits. */
     private int[] deviceChoices;
+    /** The step whose tokens are still being chosen on the device, or null. */
+    private InFlight inFlight;
+    /** Whether steps overlap on this model and backend ({@code -Dkiln.engine.overlapSteps=false} turns it off). */
+    private final boolean overlapSteps;
     private final Object submitLock = new Object();
     private long arrivals;
     private boolean closed;
@@ -168,6 +183,8 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         this.description = describe(model, settings, maxModelLen);
         this.cache = model.allocateKvCache((int) numBlocks, blockSize);
         this.speculation = new Speculation(model);
+        this.overlapSteps = model.acceptsPendingTokens() && model.backend().overlapsSteps()
+                && Boolean.parseBoolean(System.getProperty("kiln.engine.overlapSteps", "true"));
         LOG.info("engine for {}: {} KV blocks of {} tokens ({} MiB, {}), context {} tokens, {} sequences, {} tokens per step",
                 description.id(), numBlocks, blockSize, cache.bytes() >> 20, spec.dtype(), maxModelLen,
                 settings.maxNumSeqs(), budget);
@@ -361,7 +378,13 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
                     } catch (RuntimeException | Error e) {
                         LOG.error("engine step failed; failing the running requests", e);
                         for (Sequence s : scheduler.running()) fail(s, e);
+                        if (inFlight != null) {
+                            for (Scheduler.Entry entry : inFlight.plan()) fail(entry.sequence(), e);
+                            inFlight = null;
+                        }
                     }
+                } else if (inFlight != null) {
+                    completeInFlight(); // its sequences were all cancelled
                 } else if (inbox.isEmpty() && cancellations.isEmpty() && !isClosed()) {
                     speculation.flush(); // finished sequences' proposer state is freed before idling
                     LockSupport.park(this);
@@ -388,6 +411,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
             }
         }
         IllegalStateException stopped = new IllegalStateException(stopReason == null ? "the engine was stopped" : stopReason);
+        inFlight = null; // its sequences are among those failed below
         admitSubmissions();
         for (Sequence s : scheduler.all()) fail(s, stopped);
         publishCounts();
@@ -426,36 +450,48 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
 
     /**
      * One engine step: schedule, one batched forward, then choose tokens (verifying drafts) and report for every
-     * sequence that needs it, and draft for the next step.
+     * sequence that needs it, and draft for the next step. When the tokens are chosen on a device that overlaps
+     * steps, they are left pending: the step ahead of this one is completed, and this one waits in {@link #inFlight}
+     * until the next step is queued.
      */
     private void step() {
         List<Scheduler.Entry> plan = scheduler.schedule();
         publishCounts(); // admissions and preemptions show in stats (and in submit's queue bound) during the step
         if (plan.isEmpty()) {
+            completeInFlight();
             refuseUnschedulable();
             return;
         }
         Speculation.Mode mode = speculation.mode();
         boolean drafting = mode.draftsFor(scheduler.runningCount());
-        StepBatch step = StepBatch.build(plan, blockSize, drafting && mode.needsHiddenStates(), paddedDecodeSize(plan));
+        StepBatch step = StepBatch.build(plan, blockSize, drafting && mode.needsHiddenStates(), paddedDecodeSize(plan),
+                inFlight == null ? null : inFlight.tokens());
         float[] logits = null;
         float[] hidden;
         Sampler currentSampler = sampler;
         List<LogitsProcessor> currentProcessors = processors;
-        deviceChoices = null;
+        PendingTokens chosen = null;
+        boolean leavePending = overlapSteps && !drafting;
         try {
             ForwardResult result = model.forward(step.batch(), cache);
             if (step.logitRows() > 0) {
-                deviceChoices = chooseOnBackend(plan, step, result.logits(), currentSampler, currentProcessors);
-                if (deviceChoices == null) logits = model.backend().read(result.logits());
+                chosen = chooseOnBackend(plan, step, result.logits(), currentSampler, currentProcessors, leavePending);
+                if (chosen == null) logits = model.backend().read(result.logits());
             }
             hidden = step.batch().returnHiddenStates() && step.logitRows() > 0 && result.hiddenStates() != null
                     ? model.backend().read(result.hiddenStates()) : null;
         } catch (RuntimeException e) {
             LOG.error("forward step over {} sequences failed", plan.size(), e);
             for (Scheduler.Entry entry : plan) fail(entry.sequence(), e);
+            completeInFlight();
             return;
         }
+        completeInFlight(); // the step ahead: its tokens were being chosen while this step was queued
+        if (chosen != null && leavePending) {
+            holdPending(plan, step, chosen, currentSampler, currentProcessors);
+            return;
+        }
+        deviceChoices = chosen == null ? null : chosen.await();
         List<DraftRequest> requests = new ArrayList<>();
         List<Sequence> requesters = new ArrayList<>();
         for (int i = 0; i < plan.size(); i++) {
@@ -490,7 +526,81 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
     }
 
     /**
-     * The step's tokens chosen where the logits are, or null when some request needs the logits themselves. Greedy
+     * A step whose tokens are being chosen on the device.
+     *
+     * @param decides     which sequences of the plan get a token from it
+     * @param placeholder which of those hold a placeholder for it as their last token (all but those the token
+     *                    takes to a length limit, which must not be scheduled again)
+     */
+    private record InFlight(List<Scheduler.Entry> plan, StepBatch step, PendingTokens tokens, boolean[] decides,
+                            boolean[] placeholder, Sampler sampler, List<LogitsProcessor> processors) {}
+
+    /**
+     * Takes the sequences of a step whose tokens are pending past it, as {@link #advance} would, except that a
+     * sequence due a token gets a placeholder for it, so that the scheduler gives it its next step at once.
+     */
+    private void holdPending(List<Scheduler.Entry> plan, StepBatch step, PendingTokens chosen, Sampler sampler,
+                             List<LogitsProcessor> processors) {
+        boolean[] decides = new boolean[plan.size()];
+        boolean[] placeholder = new boolean[plan.size()];
+        for (int i = 0; i < plan.size(); i++) {
+            Sequence s = plan.get(i).sequence();
+            if (s.isDone()) continue;
+            int before = s.computed();
+            s.setDraft(null);
+            s.advance(step.queryTokens(i));
+            blocks.registerFullBlocks(s.blocks(), s.tokens(), s.computed());
+            promptTokens += Math.max(0, Math.min(s.computed(), s.promptLength()) - before);
+            if (s.uncomputed() > 0) continue; // prompt not finished: more chunks to come
+            if (s.request().maxTokens() == 0) {
+                finish(s, FinishReason.LENGTH, NO_TOKENS, null);
+                continue;
+            }
+            decides[i] = true;
+            if (s.outputLength() + 1 < s.request().maxTokens() && s.length() + 1 < maxModelLen) {
+                s.append(PendingTokens.placeholder(step.sampleRow(i)));
+                placeholder[i] = true;
+            }
+        }
+        inFlight = new InFlight(plan, step, chosen, decides, placeholder, sampler, processors);
+        speculation.flush();
+    }
+
+    /**
+     * Waits for the tokens of the step in flight and decides with them as a step read back at once would: each
+     * placeholder gives way to its token, or to the end of its sequence.
+     */
+    private void completeInFlight() {
+        InFlight f = inFlight;
+        if (f == null) return;
+        inFlight = null;
+        try {
+            deviceChoices = f.tokens().await();
+        } catch (RuntimeException e) {
+            LOG.error("choosing the tokens of a step over {} sequences failed", f.plan().size(), e);
+            for (Scheduler.Entry entry : f.plan()) fail(entry.sequence(), e);
+            return;
+        }
+        try {
+            for (int i = 0; i < f.plan().size(); i++) {
+                Sequence s = f.plan().get(i).sequence();
+                if (s.isDone() || !f.decides()[i]) continue;
+                if (f.placeholder()[i]) s.dropPlaceholder();
+                try {
+                    report(s, decide(s, null, 0, f.step().sampleRow(i), null, f.sampler(), f.processors()));
+                } catch (RuntimeException e) {
+                    LOG.warn("request {} failed while choosing its next token", s.id(), e);
+                    fail(s, e);
+                }
+            }
+        } finally {
+            deviceChoices = null;
+        }
+    }
+
+    /**
+     * The step's tokens chosen where the logits are (left pending when asked), or null when some request needs the
+     * logits themselves. Greedy
      * steps take {@link dev.kiln.api.backend.ComputeBackend#argmaxRows}; steps whose sampled requests use only
      * temperature, top-k, top-p and min-p, with a sampler that draws like the backend, take
      * {@link dev.kiln.api.backend.ComputeBackend#sampleRows} with one uniform number from each request's random
@@ -499,9 +609,10 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
      * batch 32 the logits are 19 MB per step to copy and scan. Log-probabilities (of the output or the prompt), stop
      * tokens masked for a minimum length, logits processors and drafts of sampled requests need the logits.
      */
-    private int[] chooseOnBackend(List<Scheduler.Entry> plan, StepBatch step, Tensor logits, Sampler sampler,
-                                  List<LogitsProcessor> processors) {
-        if (!model.backend().choosesTokensOnDevice()) return null;
+    private PendingTokens chooseOnBackend(List<Scheduler.Entry> plan, StepBatch step, Tensor logits, Sampler sampler,
+                                          List<LogitsProcessor> processors, boolean leavePending) {
+        ComputeBackend backend = model.backend();
+        if (!backend.choosesTokensOnDevice()) return null;
         boolean greedyOnly = true;
         for (int i = 0; i < plan.size(); i++) {
             Sequence s = plan.get(i).sequence();
@@ -517,7 +628,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
                 greedyOnly = false;
             }
         }
-        if (greedyOnly) return model.backend().argmaxRows(logits);
+        if (greedyOnly) return leavePending ? backend.argmaxRowsPending(logits) : PendingTokens.of(backend.argmaxRows(logits));
         int rows = step.logitRows();
         float[] params = new float[4 * rows]; // temperature 0 (the largest logit) for every row not drawn
         double[] uniforms = new double[rows];
@@ -532,7 +643,8 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
             params[4 * row + 3] = (float) p.minP();
             uniforms[row] = s.random().nextDouble();
         }
-        return model.backend().sampleRows(logits, params, uniforms);
+        return leavePending ? backend.sampleRowsPending(logits, params, uniforms)
+                : PendingTokens.of(backend.sampleRows(logits, params, uniforms));
     }
 
     /**
@@ -787,8 +899,10 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
          * @param padTo sequences the step is padded to with sequences of one token that store nothing (slot -1),
          *              attend to their own first position in the first sequence's first block, and want no logits;
          *              at most {@code plan.size()} means no padding
+         * @param pending the tokens the placeholders among the sequences' tokens stand for, or null
          */
-        static StepBatch build(List<Scheduler.Entry> plan, int blockSize, boolean hiddenStates, int padTo) {
+        static StepBatch build(List<Scheduler.Entry> plan, int blockSize, boolean hiddenStates, int padTo,
+                               PendingTokens pending) {
             int sequences = plan.size();
             int padding = Math.max(0, padTo - sequences);
             int total = 0;
@@ -875,7 +989,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
             queryStart[sequences + padding] = row;
             var attention = new AttentionMetadata(queryStart, context, tables, slots);
             int[] wanted = rows == total ? logitRows : Arrays.copyOf(logitRows, rows);
-            return new StepBatch(new ForwardBatch(tokens, positions, attention, wanted, hiddenStates), rows, firstRow,
+            return new StepBatch(new ForwardBatch(tokens, positions, attention, wanted, hiddenStates, pending), rows, firstRow,
                     queryTokens, draftTokens, sampleRows, promptRowStart, promptRowCount,
                     promptPositionStart);
         }

@@ -21,8 +21,8 @@ public final class BatchValidation {
         if (tokens == 0 || tokens > maxBatchTokens) {
             throw new IllegalArgumentException("a batch takes 1.." + maxBatchTokens + " tokens, found " + tokens);
         }
-        for (int t : batch.tokens()) {
-            if (t < 0 || t >= vocabSize) {
+        for (int t : batch.tokens()) { // a negative id is a placeholder, checked against the pending tokens by the batch
+            if (t >= vocabSize) {
                 throw new IllegalArgumentException("token " + t + " outside the vocabulary of " + vocabSize);
             }
         }

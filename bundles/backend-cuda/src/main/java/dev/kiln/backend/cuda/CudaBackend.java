@@ -4,6 +4,7 @@ import dev.kiln.api.KilnProperties;
 import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.backend.DeviceInfo;
 import dev.kiln.api.backend.ExpertRouting;
+import dev.kiln.api.backend.PendingTokens;
 import dev.kiln.api.backend.RoutedExperts;
 import dev.kiln.api.backend.RotaryEmbedding;
 import dev.kiln.api.backend.Weight;
@@ -15,10 +16,12 @@ import dev.kiln.backend.cuda.internal.CudaRoutedExperts;
 import dev.kiln.backend.cuda.internal.CudaTensor;
 import dev.kiln.backend.cuda.internal.DenseWeight;
 import dev.kiln.backend.cuda.internal.DeviceRotaryEmbedding;
+import dev.kiln.backend.cuda.internal.DeviceRowGather;
 import dev.kiln.backend.cuda.internal.GrowingDeviceBuffer;
 import dev.kiln.backend.cuda.internal.KernelCompiler;
 import dev.kiln.backend.cuda.internal.Kernels;
 import dev.kiln.backend.cuda.internal.StepRecorder;
+import dev.kiln.backend.cuda.internal.TokenReadbacks;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
@@ -81,6 +84,10 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     private final GrowingDeviceBuffer choices;
     /** Scratch of {@link #argmaxRows} (the slices' partial results) and {@link #sampleRows} (each row's state). */
     private final GrowingDeviceBuffer choiceScratch;
+    /** Where tokens chosen without waiting go: their device buffers and page-locked copies. */
+    private final TokenReadbacks readbacks;
+    /** A step's token ids with the placeholders for pending tokens replaced, as its embedding reads them. */
+    private final GrowingDeviceBuffer resolvedIds;
 
     /** The backend on device 0 with the default kernel cache. */
     public CudaBackend() {
@@ -108,6 +115,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         this.context = CudaContext.open(device, kernelCache, graphs);
         this.choices = new GrowingDeviceBuffer(context);
         this.choiceScratch = new GrowingDeviceBuffer(context);
+        this.readbacks = new TokenReadbacks(context);
+        this.resolvedIds = new GrowingDeviceBuffer(context);
     }
 
     /** Declarative Services constructor. */
@@ -187,44 +196,90 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         CudaTensor t = CudaTensor.f32(x, context);
         int rows = t.rowCount();
         if (rows == 0) return new int[0];
-        long out;
         synchronized (this) {
-            out = choices.atLeast(4L * rows);
-            long partials = choiceScratch.atLeast(4L * 2 * rows * Kernels.ARGMAX_SLICES);
-            context.kernels().argmaxRows(t.pointer(), t.rowLength(), out, rows, partials);
+            long out = choices.atLeast(4L * rows);
+            argmaxInto(t, rows, out);
             return context.readInts(out, rows);
         }
+    }
+
+    /**
+     * True: the choices are queued and copied back without waiting, into buffers of their own, and {@link
+     * #embed(Weight, int[], PendingTokens, Tensor)} reads them on the device, so an engine queues its next step
+     * while this one runs.
+     */
+    @Override
+    public boolean overlapsSteps() {
+        return true;
+    }
+
+    @Override
+    public PendingTokens argmaxRowsPending(Tensor x) {
+        CudaTensor t = CudaTensor.f32(x, context);
+        int rows = t.rowCount();
+        synchronized (this) {
+            long out = readbacks.claim(rows);
+            if (rows > 0) argmaxInto(t, rows, out);
+            return readbacks.send(rows, t.rowLength());
+        }
+    }
+
+    private void argmaxInto(CudaTensor t, int rows, long out) {
+        long partials = choiceScratch.atLeast(4L * 2 * rows * Kernels.ARGMAX_SLICES);
+        context.kernels().argmaxRows(t.pointer(), t.rowLength(), out, rows, partials);
     }
 
     @Override
     public int[] sampleRows(Tensor x, float[] params, double[] uniforms) {
         CudaTensor t = CudaTensor.f32(x, context);
         int rows = t.rowCount();
+        float[] draws = draws(rows, params, uniforms);
+        if (rows == 0) return new int[0];
+        synchronized (this) {
+            long out = choices.atLeast(4L * rows);
+            sampleInto(t, rows, params, draws, out);
+            return context.readInts(out, rows);
+        }
+    }
+
+    @Override
+    public PendingTokens sampleRowsPending(Tensor x, float[] params, double[] uniforms) {
+        CudaTensor t = CudaTensor.f32(x, context);
+        int rows = t.rowCount();
+        float[] draws = draws(rows, params, uniforms);
+        synchronized (this) {
+            long out = readbacks.claim(rows);
+            if (rows > 0) sampleInto(t, rows, params, draws, out);
+            return readbacks.send(rows, t.rowLength());
+        }
+    }
+
+    /** The uniform numbers in single precision, after checking the arguments cover the rows. */
+    private static float[] draws(int rows, float[] params, double[] uniforms) {
         if (params.length < 4 * rows || uniforms.length < rows) {
             throw new IllegalArgumentException("sampling parameters for " + params.length / 4 + " and " + uniforms.length
                     + " rows, the tensor has " + rows);
         }
-        if (rows == 0) return new int[0];
         float[] draws = new float[rows];
         for (int r = 0; r < rows; r++) {
             double u = uniforms[r];
             if (!(u >= 0 && u < 1)) throw new IllegalArgumentException("uniform number " + u + " outside [0, 1)");
             draws[r] = Math.min((float) u, LARGEST_BELOW_ONE); // single precision: 2^-24 steps of the cumulative weight
         }
+        return draws;
+    }
+
+    private void sampleInto(CudaTensor t, int rows, float[] params, float[] draws, long out) {
         boolean anyTopK = false, anyTopP = false;
         for (int r = 0; r < rows; r++) {
             anyTopK |= (int) params[4 * r + 1] > 0;
             anyTopP |= params[4 * r + 2] < 1f;
         }
-        synchronized (this) {
-            long out = choices.atLeast(4L * rows);
-            long deviceParams = context.uploads().floats(Arrays.copyOf(params, 4 * rows));
-            long deviceDraws = context.uploads().floats(draws);
-            long scratch = choiceScratch.atLeast(rows * Kernels.SAMPLE_ROW_BYTES);
-            context.kernels().sampleRows(t.pointer(), t.rowLength(), deviceParams, deviceDraws, scratch, out, rows,
-                    anyTopK, anyTopP);
-            return context.readInts(out, rows);
-        }
+        long deviceParams = context.uploads().floats(Arrays.copyOf(params, 4 * rows));
+        long deviceDraws = context.uploads().floats(draws);
+        long scratch = choiceScratch.atLeast(rows * Kernels.SAMPLE_ROW_BYTES);
+        context.kernels().sampleRows(t.pointer(), t.rowLength(), deviceParams, deviceDraws, scratch, out, rows,
+                anyTopK, anyTopP);
     }
 
     private static final float LARGEST_BELOW_ONE = Math.nextDown(1f);
@@ -255,6 +310,38 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     @Override
     public void embed(Weight table, int[] ids, Tensor out) {
         table.gatherRows(ids, out);
+    }
+
+    /**
+     * Placeholders for tokens this backend is still choosing are replaced on the device, after the kernels that
+     * choose them, by one small kernel ahead of the lookup: nothing waits. Pending tokens already read, or of another
+     * kind, are resolved on the host.
+     */
+    @Override
+    public void embed(Weight table, int[] ids, PendingTokens pending, Tensor out) {
+        boolean placeholders = false;
+        for (int id : ids) placeholders |= id < 0;
+        if (placeholders && pending instanceof TokenReadbacks.Pending chosen && chosen.isFrom(readbacks)
+                && !chosen.isRead() && table instanceof DeviceRowGather gather) {
+            if (chosen.columns() > table.rows()) {
+                throw new IllegalArgumentException("tokens chosen from rows of " + chosen.columns()
+                        + " columns cannot index a table of " + table.rows() + " rows");
+            }
+            for (int id : ids) {
+                if (id >= table.rows() || (id < 0 && PendingTokens.rowOf(id) >= chosen.count())) {
+                    throw new IllegalArgumentException("token id " + id + " is neither a row of the table's " + table.rows()
+                            + " nor a placeholder for one of " + chosen.count() + " pending tokens");
+                }
+            }
+            synchronized (this) {
+                long uploaded = context.uploads().ints(ids);
+                long resolved = resolvedIds.atLeast(4L * ids.length);
+                context.kernels().resolveTokens(uploaded, chosen.devicePointer(), resolved, ids.length);
+                gather.gatherRows(resolved, ids.length, out);
+            }
+            return;
+        }
+        embed(table, placeholders ? PendingTokens.resolve(ids, pending) : ids, out);
     }
 
     @Override
@@ -450,6 +537,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         synchronized (this) {
             choices.close();
             choiceScratch.close();
+            readbacks.close();
+            resolvedIds.close();
             for (HeadTable table : tables) context.free(table.pointer);
             tables.clear();
             headTables.clear();

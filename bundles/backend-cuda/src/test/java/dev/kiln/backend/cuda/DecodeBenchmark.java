@@ -1,6 +1,8 @@
 package dev.kiln.backend.cuda;
 
 import dev.kiln.api.attention.KvCache;
+import dev.kiln.api.backend.ComputeBackend;
+import dev.kiln.api.backend.PendingTokens;
 import dev.kiln.api.checkpoint.Checkpoint;
 import dev.kiln.api.checkpoint.CheckpointTensor;
 import dev.kiln.api.model.CausalLanguageModel;
@@ -85,19 +87,20 @@ public final class DecodeBenchmark {
                     // Every weight once per token, but one row of the embedding table and only the chosen experts.
                     long perToken = model.weightBytesPerToken() - embeddingBytes;
                     double bound = bandwidth / perToken;
-                    for (int batch : batches) {
+                    for (int batch : batches) for (boolean overlap : OVERLAP) {
                         for (int round = 0; round < 2; round++) { // the first round warms up the JIT and the kernels
                             StepRecorder.Stats before = backend.launchStats();
-                            StepRecorder profiler = round == 1 && Boolean.getBoolean("kiln.bench.profile")
+                            // Profiling waits for every step's timing events, which would undo the overlap.
+                            StepRecorder profiler = round == 1 && !overlap && Boolean.getBoolean("kiln.bench.profile")
                                     ? backend.context().recorder() : null;
-                            double[] result = decode(model, cache, batch, prompt, generate, blocksPerSequence, profiler);
+                            double[] result = decode(model, cache, batch, prompt, generate, blocksPerSequence, profiler, overlap);
                             StepRecorder.Stats after = backend.launchStats();
                             if (round == 0) continue;
                             double median = result[1];
-                            System.out.printf("batch %d, context %d..%d: %.1f tok/s overall, median step %.3f ms (host until "
+                            System.out.printf("batch %d%s, context %d..%d: %.1f tok/s overall, median step %.3f ms (host until "
                                             + "forward returns %.3f ms) = %.1f tok/s"
                                             + " (%.1f tok/s per sequence)%s; graph replays %d, one-by-one nodes %d, fusions %d%n",
-                                    batch, prompt, prompt + generate, batch * generate / result[0], median * 1e3, result[2] * 1e3,
+                                    batch, overlap ? " overlapped" : "", prompt, prompt + generate, batch * generate / result[0], median * 1e3, result[2] * 1e3,
                                     batch / median, 1 / median,
                                     batch == 1 ? String.format("; HBM bound %.0f tok/s (%.3f GB/token) -> %.0f%% of it", bound,
                                             perToken / 1e9, 100 / median / bound) : "",
@@ -112,11 +115,32 @@ public final class DecodeBenchmark {
     }
 
     /**
+     * {@code -Dkiln.bench.overlap=off,on} (the default; or one of them): whether each step is queued before the
+     * tokens of the step ahead are read back, as the engine queues them on this backend (placeholders stand for the
+     * pending tokens), or only after.
+     */
+    private static final boolean[] OVERLAP = overlapModes(System.getProperty("kiln.bench.overlap", "off,on"));
+
+    private static boolean[] overlapModes(String value) {
+        String[] parts = value.split(",");
+        boolean[] modes = new boolean[parts.length];
+        for (int i = 0; i < parts.length; i++) {
+            modes[i] = switch (parts[i].trim()) {
+                case "on" -> true;
+                case "off" -> false;
+                default -> throw new IllegalArgumentException("kiln.bench.overlap takes off, on or both: " + parts[i]);
+            };
+        }
+        return modes;
+    }
+
+    /**
      * Prefills {@code batch} random prompts one by one, then decodes them together greedily for {@code generate}
-     * steps; returns {total decode seconds, median step seconds}.
+     * steps, each queued before or after the tokens of the step ahead are read back; returns {total decode seconds,
+     * median step seconds, median host seconds until the forward returns}.
      */
     private static double[] decode(CausalLanguageModel model, KvCache cache, int batch, int prompt, int generate,
-                                   int blocksPerSequence, StepRecorder profiler) {
+                                   int blocksPerSequence, StepRecorder profiler, boolean overlap) {
         SplittableRandom random = new SplittableRandom(1);
         int[][] tables = new int[batch][];
         int[] lengths = new int[batch];
@@ -139,21 +163,31 @@ public final class DecodeBenchmark {
         long[] recording = new long[generate];
         double[][] profile = new double[generate][];
         if (profiler != null) profiler.profile(true);
+        PendingTokens ahead = null;
         for (int i = 0; i < generate; i++) {
             long t0 = System.nanoTime();
             int[][] tokens = new int[batch][];
-            for (int s = 0; s < batch; s++) tokens[s] = new int[] {next[s]};
+            for (int s = 0; s < batch; s++) tokens[s] = new int[] {ahead == null ? next[s] : PendingTokens.placeholder(s)};
             // The choice on the device, as the engine makes it for greedy requests (or, with -Dkiln.bench.sample,
             // for sampled ones): one int per sequence comes back.
-            var result = model.forward(step(tables, lengths, tokens), cache);
+            var result = model.forward(step(tables, lengths, tokens, ahead), cache);
             long t1 = System.nanoTime();
-            next = SAMPLING == null ? model.backend().argmaxRows(result.logits())
-                    : model.backend().sampleRows(result.logits(), samplingParams(batch), uniforms(random, batch));
+            ComputeBackend backend = model.backend();
+            if (overlap) {
+                PendingTokens chosen = SAMPLING == null ? backend.argmaxRowsPending(result.logits())
+                        : backend.sampleRowsPending(result.logits(), samplingParams(batch), uniforms(random, batch));
+                if (ahead != null) ahead.await();
+                ahead = chosen;
+            } else {
+                next = SAMPLING == null ? backend.argmaxRows(result.logits())
+                        : backend.sampleRows(result.logits(), samplingParams(batch), uniforms(random, batch));
+            }
             for (int s = 0; s < batch; s++) lengths[s]++;
             steps[i] = System.nanoTime() - t0;
             recording[i] = t1 - t0;
             if (profiler != null) profile[i] = summarize(profiler.takeProfile());
         }
+        if (ahead != null) ahead.await();
         if (profiler != null) {
             profiler.profile(false);
             printProfile(profile, steps);
@@ -223,9 +257,14 @@ public final class DecodeBenchmark {
 
     /** One forward step: each sequence's new tokens after its cached ones, the last token's logits wanted. */
     private static ForwardBatch step(int[][] tables, int[] cached, int[][] newTokens) {
+        return step(tables, cached, newTokens, null);
+    }
+
+    /** The same, with placeholders among the tokens for these pending ones. */
+    private static ForwardBatch step(int[][] tables, int[] cached, int[][] newTokens, PendingTokens pending) {
         Fixtures.Batch batch = new Fixtures.Batch();
         for (int s = 0; s < tables.length; s++) batch.add(tables[s], cached[s], newTokens[s]);
-        return batch.build();
+        return batch.build(pending);
     }
 
     /** Bytes read plus written per second by a 1 GiB device-to-device copy, median of 10. */

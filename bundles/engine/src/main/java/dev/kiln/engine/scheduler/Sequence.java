@@ -170,6 +170,21 @@ public final class Sequence implements SequenceView {
         outputView = null;
     }
 
+    /**
+     * Takes back the last token, a placeholder for a token the device is still choosing (negative, see
+     * {@link dev.kiln.api.backend.PendingTokens#placeholder}), before the chosen token is appended for real.
+     *
+     * @throws IllegalStateException if the last token is not a placeholder or its keys and values are counted as
+     *                               computed
+     */
+    public void dropPlaceholder() {
+        if (length == promptLength || tokens[length - 1] >= 0 || computed == length) {
+            throw new IllegalStateException("no placeholder to drop at the end of " + this);
+        }
+        length--;
+        outputView = null;
+    }
+
     /** Prompt tokens found in the prefix cache when the request was first admitted (0 before that). */
     public int cachedPromptTokens() {
         return Math.max(0, cachedPromptTokens);

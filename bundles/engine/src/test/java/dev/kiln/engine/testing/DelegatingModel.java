@@ -53,6 +53,7 @@ public class DelegatingModel implements CausalLanguageModel {
     @Override public KvCacheSpec kvCacheSpec() { return real.kvCacheSpec(); }
     @Override public KvCache allocateKvCache(int numBlocks, int blockSize) { return real.allocateKvCache(numBlocks, blockSize); }
     @Override public ForwardResult forward(ForwardBatch batch, KvCache cache) { return real.forward(batch, cache); }
+    @Override public boolean acceptsPendingTokens() { return real.acceptsPendingTokens(); }
     @Override public int maxBatchTokens() { return real.maxBatchTokens(); }
     @Override public void close() { real.close(); }
 }

@@ -40,6 +40,17 @@ public final class TestEngine implements AutoCloseable {
         }
     }
 
+    /** An engine over a model the test made (one seen through a test backend, say); the engine closes it. */
+    public static TestEngine start(CausalLanguageModel model, EngineSettings settings) {
+        try {
+            return new TestEngine(model, new InferenceEngineCore(model, settings, new DefaultSampler(),
+                    List.of(new RepetitionPenalty(), new FrequencyPenalty(), new PresencePenalty())));
+        } catch (RuntimeException e) {
+            model.close();
+            throw e;
+        }
+    }
+
     public InferenceEngineCore core() {
         return core;
     }

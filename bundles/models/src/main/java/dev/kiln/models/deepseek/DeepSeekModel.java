@@ -276,7 +276,7 @@ final class DeepSeekModel implements CausalLanguageModel {
         int routed = batch.numTokens();
         while (routed > 1 && slots[routed - 1] < 0) routed--;
         Activations.Step step = activations.forTokens(batch.numTokens(), routed);
-        backend.embed(embedding, batch.tokens(), step.residual());
+        backend.embed(embedding, batch.tokens(), batch.pendingTokens(), step.residual());
         boolean expand = expands(batch.attention());
         for (int i = 0; i < layers.length; i++) {
             layers[i].forward(step, batch.positions(), cache, i, batch.attention(), expand);
@@ -332,6 +332,12 @@ final class DeepSeekModel implements CausalLanguageModel {
     @Override
     public KvCacheSpec kvCacheSpec() {
         return kvCacheSpec;
+    }
+
+    /** The ids are read only by the embedding, which takes pending tokens where the backend holds them. */
+    @Override
+    public boolean acceptsPendingTokens() {
+        return true;
     }
 
     @Override

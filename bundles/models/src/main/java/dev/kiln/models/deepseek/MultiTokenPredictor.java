@@ -86,7 +86,7 @@ final class MultiTokenPredictor implements MtpHead, AutoCloseable {
         Tensor e = embedded.rows(tokens);
         Tensor h = previousNormed.rows(tokens);
         Tensor both = concatenated.rows(tokens);
-        backend.embed(embedding, batch.tokens(), e);
+        backend.embed(embedding, batch.tokens(), batch.pendingTokens(), e);
         zeroPositionZero(e, batch.positions(), h);
         backend.rmsNorm(e, embedNorm, config.rmsNormEps(), e);
         backend.rmsNorm(previousHidden.rows(tokens), hiddenNorm, config.rmsNormEps(), h);

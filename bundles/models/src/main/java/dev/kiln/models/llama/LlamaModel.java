@@ -189,7 +189,7 @@ public final class LlamaModel implements CausalLanguageModel {
         int[] positions = batch.positions();
         float eps = config.rmsNormEps();
 
-        backend.embed(embedding, batch.tokens(), x);
+        backend.embed(embedding, batch.tokens(), batch.pendingTokens(), x);
         for (int i = 0; i < layers.length; i++) {
             Layer layer = layers[i];
 
@@ -251,6 +251,12 @@ public final class LlamaModel implements CausalLanguageModel {
     @Override
     public KvCacheSpec kvCacheSpec() {
         return kvCacheSpec;
+    }
+
+    /** The ids are read only by the embedding, which takes pending tokens where the backend holds them. */
+    @Override
+    public boolean acceptsPendingTokens() {
+        return true;
     }
 
     @Override

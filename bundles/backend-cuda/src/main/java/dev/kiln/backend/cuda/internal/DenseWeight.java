@@ -19,7 +19,7 @@ import java.nio.ByteOrder;
  * both up to {@link #PAIRED_MAX_TOKENS} rows, two accumulating GEMMs above), f32 accumulation, which keeps about 16
  * bits of each activation where a single bf16 rounding would keep 8; an f32 weight is one f32 GEMM (no TF32).
  */
-public final class DenseWeight implements Weight {
+public final class DenseWeight implements DeviceRowGather {
     private static final ValueLayout.OfShort HALF = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     private static final long CONVERSION_CHUNK = 1 << 22;
 
@@ -193,16 +193,21 @@ public final class DenseWeight implements Weight {
     @Override
     public void gatherRows(int[] ids, Tensor out) {
         checkOpen();
-        CudaTensor o = CudaTensor.f32(out, context);
-        if (o.rowLength() != columns || o.rowCount() < ids.length) {
-            throw new IllegalArgumentException("cannot gather " + ids.length + " rows of " + columns + " into " + o);
-        }
         for (int id : ids) {
             if (id < 0 || id >= rows) throw new IllegalArgumentException("row " + id + " outside [0, " + rows + ")");
         }
         if (ids.length == 0) return;
-        long deviceIds = context.uploads().ints(ids);
-        context.kernels().embed(bf16, pointer, deviceIds, o.pointer(), ids.length, columns);
+        gatherRows(context.uploads().ints(ids), ids.length, out);
+    }
+
+    @Override
+    public void gatherRows(long deviceIds, int count, Tensor out) {
+        checkOpen();
+        CudaTensor o = CudaTensor.f32(out, context);
+        if (o.rowLength() != columns || o.rowCount() < count) {
+            throw new IllegalArgumentException("cannot gather " + count + " rows of " + columns + " into " + o);
+        }
+        context.kernels().embed(bf16, pointer, deviceIds, o.pointer(), count, columns);
     }
 
     private void checkOpen() {

@@ -22,7 +22,7 @@ import java.lang.foreign.ValueLayout;
  * the dequantized weight is split into high and low parts too, and three GEMMs (high × high, high × low, low × high)
  * keep about 16 bits of both factors, as for INT4 ({@link QuantizedWeight}).
  */
-public final class Fp8Weight implements Weight {
+public final class Fp8Weight implements DeviceRowGather {
     /** The format's name. */
     public static final String FORMAT = "fp8";
 
@@ -234,17 +234,22 @@ public final class Fp8Weight implements Weight {
     @Override
     public void gatherRows(int[] ids, Tensor out) {
         checkOpen();
-        CudaTensor o = CudaTensor.f32(out, context);
-        if (o.rowLength() != columns || o.rowCount() < ids.length) {
-            throw new IllegalArgumentException("cannot gather " + ids.length + " rows of " + columns + " into " + o);
-        }
         for (int id : ids) {
             if (id < 0 || id >= rows) throw new IllegalArgumentException("row " + id + " outside [0, " + rows + ")");
         }
         if (ids.length == 0) return;
-        QuantKernels kernels = context.quantKernels();
-        long deviceIds = context.uploads().ints(ids);
-        kernels.fp8GatherRows(codes, scales, deviceIds, o.pointer(), ids.length, columns, rowBytes, blockRows,
+        gatherRows(context.uploads().ints(ids), ids.length, out);
+    }
+
+    @Override
+    public void gatherRows(long deviceIds, int count, Tensor out) {
+        checkOpen();
+        CudaTensor o = CudaTensor.f32(out, context);
+        if (o.rowLength() != columns || o.rowCount() < count) {
+            throw new IllegalArgumentException("cannot gather " + count + " rows of " + columns + " into " + o);
+        }
+        if (count == 0) return;
+        context.quantKernels().fp8GatherRows(codes, scales, deviceIds, o.pointer(), count, columns, rowBytes, blockRows,
                 blockColumns, columnBlocks);
     }
 

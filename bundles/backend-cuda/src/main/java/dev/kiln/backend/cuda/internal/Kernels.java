@@ -36,7 +36,7 @@ public final class Kernels implements AutoCloseable {
     private final CudaContext context;
     private final CudaDriver driver;
     private final MemorySegment module;
-    private final MemorySegment add, addHalves, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, copyColumns,
+    private final MemorySegment add, addHalves, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, resolveTokens, copyColumns,
             gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, argmaxSlices, argmaxMerge, samplePrepare, sampleTopK, sampleWeights, sampleTopP,
             sampleKept, samplePick, gemvBf16, gemvF32, writeKv, pagedAttention,
             pagedAttentionSplit, pagedAttentionCombine;
@@ -73,6 +73,7 @@ public final class Kernels implements AutoCloseable {
         addRmsNorm = driver.function(module, "kiln_add_rms_norm");
         embedBf16 = driver.function(module, "kiln_embed_bf16");
         embedF32 = driver.function(module, "kiln_embed_f32");
+        resolveTokens = driver.function(module, "kiln_resolve_tokens");
         copyColumns = driver.function(module, "kiln_copy_columns");
         gatherRows = driver.function(module, "kiln_gather_rows");
         scatterAddRows = driver.function(module, "kiln_scatter_add_rows");
@@ -107,7 +108,7 @@ public final class Kernels implements AutoCloseable {
 
     /** The kernel names the module must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = {"kiln_add", "kiln_add_halves", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16",
-            "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows",
+            "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_resolve_tokens", "kiln_copy_columns", "kiln_gather_rows",
             "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_argmax_slices", "kiln_argmax_merge", "kiln_sample_prepare", "kiln_sample_top_k", "kiln_sample_weights",
             "kiln_sample_top_p", "kiln_sample_kept", "kiln_sample_pick", "kiln_gemv_split_bf16_t1", "kiln_gemv_split_bf16_t8", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
             "kiln_paged_attention", "kiln_paged_attention_split", "kiln_paged_attention_combine",
@@ -302,6 +303,15 @@ public final class Kernels implements AutoCloseable {
         if (count == 0) return;
         args().ptr(table).ptr(ids).ptr(out).i32(columns)
                 .launch(bf16 ? embedBf16 : embedF32, "kiln_embed", count, 1, THREADS, 0);
+    }
+
+    /**
+     * {@code out[t] = ids[t]}, except that a placeholder {@code -1 - r} becomes {@code pending[r]}: a token chosen on
+     * the device by the step ahead.
+     */
+    public void resolveTokens(long ids, long pending, long out, int count) {
+        if (count == 0) return;
+        args().ptr(ids).ptr(pending).ptr(out).i32(count).launch(resolveTokens, "kiln_resolve_tokens", blocks(count), 1, THREADS, 0);
     }
 
     /** Copies a band of columns between row-major matrices. */

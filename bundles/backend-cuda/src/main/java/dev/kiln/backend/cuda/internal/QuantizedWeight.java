@@ -24,7 +24,7 @@ import java.lang.foreign.MemorySegment;
  * split into high and low parts too, and three GEMMs (high × high, high × low, low × high) keep about 16 bits of both
  * factors.
  */
-public final class QuantizedWeight implements Weight {
+public final class QuantizedWeight implements DeviceRowGather {
     /** The storage formats. */
     public enum Format {
         /** Per-row INT8 ({@code weight_only_int8}). */
@@ -252,20 +252,26 @@ public final class QuantizedWeight implements Weight {
     @Override
     public void gatherRows(int[] ids, Tensor out) {
         checkOpen();
-        CudaTensor o = CudaTensor.f32(out, context);
-        if (o.rowLength() != columns || o.rowCount() < ids.length) {
-            throw new IllegalArgumentException("cannot gather " + ids.length + " rows of " + columns + " into " + o);
-        }
         for (int id : ids) {
             if (id < 0 || id >= rows) throw new IllegalArgumentException("row " + id + " outside [0, " + rows + ")");
         }
         if (ids.length == 0) return;
+        gatherRows(context.uploads().ints(ids), ids.length, out);
+    }
+
+    @Override
+    public void gatherRows(long deviceIds, int count, Tensor out) {
+        checkOpen();
+        CudaTensor o = CudaTensor.f32(out, context);
+        if (o.rowLength() != columns || o.rowCount() < count) {
+            throw new IllegalArgumentException("cannot gather " + count + " rows of " + columns + " into " + o);
+        }
+        if (count == 0) return;
         QuantKernels kernels = context.quantKernels();
-        long deviceIds = context.uploads().ints(ids);
         if (format == Format.INT8) {
-            kernels.int8GatherRows(codes, scales, deviceIds, o.pointer(), ids.length, columns, rowBytes);
+            kernels.int8GatherRows(codes, scales, deviceIds, o.pointer(), count, columns, rowBytes);
         } else {
-            kernels.int4GatherRows(codes, scales, deviceIds, o.pointer(), ids.length, columns, rowBytes, groups, groupSize);
+            kernels.int4GatherRows(codes, scales, deviceIds, o.pointer(), count, columns, rowBytes, groups, groupSize);
         }
     }
 

@@ -15,7 +15,9 @@ import java.util.Iterator;
  * without stalling the stream: values are staged in page-locked memory and copied asynchronously, in stream order,
  * into a device ring. The copies are held by the {@link StepRecorder} with the launches that read them, and the ring
  * rewinds to its start at every synchronisation of the step ({@link #rewind()}), so a repeated step stages its
- * arrays at the same offsets and its graph's copy nodes pick up the new values.
+ * arrays at the same offsets and its graph's copy nodes pick up the new values. When the host queues the next step
+ * without waiting for this one, the next step starts at the other half instead ({@link #startOtherHalf()}): steps
+ * then alternate between two sets of offsets.
  *
  * <p>The ring has two halves. Writing fills one half; when it is full, an event is recorded and writing moves to
  * the other half, first waiting for that half's event from its previous turn, i.e. until the copies that read its
@@ -106,17 +108,35 @@ public final class Uploads implements AutoCloseable {
 
     private long reserve(long bytes) {
         long size = (bytes + ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
-        if (used + size > HALF) {
-            driver.record(halfDone[half], context.stream());
-            recorded[half] = true;
-            half ^= 1;
-            turn++;
-            if (recorded[half]) driver.synchronizeEvent(halfDone[half]);
-            used = 0;
-        }
+        if (used + size > HALF) switchHalves();
         long offset = half * HALF + used;
         used += size;
         return offset;
+    }
+
+    /**
+     * Marks the end of this half's turn on the stream (after the held copies that read its staging memory, which
+     * {@link CudaContext#stream()} issues first) and starts at the other half, once its previous turn has run.
+     */
+    private void switchHalves() {
+        driver.record(halfDone[half], context.stream());
+        recorded[half] = true;
+        half ^= 1;
+        turn++;
+        if (recorded[half]) driver.synchronizeEvent(halfDone[half]);
+        used = 0;
+    }
+
+    /**
+     * Starts the next step's uploads at the start of the other half while this step still runs: called when a step
+     * is queued whole and the host goes on to the next one without waiting for it (see {@link TokenReadbacks}).
+     * Waits for the other half's previous turn, which is normally the step before this one, and forgets earlier
+     * uploads, so that steps alternate between two fixed sets of offsets and replay as graphs as steps that wait do.
+     */
+    synchronized void startOtherHalf() {
+        context.bind();
+        switchHalves();
+        recent.clear();
     }
 
     /**

@@ -172,6 +172,16 @@ extern "C" __global__ void kiln_embed_f32(const float* table, const int* ids, fl
     for (int c = threadIdx.x; c < columns; c += blockDim.x) o[c] = row[c];
 }
 
+// A step's token ids, where a negative id -1 - r stands for row r of the tokens the step ahead chose on the device
+// and has not sent back yet: the next step is queued before the host knows them.
+extern "C" __global__ void kiln_resolve_tokens(const int* ids, const int* pending, int* out, int count) {
+    wait_for_previous_kernel();
+    GRID_STRIDE(i, count) {
+        int id = ids[i];
+        out[i] = id >= 0 ? id : pending[-1 - id];
+    }
+}
+
 // count column ranges of width per row: range k from srcOffset + k * srcStride to dstOffset + k * dstStride (a part of
 // every head at once); n = rows * count * width.
 extern "C" __global__ void kiln_copy_columns(const float* src, int srcRow, int srcOffset, int srcStride, float* dst,

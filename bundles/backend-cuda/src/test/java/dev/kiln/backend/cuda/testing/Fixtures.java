@@ -2,6 +2,7 @@ package dev.kiln.backend.cuda.testing;
 
 import dev.kiln.api.attention.AttentionKernel;
 import dev.kiln.api.attention.AttentionMetadata;
+import dev.kiln.api.backend.PendingTokens;
 import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.checkpoint.Checkpoint;
 import dev.kiln.api.model.CausalLanguageModel;
@@ -144,6 +145,11 @@ public final class Fixtures {
 
         /** The forward batch. */
         public ForwardBatch build() {
+            return build(null);
+        }
+
+        /** The forward batch, whose negative tokens are placeholders for these pending tokens. */
+        public ForwardBatch build(PendingTokens pending) {
             int total = parts.stream().mapToInt(p -> p.tokens.length).sum();
             int[] tokens = new int[total], positions = new int[total], slots = new int[total];
             int[] queryStart = new int[parts.size() + 1];
@@ -166,7 +172,7 @@ public final class Fixtures {
             }
             queryStart[parts.size()] = row;
             return new ForwardBatch(tokens, positions, new AttentionMetadata(queryStart, context, tables, slots),
-                    logitRows.stream().mapToInt(Integer::intValue).toArray(), false);
+                    logitRows.stream().mapToInt(Integer::intValue).toArray(), false, pending);
         }
     }
 
