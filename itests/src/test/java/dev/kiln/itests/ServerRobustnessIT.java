@@ -167,11 +167,14 @@ class ServerRobustnessIT {
         try (KilnProcess server = KilnProcess.serve(List.of("--model", FIXTURES.resolve("models/qwen2-tiny").toString()),
                 java.util.Map.of("dev.kiln.engine.cfg", engineConfig))) {
             OpenAiApiIT.awaitModel(server);
-            String body = "{\"prompt\":[1,2,3],\"max_tokens\":1500,\"ignore_eos\":true,\"temperature\":0}";
+            String body = "{\"prompt\":[1,2,3],\"max_tokens\":500,\"ignore_eos\":true,\"temperature\":0}";
             // The configuration file reaches the engine asynchronously (it reloads with it), so bursts are repeated
-            // until one meets the configured limits; with the defaults (64 sequences) none would be refused.
+            // until one meets the configured limits; with the defaults (64 sequences) none would be refused. A burst
+            // before the reload runs all 8 requests at once: short enough requests that several bursts fit in the
+            // deadline on a loaded 2-core machine (1,500 tokens each once took 33 s, one burst in 30 s), long enough
+            // that the running one still holds its place while the other 7 arrive.
             List<Integer> statuses = new ArrayList<>();
-            long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+            long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
             while (!statuses.contains(429) && System.nanoTime() < deadline) {
                 statuses.clear();
                 try (ExecutorService pool = Executors.newFixedThreadPool(8)) {
