@@ -168,13 +168,16 @@ public final class DenseWeight implements DeviceRowGather {
         if (bf16 && tokens <= PAIRED_MAX_TOKENS) {
             // Decode batches are bound by reading W: one GEMM over the 2T columns [hi | lo] reads it once, and a
             // small kernel sums the two halves of its product.
+            // Products of the same activations in a row (q, k, v; gate, up) split them once.
             long n = (long) tokens * columns;
-            long[] parts = context.matmulScratch().bf16Pair(n);
-            context.kernels().splitBf16(in.pointer(), parts[0], parts[1], n);
-            long products = context.matmulScratch().products(2L * tokens * rows);
+            MatmulScratch scratch = context.matmulScratch();
+            long[] parts = scratch.bf16Pair(n);
+            if (!scratch.holdsSplit(in.pointer(), n)) context.kernels().splitBf16(in.pointer(), parts[0], parts[1], n);
+            long products = scratch.products(2L * tokens * rows);
             context.gemm(Cublas.OP_T, Cublas.OP_N, rows, 2 * tokens, columns, pointer, Cublas.R_16BF,
                     columns, parts[0], Cublas.R_16BF, columns, false, products, rows);
             context.kernels().addHalves(products, o.pointer(), (long) tokens * rows);
+            scratch.splitBy(in.pointer(), n, o.pointer(), 4L * tokens * rows);
         } else if (bf16) {
             // Prefill is bound by arithmetic, and the paired product's scratch would grow with the prompt.
             long n = (long) tokens * columns;

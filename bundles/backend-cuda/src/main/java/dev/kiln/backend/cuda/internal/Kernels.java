@@ -141,12 +141,12 @@ public final class Kernels implements AutoCloseable {
     /** {@code out[i] = halves[i] + halves[n + i]}: the two partial products of a paired GEMM. */
     public void addHalves(long halves, long out, long n) {
         if (n == 0) return;
-        args().ptr(halves).ptr(out).i64(n).launch(addHalves, "kiln_add_halves", blocks(n), 1, THREADS, 0);
+        args().ptr(halves).ptr(out).i64(n).ptr(0).i32(1).launch(addHalves, "kiln_add_halves", blocks(n), 1, THREADS, 0);
     }
 
     /**
-     * {@code x[i] += bias[i % width]}. When the held launch before is the GEMV that wrote x (rows of width), the bias
-     * joins that launch instead: the GEMV adds it as it stores each output.
+     * {@code x[i] += bias[i % width]}. When the held launch before is the GEMV that wrote x (rows of width), or the
+     * sum of a paired GEMM's halves that did, the bias joins that launch instead: it adds it as it stores each output.
      */
     public void addBias(long x, long bias, long n, int width) {
         if (n == 0) return;
@@ -154,6 +154,11 @@ public final class Kernels implements AutoCloseable {
         if (last != null && isGemv(last.function()) && last.argument(GEMV_OUT) == x && last.argument(GEMV_BIAS) == 0
                 && (int) last.argument(GEMV_ROWS) == width && (long) width * (int) last.argument(GEMV_TOKENS) == n) {
             if (context.recorder().replaceLast(last, last.with(GEMV_BIAS, bias))) return;
+        }
+        if (last != null && last.function().equals(addHalves) && last.argument(1) == x && last.argument(2) == n
+                && last.argument(3) == 0) {
+            // The paired GEMM's sum of halves that wrote x (a batched product): it adds the bias as it stores.
+            if (context.recorder().replaceLast(last, last.with(3, bias).with(4, width))) return;
         }
         if (last != null && isGemv3(last.function())) {
             int tokens = (int) last.argument(MULTI_TOKENS);

@@ -7,12 +7,37 @@ package dev.kiln.backend.cuda.internal;
  * the columns of a single operand.
  */
 final class MatmulScratch implements AutoCloseable {
+    private final StepRecorder recorder;
     private final GrowingDeviceBuffer parts;
     private final GrowingDeviceBuffer products;
+    /** The activations whose parts the buffers hold, and the recorder's mark right after the product that split them. */
+    private long splitInput, splitLength, splitMark = -1;
+    /** Where that product wrote (its activations must not be there). */
+    private long productOutput, productBytes;
 
     MatmulScratch(CudaContext context) {
+        this.recorder = context.recorder();
         this.parts = new GrowingDeviceBuffer(context);
         this.products = new GrowingDeviceBuffer(context);
+    }
+
+    /**
+     * Whether the parts already hold {@code n} activations at {@code x}: the product queued last split exactly these,
+     * nothing was queued after it (its own launches aside), and it did not write them. Products of the same
+     * activations (q, k and v; gate and up) then split them once.
+     */
+    synchronized boolean holdsSplit(long x, long n) {
+        return x == splitInput && n == splitLength && recorder.mark() == splitMark
+                && (x + 4 * n <= productOutput || productOutput + productBytes <= x);
+    }
+
+    /** Records that the product just queued split {@code n} activations at {@code x} and wrote {@code bytes} at out. */
+    synchronized void splitBy(long x, long n, long out, long bytes) {
+        splitInput = x;
+        splitLength = n;
+        productOutput = out;
+        productBytes = bytes;
+        splitMark = recorder.mark();
     }
 
     /** Two adjacent bf16 buffers of {@code n} elements each: {@code {hi, lo}} with {@code lo = hi + 2n} bytes. */

@@ -135,6 +135,7 @@ public final class StepRecorder implements AutoCloseable {
     private MemorySegment previousEnd;
     private boolean profiling;
     private long chunks, graphReplays, graphsCaptured, nodesLaunchedOneByOne, nodesReplayed, fusions, invalidations;
+    private long marks;
 
     /**
      * @param graphs whether repeated chunks are replayed as CUDA graphs (else every node is launched one by one)
@@ -220,7 +221,17 @@ public final class StepRecorder implements AutoCloseable {
         return true;
     }
 
+    /**
+     * Nodes held plus explicit {@link #flush}es so far (a fusion replaces a node and adds none): equal marks mean
+     * nothing else was queued and the stream was not used directly in between, which is how a caller knows that its
+     * own last launches are still the latest work.
+     */
+    public synchronized long mark() {
+        return marks;
+    }
+
     private void hold(Object node) {
+        marks++;
         pending.add(node);
         if (pending.size() >= (chunksSinceFlush == 0 ? FIRST_CHUNK : CHUNK)) {
             issueChunk();
@@ -230,6 +241,7 @@ public final class StepRecorder implements AutoCloseable {
 
     /** Issues everything held, in order, on the stream. Call before any direct use of the stream. */
     public synchronized void flush() {
+        marks++;
         issueChunk();
         chunksSinceFlush = 0;
     }

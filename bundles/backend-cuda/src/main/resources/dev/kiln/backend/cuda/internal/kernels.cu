@@ -83,9 +83,13 @@ extern "C" __global__ void kiln_add(float* acc, const float* x, long long n) {
     GRID_STRIDE(i, n) acc[i] += x[i];
 }
 
-extern "C" __global__ void kiln_add_halves(const float* halves, float* out, long long n) {
+// The two partial products of a paired GEMM summed, plus the layer's bias (rows of width) when there is one.
+extern "C" __global__ void kiln_add_halves(const float* halves, float* out, long long n, const float* bias, int width) {
     wait_for_previous_kernel();
-    GRID_STRIDE(i, n) out[i] = halves[i] + halves[n + i];
+    GRID_STRIDE(i, n) {
+        float v = halves[i] + halves[n + i];
+        out[i] = bias ? v + bias[i % width] : v;
+    }
 }
 
 extern "C" __global__ void kiln_add_bias(float* x, const float* bias, long long n, int width) {

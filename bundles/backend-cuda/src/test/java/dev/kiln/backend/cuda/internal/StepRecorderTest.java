@@ -45,6 +45,18 @@ class StepRecorderTest {
     }
 
     @Test
+    void theMarkMovesWithEveryHeldNodeButNotWithAFusion() {
+        long start = recorder.mark();
+        StepRecorder.Launch a = hold(1);
+        long afterLaunch = recorder.mark();
+        assertEquals(start + 1, afterLaunch);
+        assertTrue(recorder.replaceLast(a, a.with(1, 5)));
+        assertEquals(afterLaunch, recorder.mark(), "a fusion queues nothing new");
+        recorder.copy(4096, Arena.global().allocate(16), 16);
+        assertEquals(afterLaunch + 1, recorder.mark(), "a held copy is new work");
+    }
+
+    @Test
     void aHeldCopyIsNotALaunchToFuseWith() {
         StepRecorder.Launch a = hold(1);
         recorder.copy(4096, Arena.global().allocate(16), 16);
