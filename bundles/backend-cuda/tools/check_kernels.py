@@ -91,6 +91,12 @@ K = {n: mod.get_function(n) for n in [
 i32, i64, f32 = np.int32, np.int64, np.float32
 
 
+def split_grid(rows, tokens):
+    """Blocks of kiln_gemv_split / kiln_gemv3_split: a row each, two from two tokens on (SPLIT_ROWS)."""
+    per_block = 2 if tokens >= 2 else 1
+    return (rows + per_block - 1) // per_block
+
+
 def blocks(n):
     return (min(1 << 20, (n + THREADS - 1) // THREADS),)
 
@@ -213,7 +219,7 @@ def rotary():
 
 def gemv_and_gemm():
     for cols in (1536, 100):
-        rows = 300
+        rows = 301  # odd: the split kernels' two-row blocks end with a single row
         w = bf16_value(bf16_bits(rng.uniform(-1, 1, (rows, cols))))
         dw = cp.asarray(bf16_bits(w))
         for tokens in (1, 3, 8):
@@ -236,7 +242,7 @@ def gemv_and_gemm():
                     failures.append("gemv_t wrote past its rows")
                 # Few-row matrices: one block of 4 warps per row (the Java side's choice below 4096 rows).
                 out = poison((tokens + 1, rows))
-                K[f"kiln_gemv_split_bf16_t{tokens}"]((rows,), (128,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias), np.uint64(0), np.uint64(0), f32(0), np.uint64(0)))
+                K[f"kiln_gemv_split_bf16_t{tokens}"]((split_grid(rows, tokens),), (128,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias), np.uint64(0), np.uint64(0), f32(0), np.uint64(0)))
                 got = cp.asnumpy(out)
                 check(f"gemv_split_bf16_t{tokens} {tokens}x{cols} with bias", got[:tokens], ref + bias, 2e-6 * cols)
                 if not np.all(np.isnan(got[tokens])):
@@ -248,7 +254,7 @@ def gemv_and_gemm():
                 normed_ref = x * inv * scale
                 nref = normed_ref @ w.T.astype(np.float64) + bias
                 residual_in = rng.uniform(-1, 1, (tokens, rows)).astype(np.float32)
-                for kernel, grid in ((f"kiln_gemv_bf16_t{tokens}", ((rows + 3) // 4,)), (f"kiln_gemv_split_bf16_t{tokens}", (rows,))):
+                for kernel, grid in ((f"kiln_gemv_bf16_t{tokens}", ((rows + 3) // 4,)), (f"kiln_gemv_split_bf16_t{tokens}", (split_grid(rows, tokens),))):
                     out, normed, residual = poison((tokens, rows)), poison((tokens, cols)), cp.asarray(residual_in)
                     K[kernel](grid, (128,), (dw, cp.asarray(x), out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias),
                                              residual, cp.asarray(scale), f32(1e-6), normed))
@@ -277,13 +283,13 @@ def gemv_and_gemm():
     args = [dx, i32(cols), i32(3)]
     for m, o, bb in zip(mats, outs, biases):
         args += [cp.asarray(bf16_bits(m)), o, i32(m.shape[0]), cp.asarray(bb)]
-    K["kiln_gemv3_split_bf16_t3"]((381,), (128,), tuple(args + [np.uint64(0), f32(0), np.uint64(0)]))
+    K["kiln_gemv3_split_bf16_t3"]((split_grid(381, 3),), (128,), tuple(args + [np.uint64(0), f32(0), np.uint64(0)]))
     for i, (m, o, bb) in enumerate(zip(mats, outs, biases)):
         check(f"gemv3_split_bf16_t3 segment {i} ({m.shape[0]} rows) with bias", o, x.astype(np.float64) @ m.T.astype(np.float64) + bb, 2e-6 * cols)
     # Both joint layouts with the norm fused before.
     scale = rng.uniform(0.5, 1.5, cols).astype(np.float32)
     normed_ref = x * (1 / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1, keepdims=True) + 1e-6)) * scale
-    for kernel, grid in (("kiln_gemv3_bf16_t3", ((381 + 3) // 4,)), ("kiln_gemv3_split_bf16_t3", (381,))):
+    for kernel, grid in (("kiln_gemv3_bf16_t3", ((381 + 3) // 4,)), ("kiln_gemv3_split_bf16_t3", (split_grid(381, 3),))):
         outs, normed = [poison((3, m.shape[0])) for m in mats], poison((3, cols))
         args = [dx, i32(cols), i32(3)]
         for m, o, bb in zip(mats, outs, biases):
@@ -335,8 +341,11 @@ def gemv_and_gemm():
     cublas.gemmEx(handle, 1, 0, rows, 2 * tokens, cols, one.ctypes.data, dw.data.ptr, 14, cols, parts.data.ptr, 14, cols,
                   zero.ctypes.data, products.data.ptr, 0, rows, 68, -1)
     paired = poison((tokens, rows))
-    K["kiln_add_halves"](blocks(tokens * rows), (THREADS,), (products, paired, i64(tokens * rows)))
+    K["kiln_add_halves"](blocks(tokens * rows), (THREADS,), (products, paired, i64(tokens * rows), np.uint64(0), i32(1)))
     check("cuBLAS paired bf16 GEMM 37x256 -> 300 + add_halves", paired, ref, 2e-6 * cols)
+    bias = rng.uniform(-1, 1, rows).astype(np.float32)  # the layer's bias added as the halves are summed
+    K["kiln_add_halves"](blocks(tokens * rows), (THREADS,), (products, paired, i64(tokens * rows), cp.asarray(bias), i32(rows)))
+    check("cuBLAS paired bf16 GEMM 37x256 -> 300 + add_halves with bias", paired, ref + bias, 2e-6 * cols)
 
 
 # ---- paged attention ---------------------------------------------------------------------------------------------

@@ -390,7 +390,7 @@ public final class Kernels implements AutoCloseable {
                 a.ptr(norm.argument(NORM_SCALE)).slot(norm.argument(NORM_EPS)).ptr(x);
             }
             MemorySegment kernel = split ? gemvSplitBf16Tokens[tokens - 1] : gemvBf16Tokens[tokens - 1];
-            int grid = split ? rows : (rows + GEMV_THREADS / 32 - 1) / (GEMV_THREADS / 32);
+            int grid = split ? Math.ceilDiv(rows, splitRows(tokens)) : (rows + GEMV_THREADS / 32 - 1) / (GEMV_THREADS / 32);
             String name = split ? "kiln_gemv_split" : "kiln_gemv";
             if (norm == null) {
                 a.launch(kernel, name, grid, 1, GEMV_THREADS, 0);
@@ -492,9 +492,18 @@ public final class Kernels implements AutoCloseable {
         for (long[] segment : all) a.ptr(segment[0]).ptr(segment[1]).i32((int) segment[2]).ptr(segment[3]);
         a.ptr(scale).slot(eps).ptr(normed);
         if (totalRows < SPLIT_BELOW_ROWS) {
-            return a.replace(last, gemv3SplitBf16Tokens[tokens - 1], "kiln_gemv3_split", (int) totalRows, 1, GEMV_THREADS, 0);
+            return a.replace(last, gemv3SplitBf16Tokens[tokens - 1], "kiln_gemv3_split",
+                    Math.ceilDiv((int) totalRows, splitRows(tokens)), 1, GEMV_THREADS, 0);
         }
         return a.replace(last, gemv3Bf16Tokens[tokens - 1], "kiln_gemv3", (int) ((totalRows + warps - 1) / warps), 1, GEMV_THREADS, 0);
+    }
+
+    /**
+     * Rows one block of {@code kiln_gemv_split} and {@code kiln_gemv3_split} computes for a token count: two from two
+     * tokens on, so that each activation chunk loaded serves two weight rows (SPLIT_ROWS in the source).
+     */
+    static int splitRows(int tokens) {
+        return tokens >= 2 ? 2 : 1;
     }
 
     /** Whether the byte ranges {@code [a, a + aBytes)} and {@code [b, b + bBytes)} do not overlap. */

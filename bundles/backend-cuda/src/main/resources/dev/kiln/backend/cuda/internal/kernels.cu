@@ -897,71 +897,9 @@ __device__ __forceinline__ void finish_warp_row(float (&acc)[TOKENS], float (&su
 // Few-row matrices (the attention output and down projections: 1536 rows) leave most SMs without enough warps in
 // flight when a warp owns a row; there the block's warps share one row, chunks dealt out across all the block's
 // lanes (two loads in flight each measured best on an H100: 1536x8960 at 2.56 TB/s, 1536x1536 at 1.46), and add
-// their sums. Launch with rows blocks of GEMV_SPLIT_WARPS * 32 threads.
+// their sums. Launch with ceil(rows / SPLIT_ROWS(tokens)) blocks of GEMV_SPLIT_WARPS * 32 threads.
 #define GEMV_SPLIT_WARPS 4
 #define GEMV_SPLIT_UNROLL 2
-
-// A block's row (one per block, the grid exact): sums the threads' partial products and squares through shared
-// memory, stores the row and the block's share of the normed x.
-template <int TOKENS, bool NORM>
-__device__ __forceinline__ void finish_block_row(const float (&acc)[TOKENS], const float (&sumsq)[TOKENS], const float* x,
-                                                 const float* scale, float eps, float* normed, int columns, float* out,
-                                                 int rows, int row, const float* bias, float* residual) {
-    __shared__ float partial[GEMV_SPLIT_WARPS][TOKENS], partialSquares[GEMV_SPLIT_WARPS][TOKENS];
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-    for (int t = 0; t < TOKENS; t++) {
-        float v = warp_sum(acc[t]);
-        float q = NORM ? warp_sum(sumsq[t]) : 0.0f;
-        if (lane == 0) {
-            partial[warp][t] = v;
-            partialSquares[warp][t] = q;
-        }
-    }
-    __syncthreads();
-    float dot[TOKENS], squares[TOKENS], inv[TOKENS];
-#pragma unroll
-    for (int t = 0; t < TOKENS; t++) {
-        dot[t] = squares[t] = 0.0f;
-#pragma unroll
-        for (int k = 0; k < GEMV_SPLIT_WARPS; k++) {
-            dot[t] += partial[k][t];
-            squares[t] += partialSquares[k][t];
-        }
-    }
-    norm_factors<TOKENS, NORM>(squares, columns, eps, inv);
-    if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, blockIdx.x * blockDim.x + threadIdx.x,
-                                   gridDim.x * blockDim.x);
-    if (threadIdx.x == 0) store_row<TOKENS>(dot, inv, out, rows, row, bias, residual);
-}
-
-template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* w, const float* x, float* out, int rows, int columns,
-                                                 const float* bias, float* residual, const float* scale, float eps,
-                                                 float* normed) {
-    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= rows) return;
-    const bf16_t* wrow[1] = {w + (long long) row * columns};
-    float acc[1][TOKENS], sumsq[TOKENS];
-#pragma unroll
-    for (int t = 0; t < TOKENS; t++) acc[0][t] = sumsq[t] = 0.0f;
-    dot_rows_bf16<TOKENS, 1, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> 3, 32, acc, sumsq);
-    finish_warp_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, out, rows, row, bias, residual, row, rows);
-}
-
-template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv_bf16_split_tokens(const bf16_t* w, const float* x, float* out, int rows, int columns,
-                                                       const float* bias, float* residual, const float* scale,
-                                                       float eps, float* normed) {
-    int row = blockIdx.x;
-    const bf16_t* wrow[1] = {w + (long long) row * columns};
-    float acc[1][TOKENS], sumsq[TOKENS];
-#pragma unroll
-    for (int t = 0; t < TOKENS; t++) acc[0][t] = sumsq[t] = 0.0f;
-    dot_rows_bf16<TOKENS, 1, GEMV_SPLIT_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x, columns >> 3,
-                                                      GEMV_SPLIT_WARPS * 32, acc, sumsq);
-    finish_block_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, out, rows, row, bias, residual);
-}
 
 // The segment (of up to three) that row r of a joint product belongs to; r becomes the row within it.
 struct Segment {
@@ -986,6 +924,98 @@ __device__ __forceinline__ bool find_segment(int& row, Segment& s, const bf16_t*
     return true;
 }
 
+// Rows one block of the split products computes: with several tokens each x chunk a thread loads serves two rows.
+// Every token's chunk costs two 16-byte loads through L1 per 16-byte weight load, so from two tokens on the
+// activations, not the weights, bound a block that owns one row; a second row halves that traffic. The Java side
+// sizes the grid with the same rule (Kernels.splitRows).
+#define SPLIT_ROWS(T) ((T) >= 2 ? 2 : 1)
+
+// A block's rows (the grid exact; `valid` of the ROWS are real, the rest repeat the last row and are not stored):
+// sums the threads' partial products and squares through shared memory, stores each row and the block's share of the
+// normed x.
+template <int TOKENS, int ROWS, bool NORM>
+__device__ __forceinline__ void finish_block_rows(const float (&acc)[ROWS][TOKENS], const float (&sumsq)[TOKENS],
+                                                  const float* x, const float* scale, float eps, float* normed,
+                                                  int columns, const Segment (&segment)[ROWS], const int (&row)[ROWS],
+                                                  int valid, float* residual) {
+    __shared__ float partial[GEMV_SPLIT_WARPS][ROWS][TOKENS], partialSquares[GEMV_SPLIT_WARPS][TOKENS];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) {
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            float v = warp_sum(acc[r][t]);
+            if (lane == 0) partial[warp][r][t] = v;
+        }
+        float q = NORM ? warp_sum(sumsq[t]) : 0.0f;
+        if (lane == 0) partialSquares[warp][t] = q;
+    }
+    __syncthreads();
+    float squares[TOKENS], inv[TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) {
+        squares[t] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < GEMV_SPLIT_WARPS; k++) squares[t] += partialSquares[k][t];
+    }
+    norm_factors<TOKENS, NORM>(squares, columns, eps, inv);
+    if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, blockIdx.x * blockDim.x + threadIdx.x,
+                                   gridDim.x * blockDim.x);
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        if (threadIdx.x == r && r < valid) {
+            float dot[TOKENS];
+#pragma unroll
+            for (int t = 0; t < TOKENS; t++) {
+                dot[t] = 0.0f;
+#pragma unroll
+                for (int k = 0; k < GEMV_SPLIT_WARPS; k++) dot[t] += partial[k][r][t];
+            }
+            store_row<TOKENS>(dot, inv, segment[r].out, segment[r].rows, row[r], segment[r].bias, residual);
+        }
+    }
+}
+
+template <int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* w, const float* x, float* out, int rows, int columns,
+                                                 const float* bias, float* residual, const float* scale, float eps,
+                                                 float* normed) {
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const bf16_t* wrow[1] = {w + (long long) row * columns};
+    float acc[1][TOKENS], sumsq[TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) acc[0][t] = sumsq[t] = 0.0f;
+    dot_rows_bf16<TOKENS, 1, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> 3, 32, acc, sumsq);
+    finish_warp_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, out, rows, row, bias, residual, row, rows);
+}
+
+template <int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv_bf16_split_tokens(const bf16_t* w, const float* x, float* out, int rows, int columns,
+                                                       const float* bias, float* residual, const float* scale,
+                                                       float eps, float* normed) {
+    constexpr int ROWS = SPLIT_ROWS(TOKENS);
+    int first = blockIdx.x * ROWS;
+    const bf16_t* wrow[ROWS];
+    Segment segment[ROWS];
+    int row[ROWS];
+    float acc[ROWS][TOKENS], sumsq[TOKENS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        row[r] = min(first + r, rows - 1);
+        wrow[r] = w + (long long) row[r] * columns;
+        segment[r] = Segment{w, out, rows, bias};
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
+    }
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
+    dot_rows_bf16<TOKENS, ROWS, GEMV_SPLIT_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x, columns >> 3,
+                                                         GEMV_SPLIT_WARPS * 32, acc, sumsq);
+    finish_block_rows<TOKENS, ROWS, NORM>(acc, sumsq, x, scale, eps, normed, columns, segment, row,
+                                          min(ROWS, rows - first), residual);
+}
+
 // Up to three products of the same activations in one launch (q, k and v; or gate and up): the warps of one grid
 // cover the rows of all of them, so the small k and v matrices no longer get a launch each that leaves most SMs
 // idle. A segment with 0 rows is absent. The outputs must not overlap x (the Java side checks).
@@ -1005,23 +1035,33 @@ __device__ __forceinline__ void gemv3_bf16_tokens(const float* x, int columns,
                                   unit, r0 + r1 + r2);
 }
 
-// kiln_gemv3 for few rows in all (q, k and v of a small model: 2048 rows of the 1.5B shape): one block per row, as
-// kiln_gemv_split (3.7 instead of 4.2 us for 2048 x 1536 on an H100). Launch with r0 + r1 + r2 blocks of
-// GEMV_SPLIT_WARPS * 32 threads.
+// kiln_gemv3 for few rows in all (q, k and v of a small model: 2048 rows of the 1.5B shape): one block per row (two
+// from two tokens on, SPLIT_ROWS), as kiln_gemv_split (3.7 instead of 4.2 us for 2048 x 1536 on an H100). Launch
+// with ceil((r0 + r1 + r2) / SPLIT_ROWS) blocks of GEMV_SPLIT_WARPS * 32 threads.
 template <int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv3_split_bf16_tokens(const float* x, int columns,
         const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1, const float* b1,
         const bf16_t* w2, float* o2, int r2, const float* b2, const float* scale, float eps, float* normed) {
-    int row = blockIdx.x;
-    Segment s;
-    if (!find_segment(row, s, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2)) return; // never: the grid is exact
-    const bf16_t* wrow[1] = {s.w + (long long) row * columns};
-    float acc[1][TOKENS], sumsq[TOKENS];
+    constexpr int ROWS = SPLIT_ROWS(TOKENS);
+    int total = r0 + r1 + r2, first = blockIdx.x * ROWS;
+    const bf16_t* wrow[ROWS];
+    Segment segment[ROWS];
+    int row[ROWS];
+    float acc[ROWS][TOKENS], sumsq[TOKENS];
 #pragma unroll
-    for (int t = 0; t < TOKENS; t++) acc[0][t] = sumsq[t] = 0.0f;
-    dot_rows_bf16<TOKENS, 1, GEMV_SPLIT_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x, columns >> 3,
-                                                      GEMV_SPLIT_WARPS * 32, acc, sumsq);
-    finish_block_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, s.out, s.rows, row, s.bias, nullptr);
+    for (int r = 0; r < ROWS; r++) {
+        row[r] = min(first + r, total - 1); // each row finds its own segment: a pair may straddle two
+        find_segment(row[r], segment[r], w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2);
+        wrow[r] = segment[r].w + (long long) row[r] * columns;
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
+    }
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
+    dot_rows_bf16<TOKENS, ROWS, GEMV_SPLIT_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x, columns >> 3,
+                                                         GEMV_SPLIT_WARPS * 32, acc, sumsq);
+    finish_block_rows<TOKENS, ROWS, NORM>(acc, sumsq, x, scale, eps, normed, columns, segment, row,
+                                          min(ROWS, total - first), nullptr);
 }
 
 // The gate and up products of an MLP and silu(gate) * up in one launch: a warp computes row r of both (the loads
