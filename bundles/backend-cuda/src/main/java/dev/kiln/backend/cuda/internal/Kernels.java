@@ -201,7 +201,8 @@ public final class Kernels implements AutoCloseable {
                 if (args().ptr(x).i32((int) last.argument(MULTI_COLUMNS)).i32(tokens)
                         .ptr(last.argument(s0 + SEGMENT_W)).ptr(last.argument(s1 + SEGMENT_W)).ptr(gate).ptr(up).ptr(out).i32(rows)
                         .ptr(last.argument(MULTI_SCALE)).slot(last.argument(MULTI_EPS)).ptr(last.argument(MULTI_NORMED))
-                        .replace(last, gemvSiluBf16Tokens[tokens - 1], "kiln_gemv_silu", (rows + warps - 1) / warps, 1, GEMV_THREADS, 0)) {
+                        .replace(last, gemvSiluBf16Tokens[tokens - 1], "kiln_gemv_silu",
+                                Math.ceilDiv(rows, warps * warpRows(tokens)), 1, GEMV_THREADS, 0)) {
                     return;
                 }
             }
@@ -390,7 +391,7 @@ public final class Kernels implements AutoCloseable {
                 a.ptr(norm.argument(NORM_SCALE)).slot(norm.argument(NORM_EPS)).ptr(x);
             }
             MemorySegment kernel = split ? gemvSplitBf16Tokens[tokens - 1] : gemvBf16Tokens[tokens - 1];
-            int grid = split ? Math.ceilDiv(rows, splitRows(tokens)) : (rows + GEMV_THREADS / 32 - 1) / (GEMV_THREADS / 32);
+            int grid = split ? Math.ceilDiv(rows, splitRows(tokens)) : Math.ceilDiv(rows, GEMV_THREADS / 32 * warpRows(tokens));
             String name = split ? "kiln_gemv_split" : "kiln_gemv";
             if (norm == null) {
                 a.launch(kernel, name, grid, 1, GEMV_THREADS, 0);
@@ -503,6 +504,14 @@ public final class Kernels implements AutoCloseable {
      * tokens on, so that each activation chunk loaded serves two weight rows (SPLIT_ROWS in the source).
      */
     static int splitRows(int tokens) {
+        return tokens >= 2 ? 2 : 1;
+    }
+
+    /**
+     * Rows one warp of {@code kiln_gemv} computes for a token count (row pairs of {@code kiln_gemv_silu}): two from two
+     * tokens on, as {@link #splitRows} (WARP_ROWS in the source).
+     */
+    static int warpRows(int tokens) {
         return tokens >= 2 ? 2 : 1;
     }
 

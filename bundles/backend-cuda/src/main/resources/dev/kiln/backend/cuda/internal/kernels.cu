@@ -976,10 +976,14 @@ __device__ __forceinline__ void finish_block_rows(const float (&acc)[ROWS][TOKEN
     }
 }
 
+// Rows one warp of kiln_gemv and kiln_gemv_silu computes (row pairs for the latter): two from two tokens on, for the
+// reason SPLIT_ROWS gives. The Java side sizes the grid with the same rule (Kernels.warpRows).
+#define WARP_ROWS(T) ((T) >= 2 ? 2 : 1)
+
 template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* w, const float* x, float* out, int rows, int columns,
-                                                 const float* bias, float* residual, const float* scale, float eps,
-                                                 float* normed) {
+__device__ __forceinline__ void gemv_bf16_one_row(const bf16_t* w, const float* x, float* out, int rows, int columns,
+                                                  const float* bias, float* residual, const float* scale, float eps,
+                                                  float* normed) {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
     const bf16_t* wrow[1] = {w + (long long) row * columns};
@@ -988,6 +992,46 @@ __device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* w, const float* x
     for (int t = 0; t < TOKENS; t++) acc[0][t] = sumsq[t] = 0.0f;
     dot_rows_bf16<TOKENS, 1, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> 3, 32, acc, sumsq);
     finish_warp_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, out, rows, row, bias, residual, row, rows);
+}
+
+template <int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* w, const float* x, float* out, int rows, int columns,
+                                                 const float* bias, float* residual, const float* scale, float eps,
+                                                 float* normed) {
+    constexpr int ROWS = WARP_ROWS(TOKENS);
+    if constexpr (ROWS == 1) {
+        // One token: the one-row kernel as it was measured (the general code below takes 4% longer a batch-1 step).
+        gemv_bf16_one_row<TOKENS, NORM>(w, x, out, rows, columns, bias, residual, scale, eps, normed);
+        return;
+    }
+    int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), units = (rows + ROWS - 1) / ROWS;
+    int first = unit * ROWS;
+    if (first >= rows) return;
+    const bf16_t* wrow[ROWS];
+    float acc[ROWS][TOKENS], sumsq[TOKENS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        wrow[r] = w + (long long) min(first + r, rows - 1) * columns;
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
+    }
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
+    dot_rows_bf16<TOKENS, ROWS, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> 3, 32, acc, sumsq);
+    int lane = threadIdx.x & 31;
+    float inv[TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) {
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) acc[r][t] = warp_sum(acc[r][t]);
+        if (NORM) sumsq[t] = warp_sum(sumsq[t]);
+    }
+    norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
+    if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        if (lane == r && first + r < rows) store_row<TOKENS>(acc[r], inv, out, rows, first + r, bias, residual);
+    }
 }
 
 template <int TOKENS, bool NORM>
@@ -1064,13 +1108,11 @@ __device__ __forceinline__ void gemv3_split_bf16_tokens(const float* x, int colu
                                           min(ROWS, total - first), nullptr);
 }
 
-// The gate and up products of an MLP and silu(gate) * up in one launch: a warp computes row r of both (the loads
-// of both rows in flight together), writes both products (as the separate launches would) and the activation into
-// out, which may be gate.
+// The one-token form of kiln_gemv_silu below: a warp computes row r of gate and up.
 template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int columns, const bf16_t* wg, const bf16_t* wu,
-                                                      float* gate, float* up, float* out, int rows, const float* scale,
-                                                      float eps, float* normed) {
+__device__ __forceinline__ void gemv_silu_one_pair(const float* x, int columns, const bf16_t* wg, const bf16_t* wu,
+                                                   float* gate, float* up, float* out, int rows, const float* scale,
+                                                   float eps, float* normed) {
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
@@ -1096,6 +1138,61 @@ __device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int column
             gate[i] = g;
             up[i] = u;
             out[i] = g / (1.0f + expf(-g)) * u;
+        }
+    }
+}
+
+// The gate and up products of an MLP and silu(gate) * up in one launch: a warp computes row r of both (the loads
+// of both rows in flight together), writes both products (as the separate launches would) and the activation into
+// out, which may be gate.
+template <int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int columns, const bf16_t* wg, const bf16_t* wu,
+                                                      float* gate, float* up, float* out, int rows, const float* scale,
+                                                      float eps, float* normed) {
+    // PAIRS (gate, up) row pairs a warp: rows first .. first + PAIRS - 1 of both (loads in flight together).
+    constexpr int PAIRS = WARP_ROWS(TOKENS), UNROLL = GEMV_UNROLL / 2;
+    if constexpr (PAIRS == 1) {
+        // One token: the one-pair kernel as it was measured (the general code below takes longer a batch-1 step).
+        gemv_silu_one_pair<TOKENS, NORM>(x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);
+        return;
+    }
+    int lane = threadIdx.x & 31;
+    int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), units = (rows + PAIRS - 1) / PAIRS;
+    int first = unit * PAIRS;
+    if (first >= rows) return;
+    const bf16_t* wrows[2 * PAIRS];
+    float acc[2 * PAIRS][TOKENS], sumsq[TOKENS];
+#pragma unroll
+    for (int p = 0; p < PAIRS; p++) {
+        long long row = min(first + p, rows - 1);
+        wrows[2 * p] = wg + row * columns;
+        wrows[2 * p + 1] = wu + row * columns;
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) acc[2 * p][t] = acc[2 * p + 1][t] = 0.0f;
+    }
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
+    dot_rows_bf16<TOKENS, 2 * PAIRS, UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> 3, 32, acc, sumsq);
+    float inv[TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) {
+#pragma unroll
+        for (int r = 0; r < 2 * PAIRS; r++) acc[r][t] = warp_sum(acc[r][t]);
+        if (NORM) sumsq[t] = warp_sum(sumsq[t]);
+    }
+    norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
+    if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
+#pragma unroll
+    for (int p = 0; p < PAIRS; p++) {
+        if (lane == p && first + p < rows) {
+#pragma unroll
+            for (int t = 0; t < TOKENS; t++) {
+                float g = acc[2 * p][t] * inv[t], u = acc[2 * p + 1][t] * inv[t];
+                long long i = (long long) t * rows + first + p;
+                gate[i] = g;
+                up[i] = u;
+                out[i] = g / (1.0f + expf(-g)) * u;
+            }
         }
     }
 }
