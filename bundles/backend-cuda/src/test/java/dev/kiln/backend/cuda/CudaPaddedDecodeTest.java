@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.model.CausalLanguageModel;
+import dev.kiln.backend.cuda.internal.Kernels;
 import dev.kiln.backend.cuda.testing.Fixtures;
 import dev.kiln.backend.cuda.testing.Gpu;
 import java.util.ArrayList;
@@ -35,9 +36,12 @@ class CudaPaddedDecodeTest {
 
     @Test
     void theBackendPadsDecodeStepsBeyondTheGemvKernelsToAFewSizes() {
+        // Up to the GEMV kernels' limit (8 tokens unless lowered) every count has kernels of its own: no padding.
+        assertEquals(8, Kernels.GEMV_TOKEN_LIMIT, "these expectations are for the default limit");
         assertEquals(1, gpu.decodeBatchSize(1));
         assertEquals(4, gpu.decodeBatchSize(4));
-        assertEquals(8, gpu.decodeBatchSize(5));
+        assertEquals(5, gpu.decodeBatchSize(5));
+        assertEquals(8, gpu.decodeBatchSize(8));
         assertEquals(16, gpu.decodeBatchSize(9));
         assertEquals(32, gpu.decodeBatchSize(17));
         assertEquals(128, gpu.decodeBatchSize(128));

@@ -20,9 +20,11 @@ public final class Kernels implements AutoCloseable {
     /**
      * Tokens up to which a bf16 product takes the GEMV kernels rather than the paired cuBLAS GEMM (system property
      * {@code kiln.cuda.gemvMaxTokens}, 0 to {@link #GEMV_MAX_TOKENS}). Measured on an H100 (1.5B shape, whole decode
-     * steps as graphs): at 4 tokens both take 3.2-3.3 ms a step, at 8 the GEMVs 5.2 ms and cuBLAS 3.4 ms.
+     * steps as graphs, overlapped): since the GEMVs take several rows per warp or block from two tokens on, 6 tokens
+     * take 2.53 ms a step against 2.96 for cuBLAS (at 8 sequences, the padded size), 8 tokens 2.94 against 2.98.
+     * (With one row per warp, 8 tokens had taken 5.2 ms against 3.4, and the limit was 4.)
      */
-    public static final int GEMV_TOKEN_LIMIT = Math.clamp(Integer.getInteger("kiln.cuda.gemvMaxTokens", 4), 0, GEMV_MAX_TOKENS);
+    public static final int GEMV_TOKEN_LIMIT = Math.clamp(Integer.getInteger("kiln.cuda.gemvMaxTokens", 8), 0, GEMV_MAX_TOKENS);
     /** Threads per block of the token-specialised GEMV: one weight row per warp, small blocks spread over every SM. */
     static final int GEMV_THREADS = 128;
     /** Threads of the attention kernel (keys scored per tile); must match ATTENTION_THREADS in the source. */
@@ -202,7 +204,7 @@ public final class Kernels implements AutoCloseable {
                         .ptr(last.argument(s0 + SEGMENT_W)).ptr(last.argument(s1 + SEGMENT_W)).ptr(gate).ptr(up).ptr(out).i32(rows)
                         .ptr(last.argument(MULTI_SCALE)).slot(last.argument(MULTI_EPS)).ptr(last.argument(MULTI_NORMED))
                         .replace(last, gemvSiluBf16Tokens[tokens - 1], "kiln_gemv_silu",
-                                Math.ceilDiv(rows, warps * warpRows(tokens)), 1, GEMV_THREADS, 0)) {
+                                Math.ceilDiv(rows, warps * siluPairs(tokens)), 1, GEMV_THREADS, 0)) {
                     return;
                 }
             }
@@ -504,7 +506,7 @@ public final class Kernels implements AutoCloseable {
      * tokens on, so that each activation chunk loaded serves two weight rows (SPLIT_ROWS in the source).
      */
     static int splitRows(int tokens) {
-        return tokens >= 2 ? 2 : 1;
+        return tokens >= 4 ? 4 : tokens >= 2 ? 2 : 1;
     }
 
     /**
@@ -512,6 +514,11 @@ public final class Kernels implements AutoCloseable {
      * tokens on, as {@link #splitRows} (WARP_ROWS in the source).
      */
     static int warpRows(int tokens) {
+        return tokens >= 4 ? 4 : tokens >= 2 ? 2 : 1;
+    }
+
+    /** Gate/up row pairs one warp of {@code kiln_gemv_silu} computes: two from two tokens on (SILU_PAIRS). */
+    static int siluPairs(int tokens) {
         return tokens >= 2 ? 2 : 1;
     }
 

@@ -928,7 +928,7 @@ __device__ __forceinline__ bool find_segment(int& row, Segment& s, const bf16_t*
 // Every token's chunk costs two 16-byte loads through L1 per 16-byte weight load, so from two tokens on the
 // activations, not the weights, bound a block that owns one row; a second row halves that traffic. The Java side
 // sizes the grid with the same rule (Kernels.splitRows).
-#define SPLIT_ROWS(T) ((T) >= 2 ? 2 : 1)
+#define SPLIT_ROWS(T) ((T) >= 4 ? 4 : (T) >= 2 ? 2 : 1)
 
 // A block's rows (the grid exact; `valid` of the ROWS are real, the rest repeat the last row and are not stored):
 // sums the threads' partial products and squares through shared memory, stores each row and the block's share of the
@@ -978,7 +978,8 @@ __device__ __forceinline__ void finish_block_rows(const float (&acc)[ROWS][TOKEN
 
 // Rows one warp of kiln_gemv and kiln_gemv_silu computes (row pairs for the latter): two from two tokens on, for the
 // reason SPLIT_ROWS gives. The Java side sizes the grid with the same rule (Kernels.warpRows).
-#define WARP_ROWS(T) ((T) >= 2 ? 2 : 1)
+#define WARP_ROWS(T) ((T) >= 4 ? 4 : (T) >= 2 ? 2 : 1)
+#define SILU_PAIRS(T) ((T) >= 2 ? 2 : 1)
 
 template <int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv_bf16_one_row(const bf16_t* w, const float* x, float* out, int rows, int columns,
@@ -1017,7 +1018,9 @@ __device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* w, const float* x
     }
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
-    dot_rows_bf16<TOKENS, ROWS, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> 3, 32, acc, sumsq);
+    // Loads in flight per row: fewer with more rows, for the registers (16 loads of 16 bytes at most).
+    dot_rows_bf16<TOKENS, ROWS, ROWS >= 4 ? GEMV_UNROLL / 2 : GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31,
+                                                                            columns >> 3, 32, acc, sumsq);
     int lane = threadIdx.x & 31;
     float inv[TOKENS];
 #pragma unroll
@@ -1150,7 +1153,7 @@ __device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int column
                                                       float* gate, float* up, float* out, int rows, const float* scale,
                                                       float eps, float* normed) {
     // PAIRS (gate, up) row pairs a warp: rows first .. first + PAIRS - 1 of both (loads in flight together).
-    constexpr int PAIRS = WARP_ROWS(TOKENS), UNROLL = GEMV_UNROLL / 2;
+    constexpr int PAIRS = SILU_PAIRS(TOKENS), UNROLL = GEMV_UNROLL / 2;
     if constexpr (PAIRS == 1) {
         // One token: the one-pair kernel as it was measured (the general code below takes longer a batch-1 step).
         gemv_silu_one_pair<TOKENS, NORM>(x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);
