@@ -159,6 +159,38 @@ class OverlappedStepsTest {
         }
     }
 
+    @ParameterizedTest
+    @ValueSource(strings = {"qwen2-tiny", "llama3-tiny"})
+    void sequencesPreemptedWhileTheirTokenIsPendingRecomputeToTheReference(String fixture) {
+        // As PreemptionTest: 8 blocks of 16 tokens for 12 requests of 2-4 blocks each, so the scheduler preempts
+        // sequences whose last token is still a placeholder for a token being chosen.
+        int[][] prompts = {Fixtures.prompt(fixture, 0), Fixtures.prompt(fixture, 1)};
+        int[][] expected = {Fixtures.greedyContinuation(fixture, 0), Fixtures.greedyContinuation(fixture, 1)};
+        int n = 12;
+        long blockBytes;
+        try (var model = Fixtures.build(fixture, 16)) {
+            blockBytes = model.kvCacheSpec().bytesPerToken() * EngineSettings.DEFAULT_BLOCK_SIZE;
+        }
+        var tight = EngineSettings.defaults().withKvCacheMemory(8 * blockBytes).withMaxNumSeqs(n).withMaxNumBatchedTokens(64);
+        try (TestEngine engine = TestEngine.start(choosingOnDevice(fixture, true), tight)) {
+            assertEquals(8, engine.core().kvBlocks());
+            Collector[] collectors = new Collector[n];
+            for (int i = 0; i < n; i++) {
+                collectors[i] = engine.submit(new GenerationRequest("r" + i, prompts[i % 2], SamplingParams.GREEDY,
+                        expected[i % 2].length, 0, null, true, -1, null));
+            }
+            for (int i = 0; i < n; i++) {
+                Collector c = collectors[i].await();
+                assertNull(c.error(), () -> c + " failed");
+                assertArrayEquals(expected[i % 2], c.tokens(), fixture + " request " + i);
+            }
+            engine.awaitIdle();
+            assertTrue(engine.core().preemptions() > 0, "the cache was meant to run out");
+            assertEquals(0, engine.core().stats().kvBlocksUsed(), "blocks left behind");
+            assertTrue(queuedAhead.get() > 0, "no step was queued ahead of the tokens it reads");
+        }
+    }
+
     private static EngineSettings settings() {
         return EngineSettings.defaults().withKvCacheMemory(KV_MEMORY).withMaxNumSeqs(8);
     }
