@@ -167,11 +167,8 @@ class OverlappedStepsTest {
         int[][] prompts = {Fixtures.prompt(fixture, 0), Fixtures.prompt(fixture, 1)};
         int[][] expected = {Fixtures.greedyContinuation(fixture, 0), Fixtures.greedyContinuation(fixture, 1)};
         int n = 12;
-        long blockBytes;
-        try (var model = Fixtures.build(fixture, 16)) {
-            blockBytes = model.kvCacheSpec().bytesPerToken() * EngineSettings.DEFAULT_BLOCK_SIZE;
-        }
-        var tight = EngineSettings.defaults().withKvCacheMemory(8 * blockBytes).withMaxNumSeqs(n).withMaxNumBatchedTokens(64);
+        var tight = EngineSettings.defaults().withKvCacheMemory(8 * PreemptionTest.blockBytes(fixture)).withMaxNumSeqs(n)
+                .withMaxNumBatchedTokens(64);
         try (TestEngine engine = TestEngine.start(choosingOnDevice(fixture, true), tight)) {
             assertEquals(8, engine.core().kvBlocks());
             Collector[] collectors = new Collector[n];

@@ -44,7 +44,8 @@ class PreemptionTest {
         }
     }
 
-    private static long blockBytes(String fixture) {
+    /** Bytes of one KV cache block of the fixture's model (default block size). */
+    static long blockBytes(String fixture) {
         try (var model = Fixtures.build(fixture, 16)) {
             return model.kvCacheSpec().bytesPerToken() * EngineSettings.DEFAULT_BLOCK_SIZE;
         }

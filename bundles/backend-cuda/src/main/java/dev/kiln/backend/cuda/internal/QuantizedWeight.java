@@ -250,22 +250,14 @@ public final class QuantizedWeight implements DeviceRowGather {
     }
 
     @Override
-    public void gatherRows(int[] ids, Tensor out) {
-        checkOpen();
-        for (int id : ids) {
-            if (id < 0 || id >= rows) throw new IllegalArgumentException("row " + id + " outside [0, " + rows + ")");
-        }
-        if (ids.length == 0) return;
-        gatherRows(context.uploads().ints(ids), ids.length, out);
+    public CudaContext context() {
+        return context;
     }
 
     @Override
     public void gatherRows(long deviceIds, int count, Tensor out) {
         checkOpen();
-        CudaTensor o = CudaTensor.f32(out, context);
-        if (o.rowLength() != columns || o.rowCount() < count) {
-            throw new IllegalArgumentException("cannot gather " + count + " rows of " + columns + " into " + o);
-        }
+        CudaTensor o = DeviceRowGather.gatherOutput(context, out, count, columns);
         if (count == 0) return;
         QuantKernels kernels = context.quantKernels();
         if (format == Format.INT8) {
