@@ -81,7 +81,7 @@ except Exception:
     print("falling back to CuPy's own NVRTC options")
     mod = cp.RawModule(code=open(SOURCE).read(), options=("--std=c++17",))
 K = {n: mod.get_function(n) for n in [
-    "kiln_add", "kiln_add_halves", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16", "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16",
+    "kiln_add", "kiln_add_halves", "kiln_add_halves_rms_norm", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16", "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16",
     "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows", "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_gemv_bf16",
     "kiln_gemv_f32", "kiln_write_kv", "kiln_paged_attention", "kiln_paged_attention_split",
     "kiln_paged_attention_combine", "kiln_write_kv_bf16", "kiln_paged_attention_bf16",
@@ -341,11 +341,26 @@ def gemv_and_gemm():
     cublas.gemmEx(handle, 1, 0, rows, 2 * tokens, cols, one.ctypes.data, dw.data.ptr, 14, cols, parts.data.ptr, 14, cols,
                   zero.ctypes.data, products.data.ptr, 0, rows, 68, -1)
     paired = poison((tokens, rows))
-    K["kiln_add_halves"](blocks(tokens * rows), (THREADS,), (products, paired, i64(tokens * rows), np.uint64(0), i32(1)))
+    K["kiln_add_halves"](blocks(tokens * rows), (THREADS,), (products, paired, i64(tokens * rows), np.uint64(0), i32(1), np.uint64(0)))
     check("cuBLAS paired bf16 GEMM 37x256 -> 300 + add_halves", paired, ref, 2e-6 * cols)
     bias = rng.uniform(-1, 1, rows).astype(np.float32)  # the layer's bias added as the halves are summed
-    K["kiln_add_halves"](blocks(tokens * rows), (THREADS,), (products, paired, i64(tokens * rows), cp.asarray(bias), i32(rows)))
+    K["kiln_add_halves"](blocks(tokens * rows), (THREADS,), (products, paired, i64(tokens * rows), cp.asarray(bias), i32(rows), np.uint64(0)))
     check("cuBLAS paired bf16 GEMM 37x256 -> 300 + add_halves with bias", paired, ref + bias, 2e-6 * cols)
+    # What the Java side fuses after a paired GEMM: the halves' sum (+ bias) added into the residual, the RMSNorm of the
+    # new residual rows, and the normed rows split into bf16 parts for the next paired GEMM, one block per row.
+    acc_in = rng.uniform(-1, 1, (tokens, rows)).astype(np.float32)
+    norm_scale = rng.uniform(0.5, 1.5, rows).astype(np.float32)
+    acc, normed, summed = cp.asarray(acc_in), poison((tokens, rows)), poison((tokens, rows))
+    hi, lo = cp.zeros(tokens * rows, cp.uint16), cp.zeros(tokens * rows, cp.uint16)
+    K["kiln_add_halves_rms_norm"]((tokens,), (THREADS,), (products, i64(tokens * rows), cp.asarray(bias), summed, acc,
+                                                        cp.asarray(norm_scale), f32(1e-6), normed, i32(rows), hi, lo))
+    ref_acc = acc_in.astype(np.float64) + ref + bias
+    ref_normed = ref_acc / np.sqrt(np.mean(ref_acc ** 2, axis=1, keepdims=True) + 1e-6) * norm_scale
+    check("add_halves_rms_norm: the product", summed, ref + bias, 2e-6 * cols)
+    check("add_halves_rms_norm: the residual", acc, ref_acc, 2e-6 * cols)
+    check("add_halves_rms_norm: the normed rows", normed, ref_normed, 1e-4)
+    parts = bf16_value(cp.asnumpy(hi)).astype(np.float64) + bf16_value(cp.asnumpy(lo)).astype(np.float64)
+    check("add_halves_rms_norm: bf16 parts of the normed rows", parts.reshape(tokens, rows), cp.asnumpy(normed), 3e-5)
 
 
 # ---- paged attention ---------------------------------------------------------------------------------------------

@@ -172,7 +172,9 @@ public final class DenseWeight implements DeviceRowGather {
             long n = (long) tokens * columns;
             MatmulScratch scratch = context.matmulScratch();
             long[] parts = scratch.bf16Pair(n);
-            if (!scratch.holdsSplit(in.pointer(), n)) context.kernels().splitBf16(in.pointer(), parts[0], parts[1], n);
+            if (!scratch.holdsSplit(in.pointer(), n) && !context.kernels().splitInHeldNorm(in.pointer(), parts[0], parts[1], n)) {
+                context.kernels().splitBf16(in.pointer(), parts[0], parts[1], n);
+            }
             long products = scratch.products(2L * tokens * rows);
             context.gemm(Cublas.OP_T, Cublas.OP_N, rows, 2 * tokens, columns, pointer, Cublas.R_16BF,
                     columns, parts[0], Cublas.R_16BF, columns, false, products, rows);

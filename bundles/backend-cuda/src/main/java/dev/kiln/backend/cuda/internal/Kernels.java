@@ -38,7 +38,7 @@ public final class Kernels implements AutoCloseable {
     private final CudaContext context;
     private final CudaDriver driver;
     private final MemorySegment module;
-    private final MemorySegment add, addHalves, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, resolveTokens, copyColumns,
+    private final MemorySegment add, addHalves, addHalvesRmsNorm, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, resolveTokens, copyColumns,
             gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, argmaxSlices, argmaxMerge, samplePrepare, sampleTopK, sampleWeights, sampleTopP,
             sampleKept, samplePick, gemvBf16, gemvF32, writeKv, pagedAttention,
             pagedAttentionSplit, pagedAttentionCombine;
@@ -67,6 +67,7 @@ public final class Kernels implements AutoCloseable {
         this.arguments = ThreadLocal.withInitial(() -> new LaunchArguments(context));
         add = driver.function(module, "kiln_add");
         addHalves = driver.function(module, "kiln_add_halves");
+        addHalvesRmsNorm = driver.function(module, "kiln_add_halves_rms_norm");
         addBias = driver.function(module, "kiln_add_bias");
         scale = driver.function(module, "kiln_scale");
         siluMul = driver.function(module, "kiln_silu_mul");
@@ -109,7 +110,7 @@ public final class Kernels implements AutoCloseable {
     }
 
     /** The kernel names the module must define (checked by the compilation test without a GPU). */
-    public static final String[] NAMES = {"kiln_add", "kiln_add_halves", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16",
+    public static final String[] NAMES = {"kiln_add", "kiln_add_halves", "kiln_add_halves_rms_norm", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16",
             "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_resolve_tokens", "kiln_copy_columns", "kiln_gather_rows",
             "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_argmax_slices", "kiln_argmax_merge", "kiln_sample_prepare", "kiln_sample_top_k", "kiln_sample_weights",
             "kiln_sample_top_p", "kiln_sample_kept", "kiln_sample_pick", "kiln_gemv_split_bf16_t1", "kiln_gemv_split_bf16_t8", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
@@ -126,6 +127,12 @@ public final class Kernels implements AutoCloseable {
     public void add(long acc, long x, long n) {
         if (n == 0) return;
         StepRecorder.Launch last = context.recorder().lastLaunch();
+        if (last != null && last.function().equals(addHalves) && last.argument(HALVES_OUT) == x
+                && last.argument(HALVES_N) == n && last.argument(HALVES_RESIDUAL) == 0
+                && disjoint(acc, 4L * n, x, 4L * n) && disjoint(acc, 4L * n, last.argument(HALVES_IN), 8L * n)
+                && context.recorder().replaceLast(last, last.with(HALVES_RESIDUAL, acc))) {
+            return; // the paired GEMM's sum of halves that wrote x adds it into acc as it stores it
+        }
         if (last != null && isTokenGemv(last.function()) && last.argument(GEMV_OUT) == x && last.argument(GEMV_RESIDUAL) == 0
                 && (long) (int) last.argument(GEMV_ROWS) * (int) last.argument(GEMV_TOKENS) == n) {
             int tokens = (int) last.argument(GEMV_TOKENS);
@@ -143,7 +150,26 @@ public final class Kernels implements AutoCloseable {
     /** {@code out[i] = halves[i] + halves[n + i]}: the two partial products of a paired GEMM. */
     public void addHalves(long halves, long out, long n) {
         if (n == 0) return;
-        args().ptr(halves).ptr(out).i64(n).ptr(0).i32(1).launch(addHalves, "kiln_add_halves", blocks(n), 1, THREADS, 0);
+        args().ptr(halves).ptr(out).i64(n).ptr(0).i32(1).ptr(0).launch(addHalves, "kiln_add_halves", blocks(n), 1, THREADS, 0);
+    }
+
+    /** Argument slots of kiln_add_halves: halves, out, n, bias, width, residual. */
+    private static final int HALVES_IN = 0, HALVES_OUT = 1, HALVES_N = 2, HALVES_BIAS = 3, HALVES_WIDTH = 4,
+            HALVES_RESIDUAL = 5;
+    /** Argument slots of kiln_add_halves_rms_norm that a later fusion reads or rewrites. */
+    private static final int HALVES_NORM_N = 1, HALVES_NORM_OUT = 7, HALVES_NORM_HI = 9, HALVES_NORM_LO = 10;
+
+    /**
+     * Splits {@code n} f32 activations at x into the bf16 parts of a paired GEMM inside the held launch, when that is
+     * the fused sum-residual-norm kernel whose normed output is exactly x: it then stores the parts as it stores each
+     * normed row, and the caller launches no kiln_split_bf16. Returns whether it did.
+     */
+    public boolean splitInHeldNorm(long x, long hi, long lo, long n) {
+        StepRecorder.Launch last = context.recorder().lastLaunch();
+        return last != null && last.function().equals(addHalvesRmsNorm) && last.argument(HALVES_NORM_OUT) == x
+                && last.argument(HALVES_NORM_HI) == 0 && last.argument(HALVES_NORM_N) == n
+                && disjoint(hi, 2 * n, last.argument(HALVES_IN), 8L * n) && disjoint(lo, 2 * n, last.argument(HALVES_IN), 8L * n)
+                && context.recorder().replaceLast(last, last.with(HALVES_NORM_HI, hi).with(HALVES_NORM_LO, lo));
     }
 
     /**
@@ -296,6 +322,17 @@ public final class Kernels implements AutoCloseable {
     public void rmsNorm(long x, long scale, float eps, long out, int rows, int n) {
         if (rows == 0) return;
         StepRecorder.Launch last = context.recorder().lastLaunch();
+        long total = (long) rows * n;
+        if (last != null && last.function().equals(addHalves) && last.argument(HALVES_RESIDUAL) == x
+                && last.argument(HALVES_N) == total && (last.argument(HALVES_BIAS) == 0 || (int) last.argument(HALVES_WIDTH) == n)
+                && disjoint(out, 4L * total, last.argument(HALVES_IN), 8L * total) && disjoint(out, 4L * total, x, 4L * total)) {
+            // The paired GEMM's sum of halves added into x just before: one block per row sums, adds and normalises.
+            if (args().ptr(last.argument(HALVES_IN)).i64(total).ptr(last.argument(HALVES_BIAS)).ptr(last.argument(HALVES_OUT))
+                    .ptr(x).ptr(scale).f32(eps).ptr(out).i32(n).ptr(0).ptr(0)
+                    .replace(last, addHalvesRmsNorm, "kiln_add_halves_rms_norm", rows, 1, THREADS, 0)) {
+                return;
+            }
+        }
         if (last != null && last.function().equals(add) && last.argument(0) == x && last.argument(2) == (long) rows * n) {
             long delta = last.argument(1);
             if (args().ptr(x).ptr(delta).ptr(scale).f32(eps).ptr(out).i32(n)

@@ -83,12 +83,16 @@ extern "C" __global__ void kiln_add(float* acc, const float* x, long long n) {
     GRID_STRIDE(i, n) acc[i] += x[i];
 }
 
-// The two partial products of a paired GEMM summed, plus the layer's bias (rows of width) when there is one.
-extern "C" __global__ void kiln_add_halves(const float* halves, float* out, long long n, const float* bias, int width) {
+// The two partial products of a paired GEMM summed, plus the layer's bias (rows of width) when there is one, and
+// added into the residual stream when there is one.
+extern "C" __global__ void kiln_add_halves(const float* halves, float* out, long long n, const float* bias, int width,
+                                           float* residual) {
     wait_for_previous_kernel();
     GRID_STRIDE(i, n) {
         float v = halves[i] + halves[n + i];
-        out[i] = bias ? v + bias[i % width] : v;
+        if (bias) v += bias[i % width];
+        out[i] = v;
+        if (residual) residual[i] += v;
     }
 }
 
@@ -159,6 +163,39 @@ extern "C" __global__ void kiln_add_rms_norm(float* acc, const float* delta, con
     sum = block_sum(sum, scratch);
     float inv = 1.0f / sqrtf(sum / (float) n + eps);
     for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = row[i] * inv * scale[i];
+}
+
+// kiln_add_halves into the residual acc, then kiln_add_rms_norm's norm of each new acc row into out, then (hi not 0)
+// kiln_split_bf16 of the normed rows for the next paired GEMM, in one pass: one block per row of `columns`, the same
+// arithmetic as the three kernels apart. The product is stored in `sum` unless that is out, which the norm overwrites.
+extern "C" __global__ void kiln_add_halves_rms_norm(const float* halves, long long n, const float* bias, float* sum,
+                                                    float* acc, const float* scale, float eps, float* out, int columns,
+                                                    bf16_t* hi, bf16_t* lo) {
+    wait_for_previous_kernel();
+    __shared__ float scratch[32];
+    long long base = (long long) blockIdx.x * columns;
+    float total = 0.0f;
+    for (int i = threadIdx.x; i < columns; i += blockDim.x) {
+        long long k = base + i;
+        float d = halves[k] + halves[n + k];
+        if (bias) d += bias[i];
+        if (sum != out) sum[k] = d;
+        float v = acc[k] + d;
+        acc[k] = v;
+        total += v * v;
+    }
+    total = block_sum(total, scratch);
+    float inv = 1.0f / sqrtf(total / (float) columns + eps);
+    for (int i = threadIdx.x; i < columns; i += blockDim.x) {
+        long long k = base + i;
+        float o = acc[k] * inv * scale[i];
+        out[k] = o;
+        if (hi) {
+            bf16_t h = float_to_bf16(o);
+            hi[k] = h;
+            lo[k] = float_to_bf16(o - bf16_to_float(h));
+        }
+    }
 }
 
 // One block per token.
