@@ -458,7 +458,12 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         List<Scheduler.Entry> plan = scheduler.schedule();
         publishCounts(); // admissions and preemptions show in stats (and in submit's queue bound) during the step
         if (plan.isEmpty()) {
-            completeInFlight();
+            if (inFlight != null) {
+                // Its sequences may hold the blocks the queue waits for (those it takes to their length limit were
+                // not scheduled again): complete it and schedule anew before concluding that nothing fits.
+                completeInFlight();
+                return;
+            }
             refuseUnschedulable();
             return;
         }
