@@ -5,7 +5,11 @@ package dev.kiln.api.sampling;
  * service ({@code kiln.name}); the engine applies every registered processor, in ranking order, before the sampler.
  */
 public interface LogitsProcessor {
-    /** Whether this processor changes anything for the sequence (lets the engine skip work). */
+    /**
+     * Whether this processor changes anything for the sequence (lets the engine skip work, and choose the token on
+     * the device when no processor applies). The sequence's last output token may still be a placeholder here (see
+     * {@link SequenceView#outputTokens}): decide from the parameters and the counts, not from token values.
+     */
     boolean appliesTo(SequenceView sequence);
 
     /** Modifies logits in place. */

@@ -7,7 +7,13 @@ public interface SequenceView {
     /** The prompt's token ids. */
     int[] promptTokens();
 
-    /** Tokens generated so far, oldest first. */
+    /**
+     * Tokens generated so far, oldest first. While an engine overlaps steps (see
+     * {@link dev.kiln.api.backend.ComputeBackend#overlapsSteps}) the last one may be a negative
+     * {@linkplain dev.kiln.api.backend.PendingTokens#placeholder placeholder} for a token the device is still
+     * choosing, when {@link LogitsProcessor#appliesTo} is asked: it counts, but its value is not known yet. Whatever
+     * is given logits to process or sample sees chosen tokens only.
+     */
     int[] outputTokens();
 
     /** The request's sampling parameters. */
