@@ -542,7 +542,8 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
 
     /**
      * Takes the sequences of a step whose tokens are pending past it, as {@link #advance} would, except that a
-     * sequence due a token gets a placeholder for it, so that the scheduler gives it its next step at once.
+     * sequence due a token gets a placeholder for it, so that the scheduler gives it its next step at once. (Such a
+     * step gathers no prompt log-probabilities: {@link #chooseOnBackend} reads the logits for those.)
      */
     private void holdPending(List<Scheduler.Entry> plan, StepBatch step, PendingTokens chosen, Sampler sampler,
                              List<LogitsProcessor> processors) {
@@ -550,17 +551,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         boolean[] placeholder = new boolean[plan.size()];
         for (int i = 0; i < plan.size(); i++) {
             Sequence s = plan.get(i).sequence();
-            if (s.isDone()) continue;
-            int before = s.computed();
-            s.setDraft(null);
-            s.advance(step.queryTokens(i));
-            blocks.registerFullBlocks(s.blocks(), s.tokens(), s.computed());
-            promptTokens += Math.max(0, Math.min(s.computed(), s.promptLength()) - before);
-            if (s.uncomputed() > 0) continue; // prompt not finished: more chunks to come
-            if (s.request().maxTokens() == 0) {
-                finish(s, FinishReason.LENGTH, NO_TOKENS, null);
-                continue;
-            }
+            if (s.isDone() || !recordComputed(s, step, i, null)) continue;
             decides[i] = true;
             if (s.outputLength() + 1 < s.request().maxTokens() && s.length() + 1 < maxModelLen) {
                 s.append(PendingTokens.placeholder(step.sampleRow(i)));
@@ -662,19 +653,28 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         int drafted = step.draftTokens(i);
         int queried = step.queryTokens(i);
         if (drafted > 0) return verify(s, step, i, logits, sampler, processors);
+        if (recordComputed(s, step, i, logits)) report(s, decide(s, null, 0, step.sampleRow(i), logits, sampler, processors));
+        return queried;
+    }
+
+    /**
+     * Records what a step without a draft computed for a sequence (its query tokens, full blocks for the prefix
+     * cache, prompt log-probabilities) and returns whether the sequence is now due a token: false while its prompt
+     * has chunks to come, and for a request of no output tokens, which this finishes.
+     */
+    private boolean recordComputed(Sequence s, StepBatch step, int i, float[] logits) {
         int before = s.computed();
         s.setDraft(null); // a draft the scheduler had no room for is stale after this step
-        s.advance(queried);
+        s.advance(step.queryTokens(i));
         blocks.registerFullBlocks(s.blocks(), s.tokens(), s.computed());
         promptTokens += Math.max(0, Math.min(s.computed(), s.promptLength()) - before);
         collectPromptLogprobs(s, step, i, logits);
-        if (s.uncomputed() > 0) return queried; // prompt not finished: more chunks to come
+        if (s.uncomputed() > 0) return false; // prompt not finished: more chunks to come
         if (s.request().maxTokens() == 0) {
             finish(s, FinishReason.LENGTH, NO_TOKENS, null);
-            return queried;
+            return false;
         }
-        report(s, decide(s, null, 0, step.sampleRow(i), logits, sampler, processors));
-        return queried;
+        return true;
     }
 
     /**
