@@ -287,26 +287,28 @@ public final class Kernels implements AutoCloseable {
                            boolean anyTopP) {
         if (rows == 0) return;
         int slices = sampleSlices(rows, n, context.properties().multiprocessors());
-        args().ptr(x).i32(n).ptr(params).ptr(scratch)
-                .launch(samplePrepare, "kiln_sample_prepare", slices, rows, SAMPLE_THREADS, 0);
+        sampleArguments(x, n, params, scratch).launch(samplePrepare, "kiln_sample_prepare", slices, rows, SAMPLE_THREADS, 0);
         if (anyTopK) {
             for (int level = 0; level < 3; level++) {
-                args().ptr(x).i32(n).ptr(params).ptr(scratch).i32(level)
+                sampleArguments(x, n, params, scratch).i32(level)
                         .launch(sampleTopK, "kiln_sample_top_k", slices, rows, SAMPLE_THREADS, 0);
             }
         }
-        args().ptr(x).i32(n).ptr(params).ptr(scratch)
-                .launch(sampleWeights, "kiln_sample_weights", slices, rows, SAMPLE_THREADS, 0);
+        sampleArguments(x, n, params, scratch).launch(sampleWeights, "kiln_sample_weights", slices, rows, SAMPLE_THREADS, 0);
         if (anyTopP) {
             for (int level = 1; level < 3; level++) {
-                args().ptr(x).i32(n).ptr(params).ptr(scratch).i32(level)
+                sampleArguments(x, n, params, scratch).i32(level)
                         .launch(sampleTopP, "kiln_sample_top_p", slices, rows, SAMPLE_THREADS, 0);
             }
         }
-        args().ptr(x).i32(n).ptr(params).ptr(scratch)
-                .launch(sampleKept, "kiln_sample_kept", slices, rows, SAMPLE_THREADS, 0);
-        args().ptr(x).i32(n).ptr(params).ptr(scratch).ptr(uniforms).ptr(out)
+        sampleArguments(x, n, params, scratch).launch(sampleKept, "kiln_sample_kept", slices, rows, SAMPLE_THREADS, 0);
+        sampleArguments(x, n, params, scratch).ptr(uniforms).ptr(out)
                 .launch(samplePick, "kiln_sample_pick", slices, rows, SAMPLE_THREADS, 0);
+    }
+
+    /** The leading arguments every sampling launch takes: the logits, their row length, the parameters, the scratch. */
+    private LaunchArguments sampleArguments(long x, int n, long params, long scratch) {
+        return args().ptr(x).i32(n).ptr(params).ptr(scratch);
     }
 
     /** Splits f32 values into bf16 high and low parts. */
@@ -317,7 +319,8 @@ public final class Kernels implements AutoCloseable {
 
     /**
      * RMSNorm of {@code rows} rows of {@code n}. When the held launch before is the residual add into x of exactly
-     * these rows, both become one kernel: each row is read once and written twice instead of read three times.
+     * these rows, both become one kernel: each row is read once and written twice instead of read three times. When
+     * it is the sum of a paired GEMM's halves added into x, the sum, the add and the norm become one per-row kernel.
      */
     public void rmsNorm(long x, long scale, float eps, long out, int rows, int n) {
         if (rows == 0) return;
@@ -333,7 +336,7 @@ public final class Kernels implements AutoCloseable {
                 return;
             }
         }
-        if (last != null && last.function().equals(add) && last.argument(0) == x && last.argument(2) == (long) rows * n) {
+        if (last != null && last.function().equals(add) && last.argument(0) == x && last.argument(2) == total) {
             long delta = last.argument(1);
             if (args().ptr(x).ptr(delta).ptr(scale).f32(eps).ptr(out).i32(n)
                     .replace(last, addRmsNorm, "kiln_add_rms_norm", rows, 1, THREADS, 0)) {

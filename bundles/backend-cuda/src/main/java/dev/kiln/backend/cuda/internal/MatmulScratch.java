@@ -28,7 +28,7 @@ final class MatmulScratch implements AutoCloseable {
      */
     synchronized boolean holdsSplit(long x, long n) {
         return x == splitInput && n == splitLength && recorder.mark() == splitMark
-                && (x + 4 * n <= productOutput || productOutput + productBytes <= x);
+                && Kernels.disjoint(x, 4 * n, productOutput, productBytes);
     }
 
     /** Records that the product just queued split {@code n} activations at {@code x} and wrote {@code bytes} at out. */
