@@ -368,6 +368,7 @@ def gemv_and_gemm():
 SPLIT_THREADS, SPLIT_MAX_OUTPUTS, COMBINE_THREADS = 256, 8, 256
 MIN_CONTEXT_BUCKET, MAX_TILE, MIN_TILE, MIN_CHUNK, MAX_SPLITS, BLOCKS_PER_SM, SHARED_BUDGET = 256, 64, 4, 32, 4096, 2, 48 * 1024
 SMS = props["multiProcessorCount"]
+CLUSTERS = major >= 9  # thread block clusters (and their distributed shared memory) from Hopper on
 
 
 class Batch:
@@ -407,7 +408,16 @@ def pack(query_start, context, tables, slots, block_size):
 
 
 def split_shared(hpb, tile, key_dim, value_dim, vik):
-    return 4 * (hpb * key_dim + tile * (key_dim + 4) + (0 if vik else tile * (value_dim + 4)) + hpb * tile + 3 * hpb)
+    return 4 * (hpb * key_dim + 2 * key_dim + (0 if vik else value_dim) + tile * (key_dim + 4)
+                + (0 if vik else tile * (value_dim + 4)) + hpb * tile + 3 * hpb)
+
+
+MAX_CLUSTER = 16  # SplitAttentionPlan.MAX_CLUSTER
+
+
+def clusterable(plan, key_dim, value_dim):
+    """Whether the split kernel can merge this plan's splits in a cluster (SplitAttentionPlan.clustered's rule)."""
+    return CLUSTERS and 1 < plan["splits"] <= MAX_CLUSTER and value_dim <= key_dim
 
 
 def split_plan(T, heads, kv_heads, key_dim, value_dim, vik, bucket, chunk=None, min_chunk=None):
@@ -466,17 +476,23 @@ def attend_per_head(q, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim
 
 
 def attend_split(plan, partials, q, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale,
-                 bf16=False, new_kv=None):
-    """new_kv: (key rows, value rows or None) of a decode batch whose cache write the split kernel does itself."""
+                 bf16=False, new_kv=None, cluster=False):
+    """new_kv: (key rows, value rows or None) of a decode batch whose cache write the split kernel does itself;
+    cluster: the splits merged inside a thread block cluster (no partials, no combine kernel)."""
     T = b.T
     fused = (new_kv[0], np.uint64(0) if new_kv[1] is None else new_kv[1], np.uint64(meta + 4 * 2 * T)) \
         if new_kv is not None else (np.uint64(0), np.uint64(0), np.uint64(0))
     fused += (np.uint64(0), np.uint64(0), np.uint64(0), i32(0), i32(0), i32(0))  # no rotary folded in
-    cache_kernel("kiln_paged_attention_split", bf16)((plan["rows"], plan["splits"]), (SPLIT_THREADS,), (
-        q, out, np.uint64(0) if partials is None else partials, np.uint64(kp), np.uint64(vp), np.uint64(meta),
-        np.uint64(meta + 4 * T), np.uint64(meta + 4 * 3 * T), i32(b.stride), i32(heads), i32(kv_heads), i32(plan["hpb"]),
-        i32(key_dim), i32(value_dim), i32(key_dim if vik else value_dim), i32(BS), i32(plan["chunk"]), i32(plan["tile"]),
-        f32(scale)) + fused, shared_mem=plan["shared"])
+    args = (q, out, np.uint64(0) if partials is None or cluster else partials, np.uint64(kp), np.uint64(vp),
+            np.uint64(meta), np.uint64(meta + 4 * T), np.uint64(meta + 4 * 3 * T), i32(b.stride), i32(heads),
+            i32(kv_heads), i32(plan["hpb"]), i32(key_dim), i32(value_dim), i32(key_dim if vik else value_dim), i32(BS),
+            i32(plan["chunk"]), i32(plan["tile"]), f32(scale)) + fused
+    kernel = cache_kernel("kiln_paged_attention_split", bf16)
+    if cluster:
+        kiln_nvrtc.launch_ex(kernel, (plan["rows"], plan["splits"]), SPLIT_THREADS, args, plan["shared"],
+                             cp.cuda.get_current_stream().ptr, plan["splits"])
+        return
+    kernel((plan["rows"], plan["splits"]), (SPLIT_THREADS,), args, shared_mem=plan["shared"])
     if plan["splits"] > 1:
         K["kiln_paged_attention_combine"]((T, heads), (COMBINE_THREADS,), (
             partials, out, np.uint64(meta + 4 * T), i32(heads), i32(value_dim), i32(plan["chunk"]), i32(plan["splits"])),
@@ -522,6 +538,11 @@ def run_both_kernels(q, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vi
                      key_dim, value_dim, vik, BS, scale, bf16)
         results[f"split x{plan['splits']} (chunk {plan['chunk']}, tile {plan['tile']}, {plan['hpb']} heads/block)"] = \
             cp.asnumpy(out).astype(np.float64)
+        if clusterable(plan, key_dim, value_dim):
+            out = poison((b.T, heads, value_dim))
+            attend_split(plan, None, dq, out, kp, vp, meta, b, heads, kv_heads, key_dim, value_dim, vik, BS, scale,
+                         bf16, cluster=True)
+            results[f"split x{plan['splits']} merged in a cluster"] = cp.asnumpy(out).astype(np.float64)
     return {k: (float(np.max(np.abs(v - ref))) if np.all(np.isfinite(v)) else float("nan")) for k, v in results.items()}
 
 
@@ -658,18 +679,22 @@ def decode_case(kv_heads, key_dim, value_dim, values_in_keys, heads, contexts, n
         key_cache = keys.reshape(NB, kv_heads, BS, key_dim)
         value_cache = None if values is None else values.reshape(NB, kv_heads, BS, value_dim)
         nan = 0x7FC0 if bf16 else np.nan
-        for chunk in (None, b.bucket, 64):
+        for chunk, cluster in [(c, m) for c in (None, b.bucket, 64) for m in (False, True)]:
+            plan = split_plan(T, heads, kv_heads, key_dim, value_dim, values_in_keys, b.bucket, chunk)
+            if cluster and not clusterable(plan, key_dim, value_dim):
+                continue
             for t in range(T):
                 b_, o_ = divmod(slots[t], BS)
                 key_cache[b_, :, o_, :] = nan
                 if value_cache is not None:
                     value_cache[b_, :, o_, :] = nan
-            plan = split_plan(T, heads, kv_heads, key_dim, value_dim, values_in_keys, b.bucket, chunk)
             out = poison((T, heads, value_dim))
             attend_split(plan, partials_for(plan, T, heads, value_dim), cp.asarray(q), out, kp, vp, meta.data.ptr, b,
-                         heads, kv_heads, key_dim, value_dim, values_in_keys, BS, scale, bf16, new_kv=(dk, dv))
+                         heads, kv_heads, key_dim, value_dim, values_in_keys, BS, scale, bf16, new_kv=(dk, dv),
+                         cluster=cluster)
             got = cp.asnumpy(out).astype(np.float64)
-            diffs[f"split x{plan['splits']} with the cache write fused"] = \
+            how = f"split x{plan['splits']}" + (" merged in a cluster" if cluster else "")
+            diffs[f"{how} with the cache write fused"] = \
                 float(np.max(np.abs(got - ref))) if np.all(np.isfinite(got)) else float("nan")
             held = [cp.asnumpy(key_cache[divmod(slots[t], BS)[0], :, divmod(slots[t], BS)[1], :]) for t in range(T)]
             if value_cache is not None:
@@ -677,10 +702,10 @@ def decode_case(kv_heads, key_dim, value_dim, values_in_keys, heads, contexts, n
             want = [k[t] for t in range(T)] + ([v[t] for t in range(T)] if v is not None else [])
             stored_ok = all(np.array_equal(bf16_value(h) if bf16 else h, stored(w, bf16).astype(np.float32))
                             for h, w in zip(held, want))
-            print(f"{'PASS' if stored_ok else 'FAIL'} paged attention {name}, split x{plan['splits']} stores the new "
+            print(f"{'PASS' if stored_ok else 'FAIL'} paged attention {name}, {how} stores the new "
                   f"entries as kiln_write_kv does")
             if not stored_ok:
-                failures.append(f"attention {name}, fused cache write x{plan['splits']}")
+                failures.append(f"attention {name}, fused cache write {how}")
     report(name, diffs)
 
 
@@ -777,12 +802,19 @@ def attention_timing():
             new16 = time_graph(stream, lambda: [attend_split(
                 plan, partials, q, out, keys16.data.ptr + 2 * l * layer_floats, vals16.data.ptr + 2 * l * layer_floats,
                 meta.data.ptr, b, NH, KVH, D, D, False, BS, scale, bf16=True) for l in range(L)]) / L
+            clustered = time_graph(stream, lambda: [attend_split(
+                plan, None, q, out, keys16.data.ptr + 2 * l * layer_floats, vals16.data.ptr + 2 * l * layer_floats,
+                meta.data.ptr, b, NH, KVH, D, D, False, BS, scale, bf16=True, cluster=True)
+                for l in range(L)]) / L if clusterable(plan, D, D) else None
         kv_bytes = (1 if prefill else tokens) * ctx * KVH * D * 4 * 2  # every key and value row read once
         print(f"  {what:>22} at context {ctx:>5}: per-head kernel {old * 1e6:7.1f} us, split {new * 1e6:7.1f} us "
               f"({old / new:4.1f}x; {plan['splits']} splits of {plan['chunk']}, {plan['rows'] * plan['splits']} blocks; "
               f"K+V {kv_bytes / 1e6:.1f} MB -> {kv_bytes / new / 1e9:.0f} GB/s)")
         print(f"  {'bf16 cache':>22} at context {ctx:>5}: per-head kernel {old16 * 1e6:7.1f} us, split {new16 * 1e6:7.1f} us "
               f"(split f32/bf16 {new / new16:4.2f}x; K+V {kv_bytes / 2e6:.1f} MB -> {kv_bytes / 2 / new16 / 1e9:.0f} GB/s)")
+        if clustered is not None:
+            print(f"  {'bf16, in a cluster':>22} at context {ctx:>5}: split {clustered * 1e6:7.1f} us, merged by the "
+                  f"cluster instead of the combine kernel ({new16 / clustered:4.2f}x)")
         del keys, vals, keys16, vals16
 
 

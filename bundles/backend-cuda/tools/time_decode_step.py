@@ -6,7 +6,6 @@ programmatic dependent launches (PDL), and with parts of the step left out to sh
 The bound is the weight bytes of one token over the device-to-device copy bandwidth measured in the same run.
 Needs CuPy and NumPy on a CUDA machine. Usage: python3 time_decode_step.py [path/to/kernels.cu] [context]
 """
-import ctypes
 import math
 import os
 import sys
@@ -26,16 +25,6 @@ def compile_cubin(source, arch):
     return kiln_nvrtc.compile_cubin(source, arch, "kernels.cu")
 
 
-class LaunchConfig(ctypes.Structure):
-    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("shared", ctypes.c_uint),
-                ("stream", ctypes.c_void_p), ("attrs", ctypes.c_void_p), ("count", ctypes.c_uint)]
-
-
-class LaunchAttribute(ctypes.Structure):
-    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("rest", ctypes.c_char * 60)]
-
-
-cuda = ctypes.CDLL("libcuda.so.1")
 props = cp.cuda.runtime.getDeviceProperties(0)
 major, minor = props["major"], props["minor"]
 arch = f"sm_{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
@@ -46,36 +35,12 @@ module = cp.RawModule(path=path)
 functions = {}
 stream = cp.cuda.Stream(non_blocking=True)
 programmatic = [False]
-attribute = LaunchAttribute(6, b"", 1, b"")  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, allowed
-previous_was_kernel = [False]
 
 
-def launch(name, grid, block, args, shared=0):
-    """cuLaunchKernelEx, with the PDL attribute when programmatic[0] (as the Java recorder: after a kernel only)."""
+def launch(name, grid, block, args, shared=0, cluster_y=1):
+    """cuLaunchKernelEx, a programmatic launch when programmatic[0] (as the Java recorder makes them)."""
     fn = functions.setdefault(name, module.get_function(name))
-    values = []
-    for a in args:
-        if isinstance(a, cp.ndarray):
-            values.append(ctypes.c_void_p(a.data.ptr))
-        elif isinstance(a, np.int32):
-            values.append(ctypes.c_int(int(a)))
-        elif isinstance(a, np.int64):
-            values.append(ctypes.c_longlong(int(a)))
-        elif isinstance(a, np.float32):
-            values.append(ctypes.c_float(float(a)))
-        elif isinstance(a, np.uint64):
-            values.append(ctypes.c_uint64(int(a)))
-        else:
-            raise TypeError(f"{name}: {type(a)}")
-    pointers = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
-    grid = tuple(grid) + (1,) * (3 - len(grid))
-    config = LaunchConfig((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(block, 1, 1), shared, stream.ptr,
-                          ctypes.cast(ctypes.pointer(attribute), ctypes.c_void_p) if programmatic[0] else None,
-                          1 if programmatic[0] else 0)
-    handle = fn.kernel.ptr if hasattr(fn, "kernel") else fn.ptr  # CUfunction of a RawKernel (or a Function)
-    result = cuda.cuLaunchKernelEx(ctypes.byref(config), ctypes.c_void_p(handle), pointers, None)
-    if result != 0:
-        raise RuntimeError(f"cuLaunchKernelEx({name}) = {result}")
+    kiln_nvrtc.launch_ex(fn, grid, block, args, shared, stream.ptr, cluster_y, programmatic[0])
 
 
 # ---- the model --------------------------------------------------------------------------------------------------
@@ -122,7 +87,7 @@ vals = [cp.random.uniform(-1, 1, (blocks_used, KVH, BS, D), dtype=cp.float32) fo
 # SplitAttentionPlan for 1 token, 12/2 heads of 128 (see check_kernels.split_plan): one head block of 6 heads.
 group, hpb = NH // KVH, NH // KVH
 tile = 64
-shared = lambda t: 4 * (hpb * D + t * (D + 4) + t * (D + 4) + hpb * t + 3 * hpb)
+shared = lambda t: 4 * (hpb * D + 3 * D + t * (D + 4) + t * (D + 4) + hpb * t + 3 * hpb)
 while shared(tile) > 48 * 1024:
     tile //= 2
 rows_ = KVH
@@ -130,9 +95,8 @@ splits = 1
 while splits * 2 <= 2 * props["multiProcessorCount"] // rows_:
     splits *= 2
 splits = min(splits, 4096, max(1, bucket // 32))
-chunk = bucket // splits
-tile = min(tile, chunk)
-partials = cp.zeros(NH * splits * (D + 4), cp.float32)
+most_tile = tile
+partials = cp.zeros(NH * max(splits, 16) * (D + 4), cp.float32)
 ang = np.arange(bucket)[:, None] * np.array([10000 ** (-2.0 * i / D) for i in range(D // 2)])[None, :]
 cos_t, sin_t = cp.asarray(np.cos(ang).astype(np.float32)), cp.asarray(np.sin(ang).astype(np.float32))
 
@@ -179,17 +143,24 @@ def step(parts):
                                                cos_t, sin_t, i32(D), i32(0), i32(D // 2), i32(0)))
             if not fused_write:
                 launch("kiln_write_kv", (1,), 256, (k, v, keys[l], vals[l], u64(meta.data.ptr + 8), i32(KVH), i32(D), i32(D), i32(BS)))
+        if "empty attention" in parts:
+            launch("kiln_add", (1,), 32, (att, att, i64(0)))  # a kernel that only waits for the one ahead
         if "attention" in parts:
             new_rows = (k, v, u64(meta.data.ptr + 8)) if fused_write else (u64(0), u64(0), u64(0))
             new_rows += (u64(meta.data.ptr + 4), cos_t, sin_t, i32(0), i32(D // 2), i32(0)) if fold_rotary \
                 else (u64(0), u64(0), u64(0), i32(0), i32(0), i32(0))
-            launch("kiln_paged_attention_split", (rows_, splits), 256, (
-                q, att, partials if splits > 1 else u64(0), keys[l], vals[l], meta, u64(meta.data.ptr + 4),
+            # The plan's splits merged in a cluster when at most 16, else by the combine kernel; ("splits", n) forces n.
+            n_splits = next((p[1] for p in parts if isinstance(p, tuple) and p[0] == "splits"), splits)
+            chunk = bucket // n_splits
+            tile = min(most_tile, chunk)
+            clustered = 1 < n_splits <= 16 and "combine kernel" not in parts
+            launch("kiln_paged_attention_split", (rows_, n_splits), 256, (
+                q, att, partials if n_splits > 1 and not clustered else u64(0), keys[l], vals[l], meta, u64(meta.data.ptr + 4),
                 u64(meta.data.ptr + 12), i32(stride), i32(NH), i32(KVH), i32(hpb), i32(D), i32(D), i32(D), i32(BS),
-                i32(chunk), i32(tile), f32(1 / math.sqrt(D))) + new_rows, shared(tile))
-            if splits > 1:
+                i32(chunk), i32(tile), f32(1 / math.sqrt(D))) + new_rows, shared(tile), n_splits if clustered else 1)
+            if n_splits > 1 and not clustered:
                 launch("kiln_paged_attention_combine", (1, NH), 256, (partials, att, u64(meta.data.ptr + 4), i32(NH),
-                                                                      i32(D), i32(chunk), i32(splits)), 4 * splits)
+                                                                      i32(D), i32(chunk), i32(n_splits)), 4 * n_splits)
         launch("kiln_gemv_split_bf16_t1", (H,), 128, (w["o"], att, h, i32(H), i32(NH * D), i32(1), i32(1), u64(0),
                                                      residual) + NONE)
         if "norms" in parts:
@@ -228,10 +199,12 @@ def time_step(parts, pdl, repeats=30):
 
 cp.cuda.Device().synchronize()
 everything = {"rotary", "attention", "fused norms"}
-variants = [("whole step", everything), ("rotary as its own kernel", everything | {"separate rotary"}),
+variants = [("whole step", everything), ("partials merged by a kernel", everything | {"combine kernel"}),
+            ("8 splits in a cluster", everything | {("splits", 8)}), ("16 splits in a cluster", everything | {("splits", 16)}),
+            ("attention an empty kernel", everything - {"attention", "rotary"} | {"empty attention"}), ("rotary as its own kernel", everything | {"separate rotary"}),
             ("cache write as its own kernel", everything | {"separate cache write"}),
             ("norms as kernels of their own", everything - {"fused norms"} | {"norms"}),
-            ("without attention", everything - {"attention"}), ("without rotary", everything - {"rotary"}),
+            ("without attention", everything - {"attention", "rotary"}), ("without rotary", everything - {"rotary"}),
             ("fused norms, no normed stores", everything | {"no normed stores"}),
             ("fused norms, no residual adds", everything | {"no residual adds"}),
             ("without any norm", everything - {"fused norms"}), ("GEMVs (+ embed, argmax) only", set())]

@@ -134,7 +134,7 @@ public final class CudaPagedAttention implements AttentionKernel {
         boolean aligned = q.pointer() % 16 == 0 && o.pointer() % 16 == 0;
         SplitAttentionPlan plan = splitContext && aligned && splitKernelFits(spec) ? SplitAttentionPlan.of(tokens, heads, spec.kvHeads(),
                 spec.keyDim(), spec.valueDim(), spec.valuesInKeys(), packed.contextBucket(),
-                context.properties().multiprocessors()) : null;
+                context.properties().multiprocessors(), kernels.largestAttentionCluster()) : null;
         long sequences = meta + 4L * packed.sequenceOffset();
         long positions = meta + 4L * packed.positionOffset();
         long tables = meta + 4L * packed.tablesOffset();

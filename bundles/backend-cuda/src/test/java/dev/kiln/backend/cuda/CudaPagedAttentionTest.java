@@ -418,9 +418,10 @@ class CudaPagedAttentionTest {
             AttentionBatch packed = AttentionBatch.pack(meta, blocks, BLOCK);
             SplitAttentionPlan plan = SplitAttentionPlan.of(meta.numTokens(), heads, spec.kvHeads(), spec.keyDim(),
                     spec.valueDim(), spec.valuesInKeys(), packed.contextBucket(),
-                    gpu.context().properties().multiprocessors());
-            System.out.printf("  (decode step: %d tokens, bucket %d, %d splits of %d keys, %d heads per block, tile %d)%n",
-                    meta.numTokens(), packed.contextBucket(), plan.splits(), plan.chunk(), plan.headsPerBlock(), plan.tile());
+                    gpu.context().properties().multiprocessors(), gpu.context().kernels().largestAttentionCluster());
+            System.out.printf("  (decode step: %d tokens, bucket %d, %d splits of %d keys%s, %d heads per block, tile %d)%n",
+                    meta.numTokens(), packed.contextBucket(), plan.splits(), plan.chunk(),
+                    plan.clustered() ? " merged in a cluster" : "", plan.headsPerBlock(), plan.tile());
         }
     }
 

@@ -74,18 +74,16 @@ public final class CudaDriver {
     /** Null on drivers before CUDA 11.8, which lack it. */
     private final MethodHandle cuLaunchKernelEx;
     /**
-     * One {@code CUlaunchConfig} (56 bytes) followed by one {@code CUlaunchAttribute} (72 bytes) asking for
-     * programmatic stream serialization, per thread: launches are made from the thread that records the step.
+     * One {@code CUlaunchConfig} (56 bytes) followed by room for two {@code CUlaunchAttribute}s (72 bytes each:
+     * programmatic stream serialization, a cluster shape), per thread: launches are made from the thread that
+     * records the step.
      */
-    private final ThreadLocal<MemorySegment> programmaticConfig = ThreadLocal.withInitial(() -> {
-        MemorySegment config = Arena.global().allocate(LAUNCH_CONFIG_BYTES + LAUNCH_ATTRIBUTE_BYTES, 8);
-        MemorySegment attribute = config.asSlice(LAUNCH_CONFIG_BYTES, LAUNCH_ATTRIBUTE_BYTES);
-        attribute.set(JAVA_INT, 0, LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
-        attribute.set(JAVA_INT, 8, 1); // programmaticStreamSerializationAllowed
-        config.set(ADDRESS, 40, attribute);
-        config.set(JAVA_INT, 48, 1); // numAttrs
+    private final ThreadLocal<MemorySegment> extendedConfig = ThreadLocal.withInitial(() -> {
+        MemorySegment config = Arena.global().allocate(LAUNCH_CONFIG_BYTES + 2 * LAUNCH_ATTRIBUTE_BYTES, 8);
+        config.set(ADDRESS, 40, config.asSlice(LAUNCH_CONFIG_BYTES, 2 * LAUNCH_ATTRIBUTE_BYTES));
         return config;
     });
+    private final MethodHandle cuFuncSetAttribute;
     private final MethodHandle cuStreamBeginCapture;
     private final MethodHandle cuStreamEndCapture;
     private final MethodHandle cuGraphInstantiateWithFlags;
@@ -97,6 +95,8 @@ public final class CudaDriver {
 
     private static final long LAUNCH_CONFIG_BYTES = 56, LAUNCH_ATTRIBUTE_BYTES = 72;
     private static final int LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
+    private static final int LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4;
+    private static final int FUNCTION_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14;
 
     private CudaDriver(NativeLibraries.OpenedLibrary lib) {
         cuGetErrorName = lib.function("cuGetErrorName", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
@@ -150,6 +150,7 @@ public final class CudaDriver {
             launchEx = null;
         }
         cuLaunchKernelEx = launchEx;
+        cuFuncSetAttribute = lib.function("cuFuncSetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT));
         cuStreamBeginCapture = lib.function("cuStreamBeginCapture_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
         cuStreamEndCapture = lib.function("cuStreamEndCapture", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
         cuGraphInstantiateWithFlags = lib.function("cuGraphInstantiateWithFlags",
@@ -383,6 +384,15 @@ public final class CudaDriver {
         }
     }
 
+    /**
+     * Lets a function run in clusters larger than the portable 8 blocks (16 on Hopper); false where the driver or
+     * device refuses.
+     */
+    public boolean allowNonPortableClusterSize(MemorySegment function) {
+        return call(() -> (int) cuFuncSetAttribute.invokeExact(function, FUNCTION_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED,
+                1)) == 0;
+    }
+
     /** Unloads a module. */
     public void unloadModule(MemorySegment module) {
         check("cuModuleUnload", call(() -> (int) cuModuleUnload.invokeExact(module)));
@@ -412,7 +422,36 @@ public final class CudaDriver {
      */
     public void launchProgrammatic(MemorySegment function, int gridX, int gridY, int gridZ, int blockX, int blockY,
                                    int blockZ, int sharedBytes, MemorySegment stream, MemorySegment parameters, String name) {
-        MemorySegment config = programmaticConfig.get();
+        launchExtended(function, gridX, gridY, gridZ, blockX, blockY, blockZ, sharedBytes, stream, parameters, name, true, 1);
+    }
+
+    /**
+     * Enqueues a kernel through {@code cuLaunchKernelEx} (needs {@link #supportsProgrammaticLaunch}): programmatic as
+     * {@link #launchProgrammatic} when asked, and with the grid's blocks grouped along y into thread block clusters
+     * of {@code clusterY} when that is above 1 (compute capability 9.0 and later; sizes above 8 need
+     * {@link #allowNonPortableClusterSize} first).
+     */
+    public void launchExtended(MemorySegment function, int gridX, int gridY, int gridZ, int blockX, int blockY,
+                               int blockZ, int sharedBytes, MemorySegment stream, MemorySegment parameters, String name,
+                               boolean programmatic, int clusterY) {
+        MemorySegment config = extendedConfig.get();
+        MemorySegment attributes = config.asSlice(LAUNCH_CONFIG_BYTES, 2 * LAUNCH_ATTRIBUTE_BYTES);
+        attributes.fill((byte) 0);
+        int count = 0;
+        if (programmatic) {
+            attributes.set(JAVA_INT, 0, LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION);
+            attributes.set(JAVA_INT, 8, 1); // programmaticStreamSerializationAllowed
+            count++;
+        }
+        if (clusterY > 1) {
+            long at = count * LAUNCH_ATTRIBUTE_BYTES;
+            attributes.set(JAVA_INT, at, LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION);
+            attributes.set(JAVA_INT, at + 8, 1);
+            attributes.set(JAVA_INT, at + 12, clusterY);
+            attributes.set(JAVA_INT, at + 16, 1);
+            count++;
+        }
+        config.set(JAVA_INT, 48, count); // numAttrs
         config.set(JAVA_INT, 0, gridX);
         config.set(JAVA_INT, 4, gridY);
         config.set(JAVA_INT, 8, gridZ);

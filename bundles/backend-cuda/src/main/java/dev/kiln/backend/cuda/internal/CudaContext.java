@@ -54,6 +54,13 @@ public final class CudaContext implements AutoCloseable {
     static final boolean PROGRAMMATIC_LAUNCHES =
             Boolean.parseBoolean(System.getProperty("kiln.cuda.programmaticLaunch", "true"));
 
+    /**
+     * Whether kernels may run in thread block clusters on Hopper and later (system property {@code kiln.cuda.clusters},
+     * default true): the split attention of small decode batches then merges its splits inside a cluster instead of
+     * in a kernel of its own ({@link SplitAttentionPlan}).
+     */
+    static final boolean CLUSTERS = Boolean.parseBoolean(System.getProperty("kiln.cuda.clusters", "true"));
+
     private CudaContext(CudaDriver driver, Cublas cublas, Nvrtc nvrtc, int ordinal, Path kernelCache, boolean graphs) {
         this.driver = driver;
         this.cublas = cublas;
@@ -74,7 +81,7 @@ public final class CudaContext implements AutoCloseable {
             bind();
             this.stream = driver.createStream(CudaDriver.STREAM_NON_BLOCKING);
             this.recorder = new StepRecorder(driver, stream, graphs,
-                    PROGRAMMATIC_LAUNCHES && properties.computeMajor() >= 9);
+                    PROGRAMMATIC_LAUNCHES && properties.computeMajor() >= 9, CLUSTERS && properties.computeMajor() >= 9);
             this.cublasHandle = cublas.create();
             cublas.setStream(cublasHandle, stream);
             this.architecture = KernelCompiler.architecture(properties.computeMajor(), properties.computeMinor());

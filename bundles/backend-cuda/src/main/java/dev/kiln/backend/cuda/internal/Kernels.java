@@ -44,6 +44,8 @@ public final class Kernels implements AutoCloseable {
             pagedAttentionSplit, pagedAttentionCombine;
     /** The cache kernels for a bf16 KV cache: {@code kiln_write_kv_bf16}, {@code kiln_paged_attention(_split)_bf16}. */
     private final MemorySegment writeKvBf16, pagedAttentionBf16, pagedAttentionSplitBf16;
+    /** Most blocks of a split attention cluster this device takes (1: no clusters); see {@link SplitAttentionPlan}. */
+    private final int largestAttentionCluster;
     /** {@code kiln_gemv_bf16_t1 .. _t8}: the vectorized bf16 product for 1 to 8 tokens. */
     private final MemorySegment[] gemvBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
     /** {@code kiln_gemv_split_bf16_t1 .. _t8}: the block's warps share one row (matrices of few rows). */
@@ -100,6 +102,11 @@ public final class Kernels implements AutoCloseable {
         writeKvBf16 = driver.function(module, "kiln_write_kv_bf16");
         pagedAttentionBf16 = driver.function(module, "kiln_paged_attention_bf16");
         pagedAttentionSplitBf16 = driver.function(module, "kiln_paged_attention_split_bf16");
+        // Clusters of the split attention: up to SplitAttentionPlan.MAX_CLUSTER blocks where the device takes the
+        // non-portable size for both entry points, else the portable 8.
+        largestAttentionCluster = !context.recorder().clusters() ? 1
+                : driver.allowNonPortableClusterSize(pagedAttentionSplit)
+                        && driver.allowNonPortableClusterSize(pagedAttentionSplitBf16) ? SplitAttentionPlan.MAX_CLUSTER : 8;
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
             gemv3Bf16Tokens[t - 1] = driver.function(module, "kiln_gemv3_bf16_t" + t);
@@ -657,15 +664,21 @@ public final class Kernels implements AutoCloseable {
                         .ptr(last.argument(6)).ptr(last.argument(7)).ptr(last.argument(8)).i32((int) last.argument(10))
                         .i32((int) last.argument(11)).i32((int) last.argument(12))
                         .replace(last, function, name, plan.rows(tokens, kvHeads), plan.splits(), SplitAttentionPlan.THREADS,
-                                plan.sharedBytes())) {
+                                plan.sharedBytes(), plan.clusterSize())) {
             combine(plan, partials, out, tokenPosition, tokens, heads, valueDim);
             return;
         }
         splitAttentionArguments(plan, query, out, partials, keys, values, tokenSequence, tokenPosition, tables, tableStride,
                 heads, kvHeads, keyDim, valueDim, valueStride, blockSize, scale, newKeys, newValues, slots)
                 .ptr(0).ptr(0).ptr(0).i32(0).i32(0).i32(0)
-                .launch(function, name, plan.rows(tokens, kvHeads), plan.splits(), SplitAttentionPlan.THREADS, plan.sharedBytes());
+                .launch(function, name, plan.rows(tokens, kvHeads), plan.splits(), SplitAttentionPlan.THREADS, plan.sharedBytes(),
+                        plan.clusterSize());
         combine(plan, partials, out, tokenPosition, tokens, heads, valueDim);
+    }
+
+    /** Most blocks of a split attention cluster on this device, for {@link SplitAttentionPlan#of}; 1 without clusters. */
+    public int largestAttentionCluster() {
+        return largestAttentionCluster;
     }
 
     /** Whether a decode step's attention may take the layer's rotary in (see {@link #pagedAttentionSplit}). */
@@ -684,7 +697,7 @@ public final class Kernels implements AutoCloseable {
     /** The merge of the split kernel's partial records, when it wrote some. */
     private void combine(SplitAttentionPlan plan, long partials, long out, long tokenPosition, int tokens, int heads,
                          int valueDim) {
-        if (plan.splits() == 1) return;
+        if (plan.splits() == 1 || plan.clustered()) return;
         args().ptr(partials).ptr(out).ptr(tokenPosition).i32(heads).i32(valueDim).i32(plan.chunk()).i32(plan.splits())
                 .launch(pagedAttentionCombine, "kiln_paged_attention_combine", tokens, heads,
                         SplitAttentionPlan.COMBINE_THREADS, plan.combineSharedBytes());

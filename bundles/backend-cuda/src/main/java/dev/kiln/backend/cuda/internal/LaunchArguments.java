@@ -59,7 +59,12 @@ final class LaunchArguments {
 
     /** Holds the launch as a programmatic one: every kernel of the project waits for its predecessor on the device. */
     void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes) {
-        context.recorder().launch(function, name, gridX, gridY, block, sharedBytes, values, count, true);
+        launch(function, name, gridX, gridY, block, sharedBytes, 1);
+    }
+
+    /** The same, the grid's blocks in thread block clusters of {@code clusterY} along y (1: none). */
+    void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes, int clusterY) {
+        context.recorder().launch(function, name, gridX, gridY, block, sharedBytes, values, count, true, clusterY);
     }
 
     /**
@@ -68,9 +73,15 @@ final class LaunchArguments {
      */
     boolean replace(StepRecorder.Launch expected, MemorySegment function, String name, int gridX, int gridY, int block,
                     int sharedBytes) {
+        return replace(expected, function, name, gridX, gridY, block, sharedBytes, 1);
+    }
+
+    /** The same, the grid's blocks in thread block clusters of {@code clusterY} along y (1: none). */
+    boolean replace(StepRecorder.Launch expected, MemorySegment function, String name, int gridX, int gridY, int block,
+                    int sharedBytes, int clusterY) {
         long[] slots = new long[count];
         MemorySegment.copy(values, JAVA_LONG, 0, slots, 0, count);
         return context.recorder().replaceLast(expected, new StepRecorder.Launch(function, name, gridX, gridY, block,
-                sharedBytes, slots, context.recorder().programmaticLaunches()));
+                sharedBytes, slots, context.recorder().programmaticLaunches(), clusterY));
     }
 }

@@ -18,8 +18,13 @@ import dev.kiln.api.tensor.DType;
  *                      MLA's wide latent queries)
  * @param splits        chunks per token: the context bucket divided by the chunk
  * @param sharedBytes   dynamic shared memory of one block
+ * @param clustered     whether a (token, KV head, head block)'s splits run as one thread block cluster and merge their
+ *                      partial results through distributed shared memory, instead of writing partial records for
+ *                      {@code kiln_paged_attention_combine} (see {@link #of(int, int, int, int, int, boolean, int, int,
+ *                      int)})
  */
-public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, int chunk, int splits, int sharedBytes) {
+public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, int chunk, int splits, int sharedBytes,
+                                 boolean clustered) {
     /** Threads of the split kernel; must match SPLIT_THREADS in the source. */
     public static final int THREADS = 256;
     /** float4 outputs one thread accumulates; must match SPLIT_MAX_OUTPUTS in the source. */
@@ -54,6 +59,25 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
      * two overlap one block's loads with the other's arithmetic; more only add partial records to merge.
      */
     public static final int BLOCKS_PER_MULTIPROCESSOR = 2;
+    /**
+     * Most splits one cluster merges: the largest cluster Hopper runs (a non-portable size: 8 is the portable one);
+     * must match SPLIT_MAX_CLUSTER in the source.
+     */
+    public static final int MAX_CLUSTER = 16;
+    /**
+     * Fewest keys per split when the splits merge inside a cluster: the merge costs no kernel of its own, so short
+     * contexts take more, shorter splits than {@link #MIN_CHUNK}. Measured on an H100 at batch 1 (1.5B shape, one
+     * decode step in one graph): context 256 in 16 clustered splits of 16 keys 1.593 ms a step, in 8 of 32 1.640, 8 of 32
+     * merged by the combine kernel 1.643; context 512 in 16 of 32 clustered 1.670 against 1.711 with the combine.
+     */
+    public static final int CLUSTER_MIN_CHUNK = 16;
+    /**
+     * Most keys per split of a clustered plan: longer chunks serialise a block's tiles, and more splits than a cluster
+     * holds then do better through the combine kernel (context 2048 at batch 1: 16 clustered splits of 128 keys
+     * 2.18 ms a step, 64 splits of 32 merged by the kernel 1.72).
+     */
+    public static final int CLUSTER_MAX_CHUNK = 32;
+
     /** Shared memory budget of one block (the default limit, no opt-in needed). */
     static final int SHARED_BUDGET = Kernels.DEFAULT_SHARED_BYTES;
 
@@ -98,6 +122,23 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
      */
     public static SplitAttentionPlan of(int tokens, int heads, int kvHeads, int keyDim, int valueDim,
                                         boolean valuesInKeys, int contextBucket, int multiprocessors) {
+        return of(tokens, heads, kvHeads, keyDim, valueDim, valuesInKeys, contextBucket, multiprocessors, 1);
+    }
+
+    /**
+     * The plan for a batch, as {@link #of(int, int, int, int, int, boolean, int, int)}, with thread block clusters
+     * of up to {@code largestCluster} blocks where the device runs them (compute capability 9.0 and later: 16, or the
+     * portable 8 where the larger size is refused; 1 for none). A batch whose every (token, KV head, head block) row
+     * with its splits fits the device in one wave (rows times splits at most the SM count) then splits its context
+     * into at most that many (and at most {@link #MAX_CLUSTER}) chunks of {@link #CLUSTER_MIN_CHUNK} to
+     * {@link #CLUSTER_MAX_CHUNK} keys, one cluster per row: the splits merge in the cluster's shared memory, with no
+     * partial records and no combine kernel. Only for grouped-query caches (values apart from the keys): MLA's latent
+     * geometry is not measured with it. Larger batches and longer contexts keep the plan without clusters (at batch 32,
+     * context 2048, 4 clustered splits took 158 us a layer against 92 us merged by the kernel).
+     */
+    public static SplitAttentionPlan of(int tokens, int heads, int kvHeads, int keyDim, int valueDim,
+                                        boolean valuesInKeys, int contextBucket, int multiprocessors,
+                                        int largestCluster) {
         if (tokens < 1 || kvHeads < 1 || heads % kvHeads != 0 || Integer.bitCount(contextBucket) != 1) {
             throw new IllegalArgumentException("invalid split attention batch: " + tokens + " tokens, " + heads + "/"
                     + kvHeads + " heads, context bucket " + contextBucket);
@@ -111,22 +152,43 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
         int minChunk = valuesInKeys && (long) headsPerBlock * keyDim >= WIDE_QUERY_ELEMENTS ? WIDE_MIN_CHUNK : MIN_CHUNK;
         int mostSplits = Math.min(MAX_SPLITS, Math.max(1, contextBucket / minChunk));
         int splits = (int) Math.min(mostSplits, Long.highestOneBit(Math.max(1, wanted)));
+        if (largestCluster > 1 && !valuesInKeys && valueDim <= keyDim) {
+            // The most splits a cluster takes that keep the whole grid in one wave, chunks of at least the cluster
+            // minimum; clustered only when that leaves chunks of at most the cluster maximum.
+            long oneWave = Math.max(1, multiprocessors) / rows;
+            int clusterSplits = (int) Math.min(Math.min(Integer.highestOneBit(Math.min(MAX_CLUSTER, largestCluster)),
+                    Math.max(1, contextBucket / CLUSTER_MIN_CHUNK)), Long.highestOneBit(Math.max(1, oneWave)));
+            if (clusterSplits > 1 && contextBucket / clusterSplits <= CLUSTER_MAX_CHUNK) {
+                int chunk = contextBucket / clusterSplits;
+                int clusterTile = Math.min(tile, chunk);
+                return new SplitAttentionPlan(headsPerBlock, headBlocks, clusterTile, chunk, clusterSplits,
+                        sharedBytes(headsPerBlock, clusterTile, keyDim, valueDim, valuesInKeys), true);
+            }
+        }
         int chunk = contextBucket / splits;
         tile = Math.min(tile, chunk); // a block never holds more keys than its chunk
         return new SplitAttentionPlan(headsPerBlock, headBlocks, tile, chunk, splits,
-                sharedBytes(headsPerBlock, tile, keyDim, valueDim, valuesInKeys));
+                sharedBytes(headsPerBlock, tile, keyDim, valueDim, valuesInKeys), false);
     }
 
     /** Dynamic shared memory of a block, laid out as the kernel's comment describes. */
     public static int sharedBytes(int headsPerBlock, int tile, int keyDim, int valueDim, boolean valuesInKeys) {
-        long floats = (long) headsPerBlock * keyDim + (long) tile * (keyDim + 4)
+        long floats = (long) headsPerBlock * keyDim + 2L * keyDim + (valuesInKeys ? 0 : valueDim) + (long) tile * (keyDim + 4)
                 + (valuesInKeys ? 0 : (long) tile * (valueDim + 4)) + (long) headsPerBlock * tile + 3L * headsPerBlock;
         return (int) Math.min(Integer.MAX_VALUE, floats * Float.BYTES);
     }
 
-    /** Bytes of the partial records the combine reads: one per (token, head, split) when there are several splits. */
+    /**
+     * Bytes of the partial records the combine reads: one per (token, head, split) when there are several splits that
+     * do not merge in a cluster.
+     */
     public long partialBytes(int tokens, int heads, int valueDim) {
-        return splits == 1 ? 0 : (long) tokens * heads * splits * (valueDim + 4) * Float.BYTES;
+        return splits == 1 || clustered ? 0 : (long) tokens * heads * splits * (valueDim + 4) * Float.BYTES;
+    }
+
+    /** Blocks of one cluster along the grid's y (the splits), 1 without clusters. */
+    public int clusterSize() {
+        return clustered ? splits : 1;
     }
 
     /** Blocks of the split kernel along x: one per (token, KV head, head block). */

@@ -54,11 +54,17 @@ public final class StepRecorder implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(StepRecorder.class);
 
     /**
-     * A kernel launch: the function, its launch shape, each argument's 8-byte slot, and whether it may start before
-     * the kernel ahead of it finishes (programmatic dependent launch; the kernel then waits for it on the device).
+     * A kernel launch: the function, its launch shape, each argument's 8-byte slot, whether it may start before the
+     * kernel ahead of it finishes (programmatic dependent launch; the kernel then waits for it on the device), and the
+     * blocks along y of its thread block clusters (1: no clusters).
      */
     public record Launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes, long[] arguments,
-                         boolean programmatic) {
+                         boolean programmatic, int clusterY) {
+        public Launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes,
+                      long[] arguments, boolean programmatic) {
+            this(function, name, gridX, gridY, block, sharedBytes, arguments, programmatic, 1);
+        }
+
         /** The argument in slot i (a pointer or a 64-bit integer; narrower values sit in the low bytes). */
         public long argument(int i) {
             return arguments[i];
@@ -68,7 +74,7 @@ public final class StepRecorder implements AutoCloseable {
         public Launch with(int slot, long value) {
             long[] a = arguments.clone();
             a[slot] = value;
-            return new Launch(function, name, gridX, gridY, block, sharedBytes, a, programmatic);
+            return new Launch(function, name, gridX, gridY, block, sharedBytes, a, programmatic, clusterY);
         }
     }
 
@@ -125,6 +131,7 @@ public final class StepRecorder implements AutoCloseable {
     private final MemorySegment pointers = Arena.global().allocate(ADDRESS, MAX_ARGUMENTS);
     private boolean graphsEnabled;
     private final boolean programmaticLaunches;
+    private final boolean clusters;
     /** Chunks closed by size since the last explicit flush: chunk boundaries repeat exactly from step to step. */
     private int chunksSinceFlush;
     /** Whether library calls may be captured; turned off (calls then end a chunk) if one ever fails to capture. */
@@ -150,10 +157,19 @@ public final class StepRecorder implements AutoCloseable {
      *                     only compute capability 9.0 and later acts on it)
      */
     StepRecorder(CudaDriver driver, MemorySegment stream, boolean graphs, boolean programmatic) {
+        this(driver, stream, graphs, programmatic, false);
+    }
+
+    /**
+     * @param clusters whether the device runs thread block clusters (compute capability 9.0 and later); launches
+     *                 then may ask for them where the driver has {@code cuLaunchKernelEx}
+     */
+    StepRecorder(CudaDriver driver, MemorySegment stream, boolean graphs, boolean programmatic, boolean clusters) {
         this.driver = driver;
         this.stream = stream;
         this.graphsEnabled = graphs;
         this.programmaticLaunches = programmatic && driver.supportsProgrammaticLaunch();
+        this.clusters = clusters && driver.supportsProgrammaticLaunch();
         for (int i = 0; i < MAX_ARGUMENTS; i++) pointers.setAtIndex(ADDRESS, i, values.asSlice(8L * i, 8));
     }
 
@@ -170,10 +186,33 @@ public final class StepRecorder implements AutoCloseable {
      */
     public synchronized void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes,
                                     MemorySegment arguments, int count, boolean programmatic) {
+        launch(function, name, gridX, gridY, block, sharedBytes, arguments, count, programmatic, 1);
+    }
+
+    /**
+     * Holds a kernel launch whose grid's blocks run in thread block clusters of {@code clusterY} along y (see
+     * {@link #clusters()}; 1 for none), programmatic as {@link #launch(MemorySegment, String, int, int, int, int,
+     * MemorySegment, int, boolean)}.
+     */
+    public synchronized void launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes,
+                                    MemorySegment arguments, int count, boolean programmatic, int clusterY) {
         if (count > MAX_ARGUMENTS) throw new IllegalArgumentException(name + ": " + count + " arguments");
+        if (clusterY > 1 && (!clusters || gridY % clusterY != 0)) {
+            throw new IllegalArgumentException(name + ": clusters of " + clusterY + " over a grid of " + gridY
+                    + (clusters ? "" : " (no clusters on this device)"));
+        }
         long[] slots = new long[count];
         MemorySegment.copy(arguments, JAVA_LONG, 0, slots, 0, count);
-        hold(new Launch(function, name, gridX, gridY, block, sharedBytes, slots, programmatic && programmaticLaunches));
+        hold(new Launch(function, name, gridX, gridY, block, sharedBytes, slots, programmatic && programmaticLaunches,
+                Math.max(1, clusterY)));
+    }
+
+    /**
+     * Whether launches may run in thread block clusters: the driver has {@code cuLaunchKernelEx} and the device is of
+     * compute capability 9.0 or later.
+     */
+    public synchronized boolean clusters() {
+        return clusters;
     }
 
     /** Whether repeated chunks are replayed as CUDA graphs (false when configured so or after a capture failed). */
@@ -343,7 +382,10 @@ public final class StepRecorder implements AutoCloseable {
         switch (node) {
             case Launch l -> {
                 MemorySegment.copy(l.arguments, 0, values, JAVA_LONG, 0, l.arguments.length);
-                if (l.programmatic && afterLaunch) {
+                if (l.clusterY > 1) {
+                    driver.launchExtended(l.function, l.gridX, l.gridY, 1, l.block, 1, 1, l.sharedBytes, stream, pointers,
+                            l.name, l.programmatic && afterLaunch, l.clusterY);
+                } else if (l.programmatic && afterLaunch) {
                     driver.launchProgrammatic(l.function, l.gridX, l.gridY, 1, l.block, 1, 1, l.sharedBytes, stream, pointers, l.name);
                 } else {
                     driver.launch(l.function, l.gridX, l.gridY, 1, l.block, 1, 1, l.sharedBytes, stream, pointers, l.name);
@@ -421,7 +463,7 @@ public final class StepRecorder implements AutoCloseable {
                 s[i++] = l.function.address();
                 s[i++] = ((long) l.gridX << 32) | (l.gridY & 0xffffffffL);
                 s[i++] = ((long) l.block << 32) | (l.sharedBytes & 0xffffffffL);
-                s[i++] = l.programmatic ? 1 : 0;
+                s[i++] = (l.programmatic ? 1 : 0) | ((long) l.clusterY << 1);
                 s[i++] = l.arguments.length;
                 System.arraycopy(l.arguments, 0, s, i, l.arguments.length);
                 i += l.arguments.length;

@@ -1556,29 +1556,78 @@ kiln_paged_attention_bf16(const float* query, float* out, const bf16_t* keys, co
 #define SPLIT_MAX_OUTPUTS 8
 // 16-byte cache loads each thread has in flight before it stores them to shared memory.
 #define SPLIT_LOAD_BATCH 4
+// Most splits merged inside a cluster (the hardware's largest cluster, allowed as a non-portable size on Hopper).
+#define SPLIT_MAX_CLUSTER 16
 
-// The cache entry of position p of a sequence (its block table) for one KV head.
-__device__ __forceinline__ long long cache_entry(const int* table, int p, int kvHeads, int kvHead, int blockSize) {
-    int slotBlock = p / blockSize;
-    return ((long long) table[slotBlock] * kvHeads + kvHead) * blockSize + (p - slotBlock * blockSize);
+// Distributed shared memory (Hopper thread block clusters): a block's shared variable at the same place in another
+// block of its cluster, read through the cluster's shared window; barriers across the whole cluster.
+__device__ __forceinline__ unsigned shared_address(const void* p) {
+    unsigned long long a;
+    asm("cvta.to.shared.u64 %0, %1;" : "=l"(a) : "l"(p));
+    return (unsigned) a;
+}
+
+// The loads are not volatile, so that a thread's loads go out together (volatile ones were issued one after the
+// other: 2 us for 24 of them); their addresses carry the token of the barrier before them (see cluster_barrier),
+// which keeps them after it.
+__device__ __forceinline__ float cluster_load(unsigned address, int rank) {
+    float v;
+#if __CUDA_ARCH__ >= 900
+    unsigned remote;
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(address), "r"(rank));
+    asm("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote));
+#else
+    v = 0.0f;
+#endif
+    return v;
+}
+
+__device__ __forceinline__ float4 cluster_load4(unsigned address, int rank) {
+    float4 v;
+#if __CUDA_ARCH__ >= 900
+    unsigned remote;
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(address), "r"(rank));
+    asm("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+        : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(remote));
+#else
+    v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#endif
+    return v;
+}
+
+// Every thread of every block of the cluster arrives before any goes on; writes to shared memory before it are
+// visible to the cluster's reads after it. Returns 0 as an opaque token: added to the addresses of cluster_load,
+// it orders those loads after the barrier.
+__device__ __forceinline__ unsigned cluster_barrier() {
+    unsigned token;
+#if __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;\n\tmov.u32 %0, 0;"
+                 : "=r"(token) :: "memory");
+#else
+    __syncthreads();
+    token = 0;
+#endif
+    return token;
 }
 
 // One tile's cache rows in shared memory: n entries from position start, keyLoads 16-byte loads per key row, then
 // valueLoads per value row (none when the values live in the keys). Each thread issues SPLIT_LOAD_BATCH loads before
 // it stores any, so that enough loads are in flight to cover the memory's latency. Position `skip` is left out (the
-// entry a fused cache write supplies itself; -1 for none).
+// entry a fused cache write supplies itself; -1 for none). The block-table entries are read for the whole tile
+// whatever n is (the table row covers the context bucket, so they exist): their loads then wait for nothing, while
+// n comes from the token's position, itself a load.
 template <typename T>
 struct TileStage {
     const T* keys;
     const T* values;
     const int* table;
-    int kvHeads, kvHead, blockSize, keyDim, valueStride, keyLoads, valueLoads, keyRow, valueRow;
+    int kvHeads, kvHead, blockSize, keyDim, valueStride, keyLoads, valueLoads, keyRow, valueRow, tile;
     float* tileKeys;
     float* tileValues;
 
     __device__ __forceinline__ void run(int start, int n, int skip) const {
         constexpr int LOAD_SHIFT = sizeof(T) == 4 ? 2 : 3; // log2 of the cache elements in 16 bytes
-        int keyTotal = n * keyLoads, total = keyTotal + n * valueLoads;
+        int keyTotal = tile * keyLoads, total = keyTotal + tile * valueLoads;
         for (int base = threadIdx.x; base < total; base += SPLIT_LOAD_BATCH * SPLIT_THREADS) {
             uint4 staged[SPLIT_LOAD_BATCH];
             float* dst[SPLIT_LOAD_BATCH];
@@ -1591,8 +1640,10 @@ struct TileStage {
                 int loads = value ? valueLoads : keyLoads;
                 int k = value ? i - keyTotal : i;
                 int j = k / loads, d = k - j * loads;
-                if (start + j == skip) continue;
-                long long entry = cache_entry(table, start + j, kvHeads, kvHead, blockSize);
+                int slotBlock = (start + j) / blockSize;
+                long long block = table[slotBlock];
+                if (j >= n || start + j == skip) continue;
+                long long entry = (block * kvHeads + kvHead) * blockSize + (start + j - slotBlock * blockSize);
                 const T* src = value ? values + entry * valueStride : keys + entry * keyDim;
                 staged[b] = *reinterpret_cast<const uint4*>(src + (d << LOAD_SHIFT));
                 dst[b] = (value ? tileValues + j * valueRow : tileKeys + j * keyRow) + (d << LOAD_SHIFT);
@@ -1627,59 +1678,90 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
     int kvHead = row % kvHeads;
     int t = row / kvHeads;
     int split = blockIdx.y, splits = gridDim.y;
-    // The metadata was uploaded before the kernel ahead started: readable before the wait.
+    // Without a partials array several splits merge through the cluster's shared memory (see the end).
+    bool clustered = partials == nullptr && splits > 1;
+    // The metadata was uploaded before the kernel ahead started: readable before the wait. With the cache write
+    // fused every token is its sequence's one query token, so token t is sequence t (AttentionBatch's order): the
+    // block table's address then needs no load, and the first tile's loads wait on the table alone.
+    const int* table = tables + (long long) (fused ? t : tokenSequence[t]) * tableStride;
     int position = tokenPosition[t];
     int begin = split * chunk;
-    if (begin > position) return; // past this token's context: the combine never reads this split
+    // Past this token's context: the combine never reads this split; in a cluster the block still takes its part.
+    bool idle = begin > position;
     int end = min(begin + chunk, position + 1);
     int firstHead = kvHead * group + headBlock * headsPerBlock;
     int blockHeads = min(headsPerBlock, group - headBlock * headsPerBlock);
-    const int* table = tables + (long long) tokenSequence[t] * tableStride;
     bool valuesInKeys = values == keys;
 
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int keyVectors = keyDim >> 2, valueVectors = valueDim >> 2;
     int keyRow = keyDim + 4, valueRow = valuesInKeys ? keyRow : valueDim + 4;
     float* q = smem;
-    float* tileKeys = q + headsPerBlock * keyDim;
+    float* newEntry = q + headsPerBlock * keyDim;  // the new key row, then its value row, as the kernel ahead left them
+    float* rotation = newEntry + keyDim + (valuesInKeys ? 0 : valueDim); // cos, then sin, of the token's position
+    float* tileKeys = rotation + keyDim;
     float* tileValues = valuesInKeys ? tileKeys : tileKeys + tile * keyRow;
     float* weights = valuesInKeys ? tileKeys + tile * keyRow : tileValues + tile * valueRow;
     float* runningMax = weights + headsPerBlock * tile;
     float* runningSum = runningMax + headsPerBlock;
     float* correction = runningSum + headsPerBlock;
+    bool holdsNew = fused && !idle && position < begin + chunk;
     TileStage<T> stage{keys, values, table, kvHeads, kvHead, blockSize, keyDim, valueStride, keyDim >> LOAD_SHIFT,
-                       valuesInKeys ? 0 : valueDim >> LOAD_SHIFT, keyRow, valueRow, tileKeys, tileValues};
+                       valuesInKeys ? 0 : valueDim >> LOAD_SHIFT, keyRow, valueRow, tile, tileKeys, tileValues};
     int skip = fused ? position : -1;
 
-    if (fused) stage.run(begin, min(tile, end - begin), skip);
+    // Everything that does not come from the kernel ahead is read before the wait: the first tile of cached entries
+    // and the rotation of the token's position (the tables are fixed, the positions uploaded metadata).
+    // (No branch on the position before it: the table loads go out at once, an idle block stages nothing.)
+    if (fused) stage.run(begin, idle ? 0 : min(tile, end - begin), skip);
+    if (idle && !clustered) return;
+    if (rotaryHalf > 0 && !idle) {
+        long long rotaryRow = (long long) rotaryPositions[t] * rotaryHalf;
+        for (int i = tid; i < rotaryHalf; i += SPLIT_THREADS) {
+            rotation[i] = cosTable[rotaryRow + i];
+            rotation[rotaryHalf + i] = sinTable[rotaryRow + i];
+        }
+    }
     wait_for_previous_kernel();
 
-    // The queries, SPLIT_LOAD_BATCH loads in flight per thread (MLA's 8 heads of 576 are 4.5 loads a thread).
+    // What the kernel ahead produced, in one round of loads (SPLIT_LOAD_BATCH in flight per thread): the queries
+    // (MLA's 8 heads of 576 are 4.5 loads a thread) and, for the block whose chunk holds the token's position, the new
+    // key and value rows. After the wait the block's path to its scores holds one memory latency, not one per kind.
+    int queryVectors = idle ? 0 : blockHeads * keyVectors;
+    int newKeyVectors = holdsNew ? keyVectors : 0;
+    int loadVectors = queryVectors + newKeyVectors + (holdsNew && !valuesInKeys ? valueVectors : 0);
     const float4* q4 = reinterpret_cast<const float4*>(query + ((long long) t * heads + firstHead) * keyDim);
-    for (int base = tid; base < blockHeads * keyVectors; base += SPLIT_LOAD_BATCH * SPLIT_THREADS) {
+    const float4* key4 = holdsNew ? reinterpret_cast<const float4*>(newKeys + ((long long) t * kvHeads + kvHead) * keyDim)
+                                  : nullptr;
+    const float4* value4 = holdsNew && !valuesInKeys
+            ? reinterpret_cast<const float4*>(newValues + ((long long) t * kvHeads + kvHead) * valueDim) : nullptr;
+    for (int base = tid; base < loadVectors; base += SPLIT_LOAD_BATCH * SPLIT_THREADS) {
         float4 staged[SPLIT_LOAD_BATCH];
 #pragma unroll
         for (int b = 0; b < SPLIT_LOAD_BATCH; b++) {
             int i = base + b * SPLIT_THREADS;
-            if (i < blockHeads * keyVectors) staged[b] = q4[i];
+            if (i < queryVectors) staged[b] = q4[i];
+            else if (i < queryVectors + newKeyVectors) staged[b] = key4[i - queryVectors];
+            else if (i < loadVectors) staged[b] = value4[i - queryVectors - newKeyVectors];
         }
 #pragma unroll
         for (int b = 0; b < SPLIT_LOAD_BATCH; b++) {
             int i = base + b * SPLIT_THREADS;
-            if (i < blockHeads * keyVectors) reinterpret_cast<float4*>(q)[i] = staged[b];
+            // newEntry follows the queries' keyDim-wide rows at a float4 boundary, so one index serves both.
+            if (i < queryVectors) reinterpret_cast<float4*>(q)[i] = staged[b];
+            else if (i < loadVectors) reinterpret_cast<float4*>(newEntry)[i - queryVectors] = staged[b];
         }
     }
     if (tid < blockHeads) {
         runningMax[tid] = -KILN_INFINITY;
         runningSum[tid] = 0.0f;
     }
-    long long rotaryRow = rotaryHalf > 0 ? (long long) rotaryPositions[t] * rotaryHalf : 0;
-    if (rotaryHalf > 0) {
-        __syncthreads(); // the queries are in shared memory
+    if (fused) __syncthreads(); // queries, new rows and rotation in shared memory (else the first tile's barrier)
+    if (rotaryHalf > 0 && !idle) {
         for (int e = tid; e < blockHeads * rotaryHalf; e += SPLIT_THREADS) {
             int h = e / rotaryHalf, i = e - h * rotaryHalf;
-            rotate_pair(q + h * keyDim + rotaryOffset, i, rotaryHalf, rotaryInterleaved, cosTable[rotaryRow + i],
-                        sinTable[rotaryRow + i]);
+            rotate_pair(q + h * keyDim + rotaryOffset, i, rotaryHalf, rotaryInterleaved, rotation[i],
+                        rotation[rotaryHalf + i]);
         }
     }
 
@@ -1688,7 +1770,7 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
     for (int i = 0; i < SPLIT_MAX_OUTPUTS; i++) acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     int outputs = blockHeads * valueVectors;
 
-    for (int start = begin; start < end; start += tile) {
+    for (int start = begin; start < (idle ? begin : end); start += tile) {
         int n = min(tile, end - start);
         if (!fused || start != begin) {
             __syncthreads(); // the previous tile's readers are done (and, the first time, q and the stats are written)
@@ -1698,8 +1780,8 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
             // The new entry (the chunk's last): from the step's rows, as the cache holds it; the first head block
             // also stores it in the cache.
             int j = position - start;
-            const float* key = newKeys + ((long long) t * kvHeads + kvHead) * keyDim;
-            const float* value = valuesInKeys ? nullptr : newValues + ((long long) t * kvHeads + kvHead) * valueDim;
+            const float* key = newEntry;
+            const float* value = newEntry + keyDim;
             int slot = slots[t];
             bool store = headBlock == 0 && slot >= 0;
             long long entry = 0;
@@ -1716,7 +1798,7 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
                     bool first = rotaryInterleaved ? (r & 1) == 0 : r < rotaryHalf;
                     int i = rotaryInterleaved ? r >> 1 : (first ? r : r - rotaryHalf);
                     int partner = rotaryInterleaved ? (first ? d + 1 : d - 1) : (first ? d + rotaryHalf : d - rotaryHalf);
-                    float c = cosTable[rotaryRow + i], s = sinTable[rotaryRow + i];
+                    float c = rotation[i], s = rotation[rotaryHalf + i];
                     float other = key[partner];
                     x = first ? x * c - other * s : x * c + other * s;
                 }
@@ -1740,6 +1822,8 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
                 const float4* k = reinterpret_cast<const float4*>(tileKeys + j * keyRow);
                 const float4* qh = reinterpret_cast<const float4*>(q + h * keyDim);
                 float x = 0.0f, y = 0.0f, z = 0.0f, w = 0.0f;
+                // Unrolled so that several shared-memory loads are in flight (one at a time took ~1 us a tile).
+#pragma unroll 8
                 for (int d = 0; d < keyVectors; d++) {
                     float4 a = k[d], b = qh[d];
                     x += a.x * b.x;
@@ -1787,6 +1871,7 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
                 a.y *= c;
                 a.z *= c;
                 a.w *= c;
+#pragma unroll 8
                 for (int j = 0; j < n; j++) {
                     float e = w[j];
                     float4 x = v[j * (valueRow >> 2)];
@@ -1800,6 +1885,55 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
         }
     }
     // The last tile's barrier before the value pass published runningMax and runningSum.
+    if (clustered) {
+        // The block's record at the queries' place (no reader of them is left: the scores came before the last
+        // barrier), then the cluster's blocks merge them as kiln_paged_attention_combine does, each output by one
+        // block. Every block of the cluster takes part in both cluster barriers, idle ones with an empty record (the
+        // second keeps each block's shared memory until the others have read it).
+        float4* record = reinterpret_cast<float4*>(q);
+#pragma unroll
+        for (int i = 0; i < SPLIT_MAX_OUTPUTS; i++) {
+            int o = tid + i * SPLIT_THREADS;
+            if (o < outputs) record[o] = acc[i];
+        }
+        unsigned after = cluster_barrier();
+        unsigned recordAddress = shared_address(record) + after, maxAddress = shared_address(runningMax) + after,
+                 sumAddress = shared_address(runningSum) + after;
+        for (int o = split + tid * splits; o < outputs; o += SPLIT_THREADS * splits) {
+            int h = o / valueVectors, d = o - h * valueVectors;
+            float m[SPLIT_MAX_CLUSTER], l[SPLIT_MAX_CLUSTER], best = -KILN_INFINITY;
+#pragma unroll
+            for (int r = 0; r < SPLIT_MAX_CLUSTER; r++) {
+                if (r < splits) {
+                    m[r] = cluster_load(maxAddress + 4 * h, r);
+                    l[r] = cluster_load(sumAddress + 4 * h, r);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < SPLIT_MAX_CLUSTER; r++) {
+                if (r < splits) best = fmaxf(best, m[r]);
+            }
+            float total = 0.0f;
+            float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+            for (int r = 0; r < SPLIT_MAX_CLUSTER; r++) {
+                if (r < splits) {
+                    float w = expf(m[r] - best); // 0 for an idle block (m -inf)
+                    float4 x = cluster_load4(recordAddress + 16 * o, r);
+                    total += w * l[r];
+                    a.x += w * x.x;
+                    a.y += w * x.y;
+                    a.z += w * x.z;
+                    a.w += w * x.w;
+                }
+            }
+            float inv = 1.0f / total;
+            long long head = (long long) t * heads + firstHead + h;
+            reinterpret_cast<float4*>(out + head * valueDim)[d] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
+        }
+        cluster_barrier();
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < SPLIT_MAX_OUTPUTS; i++) {
         int o = tid + i * SPLIT_THREADS;

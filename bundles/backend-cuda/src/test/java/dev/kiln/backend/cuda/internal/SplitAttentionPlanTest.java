@@ -37,6 +37,48 @@ class SplitAttentionPlanTest {
         assertEquals(4 * Float.BYTES, batch32.combineSharedBytes());
     }
 
+    /**
+     * With clusters a small decode batch takes up to 16 short splits that merge in their cluster (no partial records,
+     * no combine); batches that would not fit one wave, contexts needing chunks over 32 keys and MLA's latent
+     * geometry keep the plan without them.
+     */
+    @Test
+    void smallDecodeBatchesMergeTheirSplitsInsideAClusterWhereTheDeviceHasThem() {
+        SplitAttentionPlan at256 = SplitAttentionPlan.of(1, 12, 2, 128, 128, false, 256, H100_SMS, 16);
+        assertTrue(at256.clustered());
+        assertEquals(16, at256.splits());
+        assertEquals(16, at256.chunk());
+        assertEquals(16, at256.tile());
+        assertEquals(16, at256.clusterSize());
+        assertEquals(0, at256.partialBytes(1, 12, 128));
+        assertTrue(at256.sharedBytes() <= Kernels.DEFAULT_SHARED_BYTES);
+        // Only the portable size: 8 splits of 32.
+        SplitAttentionPlan portable = SplitAttentionPlan.of(1, 12, 2, 128, 128, false, 256, H100_SMS, 8);
+        assertTrue(portable.clustered());
+        assertEquals(8, portable.splits());
+        assertEquals(32, portable.chunk());
+        // 512: 16 splits of 32; 1024 would need 64-key chunks, so the combine kernel's plan.
+        SplitAttentionPlan at512 = SplitAttentionPlan.of(1, 12, 2, 128, 128, false, 512, H100_SMS, 16);
+        assertTrue(at512.clustered());
+        assertEquals(32, at512.chunk());
+        SplitAttentionPlan at1024 = SplitAttentionPlan.of(1, 12, 2, 128, 128, false, 1024, H100_SMS, 16);
+        assertFalse(at1024.clustered());
+        assertEquals(SplitAttentionPlan.of(1, 12, 2, 128, 128, false, 1024, H100_SMS), at1024);
+        assertEquals(1, at1024.clusterSize());
+        // Batch 8 (16 rows): 8 splits keep the grid in one wave of 132 SMs; batch 16 would need 64-key chunks.
+        SplitAttentionPlan batch8 = SplitAttentionPlan.of(8, 12, 2, 128, 128, false, 256, H100_SMS, 16);
+        assertTrue(batch8.clustered());
+        assertEquals(8, batch8.splits());
+        assertTrue(batch8.rows(8, 2) * batch8.splits() <= H100_SMS);
+        assertFalse(SplitAttentionPlan.of(16, 12, 2, 128, 128, false, 256, H100_SMS, 16).clustered());
+        // MLA's latent cache: no clusters.
+        assertFalse(SplitAttentionPlan.of(1, 16, 1, 576, 512, true, 256, H100_SMS, 16).clustered());
+        // Without clusters the plan is the old one.
+        assertEquals(SplitAttentionPlan.of(1, 12, 2, 128, 128, false, 256, H100_SMS),
+                SplitAttentionPlan.of(1, 12, 2, 128, 128, false, 256, H100_SMS, 1));
+        assertFalse(SplitAttentionPlan.of(1, 12, 2, 128, 128, false, 256, H100_SMS).clustered());
+    }
+
     @Test
     void manyTokensTakeOneSplitAndNeedNoPartials() {
         SplitAttentionPlan prefill = SplitAttentionPlan.of(512, 12, 2, 128, 128, false, 4096, H100_SMS);
@@ -67,9 +109,9 @@ class SplitAttentionPlanTest {
         // Each thread's outputs fit its registers: heads x value float4s over the block's threads.
         assertTrue(plan.headsPerBlock() * 512 / 4
                 <= SplitAttentionPlan.THREADS * SplitAttentionPlan.MAX_OUTPUTS_PER_THREAD);
-        // Values in the keys take no shared memory of their own.
-        assertEquals(SplitAttentionPlan.sharedBytes(8, plan.tile(), 576, 512, false) - plan.tile() * (512 + 4) * 4,
-                plan.sharedBytes());
+        // Values in the keys take no shared memory of their own: neither tile rows nor a new entry's value row.
+        assertEquals(SplitAttentionPlan.sharedBytes(8, plan.tile(), 576, 512, false) - plan.tile() * (512 + 4) * 4
+                - 512 * 4, plan.sharedBytes());
     }
 
     /** Graph replay needs the launch to repeat: the plan is a function of the bucket, not of the contexts in it. */
