@@ -85,7 +85,7 @@ K = {n: mod.get_function(n) for n in [
     "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows", "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_gemv_bf16",
     "kiln_gemv_f32", "kiln_write_kv", "kiln_paged_attention", "kiln_paged_attention_split",
     "kiln_paged_attention_combine", "kiln_write_kv_bf16", "kiln_paged_attention_bf16",
-    "kiln_paged_attention_split_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
+    "kiln_paged_attention_split_bf16", "kiln_decode_attention_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]}
 i32, i64, f32 = np.int32, np.int64, np.float32
@@ -365,7 +365,7 @@ def gemv_and_gemm():
 
 # ---- paged attention ---------------------------------------------------------------------------------------------
 # Mirrors of the Java side: AttentionBatch.pack (metadata layout) and SplitAttentionPlan (launch shape).
-SPLIT_THREADS, SPLIT_MAX_OUTPUTS, COMBINE_THREADS = 256, 8, 256
+SPLIT_THREADS, SPLIT_MAX_OUTPUTS, COMBINE_THREADS, DECODE_THREADS = 256, 8, 256, 256
 MIN_CONTEXT_BUCKET, MAX_TILE, MIN_TILE, MIN_CHUNK, MAX_SPLITS, BLOCKS_PER_SM, SHARED_BUDGET = 256, 64, 4, 32, 4096, 2, 48 * 1024
 SMS = props["multiProcessorCount"]
 CLUSTERS = major >= 9  # thread block clusters (and their distributed shared memory) from Hopper on
@@ -497,6 +497,45 @@ def attend_split(plan, partials, q, out, kp, vp, meta, b, heads, kv_heads, key_d
         K["kiln_paged_attention_combine"]((T, heads), (COMBINE_THREADS,), (
             partials, out, np.uint64(meta + 4 * T), i32(heads), i32(value_dim), i32(plan["chunk"]), i32(plan["splits"])),
             shared_mem=4 * plan["splits"])
+
+
+def decode_kernel_takes(kv_heads, key_dim, value_dim, vik, heads, bf16):
+    """Whether kiln_decode_attention_bf16 serves the geometry (Kernels.decodeAttentionFits)."""
+    return bf16 and not vik and key_dim == value_dim == 128 and heads // kv_heads <= 8
+
+
+def attend_decode(splits, q, out, kp, vp, meta, b, heads, kv_heads, BS, scale, new_kv, rotary=None):
+    """kiln_decode_attention_bf16 over `splits` chunks of the bucket (one cluster of them when more than one);
+    rotary: dict(cos, sin, half, interleaved) folded in, the positions those of the batch."""
+    T = b.T
+    rot = (np.uint64(meta + 4 * T), rotary["cos"], rotary["sin"], i32(rotary["half"]), i32(rotary["interleaved"])) \
+        if rotary else (np.uint64(0), np.uint64(0), np.uint64(0), i32(0), i32(0))
+    args = (q, out, np.uint64(kp), np.uint64(vp), np.uint64(meta + 4 * T), np.uint64(meta + 4 * 3 * T), i32(b.stride),
+            i32(heads), i32(kv_heads), i32(BS), i32(b.bucket // splits), f32(scale), new_kv[0], new_kv[1],
+            np.uint64(meta + 4 * 2 * T)) + rot
+    kiln_nvrtc.launch_ex(K["kiln_decode_attention_bf16"], (T * kv_heads, splits), DECODE_THREADS, args, 0,
+                         cp.cuda.get_current_stream().ptr, splits)
+
+
+def rotary_tables(bucket, half, dim):
+    """cos and sin tables [position][half] of the default frequencies over `dim` (as DeviceRotaryEmbedding's)."""
+    inv = np.array([10000 ** (-2.0 * i / dim) for i in range(half)])
+    angles = np.arange(bucket)[:, None] * inv[None, :]
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def rotate_rows(x, positions, cos, sin, half, interleaved):
+    """x [T, heads, dim] rotated per token's position as kiln_rotary2 does (float64 math on the float32 tables)."""
+    y = x.astype(np.float64).copy()
+    for t, p in enumerate(positions):
+        c, s_ = cos[p].astype(np.float64), sin[p].astype(np.float64)
+        if interleaved:
+            a, b_ = x[t, :, 0:2 * half:2].astype(np.float64), x[t, :, 1:2 * half:2].astype(np.float64)
+            y[t, :, 0:2 * half:2], y[t, :, 1:2 * half:2] = a * c - b_ * s_, b_ * c + a * s_
+        else:
+            a, b_ = x[t, :, :half].astype(np.float64), x[t, :, half:2 * half].astype(np.float64)
+            y[t, :, :half], y[t, :, half:2 * half] = a * c - b_ * s_, b_ * c + a * s_
+    return y
 
 
 def partials_for(plan, T, heads, value_dim):
@@ -706,6 +745,55 @@ def decode_case(kv_heads, key_dim, value_dim, values_in_keys, heads, contexts, n
                   f"entries as kiln_write_kv does")
             if not stored_ok:
                 failures.append(f"attention {name}, fused cache write {how}")
+        if decode_kernel_takes(kv_heads, key_dim, value_dim, values_in_keys, heads, bf16):
+            # kiln_decode_attention_bf16: one split, several (one pass or many a block), a full cluster; then with the
+            # rotary folded in (halves, interleaved, interleaved over part of the head), the reference over the rotated
+            # queries and new keys.
+            positions = [b.pos(t) for t in range(T)]
+            cases = [(splits, None) for splits in (1, 2, 8, 16) if b.bucket // splits >= 1]
+            for half, inter in ((key_dim // 2, 0), (key_dim // 2, 1), (key_dim // 4, 1)):
+                cos, sin = rotary_tables(b.bucket, half, 2 * half)
+                cases.append((16, dict(cos=cp.asarray(cos), sin=cp.asarray(sin), half=half, interleaved=inter,
+                                       host=(cos, sin))))
+            for splits, rotary in cases:
+                if rotary:
+                    cos, sin = rotary["host"]
+                    rq = rotate_rows(q, positions, cos, sin, rotary["half"], rotary["interleaved"])
+                    rk = rotate_rows(k, positions, cos, sin, rotary["half"], rotary["interleaved"])
+                else:
+                    rq = q.astype(np.float64)
+                for t in range(T):
+                    b_, o_ = divmod(slots[t], BS)
+                    key_cache[b_, :, o_, :] = nan
+                    value_cache[b_, :, o_, :] = nan
+                out = poison((T, heads, value_dim))
+                attend_decode(splits, cp.asarray(q), out, kp, vp, meta.data.ptr, b, heads, kv_heads, BS, scale, (dk, dv),
+                              rotary)
+                got = cp.asnumpy(out).astype(np.float64)
+                how = f"decode kernel x{splits}" + (f" rotary {rotary['half']}{' interleaved' if rotary['interleaved'] else ''}"
+                                                     if rotary else "")
+                # The entries the kernel stored: the rotated keys within bf16 rounding of the float64 rotation (the
+                # kernel rotates in float32), exactly as kiln_write_kv stores them without rotation; the values exactly.
+                held_k = [bf16_value(cp.asnumpy(key_cache[divmod(slots[t], BS)[0], :, divmod(slots[t], BS)[1], :]))
+                          for t in range(T)]
+                held_v = [bf16_value(cp.asnumpy(value_cache[divmod(slots[t], BS)[0], :, divmod(slots[t], BS)[1], :]))
+                          for t in range(T)]
+                if rotary:
+                    keys_ok = all(np.allclose(h, rk[t], rtol=2 ** -8, atol=1e-6) for t, h in enumerate(held_k))
+                else:
+                    keys_ok = all(np.array_equal(h, stored(k[t], bf16).astype(np.float32)) for t, h in enumerate(held_k))
+                stored_ok = keys_ok and all(np.array_equal(h, stored(v[t], bf16).astype(np.float32))
+                                            for t, h in enumerate(held_v))
+                # The output against the float64 reference over the rotated queries and the entries as stored.
+                hk2 = hk.copy()
+                for t in range(T):
+                    b_, o_ = divmod(slots[t], BS)
+                    hk2[b_, :, o_, :] = held_k[t]
+                ref2 = attention_reference(rq, hk2, hv, b, tables, heads, kv_heads, value_dim, BS, scale)
+                diffs[how] = float(np.max(np.abs(got - ref2))) if np.all(np.isfinite(got)) else float("nan")
+                print(f"{'PASS' if stored_ok else 'FAIL'} paged attention {name}, {how} stores the new entries")
+                if not stored_ok:
+                    failures.append(f"attention {name}, {how} stores")
     report(name, diffs)
 
 

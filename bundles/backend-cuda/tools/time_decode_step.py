@@ -82,8 +82,9 @@ while bucket < CONTEXT:
 stride = bucket // BS
 blocks_used = -(-CONTEXT // BS)
 meta = cp.asarray(np.array([0, CONTEXT - 1, CONTEXT - 1] + list(range(blocks_used)) + [-1] * (stride - blocks_used), np.int32))
-keys = [cp.random.uniform(-1, 1, (blocks_used, KVH, BS, D), dtype=cp.float32) for _ in range(L)]
-vals = [cp.random.uniform(-1, 1, (blocks_used, KVH, BS, D), dtype=cp.float32) for _ in range(L)]
+# A bf16 cache, the CUDA backend's default (kv-cache-dtype auto).
+keys = [random_bf16(blocks_used * KVH * BS, D) for _ in range(L)]
+vals = [random_bf16(blocks_used * KVH * BS, D) for _ in range(L)]
 # SplitAttentionPlan for 1 token, 12/2 heads of 128 (see check_kernels.split_plan): one head block of 6 heads.
 group, hpb = NH // KVH, NH // KVH
 tile = 64
@@ -142,10 +143,16 @@ def step(parts):
             launch("kiln_rotary2", (1, 2), 256, (q, i32(NH * D), i32(NH), k, i32(KVH * D), i32(KVH), u64(meta.data.ptr + 4),
                                                cos_t, sin_t, i32(D), i32(0), i32(D // 2), i32(0)))
             if not fused_write:
-                launch("kiln_write_kv", (1,), 256, (k, v, keys[l], vals[l], u64(meta.data.ptr + 8), i32(KVH), i32(D), i32(D), i32(BS)))
+                launch("kiln_write_kv_bf16", (1,), 256, (k, v, keys[l], vals[l], u64(meta.data.ptr + 8), i32(KVH), i32(D), i32(D), i32(BS)))
         if "empty attention" in parts:
             launch("kiln_add", (1,), 32, (att, att, i64(0)))  # a kernel that only waits for the one ahead
-        if "attention" in parts:
+        decode = next((p[1] for p in parts if isinstance(p, tuple) and p[0] == "decode"), None)
+        if decode is not None:  # kiln_decode_attention_bf16 over `decode` splits, the cache write and rotary folded in
+            launch("kiln_decode_attention_bf16", (KVH, decode), 256, (
+                q, att, keys[l], vals[l], u64(meta.data.ptr + 4), u64(meta.data.ptr + 12), i32(stride), i32(NH), i32(KVH),
+                i32(BS), i32(bucket // decode), f32(1 / math.sqrt(D)), k, v, u64(meta.data.ptr + 8),
+                u64(meta.data.ptr + 4), cos_t, sin_t, i32(D // 2), i32(0)), 0, decode)
+        elif "attention" in parts:
             new_rows = (k, v, u64(meta.data.ptr + 8)) if fused_write else (u64(0), u64(0), u64(0))
             new_rows += (u64(meta.data.ptr + 4), cos_t, sin_t, i32(0), i32(D // 2), i32(0)) if fold_rotary \
                 else (u64(0), u64(0), u64(0), i32(0), i32(0), i32(0))
@@ -154,7 +161,7 @@ def step(parts):
             chunk = bucket // n_splits
             tile = min(most_tile, chunk)
             clustered = 1 < n_splits <= 16 and "combine kernel" not in parts
-            launch("kiln_paged_attention_split", (rows_, n_splits), 256, (
+            launch("kiln_paged_attention_split_bf16", (rows_, n_splits), 256, (
                 q, att, partials if n_splits > 1 and not clustered else u64(0), keys[l], vals[l], meta, u64(meta.data.ptr + 4),
                 u64(meta.data.ptr + 12), i32(stride), i32(NH), i32(KVH), i32(hpb), i32(D), i32(D), i32(D), i32(BS),
                 i32(chunk), i32(tile), f32(1 / math.sqrt(D))) + new_rows, shared(tile), n_splits if clustered else 1)
@@ -200,6 +207,8 @@ def time_step(parts, pdl, repeats=30):
 cp.cuda.Device().synchronize()
 everything = {"rotary", "attention", "fused norms"}
 variants = [("whole step", everything), ("partials merged by a kernel", everything | {"combine kernel"}),
+            ("decode kernel, 8 splits", everything | {("decode", 8)}), ("decode kernel, 16 splits", everything | {("decode", 16)}),
+            ("decode kernel, 4 splits", everything | {("decode", 4)}),
             ("8 splits in a cluster", everything | {("splits", 8)}), ("16 splits in a cluster", everything | {("splits", 16)}),
             ("attention an empty kernel", everything - {"attention", "rotary"} | {"empty attention"}), ("rotary as its own kernel", everything | {"separate rotary"}),
             ("cache write as its own kernel", everything | {"separate cache write"}),

@@ -11,6 +11,7 @@ import dev.kiln.api.tensor.Tensor;
 import dev.kiln.backend.cuda.internal.AttentionBatch;
 import dev.kiln.backend.cuda.internal.CudaContext;
 import dev.kiln.backend.cuda.internal.CudaTensor;
+import dev.kiln.backend.cuda.internal.DecodeAttentionPlan;
 import dev.kiln.backend.cuda.internal.DeviceKvCache;
 import dev.kiln.backend.cuda.internal.Kernels;
 import dev.kiln.backend.cuda.internal.SplitAttentionPlan;
@@ -43,6 +44,14 @@ public final class CudaPagedAttention implements AttentionKernel {
      */
     static final boolean FUSE_CACHE_WRITE =
             Boolean.parseBoolean(System.getProperty("kiln.cuda.attention.fuseCacheWrite", "true"));
+
+    /**
+     * Whether decode steps over a bf16 cache whose geometry {@code kiln_decode_attention_bf16} takes go through it
+     * (system property {@code kiln.cuda.attention.decodeKernel}, default true; false for comparisons): see
+     * {@link DecodeAttentionPlan}.
+     */
+    static final boolean DECODE_KERNEL =
+            Boolean.parseBoolean(System.getProperty("kiln.cuda.attention.decodeKernel", "true"));
 
     private final boolean splitContext;
 
@@ -141,7 +150,19 @@ public final class CudaPagedAttention implements AttentionKernel {
         // A decode step's cache write goes into the split kernel (one launch fewer a layer, and the cached entries'
         // loads start before the kernel ahead has finished); any other batch writes first, as its tokens attend to
         // each other's entries.
-        boolean fuseWrite = plan != null && FUSE_CACHE_WRITE && packed.oneTokenPerSequence();
+        // (The kernels read the new rows 16 bytes at a time.)
+        boolean fuseWrite = plan != null && FUSE_CACHE_WRITE && packed.oneTokenPerSequence() && k.pointer() % 16 == 0
+                && (v == null || v.pointer() % 16 == 0);
+        DecodeAttentionPlan decodePlan = fuseWrite && bf16 && DECODE_KERNEL
+                && DecodeAttentionPlan.fits(heads, spec.kvHeads(), spec.keyDim(), spec.valueDim(), spec.valuesInKeys())
+                ? DecodeAttentionPlan.of(tokens, spec.kvHeads(), packed.contextBucket(),
+                        context.properties().multiprocessors(), kernels.largestAttentionCluster()) : null;
+        if (decodePlan != null) {
+            kernels.decodeAttention(decodePlan, q.pointer(), o.pointer(), device.keys(layer), device.values(layer), positions,
+                    tables, packed.tableStride(), tokens, heads, spec.kvHeads(), device.blockSize(), scale, k.pointer(),
+                    v.pointer(), slots);
+            return;
+        }
         if (!fuseWrite) {
             kernels.writeKv(k.pointer(), v == null ? 0 : v.pointer(), device.keys(layer), device.values(layer), slots,
                     tokens, spec.kvHeads(), spec.keyDim(), spec.valueDim(), device.blockSize(), bf16);

@@ -21,6 +21,7 @@ import dev.kiln.backend.cpu.CpuBackend;
 import dev.kiln.backend.cuda.internal.AttentionBatch;
 import dev.kiln.backend.cuda.internal.DeviceKvCache;
 import dev.kiln.backend.cuda.internal.SplitAttentionPlan;
+import dev.kiln.backend.cuda.internal.StepRecorder;
 import dev.kiln.backend.cuda.testing.Gpu;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -178,6 +179,12 @@ class CudaPagedAttentionTest {
                 splitAttention.forward(l, qt, kt, vt, outs[l], scale, caches.gpu, meta);
             }
             boolean rounded = spec.dtype() == DType.BF16;
+            // A bf16 cache of 128-wide heads, 6 query heads a KV head: the decode kernel takes the step (the last
+            // layer's launch, still held: nothing has been read back yet).
+            if (rounded) {
+                StepRecorder.Launch last = gpu.context().recorder().lastLaunch();
+                assertEquals("kiln_decode_attention_bf16", last == null ? null : last.name());
+            }
             for (int l = 0; l < layers; l++) {
                 float[] g = gpu.read(outs[l]);
                 float[] rotatedQueries = rotate(cpuRope, q[l], positions, heads, keyDim);
@@ -189,8 +196,8 @@ class CudaPagedAttentionTest {
                 // rotated key may differ in its last bit; in a bf16 cache that can round one element the other way
                 // (2^-8 of it), which moves an output by up to ~4e-4 here. An f32 cache keeps the f32 tolerance.
                 double tolerance = rounded ? 1e-3 : TOLERANCE;
-                System.out.printf("split kernel with the rotary folded in%s, %s, layer %d: max |CUDA - CPU| = %.3e%n",
-                        rounded ? " (bf16 cache)" : "", what, l, diff);
+                System.out.printf("%s with the rotary folded in, %s, layer %d: max |CUDA - CPU| = %.3e%n",
+                        rounded ? "decode kernel (bf16 cache)" : "split kernel", what, l, diff);
                 assertTrue(diff < tolerance, "rotary folded in, layer " + l + ", " + what + ": CUDA differs by " + diff);
             }
         } finally {

@@ -43,7 +43,7 @@ public final class Kernels implements AutoCloseable {
             sampleKept, samplePick, gemvBf16, gemvF32, writeKv, pagedAttention,
             pagedAttentionSplit, pagedAttentionCombine;
     /** The cache kernels for a bf16 KV cache: {@code kiln_write_kv_bf16}, {@code kiln_paged_attention(_split)_bf16}. */
-    private final MemorySegment writeKvBf16, pagedAttentionBf16, pagedAttentionSplitBf16;
+    private final MemorySegment writeKvBf16, pagedAttentionBf16, pagedAttentionSplitBf16, decodeAttentionBf16;
     /** Most blocks of a split attention cluster this device takes (1: no clusters); see {@link SplitAttentionPlan}. */
     private final int largestAttentionCluster;
     /** {@code kiln_gemv_bf16_t1 .. _t8}: the vectorized bf16 product for 1 to 8 tokens. */
@@ -102,11 +102,13 @@ public final class Kernels implements AutoCloseable {
         writeKvBf16 = driver.function(module, "kiln_write_kv_bf16");
         pagedAttentionBf16 = driver.function(module, "kiln_paged_attention_bf16");
         pagedAttentionSplitBf16 = driver.function(module, "kiln_paged_attention_split_bf16");
+        decodeAttentionBf16 = driver.function(module, "kiln_decode_attention_bf16");
         // Clusters of the split attention: up to SplitAttentionPlan.MAX_CLUSTER blocks where the device takes the
         // non-portable size for both entry points, else the portable 8.
         largestAttentionCluster = !context.recorder().clusters() ? 1
                 : driver.allowNonPortableClusterSize(pagedAttentionSplit)
-                        && driver.allowNonPortableClusterSize(pagedAttentionSplitBf16) ? SplitAttentionPlan.MAX_CLUSTER : 8;
+                        && driver.allowNonPortableClusterSize(pagedAttentionSplitBf16)
+                        && driver.allowNonPortableClusterSize(decodeAttentionBf16) ? SplitAttentionPlan.MAX_CLUSTER : 8;
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
             gemv3Bf16Tokens[t - 1] = driver.function(module, "kiln_gemv3_bf16_t" + t);
@@ -122,7 +124,7 @@ public final class Kernels implements AutoCloseable {
             "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_argmax_slices", "kiln_argmax_merge", "kiln_sample_prepare", "kiln_sample_top_k", "kiln_sample_weights",
             "kiln_sample_top_p", "kiln_sample_kept", "kiln_sample_pick", "kiln_gemv_split_bf16_t1", "kiln_gemv_split_bf16_t8", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
             "kiln_paged_attention", "kiln_paged_attention_split", "kiln_paged_attention_combine",
-            "kiln_write_kv_bf16", "kiln_paged_attention_bf16", "kiln_paged_attention_split_bf16",
+            "kiln_write_kv_bf16", "kiln_paged_attention_bf16", "kiln_paged_attention_split_bf16", "kiln_decode_attention_bf16",
             "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
             "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8",
             "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv3_split_bf16_t1", "kiln_gemv3_split_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8"};
@@ -679,6 +681,49 @@ public final class Kernels implements AutoCloseable {
     /** Most blocks of a split attention cluster on this device, for {@link SplitAttentionPlan#of}; 1 without clusters. */
     public int largestAttentionCluster() {
         return largestAttentionCluster;
+    }
+
+    /**
+     * A decode step's attention over a bf16 cache by {@code kiln_decode_attention_bf16} (see {@link DecodeAttentionPlan}
+     * for what it takes): every token its sequence's one query token, token t being sequence t, its own entry taken
+     * from {@code newKeys} and {@code newValues} and stored at its slot by the kernel. When the held launch before is
+     * the {@code kiln_rotary2} of exactly these queries and keys and its rotation is one the kernel folds in
+     * ({@link DecodeAttentionPlan#foldsRotary}), the kernel rotates them itself and takes that launch's place, as
+     * {@link #pagedAttentionSplit} does.
+     */
+    public void decodeAttention(DecodeAttentionPlan plan, long query, long out, long keys, long values, long tokenPosition,
+                                long tables, int tableStride, int tokens, int heads, int kvHeads, int blockSize, float scale,
+                                long newKeys, long newValues, long slots) {
+        if (tokens == 0) return;
+        String name = "kiln_decode_attention_bf16";
+        int keyDim = DecodeAttentionPlan.HEAD_DIM;
+        StepRecorder.Launch last = FOLD_ROTARY ? context.recorder().lastLaunch() : null;
+        if (last != null && last.function().equals(rotary2) && last.gridX() == tokens && last.argument(0) == query
+                && (int) last.argument(1) == heads * keyDim && (int) last.argument(2) == heads
+                && last.argument(3) == newKeys && (int) last.argument(4) == kvHeads * keyDim
+                && (int) last.argument(5) == kvHeads && (int) last.argument(9) == keyDim
+                && DecodeAttentionPlan.foldsRotary((int) last.argument(10), (int) last.argument(11),
+                        (int) last.argument(12) != 0)
+                && decodeAttentionArguments(plan, query, out, keys, values, tokenPosition, tables, tableStride, heads,
+                        kvHeads, blockSize, scale, newKeys, newValues, slots)
+                        .ptr(last.argument(6)).ptr(last.argument(7)).ptr(last.argument(8)).i32((int) last.argument(11))
+                        .i32((int) last.argument(12))
+                        .replace(last, decodeAttentionBf16, name, tokens * kvHeads, plan.splits(), DecodeAttentionPlan.THREADS,
+                                0, plan.splits())) {
+            return;
+        }
+        decodeAttentionArguments(plan, query, out, keys, values, tokenPosition, tables, tableStride, heads, kvHeads,
+                blockSize, scale, newKeys, newValues, slots).ptr(0).ptr(0).ptr(0).i32(0).i32(0)
+                .launch(decodeAttentionBf16, name, tokens * kvHeads, plan.splits(), DecodeAttentionPlan.THREADS, 0,
+                        plan.splits());
+    }
+
+    /** The decode kernel's arguments up to its rotary ones. */
+    private LaunchArguments decodeAttentionArguments(DecodeAttentionPlan plan, long query, long out, long keys, long values,
+            long tokenPosition, long tables, int tableStride, int heads, int kvHeads, int blockSize, float scale,
+            long newKeys, long newValues, long slots) {
+        return args().ptr(query).ptr(out).ptr(keys).ptr(values).ptr(tokenPosition).ptr(tables).i32(tableStride)
+                .i32(heads).i32(kvHeads).i32(blockSize).i32(plan.chunk()).f32(scale).ptr(newKeys).ptr(newValues).ptr(slots);
     }
 
     /** Whether a decode step's attention may take the layer's rotary in (see {@link #pagedAttentionSplit}). */

@@ -2062,3 +2062,334 @@ kiln_paged_attention_combine(const float* partials, float* out,
         reinterpret_cast<float4*>(out + head * valueDim)[d] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
     }
 }
+
+// ---- decode attention in registers (bf16 cache, heads of 128) ---------------------------------------------------
+//
+// kiln_decode_attention_bf16: the split kernel's decode case (every token its sequence's one query token, the cache
+// write and the rotary fused) for the common geometry, written for latency rather than generality: a batch-1 step
+// waits on attention in every layer, and the split kernel spends its time there on barriers, shared-memory passes and
+// memory round trips, not on bytes. Here nothing goes through shared memory before the scores: each lane of a warp
+// holds 4 of the 128 dimensions of the group's queries (up to DECODE_GROUP heads of one KV head), of DECODE_KEYS keys
+// and of their values, straight from the cache into registers. A warp's scores are summed across lanes by a
+// transposing reduction (31 shuffles leave lane g * 4 + j with head g's score of key j), the online softmax runs
+// within groups of 4 lanes, and the weighted values accumulate in each lane's registers. The block's 8 warps take
+// 32 consecutive keys a pass; their results merge once through shared memory at the end, and a token's splits (grid
+// y, one cluster of them) merge through distributed shared memory, as the split kernel's clustered plan does.
+//
+// Grid (tokens * kvHeads, splits), DECODE_THREADS threads, clusters of `splits` along y when splits > 1 (at most
+// SPLIT_MAX_CLUSTER). Block (row, split) serves token t = row / kvHeads, KV head row % kvHeads, keys [split * chunk,
+// min((split + 1) * chunk, position + 1)). Token t is sequence t (one query token per sequence: AttentionBatch's
+// order), so its block table starts at tables + t * tableStride. Scores are in the log2 domain (queries scaled by
+// scale * log2(e)), which changes nothing but the exponential's base. The new entry (the token's own key and value,
+// rows t of newKeys and newValues, as kiln_write_kv reads them) is rotated (rotaryHalf > 0: halves when rotaryHalf is
+// 64, interleaved pairs otherwise, from the start of the head), rounded to bf16 as the cache holds it, used, and stored
+// at slots[t] (none for a negative slot) by the one warp that holds its position. The queries in memory stay
+// unrotated. Requirements (checked by the Java side): heads / kvHeads <= DECODE_GROUP, 16-byte aligned rows.
+#define DECODE_THREADS 256
+#define DECODE_WARPS 8
+#define DECODE_GROUP 8
+#define DECODE_KEYS 4
+#define DECODE_DIM 128
+#define DECODE_LOG2E 1.4426950408889634f
+
+// A pass's keys and values of one lane: 4 dimensions (8 bytes of bf16) of each of the warp's DECODE_KEYS keys.
+struct DecodeRows {
+    uint2 k[DECODE_KEYS], v[DECODE_KEYS];
+};
+
+__device__ __forceinline__ float4 widen_bf16x4(uint2 r) {
+    return make_float4(bf16_low(r.x), bf16_high(r.x), bf16_low(r.y), bf16_high(r.y));
+}
+
+__device__ __forceinline__ uint2 round_bf16x4(float4 x) {
+    return make_uint2((unsigned) float_to_bf16(x.x) | ((unsigned) float_to_bf16(x.y) << 16),
+                      (unsigned) float_to_bf16(x.z) | ((unsigned) float_to_bf16(x.w) << 16));
+}
+
+// The lane's 4 dimensions of the pass's cached keys and values; keys at or past `end`, and the token's own position
+// (not cached yet), stay zero. The block-table entries are read whatever `end` is, so that before the wait their loads
+// need not wait for the position.
+__device__ __forceinline__ void decode_load(DecodeRows& rows, const bf16_t* keys, const bf16_t* values, const int* table,
+                                            int first, int end, int position, int kvHeads, int kvHead, int blockSize,
+                                            int lane) {
+#pragma unroll
+    for (int j = 0; j < DECODE_KEYS; j++) {
+        int key = first + j;
+        int slotBlock = key / blockSize;
+        long long block = table[slotBlock];
+        rows.k[j] = make_uint2(0u, 0u);
+        rows.v[j] = make_uint2(0u, 0u);
+        if (key < end && key != position) {
+            long long entry = ((block * kvHeads + kvHead) * blockSize + (key - slotBlock * blockSize)) * DECODE_DIM + 4 * lane;
+            rows.k[j] = *reinterpret_cast<const uint2*>(keys + entry);
+            rows.v[j] = *reinterpret_cast<const uint2*>(values + entry);
+        }
+    }
+}
+
+// Rotates the lane's 4 dimensions of a head (see the kernel's comment); c and s are the lane's factors.
+__device__ __forceinline__ float4 decode_rotate(float4 x, const float (&c)[4], const float (&s)[4], int rotaryHalf,
+                                                bool interleaved, int lane) {
+    if (rotaryHalf == 0) return x;
+    if (!interleaved) {
+        // Dimension i < 64 pairs with i + 64: lane l with lane l ^ 16. The first of a pair becomes a c - b s, the
+        // second b c + a s.
+        float sign = lane < 16 ? -1.0f : 1.0f;
+        float4 p;
+        p.x = __shfl_xor_sync(0xffffffffu, x.x, 16);
+        p.y = __shfl_xor_sync(0xffffffffu, x.y, 16);
+        p.z = __shfl_xor_sync(0xffffffffu, x.z, 16);
+        p.w = __shfl_xor_sync(0xffffffffu, x.w, 16);
+        return make_float4(x.x * c[0] + sign * p.x * s[0], x.y * c[1] + sign * p.y * s[1],
+                           x.z * c[2] + sign * p.z * s[2], x.w * c[3] + sign * p.w * s[3]);
+    }
+    // Interleaved pairs (2i, 2i + 1) = the lane's (x, y) and (z, w), for i below rotaryHalf.
+    float4 r = x;
+    if (2 * lane < rotaryHalf) {
+        r.x = x.x * c[0] - x.y * s[0];
+        r.y = x.y * c[0] + x.x * s[0];
+    }
+    if (2 * lane + 1 < rotaryHalf) {
+        r.z = x.z * c[2] - x.w * s[2];
+        r.w = x.w * c[2] + x.z * s[2];
+    }
+    return r;
+}
+
+// One step of transpose_sum: a lane keeps the WIDTH values whose index has its lane bit WIDTH and adds its partner's.
+template <int WIDTH>
+__device__ __forceinline__ void transpose_step(float (&v)[32], int lane) {
+    bool upper = (lane & WIDTH) != 0;
+#pragma unroll
+    for (int i = 0; i < WIDTH; i++) {
+        float send = upper ? v[i] : v[i + WIDTH];
+        float keep = upper ? v[i + WIDTH] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, WIDTH);
+    }
+}
+
+// Leaves in every lane L the sum over the warp's lanes of v[L] (the lanes' 32 values each): at each of 5 steps a
+// lane keeps the half of its remaining values whose index has its lane bit, and adds its partner's copy of them
+// (31 shuffles where 32 warp sums would take 160).
+__device__ __forceinline__ float transpose_sum(float (&v)[32], int lane) {
+    transpose_step<16>(v, lane);
+    transpose_step<8>(v, lane);
+    transpose_step<4>(v, lane);
+    transpose_step<2>(v, lane);
+    transpose_step<1>(v, lane);
+    return v[0];
+}
+
+extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1)
+kiln_decode_attention_bf16(const float* query, float* out, bf16_t* keys, bf16_t* values, const int* tokenPosition,
+                           const int* tables, int tableStride, int heads, int kvHeads, int blockSize, int chunk,
+                           float scale, const float* newKeys, const float* newValues, const int* slots,
+                           const int* rotaryPositions, const float* cosTable, const float* sinTable, int rotaryHalf,
+                           int rotaryInterleaved) {
+    __shared__ float4 warpOut[DECODE_WARPS][DECODE_GROUP][32];
+    __shared__ float warpMax[DECODE_WARPS][DECODE_GROUP], warpSum[DECODE_WARPS][DECODE_GROUP];
+    __shared__ float4 blockOut[DECODE_GROUP][32];
+    __shared__ float blockMax[DECODE_GROUP], blockSum[DECODE_GROUP];
+    int kvHead = blockIdx.x % kvHeads, t = blockIdx.x / kvHeads;
+    int split = blockIdx.y, splits = gridDim.y;
+    int group = heads / kvHeads;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    bool interleaved = rotaryInterleaved != 0;
+    const int* table = tables + (long long) t * tableStride;
+
+    // Before the wait: everything that is not the kernel ahead's output (metadata, cache, rotation tables).
+    int position = tokenPosition[t];
+    int begin = split * chunk;
+    int end = min(begin + chunk, position + 1);
+    int passes = (chunk + DECODE_WARPS * DECODE_KEYS - 1) / (DECODE_WARPS * DECODE_KEYS);
+    DecodeRows rows;
+    decode_load(rows, keys, values, table, begin + warp * DECODE_KEYS, end, position, kvHeads, kvHead, blockSize, lane);
+    float c[4] = {1.0f, 1.0f, 1.0f, 1.0f}, s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (rotaryHalf > 0) {
+        long long rotaryRow = (long long) rotaryPositions[t] * rotaryHalf;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int i = interleaved ? (4 * lane + e) >> 1 : (4 * lane + e) % rotaryHalf;
+            if (i < rotaryHalf) {
+                c[e] = cosTable[rotaryRow + i];
+                s[e] = sinTable[rotaryRow + i];
+            }
+        }
+    }
+    // The warp (and pass and key) that holds the token's own position, if this block's chunk does.
+    int own = position - begin;
+    bool holdsNew = own >= 0 && own < chunk;
+    int ownPass = own / (DECODE_WARPS * DECODE_KEYS), ownWarp = own / DECODE_KEYS % DECODE_WARPS;
+    int ownKey = own % DECODE_KEYS;
+    bool mine = holdsNew && ownWarp == warp;
+    wait_for_previous_kernel();
+
+    // The queries (scaled into the log2 domain) and, for the warp holding the position, the new entry: one round of
+    // loads. Then both are rotated, and the entry rounded as the cache holds it and stored there.
+    float4 q[DECODE_GROUP];
+    const float4* qRow = reinterpret_cast<const float4*>(query + ((long long) t * heads + kvHead * group) * DECODE_DIM);
+#pragma unroll
+    for (int g = 0; g < DECODE_GROUP; g++) q[g] = g < group ? qRow[g * 32 + lane] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 newKey = make_float4(0.0f, 0.0f, 0.0f, 0.0f), newValue = newKey;
+    if (mine) {
+        long long at = ((long long) t * kvHeads + kvHead) * DECODE_DIM;
+        newKey = reinterpret_cast<const float4*>(newKeys + at)[lane];
+        newValue = reinterpret_cast<const float4*>(newValues + at)[lane];
+    }
+    float factor = scale * DECODE_LOG2E;
+#pragma unroll
+    for (int g = 0; g < DECODE_GROUP; g++) {
+        float4 r = decode_rotate(q[g], c, s, rotaryHalf, interleaved, lane);
+        q[g] = make_float4(r.x * factor, r.y * factor, r.z * factor, r.w * factor);
+    }
+    uint2 newKeyBits = make_uint2(0u, 0u), newValueBits = newKeyBits;
+    if (mine) { // warp-uniform: the rotation's shuffles need the whole warp
+        newKeyBits = round_bf16x4(decode_rotate(newKey, c, s, rotaryHalf, interleaved, lane));
+        newValueBits = round_bf16x4(newValue);
+        int slot = slots[t];
+        if (slot >= 0) {
+            long long block = slot / blockSize;
+            long long entry = ((block * kvHeads + kvHead) * blockSize + (slot - block * blockSize)) * DECODE_DIM + 4 * lane;
+            *reinterpret_cast<uint2*>(keys + entry) = newKeyBits;
+            *reinterpret_cast<uint2*>(values + entry) = newValueBits;
+        }
+    }
+
+    // Passes of DECODE_WARPS * DECODE_KEYS keys; lane L's running max and sum are head L / 4's.
+    float4 acc[DECODE_GROUP];
+#pragma unroll
+    for (int g = 0; g < DECODE_GROUP; g++) acc[g] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float runningMax = -KILN_INFINITY, runningSum = 0.0f;
+    for (int pass = 0; pass < passes; pass++) {
+        int first = begin + pass * DECODE_WARPS * DECODE_KEYS + warp * DECODE_KEYS;
+        DecodeRows next;
+        if (pass + 1 < passes) {
+            decode_load(next, keys, values, table, first + DECODE_WARPS * DECODE_KEYS, end, position, kvHeads, kvHead,
+                        blockSize, lane);
+        }
+        if (mine && pass == ownPass) {
+#pragma unroll
+            for (int j = 0; j < DECODE_KEYS; j++) {
+                if (j == ownKey) {
+                    rows.k[j] = newKeyBits;
+                    rows.v[j] = newValueBits;
+                }
+            }
+        }
+        float4 k[DECODE_KEYS];
+#pragma unroll
+        for (int j = 0; j < DECODE_KEYS; j++) k[j] = widen_bf16x4(rows.k[j]);
+        float partial[32];
+#pragma unroll
+        for (int g = 0; g < DECODE_GROUP; g++) {
+#pragma unroll
+            for (int j = 0; j < DECODE_KEYS; j++) {
+                partial[g * DECODE_KEYS + j] = q[g].x * k[j].x + q[g].y * k[j].y + q[g].z * k[j].z + q[g].w * k[j].w;
+            }
+        }
+        float score = transpose_sum(partial, lane);
+        int head = lane / DECODE_KEYS, key = first + lane % DECODE_KEYS;
+        if (head >= group || key >= end) score = -KILN_INFINITY;
+        float passMax = fmaxf(score, __shfl_xor_sync(0xffffffffu, score, 1));
+        passMax = fmaxf(passMax, __shfl_xor_sync(0xffffffffu, passMax, 2));
+        float newMax = fmaxf(runningMax, passMax);
+        float weight = score == -KILN_INFINITY ? 0.0f : exp2f(score - newMax);
+        float correction = newMax == -KILN_INFINITY ? 1.0f : exp2f(runningMax - newMax);
+        float passSum = weight + __shfl_xor_sync(0xffffffffu, weight, 1);
+        passSum += __shfl_xor_sync(0xffffffffu, passSum, 2);
+        runningSum = runningSum * correction + passSum;
+        runningMax = newMax;
+        float4 v[DECODE_KEYS];
+#pragma unroll
+        for (int j = 0; j < DECODE_KEYS; j++) v[j] = widen_bf16x4(rows.v[j]);
+#pragma unroll
+        for (int g = 0; g < DECODE_GROUP; g++) {
+            float cg = __shfl_sync(0xffffffffu, correction, g * DECODE_KEYS);
+            float4 a = make_float4(acc[g].x * cg, acc[g].y * cg, acc[g].z * cg, acc[g].w * cg);
+#pragma unroll
+            for (int j = 0; j < DECODE_KEYS; j++) {
+                float p = __shfl_sync(0xffffffffu, weight, g * DECODE_KEYS + j);
+                a.x += p * v[j].x;
+                a.y += p * v[j].y;
+                a.z += p * v[j].z;
+                a.w += p * v[j].w;
+            }
+            acc[g] = a;
+        }
+        if (pass + 1 < passes) rows = next;
+    }
+
+    // The block's warps merged (thread = head g, float4 d of its output), then the cluster's blocks.
+#pragma unroll
+    for (int g = 0; g < DECODE_GROUP; g++) warpOut[warp][g][lane] = acc[g];
+    if (lane % DECODE_KEYS == 0) {
+        warpMax[warp][lane / DECODE_KEYS] = runningMax;
+        warpSum[warp][lane / DECODE_KEYS] = runningSum;
+    }
+    __syncthreads();
+    int g = warp, d = lane; // DECODE_THREADS == DECODE_GROUP * 32
+    float m = -KILN_INFINITY;
+#pragma unroll
+    for (int w = 0; w < DECODE_WARPS; w++) m = fmaxf(m, warpMax[w][g]);
+    float total = 0.0f;
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int w = 0; w < DECODE_WARPS; w++) {
+        float e = warpMax[w][g] == -KILN_INFINITY ? 0.0f : exp2f(warpMax[w][g] - m);
+        float4 x = warpOut[w][g][d];
+        total += e * warpSum[w][g];
+        o.x += e * x.x;
+        o.y += e * x.y;
+        o.z += e * x.z;
+        o.w += e * x.w;
+    }
+    float4* outRow = reinterpret_cast<float4*>(out + ((long long) t * heads + kvHead * group) * DECODE_DIM);
+    if (splits == 1) {
+        if (g < group) {
+            float inv = 1.0f / total;
+            outRow[g * 32 + d] = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
+        }
+        return;
+    }
+    blockOut[g][d] = o;
+    if (d == 0) {
+        blockMax[g] = m;
+        blockSum[g] = total;
+    }
+    unsigned after = cluster_barrier();
+    unsigned outAddress = shared_address(&blockOut[0][0]) + after, maxAddress = shared_address(blockMax) + after,
+             sumAddress = shared_address(blockSum) + after;
+    for (int i = split + threadIdx.x * splits; i < group * 32; i += DECODE_THREADS * splits) {
+        int h = i / 32;
+        float rm[SPLIT_MAX_CLUSTER], rl[SPLIT_MAX_CLUSTER], best = -KILN_INFINITY;
+        float4 ro[SPLIT_MAX_CLUSTER];
+#pragma unroll
+        for (int r = 0; r < SPLIT_MAX_CLUSTER; r++) {
+            if (r < splits) {
+                rm[r] = cluster_load(maxAddress + 4 * h, r);
+                rl[r] = cluster_load(sumAddress + 4 * h, r);
+                ro[r] = cluster_load4(outAddress + 16 * i, r);
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < SPLIT_MAX_CLUSTER; r++) {
+            if (r < splits) best = fmaxf(best, rm[r]);
+        }
+        float sum = 0.0f;
+        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int r = 0; r < SPLIT_MAX_CLUSTER; r++) {
+            if (r < splits) {
+                float e = rm[r] == -KILN_INFINITY ? 0.0f : exp2f(rm[r] - best);
+                sum += e * rl[r];
+                a.x += e * ro[r].x;
+                a.y += e * ro[r].y;
+                a.z += e * ro[r].z;
+                a.w += e * ro[r].w;
+            }
+        }
+        float inv = 1.0f / sum;
+        outRow[i] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
+    }
+    cluster_barrier();
+}
