@@ -1,7 +1,9 @@
 """Times one batch-1 decode step of the DeepSeek-R1-Distill-Qwen-1.5B shape built from the CUDA backend's kernels
-exactly as the Java side issues them (fusions included: q/k/v in one launch, gate/up with SiLU, residual add inside
-the norm, split-context attention rotating q and k and writing the new cache entry itself), replayed as one CUDA graph, with and without
-programmatic dependent launches (PDL), and with parts of the step left out to show what each part costs on the GPU.
+exactly as the Java side issues them (fusions included: q/k/v in one launch, gate/up with SiLU, each RMSNorm inside
+the product after it and each residual add inside the product before it, the decode attention kernel (or the split
+kernel) rotating q and k and writing the new cache entry itself, over a bf16 cache), replayed as one CUDA graph, with
+and without programmatic dependent launches (PDL), and with parts of the step swapped or left out to show what each
+part costs on the GPU.
 
 The bound is the weight bytes of one token over the device-to-device copy bandwidth measured in the same run.
 Needs CuPy and NumPy on a CUDA machine. Usage: python3 time_decode_step.py [path/to/kernels.cu] [context]
@@ -205,15 +207,19 @@ def time_step(parts, pdl, repeats=30):
 
 
 cp.cuda.Device().synchronize()
-everything = {"rotary", "attention", "fused norms"}
-variants = [("whole step", everything), ("partials merged by a kernel", everything | {"combine kernel"}),
-            ("decode kernel, 8 splits", everything | {("decode", 8)}), ("decode kernel, 16 splits", everything | {("decode", 16)}),
-            ("decode kernel, 4 splits", everything | {("decode", 4)}),
-            ("8 splits in a cluster", everything | {("splits", 8)}), ("16 splits in a cluster", everything | {("splits", 16)}),
-            ("attention an empty kernel", everything - {"attention", "rotary"} | {"empty attention"}), ("rotary as its own kernel", everything | {"separate rotary"}),
-            ("cache write as its own kernel", everything | {"separate cache write"}),
+# The attention the Java side picks for this step: the decode kernel (DecodeAttentionPlan: up to 16 splits of a cluster
+# that keep 32 to 128 keys each), else the split kernel.
+decode_splits = min(16, bucket // 32, 2 * props["multiProcessorCount"] // (2 * KVH))
+decode_plan = {("decode", decode_splits)} if bucket // decode_splits <= 128 else set()
+everything = {"rotary", "attention", "fused norms"} | decode_plan
+split_kernel = everything - decode_plan
+variants = [("whole step", everything), ("split attention kernel", split_kernel),
+            ("split kernel, combine kernel", split_kernel | {"combine kernel"}),
+            ("attention an empty kernel", everything - decode_plan - {"attention", "rotary"} | {"empty attention"}), ("split kernel, rotary apart", split_kernel | {"separate rotary"}),
+            ("split kernel, cache write apart", split_kernel | {"separate cache write"}),
             ("norms as kernels of their own", everything - {"fused norms"} | {"norms"}),
-            ("without attention", everything - {"attention", "rotary"}), ("without rotary", everything - {"rotary"}),
+            ("without attention", everything - decode_plan - {"attention", "rotary"}),
+            ("split kernel, without rotary", split_kernel - {"rotary"}),
             ("fused norms, no normed stores", everything | {"no normed stores"}),
             ("fused norms, no residual adds", everything | {"no residual adds"}),
             ("without any norm", everything - {"fused norms"}), ("GEMVs (+ embed, argmax) only", set())]
