@@ -1526,6 +1526,8 @@ kiln_paged_attention_bf16(const float* query, float* out, const bf16_t* keys, co
 // With one split the block writes the normalised output; with several it writes a partial record per (token,
 // head, split) into `partials`: valueDim unnormalised output sums, then the running max and the sum of
 // exponentials (record stride valueDim + 4 keeps float4 alignment); kiln_paged_attention_combine merges them.
+// Without `partials` (several splits, launched as clusters of all the splits of a row along y, at most
+// SPLIT_MAX_CLUSTER) the blocks keep their records in shared memory and merge them through the cluster instead.
 //
 // Keys and values: valueStride as for kiln_paged_attention; values == keys means the values are the leading
 // valueDim elements of each key row (MLA), which is then copied to shared memory once for both uses.
@@ -1547,10 +1549,11 @@ kiln_paged_attention_bf16(const float* query, float* out, const bf16_t* keys, co
 // Requirements (checked by the Java side): keyDim and valueDim multiples of 4 (of 8 for a bf16 cache), 16-byte
 // aligned arrays,
 // headsPerBlock * valueDim <= 4 * SPLIT_THREADS * SPLIT_MAX_OUTPUTS.
-// Dynamic shared memory (floats): headsPerBlock * keyDim (queries) + tile * (keyDim + 4) (keys; rows padded by 16
-// bytes so that threads reading different rows hit different banks) + tile * (valueDim + 4) unless values are in
-// the keys + headsPerBlock * tile (weights) + 2 * headsPerBlock (running max and sum) + headsPerBlock (corrections),
-// whatever the cache's element type.
+// Dynamic shared memory (floats): headsPerBlock * keyDim (queries) + keyDim + valueDim (the new entry's rows; keyDim
+// alone when values are in the keys) + keyDim (the rotation's cos and sin) + tile * (keyDim + 4) (keys; rows padded
+// by 16 bytes so that threads reading different rows hit different banks) + tile * (valueDim + 4) unless values are
+// in the keys + headsPerBlock * tile (weights) + 2 * headsPerBlock (running max and sum) + headsPerBlock
+// (corrections), whatever the cache's element type (SplitAttentionPlan.sharedBytes).
 
 #define SPLIT_THREADS 256
 #define SPLIT_MAX_OUTPUTS 8
