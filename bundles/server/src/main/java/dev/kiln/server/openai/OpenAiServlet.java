@@ -186,7 +186,10 @@ public class OpenAiServlet extends HttpServlet {
             throw ApiException.invalid(null, "Content-Type must be application/json");
         }
         long limit = maxBodyBytes;
-        if (req.getContentLengthLong() > limit) throw ApiException.tooLarge(limit);
+        if (req.getContentLengthLong() > limit) {
+            discard(req.getInputStream(), limit);
+            throw ApiException.tooLarge(limit);
+        }
         byte[] bytes = readLimited(req.getInputStream(), limit);
         JsonElement parsed;
         try {
@@ -206,11 +209,32 @@ public class OpenAiServlet extends HttpServlet {
         ByteArrayOutputStream buffer = new ByteArrayOutputStream();
         byte[] chunk = new byte[8192];
         for (int n; (n = in.read(chunk)) > 0; ) {
-            if (buffer.size() + n > limit) throw ApiException.tooLarge(limit);
+            if (buffer.size() + n > limit) {
+                discard(in, limit);
+                throw ApiException.tooLarge(limit);
+            }
             buffer.write(chunk, 0, n);
         }
         return buffer.toByteArray();
     }
+
+    /**
+     * Reads and drops what is left of a refused body, up to {@link #DISCARD_FACTOR} times the limit (at most
+     * {@link #MOST_DISCARDED} bytes): a client still sending its body when the server answers and closes the connection
+     * gets a reset instead of the 413, and its HTTP library reports a broken connection. Past the bound the server stops
+     * reading (the connection then closes) rather than spend its bandwidth on an oversized upload.
+     */
+    private static void discard(InputStream in, long limit) {
+        long budget = Math.min(MOST_DISCARDED, Math.max(limit, 1) * DISCARD_FACTOR);
+        byte[] chunk = new byte[65536];
+        try {
+            for (int n; budget > 0 && (n = in.read(chunk, 0, (int) Math.min(chunk.length, budget))) > 0; ) budget -= n;
+        } catch (IOException e) {
+            // the client went away: nothing left to answer
+        }
+    }
+
+    private static final long DISCARD_FACTOR = 4, MOST_DISCARDED = 64L << 20;
 
     /** The served model named by the request (if it names one), with its tokenizer. */
     private ServedModel model(JsonRequest r) {
