@@ -180,8 +180,9 @@ class CudaPagedAttentionTest {
             }
             boolean rounded = spec.dtype() == DType.BF16;
             // A bf16 cache of 128-wide heads, 6 query heads a KV head: the decode kernel takes the step (the last
-            // layer's launch, still held: nothing has been read back yet).
-            if (rounded) {
+            // layer's launch, still held: nothing has been read back yet), where the device runs clusters (without,
+            // one split a token would be too long for it).
+            if (rounded && gpu.context().kernels().largestAttentionCluster() > 1) {
                 StepRecorder.Launch last = gpu.context().recorder().lastLaunch();
                 assertEquals("kiln_decode_attention_bf16", last == null ? null : last.name());
             }
@@ -245,6 +246,22 @@ class CudaPagedAttentionTest {
                 cached[1]++;
             }
             System.out.printf("decode steps at contexts 601..1003: metadata %d ints, scratch at 0x%x%n", length, scratch);
+        }
+    }
+
+    /**
+     * Clusters where the device runs them: on Hopper at least the portable 8 blocks (16 on an H100, whose GPCs hold
+     * 16 blocks of these kernels), each size checked against what the device can place; none without.
+     */
+    @Test
+    void theAttentionKernelsRunInTheLargestClustersTheDeviceCanPlace() {
+        int largest = gpu.context().kernels().largestAttentionCluster();
+        System.out.printf("largest attention cluster on %s: %d%n", gpu.context().properties().describe(), largest);
+        assertEquals(1, Integer.bitCount(largest));
+        if (gpu.context().recorder().clusters()) {
+            assertTrue(largest >= 8 && largest <= SplitAttentionPlan.MAX_CLUSTER, "largest cluster " + largest);
+        } else {
+            assertEquals(1, largest);
         }
     }
 

@@ -186,8 +186,11 @@ public class OpenAiServlet extends HttpServlet {
             throw ApiException.invalid(null, "Content-Type must be application/json");
         }
         long limit = maxBodyBytes;
-        if (req.getContentLengthLong() > limit) {
-            discard(req.getInputStream(), limit);
+        long declared = req.getContentLengthLong();
+        if (declared > limit) {
+            // Past the discard bound reading cannot save the connection, and reading would ask a client that waits
+            // for "100 Continue" to upload a body that is refused anyway.
+            if (declared <= discardBudget(limit)) discard(req.getInputStream(), limit);
             throw ApiException.tooLarge(limit);
         }
         byte[] bytes = readLimited(req.getInputStream(), limit);
@@ -225,13 +228,17 @@ public class OpenAiServlet extends HttpServlet {
      * reading (the connection then closes) rather than spend its bandwidth on an oversized upload.
      */
     private static void discard(InputStream in, long limit) {
-        long budget = Math.min(MOST_DISCARDED, Math.max(limit, 1) * DISCARD_FACTOR);
+        long budget = discardBudget(limit);
         byte[] chunk = new byte[65536];
         try {
             for (int n; budget > 0 && (n = in.read(chunk, 0, (int) Math.min(chunk.length, budget))) > 0; ) budget -= n;
         } catch (IOException e) {
             // the client went away: nothing left to answer
         }
+    }
+
+    private static long discardBudget(long limit) {
+        return limit >= MOST_DISCARDED / DISCARD_FACTOR ? MOST_DISCARDED : Math.max(limit, 1) * DISCARD_FACTOR;
     }
 
     private static final long DISCARD_FACTOR = 4, MOST_DISCARDED = 64L << 20;

@@ -84,6 +84,8 @@ public final class CudaDriver {
         return config;
     });
     private final MethodHandle cuFuncSetAttribute;
+    /** Null on drivers before CUDA 11.8, which lack it. */
+    private final MethodHandle cuOccupancyMaxActiveClusters;
     private final MethodHandle cuStreamBeginCapture;
     private final MethodHandle cuStreamEndCapture;
     private final MethodHandle cuGraphInstantiateWithFlags;
@@ -151,6 +153,13 @@ public final class CudaDriver {
         }
         cuLaunchKernelEx = launchEx;
         cuFuncSetAttribute = lib.function("cuFuncSetAttribute", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT));
+        MethodHandle activeClusters;
+        try {
+            activeClusters = lib.function("cuOccupancyMaxActiveClusters", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS, ADDRESS));
+        } catch (LibraryNotFoundException e) {
+            activeClusters = null;
+        }
+        cuOccupancyMaxActiveClusters = activeClusters;
         cuStreamBeginCapture = lib.function("cuStreamBeginCapture_v2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
         cuStreamEndCapture = lib.function("cuStreamEndCapture", FunctionDescriptor.of(JAVA_INT, ADDRESS, ADDRESS));
         cuGraphInstantiateWithFlags = lib.function("cuGraphInstantiateWithFlags",
@@ -391,6 +400,35 @@ public final class CudaDriver {
     public boolean allowNonPortableClusterSize(MemorySegment function) {
         return call(() -> (int) cuFuncSetAttribute.invokeExact(function, FUNCTION_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED,
                 1)) == 0;
+    }
+
+    /**
+     * How many clusters of {@code clusterY} blocks of {@code block} threads (and {@code sharedBytes} of dynamic shared
+     * memory each) of a function the device can hold at once: 0 where it cannot place one (a partition without a large
+     * enough GPC, say), the driver lacks the query or refuses it.
+     */
+    public int maxActiveClusters(MemorySegment function, int block, int sharedBytes, int clusterY) {
+        if (cuOccupancyMaxActiveClusters == null) return 0;
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment config = arena.allocate(LAUNCH_CONFIG_BYTES + LAUNCH_ATTRIBUTE_BYTES, 8);
+            MemorySegment attribute = config.asSlice(LAUNCH_CONFIG_BYTES, LAUNCH_ATTRIBUTE_BYTES);
+            config.set(JAVA_INT, 0, 1);
+            config.set(JAVA_INT, 4, clusterY); // a grid of one cluster
+            config.set(JAVA_INT, 8, 1);
+            config.set(JAVA_INT, 12, block);
+            config.set(JAVA_INT, 16, 1);
+            config.set(JAVA_INT, 20, 1);
+            config.set(JAVA_INT, 24, sharedBytes);
+            config.set(ADDRESS, 40, attribute);
+            config.set(JAVA_INT, 48, 1);
+            attribute.set(JAVA_INT, 0, LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION);
+            attribute.set(JAVA_INT, 8, 1);
+            attribute.set(JAVA_INT, 12, clusterY);
+            attribute.set(JAVA_INT, 16, 1);
+            MemorySegment out = arena.allocate(JAVA_INT);
+            int result = call(() -> (int) cuOccupancyMaxActiveClusters.invokeExact(out, function, config));
+            return result == 0 ? out.get(JAVA_INT, 0) : 0;
+        }
     }
 
     /** Unloads a module. */

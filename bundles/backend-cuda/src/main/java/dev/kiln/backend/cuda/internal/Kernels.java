@@ -103,12 +103,7 @@ public final class Kernels implements AutoCloseable {
         pagedAttentionBf16 = driver.function(module, "kiln_paged_attention_bf16");
         pagedAttentionSplitBf16 = driver.function(module, "kiln_paged_attention_split_bf16");
         decodeAttentionBf16 = driver.function(module, "kiln_decode_attention_bf16");
-        // Clusters of the split attention: up to SplitAttentionPlan.MAX_CLUSTER blocks where the device takes the
-        // non-portable size for both entry points, else the portable 8.
-        largestAttentionCluster = !context.recorder().clusters() ? 1
-                : driver.allowNonPortableClusterSize(pagedAttentionSplit)
-                        && driver.allowNonPortableClusterSize(pagedAttentionSplitBf16)
-                        && driver.allowNonPortableClusterSize(decodeAttentionBf16) ? SplitAttentionPlan.MAX_CLUSTER : 8;
+        largestAttentionCluster = context.recorder().clusters() ? largestAttentionCluster(driver) : 1;
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
             gemv3Bf16Tokens[t - 1] = driver.function(module, "kiln_gemv3_bf16_t" + t);
@@ -676,6 +671,27 @@ public final class Kernels implements AutoCloseable {
                 .launch(function, name, plan.rows(tokens, kvHeads), plan.splits(), SplitAttentionPlan.THREADS, plan.sharedBytes(),
                         plan.clusterSize());
         combine(plan, partials, out, tokenPosition, tokens, heads, valueDim);
+    }
+
+    /**
+     * The largest cluster (a power of two up to {@link SplitAttentionPlan#MAX_CLUSTER}) that the attention kernels
+     * can run in on this device: sizes above the portable 8 need the driver's consent for each kernel, and every size
+     * must fit the device's GPCs with the kernels' threads and shared memory (the split kernel's at its largest).
+     */
+    private int largestAttentionCluster(CudaDriver driver) {
+        for (int size = SplitAttentionPlan.MAX_CLUSTER; size > 1; size /= 2) {
+            if (size > 8 && !(driver.allowNonPortableClusterSize(pagedAttentionSplit)
+                    && driver.allowNonPortableClusterSize(pagedAttentionSplitBf16)
+                    && driver.allowNonPortableClusterSize(decodeAttentionBf16))) {
+                continue;
+            }
+            if (driver.maxActiveClusters(pagedAttentionSplit, SplitAttentionPlan.THREADS, DEFAULT_SHARED_BYTES, size) > 0
+                    && driver.maxActiveClusters(pagedAttentionSplitBf16, SplitAttentionPlan.THREADS, DEFAULT_SHARED_BYTES, size) > 0
+                    && driver.maxActiveClusters(decodeAttentionBf16, DecodeAttentionPlan.THREADS, 0, size) > 0) {
+                return size;
+            }
+        }
+        return 1;
     }
 
     /** Most blocks of a split attention cluster on this device, for {@link SplitAttentionPlan#of}; 1 without clusters. */
