@@ -935,6 +935,20 @@ def latent_attention_timing():
         print(f"  decode, batch {tokens:>2} at context {ctx:>5}: split {t * 1e6:7.1f} us ({plan['splits']} splits of "
               f"{plan['chunk']}, {plan['rows'] * plan['splits']} blocks; latents {kv_bytes / 1e6:.1f} MB -> "
               f"{kv_bytes / t / 1e9:.0f} GB/s)")
+        # The same merged in clusters (not the Java side's plan for latent caches, which keeps the combine kernel):
+        # the most splits a cluster takes that keep the grid in one wave.
+        for chunk in (16, 32):
+            splits = b.bucket // chunk
+            if not CLUSTERS or splits > MAX_CLUSTER or plan["rows"] * splits > SMS:
+                continue
+            clustered = split_plan(tokens, NH, 1, D, DV, True, b.bucket, chunk=chunk)
+            with stream:
+                tc = time_graph(stream, lambda: [attend_split(
+                    clustered, None, q, out, keys16.data.ptr + 2 * l * layer_elements,
+                    keys16.data.ptr + 2 * l * layer_elements, meta.data.ptr, b, NH, 1, D, DV, True, BS, scale, bf16=True,
+                    cluster=True) for l in range(L)]) / L
+            print(f"  {'in a cluster':>22} at context {ctx:>5}: split {tc * 1e6:7.1f} us ({splits} splits of {chunk}, "
+                  f"tile {clustered['tile']})")
         del keys16
 
 
