@@ -387,6 +387,9 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
                     completeInFlight(); // its sequences were all cancelled
                 } else if (inbox.isEmpty() && cancellations.isEmpty() && !isClosed()) {
                     speculation.flush(); // finished sequences' proposer state is freed before idling
+                    // What the cancellations just did must show before idling: stale counts would report waiting
+                    // requests (and hold their places against the queue's limit) until the next request woke the engine.
+                    publishCounts();
                     LockSupport.park(this);
                     Thread.interrupted(); // only close() stops the engine; a stray interrupt must not make park spin
                 }
@@ -427,8 +430,13 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
             if (!s.isDone()) scheduler.enqueue(s);
         }
         if (drained > 0) {
-            waiting = scheduler.waitingCount(); // before the inbox count drops, so the sum never under-counts
-            inboxSize.addAndGet(-drained);
+            // Under the submission lock: a submitter's check then sees the drained requests counted once, still in the
+            // inbox or already waiting, never both (a transient double count refused requests as overload while the
+            // queue had room). The waiting count still moves first, so a reader without the lock never under-counts.
+            synchronized (submitLock) {
+                waiting = scheduler.waitingCount();
+                inboxSize.addAndGet(-drained);
+            }
         }
     }
 

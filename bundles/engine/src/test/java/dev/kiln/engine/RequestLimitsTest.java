@@ -10,6 +10,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.kiln.api.engine.EngineOverloadedException;
+import dev.kiln.api.engine.GenerationHandle;
 import dev.kiln.api.engine.FinishReason;
 import dev.kiln.api.engine.GenerationRequest;
 import dev.kiln.api.engine.TokenEvent;
@@ -117,6 +118,32 @@ class RequestLimitsTest {
             engine.awaitIdle();
             assertEquals(prompt.length, engine.core().stats().promptTokens());
             assertEquals(0, engine.core().stats().generationTokens());
+        }
+    }
+
+    /**
+     * A queue filled exactly to its limit while the engine moves the requests from its inbox to the scheduler is never
+     * refused, and once every request is cancelled the engine reports nothing waiting. The requests the engine moves
+     * were counted twice for an instant (refusing a request now and then as overload while the queue had room), and an
+     * engine that went idle right after cancelling its waiting requests kept reporting them as waiting, which also
+     * counted against the limit, until the next request woke it.
+     */
+    @Test
+    void aQueueFilledToItsLimitWhileTheEngineDrainsItIsNeverRefused() throws InterruptedException {
+        int maxWaiting = 1000;
+        try (TestEngine engine = TestEngine.start(FIXTURE, settings().withMaxWaiting(maxWaiting).withMaxNumSeqs(1))) {
+            for (int round = 0; round < 20; round++) {
+                Collector[] collectors = new Collector[maxWaiting];
+                GenerationHandle[] handles = new GenerationHandle[maxWaiting];
+                for (int i = 0; i < maxWaiting; i++) {
+                    collectors[i] = new Collector();
+                    handles[i] = engine.submit(greedy("r" + round + "." + i, prompt, 2000), collectors[i]);
+                }
+                for (GenerationHandle h : handles) h.cancel();
+                for (Collector c : collectors) assertNull(c.await().error());
+                engine.awaitIdle();
+                assertEquals(0, engine.core().stats().waiting());
+            }
         }
     }
 
