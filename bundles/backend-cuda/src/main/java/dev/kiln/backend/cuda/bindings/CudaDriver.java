@@ -412,19 +412,10 @@ public final class CudaDriver {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment config = arena.allocate(LAUNCH_CONFIG_BYTES + LAUNCH_ATTRIBUTE_BYTES, 8);
             MemorySegment attribute = config.asSlice(LAUNCH_CONFIG_BYTES, LAUNCH_ATTRIBUTE_BYTES);
-            config.set(JAVA_INT, 0, 1);
-            config.set(JAVA_INT, 4, clusterY); // a grid of one cluster
-            config.set(JAVA_INT, 8, 1);
-            config.set(JAVA_INT, 12, block);
-            config.set(JAVA_INT, 16, 1);
-            config.set(JAVA_INT, 20, 1);
-            config.set(JAVA_INT, 24, sharedBytes);
+            launchShape(config, 1, clusterY, 1, block, 1, 1, sharedBytes, MemorySegment.NULL); // a grid of one cluster
             config.set(ADDRESS, 40, attribute);
             config.set(JAVA_INT, 48, 1);
-            attribute.set(JAVA_INT, 0, LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION);
-            attribute.set(JAVA_INT, 8, 1);
-            attribute.set(JAVA_INT, 12, clusterY);
-            attribute.set(JAVA_INT, 16, 1);
+            clusterAttribute(attribute, clusterY);
             MemorySegment out = arena.allocate(JAVA_INT);
             int result = call(() -> (int) cuOccupancyMaxActiveClusters.invokeExact(out, function, config));
             return result == 0 ? out.get(JAVA_INT, 0) : 0;
@@ -448,24 +439,16 @@ public final class CudaDriver {
         if (result != 0) check("cuLaunchKernel(" + name + ")", result);
     }
 
-    /** Whether {@link #launchProgrammatic} is available (the driver has {@code cuLaunchKernelEx}). */
+    /** Whether {@link #launchExtended} is available (the driver has {@code cuLaunchKernelEx}). */
     public boolean supportsProgrammaticLaunch() {
         return cuLaunchKernelEx != null;
     }
 
     /**
-     * Enqueues a kernel that may start before the kernel ahead of it on the stream has finished (programmatic
-     * dependent launch, compute capability 9.0 and later): it must execute {@code griddepcontrol.wait} before it
-     * touches anything that kernel reads or writes. On older devices the attribute is ignored.
-     */
-    public void launchProgrammatic(MemorySegment function, int gridX, int gridY, int gridZ, int blockX, int blockY,
-                                   int blockZ, int sharedBytes, MemorySegment stream, MemorySegment parameters, String name) {
-        launchExtended(function, gridX, gridY, gridZ, blockX, blockY, blockZ, sharedBytes, stream, parameters, name, true, 1);
-    }
-
-    /**
-     * Enqueues a kernel through {@code cuLaunchKernelEx} (needs {@link #supportsProgrammaticLaunch}): programmatic as
-     * {@link #launchProgrammatic} when asked, and with the grid's blocks grouped along y into thread block clusters
+     * Enqueues a kernel through {@code cuLaunchKernelEx} (needs {@link #supportsProgrammaticLaunch}). Programmatic
+     * when asked: it may start before the kernel ahead of it on the stream has finished (programmatic dependent launch,
+     * compute capability 9.0 and later; ignored before), and must then execute {@code griddepcontrol.wait} before it
+     * touches anything that kernel reads or writes. With the grid's blocks grouped along y into thread block clusters
      * of {@code clusterY} when that is above 1 (compute capability 9.0 and later; sizes above 8 need
      * {@link #allowNonPortableClusterSize} first).
      */
@@ -481,15 +464,16 @@ public final class CudaDriver {
             attributes.set(JAVA_INT, 8, 1); // programmaticStreamSerializationAllowed
             count++;
         }
-        if (clusterY > 1) {
-            long at = count * LAUNCH_ATTRIBUTE_BYTES;
-            attributes.set(JAVA_INT, at, LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION);
-            attributes.set(JAVA_INT, at + 8, 1);
-            attributes.set(JAVA_INT, at + 12, clusterY);
-            attributes.set(JAVA_INT, at + 16, 1);
-            count++;
-        }
+        if (clusterY > 1) clusterAttribute(attributes.asSlice(count++ * LAUNCH_ATTRIBUTE_BYTES), clusterY);
         config.set(JAVA_INT, 48, count); // numAttrs
+        launchShape(config, gridX, gridY, gridZ, blockX, blockY, blockZ, sharedBytes, stream);
+        int result = call(() -> (int) cuLaunchKernelEx.invokeExact(config, function, parameters, MemorySegment.NULL));
+        if (result != 0) check("cuLaunchKernelEx(" + name + ")", result);
+    }
+
+    /** A {@code CUlaunchConfig}'s grid, block, dynamic shared memory and stream. */
+    private static void launchShape(MemorySegment config, int gridX, int gridY, int gridZ, int blockX, int blockY,
+                                    int blockZ, int sharedBytes, MemorySegment stream) {
         config.set(JAVA_INT, 0, gridX);
         config.set(JAVA_INT, 4, gridY);
         config.set(JAVA_INT, 8, gridZ);
@@ -498,8 +482,14 @@ public final class CudaDriver {
         config.set(JAVA_INT, 20, blockZ);
         config.set(JAVA_INT, 24, sharedBytes);
         config.set(ADDRESS, 32, stream);
-        int result = call(() -> (int) cuLaunchKernelEx.invokeExact(config, function, parameters, MemorySegment.NULL));
-        if (result != 0) check("cuLaunchKernelEx(" + name + ")", result);
+    }
+
+    /** A {@code CUlaunchAttribute} asking for clusters of {@code clusterY} blocks along y. */
+    private static void clusterAttribute(MemorySegment attribute, int clusterY) {
+        attribute.set(JAVA_INT, 0, LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION);
+        attribute.set(JAVA_INT, 8, 1);
+        attribute.set(JAVA_INT, 12, clusterY);
+        attribute.set(JAVA_INT, 16, 1);
     }
 
     /**

@@ -60,12 +60,10 @@ public record DecodeAttentionPlan(int splits, int chunk) {
             throw new IllegalArgumentException("invalid decode batch: " + tokens + " tokens, " + kvHeads
                     + " KV heads, context bucket " + contextBucket);
         }
-        long rows = (long) tokens * kvHeads;
-        long oneWave = Math.max(1, multiprocessors / Math.max(1, rows));
-        long splits = Math.min(Math.min(Integer.highestOneBit(Math.max(1, Math.min(largestCluster,
-                SplitAttentionPlan.MAX_CLUSTER))), Math.max(1, contextBucket / KEYS_PER_PASS)), Long.highestOneBit(oneWave));
-        int chunk = (int) (contextBucket / splits);
+        int splits = SplitAttentionPlan.clusterSplits((long) tokens * kvHeads, contextBucket, KEYS_PER_PASS,
+                multiprocessors, largestCluster);
+        int chunk = contextBucket / splits;
         if (chunk > MAX_CHUNK || chunk % KEYS_PER_PASS != 0) return null;
-        return new DecodeAttentionPlan((int) splits, chunk);
+        return new DecodeAttentionPlan(splits, chunk);
     }
 }

@@ -652,10 +652,7 @@ public final class Kernels implements AutoCloseable {
         MemorySegment function = bf16Cache ? pagedAttentionSplitBf16 : pagedAttentionSplit;
         String name = bf16Cache ? "kiln_paged_attention_split_bf16" : "kiln_paged_attention_split";
         StepRecorder.Launch last = newKeys != 0 && FOLD_ROTARY ? context.recorder().lastLaunch() : null;
-        if (last != null && last.function().equals(rotary2) && last.gridX() == tokens && last.argument(0) == query
-                && (int) last.argument(1) == heads * keyDim && (int) last.argument(2) == heads
-                && last.argument(3) == newKeys && (int) last.argument(4) == kvHeads * keyDim
-                && (int) last.argument(5) == kvHeads && (int) last.argument(9) == keyDim
+        if (rotatesExactly(last, tokens, query, heads, newKeys, kvHeads, keyDim)
                 && splitAttentionArguments(plan, query, out, partials, keys, values, tokenSequence, tokenPosition, tables,
                         tableStride, heads, kvHeads, keyDim, valueDim, valueStride, blockSize, scale, newKeys, newValues, slots)
                         .ptr(last.argument(6)).ptr(last.argument(7)).ptr(last.argument(8)).i32((int) last.argument(10))
@@ -714,10 +711,7 @@ public final class Kernels implements AutoCloseable {
         String name = "kiln_decode_attention_bf16";
         int keyDim = DecodeAttentionPlan.HEAD_DIM;
         StepRecorder.Launch last = FOLD_ROTARY ? context.recorder().lastLaunch() : null;
-        if (last != null && last.function().equals(rotary2) && last.gridX() == tokens && last.argument(0) == query
-                && (int) last.argument(1) == heads * keyDim && (int) last.argument(2) == heads
-                && last.argument(3) == newKeys && (int) last.argument(4) == kvHeads * keyDim
-                && (int) last.argument(5) == kvHeads && (int) last.argument(9) == keyDim
+        if (rotatesExactly(last, tokens, query, heads, newKeys, kvHeads, keyDim)
                 && DecodeAttentionPlan.foldsRotary((int) last.argument(10), (int) last.argument(11),
                         (int) last.argument(12) != 0)
                 && decodeAttentionArguments(plan, query, out, keys, values, tokenPosition, tables, tableStride, heads,
@@ -740,6 +734,19 @@ public final class Kernels implements AutoCloseable {
             long newKeys, long newValues, long slots) {
         return args().ptr(query).ptr(out).ptr(keys).ptr(values).ptr(tokenPosition).ptr(tables).i32(tableStride)
                 .i32(heads).i32(kvHeads).i32(blockSize).i32(plan.chunk()).f32(scale).ptr(newKeys).ptr(newValues).ptr(slots);
+    }
+
+    /**
+     * Whether {@code last} is the {@code kiln_rotary2} of exactly a decode step's queries and new keys (all their heads,
+     * rows of {@code keyDim}), which the attention kernels may take in. Its arguments 6-8 are then the positions and
+     * the cos and sin tables, 10-12 the rotary offset, half and layout.
+     */
+    private boolean rotatesExactly(StepRecorder.Launch last, int tokens, long query, int heads, long newKeys, int kvHeads,
+                                   int keyDim) {
+        return last != null && last.function().equals(rotary2) && last.gridX() == tokens && last.argument(0) == query
+                && (int) last.argument(1) == heads * keyDim && (int) last.argument(2) == heads
+                && last.argument(3) == newKeys && (int) last.argument(4) == kvHeads * keyDim
+                && (int) last.argument(5) == kvHeads && (int) last.argument(9) == keyDim;
     }
 
     /** Whether a decode step's attention may take the layer's rotary in (see {@link #pagedAttentionSplit}). */

@@ -154,11 +154,8 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
         int mostSplits = Math.min(MAX_SPLITS, Math.max(1, contextBucket / minChunk));
         int splits = (int) Math.min(mostSplits, Long.highestOneBit(Math.max(1, wanted)));
         if (largestCluster > 1 && !valuesInKeys && valueDim <= keyDim) {
-            // The most splits a cluster takes that keep the whole grid in one wave, chunks of at least the cluster
-            // minimum; clustered only when that leaves chunks of at most the cluster maximum.
-            long oneWave = Math.max(1, multiprocessors) / rows;
-            int clusterSplits = (int) Math.min(Math.min(Integer.highestOneBit(Math.min(MAX_CLUSTER, largestCluster)),
-                    Math.max(1, contextBucket / CLUSTER_MIN_CHUNK)), Long.highestOneBit(Math.max(1, oneWave)));
+            // Clustered only when the most splits a cluster takes leave chunks of at most the cluster maximum.
+            int clusterSplits = clusterSplits(rows, contextBucket, CLUSTER_MIN_CHUNK, multiprocessors, largestCluster);
             if (clusterSplits > 1 && contextBucket / clusterSplits <= CLUSTER_MAX_CHUNK) {
                 int chunk = contextBucket / clusterSplits;
                 int clusterTile = Math.min(tile, chunk);
@@ -170,6 +167,17 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
         tile = Math.min(tile, chunk); // a block never holds more keys than its chunk
         return new SplitAttentionPlan(headsPerBlock, headBlocks, tile, chunk, splits,
                 sharedBytes(headsPerBlock, tile, keyDim, valueDim, valuesInKeys), false);
+    }
+
+    /**
+     * The most splits of a context bucket one cluster per row takes: a power of two, at most the device's largest
+     * cluster (and {@link #MAX_CLUSTER}), chunks of at least {@code minChunk} keys, and the grid of {@code rows} rows in
+     * one wave of the device's SMs; at least 1.
+     */
+    static int clusterSplits(long rows, int contextBucket, int minChunk, int multiprocessors, int largestCluster) {
+        long oneWave = Math.max(1, multiprocessors / Math.max(1, rows));
+        return (int) Math.min(Math.min(Integer.highestOneBit(Math.max(1, Math.min(MAX_CLUSTER, largestCluster))),
+                Math.max(1, contextBucket / minChunk)), Long.highestOneBit(oneWave));
     }
 
     /** Dynamic shared memory of a block, laid out as the kernel's comment describes. */

@@ -382,11 +382,10 @@ public final class StepRecorder implements AutoCloseable {
         switch (node) {
             case Launch l -> {
                 MemorySegment.copy(l.arguments, 0, values, JAVA_LONG, 0, l.arguments.length);
-                if (l.clusterY > 1) {
+                boolean programmatic = l.programmatic && afterLaunch;
+                if (programmatic || l.clusterY > 1) {
                     driver.launchExtended(l.function, l.gridX, l.gridY, 1, l.block, 1, 1, l.sharedBytes, stream, pointers,
-                            l.name, l.programmatic && afterLaunch, l.clusterY);
-                } else if (l.programmatic && afterLaunch) {
-                    driver.launchProgrammatic(l.function, l.gridX, l.gridY, 1, l.block, 1, 1, l.sharedBytes, stream, pointers, l.name);
+                            l.name, programmatic, l.clusterY);
                 } else {
                     driver.launch(l.function, l.gridX, l.gridY, 1, l.block, 1, 1, l.sharedBytes, stream, pointers, l.name);
                 }
