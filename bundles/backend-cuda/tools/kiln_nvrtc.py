@@ -47,6 +47,7 @@ class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: the id, padding,
 PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
 CLUSTER_DIMENSION = 4  # CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
 NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14  # CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED
+MAX_DYNAMIC_SHARED_SIZE_BYTES = 8  # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 _driver = []
 
 
@@ -91,6 +92,10 @@ def launch_ex(fn, grid, block, args, shared=0, stream=0, cluster_y=1, programmat
             result = driver().cuFuncSetAttribute(ctypes.c_void_p(handle(fn)), NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1)
             if result != 0:
                 raise RuntimeError(f"cuFuncSetAttribute(non-portable cluster size) = {result}")
+    if shared > 48 * 1024:
+        result = driver().cuFuncSetAttribute(ctypes.c_void_p(handle(fn)), MAX_DYNAMIC_SHARED_SIZE_BYTES, shared)
+        if result != 0:
+            raise RuntimeError(f"cuFuncSetAttribute(max dynamic shared size) = {result}")
     array = (_LaunchAttribute * max(1, len(attributes)))(*attributes)
     config = _LaunchConfig((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(block, 1, 1), shared, stream,
                            ctypes.cast(array, ctypes.c_void_p) if attributes else None, len(attributes))

@@ -6,7 +6,8 @@ and without programmatic dependent launches (PDL), and with parts of the step sw
 part costs on the GPU.
 
 The bound is the weight bytes of one token over the device-to-device copy bandwidth measured in the same run.
-Needs CuPy and NumPy on a CUDA machine. Usage: python3 time_decode_step.py [path/to/kernels.cu] [context]
+Needs CuPy and NumPy on a CUDA machine. Usage: python3 time_decode_step.py [path/to/kernels.cu[,other.cu...]] [context]
+With several sources (variants of kernels.cu), each row is timed with each source in turn, for ROUNDS rounds.
 """
 import math
 import os
@@ -17,8 +18,8 @@ import numpy as np
 import kiln_nvrtc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-    HERE, "..", "src", "main", "resources", "dev", "kiln", "backend", "cuda", "internal", "kernels.cu")
+SOURCES = (sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+    HERE, "..", "src", "main", "resources", "dev", "kiln", "backend", "cuda", "internal", "kernels.cu")).split(",")
 CONTEXT = int(sys.argv[2]) if len(sys.argv) > 2 else 256
 i32, i64, f32, u64 = np.int32, np.int64, np.float32, np.uint64
 
@@ -30,10 +31,13 @@ def compile_cubin(source, arch):
 props = cp.cuda.runtime.getDeviceProperties(0)
 major, minor = props["major"], props["minor"]
 arch = f"sm_{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
-path = "/tmp/kiln-step-kernels.cubin"
-with open(path, "wb") as f:
-    f.write(compile_cubin(open(SOURCE).read(), arch))
-module = cp.RawModule(path=path)
+modules = []
+for i, source in enumerate(SOURCES):
+    path = f"/tmp/kiln-step-kernels-{i}.cubin"
+    with open(path, "wb") as f:
+        f.write(compile_cubin(open(source).read(), arch))
+    modules.append(cp.RawModule(path=path))
+current = [0]  # the source whose kernels launch() takes
 functions = {}
 stream = cp.cuda.Stream(non_blocking=True)
 programmatic = [False]
@@ -41,7 +45,10 @@ programmatic = [False]
 
 def launch(name, grid, block, args, shared=0, cluster_y=1):
     """cuLaunchKernelEx, a programmatic launch when programmatic[0] (as the Java recorder makes them)."""
-    fn = functions.setdefault(name, module.get_function(name))
+    shared = max(shared, smem_floor.get(name, 0))
+    fn = functions.get((current[0], name))
+    if fn is None:
+        fn = functions[(current[0], name)] = modules[current[0]].get_function(name)
     kiln_nvrtc.launch_ex(fn, grid, block, args, shared, stream.ptr, cluster_y, programmatic[0])
 
 
@@ -122,11 +129,16 @@ eps = f32(1e-6)
 NONE = (u64(0), f32(0), u64(0))  # no norm fused before a product
 
 
+smem_floor = {}  # kernel name -> dynamic shared memory to launch it with at least (to cap its blocks per SM)
+
+
 def step(parts):
     """parts: "rotary" (folded into the attention unless "separate rotary" or "separate cache write"), "attention"
     (with "separate cache write": kiln_write_kv before it), "norms" (separate norm
     kernels, the residual add inside the second) or
     "fused norms" (each norm inside the next product, each residual add inside the product before it)."""
+    smem_floor.clear()
+    smem_floor.update({p[1]: p[2] for p in parts if isinstance(p, tuple) and p[0] == "smem"})
     fused = "fused norms" in parts
     # Diagnostics: "no normed stores" (the fused norms skip storing the normed rows that later readers could read),
     # "no residual adds" (the o and down products store their rows only; the values are wrong, the timing is not).
@@ -223,8 +235,22 @@ variants = [("whole step", everything), ("split attention kernel", split_kernel)
             ("fused norms, no normed stores", everything | {"no normed stores"}),
             ("fused norms, no residual adds", everything | {"no residual adds"}),
             ("without any norm", everything - {"fused norms"}), ("GEMVs (+ embed, argmax) only", set())]
+# Experiments: fewer blocks per SM for one product kernel (dynamic shared memory as the limiter)
+for kernel, caps in (("kiln_gemv_silu_bf16_t1", (5, 4)), ("kiln_gemv_split_bf16_t1", (10, 8, 6)),
+                     ("kiln_gemv3_split_bf16_t1", (10, 8)), ("kiln_gemv_bf16_t1", (7, 6))):
+    for cap in caps:
+        variants.append((f"cap {kernel[5:]} {cap}", everything | {("smem", kernel, (228 // cap - 1) * 1024)}))
+# KILN_STEP_VARIANTS="label;label..." times only the rows whose labels start so; KILN_STEP_PDL_ONLY=1 skips the
+# plain-launch column.
+wanted = [w for w in os.environ.get("KILN_STEP_VARIANTS", "").split(";") if w]
+pdl_only = os.environ.get("KILN_STEP_PDL_ONLY") == "1"
 print(f"{'':32} {'plain launches':>22} {'programmatic (PDL)':>26}")
-for label, parts in variants:
-    t0, t1 = time_step(parts, False), time_step(parts, True)
-    print(f"{label:32} {t0 * 1e3:7.3f} ms {100 / t0 / bound:4.0f}%    {t1 * 1e3:7.3f} ms {100 / t1 / bound:4.0f}% "
-          f"({1 / t1:.0f} tok/s)")
+for round_ in range(int(os.environ.get("ROUNDS", "1"))):
+    for label, parts in variants:
+        if wanted and not any(label.startswith(w) for w in wanted):
+            continue
+        for current[0], source in enumerate(SOURCES):
+            t0, t1 = (float("nan") if pdl_only else time_step(parts, False)), time_step(parts, True)
+            name = label if len(SOURCES) == 1 else f"{label} [{os.path.basename(source)}]"
+            print(f"{name:32} {t0 * 1e3:7.3f} ms {100 / t0 / bound:4.0f}%    {t1 * 1e3:7.3f} ms {100 / t1 / bound:4.0f}% "
+                  f"({1 / t1:.0f} tok/s)")

@@ -38,6 +38,9 @@ import java.util.stream.IntStream;
  *
  * <p>Run on a GPU machine: {@code java --enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -cp ...
  * dev.kiln.backend.cuda.DecodeBenchmark [promptTokens] [newTokens] [batch,batch,...]}.
+ *
+ * <p>{@code -Dkiln.bench.prefill=512,2048,...} first times the prefill of one prompt of each length into an empty
+ * cache (the time to first token without queueing), in chunks of {@code -Dkiln.bench.prefillChunk} tokens (2048).
  */
 public final class DecodeBenchmark {
     private static final int HIDDEN = 1536, INTERMEDIATE = 8960, LAYERS = 28, HEADS = 12, KV_HEADS = 2, VOCAB = 151936;
@@ -73,13 +76,16 @@ public final class DecodeBenchmark {
                 System.out.printf("device-to-device copy: %.0f GB/s (read + write)%n", bandwidth / 1e9);
                 long start = System.nanoTime();
                 int maxBatch = Arrays.stream(batches).max().orElse(1);
-                int blocksPerSequence = (prompt + generate + BLOCK) / BLOCK;
+                int[] prefills = PREFILLS;
+                int longestPrefill = Arrays.stream(prefills).max().orElse(0);
+                int blocksPerSequence = (Math.max(prompt + generate, longestPrefill) + BLOCK) / BLOCK;
                 Checkpoint checkpoint = modelFolder == null ? new SyntheticCheckpoint() : Fixtures.open(Path.of(modelFolder));
                 // A tied table is also the output projection, read whole every step; else one row of it is read.
                 long embeddingBytes = checkpoint.find("lm_head.weight").isEmpty() ? 0
                         : checkpoint.tensor("model.embed_tokens.weight").data().byteSize();
+                int maxBatchTokens = Math.max(Math.max(256, maxBatch), prefills.length == 0 ? 0 : PREFILL_CHUNK);
                 try (CausalLanguageModel model = Fixtures.build(checkpoint, backend, new CudaPagedAttention(), null,
-                             Math.max(256, maxBatch), cacheType);
+                             maxBatchTokens, cacheType);
                      KvCache cache = model.allocateKvCache(blocksPerSequence * maxBatch, BLOCK)) {
                     System.out.printf("model %s on the device in %.1f s: %.2f GB of weights%n",
                             modelFolder == null ? "R1-Distill-Qwen-1.5B shape" : modelFolder,
@@ -87,6 +93,14 @@ public final class DecodeBenchmark {
                     // Every weight once per token, but one row of the embedding table and only the chosen experts.
                     long perToken = model.weightBytesPerToken() - embeddingBytes;
                     double bound = bandwidth / perToken;
+                    for (int length : prefills) {
+                        double[] seconds = new double[4]; // the first warms up
+                        for (int round = 0; round < seconds.length; round++) seconds[round] = prefill(model, cache, length);
+                        double best = Arrays.stream(seconds).skip(1).min().orElseThrow();
+                        double median = Arrays.stream(seconds).skip(1).sorted().toArray()[(seconds.length - 1) / 2];
+                        System.out.printf("prefill %d tokens (chunks of %d): median %.1f ms, best %.1f ms = %.0f tok/s%n",
+                                length, Math.min(length, model.maxBatchTokens()), median * 1e3, best * 1e3, length / best);
+                    }
                     for (int batch : batches) for (boolean overlap : OVERLAP) {
                         for (int round = 0; round < 2; round++) { // the first round warms up the JIT and the kernels
                             StepRecorder.Stats before = backend.launchStats();
@@ -132,6 +146,23 @@ public final class DecodeBenchmark {
             };
         }
         return modes;
+    }
+
+    private static final int[] PREFILLS = System.getProperty("kiln.bench.prefill", "").isBlank() ? new int[0]
+            : Arrays.stream(System.getProperty("kiln.bench.prefill").split(",")).mapToInt(v -> Integer.parseInt(v.trim())).toArray();
+    private static final int PREFILL_CHUNK = Integer.getInteger("kiln.bench.prefillChunk", 2048);
+
+    /** Seconds to prefill one random prompt of {@code length} tokens into an empty cache, through its last logits read back. */
+    private static double prefill(CausalLanguageModel model, KvCache cache, int length) {
+        SplittableRandom random = new SplittableRandom(length);
+        int[] table = IntStream.range(0, (length + BLOCK - 1) / BLOCK).toArray();
+        int[] tokens = random.ints(length, 0, model.vocabSize()).toArray();
+        long start = System.nanoTime();
+        for (int from = 0; from < length; from += model.maxBatchTokens()) {
+            int[] chunk = Arrays.copyOfRange(tokens, from, Math.min(length, from + model.maxBatchTokens()));
+            model.backend().read(model.forward(step(new int[][] {table}, new int[] {from}, new int[][] {chunk}), cache).logits());
+        }
+        return (System.nanoTime() - start) / 1e9;
     }
 
     /**
