@@ -85,7 +85,7 @@ K = {n: mod.get_function(n) for n in [
     "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows", "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_gemv_bf16",
     "kiln_gemv_f32", "kiln_write_kv", "kiln_paged_attention", "kiln_paged_attention_split",
     "kiln_paged_attention_combine", "kiln_write_kv_bf16", "kiln_paged_attention_bf16",
-    "kiln_paged_attention_split_bf16", "kiln_decode_attention_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
+    "kiln_paged_attention_split_bf16", "kiln_decode_attention_bf16", "kiln_prefill_attention_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]}
 i32, i64, f32 = np.int32, np.int64, np.float32
@@ -823,6 +823,107 @@ def attention():
                    split=False)
 
 
+PREFILL_TOKENS = 16  # kernels.cu: the query tokens of one block of kiln_prefill_attention_bf16
+
+
+def prefill_tiles(b):
+    """PrefillAttention's tiles: each sequence's run of tokens cut into runs of at most PREFILL_TOKENS, as
+    (first token, count) pairs."""
+    tiles, t = [], 0
+    while t < b.T:
+        end = t
+        while end < b.T and b.seq(end) == b.seq(t) and end - t < PREFILL_TOKENS:
+            end += 1
+        tiles += [t, end - t]
+        t = end
+    return cp.asarray(np.array(tiles, np.int32))
+
+
+def attend_prefill(tiles, q, out, kp, vp, meta, b, heads, kv_heads, BS, scale):
+    K["kiln_prefill_attention_bf16"]((len(tiles) // 2, kv_heads), (32 * (heads // kv_heads),), (
+        q, out, np.uint64(kp), np.uint64(vp), tiles, np.uint64(meta), np.uint64(meta + 4 * b.T),
+        np.uint64(meta + 4 * 3 * b.T), i32(b.stride), i32(heads), i32(kv_heads), i32(BS), f32(scale)))
+
+
+def prefill_attention():
+    """kiln_prefill_attention_bf16 (tensor cores, 128-wide heads over a bf16 cache) against float64 and against the
+    split kernel on the same cache: chunks of several sequences over cached context, tiles cut at sequence ends and
+    at 16 tokens, a padding token, groups of 5, 6 and 8 query heads a KV head."""
+    BS, NB, D = 16, 96, 128
+    for heads, kv_heads in ((12, 2), (10, 2), (8, 1)):
+        perm = rng.permutation(NB).tolist()
+        tables = [perm[:30], perm[30:34], perm[34:60]]
+        layer = NB * BS * kv_heads * D
+        keys = cp.asarray(bf16_bits(rng.uniform(-1, 1, layer).astype(np.float32)))
+        vals = cp.asarray(bf16_bits(rng.uniform(-1, 1, layer).astype(np.float32)))
+        hk = bf16_value(cp.asnumpy(keys)).astype(np.float64).reshape(NB, kv_heads, BS, D)
+        hv = bf16_value(cp.asnumpy(vals)).astype(np.float64).reshape(NB, kv_heads, BS, D)
+        # cached, new tokens per sequence: a chunk after 433 cached tokens, a first chunk of 37, one of 16 after 40;
+        # then a padding token (slot -1) at the end of the last sequence, which attends like the others.
+        cached, lengths = (433, 0, 40), (38, 37, 17)
+        qs, ctx, slots = [0], [], []
+        for s_ in range(3):
+            ctx.append(cached[s_] + lengths[s_])
+            for j in range(lengths[s_]):
+                p = cached[s_] + j
+                slots.append(tables[s_][p // BS] * BS + p % BS)
+            qs.append(qs[-1] + lengths[s_])
+        slots[-1] = -1
+        b = pack(qs, ctx, tables, slots, BS)
+        meta = cp.asarray(b.packed)
+        q = rng.uniform(-1, 1, (b.T, heads, D)).astype(np.float32)
+        scale = 1 / math.sqrt(D)
+        ref = attention_reference(q, hk, hv, b, tables, heads, kv_heads, D, BS, scale)
+        dq = cp.asarray(q)
+        out = poison((b.T, heads, D))
+        attend_prefill(prefill_tiles(b), dq, out, keys.data.ptr, vals.data.ptr, meta.data.ptr, b, heads, kv_heads,
+                       BS, scale)
+        name = f"prefill attention (tensor cores) GQA {heads}/{kv_heads} of {D}, {b.T} tokens of 3 sequences"
+        check(name, out.reshape(b.T, heads, D), ref, 2e-5)
+        plan = split_plan(b.T, heads, kv_heads, D, D, False, b.bucket)
+        split_out = poison((b.T, heads, D))
+        attend_split(plan, partials_for(plan, b.T, heads, D), dq, split_out, keys.data.ptr, vals.data.ptr,
+                     meta.data.ptr, b, heads, kv_heads, D, D, False, BS, scale, bf16=True)
+        check(name + ", split kernel for comparison", split_out.reshape(b.T, heads, D), ref, 2e-5)
+
+
+def prefill_attention_timing():
+    """Prefill attention per layer of the 1.5B shape (12/2 heads of 128, bf16 cache, 28 layers in one graph, each
+    with its own cache): the split kernel against kiln_prefill_attention_bf16, for one chunk at a context."""
+    L, NH, KVH, D, BS = 28, 12, 2, 128, 16
+    scale = 1 / math.sqrt(D)
+    stream = cp.cuda.Stream(non_blocking=True)
+    print(f"prefill attention per layer ({L} layers in one graph, {NH}/{KVH} heads of {D}, bf16 cache):")
+    for tokens, ctx in ((512, 512), (2048, 2048), (2048, 8192)):
+        per_seq = -(-ctx // BS)
+        layer = per_seq * KVH * BS * D
+        keys = to_bf16_device(cp.random.uniform(-1, 1, L * layer, dtype=cp.float32))
+        vals = to_bf16_device(cp.random.uniform(-1, 1, L * layer, dtype=cp.float32))
+        tables = [list(range(per_seq))]
+        b = pack([0, tokens], [ctx], tables, [ctx - tokens + j for j in range(tokens)], BS)
+        meta = cp.asarray(b.packed)
+        q = cp.random.uniform(-1, 1, (tokens, NH * D), dtype=cp.float32)
+        out = cp.empty((tokens, NH * D), cp.float32)
+        plan = split_plan(tokens, NH, KVH, D, D, False, b.bucket)
+        partials = partials_for(plan, tokens, NH, D)
+        tiles = prefill_tiles(b)
+        dev.synchronize()
+        with stream:
+            split = time_graph(stream, lambda: [attend_split(
+                plan, partials, q, out, keys.data.ptr + 2 * l * layer, vals.data.ptr + 2 * l * layer, meta.data.ptr, b,
+                NH, KVH, D, D, False, BS, scale, bf16=True) for l in range(L)], repeats=5) / L
+            mma = time_graph(stream, lambda: [attend_prefill(
+                tiles, q, out, keys.data.ptr + 2 * l * layer, vals.data.ptr + 2 * l * layer, meta.data.ptr, b, NH, KVH,
+                BS, scale) for l in range(L)], repeats=5) / L
+        # Causal: token at position p scores p + 1 keys; QK^T and PV 2 * 128 flops each a (query head, key) pair.
+        pairs = sum(ctx - tokens + j + 1 for j in range(tokens)) * NH
+        flops = 4 * D * pairs
+        print(f"  chunk of {tokens:>5} at context {ctx:>5}: split {split * 1e3:8.3f} ms, tensor cores {mma * 1e3:7.3f} ms "
+              f"({split / mma:5.1f}x; {flops / mma / 1e12:.0f} TFLOP/s of the attention's own products, each done "
+              f"as two bf16 products)")
+        del keys, vals
+
+
 def time_graph(stream, launch, repeats=20):
     """Median time of one replay of a CUDA graph of launch()."""
     stream.begin_capture()
@@ -1112,7 +1213,8 @@ def timing():
 
 # KILN_CHECK_SECTIONS=attention_timing,latent_attention_timing runs only those (timings of another source, say).
 chosen = os.environ.get("KILN_CHECK_SECTIONS")
-for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, attention, attention_timing, latent_attention_timing, timing):
+for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, attention, prefill_attention, attention_timing,
+          prefill_attention_timing, latent_attention_timing, timing):
     if not chosen or s.__name__ in chosen.split(","):
         section(s)
 print("FAILURES: " + ", ".join(failures) if failures else "ALL KERNEL CHECKS PASSED")

@@ -14,6 +14,7 @@ import dev.kiln.backend.cuda.internal.CudaTensor;
 import dev.kiln.backend.cuda.internal.DecodeAttentionPlan;
 import dev.kiln.backend.cuda.internal.DeviceKvCache;
 import dev.kiln.backend.cuda.internal.Kernels;
+import dev.kiln.backend.cuda.internal.PrefillTiles;
 import dev.kiln.backend.cuda.internal.SplitAttentionPlan;
 import org.osgi.service.component.annotations.Component;
 
@@ -23,14 +24,17 @@ import org.osgi.service.component.annotations.Component;
  * batch. The batch's metadata goes to the device once per step (every layer reuses it); each layer then costs the
  * cache write and the attention: the split-context kernel and its combine, or the per-(token, head) kernel for
  * head sizes the split kernel does not take. In a decode step (one query token per sequence) the split kernel
- * writes the cache itself.
+ * writes the cache itself. Prompt chunks over a bf16 cache of 128-wide heads take the tensor-core kernel
+ * ({@link PrefillTiles}), which reads each cached entry once per tile of 16 query tokens; in a batch that mixes them
+ * with decoding sequences, the sequences before the chunks take the split kernel in the same layer.
  *
  * <p>The element type is the spec's {@link KvCacheSpec#dtype()}: a bf16 cache rounds keys and values to nearest
  * even when they are written and the kernels widen them back to f32 as they read them, so the arithmetic is f32
  * either way and the cache holds twice the tokens per byte.
  *
  * <p>Launch shapes, arguments and the metadata's length depend only on the token and sequence counts, the head
- * geometry and the bucket of the batch's longest context, so decode steps can be replayed as one CUDA graph.
+ * geometry and the bucket of the batch's longest context, so decode steps can be replayed as one CUDA graph. (The
+ * tensor-core prefill's grid also depends on how the tokens fall into sequences; it never runs in a decode step.)
  *
  * <p>Enabled together with the {@link CudaBackend} when a device is present.
  */
@@ -53,16 +57,39 @@ public final class CudaPagedAttention implements AttentionKernel {
     static final boolean DECODE_KERNEL =
             Boolean.parseBoolean(System.getProperty("kiln.cuda.attention.decodeKernel", "true"));
 
+    /**
+     * Whether prompt chunks take the tensor-core kernel where it fits (system property
+     * {@code kiln.cuda.attention.prefillKernel}, default true; false for comparisons).
+     */
+    static final boolean PREFILL_KERNEL =
+            Boolean.parseBoolean(System.getProperty("kiln.cuda.attention.prefillKernel", "true"));
+
+    /** Fewest new tokens of a sequence that the tensor-core kernel takes: one whole tile. */
+    static final int PREFILL_MIN_RUN = PrefillTiles.TOKENS;
+
     private final boolean splitContext;
+    private final int prefillMinRun;
+    private final int prefillMinBlocks;
 
     /** A kernel; it keeps no state, everything lives in the caches it allocates. */
     public CudaPagedAttention() {
-        this(true);
+        this(true, PREFILL_KERNEL ? PREFILL_MIN_RUN : 0, -1);
     }
 
     /** With {@code splitContext} false every batch takes the per-(token, head) kernel (for tests of that path). */
     CudaPagedAttention(boolean splitContext) {
+        this(splitContext, 0, -1);
+    }
+
+    /**
+     * @param prefillMinRun    fewest new tokens of a sequence for the tensor-core kernel (0: never)
+     * @param prefillMinBlocks fewest blocks that make its launch worth it (-1: a quarter of the device's SMs;
+     *                         below that, the split kernel, which also cuts the context, keeps the device busier)
+     */
+    CudaPagedAttention(boolean splitContext, int prefillMinRun, int prefillMinBlocks) {
         this.splitContext = splitContext;
+        this.prefillMinRun = prefillMinRun;
+        this.prefillMinBlocks = prefillMinBlocks;
     }
 
     @Override
@@ -140,8 +167,17 @@ public final class CudaPagedAttention implements AttentionKernel {
         // per-head kernel stays for head sizes that are not multiples of 4 (of 8 for a bf16 cache, whose rows the
         // split kernel reads 8 elements at a time) and query or output views that are not 16-byte aligned, which
         // float4 loads cannot read.
+        // Prompt chunks over a bf16 cache of 128-wide heads go further: the tensor-core kernel reads each entry once
+        // per tile of 16 tokens and multiplies on the tensor cores; per layer of the 1.5B shape on an H100 it took a
+        // 512-token chunk 4.0x, a 2,048-token one 8.8x and one at context 8,192 12.6x faster than the split kernel.
         boolean aligned = q.pointer() % 16 == 0 && o.pointer() % 16 == 0;
-        SplitAttentionPlan plan = splitContext && aligned && splitKernelFits(spec) ? SplitAttentionPlan.of(tokens, heads, spec.kvHeads(),
+        // Prompt chunks at the end of the batch: the tensor-core kernel; the tokens before them: the kernels below.
+        PrefillTiles prefill = prefillMinRun > 0 && splitContext && aligned && !packed.oneTokenPerSequence()
+                && PrefillTiles.fits(heads, spec.kvHeads(), spec.keyDim(), spec.valueDim(), spec.valuesInKeys(), bf16)
+                ? PrefillTiles.of(packed, prefillMinRun, spec.kvHeads(),
+                        prefillMinBlocks < 0 ? context.properties().multiprocessors() / 4 : prefillMinBlocks) : null;
+        int splitTokens = prefill == null ? tokens : prefill.first();
+        SplitAttentionPlan plan = splitTokens > 0 && splitContext && aligned && splitKernelFits(spec) ? SplitAttentionPlan.of(splitTokens, heads, spec.kvHeads(),
                 spec.keyDim(), spec.valueDim(), spec.valuesInKeys(), packed.contextBucket(),
                 context.properties().multiprocessors(), kernels.largestAttentionCluster()) : null;
         long sequences = meta + 4L * packed.sequenceOffset();
@@ -167,22 +203,28 @@ public final class CudaPagedAttention implements AttentionKernel {
             kernels.writeKv(k.pointer(), v == null ? 0 : v.pointer(), device.keys(layer), device.values(layer), slots,
                     tokens, spec.kvHeads(), spec.keyDim(), spec.valueDim(), device.blockSize(), bf16);
         }
-        if (plan != null) {
-            long partialBytes = plan.partialBytes(tokens, heads, spec.valueDim());
+        if (splitTokens > 0 && plan != null) {
+            long partialBytes = plan.partialBytes(splitTokens, heads, spec.valueDim());
             long partials = partialBytes == 0 ? 0 : device.attentionScratch(partialBytes);
             kernels.pagedAttentionSplit(plan, q.pointer(), o.pointer(), partials, device.keys(layer), device.values(layer),
-                    sequences, positions, tables, packed.tableStride(), tokens, heads, spec.kvHeads(), spec.keyDim(),
+                    sequences, positions, tables, packed.tableStride(), splitTokens, heads, spec.kvHeads(), spec.keyDim(),
                     spec.valueDim(), valueStride, device.blockSize(), scale, bf16,
                     fuseWrite ? k.pointer() : 0, fuseWrite && v != null ? v.pointer() : 0, fuseWrite ? slots : 0);
-        } else {
+        } else if (splitTokens > 0) {
             if (!perHeadKernelFits(spec)) {
                 throw new IllegalArgumentException("no CUDA attention kernel takes " + spec + " with "
                         + (splitContext ? "query or output rows not 16-byte aligned or heads not of whole 16-byte cache loads"
                         : "the split kernel off"));
             }
             kernels.pagedAttention(q.pointer(), o.pointer(), device.keys(layer), device.values(layer), sequences,
-                    positions, tables, packed.tableStride(), tokens, heads, spec.kvHeads(), spec.keyDim(),
+                    positions, tables, packed.tableStride(), splitTokens, heads, spec.kvHeads(), spec.keyDim(),
                     spec.valueDim(), valueStride, device.blockSize(), scale, bf16);
+        }
+        if (prefill != null) {
+            // After the cache write above: a chunk's tokens attend to each other's entries.
+            kernels.prefillAttention(prefill, context.uploads().ints(prefill.tiles()), q.pointer(), o.pointer(),
+                    device.keys(layer), device.values(layer), sequences, positions, tables, packed.tableStride(), heads,
+                    spec.kvHeads(), device.blockSize(), scale);
         }
     }
 

@@ -20,6 +20,7 @@ import dev.kiln.attention.paged.PagedAttention;
 import dev.kiln.backend.cpu.CpuBackend;
 import dev.kiln.backend.cuda.internal.AttentionBatch;
 import dev.kiln.backend.cuda.internal.DeviceKvCache;
+import dev.kiln.backend.cuda.internal.PrefillTiles;
 import dev.kiln.backend.cuda.internal.SplitAttentionPlan;
 import dev.kiln.backend.cuda.internal.StepRecorder;
 import dev.kiln.backend.cuda.testing.Gpu;
@@ -51,6 +52,8 @@ class CudaPagedAttentionTest {
     private static CpuBackend cpu;
     private final AttentionKernel splitAttention = Gpu.attention();
     private final AttentionKernel perHeadAttention = new CudaPagedAttention(false);
+    /** The kernel a GPU layer must have launched last, where a test expects one (the fill steps expect none). */
+    private String expectedLastKernel;
     private final AttentionKernel cpuAttention = new PagedAttention();
 
     @BeforeAll
@@ -288,6 +291,34 @@ class CudaPagedAttentionTest {
     void bf16GroupedQueryAttentionMatchesTheCpuOnRoundedKeysThroughBothKernels() {
         for (AttentionKernel kernel : List.of(splitAttention, perHeadAttention)) {
             mixedSteps(kernel, new KvCacheSpec(2, 2, 64, 64, false, DType.BF16), 6);
+        }
+    }
+
+    /**
+     * Prompt chunks over a bf16 cache of 128-wide heads take the tensor-core kernel: a batch of three chunks whole,
+     * then, in a batch that also has a verification and a decode token (the split kernel's, in the same layer), the
+     * chunk at its end; with 6 and 8 query heads a KV head.
+     */
+    @Test
+    void bf16PromptChunksTakeTheTensorCoreKernelAndMatchTheCpu() {
+        AttentionKernel tensorCores = new CudaPagedAttention(true, PrefillTiles.TOKENS, 1);
+        for (int[] geometry : new int[][] {{12, 2}, {8, 1}}) {
+            var spec = new KvCacheSpec(2, geometry[1], 128, 128, false, DType.BF16);
+            Random random = new Random(17);
+            try (Caches caches = new Caches(spec, 64, random)) {
+                int[][] tables = {caches.take(3), caches.take(2), caches.take(21)};
+                expectedLastKernel = "kiln_prefill_attention_bf16";
+                try {
+                    step(tensorCores, spec, geometry[0], random, caches, tables, new int[] {0, 0, 0},
+                            new int[] {30, 20, 290}, 0);
+                    // 4 verified tokens and a decode token first, then a chunk of 37 and a padding token (38 tokens
+                    // of the last sequence: three tiles, the last of 6).
+                    step(tensorCores, spec, geometry[0], random, caches, tables, new int[] {30, 20, 290},
+                            new int[] {4, 1, 37}, 1);
+                } finally {
+                    expectedLastKernel = null;
+                }
+            }
         }
     }
 
@@ -577,14 +608,16 @@ class CudaPagedAttentionTest {
         float[] k = uniform(random, tokens * spec.kvHeads() * spec.keyDim());
         float[] v = spec.valuesInKeys() ? null : uniform(random, tokens * spec.kvHeads() * spec.valueDim());
         float scale = (float) (1 / Math.sqrt(spec.keyDim()));
-        float[] g = forward(gpu, kernel, caches.gpu, spec, heads, meta, layer, q, k, v, scale);
+        String expected = what.equals("fill") ? null : expectedLastKernel;
+        float[] g = forward(gpu, kernel, caches.gpu, spec, heads, meta, layer, q, k, v, scale, expected);
         // A bf16 cache stores the keys and values rounded: the CPU's f32 cache gets them rounded alike.
         boolean rounded = spec.dtype() == DType.BF16;
         float[] c = forward(cpu, cpuAttention, caches.cpu, spec, heads, meta, layer, q, rounded ? bf16(k) : k,
-                rounded ? bf16(v) : v, scale);
+                rounded ? bf16(v) : v, scale, null);
         int width = heads * spec.valueDim();
         double diff = maxAbsDiff(Arrays.copyOf(g, compared * width), Arrays.copyOf(c, compared * width));
-        String kernelName = (kernel == perHeadAttention ? "per-head kernel" : "split kernel") + (rounded ? " (bf16 cache)" : "");
+        String kernelName = (kernel == perHeadAttention ? "per-head kernel" : expected != null ? expected : "split kernel")
+                + (rounded ? " (bf16 cache)" : "");
         System.out.printf("%s, %s, layer %d, %d/%d heads of %d/%d: max |CUDA - CPU| = %.3e%n", kernelName, what, layer,
                 heads, spec.kvHeads(), spec.keyDim(), spec.valueDim(), diff);
         assertTrue(diff < TOLERANCE, kernelName + ", layer " + layer + ", " + what + ": CUDA differs from CPU by " + diff);
@@ -593,6 +626,13 @@ class CudaPagedAttentionTest {
     private static float[] forward(ComputeBackend backend, AttentionKernel kernel, KvCache cache, KvCacheSpec spec,
                                    int heads, AttentionMetadata meta, int layer, float[] q, float[] k, float[] v,
                                    float scale) {
+        return forward(backend, kernel, cache, spec, heads, meta, layer, q, k, v, scale, null);
+    }
+
+    /** The same; {@code expectedLast}: the name of the launch the GPU must hold last before the output is read. */
+    private static float[] forward(ComputeBackend backend, AttentionKernel kernel, KvCache cache, KvCacheSpec spec,
+                                   int heads, AttentionMetadata meta, int layer, float[] q, float[] k, float[] v,
+                                   float scale, String expectedLast) {
         int tokens = meta.numTokens();
         try (Tensor qt = backend.allocate(DType.F32, tokens, heads * spec.keyDim());
              Tensor kt = backend.allocate(DType.F32, tokens, spec.kvHeads() * spec.keyDim());
@@ -603,6 +643,10 @@ class CudaPagedAttentionTest {
             if (vt != null) backend.write(v, vt);
             backend.write(poison(tokens * heads * spec.valueDim()), out);
             kernel.forward(layer, qt, kt, vt, out, scale, cache, meta);
+            if (expectedLast != null) {
+                StepRecorder.Launch last = ((CudaBackend) backend).context().recorder().lastLaunch();
+                assertEquals(expectedLast, last == null ? null : last.name(), "the kernel of layer " + layer);
+            }
             return backend.read(out);
         }
     }

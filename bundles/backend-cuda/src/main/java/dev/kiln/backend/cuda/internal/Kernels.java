@@ -43,7 +43,8 @@ public final class Kernels implements AutoCloseable {
             sampleKept, samplePick, gemvBf16, gemvF32, writeKv, pagedAttention,
             pagedAttentionSplit, pagedAttentionCombine;
     /** The cache kernels for a bf16 KV cache: {@code kiln_write_kv_bf16}, {@code kiln_paged_attention(_split)_bf16}. */
-    private final MemorySegment writeKvBf16, pagedAttentionBf16, pagedAttentionSplitBf16, decodeAttentionBf16;
+    private final MemorySegment writeKvBf16, pagedAttentionBf16, pagedAttentionSplitBf16, decodeAttentionBf16,
+            prefillAttentionBf16;
     /** Most blocks of a split attention cluster this device takes (1: no clusters); see {@link SplitAttentionPlan}. */
     private final int largestAttentionCluster;
     /** {@code kiln_gemv_bf16_t1 .. _t8}: the vectorized bf16 product for 1 to 8 tokens. */
@@ -103,6 +104,7 @@ public final class Kernels implements AutoCloseable {
         pagedAttentionBf16 = driver.function(module, "kiln_paged_attention_bf16");
         pagedAttentionSplitBf16 = driver.function(module, "kiln_paged_attention_split_bf16");
         decodeAttentionBf16 = driver.function(module, "kiln_decode_attention_bf16");
+        prefillAttentionBf16 = driver.function(module, "kiln_prefill_attention_bf16");
         largestAttentionCluster = context.recorder().clusters() ? largestAttentionCluster(driver) : 1;
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
@@ -119,7 +121,7 @@ public final class Kernels implements AutoCloseable {
             "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_argmax_slices", "kiln_argmax_merge", "kiln_sample_prepare", "kiln_sample_top_k", "kiln_sample_weights",
             "kiln_sample_top_p", "kiln_sample_kept", "kiln_sample_pick", "kiln_gemv_split_bf16_t1", "kiln_gemv_split_bf16_t8", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
             "kiln_paged_attention", "kiln_paged_attention_split", "kiln_paged_attention_combine",
-            "kiln_write_kv_bf16", "kiln_paged_attention_bf16", "kiln_paged_attention_split_bf16", "kiln_decode_attention_bf16",
+            "kiln_write_kv_bf16", "kiln_paged_attention_bf16", "kiln_paged_attention_split_bf16", "kiln_decode_attention_bf16", "kiln_prefill_attention_bf16",
             "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
             "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8",
             "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv3_split_bf16_t1", "kiln_gemv3_split_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8"};
@@ -726,6 +728,20 @@ public final class Kernels implements AutoCloseable {
                 blockSize, scale, newKeys, newValues, slots).ptr(0).ptr(0).ptr(0).i32(0).i32(0)
                 .launch(decodeAttentionBf16, name, tokens * kvHeads, plan.splits(), DecodeAttentionPlan.THREADS, 0,
                         plan.splits());
+    }
+
+    /**
+     * Causal attention of the tiles' tokens (see {@link PrefillTiles}) over a bf16 cache of 128-wide heads on the
+     * tensor cores: {@code tiles} is the device copy of their (first token, count) pairs; the other arguments are the
+     * batch's, as for {@link #pagedAttention}.
+     */
+    public void prefillAttention(PrefillTiles work, long tiles, long query, long out, long keys, long values,
+                                 long tokenSequence, long tokenPosition, long tablesPointer, int tableStride, int heads,
+                                 int kvHeads, int blockSize, float scale) {
+        if (work.count() == 0) return;
+        args().ptr(query).ptr(out).ptr(keys).ptr(values).ptr(tiles).ptr(tokenSequence).ptr(tokenPosition)
+                .ptr(tablesPointer).i32(tableStride).i32(heads).i32(kvHeads).i32(blockSize).f32(scale)
+                .launch(prefillAttentionBf16, "kiln_prefill_attention_bf16", work.count(), kvHeads, 32 * (heads / kvHeads), 0);
     }
 
     /** The decode kernel's arguments up to its rotary ones. */

@@ -2435,3 +2435,242 @@ kiln_decode_attention_bf16(const float* query, float* out, bf16_t* keys, bf16_t*
         outRow[i] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
     }
 }
+
+// ---- multi-token attention on the tensor cores -------------------------------------------------------------
+
+// A prompt chunk's (or any multi-token batch's) causal attention over a bf16 cache with 128-wide heads and values
+// apart from keys, flash-style. A block takes a tile of up to PREFILL_TOKENS consecutive tokens of one sequence and
+// one KV head, one warp per query head of the group (at most 8), and walks the sequence's cached entries in tiles of
+// PREFILL_KEYS keys and values that all its warps share through shared memory (cp.async, the next tile loading while
+// this one is used). Scores and weighted values are products on the tensor cores (mma m16n8k16: bf16 operands, f32
+// sums), a warp's 16 query rows against 8 keys (or 8 value dimensions) at a time. The split kernel reads every cached
+// entry once per query token; here once per tile of 16, and the products run at tensor-core rates.
+// Accuracy: the cached keys and values are bf16 already, so they enter exactly; the queries and the softmax weights,
+// f32, enter as two bf16 parts each (hi + lo, 16 bits of mantissa together), so each product is two: results agree
+// with the f32 kernels to ~1e-5 where one bf16 rounding would cost ~4e-3.
+// tiles: (first token, token count) pairs, one per block along x; the tokens of a tile are one sequence's, in order.
+// Launch: grid (tiles, kvHeads), heads / kvHeads warps a block.
+#define PREFILL_HEAD 128
+#define PREFILL_TOKENS 16
+#define PREFILL_KEYS 32
+// bf16 elements a shared row: 272 bytes, so that the 8 rows a fragment reads at once fall into 32 distinct banks.
+#define PREFILL_ROW (PREFILL_HEAD + 8)
+#define PREFILL_MAX_GROUP 8
+
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int bytes) {
+    // bytes < 16 fills the rest of the 16 with zeros (0: a row past the sequence's end, kept finite).
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+__device__ __forceinline__ void cp_async_wait_one() {
+    asm volatile("cp.async.wait_group 1;" ::: "memory");
+}
+
+// x0 in the low half, x1 in the high half, each rounded to nearest even.
+__device__ __forceinline__ unsigned pack_bf16x2(float x0, float x1) {
+    unsigned d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(x1), "f"(x0));
+    return d;
+}
+
+// The pair as two bf16 pairs whose sum is the pair to 16 bits of mantissa.
+__device__ __forceinline__ void split_bf16x2(float x0, float x1, unsigned& hi, unsigned& lo) {
+    hi = pack_bf16x2(x0, x1);
+    lo = pack_bf16x2(x0 - bf16_low(hi), x1 - bf16_high(hi));
+}
+
+// d += a (16 x 16, rows) * b (16 x 8, columns); fragments as the PTX ISA lays them out for m16n8k16.
+__device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8x8 bf16 matrices from shared memory, transposed: lane l gives the address of row l % 8 of matrix l / 8.
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned address, unsigned& r0, unsigned& r1, unsigned& r2,
+                                                  unsigned& r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(address));
+}
+
+// Entries first .. first + PREFILL_KEYS - 1 of the sequence (keys and values) into one stage of shared memory; those
+// past `last` become zeros.
+__device__ __forceinline__ void prefill_load_tile(bf16_t* keyStage, bf16_t* valueStage, const bf16_t* keys,
+                                                  const bf16_t* values, const int* table, int first, int last,
+                                                  int kvHeads, int kvHead, int blockSize) {
+    for (int i = threadIdx.x; i < 2 * PREFILL_KEYS * (PREFILL_HEAD / 8); i += blockDim.x) {
+        bool value = i >= PREFILL_KEYS * (PREFILL_HEAD / 8);
+        int r = (i / (PREFILL_HEAD / 8)) % PREFILL_KEYS, chunk = i % (PREFILL_HEAD / 8);
+        int j = first + r;
+        bool valid = j <= last;
+        const bf16_t* src = value ? values : keys;
+        if (valid) {
+            int block = table[j / blockSize];
+            long long entry = ((long long) block * kvHeads + kvHead) * blockSize + j % blockSize;
+            src += entry * PREFILL_HEAD + chunk * 8;
+        }
+        bf16_t* dst = (value ? valueStage : keyStage) + r * PREFILL_ROW + chunk * 8;
+        cp_async16(shared_address(dst), src, valid ? 16 : 0);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * PREFILL_MAX_GROUP)
+kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, const bf16_t* values, const int* tiles,
+                            const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
+                            int heads, int kvHeads, int blockSize, float scale) {
+    __shared__ __align__(16) bf16_t keyStages[2][PREFILL_KEYS * PREFILL_ROW];
+    __shared__ __align__(16) bf16_t valueStages[2][PREFILL_KEYS * PREFILL_ROW];
+    wait_for_previous_kernel();
+    int group = heads / kvHeads, kvHead = blockIdx.y;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int first = tiles[2 * blockIdx.x], count = tiles[2 * blockIdx.x + 1];
+    const int* table = tables + (long long) tokenSequence[first] * tableStride;
+    int last = 0;
+    for (int i = 0; i < count; i++) last = max(last, tokenPosition[first + i]);
+    // This lane's two query rows (g and g + 8 of the warp's 16); rows past the tile repeat its last token and are
+    // not stored.
+    int rowA = min(g, count - 1), rowB = min(g + 8, count - 1);
+    int positionA = tokenPosition[first + rowA], positionB = tokenPosition[first + rowB];
+    int head = kvHead * group + warp;
+
+    // The queries, times the softmax scale and log2(e) (the softmax runs in base 2), as A fragments: k-step s covers
+    // dimensions 16s .. 16s + 15.
+    unsigned qHi[PREFILL_HEAD / 16][4], qLo[PREFILL_HEAD / 16][4];
+    {
+        const float* qa = query + ((long long) (first + rowA) * heads + head) * PREFILL_HEAD + 2 * c;
+        const float* qb = query + ((long long) (first + rowB) * heads + head) * PREFILL_HEAD + 2 * c;
+        float f = scale * 1.4426950408889634f;
+#pragma unroll
+        for (int s = 0; s < PREFILL_HEAD / 16; s++) {
+            float2 a0 = *reinterpret_cast<const float2*>(qa + 16 * s);
+            float2 a1 = *reinterpret_cast<const float2*>(qb + 16 * s);
+            float2 a2 = *reinterpret_cast<const float2*>(qa + 16 * s + 8);
+            float2 a3 = *reinterpret_cast<const float2*>(qb + 16 * s + 8);
+            split_bf16x2(a0.x * f, a0.y * f, qHi[s][0], qLo[s][0]);
+            split_bf16x2(a1.x * f, a1.y * f, qHi[s][1], qLo[s][1]);
+            split_bf16x2(a2.x * f, a2.y * f, qHi[s][2], qLo[s][2]);
+            split_bf16x2(a3.x * f, a3.y * f, qHi[s][3], qLo[s][3]);
+        }
+    }
+
+    float o[PREFILL_HEAD / 8][4];
+#pragma unroll
+    for (int j = 0; j < PREFILL_HEAD / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    // Running maxima of rows A and B, and this lane's share of their sums (the 4 lanes of a row add theirs at the end).
+    float maxA = -KILN_INFINITY, maxB = -KILN_INFINITY, sumA = 0.0f, sumB = 0.0f;
+
+    int tileCount = last / PREFILL_KEYS + 1;
+    prefill_load_tile(keyStages[0], valueStages[0], keys, values, table, 0, last, kvHeads, kvHead, blockSize);
+    cp_async_commit();
+    for (int t = 0; t < tileCount; t++) {
+        if (t + 1 < tileCount) {
+            prefill_load_tile(keyStages[(t + 1) & 1], valueStages[(t + 1) & 1], keys, values, table,
+                              (t + 1) * PREFILL_KEYS, last, kvHeads, kvHead, blockSize);
+        }
+        cp_async_commit();
+        cp_async_wait_one();
+        __syncthreads();
+        const bf16_t* k = keyStages[t & 1];
+        const bf16_t* v = valueStages[t & 1];
+
+        // Scores: n-tile n holds keys 8n .. 8n + 7 of the tile; this lane has keys 8n + 2c, 8n + 2c + 1 of rows A
+        // (s[n][0], s[n][1]) and B (s[n][2], s[n][3]).
+        float s[PREFILL_KEYS / 8][4];
+#pragma unroll
+        for (int n = 0; n < PREFILL_KEYS / 8; n++) {
+            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+            const bf16_t* row = k + (8 * n + g) * PREFILL_ROW + 2 * c;
+#pragma unroll
+            for (int step = 0; step < PREFILL_HEAD / 16; step++) {
+                unsigned b0 = *reinterpret_cast<const unsigned*>(row + 16 * step);
+                unsigned b1 = *reinterpret_cast<const unsigned*>(row + 16 * step + 8);
+                mma_bf16_16x8x16(s[n], qHi[step], b0, b1);
+                mma_bf16_16x8x16(s[n], qLo[step], b0, b1);
+            }
+        }
+        int base = t * PREFILL_KEYS;
+        if (base + PREFILL_KEYS - 1 > min(positionA, positionB)) { // causal mask (and the entries past `last`)
+#pragma unroll
+            for (int n = 0; n < PREFILL_KEYS / 8; n++) {
+                int j = base + 8 * n + 2 * c;
+                if (j > positionA) s[n][0] = -KILN_INFINITY;
+                if (j + 1 > positionA) s[n][1] = -KILN_INFINITY;
+                if (j > positionB) s[n][2] = -KILN_INFINITY;
+                if (j + 1 > positionB) s[n][3] = -KILN_INFINITY;
+            }
+        }
+        float tileMaxA = -KILN_INFINITY, tileMaxB = -KILN_INFINITY;
+#pragma unroll
+        for (int n = 0; n < PREFILL_KEYS / 8; n++) {
+            tileMaxA = fmaxf(tileMaxA, fmaxf(s[n][0], s[n][1]));
+            tileMaxB = fmaxf(tileMaxB, fmaxf(s[n][2], s[n][3]));
+        }
+        tileMaxA = fmaxf(tileMaxA, __shfl_xor_sync(0xffffffffu, tileMaxA, 1));
+        tileMaxA = fmaxf(tileMaxA, __shfl_xor_sync(0xffffffffu, tileMaxA, 2));
+        tileMaxB = fmaxf(tileMaxB, __shfl_xor_sync(0xffffffffu, tileMaxB, 1));
+        tileMaxB = fmaxf(tileMaxB, __shfl_xor_sync(0xffffffffu, tileMaxB, 2));
+        // Key 0 is never masked, so after the first tile every running maximum is finite.
+        float newMaxA = fmaxf(maxA, tileMaxA), newMaxB = fmaxf(maxB, tileMaxB);
+        float correctionA = exp2f(maxA - newMaxA), correctionB = exp2f(maxB - newMaxB);
+        maxA = newMaxA;
+        maxB = newMaxB;
+        sumA *= correctionA;
+        sumB *= correctionB;
+#pragma unroll
+        for (int n = 0; n < PREFILL_KEYS / 8; n++) {
+            s[n][0] = exp2f(s[n][0] - maxA);
+            s[n][1] = exp2f(s[n][1] - maxA);
+            s[n][2] = exp2f(s[n][2] - maxB);
+            s[n][3] = exp2f(s[n][3] - maxB);
+            sumA += s[n][0] + s[n][1];
+            sumB += s[n][2] + s[n][3];
+        }
+#pragma unroll
+        for (int j = 0; j < PREFILL_HEAD / 8; j++) {
+            o[j][0] *= correctionA;
+            o[j][1] *= correctionA;
+            o[j][2] *= correctionB;
+            o[j][3] *= correctionB;
+        }
+        // Weighted values: k-step kk covers keys 16kk .. 16kk + 15, whose weights are exactly the score fragments of
+        // n-tiles 2kk and 2kk + 1 (the C layout of m16n8 is the A layout of m16k16); value rows come transposed by
+        // ldmatrix, two n-tiles of 8 dimensions at a time.
+#pragma unroll
+        for (int kk = 0; kk < PREFILL_KEYS / 16; kk++) {
+            unsigned pHi[4], pLo[4];
+            split_bf16x2(s[2 * kk][0], s[2 * kk][1], pHi[0], pLo[0]);
+            split_bf16x2(s[2 * kk][2], s[2 * kk][3], pHi[1], pLo[1]);
+            split_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1], pHi[2], pLo[2]);
+            split_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3], pHi[3], pLo[3]);
+            int matrix = lane >> 3;
+            const bf16_t* rowStart = v + (16 * kk + (lane & 7) + (matrix & 1) * 8) * PREFILL_ROW + (matrix >> 1) * 8;
+#pragma unroll
+            for (int jj = 0; jj < PREFILL_HEAD / 16; jj++) {
+                unsigned b0, b1, b2, b3;
+                ldmatrix_x4_trans(shared_address(rowStart + 16 * jj), b0, b1, b2, b3);
+                mma_bf16_16x8x16(o[2 * jj], pHi, b0, b1);
+                mma_bf16_16x8x16(o[2 * jj], pLo, b0, b1);
+                mma_bf16_16x8x16(o[2 * jj + 1], pHi, b2, b3);
+                mma_bf16_16x8x16(o[2 * jj + 1], pLo, b2, b3);
+            }
+        }
+        __syncthreads(); // the stage is loaded again two tiles on
+    }
+    sumA += __shfl_xor_sync(0xffffffffu, sumA, 1);
+    sumA += __shfl_xor_sync(0xffffffffu, sumA, 2);
+    sumB += __shfl_xor_sync(0xffffffffu, sumB, 1);
+    sumB += __shfl_xor_sync(0xffffffffu, sumB, 2);
+    float invA = 1.0f / sumA, invB = 1.0f / sumB;
+    float* outA = out + ((long long) (first + g) * heads + head) * PREFILL_HEAD + 2 * c;
+    float* outB = out + ((long long) (first + g + 8) * heads + head) * PREFILL_HEAD + 2 * c;
+#pragma unroll
+    for (int j = 0; j < PREFILL_HEAD / 8; j++) {
+        if (g < count) *reinterpret_cast<float2*>(outA + 8 * j) = make_float2(o[j][0] * invA, o[j][1] * invA);
+        if (g + 8 < count) *reinterpret_cast<float2*>(outB + 8 * j) = make_float2(o[j][2] * invB, o[j][3] * invB);
+    }
+}

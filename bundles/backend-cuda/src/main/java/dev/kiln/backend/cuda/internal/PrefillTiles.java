@@ -1,0 +1,86 @@
+package dev.kiln.backend.cuda.internal;
+
+import java.util.Arrays;
+
+/**
+ * The work of {@code kiln_prefill_attention_bf16}, the tensor-core attention for runs of many query tokens: the
+ * batch's tokens from {@code first} on, cut into tiles of at most {@link #TOKENS} consecutive tokens of one sequence,
+ * as (first token, token count) pairs. One block of the kernel takes a tile and a KV head, and reads the sequence's
+ * cached entries once for all its tokens, where the split kernel reads them once per token.
+ *
+ * <p>Only a suffix of the batch goes this way, so that one launch of the split kernel can keep the tokens before it
+ * (the engine's scheduler puts decoding and verifying sequences first and prompt chunks after them): the suffix is
+ * the longest run of whole sequences at the end of the batch that each bring at least {@code minRun} tokens.
+ *
+ * @param first the batch's first token that the tiles cover; the tokens before it take the split kernel
+ * @param tiles (first token, count) pairs
+ */
+public record PrefillTiles(int first, int[] tiles) {
+    /** Query tokens of one tile: the row count of one tensor-core product (kernels.cu: PREFILL_TOKENS). */
+    public static final int TOKENS = 16;
+
+    /** Widest head the kernel takes (its keys and values alike; kernels.cu: PREFILL_HEAD). */
+    public static final int HEAD_DIM = 128;
+
+    /** Most query heads a KV head: a warp each in one block (kernels.cu: PREFILL_MAX_GROUP). */
+    public static final int MAX_GROUP = 8;
+
+    public PrefillTiles {
+        tiles = tiles.clone();
+    }
+
+    @Override
+    public int[] tiles() {
+        return tiles.clone();
+    }
+
+    /** Tiles, each one block per KV head. */
+    public int count() {
+        return tiles.length / 2;
+    }
+
+    /** Whether the kernel takes a cache of this geometry: bf16 entries of 128-wide keys and values kept apart. */
+    public static boolean fits(int heads, int kvHeads, int keyDim, int valueDim, boolean valuesInKeys, boolean bf16) {
+        return bf16 && !valuesInKeys && keyDim == HEAD_DIM && valueDim == HEAD_DIM && kvHeads > 0
+                && heads % kvHeads == 0 && heads / kvHeads <= MAX_GROUP;
+    }
+
+    /**
+     * The suffix of this batch that the tensor-core kernel takes, or null where none is worth it: no sequence at the
+     * end brings {@code minRun} tokens, or its tiles give the kernel fewer than {@code minBlocks} blocks (a short
+     * prompt chunk over a long context has too few blocks to fill the device, which the split kernel fills by cutting
+     * the context instead).
+     *
+     * @param batch     the packed batch (its per-token sequence numbers)
+     * @param minRun    fewest tokens a sequence of the suffix brings
+     * @param kvHeads   the cache's KV heads (blocks per tile)
+     * @param minBlocks fewest blocks (tiles times KV heads) that make the launch worth it
+     */
+    public static PrefillTiles of(AttentionBatch batch, int minRun, int kvHeads, int minBlocks) {
+        int tokens = batch.tokens();
+        int[] packed = batch.packed();
+        int at = batch.sequenceOffset();
+        int first = tokens;
+        // Walk the batch's runs of one sequence backwards while each is long enough.
+        while (first > 0) {
+            int sequence = packed[at + first - 1];
+            int start = first - 1;
+            while (start > 0 && packed[at + start - 1] == sequence) start--;
+            if (first - start < minRun) break;
+            first = start;
+        }
+        if (first == tokens) return null;
+        int[] tiles = new int[2 * (tokens - first)];
+        int count = 0;
+        for (int t = first; t < tokens; ) {
+            int end = t;
+            while (end < tokens && packed[at + end] == packed[at + t] && end - t < TOKENS) end++;
+            tiles[2 * count] = t;
+            tiles[2 * count + 1] = end - t;
+            count++;
+            t = end;
+        }
+        if ((long) count * kvHeads < minBlocks) return null;
+        return new PrefillTiles(first, Arrays.copyOf(tiles, 2 * count));
+    }
+}

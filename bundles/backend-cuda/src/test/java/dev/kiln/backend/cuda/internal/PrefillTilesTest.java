@@ -1,0 +1,80 @@
+package dev.kiln.backend.cuda.internal;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.kiln.api.attention.AttentionMetadata;
+import java.util.stream.IntStream;
+import org.junit.jupiter.api.Test;
+
+/** Which tokens of a batch the tensor-core prefill takes, and how they fall into tiles. Needs no GPU. */
+class PrefillTilesTest {
+    private static final int BLOCK = 16;
+
+    /** A batch of these sequences' new-token counts, each after {@code cached} tokens, in that order. */
+    private static AttentionBatch batch(int cached, int... lengths) {
+        int[] queryStart = new int[lengths.length + 1];
+        int[] context = new int[lengths.length];
+        int[][] tables = new int[lengths.length][];
+        int tokens = IntStream.of(lengths).sum();
+        int[] slots = new int[tokens];
+        for (int s = 0, block = 0; s < lengths.length; s++) {
+            queryStart[s + 1] = queryStart[s] + lengths[s];
+            context[s] = cached + lengths[s];
+            tables[s] = IntStream.range(block, block + Math.ceilDiv(context[s], BLOCK)).toArray();
+            block += tables[s].length;
+            for (int j = 0; j < lengths[s]; j++) {
+                int position = cached + j;
+                slots[queryStart[s] + j] = tables[s][position / BLOCK] * BLOCK + position % BLOCK;
+            }
+        }
+        return AttentionBatch.pack(new AttentionMetadata(queryStart, context, tables, slots), 4096, BLOCK);
+    }
+
+    @Test
+    void theChunksAtTheEndOfAMixedBatchAreCutIntoTilesOfSixteen() {
+        // A verification of 4 and a decode token first (the split kernel's), then a chunk of 38.
+        PrefillTiles tiles = PrefillTiles.of(batch(100, 4, 1, 38), 16, 2, 1);
+        assertEquals(5, tiles.first());
+        assertArrayEquals(new int[] {5, 16, 21, 16, 37, 6}, tiles.tiles());
+        assertEquals(3, tiles.count());
+    }
+
+    @Test
+    void tilesNeverStraddleTwoSequences() {
+        PrefillTiles tiles = PrefillTiles.of(batch(0, 20, 33), 16, 2, 1);
+        assertEquals(0, tiles.first());
+        assertArrayEquals(new int[] {0, 16, 16, 4, 20, 16, 36, 16, 52, 1}, tiles.tiles());
+    }
+
+    @Test
+    void onlyAWholeRunOfLongSequencesAtTheEndQualifies() {
+        // A short sequence last: nothing (the split kernel keeps the batch in one launch).
+        assertNull(PrefillTiles.of(batch(0, 40, 3), 16, 2, 1));
+        // A short sequence between two long ones: only the last one.
+        assertEquals(43, PrefillTiles.of(batch(0, 40, 3, 17), 16, 2, 1).first());
+        // Decode tokens only: nothing.
+        assertNull(PrefillTiles.of(batch(50, 1, 1, 1), 16, 2, 1));
+    }
+
+    @Test
+    void tooFewBlocksLeaveTheBatchToTheSplitKernel() {
+        // 3 tiles of 2 KV heads: 6 blocks.
+        assertEquals(5, PrefillTiles.of(batch(100, 4, 1, 38), 16, 2, 6).first());
+        assertNull(PrefillTiles.of(batch(100, 4, 1, 38), 16, 2, 7));
+    }
+
+    @Test
+    void theKernelTakesBf16CachesOf128WideHeadsAndAtMostEightQueryHeadsAKvHead() {
+        assertTrue(PrefillTiles.fits(12, 2, 128, 128, false, true));
+        assertTrue(PrefillTiles.fits(64, 8, 128, 128, false, true));
+        assertFalse(PrefillTiles.fits(12, 2, 128, 128, false, false)); // f32 cache
+        assertFalse(PrefillTiles.fits(12, 2, 64, 64, false, true));
+        assertFalse(PrefillTiles.fits(16, 1, 576, 512, true, true)); // MLA's latent cache
+        assertFalse(PrefillTiles.fits(32, 2, 128, 128, false, true)); // 16 query heads a KV head
+        assertFalse(PrefillTiles.fits(12, 5, 128, 128, false, true));
+    }
+}
