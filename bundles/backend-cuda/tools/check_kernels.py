@@ -839,10 +839,18 @@ def prefill_tiles(b):
     return cp.asarray(np.array(tiles, np.int32))
 
 
+def prefill_shared(group):
+    """PrefillTiles.sharedBytes: two stages of 32 keys and 32 values, each warp's 16 query rows as hi and lo parts;
+    rows of 128 + 8 bf16."""
+    return 2 * (4 * 32 * 136 + group * 2 * PREFILL_TOKENS * 136)
+
+
 def attend_prefill(tiles, q, out, kp, vp, meta, b, heads, kv_heads, BS, scale):
-    K["kiln_prefill_attention_bf16"]((len(tiles) // 2, kv_heads), (32 * (heads // kv_heads),), (
+    group = heads // kv_heads
+    kiln_nvrtc.launch_ex(K["kiln_prefill_attention_bf16"], (len(tiles) // 2, kv_heads), 32 * group, (
         q, out, np.uint64(kp), np.uint64(vp), tiles, np.uint64(meta), np.uint64(meta + 4 * b.T),
-        np.uint64(meta + 4 * 3 * b.T), i32(b.stride), i32(heads), i32(kv_heads), i32(BS), f32(scale)))
+        np.uint64(meta + 4 * 3 * b.T), i32(b.stride), i32(heads), i32(kv_heads), i32(BS), f32(scale)),
+        prefill_shared(group), cp.cuda.get_current_stream().ptr)
 
 
 def prefill_attention():

@@ -99,6 +99,7 @@ public final class CudaDriver {
     private static final int LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6;
     private static final int LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4;
     private static final int FUNCTION_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14;
+    private static final int FUNCTION_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
     private CudaDriver(NativeLibraries.OpenedLibrary lib) {
         cuGetErrorName = lib.function("cuGetErrorName", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
@@ -391,6 +392,12 @@ public final class CudaDriver {
             check("cuModuleGetFunction(" + name + ")", call(() -> (int) cuModuleGetFunction.invokeExact(out, module, cName)));
             return out.get(ADDRESS, 0);
         }
+    }
+
+    /** Lets a function launch with up to {@code bytes} of dynamic shared memory (past the default 48 KiB). */
+    public void allowDynamicSharedBytes(MemorySegment function, int bytes) {
+        check("cuFuncSetAttribute(max dynamic shared size " + bytes + ")", call(() -> (int) cuFuncSetAttribute.invokeExact(
+                function, FUNCTION_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)));
     }
 
     /**

@@ -105,6 +105,7 @@ public final class Kernels implements AutoCloseable {
         pagedAttentionSplitBf16 = driver.function(module, "kiln_paged_attention_split_bf16");
         decodeAttentionBf16 = driver.function(module, "kiln_decode_attention_bf16");
         prefillAttentionBf16 = driver.function(module, "kiln_prefill_attention_bf16");
+        driver.allowDynamicSharedBytes(prefillAttentionBf16, PrefillTiles.sharedBytes(PrefillTiles.MAX_GROUP));
         largestAttentionCluster = context.recorder().clusters() ? largestAttentionCluster(driver) : 1;
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
@@ -741,7 +742,8 @@ public final class Kernels implements AutoCloseable {
         if (work.count() == 0) return;
         args().ptr(query).ptr(out).ptr(keys).ptr(values).ptr(tiles).ptr(tokenSequence).ptr(tokenPosition)
                 .ptr(tablesPointer).i32(tableStride).i32(heads).i32(kvHeads).i32(blockSize).f32(scale)
-                .launch(prefillAttentionBf16, "kiln_prefill_attention_bf16", work.count(), kvHeads, 32 * (heads / kvHeads), 0);
+                .launch(prefillAttentionBf16, "kiln_prefill_attention_bf16", work.count(), kvHeads, 32 * (heads / kvHeads),
+                        PrefillTiles.sharedBytes(heads / kvHeads));
     }
 
     /** The decode kernel's arguments up to its rotary ones. */

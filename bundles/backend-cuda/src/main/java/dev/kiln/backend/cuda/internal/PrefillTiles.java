@@ -25,6 +25,21 @@ public record PrefillTiles(int first, int[] tiles) {
     /** Most query heads a KV head: a warp each in one block (kernels.cu: PREFILL_MAX_GROUP). */
     public static final int MAX_GROUP = 8;
 
+    /** Keys (and values) of one cache tile in shared memory (kernels.cu: PREFILL_KEYS). */
+    static final int KEYS = 32;
+
+    /** bf16 elements a shared-memory row: a head and 8 of padding (kernels.cu: PREFILL_ROW). */
+    private static final int ROW = HEAD_DIM + 8;
+
+    /**
+     * Dynamic shared memory of a block for this many query heads a KV head: two stages of a key tile and a value
+     * tile, then each warp's 16 query rows as hi and lo bf16 parts (104,448 bytes at 8; 87,040 at 6, so two blocks
+     * fit an SM).
+     */
+    public static int sharedBytes(int group) {
+        return 2 * (4 * KEYS * ROW + group * 2 * TOKENS * ROW);
+    }
+
     public PrefillTiles {
         tiles = tiles.clone();
     }

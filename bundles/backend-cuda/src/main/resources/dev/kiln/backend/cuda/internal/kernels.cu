@@ -2449,7 +2449,8 @@ kiln_decode_attention_bf16(const float* query, float* out, bf16_t* keys, bf16_t*
 // f32, enter as two bf16 parts each (hi + lo, 16 bits of mantissa together), so each product is two: results agree
 // with the f32 kernels to ~1e-5 where one bf16 rounding would cost ~4e-3.
 // tiles: (first token, token count) pairs, one per block along x; the tokens of a tile are one sequence's, in order.
-// Launch: grid (tiles, kvHeads), heads / kvHeads warps a block.
+// Launch: grid (tiles, kvHeads), heads / kvHeads warps a block, PrefillTiles.sharedBytes of dynamic shared memory
+// (at 6 query heads a KV head two blocks fit an SM: 134 registers a thread).
 #define PREFILL_HEAD 128
 #define PREFILL_TOKENS 16
 #define PREFILL_KEYS 32
@@ -2498,6 +2499,13 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned address, unsigned& r0
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(address));
 }
 
+// Four 8x8 bf16 matrices from shared memory as they are stored (an A fragment of m16k16 for rows 0-7 / 8-15 of
+// columns 0-7, then 8-15).
+__device__ __forceinline__ void ldmatrix_x4(unsigned address, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(address));
+}
+
 // Entries first .. first + PREFILL_KEYS - 1 of the sequence (keys and values) into one stage of shared memory; those
 // past `last` become zeros.
 __device__ __forceinline__ void prefill_load_tile(bf16_t* keyStage, bf16_t* valueStage, const bf16_t* keys,
@@ -2523,8 +2531,11 @@ extern "C" __global__ void __launch_bounds__(32 * PREFILL_MAX_GROUP)
 kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, const bf16_t* values, const int* tiles,
                             const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
                             int heads, int kvHeads, int blockSize, float scale) {
-    __shared__ __align__(16) bf16_t keyStages[2][PREFILL_KEYS * PREFILL_ROW];
-    __shared__ __align__(16) bf16_t valueStages[2][PREFILL_KEYS * PREFILL_ROW];
+    // Dynamic shared memory (PrefillTiles.sharedBytes): two stages of keys, two of values, then each warp's queries
+    // as hi and lo parts (rows of PREFILL_ROW).
+    extern __shared__ __align__(16) unsigned char prefillShared[];
+    bf16_t* keyStages = reinterpret_cast<bf16_t*>(prefillShared);    // stage i at i * PREFILL_KEYS * PREFILL_ROW
+    bf16_t* valueStages = keyStages + 2 * PREFILL_KEYS * PREFILL_ROW;
     wait_for_previous_kernel();
     int group = heads / kvHeads, kvHead = blockIdx.y;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
@@ -2538,25 +2549,27 @@ kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, 
     int positionA = tokenPosition[first + rowA], positionB = tokenPosition[first + rowB];
     int head = kvHead * group + warp;
 
-    // The queries, times the softmax scale and log2(e) (the softmax runs in base 2), as A fragments: k-step s covers
-    // dimensions 16s .. 16s + 15.
-    unsigned qHi[PREFILL_HEAD / 16][4], qLo[PREFILL_HEAD / 16][4];
+    // The warp's queries, times the softmax scale and log2(e) (the softmax runs in base 2), as hi and lo parts in
+    // shared memory, read back as A fragments (k-step s: dimensions 16s .. 16s + 15) by ldmatrix: in registers they
+    // would hold a block to one an SM.
+    bf16_t* qHi = valueStages + 2 * PREFILL_KEYS * PREFILL_ROW + warp * 2 * PREFILL_TOKENS * PREFILL_ROW;
+    bf16_t* qLo = qHi + PREFILL_TOKENS * PREFILL_ROW;
     {
-        const float* qa = query + ((long long) (first + rowA) * heads + head) * PREFILL_HEAD + 2 * c;
-        const float* qb = query + ((long long) (first + rowB) * heads + head) * PREFILL_HEAD + 2 * c;
         float f = scale * 1.4426950408889634f;
-#pragma unroll
-        for (int s = 0; s < PREFILL_HEAD / 16; s++) {
-            float2 a0 = *reinterpret_cast<const float2*>(qa + 16 * s);
-            float2 a1 = *reinterpret_cast<const float2*>(qb + 16 * s);
-            float2 a2 = *reinterpret_cast<const float2*>(qa + 16 * s + 8);
-            float2 a3 = *reinterpret_cast<const float2*>(qb + 16 * s + 8);
-            split_bf16x2(a0.x * f, a0.y * f, qHi[s][0], qLo[s][0]);
-            split_bf16x2(a1.x * f, a1.y * f, qHi[s][1], qLo[s][1]);
-            split_bf16x2(a2.x * f, a2.y * f, qHi[s][2], qLo[s][2]);
-            split_bf16x2(a3.x * f, a3.y * f, qHi[s][3], qLo[s][3]);
+        for (int i = lane; i < PREFILL_TOKENS * PREFILL_HEAD / 2; i += 32) {
+            int row = i / (PREFILL_HEAD / 2), d = 2 * (i % (PREFILL_HEAD / 2));
+            float2 x = *reinterpret_cast<const float2*>(
+                    query + ((long long) (first + min(row, count - 1)) * heads + head) * PREFILL_HEAD + d);
+            unsigned hi, lo;
+            split_bf16x2(x.x * f, x.y * f, hi, lo);
+            *reinterpret_cast<unsigned*>(qHi + row * PREFILL_ROW + d) = hi;
+            *reinterpret_cast<unsigned*>(qLo + row * PREFILL_ROW + d) = lo;
         }
+        __syncwarp();
     }
+    // This lane's ldmatrix row: matrices 0-3 of an A fragment are rows 0-7 / 8-15 of columns 0-7, then of 8-15.
+    unsigned qHiAddress = shared_address(qHi + ((lane & 7) + ((lane >> 3) & 1) * 8) * PREFILL_ROW + (lane >> 4) * 8);
+    unsigned qLoAddress = qHiAddress + PREFILL_TOKENS * PREFILL_ROW * 2;
 
     float o[PREFILL_HEAD / 8][4];
 #pragma unroll
@@ -2565,32 +2578,37 @@ kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, 
     float maxA = -KILN_INFINITY, maxB = -KILN_INFINITY, sumA = 0.0f, sumB = 0.0f;
 
     int tileCount = last / PREFILL_KEYS + 1;
-    prefill_load_tile(keyStages[0], valueStages[0], keys, values, table, 0, last, kvHeads, kvHead, blockSize);
+    prefill_load_tile(keyStages, valueStages, keys, values, table, 0, last, kvHeads, kvHead, blockSize);
     cp_async_commit();
     for (int t = 0; t < tileCount; t++) {
         if (t + 1 < tileCount) {
-            prefill_load_tile(keyStages[(t + 1) & 1], valueStages[(t + 1) & 1], keys, values, table,
+            int next = ((t + 1) & 1) * PREFILL_KEYS * PREFILL_ROW;
+            prefill_load_tile(keyStages + next, valueStages + next, keys, values, table,
                               (t + 1) * PREFILL_KEYS, last, kvHeads, kvHead, blockSize);
         }
         cp_async_commit();
         cp_async_wait_one();
         __syncthreads();
-        const bf16_t* k = keyStages[t & 1];
-        const bf16_t* v = valueStages[t & 1];
+        const bf16_t* k = keyStages + (t & 1) * PREFILL_KEYS * PREFILL_ROW;
+        const bf16_t* v = valueStages + (t & 1) * PREFILL_KEYS * PREFILL_ROW;
 
         // Scores: n-tile n holds keys 8n .. 8n + 7 of the tile; this lane has keys 8n + 2c, 8n + 2c + 1 of rows A
         // (s[n][0], s[n][1]) and B (s[n][2], s[n][3]).
         float s[PREFILL_KEYS / 8][4];
 #pragma unroll
-        for (int n = 0; n < PREFILL_KEYS / 8; n++) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-            const bf16_t* row = k + (8 * n + g) * PREFILL_ROW + 2 * c;
+        for (int n = 0; n < PREFILL_KEYS / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-            for (int step = 0; step < PREFILL_HEAD / 16; step++) {
-                unsigned b0 = *reinterpret_cast<const unsigned*>(row + 16 * step);
-                unsigned b1 = *reinterpret_cast<const unsigned*>(row + 16 * step + 8);
-                mma_bf16_16x8x16(s[n], qHi[step], b0, b1);
-                mma_bf16_16x8x16(s[n], qLo[step], b0, b1);
+        for (int step = 0; step < PREFILL_HEAD / 16; step++) {
+            unsigned aHi[4], aLo[4];
+            ldmatrix_x4(qHiAddress + 32 * step, aHi[0], aHi[1], aHi[2], aHi[3]);
+            ldmatrix_x4(qLoAddress + 32 * step, aLo[0], aLo[1], aLo[2], aLo[3]);
+#pragma unroll
+            for (int n = 0; n < PREFILL_KEYS / 8; n++) {
+                const bf16_t* row = k + (8 * n + g) * PREFILL_ROW + 16 * step + 2 * c;
+                unsigned b0 = *reinterpret_cast<const unsigned*>(row);
+                unsigned b1 = *reinterpret_cast<const unsigned*>(row + 8);
+                mma_bf16_16x8x16(s[n], aHi, b0, b1);
+                mma_bf16_16x8x16(s[n], aLo, b0, b1);
             }
         }
         int base = t * PREFILL_KEYS;
