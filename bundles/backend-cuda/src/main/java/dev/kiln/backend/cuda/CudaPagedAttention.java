@@ -173,6 +173,7 @@ public final class CudaPagedAttention implements AttentionKernel {
         boolean aligned = q.pointer() % 16 == 0 && o.pointer() % 16 == 0;
         // Prompt chunks at the end of the batch: the tensor-core kernel; the tokens before them: the kernels below.
         PrefillTiles prefill = prefillMinRun > 0 && splitContext && aligned && !packed.oneTokenPerSequence()
+                && kernels.prefillAttentionAvailable()
                 && PrefillTiles.fits(heads, spec.kvHeads(), spec.keyDim(), spec.valueDim(), spec.valuesInKeys(), bf16)
                 ? PrefillTiles.of(packed, prefillMinRun, spec.kvHeads(),
                         prefillMinBlocks < 0 ? context.properties().multiprocessors() / 4 : prefillMinBlocks) : null;

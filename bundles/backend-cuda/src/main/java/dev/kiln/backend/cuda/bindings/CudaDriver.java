@@ -394,10 +394,13 @@ public final class CudaDriver {
         }
     }
 
-    /** Lets a function launch with up to {@code bytes} of dynamic shared memory (past the default 48 KiB). */
-    public void allowDynamicSharedBytes(MemorySegment function, int bytes) {
-        check("cuFuncSetAttribute(max dynamic shared size " + bytes + ")", call(() -> (int) cuFuncSetAttribute.invokeExact(
-                function, FUNCTION_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)));
+    /**
+     * Lets a function launch with up to {@code bytes} of dynamic shared memory (past the default 48 KiB); false where
+     * the device has less.
+     */
+    public boolean allowDynamicSharedBytes(MemorySegment function, int bytes) {
+        return call(() -> (int) cuFuncSetAttribute.invokeExact(function, FUNCTION_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes)) == 0;
     }
 
     /**

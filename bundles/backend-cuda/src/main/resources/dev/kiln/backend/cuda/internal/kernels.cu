@@ -2458,6 +2458,9 @@ kiln_decode_attention_bf16(const float* query, float* out, bf16_t* keys, bf16_t*
 #define PREFILL_ROW (PREFILL_HEAD + 8)
 #define PREFILL_MAX_GROUP 8
 
+// cp.async, ldmatrix and bf16 mma need sm_80; below it the kernel is an empty entry that the Java side never launches
+// (Kernels.prefillAttentionAvailable).
+#if __CUDA_ARCH__ >= 800
 __device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int bytes) {
     // bytes < 16 fills the rest of the 16 with zeros (0: a row past the sequence's end, kept finite).
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(bytes) : "memory");
@@ -2527,10 +2530,13 @@ __device__ __forceinline__ void prefill_load_tile(bf16_t* keyStage, bf16_t* valu
     }
 }
 
+#endif
+
 extern "C" __global__ void __launch_bounds__(32 * PREFILL_MAX_GROUP)
 kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, const bf16_t* values, const int* tiles,
                             const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
                             int heads, int kvHeads, int blockSize, float scale) {
+#if __CUDA_ARCH__ >= 800
     // Dynamic shared memory (PrefillTiles.sharedBytes): two stages of keys, two of values, then each warp's queries
     // as hi and lo parts (rows of PREFILL_ROW).
     extern __shared__ __align__(16) unsigned char prefillShared[];
@@ -2691,4 +2697,5 @@ kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, 
         if (g < count) *reinterpret_cast<float2*>(outA + 8 * j) = make_float2(o[j][0] * invA, o[j][1] * invA);
         if (g + 8 < count) *reinterpret_cast<float2*>(outB + 8 * j) = make_float2(o[j][2] * invB, o[j][3] * invB);
     }
+#endif
 }
