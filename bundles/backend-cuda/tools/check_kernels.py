@@ -845,12 +845,33 @@ def prefill_shared(group):
     return 2 * (4 * 32 * 136 + group * 2 * PREFILL_TOKENS * 136)
 
 
-def attend_prefill(tiles, q, out, kp, vp, meta, b, heads, kv_heads, BS, scale):
+def prefill_split(tiles, kv_heads, longest, chunk=None):
+    """PrefillTiles.splits: (splits, chunk) that keep the grid within two blocks an SM, chunks of at least 256 keys;
+    chunk forces a chunk size."""
+    if chunk is None:
+        wanted = max(1, 2 * SMS // (len(tiles) // 2 * kv_heads))
+        splits = min(wanted, -(-longest // 256))
+        if splits <= 1:
+            return 1, -(-longest // 32) * 32
+        chunk = -(-(-(-longest // splits)) // 32) * 32
+    return -(-longest // chunk), chunk
+
+
+def attend_prefill(tiles, q, out, kp, vp, meta, b, heads, kv_heads, BS, scale, split=(1, 0), first=0, partials=None):
+    """kiln_prefill_attention_bf16 over the tiles (tokens from `first` on), cutting contexts as `split` says (then
+    kiln_paged_attention_combine merges the chunks' records in `partials`)."""
     group = heads // kv_heads
-    kiln_nvrtc.launch_ex(K["kiln_prefill_attention_bf16"], (len(tiles) // 2, kv_heads), 32 * group, (
+    splits, chunk = split
+    kiln_nvrtc.launch_ex(K["kiln_prefill_attention_bf16"], (len(tiles) // 2, kv_heads * splits), 32 * group, (
         q, out, np.uint64(kp), np.uint64(vp), tiles, np.uint64(meta), np.uint64(meta + 4 * b.T),
-        np.uint64(meta + 4 * 3 * b.T), i32(b.stride), i32(heads), i32(kv_heads), i32(BS), f32(scale)),
+        np.uint64(meta + 4 * 3 * b.T), i32(b.stride), i32(heads), i32(kv_heads), i32(BS), f32(scale),
+        partials if splits > 1 else np.uint64(0), i32(first), i32(chunk), i32(splits)),
         prefill_shared(group), cp.cuda.get_current_stream().ptr)
+    if splits > 1:
+        tokens = b.T - first
+        K["kiln_paged_attention_combine"]((tokens, heads), (COMBINE_THREADS,), (
+            partials, np.uint64(out.data.ptr + 4 * first * heads * 128), np.uint64(meta + 4 * b.T + 4 * first),
+            i32(heads), i32(128), i32(chunk), i32(splits)), shared_mem=4 * splits)
 
 
 def prefill_attention():
@@ -883,11 +904,29 @@ def prefill_attention():
         scale = 1 / math.sqrt(D)
         ref = attention_reference(q, hk, hv, b, tables, heads, kv_heads, D, BS, scale)
         dq = cp.asarray(q)
+        tiles = prefill_tiles(b)
+        longest = max(ctx)
+        for chunk in (None, longest, 64, 96):  # the rule's cut (two chunks here), none, 8 and 5 chunks
+            split = prefill_split(tiles, kv_heads, longest, chunk)
+            partials = cp.full(b.T * heads * split[0] * (D + 4), cp.nan, cp.float32)
+            out = poison((b.T, heads, D))
+            attend_prefill(tiles, dq, out, keys.data.ptr, vals.data.ptr, meta.data.ptr, b, heads, kv_heads, BS, scale,
+                           split, 0, partials)
+            name = (f"prefill attention (tensor cores) GQA {heads}/{kv_heads} of {D}, {b.T} tokens of 3 sequences, "
+                    f"contexts in {split[0]} chunk(s) of {split[1]}")
+            check(name, out.reshape(b.T, heads, D), ref, 2e-5)
+        # Only the last sequence's tokens (from its first on): a suffix of the batch, as Java launches it after the
+        # split kernel took the tokens before.
+        first = qs[2]
+        pairs = cp.asnumpy(tiles).reshape(-1, 2)
+        suffix = cp.asarray(pairs[pairs[:, 0] >= first].reshape(-1).astype(np.int32))
+        split = prefill_split(suffix, kv_heads, ctx[2], 64)
+        partials = cp.full((b.T - first) * heads * split[0] * (D + 4), cp.nan, cp.float32)
         out = poison((b.T, heads, D))
-        attend_prefill(prefill_tiles(b), dq, out, keys.data.ptr, vals.data.ptr, meta.data.ptr, b, heads, kv_heads,
-                       BS, scale)
-        name = f"prefill attention (tensor cores) GQA {heads}/{kv_heads} of {D}, {b.T} tokens of 3 sequences"
-        check(name, out.reshape(b.T, heads, D), ref, 2e-5)
+        attend_prefill(suffix, dq, out, keys.data.ptr, vals.data.ptr, meta.data.ptr, b, heads, kv_heads, BS, scale,
+                       split, first, partials)
+        check(f"prefill attention (tensor cores) GQA {heads}/{kv_heads}, the last sequence only, {split[0]} chunks",
+              out.reshape(b.T, heads, D)[first:], ref[first:], 2e-5)
         plan = split_plan(b.T, heads, kv_heads, D, D, False, b.bucket)
         split_out = poison((b.T, heads, D))
         attend_split(plan, partials_for(plan, b.T, heads, D), dq, split_out, keys.data.ptr, vals.data.ptr,
@@ -902,7 +941,7 @@ def prefill_attention_timing():
     scale = 1 / math.sqrt(D)
     stream = cp.cuda.Stream(non_blocking=True)
     print(f"prefill attention per layer ({L} layers in one graph, {NH}/{KVH} heads of {D}, bf16 cache):")
-    for tokens, ctx in ((512, 512), (2048, 2048), (2048, 8192)):
+    for tokens, ctx in ((512, 512), (2048, 2048), (2048, 8192), (512, 8192)):
         per_seq = -(-ctx // BS)
         layer = per_seq * KVH * BS * D
         keys = to_bf16_device(cp.random.uniform(-1, 1, L * layer, dtype=cp.float32))
@@ -915,20 +954,25 @@ def prefill_attention_timing():
         plan = split_plan(tokens, NH, KVH, D, D, False, b.bucket)
         partials = partials_for(plan, tokens, NH, D)
         tiles = prefill_tiles(b)
+        cut = prefill_split(tiles, KVH, ctx)
+        prefill_partials = cp.empty(tokens * NH * cut[0] * (D + 4), cp.float32)
         dev.synchronize()
         with stream:
             split = time_graph(stream, lambda: [attend_split(
                 plan, partials, q, out, keys.data.ptr + 2 * l * layer, vals.data.ptr + 2 * l * layer, meta.data.ptr, b,
                 NH, KVH, D, D, False, BS, scale, bf16=True) for l in range(L)], repeats=5) / L
-            mma = time_graph(stream, lambda: [attend_prefill(
+            whole = time_graph(stream, lambda: [attend_prefill(
                 tiles, q, out, keys.data.ptr + 2 * l * layer, vals.data.ptr + 2 * l * layer, meta.data.ptr, b, NH, KVH,
                 BS, scale) for l in range(L)], repeats=5) / L
+            mma = time_graph(stream, lambda: [attend_prefill(
+                tiles, q, out, keys.data.ptr + 2 * l * layer, vals.data.ptr + 2 * l * layer, meta.data.ptr, b, NH, KVH,
+                BS, scale, cut, 0, prefill_partials) for l in range(L)], repeats=5) / L if cut[0] > 1 else whole
         # Causal: token at position p scores p + 1 keys; QK^T and PV 2 * 128 flops each a (query head, key) pair.
         pairs = sum(ctx - tokens + j + 1 for j in range(tokens)) * NH
         flops = 4 * D * pairs
         print(f"  chunk of {tokens:>5} at context {ctx:>5}: split {split * 1e3:8.3f} ms, tensor cores {mma * 1e3:7.3f} ms "
               f"({split / mma:5.1f}x; {flops / mma / 1e12:.0f} TFLOP/s of the attention's own products, each done "
-              f"as two bf16 products)")
+              f"as two bf16 products; contexts in {cut[0]} chunk(s): uncut {whole * 1e3:.3f} ms)")
         del keys, vals
 
 

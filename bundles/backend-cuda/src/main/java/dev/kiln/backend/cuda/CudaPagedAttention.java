@@ -70,26 +70,30 @@ public final class CudaPagedAttention implements AttentionKernel {
     private final boolean splitContext;
     private final int prefillMinRun;
     private final int prefillMinBlocks;
+    private final int prefillMaxSplits;
 
     /** A kernel; it keeps no state, everything lives in the caches it allocates. */
     public CudaPagedAttention() {
-        this(true, PREFILL_KERNEL ? PREFILL_MIN_RUN : 0, -1);
+        this(true, PREFILL_KERNEL ? PREFILL_MIN_RUN : 0, -1, 0);
     }
 
     /** With {@code splitContext} false every batch takes the per-(token, head) kernel (for tests of that path). */
     CudaPagedAttention(boolean splitContext) {
-        this(splitContext, 0, -1);
+        this(splitContext, 0, -1, 0);
     }
 
     /**
      * @param prefillMinRun    fewest new tokens of a sequence for the tensor-core kernel (0: never)
      * @param prefillMinBlocks fewest blocks that make its launch worth it (-1: a quarter of the device's SMs;
      *                         below that, the split kernel, which also cuts the context, keeps the device busier)
+     * @param prefillMaxSplits most chunks its tiles' keys are cut into (0: as {@link PrefillTiles#splits} says;
+     *                         1: never cut, for tests of either path)
      */
-    CudaPagedAttention(boolean splitContext, int prefillMinRun, int prefillMinBlocks) {
+    CudaPagedAttention(boolean splitContext, int prefillMinRun, int prefillMinBlocks, int prefillMaxSplits) {
         this.splitContext = splitContext;
         this.prefillMinRun = prefillMinRun;
         this.prefillMinBlocks = prefillMinBlocks;
+        this.prefillMaxSplits = prefillMaxSplits;
     }
 
     @Override
@@ -222,8 +226,17 @@ public final class CudaPagedAttention implements AttentionKernel {
                     spec.valueDim(), valueStride, device.blockSize(), scale, bf16);
         }
         if (prefill != null) {
-            // After the cache write above: a chunk's tokens attend to each other's entries.
-            kernels.prefillAttention(prefill, context.uploads().ints(prefill.tiles()), q.pointer(), o.pointer(),
+            // After the cache write above: a chunk's tokens attend to each other's entries. (The split kernel's
+            // partial records, if any, were merged above: the scratch is free again.)
+            PrefillTiles.ContextSplit split = prefillMaxSplits == 1 ? new PrefillTiles.ContextSplit(1, 0)
+                    : prefill.splits(spec.kvHeads(), context.properties().multiprocessors());
+            if (prefillMaxSplits > 1 && split.splits() > prefillMaxSplits) {
+                int chunk = Math.ceilDiv(Math.ceilDiv(prefill.longest(), prefillMaxSplits), 32) * 32;
+                split = new PrefillTiles.ContextSplit(Math.ceilDiv(prefill.longest(), chunk), chunk);
+            }
+            long partialBytes = prefill.partialBytes(heads, split);
+            kernels.prefillAttention(prefill, split, context.uploads().ints(prefill.tiles()),
+                    partialBytes == 0 ? 0 : device.attentionScratch(partialBytes), q.pointer(), o.pointer(),
                     device.keys(layer), device.values(layer), sequences, positions, tables, packed.tableStride(), heads,
                     spec.kvHeads(), device.blockSize(), scale);
         }

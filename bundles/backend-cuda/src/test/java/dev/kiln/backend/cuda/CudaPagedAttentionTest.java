@@ -297,17 +297,19 @@ class CudaPagedAttentionTest {
     /**
      * Prompt chunks over a bf16 cache of 128-wide heads take the tensor-core kernel: a batch of three chunks whole,
      * then, in a batch that also has a verification and a decode token (the split kernel's, in the same layer), the
-     * chunk at its end; with 6 and 8 query heads a KV head.
+     * chunk at its end; with 6 and 8 query heads a KV head; each tile over its whole context, and with the context cut
+     * in two chunks merged by the combine kernel (what these few tiles get on a device of many SMs).
      */
     @Test
     void bf16PromptChunksTakeTheTensorCoreKernelAndMatchTheCpu() {
-        AttentionKernel tensorCores = new CudaPagedAttention(true, PrefillTiles.TOKENS, 1);
-        for (int[] geometry : new int[][] {{12, 2}, {8, 1}}) {
+        for (int maxSplits : new int[] {1, 0}) for (int[] geometry : new int[][] {{12, 2}, {8, 1}}) {
+            AttentionKernel tensorCores = new CudaPagedAttention(true, PrefillTiles.TOKENS, 1, maxSplits);
             var spec = new KvCacheSpec(2, geometry[1], 128, 128, false, DType.BF16);
             Random random = new Random(17);
             try (Caches caches = new Caches(spec, 64, random)) {
                 int[][] tables = {caches.take(3), caches.take(2), caches.take(21)};
-                expectedLastKernel = "kiln_prefill_attention_bf16";
+                // Cut contexts end with the merge of their chunks.
+                expectedLastKernel = maxSplits == 1 ? "kiln_prefill_attention_bf16" : "kiln_paged_attention_combine";
                 try {
                     step(tensorCores, spec, geometry[0], random, caches, tables, new int[] {0, 0, 0},
                             new int[] {30, 20, 290}, 0);

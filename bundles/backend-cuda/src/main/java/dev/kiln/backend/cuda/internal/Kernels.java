@@ -746,14 +746,23 @@ public final class Kernels implements AutoCloseable {
      * tensor cores: {@code tiles} is the device copy of their (first token, count) pairs; the other arguments are the
      * batch's, as for {@link #pagedAttention}.
      */
-    public void prefillAttention(PrefillTiles work, long tiles, long query, long out, long keys, long values,
-                                 long tokenSequence, long tokenPosition, long tablesPointer, int tableStride, int heads,
-                                 int kvHeads, int blockSize, float scale) {
+    public void prefillAttention(PrefillTiles work, PrefillTiles.ContextSplit split, long tiles, long partials,
+                                 long query, long out, long keys, long values, long tokenSequence, long tokenPosition,
+                                 long tablesPointer, int tableStride, int heads, int kvHeads, int blockSize, float scale) {
         if (work.count() == 0) return;
         args().ptr(query).ptr(out).ptr(keys).ptr(values).ptr(tiles).ptr(tokenSequence).ptr(tokenPosition)
                 .ptr(tablesPointer).i32(tableStride).i32(heads).i32(kvHeads).i32(blockSize).f32(scale)
-                .launch(prefillAttentionBf16, "kiln_prefill_attention_bf16", work.count(), kvHeads, 32 * (heads / kvHeads),
-                        PrefillTiles.sharedBytes(heads / kvHeads));
+                .ptr(split.splits() > 1 ? partials : 0).i32(work.first()).i32(split.chunk()).i32(split.splits())
+                .launch(prefillAttentionBf16, "kiln_prefill_attention_bf16", work.count(), kvHeads * split.splits(),
+                        32 * (heads / kvHeads), PrefillTiles.sharedBytes(heads / kvHeads));
+        if (split.splits() == 1) return;
+        // The tiles' tokens from work.first() on: their records, positions and output rows.
+        int tokens = work.tokens();
+        args().ptr(partials).ptr(out + (long) work.first() * heads * PrefillTiles.HEAD_DIM * Float.BYTES)
+                .ptr(tokenPosition + (long) work.first() * Integer.BYTES).i32(heads).i32(PrefillTiles.HEAD_DIM)
+                .i32(split.chunk()).i32(split.splits())
+                .launch(pagedAttentionCombine, "kiln_paged_attention_combine", tokens, heads,
+                        SplitAttentionPlan.COMBINE_THREADS, split.splits() * Float.BYTES);
     }
 
     /** The decode kernel's arguments up to its rotary ones. */

@@ -12,10 +12,15 @@ import java.util.Arrays;
  * (the engine's scheduler puts decoding and verifying sequences first and prompt chunks after them): the suffix is
  * the longest run of whole sequences at the end of the batch that each bring at least {@code minRun} tokens.
  *
- * @param first the batch's first token that the tiles cover; the tokens before it take the split kernel
- * @param tiles (first token, count) pairs
+ * <p>A tile's keys may also be cut into chunks, a block each ({@link #splits}), so that a short chunk of a long
+ * prompt still gives the device enough blocks; the chunks' partial results are then merged by
+ * {@code kiln_paged_attention_combine}.
+ *
+ * @param first   the batch's first token that the tiles cover; the tokens before it take the split kernel
+ * @param tiles   (first token, count) pairs
+ * @param longest the longest context among the tiles' sequences (the keys the farthest tile reads)
  */
-public record PrefillTiles(int first, int[] tiles) {
+public record PrefillTiles(int first, int[] tiles, int longest) {
     /** Query tokens of one tile: the row count of one tensor-core product (kernels.cu: PREFILL_TOKENS). */
     public static final int TOKENS = 16;
 
@@ -27,6 +32,29 @@ public record PrefillTiles(int first, int[] tiles) {
 
     /** Keys (and values) of one cache tile in shared memory (kernels.cu: PREFILL_KEYS). */
     static final int KEYS = 32;
+
+    /** Fewest keys a context split takes: below, the merge costs more than the parallel blocks gain. */
+    static final int MIN_SPLIT_KEYS = 256;
+
+    /** Blocks an SM the splits aim at (two of 6 warps fit one). */
+    private static final int BLOCKS_PER_SM = 2;
+
+    /** A cut of every tile's keys into {@code splits} chunks of {@code chunk} keys (a multiple of 32). */
+    public record ContextSplit(int splits, int chunk) {}
+
+    /**
+     * How to cut the tiles' keys for this many KV heads and SMs: into as many chunks of at least
+     * {@link #MIN_SPLIT_KEYS} keys as keep the grid within two blocks an SM; one chunk (no merge) when the tiles
+     * already fill it.
+     */
+    public ContextSplit splits(int kvHeads, int multiprocessors) {
+        long blocks = (long) count() * kvHeads;
+        long wanted = Math.max(1, (long) BLOCKS_PER_SM * multiprocessors / blocks);
+        int splits = (int) Math.min(wanted, Math.ceilDiv(longest, MIN_SPLIT_KEYS));
+        if (splits <= 1) return new ContextSplit(1, Math.ceilDiv(longest, KEYS) * KEYS);
+        int chunk = Math.ceilDiv(Math.ceilDiv(longest, splits), KEYS) * KEYS;
+        return new ContextSplit(Math.ceilDiv(longest, chunk), chunk);
+    }
 
     /** bf16 elements a shared-memory row: a head and 8 of padding (kernels.cu: PREFILL_ROW). */
     private static final int ROW = HEAD_DIM + 8;
@@ -52,6 +80,18 @@ public record PrefillTiles(int first, int[] tiles) {
     /** Tiles, each one block per KV head. */
     public int count() {
         return tiles.length / 2;
+    }
+
+    /** Tokens the tiles cover: the batch's from {@link #first} on. */
+    public int tokens() {
+        int sum = 0;
+        for (int i = 1; i < tiles.length; i += 2) sum += tiles[i];
+        return sum;
+    }
+
+    /** Bytes of the partial records a cut into several chunks writes: 128 sums, the maximum, the sum, 2 spare. */
+    public long partialBytes(int heads, ContextSplit split) {
+        return split.splits() == 1 ? 0 : (long) tokens() * heads * split.splits() * (HEAD_DIM + 4) * Float.BYTES;
     }
 
     /** Whether the kernel takes a cache of this geometry: bf16 entries of 128-wide keys and values kept apart. */
@@ -85,6 +125,8 @@ public record PrefillTiles(int first, int[] tiles) {
             first = start;
         }
         if (first == tokens) return null;
+        int longest = 0;
+        for (int t = first; t < tokens; t++) longest = Math.max(longest, packed[batch.positionOffset() + t] + 1);
         int[] tiles = new int[2 * (tokens - first)];
         int count = 0;
         for (int t = first; t < tokens; ) {
@@ -96,6 +138,6 @@ public record PrefillTiles(int first, int[] tiles) {
             t = end;
         }
         if ((long) count * kvHeads < minBlocks) return null;
-        return new PrefillTiles(first, Arrays.copyOf(tiles, 2 * count));
+        return new PrefillTiles(first, Arrays.copyOf(tiles, 2 * count), longest);
     }
 }

@@ -2449,8 +2449,12 @@ kiln_decode_attention_bf16(const float* query, float* out, bf16_t* keys, bf16_t*
 // f32, enter as two bf16 parts each (hi + lo, 16 bits of mantissa together), so each product is two: results agree
 // with the f32 kernels to ~1e-5 where one bf16 rounding would cost ~4e-3.
 // tiles: (first token, token count) pairs, one per block along x; the tokens of a tile are one sequence's, in order.
-// Launch: grid (tiles, kvHeads), heads / kvHeads warps a block, PrefillTiles.sharedBytes of dynamic shared memory
-// (at 6 query heads a KV head two blocks fit an SM: 134 registers a thread).
+// With splits > 1 a tile's keys are also cut into chunks of `chunk` keys (a multiple of PREFILL_KEYS), one block each,
+// so that a short chunk of a long prompt still fills the device: each block then writes, per token and head, the
+// record kiln_paged_attention_combine merges (the output sums, the running maximum in natural-log units, the sum of
+// exponentials; stride 132) into partials, indexed from token `tokenBase` (the first of the tiles) on.
+// Launch: grid (tiles, kvHeads * splits), heads / kvHeads warps a block, PrefillTiles.sharedBytes of dynamic shared
+// memory (at 6 query heads a KV head two blocks fit an SM: 134 registers a thread).
 #define PREFILL_HEAD 128
 #define PREFILL_TOKENS 16
 #define PREFILL_KEYS 32
@@ -2535,7 +2539,8 @@ __device__ __forceinline__ void prefill_load_tile(bf16_t* keyStage, bf16_t* valu
 extern "C" __global__ void __launch_bounds__(32 * PREFILL_MAX_GROUP)
 kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, const bf16_t* values, const int* tiles,
                             const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
-                            int heads, int kvHeads, int blockSize, float scale) {
+                            int heads, int kvHeads, int blockSize, float scale, float* partials, int tokenBase,
+                            int chunk, int splits) {
 #if __CUDA_ARCH__ >= 800
     // Dynamic shared memory (PrefillTiles.sharedBytes): two stages of keys, two of values, then each warp's queries
     // as hi and lo parts (rows of PREFILL_ROW).
@@ -2543,12 +2548,17 @@ kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, 
     bf16_t* keyStages = reinterpret_cast<bf16_t*>(prefillShared);    // stage i at i * PREFILL_KEYS * PREFILL_ROW
     bf16_t* valueStages = keyStages + 2 * PREFILL_KEYS * PREFILL_ROW;
     wait_for_previous_kernel();
-    int group = heads / kvHeads, kvHead = blockIdx.y;
+    int group = heads / kvHeads, kvHead = blockIdx.y % kvHeads, split = blockIdx.y / kvHeads;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
     int first = tiles[2 * blockIdx.x], count = tiles[2 * blockIdx.x + 1];
     const int* table = tables + (long long) tokenSequence[first] * tableStride;
     int last = 0;
     for (int i = 0; i < count; i++) last = max(last, tokenPosition[first + i]);
+    // This block's keys: [keyStart, keyEnd]; none when the split starts past every token of the tile (no token's
+    // merge reads its records then).
+    int keyStart = splits > 1 ? split * chunk : 0;
+    if (keyStart > last) return;
+    int keyEnd = splits > 1 ? min(last, keyStart + chunk - 1) : last;
     // This lane's two query rows (g and g + 8 of the warp's 16); rows past the tile repeat its last token and are
     // not stored.
     int rowA = min(g, count - 1), rowB = min(g + 8, count - 1);
@@ -2583,14 +2593,16 @@ kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, 
     // Running maxima of rows A and B, and this lane's share of their sums (the 4 lanes of a row add theirs at the end).
     float maxA = -KILN_INFINITY, maxB = -KILN_INFINITY, sumA = 0.0f, sumB = 0.0f;
 
-    int tileCount = last / PREFILL_KEYS + 1;
-    prefill_load_tile(keyStages, valueStages, keys, values, table, 0, last, kvHeads, kvHead, blockSize);
+    // Rows whose position comes before keyStart have no key here: their records are never read, and their values
+    // (NaN) never stored.
+    int tileCount = (keyEnd - keyStart) / PREFILL_KEYS + 1;
+    prefill_load_tile(keyStages, valueStages, keys, values, table, keyStart, keyEnd, kvHeads, kvHead, blockSize);
     cp_async_commit();
     for (int t = 0; t < tileCount; t++) {
         if (t + 1 < tileCount) {
             int next = ((t + 1) & 1) * PREFILL_KEYS * PREFILL_ROW;
             prefill_load_tile(keyStages + next, valueStages + next, keys, values, table,
-                              (t + 1) * PREFILL_KEYS, last, kvHeads, kvHead, blockSize);
+                              keyStart + (t + 1) * PREFILL_KEYS, keyEnd, kvHeads, kvHead, blockSize);
         }
         cp_async_commit();
         cp_async_wait_one();
@@ -2617,8 +2629,8 @@ kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, 
                 mma_bf16_16x8x16(s[n], aLo, b0, b1);
             }
         }
-        int base = t * PREFILL_KEYS;
-        if (base + PREFILL_KEYS - 1 > min(positionA, positionB)) { // causal mask (and the entries past `last`)
+        int base = keyStart + t * PREFILL_KEYS;
+        if (base + PREFILL_KEYS - 1 > min(positionA, positionB)) { // causal mask (and the entries past keyEnd)
 #pragma unroll
             for (int n = 0; n < PREFILL_KEYS / 8; n++) {
                 int j = base + 8 * n + 2 * c;
@@ -2638,7 +2650,8 @@ kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, 
         tileMaxA = fmaxf(tileMaxA, __shfl_xor_sync(0xffffffffu, tileMaxA, 2));
         tileMaxB = fmaxf(tileMaxB, __shfl_xor_sync(0xffffffffu, tileMaxB, 1));
         tileMaxB = fmaxf(tileMaxB, __shfl_xor_sync(0xffffffffu, tileMaxB, 2));
-        // Key 0 is never masked, so after the first tile every running maximum is finite.
+        // A split's first key is never masked for a row whose merge reads it, so after the first tile those rows'
+        // running maxima are finite.
         float newMaxA = fmaxf(maxA, tileMaxA), newMaxB = fmaxf(maxB, tileMaxB);
         float correctionA = exp2f(maxA - newMaxA), correctionB = exp2f(maxB - newMaxB);
         maxA = newMaxA;
@@ -2689,6 +2702,23 @@ kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, 
     sumA += __shfl_xor_sync(0xffffffffu, sumA, 2);
     sumB += __shfl_xor_sync(0xffffffffu, sumB, 1);
     sumB += __shfl_xor_sync(0xffffffffu, sumB, 2);
+    if (splits > 1) {
+        // Records of (token, head, split): the sums unnormalised, then the maximum in natural-log units.
+        const int stride = PREFILL_HEAD + 4;
+        float* recordA = partials + (((long long) (first + g - tokenBase) * heads + head) * splits + split) * stride;
+        float* recordB = partials + (((long long) (first + g + 8 - tokenBase) * heads + head) * splits + split) * stride;
+#pragma unroll
+        for (int j = 0; j < PREFILL_HEAD / 8; j++) {
+            if (g < count) *reinterpret_cast<float2*>(recordA + 8 * j + 2 * c) = make_float2(o[j][0], o[j][1]);
+            if (g + 8 < count) *reinterpret_cast<float2*>(recordB + 8 * j + 2 * c) = make_float2(o[j][2], o[j][3]);
+        }
+        if (c == 0) {
+            const float ln2 = 0.6931471805599453f;
+            if (g < count) *reinterpret_cast<float2*>(recordA + PREFILL_HEAD) = make_float2(maxA * ln2, sumA);
+            if (g + 8 < count) *reinterpret_cast<float2*>(recordB + PREFILL_HEAD) = make_float2(maxB * ln2, sumB);
+        }
+        return;
+    }
     float invA = 1.0f / sumA, invB = 1.0f / sumB;
     float* outA = out + ((long long) (first + g) * heads + head) * PREFILL_HEAD + 2 * c;
     float* outB = out + ((long long) (first + g + 8) * heads + head) * PREFILL_HEAD + 2 * c;

@@ -68,6 +68,23 @@ class PrefillTilesTest {
     }
 
     @Test
+    void aShortChunkOfALongPromptCutsItsContextToFillTheDevice() {
+        // 512 tokens after 7,680 cached: 32 tiles, 64 blocks of 2 KV heads; 132 SMs take 264: 4 chunks of 2,048 keys.
+        PrefillTiles chunk = PrefillTiles.of(batch(7680, 512), 16, 2, 1);
+        assertEquals(512, chunk.tokens());
+        assertEquals(8192, chunk.longest());
+        assertEquals(new PrefillTiles.ContextSplit(4, 2048), chunk.splits(2, 132));
+        assertEquals(512L * 12 * 4 * 132 * 4, chunk.partialBytes(12, chunk.splits(2, 132)));
+        // A whole 2,048-token prompt: 256 blocks fill the device already.
+        PrefillTiles prompt = PrefillTiles.of(batch(0, 2048), 16, 2, 1);
+        assertEquals(new PrefillTiles.ContextSplit(1, 2048), prompt.splits(2, 132));
+        assertEquals(0, prompt.partialBytes(12, prompt.splits(2, 132)));
+        // Never chunks of fewer than 256 keys: a 300-token context is cut in two at most.
+        PrefillTiles shortOne = PrefillTiles.of(batch(0, 300), 16, 2, 1);
+        assertEquals(new PrefillTiles.ContextSplit(2, 160), shortOne.splits(2, 132));
+    }
+
+    @Test
     void theKernelTakesBf16CachesOf128WideHeadsAndAtMostEightQueryHeadsAKvHead() {
         assertTrue(PrefillTiles.fits(12, 2, 128, 128, false, true));
         assertTrue(PrefillTiles.fits(64, 8, 128, 128, false, true));
