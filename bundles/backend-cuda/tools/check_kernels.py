@@ -850,7 +850,7 @@ def prefill_split(tiles, kv_heads, longest, chunk=None):
     chunk forces a chunk size."""
     if chunk is None:
         wanted = max(1, 2 * SMS // (len(tiles) // 2 * kv_heads))
-        splits = min(wanted, -(-longest // 256))
+        splits = min(wanted, max(1, longest // 256))
         if splits <= 1:
             return 1, -(-longest // 32) * 32
         chunk = -(-(-(-longest // splits)) // 32) * 32

@@ -70,7 +70,7 @@ public final class CudaPagedAttention implements AttentionKernel {
     private final boolean splitContext;
     private final int prefillMinRun;
     private final int prefillMinBlocks;
-    private final int prefillMaxSplits;
+    private final int prefillChunkKeys;
 
     /** A kernel; it keeps no state, everything lives in the caches it allocates. */
     public CudaPagedAttention() {
@@ -86,14 +86,17 @@ public final class CudaPagedAttention implements AttentionKernel {
      * @param prefillMinRun    fewest new tokens of a sequence for the tensor-core kernel (0: never)
      * @param prefillMinBlocks fewest blocks that make its launch worth it (-1: a quarter of the device's SMs;
      *                         below that, the split kernel, which also cuts the context, keeps the device busier)
-     * @param prefillMaxSplits most chunks its tiles' keys are cut into (0: as {@link PrefillTiles#splits} says;
-     *                         1: never cut, for tests of either path)
+     * @param prefillChunkKeys keys of the chunks its tiles' contexts are cut into (0: as {@link PrefillTiles#splits}
+     *                         says; a multiple of 32 for tests of the cut path; a very large one: never cut)
      */
-    CudaPagedAttention(boolean splitContext, int prefillMinRun, int prefillMinBlocks, int prefillMaxSplits) {
+    CudaPagedAttention(boolean splitContext, int prefillMinRun, int prefillMinBlocks, int prefillChunkKeys) {
+        if (prefillChunkKeys < 0 || prefillChunkKeys % 32 != 0 && prefillChunkKeys != Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("prefill chunks of " + prefillChunkKeys + " keys");
+        }
         this.splitContext = splitContext;
         this.prefillMinRun = prefillMinRun;
         this.prefillMinBlocks = prefillMinBlocks;
-        this.prefillMaxSplits = prefillMaxSplits;
+        this.prefillChunkKeys = prefillChunkKeys;
     }
 
     @Override
@@ -177,7 +180,7 @@ public final class CudaPagedAttention implements AttentionKernel {
         boolean aligned = q.pointer() % 16 == 0 && o.pointer() % 16 == 0;
         // Prompt chunks at the end of the batch: the tensor-core kernel; the tokens before them: the kernels below.
         PrefillTiles prefill = prefillMinRun > 0 && splitContext && aligned && !packed.oneTokenPerSequence()
-                && kernels.prefillAttentionAvailable()
+                && kernels.prefillAttentionAvailable(heads / spec.kvHeads())
                 && PrefillTiles.fits(heads, spec.kvHeads(), spec.keyDim(), spec.valueDim(), spec.valuesInKeys(), bf16)
                 ? PrefillTiles.of(packed, prefillMinRun, spec.kvHeads(),
                         prefillMinBlocks < 0 ? context.properties().multiprocessors() / 4 : prefillMinBlocks) : null;
@@ -228,12 +231,9 @@ public final class CudaPagedAttention implements AttentionKernel {
         if (prefill != null) {
             // After the cache write above: a chunk's tokens attend to each other's entries. (The split kernel's
             // partial records, if any, were merged above: the scratch is free again.)
-            PrefillTiles.ContextSplit split = prefillMaxSplits == 1 ? new PrefillTiles.ContextSplit(1, 0)
-                    : prefill.splits(spec.kvHeads(), context.properties().multiprocessors());
-            if (prefillMaxSplits > 1 && split.splits() > prefillMaxSplits) {
-                int chunk = Math.ceilDiv(Math.ceilDiv(prefill.longest(), prefillMaxSplits), 32) * 32;
-                split = new PrefillTiles.ContextSplit(Math.ceilDiv(prefill.longest(), chunk), chunk);
-            }
+            PrefillTiles.ContextSplit split = prefillChunkKeys == 0
+                    ? prefill.splits(spec.kvHeads(), context.properties().multiprocessors())
+                    : new PrefillTiles.ContextSplit(Math.ceilDiv(prefill.longest(), prefillChunkKeys), prefillChunkKeys);
             long partialBytes = prefill.partialBytes(heads, split);
             kernels.prefillAttention(prefill, split, context.uploads().ints(prefill.tiles()),
                     partialBytes == 0 ? 0 : device.attentionScratch(partialBytes), q.pointer(), o.pointer(),

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.kiln.api.attention.AttentionKernel;
 import dev.kiln.api.attention.AttentionMetadata;
@@ -297,19 +298,23 @@ class CudaPagedAttentionTest {
     /**
      * Prompt chunks over a bf16 cache of 128-wide heads take the tensor-core kernel: a batch of three chunks whole,
      * then, in a batch that also has a verification and a decode token (the split kernel's, in the same layer), the
-     * chunk at its end; with 6 and 8 query heads a KV head; each tile over its whole context, and with the context cut
-     * in two chunks merged by the combine kernel (what these few tiles get on a device of many SMs).
+     * chunk at its end; with 6 and 8 query heads a KV head; each tile over its whole context, and with contexts cut in
+     * chunks of 64 keys merged by the combine kernel (tiles that straddle a chunk's start among them: their earlier
+     * rows have no key in that chunk).
      */
     @Test
     void bf16PromptChunksTakeTheTensorCoreKernelAndMatchTheCpu() {
-        for (int maxSplits : new int[] {1, 0}) for (int[] geometry : new int[][] {{12, 2}, {8, 1}}) {
-            AttentionKernel tensorCores = new CudaPagedAttention(true, PrefillTiles.TOKENS, 1, maxSplits);
+        for (int chunkKeys : new int[] {Integer.MAX_VALUE, 64}) for (int[] geometry : new int[][] {{12, 2}, {8, 1}}) {
+            assumeTrue(gpu.context().kernels().prefillAttentionAvailable(geometry[0] / geometry[1]),
+                    "no tensor-core prefill on this device");
+            AttentionKernel tensorCores = new CudaPagedAttention(true, PrefillTiles.TOKENS, 1, chunkKeys);
             var spec = new KvCacheSpec(2, geometry[1], 128, 128, false, DType.BF16);
             Random random = new Random(17);
             try (Caches caches = new Caches(spec, 64, random)) {
                 int[][] tables = {caches.take(3), caches.take(2), caches.take(21)};
                 // Cut contexts end with the merge of their chunks.
-                expectedLastKernel = maxSplits == 1 ? "kiln_prefill_attention_bf16" : "kiln_paged_attention_combine";
+                expectedLastKernel = chunkKeys == Integer.MAX_VALUE ? "kiln_prefill_attention_bf16"
+                        : "kiln_paged_attention_combine";
                 try {
                     step(tensorCores, spec, geometry[0], random, caches, tables, new int[] {0, 0, 0},
                             new int[] {30, 20, 290}, 0);

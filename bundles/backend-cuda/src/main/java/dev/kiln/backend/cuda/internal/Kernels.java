@@ -45,7 +45,7 @@ public final class Kernels implements AutoCloseable {
     /** The cache kernels for a bf16 KV cache: {@code kiln_write_kv_bf16}, {@code kiln_paged_attention(_split)_bf16}. */
     private final MemorySegment writeKvBf16, pagedAttentionBf16, pagedAttentionSplitBf16, decodeAttentionBf16,
             prefillAttentionBf16;
-    private final boolean prefillAttentionAvailable;
+    private final int prefillMaxGroup;
     /** Most blocks of a split attention cluster this device takes (1: no clusters); see {@link SplitAttentionPlan}. */
     private final int largestAttentionCluster;
     /** {@code kiln_gemv_bf16_t1 .. _t8}: the vectorized bf16 product for 1 to 8 tokens. */
@@ -106,8 +106,11 @@ public final class Kernels implements AutoCloseable {
         pagedAttentionSplitBf16 = driver.function(module, "kiln_paged_attention_split_bf16");
         decodeAttentionBf16 = driver.function(module, "kiln_decode_attention_bf16");
         prefillAttentionBf16 = driver.function(module, "kiln_prefill_attention_bf16");
-        prefillAttentionAvailable = context.properties().computeMajor() >= 8
-                && driver.allowDynamicSharedBytes(prefillAttentionBf16, PrefillTiles.sharedBytes(PrefillTiles.MAX_GROUP));
+        // The largest group whose block's shared memory the device grants (8 on Hopper and A100; fewer where a block
+        // may have at most 99 KiB).
+        int group = context.properties().computeMajor() >= 8 ? PrefillTiles.MAX_GROUP : 0;
+        while (group > 0 && !driver.allowDynamicSharedBytes(prefillAttentionBf16, PrefillTiles.sharedBytes(group))) group--;
+        prefillMaxGroup = group;
         largestAttentionCluster = context.recorder().clusters() ? largestAttentionCluster(driver) : 1;
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
@@ -734,11 +737,11 @@ public final class Kernels implements AutoCloseable {
     }
 
     /**
-     * Whether {@link #prefillAttention} runs here: it needs compute capability 8.0 (cp.async, ldmatrix, bf16 tensor-core
-     * products) and the shared memory of a block of {@link PrefillTiles#MAX_GROUP} warps.
+     * Whether {@link #prefillAttention} runs here for this many query heads a KV head: it needs compute capability 8.0
+     * (cp.async, ldmatrix, bf16 tensor-core products) and the shared memory of a block of that many warps.
      */
-    public boolean prefillAttentionAvailable() {
-        return prefillAttentionAvailable;
+    public boolean prefillAttentionAvailable(int group) {
+        return group >= 1 && group <= prefillMaxGroup;
     }
 
     /**

@@ -33,10 +33,10 @@ public record PrefillTiles(int first, int[] tiles, int longest) {
     /** Keys (and values) of one cache tile in shared memory (kernels.cu: PREFILL_KEYS). */
     static final int KEYS = 32;
 
-    /** Fewest keys a context split takes: below, the merge costs more than the parallel blocks gain. */
+    /** Fewest keys a context chunk takes: below, the merge costs more than the parallel blocks gain. */
     static final int MIN_SPLIT_KEYS = 256;
 
-    /** Blocks an SM the splits aim at (two of 6 warps fit one). */
+    /** Blocks an SM the splits aim at (two fit one up to 8 warps a block). */
     private static final int BLOCKS_PER_SM = 2;
 
     /** A cut of every tile's keys into {@code splits} chunks of {@code chunk} keys (a multiple of 32). */
@@ -50,7 +50,7 @@ public record PrefillTiles(int first, int[] tiles, int longest) {
     public ContextSplit splits(int kvHeads, int multiprocessors) {
         long blocks = (long) count() * kvHeads;
         long wanted = Math.max(1, (long) BLOCKS_PER_SM * multiprocessors / blocks);
-        int splits = (int) Math.min(wanted, Math.ceilDiv(longest, MIN_SPLIT_KEYS));
+        int splits = (int) Math.min(wanted, Math.max(1, longest / MIN_SPLIT_KEYS));
         if (splits <= 1) return new ContextSplit(1, Math.ceilDiv(longest, KEYS) * KEYS);
         int chunk = Math.ceilDiv(Math.ceilDiv(longest, splits), KEYS) * KEYS;
         return new ContextSplit(Math.ceilDiv(longest, chunk), chunk);
@@ -61,10 +61,11 @@ public record PrefillTiles(int first, int[] tiles, int longest) {
 
     /**
      * Dynamic shared memory of a block for this many query heads a KV head: two stages of a key tile and a value
-     * tile, then each warp's 16 query rows as hi and lo bf16 parts (104,448 bytes at 8; 87,040 at 6, so two blocks
-     * fit an SM).
+     * tile, then each warp's 16 query rows as hi and lo bf16 parts (104,448 bytes at 8, 87,040 at 6: two blocks fit
+     * an SM of 228 KiB).
      */
     public static int sharedBytes(int group) {
+        // (Kernels grants the largest group the device's shared memory allows; see prefillAttentionAvailable.)
         return 2 * (4 * KEYS * ROW + group * 2 * TOKENS * ROW);
     }
 

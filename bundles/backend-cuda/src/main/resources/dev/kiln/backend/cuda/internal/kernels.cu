@@ -2447,14 +2447,17 @@ kiln_decode_attention_bf16(const float* query, float* out, bf16_t* keys, bf16_t*
 // entry once per query token; here once per tile of 16, and the products run at tensor-core rates.
 // Accuracy: the cached keys and values are bf16 already, so they enter exactly; the queries and the softmax weights,
 // f32, enter as two bf16 parts each (hi + lo, 16 bits of mantissa together), so each product is two: results agree
-// with the f32 kernels to ~1e-5 where one bf16 rounding would cost ~4e-3.
+// with the f32 kernels to a few 1e-6 on unit-sized values (2-3e-6 against float64) where one bf16 rounding would
+// cost ~4e-3.
 // tiles: (first token, token count) pairs, one per block along x; the tokens of a tile are one sequence's, in order.
 // With splits > 1 a tile's keys are also cut into chunks of `chunk` keys (a multiple of PREFILL_KEYS), one block each,
 // so that a short chunk of a long prompt still fills the device: each block then writes, per token and head, the
 // record kiln_paged_attention_combine merges (the output sums, the running maximum in natural-log units, the sum of
 // exponentials; stride 132) into partials, indexed from token `tokenBase` (the first of the tiles) on.
 // Launch: grid (tiles, kvHeads * splits), heads / kvHeads warps a block, PrefillTiles.sharedBytes of dynamic shared
-// memory (at 6 query heads a KV head two blocks fit an SM: 134 registers a thread).
+// memory: two blocks fit an SM up to 8 query heads a KV head (128 registers a thread, at most 104,448 bytes).
+// Masked keys are multiplied as zero weights, not skipped: every entry up to a tile's last position must be finite
+// (the chunk's own tokens wrote them; entries past it are zero-filled).
 #define PREFILL_HEAD 128
 #define PREFILL_TOKENS 16
 #define PREFILL_KEYS 32
@@ -2594,7 +2597,7 @@ kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, 
     float maxA = -KILN_INFINITY, maxB = -KILN_INFINITY, sumA = 0.0f, sumB = 0.0f;
 
     // Rows whose position comes before keyStart have no key here: their records are never read, and their values
-    // (NaN) never stored.
+    // (NaN) go only into records the merge skips.
     int tileCount = (keyEnd - keyStart) / PREFILL_KEYS + 1;
     prefill_load_tile(keyStages, valueStages, keys, values, table, keyStart, keyEnd, kvHeads, kvHead, blockSize);
     cp_async_commit();

@@ -79,9 +79,9 @@ class PrefillTilesTest {
         PrefillTiles prompt = PrefillTiles.of(batch(0, 2048), 16, 2, 1);
         assertEquals(new PrefillTiles.ContextSplit(1, 2048), prompt.splits(2, 132));
         assertEquals(0, prompt.partialBytes(12, prompt.splits(2, 132)));
-        // Never chunks of fewer than 256 keys: a 300-token context is cut in two at most.
-        PrefillTiles shortOne = PrefillTiles.of(batch(0, 300), 16, 2, 1);
-        assertEquals(new PrefillTiles.ContextSplit(2, 160), shortOne.splits(2, 132));
+        // Never chunks of fewer than 256 keys: a 300-token context stays whole, one of 600 is cut in two.
+        assertEquals(new PrefillTiles.ContextSplit(1, 320), PrefillTiles.of(batch(0, 300), 16, 2, 1).splits(2, 132));
+        assertEquals(new PrefillTiles.ContextSplit(2, 320), PrefillTiles.of(batch(0, 600), 16, 2, 1).splits(2, 132));
     }
 
     @Test
