@@ -593,6 +593,18 @@ def report(name, diffs, tolerance=1e-5):
             failures.append(f"attention {name}, {kernel}")
 
 
+def step_layout(tables, cached, lengths, block_size):
+    """A step's query starts, contexts and cache slots: lengths[s] new tokens of sequence s after cached[s]."""
+    qs, ctx, slots = [0], [], []
+    for s in range(len(lengths)):
+        ctx.append(cached[s] + lengths[s])
+        for j in range(lengths[s]):
+            p = cached[s] + j
+            slots.append(tables[s][p // block_size] * block_size + p % block_size)
+        qs.append(qs[-1] + lengths[s])
+    return qs, ctx, slots
+
+
 def attention_case(layers, kv_heads, key_dim, value_dim, values_in_keys, heads, name, bf16=False, split=True):
     """Two steps written through kiln_write_kv: prefill chunks, then a chunk over cached context, a decode token, a
     verification of 4 and a padding token (slot -1); every layer of the second step through both kernels (the
@@ -610,13 +622,7 @@ def attention_case(layers, kv_heads, key_dim, value_dim, values_in_keys, heads, 
     hv = None if values_in_keys else np.zeros((layers, NB, kv_heads, BS, value_dim))
     worst = {}
     for cached, lengths in (((0, 0, 0), (290, 20, 30)), ((290, 20, 30), (7, 1, 4))):
-        qs, ctx, slots = [0], [], []
-        for s in range(3):
-            ctx.append(cached[s] + lengths[s])
-            for j in range(lengths[s]):
-                p = cached[s] + j
-                slots.append(tables[s][p // BS] * BS + p % BS)
-            qs.append(qs[-1] + lengths[s])
+        qs, ctx, slots = step_layout(tables, cached, lengths, BS)
         padding = cached[0] > 0
         if padding:  # a padding token at the end of the last sequence: stores nothing, attends like the others
             slots.append(-1)
@@ -889,14 +895,7 @@ def prefill_attention():
         hv = bf16_value(cp.asnumpy(vals)).astype(np.float64).reshape(NB, kv_heads, BS, D)
         # cached, new tokens per sequence: a chunk after 433 cached tokens, a first chunk of 37, one of 16 after 40;
         # then a padding token (slot -1) at the end of the last sequence, which attends like the others.
-        cached, lengths = (433, 0, 40), (38, 37, 17)
-        qs, ctx, slots = [0], [], []
-        for s_ in range(3):
-            ctx.append(cached[s_] + lengths[s_])
-            for j in range(lengths[s_]):
-                p = cached[s_] + j
-                slots.append(tables[s_][p // BS] * BS + p % BS)
-            qs.append(qs[-1] + lengths[s_])
+        qs, ctx, slots = step_layout(tables, (433, 0, 40), (38, 37, 17), BS)
         slots[-1] = -1
         b = pack(qs, ctx, tables, slots, BS)
         meta = cp.asarray(b.packed)
