@@ -85,7 +85,8 @@ K = {n: mod.get_function(n) for n in [
     "kiln_embed_f32", "kiln_copy_columns", "kiln_gather_rows", "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_gemv_bf16",
     "kiln_gemv_f32", "kiln_write_kv", "kiln_paged_attention", "kiln_paged_attention_split",
     "kiln_paged_attention_combine", "kiln_write_kv_bf16", "kiln_paged_attention_bf16",
-    "kiln_paged_attention_split_bf16", "kiln_decode_attention_bf16", "kiln_prefill_attention_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
+    "kiln_paged_attention_split_bf16", "kiln_decode_attention_bf16", "kiln_prefill_attention_bf16",
+    "kiln_prefill_attention_wide_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]}
 i32, i64, f32 = np.int32, np.int64, np.float32
@@ -868,7 +869,8 @@ def attend_prefill(tiles, q, out, kp, vp, meta, b, heads, kv_heads, BS, scale, s
     kiln_paged_attention_combine merges the chunks' records in `partials`)."""
     group = heads // kv_heads
     splits, chunk = split
-    kiln_nvrtc.launch_ex(K["kiln_prefill_attention_bf16"], (len(tiles) // 2, kv_heads * splits), 32 * group, (
+    entry = "kiln_prefill_attention_wide_bf16" if group > 6 else "kiln_prefill_attention_bf16"  # MAX_NARROW_GROUP
+    kiln_nvrtc.launch_ex(K[entry], (len(tiles) // 2, kv_heads * splits), 32 * group, (
         q, out, np.uint64(kp), np.uint64(vp), tiles, np.uint64(meta), np.uint64(meta + 4 * b.T),
         np.uint64(meta + 4 * 3 * b.T), i32(b.stride), i32(heads), i32(kv_heads), i32(BS), f32(scale),
         partials if splits > 1 else np.uint64(0), i32(first), i32(chunk), i32(splits)),

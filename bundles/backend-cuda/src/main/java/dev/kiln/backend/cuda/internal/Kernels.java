@@ -44,8 +44,9 @@ public final class Kernels implements AutoCloseable {
             pagedAttentionSplit, pagedAttentionCombine;
     /** The cache kernels for a bf16 KV cache: {@code kiln_write_kv_bf16}, {@code kiln_paged_attention(_split)_bf16}. */
     private final MemorySegment writeKvBf16, pagedAttentionBf16, pagedAttentionSplitBf16, decodeAttentionBf16,
-            prefillAttentionBf16;
-    private final int prefillMaxGroup;
+            prefillAttentionBf16, prefillAttentionWideBf16;
+    /** Largest groups of query heads a KV head the two prefill entries take here (0: none). */
+    private final int prefillMaxGroup, prefillMaxWideGroup;
     /** Most blocks of a split attention cluster this device takes (1: no clusters); see {@link SplitAttentionPlan}. */
     private final int largestAttentionCluster;
     /** {@code kiln_gemv_bf16_t1 .. _t8}: the vectorized bf16 product for 1 to 8 tokens. */
@@ -106,11 +107,17 @@ public final class Kernels implements AutoCloseable {
         pagedAttentionSplitBf16 = driver.function(module, "kiln_paged_attention_split_bf16");
         decodeAttentionBf16 = driver.function(module, "kiln_decode_attention_bf16");
         prefillAttentionBf16 = driver.function(module, "kiln_prefill_attention_bf16");
+        prefillAttentionWideBf16 = driver.function(module, "kiln_prefill_attention_wide_bf16");
         // The largest group whose block's shared memory the device grants (8 on Hopper and A100; fewer where a block
         // may have at most 99 KiB).
-        int group = context.properties().computeMajor() >= 8 ? PrefillTiles.MAX_GROUP : 0;
+        boolean tensorCores = context.properties().computeMajor() >= 8;
+        int group = tensorCores ? PrefillTiles.MAX_NARROW_GROUP : 0;
         while (group > 0 && !driver.allowDynamicSharedBytes(prefillAttentionBf16, PrefillTiles.sharedBytes(group))) group--;
         prefillMaxGroup = group;
+        int wide = tensorCores ? PrefillTiles.MAX_GROUP : 0;
+        while (wide > PrefillTiles.MAX_NARROW_GROUP
+                && !driver.allowDynamicSharedBytes(prefillAttentionWideBf16, PrefillTiles.sharedBytes(wide))) wide--;
+        prefillMaxWideGroup = wide > PrefillTiles.MAX_NARROW_GROUP ? wide : 0;
         largestAttentionCluster = context.recorder().clusters() ? largestAttentionCluster(driver) : 1;
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
@@ -128,6 +135,7 @@ public final class Kernels implements AutoCloseable {
             "kiln_sample_top_p", "kiln_sample_kept", "kiln_sample_pick", "kiln_gemv_split_bf16_t1", "kiln_gemv_split_bf16_t8", "kiln_gemv_bf16", "kiln_gemv_f32", "kiln_write_kv",
             "kiln_paged_attention", "kiln_paged_attention_split", "kiln_paged_attention_combine",
             "kiln_write_kv_bf16", "kiln_paged_attention_bf16", "kiln_paged_attention_split_bf16", "kiln_decode_attention_bf16", "kiln_prefill_attention_bf16",
+            "kiln_prefill_attention_wide_bf16",
             "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
             "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8",
             "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv3_split_bf16_t1", "kiln_gemv3_split_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8"};
@@ -741,7 +749,8 @@ public final class Kernels implements AutoCloseable {
      * (cp.async, ldmatrix, bf16 tensor-core products) and the shared memory of a block of that many warps.
      */
     public boolean prefillAttentionAvailable(int group) {
-        return group >= 1 && group <= prefillMaxGroup;
+        return group >= 1 && (group <= PrefillTiles.MAX_NARROW_GROUP ? group <= prefillMaxGroup
+                : group <= prefillMaxWideGroup);
     }
 
     /**
@@ -753,10 +762,12 @@ public final class Kernels implements AutoCloseable {
                                  long query, long out, long keys, long values, long tokenSequence, long tokenPosition,
                                  long tablesPointer, int tableStride, int heads, int kvHeads, int blockSize, float scale) {
         if (work.count() == 0) return;
+        boolean wide = heads / kvHeads > PrefillTiles.MAX_NARROW_GROUP;
         args().ptr(query).ptr(out).ptr(keys).ptr(values).ptr(tiles).ptr(tokenSequence).ptr(tokenPosition)
                 .ptr(tablesPointer).i32(tableStride).i32(heads).i32(kvHeads).i32(blockSize).f32(scale)
                 .ptr(split.splits() > 1 ? partials : 0).i32(work.first()).i32(split.chunk()).i32(split.splits())
-                .launch(prefillAttentionBf16, "kiln_prefill_attention_bf16", work.count(), kvHeads * split.splits(),
+                .launch(wide ? prefillAttentionWideBf16 : prefillAttentionBf16,
+                        wide ? "kiln_prefill_attention_wide_bf16" : "kiln_prefill_attention_bf16", work.count(), kvHeads * split.splits(),
                         32 * (heads / kvHeads), PrefillTiles.sharedBytes(heads / kvHeads));
         if (split.splits() == 1) return;
         // The tiles' tokens from work.first() on: their records, positions and output rows.

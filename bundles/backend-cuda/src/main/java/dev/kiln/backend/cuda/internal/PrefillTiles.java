@@ -30,6 +30,12 @@ public record PrefillTiles(int first, int[] tiles, int longest) {
     /** Most query heads a KV head: a warp each in one block (kernels.cu: PREFILL_MAX_GROUP). */
     public static final int MAX_GROUP = 8;
 
+    /**
+     * Most query heads a KV head of {@code kiln_prefill_attention_bf16}, whose threads may use 168 registers; more
+     * take {@code kiln_prefill_attention_wide_bf16} (128), so that two blocks still fit an SM.
+     */
+    public static final int MAX_NARROW_GROUP = 6;
+
     /** Keys (and values) of one cache tile in shared memory (kernels.cu: PREFILL_KEYS). */
     static final int KEYS = 32;
 

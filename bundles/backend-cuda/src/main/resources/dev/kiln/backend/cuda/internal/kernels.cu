@@ -2455,7 +2455,9 @@ kiln_decode_attention_bf16(const float* query, float* out, bf16_t* keys, bf16_t*
 // record kiln_paged_attention_combine merges (the output sums, the running maximum in natural-log units, the sum of
 // exponentials; stride 132) into partials, indexed from token `tokenBase` (the first of the tiles) on.
 // Launch: grid (tiles, kvHeads * splits), heads / kvHeads warps a block, PrefillTiles.sharedBytes of dynamic shared
-// memory: two blocks fit an SM up to 8 query heads a KV head (128 registers a thread, at most 104,448 bytes).
+// memory. Two entries of one body, for two blocks an SM: kiln_prefill_attention_bf16 up to 6 query heads a KV head (at
+// most 168 registers a thread; 10% faster than at 128 on an H100), kiln_prefill_attention_wide_bf16 for 7 and 8 (at
+// most 128, 104,448 bytes of shared memory).
 // Masked keys are multiplied as zero weights, not skipped: every entry up to a tile's last position must be finite
 // (the chunk's own tokens wrote them; entries past it are zero-filled).
 #define PREFILL_HEAD 128
@@ -2537,14 +2539,10 @@ __device__ __forceinline__ void prefill_load_tile(bf16_t* keyStage, bf16_t* valu
     }
 }
 
-#endif
-
-extern "C" __global__ void __launch_bounds__(32 * PREFILL_MAX_GROUP)
-kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, const bf16_t* values, const int* tiles,
-                            const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
-                            int heads, int kvHeads, int blockSize, float scale, float* partials, int tokenBase,
-                            int chunk, int splits) {
-#if __CUDA_ARCH__ >= 800
+__device__ __forceinline__ void prefill_attention(const float* query, float* out, const bf16_t* keys,
+        const bf16_t* values, const int* tiles, const int* tokenSequence, const int* tokenPosition, const int* tables,
+        int tableStride, int heads, int kvHeads, int blockSize, float scale, float* partials, int tokenBase, int chunk,
+        int splits) {
     // Dynamic shared memory (PrefillTiles.sharedBytes): two stages of keys, two of values, then each warp's queries
     // as hi and lo parts (rows of PREFILL_ROW).
     extern __shared__ __align__(16) unsigned char prefillShared[];
@@ -2730,5 +2728,21 @@ kiln_prefill_attention_bf16(const float* query, float* out, const bf16_t* keys, 
         if (g < count) *reinterpret_cast<float2*>(outA + 8 * j) = make_float2(o[j][0] * invA, o[j][1] * invA);
         if (g + 8 < count) *reinterpret_cast<float2*>(outB + 8 * j) = make_float2(o[j][2] * invB, o[j][3] * invB);
     }
-#endif
 }
+#endif
+
+#if __CUDA_ARCH__ >= 800
+#define PREFILL_BODY prefill_attention(query, out, keys, values, tiles, tokenSequence, tokenPosition, tables, \
+                                       tableStride, heads, kvHeads, blockSize, scale, partials, tokenBase, chunk, splits)
+#else
+#define PREFILL_BODY
+#endif
+#define PREFILL_ENTRY(QUALIFIER, NAME)                                                                               \
+    extern "C" __global__ void QUALIFIER NAME(const float* query, float* out, const bf16_t* keys,                    \
+            const bf16_t* values, const int* tiles, const int* tokenSequence, const int* tokenPosition,             \
+            const int* tables, int tableStride, int heads, int kvHeads, int blockSize, float scale, float* partials, \
+            int tokenBase, int chunk, int splits) {                                                                  \
+        PREFILL_BODY;                                                                                                \
+    }
+PREFILL_ENTRY(__maxnreg__(168), kiln_prefill_attention_bf16)
+PREFILL_ENTRY(__launch_bounds__(32 * PREFILL_MAX_GROUP), kiln_prefill_attention_wide_bf16)
