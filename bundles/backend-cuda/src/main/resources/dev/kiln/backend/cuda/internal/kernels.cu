@@ -2744,5 +2744,11 @@ __device__ __forceinline__ void prefill_attention(const float* query, float* out
             int tokenBase, int chunk, int splits) {                                                                  \
         PREFILL_BODY;                                                                                                \
     }
-PREFILL_ENTRY(__maxnreg__(168), kiln_prefill_attention_bf16)
+// __maxnreg__ came with CUDA 12.4; an older NVRTC compiles the narrow entry like the wide one.
+#if __CUDACC_VER_MAJOR__ > 12 || (__CUDACC_VER_MAJOR__ == 12 && __CUDACC_VER_MINOR__ >= 4)
+#define PREFILL_NARROW_REGISTERS __maxnreg__(168)
+#else
+#define PREFILL_NARROW_REGISTERS __launch_bounds__(32 * PREFILL_MAX_GROUP)
+#endif
+PREFILL_ENTRY(PREFILL_NARROW_REGISTERS, kiln_prefill_attention_bf16)
 PREFILL_ENTRY(__launch_bounds__(32 * PREFILL_MAX_GROUP), kiln_prefill_attention_wide_bf16)
