@@ -942,7 +942,7 @@ def prefill_attention_timing():
     scale = 1 / math.sqrt(D)
     stream = cp.cuda.Stream(non_blocking=True)
     print(f"prefill attention per layer ({L} layers in one graph, {NH}/{KVH} heads of {D}, bf16 cache):")
-    for tokens, ctx in ((512, 512), (2048, 2048), (2048, 8192), (512, 8192)):
+    for tokens, ctx in ((512, 512), (2048, 2048), (2048, 8192), (512, 8192), (128, 128), (128, 8192), (16, 8192)):
         per_seq = -(-ctx // BS)
         layer = per_seq * KVH * BS * D
         keys = to_bf16_device(cp.random.uniform(-1, 1, L * layer, dtype=cp.float32))

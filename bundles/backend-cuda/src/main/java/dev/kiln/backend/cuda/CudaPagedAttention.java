@@ -69,33 +69,29 @@ public final class CudaPagedAttention implements AttentionKernel {
 
     private final boolean splitContext;
     private final int prefillMinRun;
-    private final int prefillMinBlocks;
     private final int prefillChunkKeys;
 
     /** A kernel; it keeps no state, everything lives in the caches it allocates. */
     public CudaPagedAttention() {
-        this(true, PREFILL_KERNEL ? PREFILL_MIN_RUN : 0, -1, 0);
+        this(true, PREFILL_KERNEL ? PREFILL_MIN_RUN : 0, 0);
     }
 
     /** With {@code splitContext} false every batch takes the per-(token, head) kernel (for tests of that path). */
     CudaPagedAttention(boolean splitContext) {
-        this(splitContext, 0, -1, 0);
+        this(splitContext, 0, 0);
     }
 
     /**
      * @param prefillMinRun    fewest new tokens of a sequence for the tensor-core kernel (0: never)
-     * @param prefillMinBlocks fewest blocks that make its launch worth it (-1: a quarter of the device's SMs;
-     *                         below that, the split kernel, which also cuts the context, keeps the device busier)
      * @param prefillChunkKeys keys of the chunks its tiles' contexts are cut into (0: as {@link PrefillTiles#splits}
      *                         says; a multiple of 32 for tests of the cut path; a very large one: never cut)
      */
-    CudaPagedAttention(boolean splitContext, int prefillMinRun, int prefillMinBlocks, int prefillChunkKeys) {
+    CudaPagedAttention(boolean splitContext, int prefillMinRun, int prefillChunkKeys) {
         if (prefillChunkKeys < 0 || prefillChunkKeys % 32 != 0 && prefillChunkKeys != Integer.MAX_VALUE) {
             throw new IllegalArgumentException("prefill chunks of " + prefillChunkKeys + " keys");
         }
         this.splitContext = splitContext;
         this.prefillMinRun = prefillMinRun;
-        this.prefillMinBlocks = prefillMinBlocks;
         this.prefillChunkKeys = prefillChunkKeys;
     }
 
@@ -182,8 +178,7 @@ public final class CudaPagedAttention implements AttentionKernel {
         PrefillTiles prefill = prefillMinRun > 0 && splitContext && aligned && !packed.oneTokenPerSequence()
                 && kernels.prefillAttentionAvailable(heads / spec.kvHeads())
                 && PrefillTiles.fits(heads, spec.kvHeads(), spec.keyDim(), spec.valueDim(), spec.valuesInKeys(), bf16)
-                ? PrefillTiles.of(packed, prefillMinRun, spec.kvHeads(),
-                        prefillMinBlocks < 0 ? context.properties().multiprocessors() / 4 : prefillMinBlocks) : null;
+                ? PrefillTiles.of(packed, prefillMinRun) : null;
         int splitTokens = prefill == null ? tokens : prefill.first();
         SplitAttentionPlan plan = splitTokens > 0 && splitContext && aligned && splitKernelFits(spec) ? SplitAttentionPlan.of(splitTokens, heads, spec.kvHeads(),
                 spec.keyDim(), spec.valueDim(), spec.valuesInKeys(), packed.contextBucket(),

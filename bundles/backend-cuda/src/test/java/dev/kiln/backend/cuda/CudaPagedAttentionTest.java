@@ -307,7 +307,7 @@ class CudaPagedAttentionTest {
         for (int chunkKeys : new int[] {Integer.MAX_VALUE, 64}) for (int[] geometry : new int[][] {{12, 2}, {8, 1}}) {
             assumeTrue(gpu.context().kernels().prefillAttentionAvailable(geometry[0] / geometry[1]),
                     "no tensor-core prefill on this device");
-            AttentionKernel tensorCores = new CudaPagedAttention(true, PrefillTiles.TOKENS, 1, chunkKeys);
+            AttentionKernel tensorCores = new CudaPagedAttention(true, PrefillTiles.TOKENS, chunkKeys);
             var spec = new KvCacheSpec(2, geometry[1], 128, 128, false, DType.BF16);
             Random random = new Random(17);
             try (Caches caches = new Caches(spec, 64, random)) {

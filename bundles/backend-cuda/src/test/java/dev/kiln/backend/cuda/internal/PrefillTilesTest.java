@@ -37,7 +37,7 @@ class PrefillTilesTest {
     @Test
     void theChunksAtTheEndOfAMixedBatchAreCutIntoTilesOfSixteen() {
         // A verification of 4 and a decode token first (the split kernel's), then a chunk of 38.
-        PrefillTiles tiles = PrefillTiles.of(batch(100, 4, 1, 38), 16, 2, 1);
+        PrefillTiles tiles = PrefillTiles.of(batch(100, 4, 1, 38), 16);
         assertEquals(5, tiles.first());
         assertArrayEquals(new int[] {5, 16, 21, 16, 37, 6}, tiles.tiles());
         assertEquals(3, tiles.count());
@@ -45,7 +45,7 @@ class PrefillTilesTest {
 
     @Test
     void tilesNeverStraddleTwoSequences() {
-        PrefillTiles tiles = PrefillTiles.of(batch(0, 20, 33), 16, 2, 1);
+        PrefillTiles tiles = PrefillTiles.of(batch(0, 20, 33), 16);
         assertEquals(0, tiles.first());
         assertArrayEquals(new int[] {0, 16, 16, 4, 20, 16, 36, 16, 52, 1}, tiles.tiles());
     }
@@ -53,35 +53,28 @@ class PrefillTilesTest {
     @Test
     void onlyAWholeRunOfLongSequencesAtTheEndQualifies() {
         // A short sequence last: nothing (the split kernel keeps the batch in one launch).
-        assertNull(PrefillTiles.of(batch(0, 40, 3), 16, 2, 1));
+        assertNull(PrefillTiles.of(batch(0, 40, 3), 16));
         // A short sequence between two long ones: only the last one.
-        assertEquals(43, PrefillTiles.of(batch(0, 40, 3, 17), 16, 2, 1).first());
+        assertEquals(43, PrefillTiles.of(batch(0, 40, 3, 17), 16).first());
         // Decode tokens only: nothing.
-        assertNull(PrefillTiles.of(batch(50, 1, 1, 1), 16, 2, 1));
-    }
-
-    @Test
-    void tooFewBlocksLeaveTheBatchToTheSplitKernel() {
-        // 3 tiles of 2 KV heads: 6 blocks.
-        assertEquals(5, PrefillTiles.of(batch(100, 4, 1, 38), 16, 2, 6).first());
-        assertNull(PrefillTiles.of(batch(100, 4, 1, 38), 16, 2, 7));
+        assertNull(PrefillTiles.of(batch(50, 1, 1, 1), 16));
     }
 
     @Test
     void aShortChunkOfALongPromptCutsItsContextToFillTheDevice() {
         // 512 tokens after 7,680 cached: 32 tiles, 64 blocks of 2 KV heads; 132 SMs take 264: 4 chunks of 2,048 keys.
-        PrefillTiles chunk = PrefillTiles.of(batch(7680, 512), 16, 2, 1);
+        PrefillTiles chunk = PrefillTiles.of(batch(7680, 512), 16);
         assertEquals(512, chunk.tokens());
         assertEquals(8192, chunk.longest());
         assertEquals(new PrefillTiles.ContextSplit(4, 2048), chunk.splits(2, 132));
         assertEquals(512L * 12 * 4 * 132 * 4, chunk.partialBytes(12, chunk.splits(2, 132)));
         // A whole 2,048-token prompt: 256 blocks fill the device already.
-        PrefillTiles prompt = PrefillTiles.of(batch(0, 2048), 16, 2, 1);
+        PrefillTiles prompt = PrefillTiles.of(batch(0, 2048), 16);
         assertEquals(new PrefillTiles.ContextSplit(1, 2048), prompt.splits(2, 132));
         assertEquals(0, prompt.partialBytes(12, prompt.splits(2, 132)));
         // Never chunks of fewer than 256 keys: a 300-token context stays whole, one of 600 is cut in two.
-        assertEquals(new PrefillTiles.ContextSplit(1, 320), PrefillTiles.of(batch(0, 300), 16, 2, 1).splits(2, 132));
-        assertEquals(new PrefillTiles.ContextSplit(2, 320), PrefillTiles.of(batch(0, 600), 16, 2, 1).splits(2, 132));
+        assertEquals(new PrefillTiles.ContextSplit(1, 320), PrefillTiles.of(batch(0, 300), 16).splits(2, 132));
+        assertEquals(new PrefillTiles.ContextSplit(2, 320), PrefillTiles.of(batch(0, 600), 16).splits(2, 132));
     }
 
     @Test
