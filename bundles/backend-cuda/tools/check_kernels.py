@@ -495,9 +495,13 @@ def attend_split(plan, partials, q, out, kp, vp, meta, b, heads, kv_heads, key_d
         return
     kernel((plan["rows"], plan["splits"]), (SPLIT_THREADS,), args, shared_mem=plan["shared"])
     if plan["splits"] > 1:
-        K["kiln_paged_attention_combine"]((T, heads), (COMBINE_THREADS,), (
-            partials, out, np.uint64(meta + 4 * T), i32(heads), i32(value_dim), i32(plan["chunk"]), i32(plan["splits"])),
-            shared_mem=4 * plan["splits"])
+        combine(partials, out, np.uint64(meta + 4 * T), T, heads, value_dim, plan["chunk"], plan["splits"])
+
+
+def combine(partials, out, positions, tokens, heads, value_dim, chunk, splits):
+    """kiln_paged_attention_combine: merges `splits` partial records of `chunk` keys for each token and head."""
+    K["kiln_paged_attention_combine"]((tokens, heads), (COMBINE_THREADS,), (
+        partials, out, positions, i32(heads), i32(value_dim), i32(chunk), i32(splits)), shared_mem=4 * splits)
 
 
 def decode_kernel_takes(kv_heads, key_dim, value_dim, vik, heads, bf16):
@@ -876,10 +880,8 @@ def attend_prefill(tiles, q, out, kp, vp, meta, b, heads, kv_heads, BS, scale, s
         partials if splits > 1 else np.uint64(0), i32(first), i32(chunk), i32(splits)),
         prefill_shared(group), cp.cuda.get_current_stream().ptr)
     if splits > 1:
-        tokens = b.T - first
-        K["kiln_paged_attention_combine"]((tokens, heads), (COMBINE_THREADS,), (
-            partials, np.uint64(out.data.ptr + 4 * first * heads * 128), np.uint64(meta + 4 * b.T + 4 * first),
-            i32(heads), i32(128), i32(chunk), i32(splits)), shared_mem=4 * splits)
+        combine(partials, np.uint64(out.data.ptr + 4 * first * heads * 128), np.uint64(meta + 4 * b.T + 4 * first),
+                b.T - first, heads, 128, chunk, splits)
 
 
 def prefill_attention():

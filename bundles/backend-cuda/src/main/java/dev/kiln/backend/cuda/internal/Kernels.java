@@ -108,16 +108,13 @@ public final class Kernels implements AutoCloseable {
         decodeAttentionBf16 = driver.function(module, "kiln_decode_attention_bf16");
         prefillAttentionBf16 = driver.function(module, "kiln_prefill_attention_bf16");
         prefillAttentionWideBf16 = driver.function(module, "kiln_prefill_attention_wide_bf16");
-        // The largest group whose block's shared memory the device grants (8 on Hopper and A100; fewer where a block
-        // may have at most 99 KiB).
+        // The largest groups whose blocks' shared memory the device grants (8 on Hopper and A100; fewer where a block
+        // may have at most 99 KiB); none below compute capability 8.0.
         boolean tensorCores = context.properties().computeMajor() >= 8;
-        int group = tensorCores ? PrefillTiles.MAX_NARROW_GROUP : 0;
-        while (group > 0 && !driver.allowDynamicSharedBytes(prefillAttentionBf16, PrefillTiles.sharedBytes(group))) group--;
-        prefillMaxGroup = group;
-        int wide = tensorCores ? PrefillTiles.MAX_GROUP : 0;
-        while (wide > PrefillTiles.MAX_NARROW_GROUP
-                && !driver.allowDynamicSharedBytes(prefillAttentionWideBf16, PrefillTiles.sharedBytes(wide))) wide--;
-        prefillMaxWideGroup = wide > PrefillTiles.MAX_NARROW_GROUP ? wide : 0;
+        prefillMaxGroup = tensorCores ? largestGrantedGroup(driver, prefillAttentionBf16, 1, PrefillTiles.MAX_NARROW_GROUP) : 0;
+        prefillMaxWideGroup = tensorCores
+                ? largestGrantedGroup(driver, prefillAttentionWideBf16, PrefillTiles.MAX_NARROW_GROUP + 1, PrefillTiles.MAX_GROUP)
+                : 0;
         largestAttentionCluster = context.recorder().clusters() ? largestAttentionCluster(driver) : 1;
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
             gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
@@ -745,6 +742,17 @@ public final class Kernels implements AutoCloseable {
     }
 
     /**
+     * The largest group of query heads a KV head, from {@code smallest} to {@code largest}, whose block's shared
+     * memory ({@link PrefillTiles#sharedBytes}) the device grants the prefill entry; 0 for none.
+     */
+    private static int largestGrantedGroup(CudaDriver driver, MemorySegment entry, int smallest, int largest) {
+        for (int group = largest; group >= smallest; group--) {
+            if (driver.allowDynamicSharedBytes(entry, PrefillTiles.sharedBytes(group))) return group;
+        }
+        return 0;
+    }
+
+    /**
      * Whether {@link #prefillAttention} runs here for this many query heads a KV head: it needs compute capability 8.0
      * (cp.async, ldmatrix, bf16 tensor-core products) and the shared memory of a block of that many warps.
      */
@@ -771,12 +779,9 @@ public final class Kernels implements AutoCloseable {
                         32 * (heads / kvHeads), PrefillTiles.sharedBytes(heads / kvHeads));
         if (split.splits() == 1) return;
         // The tiles' tokens from work.first() on: their records, positions and output rows.
-        int tokens = work.tokens();
-        args().ptr(partials).ptr(out + (long) work.first() * heads * PrefillTiles.HEAD_DIM * Float.BYTES)
-                .ptr(tokenPosition + (long) work.first() * Integer.BYTES).i32(heads).i32(PrefillTiles.HEAD_DIM)
-                .i32(split.chunk()).i32(split.splits())
-                .launch(pagedAttentionCombine, "kiln_paged_attention_combine", tokens, heads,
-                        SplitAttentionPlan.COMBINE_THREADS, split.splits() * Float.BYTES);
+        launchCombine(partials, out + (long) work.first() * heads * PrefillTiles.HEAD_DIM * Float.BYTES,
+                tokenPosition + (long) work.first() * Integer.BYTES, work.tokens(), heads, PrefillTiles.HEAD_DIM,
+                split.chunk(), split.splits());
     }
 
     /** The decode kernel's arguments up to its rotary ones. */
@@ -817,9 +822,19 @@ public final class Kernels implements AutoCloseable {
     private void combine(SplitAttentionPlan plan, long partials, long out, long tokenPosition, int tokens, int heads,
                          int valueDim) {
         if (plan.splits() == 1 || plan.clustered()) return;
-        args().ptr(partials).ptr(out).ptr(tokenPosition).i32(heads).i32(valueDim).i32(plan.chunk()).i32(plan.splits())
+        launchCombine(partials, out, tokenPosition, tokens, heads, valueDim, plan.chunk(), plan.splits());
+    }
+
+    /**
+     * {@code kiln_paged_attention_combine}: merges the partial records of {@code splits} chunks of {@code chunk} keys
+     * for each of {@code tokens} tokens and {@code heads} heads (records, positions and output rows from token 0 of
+     * the pointers given).
+     */
+    private void launchCombine(long partials, long out, long tokenPosition, int tokens, int heads, int valueDim, int chunk,
+                               int splits) {
+        args().ptr(partials).ptr(out).ptr(tokenPosition).i32(heads).i32(valueDim).i32(chunk).i32(splits)
                 .launch(pagedAttentionCombine, "kiln_paged_attention_combine", tokens, heads,
-                        SplitAttentionPlan.COMBINE_THREADS, plan.combineSharedBytes());
+                        SplitAttentionPlan.COMBINE_THREADS, SplitAttentionPlan.combineSharedBytes(splits));
     }
 
     private static int blocks(long n) {

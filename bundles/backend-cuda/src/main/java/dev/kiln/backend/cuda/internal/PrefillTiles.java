@@ -57,8 +57,11 @@ public record PrefillTiles(int first, int[] tiles, int longest) {
         long blocks = (long) count() * kvHeads;
         long wanted = Math.max(1, (long) BLOCKS_PER_SM * multiprocessors / blocks);
         int splits = (int) Math.min(wanted, Math.max(1, longest / MIN_SPLIT_KEYS));
-        if (splits <= 1) return new ContextSplit(1, Math.ceilDiv(longest, KEYS) * KEYS);
-        int chunk = Math.ceilDiv(Math.ceilDiv(longest, splits), KEYS) * KEYS;
+        return cut(Math.ceilDiv(Math.ceilDiv(longest, splits), KEYS) * KEYS);
+    }
+
+    /** Every tile's keys in chunks of {@code chunk} keys (a multiple of 32): as many as the longest context needs. */
+    public ContextSplit cut(int chunk) {
         return new ContextSplit(Math.ceilDiv(longest, chunk), chunk);
     }
 

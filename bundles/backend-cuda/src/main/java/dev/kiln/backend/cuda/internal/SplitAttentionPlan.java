@@ -205,8 +205,8 @@ public record SplitAttentionPlan(int headsPerBlock, int headBlocks, int tile, in
         return Math.multiplyExact(Math.multiplyExact(tokens, kvHeads), headBlocks);
     }
 
-    /** Dynamic shared memory of the combine kernel. */
-    public int combineSharedBytes() {
+    /** Dynamic shared memory of the combine kernel merging this many splits (the split kernel's or the prefill's). */
+    public static int combineSharedBytes(int splits) {
         return splits * Float.BYTES;
     }
 

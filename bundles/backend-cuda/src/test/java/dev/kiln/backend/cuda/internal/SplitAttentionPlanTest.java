@@ -34,7 +34,7 @@ class SplitAttentionPlanTest {
         assertEquals(4, batch32.splits());
         assertEquals(512, batch32.chunk());
         assertEquals(32L * 12 * 4 * (128 + 4) * Float.BYTES, batch32.partialBytes(32, 12, 128));
-        assertEquals(4 * Float.BYTES, batch32.combineSharedBytes());
+        assertEquals(4 * Float.BYTES, SplitAttentionPlan.combineSharedBytes(batch32.splits()));
     }
 
     /**
