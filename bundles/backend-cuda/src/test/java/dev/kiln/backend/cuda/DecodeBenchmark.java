@@ -76,14 +76,13 @@ public final class DecodeBenchmark {
                 System.out.printf("device-to-device copy: %.0f GB/s (read + write)%n", bandwidth / 1e9);
                 long start = System.nanoTime();
                 int maxBatch = Arrays.stream(batches).max().orElse(1);
-                int[] prefills = PREFILLS;
-                int longestPrefill = Arrays.stream(prefills).max().orElse(0);
+                int longestPrefill = Arrays.stream(PREFILLS).max().orElse(0);
                 int blocksPerSequence = (Math.max(prompt + generate, longestPrefill) + BLOCK) / BLOCK;
                 Checkpoint checkpoint = modelFolder == null ? new SyntheticCheckpoint() : Fixtures.open(Path.of(modelFolder));
                 // A tied table is also the output projection, read whole every step; else one row of it is read.
                 long embeddingBytes = checkpoint.find("lm_head.weight").isEmpty() ? 0
                         : checkpoint.tensor("model.embed_tokens.weight").data().byteSize();
-                int maxBatchTokens = Math.max(Math.max(256, maxBatch), prefills.length == 0 ? 0 : PREFILL_CHUNK);
+                int maxBatchTokens = Math.max(Math.max(256, maxBatch), PREFILLS.length == 0 ? 0 : PREFILL_CHUNK);
                 try (CausalLanguageModel model = Fixtures.build(checkpoint, backend, new CudaPagedAttention(), null,
                              maxBatchTokens, cacheType);
                      KvCache cache = model.allocateKvCache(blocksPerSequence * maxBatch, BLOCK)) {
@@ -93,7 +92,7 @@ public final class DecodeBenchmark {
                     // Every weight once per token, but one row of the embedding table and only the chosen experts.
                     long perToken = model.weightBytesPerToken() - embeddingBytes;
                     double bound = bandwidth / perToken;
-                    for (int length : prefills) {
+                    for (int length : PREFILLS) {
                         double[] seconds = new double[4]; // the first warms up
                         for (int round = 0; round < seconds.length; round++) seconds[round] = prefill(model, cache, length);
                         double best = Arrays.stream(seconds).skip(1).min().orElseThrow();
@@ -158,11 +157,22 @@ public final class DecodeBenchmark {
         int[] table = IntStream.range(0, (length + BLOCK - 1) / BLOCK).toArray();
         int[] tokens = random.ints(length, 0, model.vocabSize()).toArray();
         long start = System.nanoTime();
-        for (int from = 0; from < length; from += model.maxBatchTokens()) {
-            int[] chunk = Arrays.copyOfRange(tokens, from, Math.min(length, from + model.maxBatchTokens()));
-            model.backend().read(model.forward(step(new int[][] {table}, new int[] {from}, new int[][] {chunk}), cache).logits());
-        }
+        prefill(model, cache, table, tokens);
         return (System.nanoTime() - start) / 1e9;
+    }
+
+    /**
+     * Prefills one sequence's prompt into an empty cache, in chunks of the model's batch limit (so that prompts longer
+     * than one batch work); returns the last token's logits.
+     */
+    private static float[] prefill(CausalLanguageModel model, KvCache cache, int[] table, int[] tokens) {
+        float[] logits = null;
+        for (int from = 0; from < tokens.length; from += model.maxBatchTokens()) {
+            int[] chunk = Arrays.copyOfRange(tokens, from, Math.min(tokens.length, from + model.maxBatchTokens()));
+            logits = model.backend().read(model.forward(step(new int[][] {table}, new int[] {from}, new int[][] {chunk}),
+                    cache).logits());
+        }
+        return logits;
     }
 
     /**
@@ -180,14 +190,7 @@ public final class DecodeBenchmark {
             int first = s * blocksPerSequence;
             tables[s] = IntStream.range(0, blocksPerSequence).map(i -> first + blocksPerSequence - 1 - i).toArray();
             int[] tokens = random.ints(prompt, 0, model.vocabSize()).toArray();
-            // In chunks of the model's batch limit, so that prompts longer than one batch (long-context decode) work.
-            float[] logits = null;
-            for (int start = 0; start < prompt; start += model.maxBatchTokens()) {
-                int[] chunk = Arrays.copyOfRange(tokens, start, Math.min(prompt, start + model.maxBatchTokens()));
-                logits = model.backend().read(model.forward(step(new int[][] {tables[s]}, new int[] {start},
-                        new int[][] {chunk}), cache).logits());
-            }
-            next[s] = SequenceRunner.argmax(logits);
+            next[s] = SequenceRunner.argmax(prefill(model, cache, tables[s], tokens));
             lengths[s] = prompt;
         }
         long[] steps = new long[generate];
