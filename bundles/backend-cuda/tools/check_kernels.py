@@ -88,7 +88,9 @@ K = {n: mod.get_function(n) for n in [
     "kiln_paged_attention_split_bf16", "kiln_decode_attention_bf16", "kiln_prefill_attention_bf16",
     "kiln_prefill_attention_wide_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
-     + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]}
+     + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]
+     + [f"kiln_skinny_bf16_n{nt}_r{r}" for nt in (1, 2, 4) for r in (1, 2, 4) if r <= nt]
+     + [f"kiln_skinny_silu_bf16_n{nt}" for nt in (1, 2, 4)]}
 i32, i64, f32 = np.int32, np.int64, np.float32
 
 
@@ -139,13 +141,13 @@ def rows_kernels():
     x = rng.uniform(-1, 1, (rows, n)).astype(np.float32)
     s = rng.uniform(-1, 1, n).astype(np.float32)
     out = poison((rows, n))
-    K["kiln_rms_norm"]((rows,), (THREADS,), (cp.asarray(x), cp.asarray(s), f32(1e-6), out, i32(n)))
+    K["kiln_rms_norm"]((rows,), (THREADS,), (cp.asarray(x), cp.asarray(s), f32(1e-6), out, i32(n), np.uint64(0), np.uint64(0)))
     x64 = x.astype(np.float64)
     check("rms_norm", out, x64 / np.sqrt((x64 ** 2).mean(axis=1, keepdims=True) + 1e-6) * s, 2e-6)
     # The fused residual add + norm, with out aliasing delta as the models call it.
     delta = rng.uniform(-1, 1, (rows, n)).astype(np.float32)
     acc, d = cp.asarray(x), cp.asarray(delta)
-    K["kiln_add_rms_norm"]((rows,), (THREADS,), (acc, d, cp.asarray(s), f32(1e-6), d, i32(n)))
+    K["kiln_add_rms_norm"]((rows,), (THREADS,), (acc, d, cp.asarray(s), f32(1e-6), d, i32(n), np.uint64(0), np.uint64(0)))
     y64 = x64 + delta.astype(np.float64)
     check("add_rms_norm residual", acc, y64, 1e-6)
     check("add_rms_norm out", d, y64 / np.sqrt((y64 ** 2).mean(axis=1, keepdims=True) + 1e-6) * s, 2e-6)
@@ -1185,7 +1187,7 @@ def timing():
         for l in range(L):
             wq, wk, wv, wo, wg, wu, wd = weights[l]
             if not gemv_only and (l == 0 or not fused[0]):
-                K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
+                K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H), np.uint64(0), np.uint64(0)))
             if fused[0]:  # q, k and v in one launch (one block per row below 4096 rows), as the Java side joins them
                 K["kiln_gemv3_split_bf16_t1"]((NH * D + 2 * KVH * D,), (128,),
                                         (h, i32(H), i32(1), wq, q, i32(NH * D), bias, wk, k, i32(KVH * D), bias,
@@ -1216,19 +1218,19 @@ def timing():
             gemv(wd, gate, h, H, I)
             if not gemv_only:
                 if fused[0]:  # the residual add with the next layer's input norm, or the final norm
-                    K["kiln_add_rms_norm"]((1,), (THREADS,), (x, h, norm, f32(1e-6), h, i32(H)))
+                    K["kiln_add_rms_norm"]((1,), (THREADS,), (x, h, norm, f32(1e-6), h, i32(H), np.uint64(0), np.uint64(0)))
                 else:
                     K["kiln_add"](blocks(H), (THREADS,), (x, h, i64(H)))
         if not gemv_only and not fused[0]:
-            K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
+            K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H), np.uint64(0), np.uint64(0)))
         gemv(lm_head, h, logits, V, H)
 
     def add_norm():
         if fused[0]:
-            K["kiln_add_rms_norm"]((1,), (THREADS,), (x, h, norm, f32(1e-6), h, i32(H)))
+            K["kiln_add_rms_norm"]((1,), (THREADS,), (x, h, norm, f32(1e-6), h, i32(H), np.uint64(0), np.uint64(0)))
         else:
             K["kiln_add"](blocks(H), (THREADS,), (x, h, i64(H)))
-            K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H)))
+            K["kiln_rms_norm"]((1,), (THREADS,), (x, norm, f32(1e-6), h, i32(H), np.uint64(0), np.uint64(0)))
 
     stream = cp.cuda.Stream(non_blocking=True)
     with stream:
@@ -1266,10 +1268,221 @@ def timing():
                   f"({per_token / t / 1e9:.0f} GB/s of weights)")
 
 
+# ---- few-token products on the tensor cores -----------------------------------------------------------------------
+SKINNY_WARPS, SKINNY_CHUNK = 8, 64
+SKINNY_MAX_SHARED = 99 * 1024  # two blocks an SM
+
+
+def skinny_tiles(tokens):
+    """Token tiles of 8 of the kiln_skinny entry a token count takes (Kernels.skinnyTiles); at most 32 tokens."""
+    return next(nt for nt in (1, 2, 4) if tokens <= 8 * nt)
+
+
+def skinny_shared(nt, rows, cluster):
+    """Dynamic shared memory of a kiln_skinny launch (Kernels.skinnyShared): the warps' tree, the cluster's pushes."""
+    fragment = 2 * nt * 32 * 16
+    return (SKINNY_WARPS // rows // 2) * rows * fragment + (cluster - 1) * rows * fragment
+
+
+def skinny_cluster(nt, rows, columns, largest=8):
+    """The most blocks a tile's columns may be split over (Kernels.skinnyCluster): a chunk a warp at least, shared
+    memory for two blocks an SM."""
+    cluster = max(1, min(largest, (columns // SKINNY_CHUNK) // (SKINNY_WARPS // rows)))
+    while cluster > 1 and skinny_shared(nt, rows, cluster) > SKINNY_MAX_SHARED:
+        cluster -= 1
+    return cluster
+
+
+def skinny_plan(segment_rows, columns, tokens, sms, largest=8):
+    """(row groups, tiles, cluster) of a plain product (Kernels.skinnyPlan): two row groups for long rows (the down
+    product), else one; clusters only where the tiles are fewer than two an SM."""
+    nt = skinny_tiles(tokens)
+    rows = min(nt, 2) if columns // SKINNY_CHUNK > 32 else 1
+    if any(r % (32 * rows) for r in segment_rows[:-1]):
+        rows = 1
+    tiles = sum(-(-r // (32 * rows)) for r in segment_rows)
+    return rows, tiles, 1 if tiles >= 2 * sms else skinny_cluster(nt, rows, columns, largest)
+
+
+def skinny_silu_cluster(rows, columns, tokens, sms, largest=8):
+    """Blocks a gated MLP's tile is split over (Kernels.skinnySiluCluster): one unless the tiles are fewer than SMs."""
+    nt = skinny_tiles(tokens)
+    tiles = -(-rows // (16 * nt))
+    return 1 if tiles >= sms else skinny_cluster(nt, nt, columns, largest)
+
+
+def parts_of(x):
+    hi = bf16_bits(x)
+    lo = bf16_bits(x.astype(np.float32) - bf16_value(hi))
+    return cp.asarray(hi), cp.asarray(lo)
+
+
+def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, plan=None):
+    """segments: up to three (w bits, out, rows, bias or None); the Java side's plan unless cluster is given."""
+    nt = skinny_tiles(tokens)
+    segs = list(segments) + [(None, None, 0, None)] * (3 - len(segments))
+    rows, tiles, planned = plan or skinny_plan([r for _, _, r, _ in segments], cols, tokens, props["multiProcessorCount"],
+                                               8 if major >= 9 else 1)
+    cluster = planned if cluster is None else cluster
+    args = [hi, lo, i32(cols), i32(tokens)]
+    for w, o, r, b in segs:
+        args += [w if w is not None else np.uint64(0), o if o is not None else np.uint64(0), i32(r),
+                 b if b is not None else np.uint64(0)]
+    kiln_nvrtc.launch_ex(K[f"kiln_skinny_bf16_n{nt}_r{rows}"], (tiles, cluster), SKINNY_WARPS * 32, args,
+                         skinny_shared(nt, rows, cluster), stream.ptr if stream else 0, cluster)
+
+
+def skinny_silu_launch(wg, wu, rows, out, out_hi, out_lo, hi, lo, cols, tokens, cluster=None, stream=None):
+    nt = skinny_tiles(tokens)
+    tiles = -(-rows // (16 * nt))
+    if cluster is None:
+        cluster = skinny_silu_cluster(rows, cols, tokens, props["multiProcessorCount"], 8 if major >= 9 else 1)
+    args = [hi, lo, i32(cols), i32(tokens), wg, wu, i32(rows), out,
+            out_hi if out_hi is not None else np.uint64(0), out_lo if out_lo is not None else np.uint64(0)]
+    kiln_nvrtc.launch_ex(K[f"kiln_skinny_silu_bf16_n{nt}"], (tiles, cluster), SKINNY_WARPS * 32, args,
+                         skinny_shared(nt, nt, cluster), stream.ptr if stream else 0, cluster)
+
+
+def skinny():
+    """kiln_skinny against float64: token counts across every tile count (a last tile part-filled), every row-group
+    entry, clusters of 1 to 8 blocks, columns fewer than the warps' splits, a last row tile part-filled, three
+    segments with biases, and the gated MLP with its bf16 parts."""
+    clusters = major >= 9
+    for cols in (512, 1536, 128):
+        rows = 300
+        w = bf16_value(bf16_bits(rng.uniform(-1, 1, (rows, cols))))
+        dw = cp.asarray(bf16_bits(w))
+        bias = rng.uniform(-1, 1, rows).astype(np.float32)
+        for tokens in (2, 5, 9, 16, 17, 32):
+            nt = skinny_tiles(tokens)
+            x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
+            hi, lo = parts_of(x)
+            ref = x.astype(np.float64) @ w.T.astype(np.float64)
+            for groups in (1, 2, 4):
+                for cluster in ((1, 3, 8) if clusters else (1,)):
+                    if groups > nt or skinny_shared(nt, groups, cluster) > SKINNY_MAX_SHARED:
+                        continue
+                    out = poison((tokens + 1, rows))
+                    skinny_launch([(dw, out, rows, cp.asarray(bias))], hi, lo, cols, tokens, cluster,
+                                  plan=(groups, -(-rows // (32 * groups)), cluster))
+                    got = cp.asnumpy(out)
+                    check(f"skinny_bf16_n{nt}_r{groups} {tokens}x{cols} -> {rows}, cluster {cluster}, bias", got[:tokens],
+                          ref + bias, 2e-6 * cols)
+                    if not np.all(np.isnan(got[tokens])):
+                        failures.append(f"skinny_bf16 {tokens}x{cols} wrote past its tokens")
+    # q, k and v in one launch (the plan's row groups): segments of two blocks' rows and one block's, the last 45.
+    cols, tokens = 1536, 24
+    x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
+    hi, lo = parts_of(x)
+    block_rows = 32 * skinny_tiles(tokens)
+    segs, refs = [], []
+    for r, with_bias in ((2 * block_rows, True), (block_rows, False), (45, True)):
+        w = bf16_value(bf16_bits(rng.uniform(-1, 1, (r, cols))))
+        b = rng.uniform(-1, 1, r).astype(np.float32) if with_bias else None
+        segs.append((cp.asarray(bf16_bits(w)), poison((tokens, r)), r, cp.asarray(b) if b is not None else None))
+        refs.append(x.astype(np.float64) @ w.T.astype(np.float64) + (b if b is not None else 0))
+    plan = skinny_plan([2 * block_rows, block_rows, 45], cols, tokens, props["multiProcessorCount"], 8 if clusters else 1)
+    skinny_launch(segs, hi, lo, cols, tokens, plan=plan)
+    for i, (seg, ref) in enumerate(zip(segs, refs)):
+        check(f"skinny_bf16 three segments (plan {plan}), segment {i}", seg[1], ref, 2e-6 * cols)
+    # The gated MLP: silu(gate) * up and its bf16 parts.
+    rows = 200
+    wg, wu = (bf16_value(bf16_bits(rng.uniform(-1, 1, (rows, cols)))) for _ in range(2))
+    g64, u64 = x.astype(np.float64) @ wg.T.astype(np.float64), x.astype(np.float64) @ wu.T.astype(np.float64)
+    ref = g64 / (1 + np.exp(-g64)) * u64
+    for cluster in ((1, 4) if clusters else (1,)):
+        out = poison((tokens + 1, rows))
+        out_hi, out_lo = cp.zeros(tokens * rows, cp.uint16), cp.zeros(tokens * rows, cp.uint16)
+        skinny_silu_launch(cp.asarray(bf16_bits(wg)), cp.asarray(bf16_bits(wu)), rows, out, out_hi, out_lo, hi, lo,
+                           cols, tokens, cluster)
+        got = cp.asnumpy(out)
+        check(f"skinny_silu_bf16 {tokens}x{cols} -> {rows}, cluster {cluster}", got[:tokens], ref, 2e-6 * cols * 4)
+        if not np.all(np.isnan(got[tokens])):
+            failures.append("skinny_silu wrote past its tokens")
+        parts = bf16_value(cp.asnumpy(out_hi)).astype(np.float64) + bf16_value(cp.asnumpy(out_lo)).astype(np.float64)
+        check(f"skinny_silu_bf16 bf16 parts, cluster {cluster}", parts.reshape(tokens, rows), got[:tokens], 3e-5)
+
+
+def skinny_timing():
+    """The products of a decode batch of 8 to 64 tokens, 1.5B shape, 28 distinct weights a product in one graph (as
+    a step reads them): the paired cuBLAS GEMM (one GEMM over [hi | lo] plus kiln_add_halves, as the Java side runs
+    it; launched in a row, as CuPy's cuBLAS cannot be captured) against kiln_skinny (in a graph), in us a product and
+    as a share of the copy bandwidth measured here."""
+    L, sms = 28, props["multiProcessorCount"]
+    stream = cp.cuda.Stream(non_blocking=True)
+    src, dst = cp.empty(1 << 30, cp.uint8), cp.empty(1 << 30, cp.uint8)
+    with stream:
+        copy = time_graph(stream, lambda: dst.__setitem__(Ellipsis, src), repeats=10)
+    bandwidth = 2 * (1 << 30) / copy
+    del src, dst
+    print(f"skinny products ({L} weights each, one graph; copy bandwidth {bandwidth / 1e9:.0f} GB/s):")
+    handle = dev.cublas_handle
+    one, zero = np.array([1.0], np.float32), np.array([0.0], np.float32)
+    shapes = (("q/k/v", [1536, 256, 256], 1536), ("o", [1536], 1536), ("gate/up", [8960, 8960], 1536),
+              ("down", [1536], 8960))
+    for tokens in [int(t) for t in os.environ.get("KILN_SKINNY_TOKENS", "4,8,16,32").split(",")]:
+        x = cp.random.uniform(-1, 1, (tokens, 8960), dtype=cp.float32)
+        hi8, lo8 = cp.empty(tokens * 8960, cp.uint16), cp.empty(tokens * 8960, cp.uint16)
+        K["kiln_split_bf16"](blocks(tokens * 8960), (THREADS,), (x, hi8, lo8, i64(tokens * 8960)))
+        parts = cp.concatenate([hi8, lo8])
+        for name, rows, cols in shapes:
+            weights = [[cp.random.randint(0x3c00, 0x3d00, (r, cols), dtype=cp.int32).astype(cp.uint16) for r in rows]
+                       for _ in range(L)]
+            nbytes = sum(rows) * cols * 2
+            outs = [cp.empty((tokens, r), cp.float32) for r in rows]
+            products = cp.empty((2 * tokens, max(rows)), cp.float32)
+            hi, lo = parts[:tokens * cols], parts[tokens * 8960:tokens * 8960 + tokens * cols]
+            pair = cp.concatenate([hi, lo])
+
+            def cublas_step():
+                for l in range(L):
+                    for w, o, r in zip(weights[l], outs, rows):
+                        cublas.gemmEx(handle, 1, 0, r, 2 * tokens, cols, one.ctypes.data, w.data.ptr, 14, cols,
+                                      pair.data.ptr, 14, cols, zero.ctypes.data, products.data.ptr, 0, r, 68, -1)
+                        K["kiln_add_halves"](blocks(tokens * r), (THREADS,), (products, o, i64(tokens * r), np.uint64(0), i32(1), np.uint64(0)))
+            with stream:  # CuPy's cuBLAS cannot be captured in a graph: launched in a row, best of 5
+                cublas.setStream(handle, stream.ptr)
+                cublas_step()
+                start, end, times = cp.cuda.Event(), cp.cuda.Event(), []
+                for _ in range(5):
+                    start.record(stream)
+                    cublas_step()
+                    end.record(stream)
+                    end.synchronize()
+                    times.append(cp.cuda.get_elapsed_time(start, end) / 1e3 / L)
+                base = min(times)
+                cublas.setStream(handle, 0)
+            line = f"  {tokens:>2} tokens, {name:<8} ({nbytes / 1e6:5.1f} MB): cuBLAS {base * 1e6:6.1f} us ({nbytes / base / bandwidth * 100:3.0f}%)"
+            nt = skinny_tiles(tokens)
+            if name == "gate/up":
+                tiles = -(-rows[0] // (16 * nt))
+                planned = skinny_silu_cluster(rows[0], cols, tokens, sms)
+                out_hi, out_lo = cp.empty(tokens * rows[0], cp.uint16), cp.empty(tokens * rows[0], cp.uint16)
+                for cl in sorted({1, planned}):
+                    with stream:
+                        t = time_graph(stream, lambda: [skinny_silu_launch(weights[l][0], weights[l][1], rows[0], outs[0],
+                                       out_hi, out_lo, hi, lo, cols, tokens, cl, stream) for l in range(L)], repeats=10) / L
+                    line += f", skinny {nt}/{cl}{'*' if cl == planned else ''} {t * 1e6:6.1f} us ({nbytes / t / bandwidth * 100:3.0f}%)"
+            else:
+                planned = skinny_plan(rows, cols, tokens, sms)
+                plans = {planned}
+                for groups in (1, 2, 4):
+                    if groups <= nt:
+                        t_ = sum(-(-r // (32 * groups)) for r in rows)
+                        plans.add((groups, t_, skinny_cluster(nt, groups, cols)))
+                for plan in sorted(plans):
+                    with stream:
+                        t = time_graph(stream, lambda: [skinny_launch([(w, o, r, None) for w, o, r in zip(weights[l], outs, rows)],
+                                       hi, lo, cols, tokens, None, stream, plan) for l in range(L)], repeats=10) / L
+                    line += f", skinny r{plan[0]}/{plan[2]}{'*' if plan == planned else ''} {t * 1e6:6.1f} us ({nbytes / t / bandwidth * 100:3.0f}%)"
+            print(line)
+            del weights
+
+
 # KILN_CHECK_SECTIONS=attention_timing,latent_attention_timing runs only those (timings of another source, say).
 chosen = os.environ.get("KILN_CHECK_SECTIONS")
 for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, attention, prefill_attention, attention_timing,
-          prefill_attention_timing, latent_attention_timing, timing):
+          prefill_attention_timing, latent_attention_timing, skinny, skinny_timing, timing):
     if not chosen or s.__name__ in chosen.split(","):
         section(s)
 print("FAILURES: " + ", ".join(failures) if failures else "ALL KERNEL CHECKS PASSED")

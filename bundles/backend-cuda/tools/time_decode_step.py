@@ -146,7 +146,7 @@ def step(parts):
     residual = x if fused and "no residual adds" not in parts else u64(0)
     launch("kiln_embed_bf16", (1,), 256, (table, ids, x, i32(H)))
     if not fused:
-        launch("kiln_rms_norm", (1,), 256, (x, layers[0]["n1"], eps, h, i32(H)))
+        launch("kiln_rms_norm", (1,), 256, (x, layers[0]["n1"], eps, h, i32(H), np.uint64(0), np.uint64(0)))
     for l, w in enumerate(layers):
         launch("kiln_gemv3_split_bf16_t1", (NH * D + 2 * KVH * D,), 128,
                (x if fused else h, i32(H), i32(1), w["q"], q, i32(NH * D), w["qb"], w["k"], k, i32(KVH * D), w["kb"],
@@ -185,14 +185,14 @@ def step(parts):
         launch("kiln_gemv_split_bf16_t1", (H,), 128, (w["o"], att, h, i32(H), i32(NH * D), i32(1), i32(1), u64(0),
                                                      residual) + NONE)
         if "norms" in parts:
-            launch("kiln_add_rms_norm", (1,), 256, (x, h, w["n2"], eps, h, i32(H)))
+            launch("kiln_add_rms_norm", (1,), 256, (x, h, w["n2"], eps, h, i32(H), np.uint64(0), np.uint64(0)))
         launch("kiln_gemv_silu_bf16_t1", ((I + 3) // 4,), 128, (x if fused else h, i32(H), i32(1), w["g"], w["u"], gate,
                                                                   up, gate, i32(I)) + ((w["n2"], eps, normed_out) if fused else NONE))
         launch("kiln_gemv_split_bf16_t1", (H,), 128, (w["d"], gate, h, i32(H), i32(I), i32(1), i32(1), u64(0),
                                                      residual) + NONE)
         if "norms" in parts:
             nxt = layers[l + 1]["n1"] if l + 1 < L else layers[l]["n1"]
-            launch("kiln_add_rms_norm", (1,), 256, (x, h, nxt, eps, h, i32(H)))
+            launch("kiln_add_rms_norm", (1,), 256, (x, h, nxt, eps, h, i32(H), np.uint64(0), np.uint64(0)))
     launch("kiln_gemv_bf16_t1", ((V + 3) // 4,), 128, (lm_head, x if fused else h, logits, i32(V), i32(H), i32(1), i32(1),
                                                        u64(0), u64(0)) + ((layers[0]["n1"], eps, h) if fused else NONE))
     launch("kiln_argmax_slices", (64, 1), 256, (logits, i32(V), best_values, best_indices))

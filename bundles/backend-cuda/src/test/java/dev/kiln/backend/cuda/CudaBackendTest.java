@@ -321,9 +321,11 @@ class CudaBackendTest {
     }
 
     @ParameterizedTest
-    @ValueSource(ints = {1, 3, 8, 9, 37})
+    @ValueSource(ints = {1, 2, 3, 5, 8, 9, 16, 17, 32, 33, 37})
     void bf16MatmulMatchesTheCpuForDecodeAndPrefillSizes(int tokens) {
-        for (int columns : new int[] {256, 100}) { // 100: not a multiple of 8, the kernel's scalar path
+        // 256: whole 64-column chunks, the tensor-core few-token products from 5 to 16 tokens (the defaults); 100: not
+        // a multiple of 8, the GEMV's scalar path and cuBLAS.
+        for (int columns : new int[] {256, 100}) {
             int rows = 300;
             float[] w = Data.representable(random, rows * columns, DType.BF16);
             assertMatmul(Data.tensor("w", DType.BF16, w, rows, columns), tokens, "bf16");

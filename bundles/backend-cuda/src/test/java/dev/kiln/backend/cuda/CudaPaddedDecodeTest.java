@@ -18,8 +18,8 @@ import org.junit.jupiter.api.Test;
 /**
  * Decode steps padded as the engine pads them for the CUDA backend ({@link CudaBackend#decodeBatchSize}: sequences
  * of one token that store nothing and want no logits) give the real sequences the logits of the unpadded steps. The
- * products of 5 and of 8 or 16 tokens are cuBLAS GEMMs of different widths, which may sum in another order: the
- * logits must agree to 1e-4 of their scale, and the padding must not have written the cache (the unpadded run
+ * products of 5 and of 8 or 16 tokens take different kernels (token tiles, row groups, cuBLAS where a row is not
+ * whole 64-column chunks), which may sum in another order: the logits must agree to 1e-4 of their scale, and the padding must not have written the cache (the unpadded run
  * continues from the same cache contents).
  */
 class CudaPaddedDecodeTest {

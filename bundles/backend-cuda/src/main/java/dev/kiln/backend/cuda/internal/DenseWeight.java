@@ -144,6 +144,28 @@ public final class DenseWeight implements DeviceRowGather {
         }
     }
 
+    /** A product of activations split into bf16 parts ({@code {hi, lo}}), given the scratch that holds them. */
+    private interface PartsProduct {
+        void queue(long[] parts, MatmulScratch scratch);
+    }
+
+    /**
+     * Queues {@code product} over the bf16 parts of the activations at x: parts split by the product just before
+     * (q, k and v, or gate and up, multiply the same activations) are reused, else the launch that wrote x stores them
+     * as it writes (a norm, or the gated MLP product), else kiln_split_bf16 makes them.
+     */
+    private void multiplyParts(long x, long out, int tokens, PartsProduct product) {
+        long n = (long) tokens * columns;
+        MatmulScratch scratch = context.matmulScratch();
+        boolean held = scratch.holdsSplit(x, n);
+        long[] parts = scratch.partsFor(x, n);
+        if (!held && !context.kernels().splitInHeld(x, parts[0], parts[1], n)) {
+            context.kernels().splitBf16(x, parts[0], parts[1], n);
+        }
+        product.queue(parts, scratch);
+        scratch.splitBy(x, n, out, 4L * tokens * rows, parts);
+    }
+
     /** Tokens up to which a bf16 product is one GEMM over the high and low activation parts side by side. */
     static final int PAIRED_MAX_TOKENS = 128;
 
@@ -158,8 +180,15 @@ public final class DenseWeight implements DeviceRowGather {
                     + "] into " + o);
         }
         if (tokens == 0) return;
+        Kernels kernels = context.kernels();
+        if (bf16 && kernels.skinnyTakes(tokens, columns, pointer)) {
+            // A decode batch on the tensor cores: the weight read once, the activations as bf16 high and low parts.
+            multiplyParts(in.pointer(), o.pointer(), tokens, (parts, ignored) ->
+                    kernels.skinny(pointer, parts[0], parts[1], o.pointer(), rows, columns, tokens));
+            return;
+        }
         if (tokens <= Kernels.GEMV_TOKEN_LIMIT || (!bf16 && tokens <= Kernels.GEMV_MAX_TOKENS)) {
-            context.kernels().gemv(bf16, pointer, in.pointer(), o.pointer(), rows, columns, tokens);
+            kernels.gemv(bf16, pointer, in.pointer(), o.pointer(), rows, columns, tokens);
             return;
         }
         // Row-major out[T, rows] = x[T, cols] · Wᵀ is, column-major, out (rows × T) = Wᵀ(rows × cols) · x (cols × T),
@@ -168,18 +197,12 @@ public final class DenseWeight implements DeviceRowGather {
         if (bf16 && tokens <= PAIRED_MAX_TOKENS) {
             // Decode batches are bound by reading W: one GEMM over the 2T columns [hi | lo] reads it once, and a
             // small kernel sums the two halves of its product.
-            // Products of the same activations in a row (q, k, v; gate, up) split them once.
-            long n = (long) tokens * columns;
-            MatmulScratch scratch = context.matmulScratch();
-            long[] parts = scratch.bf16Pair(n);
-            if (!scratch.holdsSplit(in.pointer(), n) && !context.kernels().splitInHeldNorm(in.pointer(), parts[0], parts[1], n)) {
-                context.kernels().splitBf16(in.pointer(), parts[0], parts[1], n);
-            }
-            long products = scratch.products(2L * tokens * rows);
-            context.gemm(Cublas.OP_T, Cublas.OP_N, rows, 2 * tokens, columns, pointer, Cublas.R_16BF,
-                    columns, parts[0], Cublas.R_16BF, columns, false, products, rows);
-            context.kernels().addHalves(products, o.pointer(), (long) tokens * rows);
-            scratch.splitBy(in.pointer(), n, o.pointer(), 4L * tokens * rows);
+            multiplyParts(in.pointer(), o.pointer(), tokens, (parts, scratch) -> {
+                long products = scratch.products(2L * tokens * rows);
+                context.gemm(Cublas.OP_T, Cublas.OP_N, rows, 2 * tokens, columns, pointer, Cublas.R_16BF,
+                        columns, parts[0], Cublas.R_16BF, columns, false, products, rows);
+                kernels.addHalves(products, o.pointer(), (long) tokens * rows);
+            });
         } else if (bf16) {
             // Prefill is bound by arithmetic, and the paired product's scratch would grow with the prompt.
             long n = (long) tokens * columns;

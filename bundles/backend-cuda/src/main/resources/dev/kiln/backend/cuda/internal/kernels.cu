@@ -128,12 +128,23 @@ extern "C" __global__ void kiln_split_bf16(const float* x, bf16_t* hi, bf16_t* l
 
 // ---- rows ----------------------------------------------------------------------------------------------------
 
-// One block per row; out may be x.
-extern "C" __global__ void kiln_rms_norm(const float* x, const float* scale, float eps, float* out, int n) {
+// The normed value, and (hi not 0) its bf16 high and low parts for the next paired or tensor-core product.
+__device__ __forceinline__ void store_normed_parts(float* out, bf16_t* hi, bf16_t* lo, long long k, float o) {
+    out[k] = o;
+    if (hi) {
+        bf16_t h = float_to_bf16(o);
+        hi[k] = h;
+        lo[k] = float_to_bf16(o - bf16_to_float(h));
+    }
+}
+
+// One block per row; out may be x. With hi, the normed rows' bf16 parts too (kiln_split_bf16 fused).
+extern "C" __global__ void kiln_rms_norm(const float* x, const float* scale, float eps, float* out, int n, bf16_t* hi,
+                                         bf16_t* lo) {
     wait_for_previous_kernel();
     __shared__ float scratch[32];
-    const float* row = x + (long long) blockIdx.x * n;
-    float* o = out + (long long) blockIdx.x * n;
+    long long base = (long long) blockIdx.x * n;
+    const float* row = x + base;
     float sum = 0.0f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float v = row[i];
@@ -141,19 +152,19 @@ extern "C" __global__ void kiln_rms_norm(const float* x, const float* scale, flo
     }
     sum = block_sum(sum, scratch);
     float inv = 1.0f / sqrtf(sum / (float) n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = row[i] * inv * scale[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) store_normed_parts(out, hi, lo, base + i, row[i] * inv * scale[i]);
 }
 
 // acc += delta, then out = rms_norm(acc) * scale, one block per row: the residual add and the next layer's norm in
 // one pass. out may be delta (each thread reads delta[i] before it writes out[i] for the same i, and a barrier
-// separates the passes).
+// separates the passes). With hi, the normed rows' bf16 parts too.
 extern "C" __global__ void kiln_add_rms_norm(float* acc, const float* delta, const float* scale, float eps, float* out,
-                                             int n) {
+                                             int n, bf16_t* hi, bf16_t* lo) {
     wait_for_previous_kernel();
     __shared__ float scratch[32];
-    float* row = acc + (long long) blockIdx.x * n;
-    const float* d = delta + (long long) blockIdx.x * n;
-    float* o = out + (long long) blockIdx.x * n;
+    long long base = (long long) blockIdx.x * n;
+    float* row = acc + base;
+    const float* d = delta + base;
     float sum = 0.0f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float v = row[i] + d[i];
@@ -162,7 +173,7 @@ extern "C" __global__ void kiln_add_rms_norm(float* acc, const float* delta, con
     }
     sum = block_sum(sum, scratch);
     float inv = 1.0f / sqrtf(sum / (float) n + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = row[i] * inv * scale[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) store_normed_parts(out, hi, lo, base + i, row[i] * inv * scale[i]);
 }
 
 // kiln_add_halves into the residual acc, then kiln_add_rms_norm's norm of each new acc row into out, then (hi not 0)
@@ -186,16 +197,7 @@ extern "C" __global__ void kiln_add_halves_rms_norm(const float* halves, long lo
     }
     total = block_sum(total, scratch);
     float inv = 1.0f / sqrtf(total / (float) columns + eps);
-    for (int i = threadIdx.x; i < columns; i += blockDim.x) {
-        long long k = base + i;
-        float o = acc[k] * inv * scale[i];
-        out[k] = o;
-        if (hi) {
-            bf16_t h = float_to_bf16(o);
-            hi[k] = h;
-            lo[k] = float_to_bf16(o - bf16_to_float(h));
-        }
-    }
+    for (int i = threadIdx.x; i < columns; i += blockDim.x) store_normed_parts(out, hi, lo, base + i, acc[base + i] * inv * scale[i]);
 }
 
 // One block per token.
@@ -2752,3 +2754,271 @@ __device__ __forceinline__ void prefill_attention(const float* query, float* out
 #endif
 PREFILL_ENTRY(PREFILL_NARROW_REGISTERS, kiln_prefill_attention_bf16)
 PREFILL_ENTRY(__launch_bounds__(32 * PREFILL_MAX_GROUP), kiln_prefill_attention_wide_bf16)
+
+// ---- few-token products on the tensor cores -----------------------------------------------------------------
+
+// out[t] = W . x[t] for 2 to 32 tokens (decode batches), bf16 W [rows, columns], the activations given as their bf16
+// high and low parts (kiln_split_bf16; hi + lo keeps 16 bits of each f32), f32 sums: the paired cuBLAS GEMM's
+// arithmetic, with each weight read once from HBM and no partial products written out. From a few tokens on the GEMV
+// kernels become bound by their multiplies on the CUDA cores, and cuBLAS takes two to three times the weight-read
+// time (the Java side takes these from 5 to 16 tokens by default: at 32 the gated MLP's entry runs at half the
+// weight-read rate and cuBLAS is as fast; from 64 on cuBLAS is faster, as the activation reads outweigh the weights').
+// A warp owns 32 weight rows (two m16 tiles; for the gated MLP row r of gate and of up) and streams a range of
+// 64-column chunks of them from global memory straight into registers, as the GEMV does (two loads in flight per
+// row, the next chunk's while this one multiplies). A dot product does not care in which order it visits the
+// columns, so each lane takes the 8 + 8 columns it loaded (16 contiguous bytes at 8q and 32 + 8q of the chunk, q =
+// lane % 4) as the k positions of its A fragment, and loads the same columns of each token's parts as its B
+// fragment: mma m16n8k16 then sums exactly the products a plain GEMM would. Tokens are n8 tiles, NT of them.
+// A block's SKINNY_WARPS warps are ROWS row groups (the activations each loads serve ROWS warps through L1: from 32
+// tokens on their reads from L2 would otherwise outweigh the weights') times SKINNY_WARPS / ROWS column ranges,
+// summed in a tree through shared memory; when the grid has several blocks along y, the columns are also split over
+// the blocks of a thread block cluster of gridDim.y, pushed into block 0's shared memory. Fixed orders, so results
+// do not depend on timing. Block 0's first column range stores.
+// Requires columns % 64 == 0, 16-byte aligned W and parts, at most 3 segments whose rows (but the last's) are
+// multiples of a block's rows. Dynamic shared memory: Kernels.skinnyShared (the warps' tree and the cluster's pushes).
+#define SKINNY_WARPS 8
+#define SKINNY_CHUNK 64
+
+#if __CUDA_ARCH__ >= 800
+// The 16 bytes at k and k + 32 of each of a lane's four weight rows.
+template <int MT>
+__device__ __forceinline__ void skinny_load_chunk(uint4 (&a)[MT][2][2], const bf16_t* const (&wrow)[MT][2], int k) {
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+#pragma unroll
+            for (int p = 0; p < 2; p++) a[m][h][p] = load_weights(reinterpret_cast<const uint4*>(wrow[m][h] + k + 32 * p));
+        }
+    }
+}
+
+__device__ __forceinline__ unsigned word(const uint4& v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// One chunk: 4 k16 steps, each against every token tile's high and low parts.
+template <int MT, int NT>
+__device__ __forceinline__ void skinny_multiply_chunk(float (&acc)[MT][NT][4], const uint4 (&a)[MT][2][2],
+                                                      const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
+                                                      int k, int g) {
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+        long long row = (long long) min(n * 8 + g, tokens - 1) * columns + k;
+        uint4 bh[2], bl[2];
+#pragma unroll
+        for (int p = 0; p < 2; p++) {
+            bh[p] = *reinterpret_cast<const uint4*>(xhi + row + 32 * p);
+            bl[p] = *reinterpret_cast<const uint4*>(xlo + row + 32 * p);
+        }
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+            int p = s >> 1, w0 = 2 * (s & 1), w1 = w0 + 1;
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                const unsigned frag[4] = {word(a[m][0][p], w0), word(a[m][1][p], w0), word(a[m][0][p], w1),
+                                          word(a[m][1][p], w1)};
+                mma_bf16_16x8x16(acc[m][n], frag, word(bh[p], w0), word(bh[p], w1));
+                mma_bf16_16x8x16(acc[m][n], frag, word(bl[p], w0), word(bl[p], w1));
+            }
+        }
+    }
+}
+
+template <int MT, int NT>
+__device__ __forceinline__ void skinny_store(float4* slot, const float (&acc)[MT][NT][4]) {
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+#pragma unroll
+        for (int n = 0; n < NT; n++) slot[(m * NT + n) * 32] = make_float4(acc[m][n][0], acc[m][n][1], acc[m][n][2], acc[m][n][3]);
+    }
+}
+
+template <int MT, int NT>
+__device__ __forceinline__ void skinny_add(float (&acc)[MT][NT][4], const float4* slot) {
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            float4 v = slot[(m * NT + n) * 32];
+            acc[m][n][0] += v.x;
+            acc[m][n][1] += v.y;
+            acc[m][n][2] += v.z;
+            acc[m][n][3] += v.w;
+        }
+    }
+}
+
+// The sums over all the tile's columns: this block's column ranges in a tree, then block 0 adds the other blocks' of
+// the cluster in rank order. True in block 0's warps of the first column range, which then hold them.
+template <int MT, int NT, int ROWS>
+__device__ __forceinline__ bool skinny_reduce(float (&acc)[MT][NT][4]) {
+    extern __shared__ float4 skinny_shared[];
+    constexpr int FRAGMENT = MT * NT * 32, RANGES = SKINNY_WARPS / ROWS;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, group = warp % ROWS, range = warp / ROWS;
+#pragma unroll
+    for (int half = RANGES / 2; half >= 1; half >>= 1) {
+        if (range >= half && range < 2 * half) skinny_store<MT, NT>(skinny_shared + ((range - half) * ROWS + group) * FRAGMENT + lane, acc);
+        __syncthreads();
+        if (range < half) skinny_add<MT, NT>(acc, skinny_shared + (range * ROWS + group) * FRAGMENT + lane);
+        __syncthreads();
+    }
+    int blocks = gridDim.y, rank = blockIdx.y;
+    if (blocks == 1) return range == 0;
+    float4* incoming = skinny_shared + (RANGES / 2) * ROWS * FRAGMENT;
+    cluster_wait(); // every block has started: block 0's shared memory takes stores
+    if (rank != 0 && range == 0) {
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                cluster_store4(shared_address(incoming + ((rank - 1) * ROWS + group) * FRAGMENT + (m * NT + n) * 32 + lane), 0,
+                               make_float4(acc[m][n][0], acc[m][n][1], acc[m][n][2], acc[m][n][3]));
+            }
+        }
+    }
+    unsigned token = cluster_barrier();
+    if (rank != 0 || range != 0) return false;
+    for (int r = 1; r < blocks; r++) skinny_add<MT, NT>(acc, incoming + ((r - 1) * ROWS + group) * FRAGMENT + lane + token);
+    return true;
+}
+
+// A lane's sums of its weight rows over its warp's column range: the block's y-th of gridDim.y, cut in
+// SKINNY_WARPS / ROWS.
+template <int MT, int NT, int ROWS>
+__device__ __forceinline__ void skinny_sums(float (&acc)[MT][NT][4], const bf16_t* const (&wrow)[MT][2],
+                                            const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens) {
+    constexpr int RANGES = SKINNY_WARPS / ROWS;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+    if (gridDim.y > 1) cluster_arrive_relaxed();
+    int chunks = columns / SKINNY_CHUNK, splits = gridDim.y * RANGES, split = blockIdx.y * RANGES + warp / ROWS;
+    int first = (int) ((long long) chunks * split / splits), last = (int) ((long long) chunks * (split + 1) / splits);
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+#pragma unroll
+        for (int n = 0; n < NT; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.0f;
+    }
+    uint4 a[MT][2][2];
+    // The first chunk's weights go out before the wait for the kernel ahead (they depend on nothing it computes).
+    if (first < last) skinny_load_chunk<MT>(a, wrow, first * SKINNY_CHUNK + 8 * q);
+    wait_for_previous_kernel();
+    for (int c = first; c < last; c++) {
+        uint4 next[MT][2][2];
+        bool more = c + 1 < last;
+        if (more) skinny_load_chunk<MT>(next, wrow, (c + 1) * SKINNY_CHUNK + 8 * q);
+        skinny_multiply_chunk<MT, NT>(acc, a, xhi, xlo, columns, tokens, c * SKINNY_CHUNK + 8 * q, g);
+        if (more) {
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    a[m][h][0] = next[m][h][0];
+                    a[m][h][1] = next[m][h][1];
+                }
+            }
+        }
+    }
+}
+
+// Up to three products of the same activations (q, k and v) in one launch: block x owns rows 32 ROWS x .. of the
+// segments' rows one after another, its warp group i the 32 from 32 ROWS x + 32 i. Plus each segment's bias when
+// it has one.
+template <int NT, int ROWS>
+__device__ __forceinline__ void skinny_product(const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
+        const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1, const float* b1,
+        const bf16_t* w2, float* o2, int r2, const float* b2) {
+    int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    int row = blockIdx.x * 32 * ROWS;
+    Segment s;
+    if (!find_segment(row, s, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2)) return;
+    row += 32 * ((threadIdx.x >> 5) % ROWS);
+    const bf16_t* wrow[2][2];
+#pragma unroll
+    for (int m = 0; m < 2; m++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) wrow[m][h] = s.w + (long long) min(row + 16 * m + 8 * h + g, s.rows - 1) * columns;
+    }
+    float acc[2][NT][4];
+    skinny_sums<2, NT, ROWS>(acc, wrow, xhi, xlo, columns, tokens);
+    if (!skinny_reduce<2, NT, ROWS>(acc)) return;
+#pragma unroll
+    for (int m = 0; m < 2; m++) {
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int r = row + 16 * m + 8 * (i >> 1) + g, t = n * 8 + 2 * q + (i & 1);
+                if (r < s.rows && t < tokens) s.out[(long long) t * s.rows + r] = acc[m][n][i] + (s.bias ? s.bias[r] : 0.0f);
+            }
+        }
+    }
+}
+
+// The gate and up products of an MLP and silu(gate) * up into out, whose high and low parts also go to outHi and
+// outLo when given (the down product's operand): block x owns rows 16 ROWS x .. of both, its warp group i the 16
+// from 16 ROWS x + 16 i. Gate and up themselves are not stored.
+template <int NT, int ROWS>
+__device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
+        const bf16_t* wg, const bf16_t* wu, int rows, float* out, bf16_t* outHi, bf16_t* outLo) {
+    int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    int row = blockIdx.x * 16 * ROWS + 16 * ((threadIdx.x >> 5) % ROWS);
+    const bf16_t* wrow[2][2];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        long long r = min(row + 8 * h + g, rows - 1);
+        wrow[0][h] = wg + r * columns;
+        wrow[1][h] = wu + r * columns;
+    }
+    float acc[2][NT][4];
+    skinny_sums<2, NT, ROWS>(acc, wrow, xhi, xlo, columns, tokens);
+    if (!skinny_reduce<2, NT, ROWS>(acc)) return;
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int r = row + 8 * (i >> 1) + g, t = n * 8 + 2 * q + (i & 1);
+            if (r < rows && t < tokens) {
+                float gate = acc[0][n][i], v = gate / (1.0f + expf(-gate)) * acc[1][n][i];
+                long long o = (long long) t * rows + r;
+                out[o] = v;
+                if (outHi) {
+                    bf16_t h = float_to_bf16(v);
+                    outHi[o] = h;
+                    outLo[o] = float_to_bf16(v - bf16_to_float(h));
+                }
+            }
+        }
+    }
+}
+#define SKINNY_BODY(...) __VA_ARGS__
+#else
+#define SKINNY_BODY(...)
+#endif
+
+// Entry points per token tiles NT (up to 8 NT tokens) and ROWS row groups a block (Kernels.skinnyRowGroups picks
+// them per shape): kiln_skinny_bf16_n<NT>_r<ROWS>, kiln_skinny_silu_bf16_n<NT> (ROWS = NT). Two blocks an SM: at
+// 138 registers the 4-tile entries fit only one, and 140 blocks of gate/up then ran in two waves (32 tokens: 61 us
+// against 42 held to 128 registers, which spills 28 bytes).
+#define SKINNY_ENTRY(NT, ROWS)                                                                                     \
+    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_bf16_n##NT##_r##ROWS(           \
+            const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const bf16_t* w0, float* o0, int r0,    \
+            const float* b0, const bf16_t* w1, float* o1, int r1, const float* b1, const bf16_t* w2, float* o2,   \
+            int r2, const float* b2) {                                                                            \
+        SKINNY_BODY(skinny_product<NT, ROWS>(xhi, xlo, columns, tokens, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2,   \
+                                             r2, b2));                                                            \
+    }
+#define SKINNY_SILU_ENTRY(NT)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_silu_bf16_n##NT(                \
+            const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const bf16_t* wg, const bf16_t* wu,     \
+            int rows, float* out, bf16_t* outHi, bf16_t* outLo) {                                                 \
+        SKINNY_BODY(skinny_silu_product<NT, NT>(xhi, xlo, columns, tokens, wg, wu, rows, out, outHi, outLo));     \
+    }
+SKINNY_ENTRY(1, 1)
+SKINNY_ENTRY(2, 1)
+SKINNY_ENTRY(2, 2)
+SKINNY_ENTRY(4, 1)
+SKINNY_ENTRY(4, 2)
+SKINNY_ENTRY(4, 4)
+SKINNY_SILU_ENTRY(1)
+SKINNY_SILU_ENTRY(2)
+SKINNY_SILU_ENTRY(4)
