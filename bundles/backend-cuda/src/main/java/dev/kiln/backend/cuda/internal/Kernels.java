@@ -274,29 +274,31 @@ public final class Kernels implements AutoCloseable {
             // The paired GEMM's sum of halves that wrote x (a batched product): it adds the bias as it stores.
             if (context.recorder().replaceLast(last, last.with(3, bias).with(4, width))) return;
         }
-        if (last != null && isSkinnyPlain(last.function())) {
-            int tokens = (int) last.argument(SKINNY_TOKENS);
-            for (int segment = 0; segment < 3; segment++) {
-                int base = SKINNY_SEGMENTS + 4 * segment;
-                if (last.argument(base + SEGMENT_OUT) == x && last.argument(base + SEGMENT_BIAS) == 0
-                        && (int) last.argument(base + SEGMENT_ROWS) == width && (long) width * tokens == n) {
-                    if (context.recorder().replaceLast(last, last.with(base + SEGMENT_BIAS, bias))) return;
-                    break;
-                }
-            }
+        if (last != null && isSkinnyPlain(last.function())
+                && biasIntoHeldSegment(last, SKINNY_SEGMENTS, (int) last.argument(SKINNY_TOKENS), x, bias, n, width)) {
+            return;
         }
-        if (last != null && isGemv3(last.function())) {
-            int tokens = (int) last.argument(MULTI_TOKENS);
-            for (int segment = 0; segment < 3; segment++) {
-                int base = MULTI_SEGMENTS + 4 * segment;
-                if (last.argument(base + SEGMENT_OUT) == x && last.argument(base + SEGMENT_BIAS) == 0
-                        && (int) last.argument(base + SEGMENT_ROWS) == width && (long) width * tokens == n) {
-                    if (context.recorder().replaceLast(last, last.with(base + SEGMENT_BIAS, bias))) return;
-                    break;
-                }
-            }
+        if (last != null && isGemv3(last.function())
+                && biasIntoHeldSegment(last, MULTI_SEGMENTS, (int) last.argument(MULTI_TOKENS), x, bias, n, width)) {
+            return;
         }
         args().ptr(x).ptr(bias).i64(n).i32(width).launch(addBias, "kiln_add_bias", blocks(n), 1, THREADS, 0);
+    }
+
+    /**
+     * Gives the bias to the segment of the held multi-segment product (kiln_gemv3, kiln_skinny) that wrote x, if one
+     * did and has none yet: it adds it as it stores. {@code segments}: the first segment's slot, four slots each.
+     */
+    private boolean biasIntoHeldSegment(StepRecorder.Launch last, int segments, int tokens, long x, long bias, long n,
+                                        int width) {
+        for (int segment = 0; segment < 3; segment++) {
+            int base = segments + 4 * segment;
+            if (last.argument(base + SEGMENT_OUT) == x && last.argument(base + SEGMENT_BIAS) == 0
+                    && (int) last.argument(base + SEGMENT_ROWS) == width && (long) width * tokens == n) {
+                return context.recorder().replaceLast(last, last.with(base + SEGMENT_BIAS, bias));
+            }
+        }
+        return false;
     }
 
     /** {@code x[i] *= factor}. */
