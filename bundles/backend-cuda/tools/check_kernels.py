@@ -90,7 +90,7 @@ K = {n: mod.get_function(n) for n in [
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_skinny_bf16_n{nt}_r{r}" for nt in (1, 2, 4) for r in (1, 2, 4) if r <= nt]
-     + [f"kiln_skinny_silu_bf16_n{nt}" for nt in (1, 2, 4)]}
+     + [f"kiln_skinny_silu_bf16_n{nt}_r{r}" for nt in (1, 2, 4) for r in (1, 2, 4) if r <= nt]}
 i32, i64, f32 = np.int32, np.int64, np.float32
 
 
@@ -1304,11 +1304,18 @@ def skinny_plan(segment_rows, columns, tokens, sms, largest=8):
     return rows, tiles, 1 if tiles >= 2 * sms else skinny_cluster(nt, rows, columns, largest)
 
 
-def skinny_silu_cluster(rows, columns, tokens, sms, largest=8):
-    """Blocks a gated MLP's tile is split over (Kernels.skinnySiluCluster): one unless the tiles are fewer than SMs."""
+def skinny_silu_plan(rows, columns, tokens, sms, largest=8):
+    """(row groups, tiles, cluster) of a gated MLP (Kernels.skinnyGated): clusters only where the tiles are fewer
+    than the SMs."""
     nt = skinny_tiles(tokens)
-    tiles = -(-rows // (16 * nt))
-    return 1 if tiles >= sms else skinny_cluster(nt, nt, columns, largest)
+    groups = skinny_silu_rows(nt)
+    tiles = -(-rows // (16 * groups))
+    return groups, tiles, 1 if tiles >= sms else skinny_cluster(nt, groups, columns, largest)
+
+
+def skinny_silu_rows(nt):
+    """Row groups of the gated entry for nt token tiles (SkinnyPlan.gated)."""
+    return int(os.environ.get("KILN_SKINNY_SILU_ROWS", "0")) or nt
 
 
 def parts_of(x):
@@ -1332,15 +1339,14 @@ def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, pla
                          skinny_shared(nt, rows, cluster), stream.ptr if stream else 0, cluster)
 
 
-def skinny_silu_launch(wg, wu, rows, out, out_hi, out_lo, hi, lo, cols, tokens, cluster=None, stream=None):
+def skinny_silu_launch(wg, wu, rows, out, out_hi, out_lo, hi, lo, cols, tokens, cluster=None, stream=None, plan=None):
     nt = skinny_tiles(tokens)
-    tiles = -(-rows // (16 * nt))
-    if cluster is None:
-        cluster = skinny_silu_cluster(rows, cols, tokens, props["multiProcessorCount"], 8 if major >= 9 else 1)
+    groups, tiles, planned = plan or skinny_silu_plan(rows, cols, tokens, props["multiProcessorCount"], 8 if major >= 9 else 1)
+    cluster = planned if cluster is None else cluster
     args = [hi, lo, i32(cols), i32(tokens), wg, wu, i32(rows), out,
             out_hi if out_hi is not None else np.uint64(0), out_lo if out_lo is not None else np.uint64(0)]
-    kiln_nvrtc.launch_ex(K[f"kiln_skinny_silu_bf16_n{nt}"], (tiles, cluster), SKINNY_WARPS * 32, args,
-                         skinny_shared(nt, nt, cluster), stream.ptr if stream else 0, cluster)
+    kiln_nvrtc.launch_ex(K[f"kiln_skinny_silu_bf16_n{nt}_r{groups}"], (tiles, cluster), SKINNY_WARPS * 32, args,
+                         skinny_shared(nt, groups, cluster), stream.ptr if stream else 0, cluster)
 
 
 def skinny():
@@ -1390,17 +1396,17 @@ def skinny():
     wg, wu = (bf16_value(bf16_bits(rng.uniform(-1, 1, (rows, cols)))) for _ in range(2))
     g64, u64 = x.astype(np.float64) @ wg.T.astype(np.float64), x.astype(np.float64) @ wu.T.astype(np.float64)
     ref = g64 / (1 + np.exp(-g64)) * u64
-    for cluster in ((1, 4) if clusters else (1,)):
+    for groups, cluster in [(g, c) for g in (1, 2, 4) for c in ((1, 4) if clusters else (1,))]:
         out = poison((tokens + 1, rows))
         out_hi, out_lo = cp.zeros(tokens * rows, cp.uint16), cp.zeros(tokens * rows, cp.uint16)
         skinny_silu_launch(cp.asarray(bf16_bits(wg)), cp.asarray(bf16_bits(wu)), rows, out, out_hi, out_lo, hi, lo,
-                           cols, tokens, cluster)
+                           cols, tokens, cluster, plan=(groups, -(-rows // (16 * groups)), cluster))
         got = cp.asnumpy(out)
-        check(f"skinny_silu_bf16 {tokens}x{cols} -> {rows}, cluster {cluster}", got[:tokens], ref, 2e-6 * cols * 4)
+        check(f"skinny_silu_bf16_r{groups} {tokens}x{cols} -> {rows}, cluster {cluster}", got[:tokens], ref, 2e-6 * cols * 4)
         if not np.all(np.isnan(got[tokens])):
             failures.append("skinny_silu wrote past its tokens")
         parts = bf16_value(cp.asnumpy(out_hi)).astype(np.float64) + bf16_value(cp.asnumpy(out_lo)).astype(np.float64)
-        check(f"skinny_silu_bf16 bf16 parts, cluster {cluster}", parts.reshape(tokens, rows), got[:tokens], 3e-5)
+        check(f"skinny_silu_bf16_r{groups} bf16 parts, cluster {cluster}", parts.reshape(tokens, rows), got[:tokens], 3e-5)
 
 
 def skinny_timing():
@@ -1455,14 +1461,14 @@ def skinny_timing():
             line = f"  {tokens:>2} tokens, {name:<8} ({nbytes / 1e6:5.1f} MB): cuBLAS {base * 1e6:6.1f} us ({nbytes / base / bandwidth * 100:3.0f}%)"
             nt = skinny_tiles(tokens)
             if name == "gate/up":
-                tiles = -(-rows[0] // (16 * nt))
-                planned = skinny_silu_cluster(rows[0], cols, tokens, sms)
+                planned = skinny_silu_plan(rows[0], cols, tokens, sms)
                 out_hi, out_lo = cp.empty(tokens * rows[0], cp.uint16), cp.empty(tokens * rows[0], cp.uint16)
-                for cl in sorted({1, planned}):
+                plans = {planned} | {(g, -(-rows[0] // (16 * g)), 1) for g in (1, 2, 4) if g <= nt}
+                for plan in sorted(plans):
                     with stream:
                         t = time_graph(stream, lambda: [skinny_silu_launch(weights[l][0], weights[l][1], rows[0], outs[0],
-                                       out_hi, out_lo, hi, lo, cols, tokens, cl, stream) for l in range(L)], repeats=10) / L
-                    line += f", skinny {nt}/{cl}{'*' if cl == planned else ''} {t * 1e6:6.1f} us ({nbytes / t / bandwidth * 100:3.0f}%)"
+                                       out_hi, out_lo, hi, lo, cols, tokens, None, stream, plan) for l in range(L)], repeats=10) / L
+                    line += f", skinny r{plan[0]}/{plan[2]}{'*' if plan == planned else ''} {t * 1e6:6.1f} us ({nbytes / t / bandwidth * 100:3.0f}%)"
             else:
                 planned = skinny_plan(rows, cols, tokens, sms)
                 plans = {planned}

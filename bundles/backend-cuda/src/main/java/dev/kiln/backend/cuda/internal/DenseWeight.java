@@ -181,7 +181,7 @@ public final class DenseWeight implements DeviceRowGather {
         }
         if (tokens == 0) return;
         Kernels kernels = context.kernels();
-        if (bf16 && kernels.skinnyTakes(tokens, columns, pointer)) {
+        if (bf16 && kernels.skinnyTakes(tokens, rows, columns, pointer)) {
             // A decode batch on the tensor cores: the weight read once, the activations as bf16 high and low parts.
             multiplyParts(in.pointer(), o.pointer(), tokens, (parts, ignored) ->
                     kernels.skinny(pointer, parts[0], parts[1], o.pointer(), rows, columns, tokens));

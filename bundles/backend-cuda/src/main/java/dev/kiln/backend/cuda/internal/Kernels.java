@@ -84,6 +84,14 @@ public final class Kernels implements AutoCloseable {
      */
     public static final int SKINNY_MAX_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.skinnyMaxTokens", 16), 0,
             SkinnyPlan.MAX_TOKENS);
+    /**
+     * The same for products of fewer than {@link #SPLIT_BELOW_ROWS} rows (q/k/v, o and down of a small model; system
+     * property {@code kiln.cuda.skinnyNarrowMaxTokens}), whose few tiles are split over clusters and keep their
+     * speed at 32 tokens (o 8.2 us, down 22.9 us on an H100) where the wide products' entries lose theirs: steps of
+     * 24 / 32 sequences took 2.84 / 2.93 ms with them against 2.97 / 3.01 with cuBLAS.
+     */
+    public static final int SKINNY_NARROW_MAX_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.skinnyNarrowMaxTokens",
+            SkinnyPlan.MAX_TOKENS), 0, SkinnyPlan.MAX_TOKENS);
     private final ThreadLocal<LaunchArguments> arguments;
 
     Kernels(CudaContext context, MemorySegment module) {
@@ -144,8 +152,8 @@ public final class Kernels implements AutoCloseable {
                 for (int groups : new int[] {1, 2, 4}) {
                     if (groups > tiles) continue;
                     skinny &= grantSkinny(module, "kiln_skinny_bf16_n" + tiles + "_r" + groups, tiles, groups, skinnyCluster);
+                    skinny &= grantSkinny(module, "kiln_skinny_silu_bf16_n" + tiles + "_r" + groups, tiles, groups, skinnyCluster);
                 }
-                skinny &= grantSkinny(module, "kiln_skinny_silu_bf16_n" + tiles, tiles, tiles, skinnyCluster);
             }
         }
         skinnyAvailable = skinny;
@@ -171,8 +179,8 @@ public final class Kernels implements AutoCloseable {
             "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8",
             "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv3_split_bf16_t1", "kiln_gemv3_split_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8",
             "kiln_skinny_bf16_n1_r1", "kiln_skinny_bf16_n2_r1", "kiln_skinny_bf16_n2_r2", "kiln_skinny_bf16_n4_r1",
-            "kiln_skinny_bf16_n4_r2", "kiln_skinny_bf16_n4_r4", "kiln_skinny_silu_bf16_n1", "kiln_skinny_silu_bf16_n2",
-            "kiln_skinny_silu_bf16_n4"};
+            "kiln_skinny_bf16_n4_r2", "kiln_skinny_bf16_n4_r4", "kiln_skinny_silu_bf16_n1_r1", "kiln_skinny_silu_bf16_n2_r2",
+            "kiln_skinny_silu_bf16_n4_r4"};
 
     /**
      * {@code acc[i] += x[i]}. When the held launch before is the token-specialised GEMV that wrote x (an attention
@@ -552,12 +560,14 @@ public final class Kernels implements AutoCloseable {
 
     /**
      * Whether a bf16 product of this many tokens and columns takes {@link #skinny} here: compute capability 8.0 (bf16
-     * tensor-core products), from {@link #SKINNY_MIN_TOKENS} to {@link #SKINNY_MAX_TOKENS} tokens, whole 64-column
-     * chunks, 16-byte aligned weights.
+     * tensor-core products), from {@link #SKINNY_MIN_TOKENS} to {@link #SKINNY_MAX_TOKENS} tokens (to
+     * {@link #SKINNY_NARROW_MAX_TOKENS} for fewer rows than {@link #SPLIT_BELOW_ROWS}), whole 64-column chunks,
+     * 16-byte aligned weights.
      */
-    public boolean skinnyTakes(int tokens, int columns, long w) {
-        return skinnyAvailable && tokens >= SKINNY_MIN_TOKENS && tokens <= SKINNY_MAX_TOKENS
-                && SkinnyPlan.takes(tokens, columns) && w % 16 == 0;
+    public boolean skinnyTakes(int tokens, int rows, int columns, long w) {
+        int most = rows < SPLIT_BELOW_ROWS ? Math.max(SKINNY_MAX_TOKENS, SKINNY_NARROW_MAX_TOKENS) : SKINNY_MAX_TOKENS;
+        return skinnyAvailable && tokens >= SKINNY_MIN_TOKENS && tokens <= most && SkinnyPlan.takes(tokens, columns)
+                && w % 16 == 0;
     }
 
     /**

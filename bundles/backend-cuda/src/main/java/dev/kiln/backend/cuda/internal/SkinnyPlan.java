@@ -69,7 +69,8 @@ public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster) 
 
     /**
      * The plan of a gated MLP (gate and up rows in pairs, as many row groups as token tiles): clusters only where the
-     * tiles are fewer than the SMs (at 32 tokens 140 tiles took 41 us alone, 50 split in two).
+     * tiles are fewer than the SMs (at 32 tokens 140 tiles took 41 us alone, 50 split in two; one or two row groups
+     * took 46-49 us).
      */
     public static SkinnyPlan gated(int rows, int columns, int tokens, int multiprocessors, int largest) {
         int tokenTiles = tokenTiles(tokens);
@@ -95,6 +96,6 @@ public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster) 
 
     /** The name of the gated entry of this plan. */
     String gatedEntry() {
-        return "kiln_skinny_silu_bf16_n" + tokenTiles;
+        return "kiln_skinny_silu_bf16_n" + tokenTiles + "_r" + rowGroups;
     }
 }

@@ -3007,11 +3007,11 @@ __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf1
         SKINNY_BODY(skinny_product<NT, ROWS>(xhi, xlo, columns, tokens, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2,   \
                                              r2, b2));                                                            \
     }
-#define SKINNY_SILU_ENTRY(NT)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_silu_bf16_n##NT(                \
+#define SKINNY_SILU_ENTRY(NT, ROWS)                                                                                \
+    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_silu_bf16_n##NT##_r##ROWS(      \
             const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const bf16_t* wg, const bf16_t* wu,     \
             int rows, float* out, bf16_t* outHi, bf16_t* outLo) {                                                 \
-        SKINNY_BODY(skinny_silu_product<NT, NT>(xhi, xlo, columns, tokens, wg, wu, rows, out, outHi, outLo));     \
+        SKINNY_BODY(skinny_silu_product<NT, ROWS>(xhi, xlo, columns, tokens, wg, wu, rows, out, outHi, outLo));   \
     }
 SKINNY_ENTRY(1, 1)
 SKINNY_ENTRY(2, 1)
@@ -3019,6 +3019,9 @@ SKINNY_ENTRY(2, 2)
 SKINNY_ENTRY(4, 1)
 SKINNY_ENTRY(4, 2)
 SKINNY_ENTRY(4, 4)
-SKINNY_SILU_ENTRY(1)
-SKINNY_SILU_ENTRY(2)
-SKINNY_SILU_ENTRY(4)
+SKINNY_SILU_ENTRY(1, 1)
+SKINNY_SILU_ENTRY(2, 1)
+SKINNY_SILU_ENTRY(2, 2)
+SKINNY_SILU_ENTRY(4, 1)
+SKINNY_SILU_ENTRY(4, 2)
+SKINNY_SILU_ENTRY(4, 4)
