@@ -89,8 +89,8 @@ K = {n: mod.get_function(n) for n in [
     "kiln_prefill_attention_wide_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]
-     + [f"kiln_skinny_bf16_n{nt}_r{r}" for nt in (1, 2, 4) for r in (1, 2, 4) if r <= nt]
-     + [f"kiln_skinny_silu_bf16_n{nt}_r{r}" for nt in (1, 2, 4) for r in (1, 2, 4) if r <= nt]}
+     + [f"kiln_skinny{kind}_{fmt}_n{nt}_r{r}" for kind in ("", "_silu") for fmt in ("bf16", "int8")
+        for nt in (1, 2, 4) for r in (1, 2, 4) if r <= nt]}
 i32, i64, f32 = np.int32, np.int64, np.float32
 
 
@@ -1324,29 +1324,40 @@ def parts_of(x):
     return cp.asarray(hi), cp.asarray(lo)
 
 
-def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, plan=None):
-    """segments: up to three (w bits, out, rows, bias or None); the Java side's plan unless cluster is given."""
+def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, plan=None, fmt="bf16"):
+    """segments: up to three (w codes or bits, out, rows, bias or None[, row scales for int8]); the Java side's plan
+    unless cluster is given."""
     nt = skinny_tiles(tokens)
-    segs = list(segments) + [(None, None, 0, None)] * (3 - len(segments))
-    rows, tiles, planned = plan or skinny_plan([r for _, _, r, _ in segments], cols, tokens, props["multiProcessorCount"],
+    segs = [tuple(x) + (None,) * (5 - len(x)) for x in segments] + [(None, None, 0, None, None)] * (3 - len(segments))
+    rows, tiles, planned = plan or skinny_plan([x[2] for x in segments], cols, tokens, props["multiProcessorCount"],
                                                8 if major >= 9 else 1)
     cluster = planned if cluster is None else cluster
     args = [hi, lo, i32(cols), i32(tokens)]
-    for w, o, r, b in segs:
+    for w, o, r, b, sc in segs:
         args += [w if w is not None else np.uint64(0), o if o is not None else np.uint64(0), i32(r),
-                 b if b is not None else np.uint64(0)]
-    kiln_nvrtc.launch_ex(K[f"kiln_skinny_bf16_n{nt}_r{rows}"], (tiles, cluster), SKINNY_WARPS * 32, args,
+                 b if b is not None else np.uint64(0), sc if sc is not None else np.uint64(0)]
+    kiln_nvrtc.launch_ex(K[f"kiln_skinny_{fmt}_n{nt}_r{rows}"], (tiles, cluster), SKINNY_WARPS * 32, args,
                          skinny_shared(nt, rows, cluster), stream.ptr if stream else 0, cluster)
 
 
-def skinny_silu_launch(wg, wu, rows, out, out_hi, out_lo, hi, lo, cols, tokens, cluster=None, stream=None, plan=None):
+def skinny_silu_launch(wg, wu, rows, out, out_hi, out_lo, hi, lo, cols, tokens, cluster=None, stream=None, plan=None,
+                       fmt="bf16", sg=None, su=None):
     nt = skinny_tiles(tokens)
     groups, tiles, planned = plan or skinny_silu_plan(rows, cols, tokens, props["multiProcessorCount"], 8 if major >= 9 else 1)
     cluster = planned if cluster is None else cluster
-    args = [hi, lo, i32(cols), i32(tokens), wg, wu, i32(rows), out,
-            out_hi if out_hi is not None else np.uint64(0), out_lo if out_lo is not None else np.uint64(0)]
-    kiln_nvrtc.launch_ex(K[f"kiln_skinny_silu_bf16_n{nt}_r{groups}"], (tiles, cluster), SKINNY_WARPS * 32, args,
+    null = np.uint64(0)
+    args = [hi, lo, i32(cols), i32(tokens), wg, wu, i32(rows), out, out_hi if out_hi is not None else null,
+            out_lo if out_lo is not None else null, sg if sg is not None else null, su if su is not None else null]
+    kiln_nvrtc.launch_ex(K[f"kiln_skinny_silu_{fmt}_n{nt}_r{groups}"], (tiles, cluster), SKINNY_WARPS * 32, args,
                          skinny_shared(nt, groups, cluster), stream.ptr if stream else 0, cluster)
+
+
+def int8_rows(rows, cols):
+    """Per-row symmetric INT8 codes and scales (the CPU rule) and the weights they stand for."""
+    w = rng.uniform(-1, 1, (rows, cols))
+    scale = (np.max(np.abs(w), axis=1) / 127).astype(np.float32)
+    q = np.rint(w / scale[:, None].astype(np.float64)).astype(np.int8)
+    return q, scale, q.astype(np.float64) * scale[:, None].astype(np.float64)
 
 
 def skinny():
@@ -1407,6 +1418,41 @@ def skinny():
             failures.append("skinny_silu wrote past its tokens")
         parts = bf16_value(cp.asnumpy(out_hi)).astype(np.float64) + bf16_value(cp.asnumpy(out_lo)).astype(np.float64)
         check(f"skinny_silu_bf16_r{groups} bf16 parts, cluster {cluster}", parts.reshape(tokens, rows), got[:tokens], 3e-5)
+    # INT8 codes with row scales: plain (every row-group entry, a cluster, a bias), three segments, and gated.
+    for tokens in (5, 16, 32):
+        nt = skinny_tiles(tokens)
+        x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
+        hi, lo = parts_of(x)
+        rows = 300
+        q, sc, w = int8_rows(rows, cols)
+        bias = rng.uniform(-1, 1, rows).astype(np.float32)
+        ref = x.astype(np.float64) @ w.T + bias
+        for groups in (1, 2, 4):
+            for cluster in ((1, 3) if clusters else (1,)):
+                if groups > nt:
+                    continue
+                out = poison((tokens + 1, rows))
+                skinny_launch([(cp.asarray(q), out, rows, cp.asarray(bias), cp.asarray(sc))], hi, lo, cols, tokens, cluster,
+                              plan=(groups, -(-rows // (32 * groups)), cluster), fmt="int8")
+                got = cp.asnumpy(out)
+                check(f"skinny_int8_n{nt}_r{groups} {tokens}x{cols} -> {rows}, cluster {cluster}, bias", got[:tokens], ref, 2e-6 * cols)
+                if not np.all(np.isnan(got[tokens])):
+                    failures.append("skinny_int8 wrote past its tokens")
+        block_rows = 32 * skinny_plan([64, 64, 45], cols, tokens, props["multiProcessorCount"])[0]
+        segs, refs = [], []
+        for r in (2 * block_rows, block_rows, 45):
+            q, sc, w = int8_rows(r, cols)
+            segs.append((cp.asarray(q), poison((tokens, r)), r, None, cp.asarray(sc)))
+            refs.append(x.astype(np.float64) @ w.T)
+        skinny_launch(segs, hi, lo, cols, tokens, fmt="int8")
+        for i, (seg, ref) in enumerate(zip(segs, refs)):
+            check(f"skinny_int8 {tokens} tokens, three segments, segment {i}", seg[1], ref, 2e-6 * cols)
+        (qg, sg, wg), (qu, su, wu) = int8_rows(200, cols), int8_rows(200, cols)
+        g64, u64 = x.astype(np.float64) @ wg.T, x.astype(np.float64) @ wu.T
+        out = poison((tokens + 1, 200))
+        skinny_silu_launch(cp.asarray(qg), cp.asarray(qu), 200, out, None, None, hi, lo, cols, tokens, fmt="int8",
+                           sg=cp.asarray(sg), su=cp.asarray(su))
+        check(f"skinny_silu_int8 {tokens}x{cols} -> 200", cp.asnumpy(out)[:tokens], g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
 
 
 def skinny_timing():
@@ -1426,15 +1472,22 @@ def skinny_timing():
     one, zero = np.array([1.0], np.float32), np.array([0.0], np.float32)
     shapes = (("q/k/v", [1536, 256, 256], 1536), ("o", [1536], 1536), ("gate/up", [8960, 8960], 1536),
               ("down", [1536], 8960))
+    fmt = os.environ.get("KILN_SKINNY_FORMAT", "bf16")  # int8: the weights as INT8 codes (half the bytes)
     for tokens in [int(t) for t in os.environ.get("KILN_SKINNY_TOKENS", "4,8,16,32").split(",")]:
         x = cp.random.uniform(-1, 1, (tokens, 8960), dtype=cp.float32)
         hi8, lo8 = cp.empty(tokens * 8960, cp.uint16), cp.empty(tokens * 8960, cp.uint16)
         K["kiln_split_bf16"](blocks(tokens * 8960), (THREADS,), (x, hi8, lo8, i64(tokens * 8960)))
         parts = cp.concatenate([hi8, lo8])
         for name, rows, cols in shapes:
-            weights = [[cp.random.randint(0x3c00, 0x3d00, (r, cols), dtype=cp.int32).astype(cp.uint16) for r in rows]
-                       for _ in range(L)]
-            nbytes = sum(rows) * cols * 2
+            if fmt == "int8":
+                weights = [[cp.random.randint(-127, 128, (r, cols), dtype=cp.int32).astype(cp.int8) for r in rows]
+                           for _ in range(L)]
+                scales = [cp.full(r, 0.01, cp.float32) for r in rows]
+            else:
+                weights = [[cp.random.randint(0x3c00, 0x3d00, (r, cols), dtype=cp.int32).astype(cp.uint16) for r in rows]
+                           for _ in range(L)]
+                scales = [None for r in rows]
+            nbytes = sum(rows) * cols * (1 if fmt == "int8" else 2)
             outs = [cp.empty((tokens, r), cp.float32) for r in rows]
             products = cp.empty((2 * tokens, max(rows)), cp.float32)
             hi, lo = parts[:tokens * cols], parts[tokens * 8960:tokens * 8960 + tokens * cols]
@@ -1446,6 +1499,8 @@ def skinny_timing():
                         cublas.gemmEx(handle, 1, 0, r, 2 * tokens, cols, one.ctypes.data, w.data.ptr, 14, cols,
                                       pair.data.ptr, 14, cols, zero.ctypes.data, products.data.ptr, 0, r, 68, -1)
                         K["kiln_add_halves"](blocks(tokens * r), (THREADS,), (products, o, i64(tokens * r), np.uint64(0), i32(1), np.uint64(0)))
+            if fmt != "bf16":
+                cublas_step = lambda: None  # noqa: E731  (no cuBLAS counterpart of the INT8 codes)
             with stream:  # CuPy's cuBLAS cannot be captured in a graph: launched in a row, best of 5
                 cublas.setStream(handle, stream.ptr)
                 cublas_step()
@@ -1467,7 +1522,8 @@ def skinny_timing():
                 for plan in sorted(plans):
                     with stream:
                         t = time_graph(stream, lambda: [skinny_silu_launch(weights[l][0], weights[l][1], rows[0], outs[0],
-                                       out_hi, out_lo, hi, lo, cols, tokens, None, stream, plan) for l in range(L)], repeats=10) / L
+                                       out_hi, out_lo, hi, lo, cols, tokens, None, stream, plan, fmt, scales[0], scales[1])
+                                       for l in range(L)], repeats=10) / L
                     line += f", skinny r{plan[0]}/{plan[2]}{'*' if plan == planned else ''} {t * 1e6:6.1f} us ({nbytes / t / bandwidth * 100:3.0f}%)"
             else:
                 planned = skinny_plan(rows, cols, tokens, sms)
@@ -1478,8 +1534,8 @@ def skinny_timing():
                         plans.add((groups, t_, skinny_cluster(nt, groups, cols)))
                 for plan in sorted(plans):
                     with stream:
-                        t = time_graph(stream, lambda: [skinny_launch([(w, o, r, None) for w, o, r in zip(weights[l], outs, rows)],
-                                       hi, lo, cols, tokens, None, stream, plan) for l in range(L)], repeats=10) / L
+                        t = time_graph(stream, lambda: [skinny_launch([(w, o, r, None, sc) for w, o, r, sc in zip(weights[l], outs, rows, scales)],
+                                       hi, lo, cols, tokens, None, stream, plan, fmt) for l in range(L)], repeats=10) / L
                     line += f", skinny r{plan[0]}/{plan[2]}{'*' if plan == planned else ''} {t * 1e6:6.1f} us ({nbytes / t / bandwidth * 100:3.0f}%)"
             print(line)
             del weights

@@ -145,7 +145,7 @@ public final class DenseWeight implements DeviceRowGather {
     }
 
     /** A product of activations split into bf16 parts ({@code {hi, lo}}), given the scratch that holds them. */
-    private interface PartsProduct {
+    interface PartsProduct {
         void queue(long[] parts, MatmulScratch scratch);
     }
 
@@ -154,7 +154,8 @@ public final class DenseWeight implements DeviceRowGather {
      * (q, k and v, or gate and up, multiply the same activations) are reused, else the launch that wrote x stores them
      * as it writes (a norm, or the gated MLP product), else kiln_split_bf16 makes them.
      */
-    private void multiplyParts(long x, long out, int tokens, PartsProduct product) {
+    static void multiplyParts(CudaContext context, long x, long out, int tokens, int rows, int columns,
+                              PartsProduct product) {
         long n = (long) tokens * columns;
         MatmulScratch scratch = context.matmulScratch();
         boolean held = scratch.holdsSplit(x, n);
@@ -181,10 +182,10 @@ public final class DenseWeight implements DeviceRowGather {
         }
         if (tokens == 0) return;
         Kernels kernels = context.kernels();
-        if (bf16 && kernels.skinnyTakes(tokens, rows, columns, pointer)) {
+        if (bf16 && kernels.skinnyTakes(tokens, rows, columns, pointer, false)) {
             // A decode batch on the tensor cores: the weight read once, the activations as bf16 high and low parts.
-            multiplyParts(in.pointer(), o.pointer(), tokens, (parts, ignored) ->
-                    kernels.skinny(pointer, parts[0], parts[1], o.pointer(), rows, columns, tokens));
+            multiplyParts(context, in.pointer(), o.pointer(), tokens, rows, columns, (parts, ignored) ->
+                    kernels.skinny(false, pointer, 0, parts[0], parts[1], o.pointer(), rows, columns, tokens));
             return;
         }
         if (tokens <= Kernels.GEMV_TOKEN_LIMIT || (!bf16 && tokens <= Kernels.GEMV_MAX_TOKENS)) {
@@ -197,7 +198,7 @@ public final class DenseWeight implements DeviceRowGather {
         if (bf16 && tokens <= PAIRED_MAX_TOKENS) {
             // Decode batches are bound by reading W: one GEMM over the 2T columns [hi | lo] reads it once, and a
             // small kernel sums the two halves of its product.
-            multiplyParts(in.pointer(), o.pointer(), tokens, (parts, scratch) -> {
+            multiplyParts(context, in.pointer(), o.pointer(), tokens, rows, columns, (parts, scratch) -> {
                 long products = scratch.products(2L * tokens * rows);
                 context.gemm(Cublas.OP_T, Cublas.OP_N, rows, 2 * tokens, columns, pointer, Cublas.R_16BF,
                         columns, parts[0], Cublas.R_16BF, columns, false, products, rows);

@@ -92,6 +92,13 @@ public final class Kernels implements AutoCloseable {
      */
     public static final int SKINNY_NARROW_MAX_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.skinnyNarrowMaxTokens",
             SkinnyPlan.MAX_TOKENS), 0, SkinnyPlan.MAX_TOKENS);
+    /**
+     * The same for INT8 weights of any row count (system property {@code kiln.cuda.skinnyQuantizedMaxTokens}): their
+     * alternative above 8 tokens dequantizes the weight into bf16 for cuBLAS every step, so these kernels win at every
+     * count they take (served at concurrency 16 on an H100: 5,936 output tok/s against 1,316).
+     */
+    public static final int SKINNY_QUANTIZED_MAX_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.skinnyQuantizedMaxTokens",
+            SkinnyPlan.MAX_TOKENS), 0, SkinnyPlan.MAX_TOKENS);
     private final ThreadLocal<LaunchArguments> arguments;
 
     Kernels(CudaContext context, MemorySegment module) {
@@ -151,8 +158,11 @@ public final class Kernels implements AutoCloseable {
             for (int tiles : new int[] {1, 2, 4}) {
                 for (int groups : new int[] {1, 2, 4}) {
                     if (groups > tiles) continue;
-                    skinny &= grantSkinny(module, "kiln_skinny_bf16_n" + tiles + "_r" + groups, tiles, groups, skinnyCluster);
-                    skinny &= grantSkinny(module, "kiln_skinny_silu_bf16_n" + tiles + "_r" + groups, tiles, groups, skinnyCluster);
+                    for (String format : new String[] {"bf16", "int8"}) {
+                        String suffix = format + "_n" + tiles + "_r" + groups;
+                        skinny &= grantSkinny(module, "kiln_skinny_" + suffix, tiles, groups, skinnyCluster);
+                        skinny &= grantSkinny(module, "kiln_skinny_silu_" + suffix, tiles, groups, skinnyCluster);
+                    }
                 }
             }
         }
@@ -180,7 +190,8 @@ public final class Kernels implements AutoCloseable {
             "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv3_split_bf16_t1", "kiln_gemv3_split_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8",
             "kiln_skinny_bf16_n1_r1", "kiln_skinny_bf16_n2_r1", "kiln_skinny_bf16_n2_r2", "kiln_skinny_bf16_n4_r1",
             "kiln_skinny_bf16_n4_r2", "kiln_skinny_bf16_n4_r4", "kiln_skinny_silu_bf16_n1_r1", "kiln_skinny_silu_bf16_n2_r2",
-            "kiln_skinny_silu_bf16_n4_r4"};
+            "kiln_skinny_silu_bf16_n4_r4", "kiln_skinny_int8_n1_r1", "kiln_skinny_int8_n4_r4", "kiln_skinny_silu_int8_n1_r1",
+            "kiln_skinny_silu_int8_n4_r4"};
 
     /**
      * {@code acc[i] += x[i]}. When the held launch before is the token-specialised GEMV that wrote x (an attention
@@ -283,11 +294,11 @@ public final class Kernels implements AutoCloseable {
             if (context.recorder().replaceLast(last, last.with(3, bias).with(4, width))) return;
         }
         if (last != null && isSkinnyPlain(last.function())
-                && biasIntoHeldSegment(last, SKINNY_SEGMENTS, (int) last.argument(SKINNY_TOKENS), x, bias, n, width)) {
+                && biasIntoHeldSegment(last, SKINNY_SEGMENTS, SKINNY_SEGMENT_SLOTS, (int) last.argument(SKINNY_TOKENS), x, bias, n, width)) {
             return;
         }
         if (last != null && isGemv3(last.function())
-                && biasIntoHeldSegment(last, MULTI_SEGMENTS, (int) last.argument(MULTI_TOKENS), x, bias, n, width)) {
+                && biasIntoHeldSegment(last, MULTI_SEGMENTS, 4, (int) last.argument(MULTI_TOKENS), x, bias, n, width)) {
             return;
         }
         args().ptr(x).ptr(bias).i64(n).i32(width).launch(addBias, "kiln_add_bias", blocks(n), 1, THREADS, 0);
@@ -295,12 +306,13 @@ public final class Kernels implements AutoCloseable {
 
     /**
      * Gives the bias to the segment of the held multi-segment product (kiln_gemv3, kiln_skinny) that wrote x, if one
-     * did and has none yet: it adds it as it stores. {@code segments}: the first segment's slot, four slots each.
+     * did and has none yet: it adds it as it stores. {@code segments}: the first segment's slot, {@code stride} slots
+     * each.
      */
-    private boolean biasIntoHeldSegment(StepRecorder.Launch last, int segments, int tokens, long x, long bias, long n,
-                                        int width) {
+    private boolean biasIntoHeldSegment(StepRecorder.Launch last, int segments, int stride, int tokens, long x, long bias,
+                                        long n, int width) {
         for (int segment = 0; segment < 3; segment++) {
-            int base = segments + 4 * segment;
+            int base = segments + stride * segment;
             if (last.argument(base + SEGMENT_OUT) == x && last.argument(base + SEGMENT_BIAS) == 0
                     && (int) last.argument(base + SEGMENT_ROWS) == width && (long) width * tokens == n) {
                 return context.recorder().replaceLast(last, last.with(base + SEGMENT_BIAS, bias));
@@ -561,58 +573,66 @@ public final class Kernels implements AutoCloseable {
     /**
      * Whether a bf16 product of this many tokens and columns takes {@link #skinny} here: compute capability 8.0 (bf16
      * tensor-core products), from {@link #SKINNY_MIN_TOKENS} to {@link #SKINNY_MAX_TOKENS} tokens (to
-     * {@link #SKINNY_NARROW_MAX_TOKENS} for fewer rows than {@link #SPLIT_BELOW_ROWS}), whole 64-column chunks,
-     * 16-byte aligned weights.
+     * {@link #SKINNY_NARROW_MAX_TOKENS} for fewer rows than {@link #SPLIT_BELOW_ROWS}, to
+     * {@link #SKINNY_QUANTIZED_MAX_TOKENS} for INT8 codes), whole 64-column chunks, 16-byte aligned weights.
      */
-    public boolean skinnyTakes(int tokens, int rows, int columns, long w) {
-        int most = rows < SPLIT_BELOW_ROWS ? Math.max(SKINNY_MAX_TOKENS, SKINNY_NARROW_MAX_TOKENS) : SKINNY_MAX_TOKENS;
+    public boolean skinnyTakes(int tokens, int rows, int columns, long w, boolean int8) {
+        int most = int8 ? SKINNY_QUANTIZED_MAX_TOKENS
+                : rows < SPLIT_BELOW_ROWS ? Math.max(SKINNY_MAX_TOKENS, SKINNY_NARROW_MAX_TOKENS) : SKINNY_MAX_TOKENS;
         return skinnyAvailable && tokens >= SKINNY_MIN_TOKENS && tokens <= most && SkinnyPlan.takes(tokens, columns)
                 && w % 16 == 0;
     }
 
     /**
-     * {@code out[t] = W · (hi[t] + lo[t])} for bf16 W {@code [rows, columns]} and the bf16 parts of the activations
-     * ({@link #splitBf16}), f32 sums, on the tensor cores. A product held just before of the same parts (q, k and v;
-     * gate and up) takes this one as a further segment of its launch.
+     * {@code out[t] = W · (hi[t] + lo[t])} for W {@code [rows, columns]}, bf16 or (int8) per-row INT8 codes with their
+     * f32 row {@code scales}, and the bf16 parts of the activations ({@link #splitBf16}), f32 sums, on the tensor cores.
+     * A product held just before of the same parts and format (q, k and v; gate and up) takes this one as a further
+     * segment of its launch.
      */
-    public void skinny(long w, long hi, long lo, long out, int rows, int columns, int tokens) {
+    public void skinny(boolean int8, long w, long scales, long hi, long lo, long out, int rows, int columns, int tokens) {
         if (rows == 0 || tokens == 0) return;
         long partBytes = 2L * tokens * columns, outBytes = 4L * tokens * rows;
         if (!disjoint(out, outBytes, hi, partBytes) || !disjoint(out, outBytes, lo, partBytes)) {
             throw new IllegalArgumentException("a product's output overlaps its operand");
         }
+        String format = int8 ? "int8" : "bf16";
+        long[] added = {w, out, rows, 0, scales};
         StepRecorder.Launch last = context.recorder().lastLaunch();
-        if (last != null && isSkinnyPlain(last.function()) && last.argument(SKINNY_HI) == hi && last.argument(SKINNY_LO) == lo
+        if (last != null && isSkinnyPlain(last.function()) && skinnyFormat(last.function()).equals(format)
+                && last.argument(SKINNY_HI) == hi && last.argument(SKINNY_LO) == lo
                 && (int) last.argument(SKINNY_COLUMNS) == columns && (int) last.argument(SKINNY_TOKENS) == tokens
-                && last.argument(SKINNY_SEGMENTS + 8 + SEGMENT_ROWS) == 0) {
-            int held = last.argument(SKINNY_SEGMENTS + 4 + SEGMENT_ROWS) == 0 ? 1 : 2;
-            long[][] segments = new long[3][4];
+                && last.argument(SKINNY_SEGMENTS + 2 * SKINNY_SEGMENT_SLOTS + SEGMENT_ROWS) == 0) {
+            int held = last.argument(SKINNY_SEGMENTS + SKINNY_SEGMENT_SLOTS + SEGMENT_ROWS) == 0 ? 1 : 2;
+            long[][] segments = new long[3][SKINNY_SEGMENT_SLOTS];
             boolean apart = true;
             for (int i = 0; i < held; i++) {
-                for (int j = 0; j < 4; j++) segments[i][j] = last.argument(SKINNY_SEGMENTS + 4 * i + j);
+                for (int j = 0; j < SKINNY_SEGMENT_SLOTS; j++) segments[i][j] = last.argument(SKINNY_SEGMENTS + SKINNY_SEGMENT_SLOTS * i + j);
                 apart &= disjoint(segments[i][SEGMENT_OUT], 4L * tokens * segments[i][SEGMENT_ROWS], out, outBytes);
             }
-            segments[held] = new long[] {w, out, rows, 0};
+            segments[held] = added;
             int[] rowCounts = new int[held + 1];
             for (int i = 0; i <= held; i++) rowCounts[i] = (int) segments[i][SEGMENT_ROWS];
             SkinnyPlan plan = SkinnyPlan.of(rowCounts, columns, tokens, context.properties().multiprocessors(), largestSkinnyCluster);
             boolean whole = true;
             for (int i = 0; i < held; i++) whole &= plan.tilesWhole(rowCounts[i]);
             if (apart && whole && skinnyArguments(hi, lo, columns, tokens, segments)
-                    .replace(last, skinnyEntries.get(plan.entry()), "kiln_skinny", plan.tiles(), plan.cluster(),
+                    .replace(last, skinnyEntries.get(plan.entry(format)), "kiln_skinny", plan.tiles(), plan.cluster(),
                             SkinnyPlan.WARPS * 32, plan.sharedBytes(), plan.cluster())) {
                 return;
             }
         }
         SkinnyPlan plan = SkinnyPlan.of(new int[] {rows}, columns, tokens, context.properties().multiprocessors(), largestSkinnyCluster);
-        skinnyArguments(hi, lo, columns, tokens, new long[][] {{w, out, rows, 0}, new long[4], new long[4]})
-                .launch(skinnyEntries.get(plan.entry()), "kiln_skinny", plan.tiles(), plan.cluster(), SkinnyPlan.WARPS * 32,
+        skinnyArguments(hi, lo, columns, tokens, new long[][] {added, new long[SKINNY_SEGMENT_SLOTS], new long[SKINNY_SEGMENT_SLOTS]})
+                .launch(skinnyEntries.get(plan.entry(format)), "kiln_skinny", plan.tiles(), plan.cluster(), SkinnyPlan.WARPS * 32,
                         plan.sharedBytes(), plan.cluster());
     }
 
     private LaunchArguments skinnyArguments(long hi, long lo, int columns, int tokens, long[][] segments) {
         LaunchArguments a = args().ptr(hi).ptr(lo).i32(columns).i32(tokens);
-        for (long[] segment : segments) a.ptr(segment[0]).ptr(segment[1]).i32((int) segment[2]).ptr(segment[3]);
+        for (long[] segment : segments) {
+            a.ptr(segment[SEGMENT_W]).ptr(segment[SEGMENT_OUT]).i32((int) segment[SEGMENT_ROWS]).ptr(segment[SEGMENT_BIAS])
+                    .ptr(segment[SEGMENT_SCALES]);
+        }
         return a;
     }
 
@@ -621,7 +641,7 @@ public final class Kernels implements AutoCloseable {
      * into out: silu(gate) * up, which is all a gated MLP reads (gate and up themselves are then not stored).
      */
     private boolean gateIntoHeldSkinny(StepRecorder.Launch last, long gate, long up, long out, long n) {
-        int s0 = SKINNY_SEGMENTS, s1 = SKINNY_SEGMENTS + 4, s2 = SKINNY_SEGMENTS + 8;
+        int s0 = SKINNY_SEGMENTS, s1 = SKINNY_SEGMENTS + SKINNY_SEGMENT_SLOTS, s2 = SKINNY_SEGMENTS + 2 * SKINNY_SEGMENT_SLOTS;
         int tokens = (int) last.argument(SKINNY_TOKENS), columns = (int) last.argument(SKINNY_COLUMNS);
         int rows = (int) last.argument(s0 + SEGMENT_ROWS);
         long partBytes = 2L * tokens * columns;
@@ -634,8 +654,9 @@ public final class Kernels implements AutoCloseable {
         SkinnyPlan plan = SkinnyPlan.gated(rows, columns, tokens, context.properties().multiprocessors(), largestSkinnyCluster);
         return args().ptr(last.argument(SKINNY_HI)).ptr(last.argument(SKINNY_LO)).i32(columns).i32(tokens)
                 .ptr(last.argument(s0 + SEGMENT_W)).ptr(last.argument(s1 + SEGMENT_W)).i32(rows).ptr(out).ptr(0).ptr(0)
-                .replace(last, skinnyEntries.get(plan.gatedEntry()), "kiln_skinny_silu", plan.tiles(), plan.cluster(),
-                        SkinnyPlan.WARPS * 32, plan.sharedBytes(), plan.cluster());
+                .ptr(last.argument(s0 + SEGMENT_SCALES)).ptr(last.argument(s1 + SEGMENT_SCALES))
+                .replace(last, skinnyEntries.get(plan.gatedEntry(skinnyFormat(last.function()))), "kiln_skinny_silu",
+                        plan.tiles(), plan.cluster(), SkinnyPlan.WARPS * 32, plan.sharedBytes(), plan.cluster());
     }
 
     /** Loads a skinny entry and grants it the shared memory of its largest cluster; false where that is refused. */
@@ -651,6 +672,14 @@ public final class Kernels implements AutoCloseable {
             if (e.getValue().equals(function) && !e.getKey().contains("silu")) return true;
         }
         return false;
+    }
+
+    /** The weight format of a skinny entry: "bf16" or "int8". */
+    private String skinnyFormat(MemorySegment function) {
+        for (var e : skinnyEntries.entrySet()) {
+            if (e.getValue().equals(function)) return e.getKey().contains("_int8_") ? "int8" : "bf16";
+        }
+        throw new IllegalArgumentException("not a skinny entry");
     }
 
     private boolean isSkinnyGated(MemorySegment function) {
@@ -677,9 +706,13 @@ public final class Kernels implements AutoCloseable {
     /** Argument slots of kiln_add_rms_norm: acc, delta, scale, eps, out, n, hi, lo. */
     private static final int ADD_NORM_OUT = 4, ADD_NORM_N = 5, ADD_NORM_HI = 6;
 
-    /** Argument slots of kiln_skinny: the parts, columns, tokens, then four slots per segment as kiln_gemv3's. */
-    private static final int SKINNY_HI = 0, SKINNY_LO = 1, SKINNY_COLUMNS = 2, SKINNY_TOKENS = 3, SKINNY_SEGMENTS = 4;
-    /** Argument slots of kiln_skinny_silu after the first four: gate and up weights, rows, out and its parts. */
+    /**
+     * Argument slots of kiln_skinny: the parts, columns, tokens, then per segment kiln_gemv3's four (weight, output,
+     * rows, bias) and the INT8 row scales.
+     */
+    private static final int SKINNY_HI = 0, SKINNY_LO = 1, SKINNY_COLUMNS = 2, SKINNY_TOKENS = 3, SKINNY_SEGMENTS = 4,
+            SKINNY_SEGMENT_SLOTS = 5, SEGMENT_SCALES = 4;
+    /** Argument slots of kiln_skinny_silu after the first four: gate and up weights, rows, out and its parts, scales. */
     private static final int GATED_W_GATE = 4, GATED_W_UP = 5, GATED_ROWS = 6, GATED_OUT = 7, GATED_OUT_HI = 8;
 
     /**

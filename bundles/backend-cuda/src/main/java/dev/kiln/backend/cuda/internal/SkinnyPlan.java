@@ -89,13 +89,13 @@ public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster) 
         return sharedBytes(tokenTiles, rowGroups, cluster);
     }
 
-    /** The name of the plain entry of this plan. */
-    String entry() {
-        return "kiln_skinny_bf16_n" + tokenTiles + "_r" + rowGroups;
+    /** The name of the plain entry of this plan for weights of a format ("bf16", "int8"). */
+    String entry(String format) {
+        return "kiln_skinny_" + format + "_n" + tokenTiles + "_r" + rowGroups;
     }
 
-    /** The name of the gated entry of this plan. */
-    String gatedEntry() {
-        return "kiln_skinny_silu_bf16_n" + tokenTiles + "_r" + rowGroups;
+    /** The name of the gated entry of this plan for weights of a format. */
+    String gatedEntry(String format) {
+        return "kiln_skinny_silu_" + format + "_n" + tokenTiles + "_r" + rowGroups;
     }
 }

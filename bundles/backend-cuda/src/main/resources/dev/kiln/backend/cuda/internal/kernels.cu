@@ -2780,15 +2780,53 @@ PREFILL_ENTRY(__launch_bounds__(32 * PREFILL_MAX_GROUP), kiln_prefill_attention_
 #define SKINNY_CHUNK 64
 
 #if __CUDA_ARCH__ >= 800
-// The 16 bytes at k and k + 32 of each of a lane's four weight rows.
-template <int MT>
-__device__ __forceinline__ void skinny_load_chunk(uint4 (&a)[MT][2][2], const bf16_t* const (&wrow)[MT][2], int k) {
+// Weight formats of the entries: bf16 as stored, or per-row INT8 codes (QuantizedWeight: W[r, c] = q[r, c] * s[r],
+// exact in bf16, the row scale applied to the sums).
+#define SKINNY_BF16 0
+#define SKINNY_INT8 1
+
+// A lane's weight bytes of one chunk for each of its four rows: bf16, the 16 bytes at columns 8q and 32 + 8q of the
+// chunk (two loads); INT8, the 16 bytes at columns 16q (one load).
+template <int MT, int FMT>
+__device__ __forceinline__ void skinny_load_chunk(uint4 (&raw)[MT][2][2], const unsigned char* const (&wrow)[MT][2],
+                                                  int chunk, int q) {
 #pragma unroll
     for (int m = 0; m < MT; m++) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
+            if (FMT == SKINNY_INT8) {
+                raw[m][h][0] = load_weights(reinterpret_cast<const uint4*>(wrow[m][h] + chunk * SKINNY_CHUNK + 16 * q));
+            } else {
 #pragma unroll
-            for (int p = 0; p < 2; p++) a[m][h][p] = load_weights(reinterpret_cast<const uint4*>(wrow[m][h] + k + 32 * p));
+                for (int p = 0; p < 2; p++) {
+                    raw[m][h][p] = load_weights(reinterpret_cast<const uint4*>(wrow[m][h] + 2 * (chunk * SKINNY_CHUNK + 8 * q + 32 * p)));
+                }
+            }
+        }
+    }
+}
+
+// Columns i and i + 1 of four INT8 codes as a bf16 pair (exact), the first in the low half.
+__device__ __forceinline__ unsigned int8_pair_bf16(unsigned codes, int i) {
+    return pack_bf16x2((float) (signed char) (codes >> (8 * i)), (float) (signed char) (codes >> (8 * i + 8)));
+}
+
+// The loaded bytes as bf16 A-fragment words: part p of row (m, h) holds the lane's columns of k16 steps 2p and
+// 2p + 1, in pairs. INT8 codes are widened (part 0: the first 8 codes, part 1: the last 8).
+template <int MT, int FMT>
+__device__ __forceinline__ void skinny_fragments(const uint4 (&raw)[MT][2][2], uint4 (&a)[MT][2][2]) {
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            if (FMT == SKINNY_INT8) {
+                const uint4& c = raw[m][h][0];
+                a[m][h][0] = make_uint4(int8_pair_bf16(c.x, 0), int8_pair_bf16(c.x, 2), int8_pair_bf16(c.y, 0), int8_pair_bf16(c.y, 2));
+                a[m][h][1] = make_uint4(int8_pair_bf16(c.z, 0), int8_pair_bf16(c.z, 2), int8_pair_bf16(c.w, 0), int8_pair_bf16(c.w, 2));
+            } else {
+                a[m][h][0] = raw[m][h][0];
+                a[m][h][1] = raw[m][h][1];
+            }
         }
     }
 }
@@ -2797,19 +2835,20 @@ __device__ __forceinline__ unsigned word(const uint4& v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// One chunk: 4 k16 steps, each against every token tile's high and low parts.
+// One chunk: 4 k16 steps, each against every token tile's high and low parts. The lane's columns of part p start at
+// column k + p * partStride (the same columns its weight words hold).
 template <int MT, int NT>
 __device__ __forceinline__ void skinny_multiply_chunk(float (&acc)[MT][NT][4], const uint4 (&a)[MT][2][2],
                                                       const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
-                                                      int k, int g) {
+                                                      int k, int partStride, int g) {
 #pragma unroll
     for (int n = 0; n < NT; n++) {
         long long row = (long long) min(n * 8 + g, tokens - 1) * columns + k;
         uint4 bh[2], bl[2];
 #pragma unroll
         for (int p = 0; p < 2; p++) {
-            bh[p] = *reinterpret_cast<const uint4*>(xhi + row + 32 * p);
-            bl[p] = *reinterpret_cast<const uint4*>(xlo + row + 32 * p);
+            bh[p] = *reinterpret_cast<const uint4*>(xhi + row + partStride * p);
+            bl[p] = *reinterpret_cast<const uint4*>(xlo + row + partStride * p);
         }
 #pragma unroll
         for (int s = 0; s < 4; s++) {
@@ -2885,61 +2924,87 @@ __device__ __forceinline__ bool skinny_reduce(float (&acc)[MT][NT][4]) {
 
 // A lane's sums of its weight rows over its warp's column range: the block's y-th of gridDim.y, cut in
 // SKINNY_WARPS / ROWS.
-template <int MT, int NT, int ROWS>
-__device__ __forceinline__ void skinny_sums(float (&acc)[MT][NT][4], const bf16_t* const (&wrow)[MT][2],
+template <int MT, int NT, int ROWS, int FMT>
+__device__ __forceinline__ void skinny_sums(float (&acc)[MT][NT][4], const unsigned char* const (&wrow)[MT][2],
                                             const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens) {
     constexpr int RANGES = SKINNY_WARPS / ROWS;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
     if (gridDim.y > 1) cluster_arrive_relaxed();
     int chunks = columns / SKINNY_CHUNK, splits = gridDim.y * RANGES, split = blockIdx.y * RANGES + warp / ROWS;
     int first = (int) ((long long) chunks * split / splits), last = (int) ((long long) chunks * (split + 1) / splits);
+    // The lane's columns of a chunk: bf16 8q and 32 + 8q onwards, INT8 16q and 16q + 8 (see skinny_load_chunk).
+    int laneColumn = FMT == SKINNY_INT8 ? 16 * q : 8 * q, partStride = FMT == SKINNY_INT8 ? 8 : 32;
 #pragma unroll
     for (int m = 0; m < MT; m++) {
 #pragma unroll
         for (int n = 0; n < NT; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.0f;
     }
-    uint4 a[MT][2][2];
+    uint4 raw[MT][2][2];
     // The first chunk's weights go out before the wait for the kernel ahead (they depend on nothing it computes).
-    if (first < last) skinny_load_chunk<MT>(a, wrow, first * SKINNY_CHUNK + 8 * q);
+    if (first < last) skinny_load_chunk<MT, FMT>(raw, wrow, first, q);
     wait_for_previous_kernel();
     for (int c = first; c < last; c++) {
-        uint4 next[MT][2][2];
+        uint4 next[MT][2][2], a[MT][2][2];
         bool more = c + 1 < last;
-        if (more) skinny_load_chunk<MT>(next, wrow, (c + 1) * SKINNY_CHUNK + 8 * q);
-        skinny_multiply_chunk<MT, NT>(acc, a, xhi, xlo, columns, tokens, c * SKINNY_CHUNK + 8 * q, g);
+        if (more) skinny_load_chunk<MT, FMT>(next, wrow, c + 1, q);
+        skinny_fragments<MT, FMT>(raw, a);
+        skinny_multiply_chunk<MT, NT>(acc, a, xhi, xlo, columns, tokens, c * SKINNY_CHUNK + laneColumn, partStride, g);
         if (more) {
 #pragma unroll
             for (int m = 0; m < MT; m++) {
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    a[m][h][0] = next[m][h][0];
-                    a[m][h][1] = next[m][h][1];
+                    raw[m][h][0] = next[m][h][0];
+                    if (FMT != SKINNY_INT8) raw[m][h][1] = next[m][h][1];
                 }
             }
         }
     }
 }
 
+// A segment of a plain product: weights (bf16 or INT8 codes), output, rows, bias (or none), row scales (INT8).
+struct SkinnySegment {
+    const unsigned char* w;
+    float* out;
+    int rows;
+    const float* bias;
+    const float* scales;
+};
+
+__device__ __forceinline__ bool find_skinny_segment(int& row, SkinnySegment& s, const SkinnySegment& s0,
+                                                    const SkinnySegment& s1, const SkinnySegment& s2) {
+    if (row < s0.rows) {
+        s = s0;
+    } else if ((row -= s0.rows) < s1.rows) {
+        s = s1;
+    } else if ((row -= s1.rows) < s2.rows) {
+        s = s2;
+    } else {
+        return false;
+    }
+    return true;
+}
+
 // Up to three products of the same activations (q, k and v) in one launch: block x owns rows 32 ROWS x .. of the
 // segments' rows one after another, its warp group i the 32 from 32 ROWS x + 32 i. Plus each segment's bias when
-// it has one.
-template <int NT, int ROWS>
+// it has one, times its row scales when it has them.
+template <int NT, int ROWS, int FMT>
 __device__ __forceinline__ void skinny_product(const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
-        const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1, const float* b1,
-        const bf16_t* w2, float* o2, int r2, const float* b2) {
+                                               const SkinnySegment& s0, const SkinnySegment& s1, const SkinnySegment& s2) {
     int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     int row = blockIdx.x * 32 * ROWS;
-    Segment s;
-    if (!find_segment(row, s, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2)) return;
+    SkinnySegment s;
+    if (!find_skinny_segment(row, s, s0, s1, s2)) return;
     row += 32 * ((threadIdx.x >> 5) % ROWS);
-    const bf16_t* wrow[2][2];
+    long long rowBytes = (long long) columns * (FMT == SKINNY_INT8 ? 1 : 2);
+    const unsigned char* wrow[2][2];
 #pragma unroll
     for (int m = 0; m < 2; m++) {
 #pragma unroll
-        for (int h = 0; h < 2; h++) wrow[m][h] = s.w + (long long) min(row + 16 * m + 8 * h + g, s.rows - 1) * columns;
+        for (int h = 0; h < 2; h++) wrow[m][h] = s.w + min(row + 16 * m + 8 * h + g, s.rows - 1) * rowBytes;
     }
     float acc[2][NT][4];
-    skinny_sums<2, NT, ROWS>(acc, wrow, xhi, xlo, columns, tokens);
+    skinny_sums<2, NT, ROWS, FMT>(acc, wrow, xhi, xlo, columns, tokens);
     if (!skinny_reduce<2, NT, ROWS>(acc)) return;
 #pragma unroll
     for (int m = 0; m < 2; m++) {
@@ -2948,7 +3013,10 @@ __device__ __forceinline__ void skinny_product(const bf16_t* xhi, const bf16_t* 
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int r = row + 16 * m + 8 * (i >> 1) + g, t = n * 8 + 2 * q + (i & 1);
-                if (r < s.rows && t < tokens) s.out[(long long) t * s.rows + r] = acc[m][n][i] + (s.bias ? s.bias[r] : 0.0f);
+                if (r < s.rows && t < tokens) {
+                    float v = acc[m][n][i] * (s.scales ? s.scales[r] : 1.0f);
+                    s.out[(long long) t * s.rows + r] = v + (s.bias ? s.bias[r] : 0.0f);
+                }
             }
         }
     }
@@ -2956,21 +3024,23 @@ __device__ __forceinline__ void skinny_product(const bf16_t* xhi, const bf16_t* 
 
 // The gate and up products of an MLP and silu(gate) * up into out, whose high and low parts also go to outHi and
 // outLo when given (the down product's operand): block x owns rows 16 ROWS x .. of both, its warp group i the 16
-// from 16 ROWS x + 16 i. Gate and up themselves are not stored.
-template <int NT, int ROWS>
+// from 16 ROWS x + 16 i. Gate and up themselves are not stored. sg and su: INT8 row scales.
+template <int NT, int ROWS, int FMT>
 __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
-        const bf16_t* wg, const bf16_t* wu, int rows, float* out, bf16_t* outHi, bf16_t* outLo) {
+        const unsigned char* wg, const unsigned char* wu, int rows, float* out, bf16_t* outHi, bf16_t* outLo,
+        const float* sg, const float* su) {
     int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     int row = blockIdx.x * 16 * ROWS + 16 * ((threadIdx.x >> 5) % ROWS);
-    const bf16_t* wrow[2][2];
+    long long rowBytes = (long long) columns * (FMT == SKINNY_INT8 ? 1 : 2);
+    const unsigned char* wrow[2][2];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         long long r = min(row + 8 * h + g, rows - 1);
-        wrow[0][h] = wg + r * columns;
-        wrow[1][h] = wu + r * columns;
+        wrow[0][h] = wg + r * rowBytes;
+        wrow[1][h] = wu + r * rowBytes;
     }
     float acc[2][NT][4];
-    skinny_sums<2, NT, ROWS>(acc, wrow, xhi, xlo, columns, tokens);
+    skinny_sums<2, NT, ROWS, FMT>(acc, wrow, xhi, xlo, columns, tokens);
     if (!skinny_reduce<2, NT, ROWS>(acc)) return;
 #pragma unroll
     for (int n = 0; n < NT; n++) {
@@ -2978,7 +3048,7 @@ __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf1
         for (int i = 0; i < 4; i++) {
             int r = row + 8 * (i >> 1) + g, t = n * 8 + 2 * q + (i & 1);
             if (r < rows && t < tokens) {
-                float gate = acc[0][n][i], v = gate / (1.0f + expf(-gate)) * acc[1][n][i];
+                float gate = acc[0][n][i] * (sg ? sg[r] : 1.0f), v = gate / (1.0f + expf(-gate)) * acc[1][n][i] * (su ? su[r] : 1.0f);
                 long long o = (long long) t * rows + r;
                 out[o] = v;
                 if (outHi) {
@@ -2999,29 +3069,34 @@ __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf1
 // them per shape): kiln_skinny_bf16_n<NT>_r<ROWS>, kiln_skinny_silu_bf16_n<NT> (ROWS = NT). Two blocks an SM: at
 // 138 registers the 4-tile entries fit only one, and 140 blocks of gate/up then ran in two waves (32 tokens: 61 us
 // against 42 held to 128 registers, which spills 28 bytes).
-#define SKINNY_ENTRY(NT, ROWS)                                                                                     \
-    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_bf16_n##NT##_r##ROWS(           \
-            const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const bf16_t* w0, float* o0, int r0,    \
-            const float* b0, const bf16_t* w1, float* o1, int r1, const float* b1, const bf16_t* w2, float* o2,   \
-            int r2, const float* b2) {                                                                            \
-        SKINNY_BODY(skinny_product<NT, ROWS>(xhi, xlo, columns, tokens, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2,   \
-                                             r2, b2));                                                            \
+#define SKINNY_ENTRY(FORMAT, FMT, NT, ROWS)                                                                        \
+    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_##FORMAT##_n##NT##_r##ROWS(     \
+            const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const unsigned char* w0, float* o0,     \
+            int r0, const float* b0, const float* s0, const unsigned char* w1, float* o1, int r1, const float* b1, \
+            const float* s1, const unsigned char* w2, float* o2, int r2, const float* b2, const float* s2) {       \
+        SKINNY_BODY(skinny_product<NT, ROWS, FMT>(xhi, xlo, columns, tokens, SkinnySegment{w0, o0, r0, b0, s0},   \
+                    SkinnySegment{w1, o1, r1, b1, s1}, SkinnySegment{w2, o2, r2, b2, s2}));                        \
     }
-#define SKINNY_SILU_ENTRY(NT, ROWS)                                                                                \
-    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_silu_bf16_n##NT##_r##ROWS(      \
-            const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const bf16_t* wg, const bf16_t* wu,     \
-            int rows, float* out, bf16_t* outHi, bf16_t* outLo) {                                                 \
-        SKINNY_BODY(skinny_silu_product<NT, ROWS>(xhi, xlo, columns, tokens, wg, wu, rows, out, outHi, outLo));   \
+#define SKINNY_SILU_ENTRY(FORMAT, FMT, NT, ROWS)                                                                   \
+    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_silu_##FORMAT##_n##NT##_r##ROWS( \
+            const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const unsigned char* wg,                \
+            const unsigned char* wu, int rows, float* out, bf16_t* outHi, bf16_t* outLo, const float* sg,          \
+            const float* su) {                                                                                    \
+        SKINNY_BODY(skinny_silu_product<NT, ROWS, FMT>(xhi, xlo, columns, tokens, wg, wu, rows, out, outHi, outLo, \
+                                                       sg, su));                                                  \
     }
-SKINNY_ENTRY(1, 1)
-SKINNY_ENTRY(2, 1)
-SKINNY_ENTRY(2, 2)
-SKINNY_ENTRY(4, 1)
-SKINNY_ENTRY(4, 2)
-SKINNY_ENTRY(4, 4)
-SKINNY_SILU_ENTRY(1, 1)
-SKINNY_SILU_ENTRY(2, 1)
-SKINNY_SILU_ENTRY(2, 2)
-SKINNY_SILU_ENTRY(4, 1)
-SKINNY_SILU_ENTRY(4, 2)
-SKINNY_SILU_ENTRY(4, 4)
+#define SKINNY_FORMAT_ENTRIES(FORMAT, FMT)                                                                         \
+    SKINNY_ENTRY(FORMAT, FMT, 1, 1)                                                                               \
+    SKINNY_ENTRY(FORMAT, FMT, 2, 1)                                                                               \
+    SKINNY_ENTRY(FORMAT, FMT, 2, 2)                                                                               \
+    SKINNY_ENTRY(FORMAT, FMT, 4, 1)                                                                               \
+    SKINNY_ENTRY(FORMAT, FMT, 4, 2)                                                                               \
+    SKINNY_ENTRY(FORMAT, FMT, 4, 4)                                                                               \
+    SKINNY_SILU_ENTRY(FORMAT, FMT, 1, 1)                                                                          \
+    SKINNY_SILU_ENTRY(FORMAT, FMT, 2, 1)                                                                          \
+    SKINNY_SILU_ENTRY(FORMAT, FMT, 2, 2)                                                                          \
+    SKINNY_SILU_ENTRY(FORMAT, FMT, 4, 1)                                                                          \
+    SKINNY_SILU_ENTRY(FORMAT, FMT, 4, 2)                                                                          \
+    SKINNY_SILU_ENTRY(FORMAT, FMT, 4, 4)
+SKINNY_FORMAT_ENTRIES(bf16, SKINNY_BF16)
+SKINNY_FORMAT_ENTRIES(int8, SKINNY_INT8)
