@@ -89,8 +89,8 @@ K = {n: mod.get_function(n) for n in [
     "kiln_prefill_attention_wide_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]
-     + [f"kiln_skinny{kind}_{fmt}_n{nt}_r{r}" for kind in ("", "_silu") for fmt in ("bf16", "int8")
-        for nt in (1, 2, 4) for r in (1, 2, 4) if r <= nt]}
+     + [f"kiln_skinny{kind}_{fmt}_n{nt}_r{r}" for kind in ("", "_silu") for fmt in ("bf16", "int8", "int4", "fp8")
+        for nt in ((1, 2, 4) if fmt in ("bf16", "int8") else (1, 2)) for r in (1, 2, 4) if r <= nt]}
 i32, i64, f32 = np.int32, np.int64, np.float32
 
 
@@ -1336,6 +1336,7 @@ def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, pla
     for w, o, r, b, sc in segs:
         args += [w if w is not None else np.uint64(0), o if o is not None else np.uint64(0), i32(r),
                  b if b is not None else np.uint64(0), sc if sc is not None else np.uint64(0)]
+    args += [i32(1), i32(cols)]  # scale rows and columns: INT4 and FP8 only (not checked here; CudaQuantizedWeightTest)
     kiln_nvrtc.launch_ex(K[f"kiln_skinny_{fmt}_n{nt}_r{rows}"], (tiles, cluster), SKINNY_WARPS * 32, args,
                          skinny_shared(nt, rows, cluster), stream.ptr if stream else 0, cluster)
 
@@ -1347,7 +1348,8 @@ def skinny_silu_launch(wg, wu, rows, out, out_hi, out_lo, hi, lo, cols, tokens, 
     cluster = planned if cluster is None else cluster
     null = np.uint64(0)
     args = [hi, lo, i32(cols), i32(tokens), wg, wu, i32(rows), out, out_hi if out_hi is not None else null,
-            out_lo if out_lo is not None else null, sg if sg is not None else null, su if su is not None else null]
+            out_lo if out_lo is not None else null, sg if sg is not None else null, su if su is not None else null,
+            i32(1), i32(cols)]
     kiln_nvrtc.launch_ex(K[f"kiln_skinny_silu_{fmt}_n{nt}_r{groups}"], (tiles, cluster), SKINNY_WARPS * 32, args,
                          skinny_shared(nt, groups, cluster), stream.ptr if stream else 0, cluster)
 

@@ -182,10 +182,10 @@ public final class DenseWeight implements DeviceRowGather {
         }
         if (tokens == 0) return;
         Kernels kernels = context.kernels();
-        if (bf16 && kernels.skinnyTakes(tokens, rows, columns, pointer, false)) {
+        if (bf16 && kernels.skinnyTakes(tokens, rows, columns, pointer, "bf16")) {
             // A decode batch on the tensor cores: the weight read once, the activations as bf16 high and low parts.
             multiplyParts(context, in.pointer(), o.pointer(), tokens, rows, columns, (parts, ignored) ->
-                    kernels.skinny(false, pointer, 0, parts[0], parts[1], o.pointer(), rows, columns, tokens));
+                    kernels.skinny("bf16", pointer, 0, 1, columns, parts[0], parts[1], o.pointer(), rows, columns, tokens));
             return;
         }
         if (tokens <= Kernels.GEMV_TOKEN_LIMIT || (!bf16 && tokens <= Kernels.GEMV_MAX_TOKENS)) {

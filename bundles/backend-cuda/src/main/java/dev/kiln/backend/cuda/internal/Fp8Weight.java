@@ -14,7 +14,9 @@ import java.lang.foreign.ValueLayout;
  * {@code W[r, c] = e4m3(code[r, c]) · scale[r / blockRows, c / blockColumns]}, the layout of DeepSeek-V3's
  * {@code weight} and {@code weight_scale_inv}. Codes and scales are uploaded once, never widened.
  *
- * <p>Products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, 16 per 16-byte load,
+ * <p>Decode batches of 5 to 16 tokens over blocks of a multiple of 64 columns take the tensor-core kernels
+ * ({@link Kernels#skinnyTakes}): codes decoded to bf16 in registers, each 64-column chunk's sums times its block's
+ * scale. Other products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, 16 per 16-byte load,
  * decoded to f32 in registers, each 16-column step's sums scaled by its block's scale, f32 accumulation. Larger
  * products dequantize the weight, a tile of rows at a time, into bf16 scratch for cuBLAS with the activations split
  * into bf16 high and low parts as {@link DenseWeight} does. e4m3 values are exact in bf16, but a block scale makes
@@ -195,6 +197,15 @@ public final class Fp8Weight implements DeviceRowGather {
                     + "] into " + o);
         }
         if (tokens == 0) return;
+        if (rowBytes == columns && blockColumns % SkinnyPlan.CHUNK == 0
+                && context.kernels().skinnyTakes(tokens, rows, columns, codes, "fp8")) {
+            // A decode batch on the tensor cores: the codes read once, decoded to bf16 (exact) in registers, each
+            // 64-column chunk's sums times its block's scale.
+            DenseWeight.multiplyParts(context, in.pointer(), o.pointer(), tokens, rows, columns, (parts, ignored) ->
+                    context.kernels().skinny("fp8", codes, scales, blockRows, blockColumns, parts[0], parts[1],
+                            o.pointer(), rows, columns, tokens));
+            return;
+        }
         QuantKernels kernels = context.quantKernels();
         if (tokens <= QuantKernels.GEMV_MAX_TOKENS) {
             kernels.fp8Gemv(codes, scales, in.pointer(), o.pointer(), rows, columns, rowBytes, blockRows, blockColumns,

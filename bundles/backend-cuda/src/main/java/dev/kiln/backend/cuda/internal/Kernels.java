@@ -93,12 +93,23 @@ public final class Kernels implements AutoCloseable {
     public static final int SKINNY_NARROW_MAX_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.skinnyNarrowMaxTokens",
             SkinnyPlan.MAX_TOKENS), 0, SkinnyPlan.MAX_TOKENS);
     /**
-     * The same for INT8 weights of any row count (system property {@code kiln.cuda.skinnyQuantizedMaxTokens}): their
-     * alternative above 8 tokens dequantizes the weight into bf16 for cuBLAS every step, so these kernels win at every
-     * count they take (served at concurrency 16 on an H100: 5,936 output tok/s against 1,316).
+     * The same for INT8, INT4 and FP8 weights of any row count (system property
+     * {@code kiln.cuda.skinnyQuantizedMaxTokens}; INT4 and FP8 entries stop at 16): their alternative above 8 tokens
+     * dequantizes the weight into bf16 for cuBLAS every step, so these kernels win at every count they take (INT8
+     * served at concurrency 16 on an H100: 5,936 output tok/s against 1,316).
      */
     public static final int SKINNY_QUANTIZED_MAX_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.skinnyQuantizedMaxTokens",
             SkinnyPlan.MAX_TOKENS), 0, SkinnyPlan.MAX_TOKENS);
+    /** Weight formats of the few-token entries, as their names spell them. */
+    private static final String[] SKINNY_FORMATS = {"bf16", "int8", "int4", "fp8"};
+
+    /**
+     * Most tokens the entries of a format exist for: INT4 and FP8 scale each chunk's sums, a second set of them that 32
+     * tokens cannot keep in registers, so their entries stop at 16.
+     */
+    static int skinnyMostTokens(String format) {
+        return format.equals("int4") || format.equals("fp8") ? 16 : SkinnyPlan.MAX_TOKENS;
+    }
     private final ThreadLocal<LaunchArguments> arguments;
 
     Kernels(CudaContext context, MemorySegment module) {
@@ -158,7 +169,8 @@ public final class Kernels implements AutoCloseable {
             for (int tiles : new int[] {1, 2, 4}) {
                 for (int groups : new int[] {1, 2, 4}) {
                     if (groups > tiles) continue;
-                    for (String format : new String[] {"bf16", "int8"}) {
+                    for (String format : SKINNY_FORMATS) {
+                        if (tiles > SkinnyPlan.tokenTiles(skinnyMostTokens(format))) continue;
                         String suffix = format + "_n" + tiles + "_r" + groups;
                         skinny &= grantSkinny(module, "kiln_skinny_" + suffix, tiles, groups, skinnyCluster);
                         skinny &= grantSkinny(module, "kiln_skinny_silu_" + suffix, tiles, groups, skinnyCluster);
@@ -574,33 +586,36 @@ public final class Kernels implements AutoCloseable {
      * Whether a bf16 product of this many tokens and columns takes {@link #skinny} here: compute capability 8.0 (bf16
      * tensor-core products), from {@link #SKINNY_MIN_TOKENS} to {@link #SKINNY_MAX_TOKENS} tokens (to
      * {@link #SKINNY_NARROW_MAX_TOKENS} for fewer rows than {@link #SPLIT_BELOW_ROWS}, to
-     * {@link #SKINNY_QUANTIZED_MAX_TOKENS} for INT8 codes), whole 64-column chunks, 16-byte aligned weights.
+     * {@link #SKINNY_QUANTIZED_MAX_TOKENS} for codes, INT4 and FP8 to 16 at most), whole 64-column chunks, 16-byte
+     * aligned weights. {@code format}: "bf16", "int8", "int4" or "fp8".
      */
-    public boolean skinnyTakes(int tokens, int rows, int columns, long w, boolean int8) {
-        int most = int8 ? SKINNY_QUANTIZED_MAX_TOKENS
+    public boolean skinnyTakes(int tokens, int rows, int columns, long w, String format) {
+        int most = !format.equals("bf16") ? Math.min(SKINNY_QUANTIZED_MAX_TOKENS, skinnyMostTokens(format))
                 : rows < SPLIT_BELOW_ROWS ? Math.max(SKINNY_MAX_TOKENS, SKINNY_NARROW_MAX_TOKENS) : SKINNY_MAX_TOKENS;
         return skinnyAvailable && tokens >= SKINNY_MIN_TOKENS && tokens <= most && SkinnyPlan.takes(tokens, columns)
                 && w % 16 == 0;
     }
 
     /**
-     * {@code out[t] = W · (hi[t] + lo[t])} for W {@code [rows, columns]}, bf16 or (int8) per-row INT8 codes with their
-     * f32 row {@code scales}, and the bf16 parts of the activations ({@link #splitBf16}), f32 sums, on the tensor cores.
-     * A product held just before of the same parts and format (q, k and v; gate and up) takes this one as a further
-     * segment of its launch.
+     * {@code out[t] = W · (hi[t] + lo[t])} for W {@code [rows, columns]} and the bf16 parts of the activations
+     * ({@link #splitBf16}), f32 sums, on the tensor cores. W is bf16, or codes with f32 {@code scales}: INT8 one a row,
+     * INT4 and FP8 one per {@code scaleRows} rows (1 for INT4) and {@code scaleColumns} columns (a multiple of 64),
+     * rows of scales {@code ceil(columns / scaleColumns)} long. A product held just before of the same parts, format
+     * and scale geometry (q, k and v; gate and up) takes this one as a further segment of its launch.
      */
-    public void skinny(boolean int8, long w, long scales, long hi, long lo, long out, int rows, int columns, int tokens) {
+    public void skinny(String format, long w, long scales, int scaleRows, int scaleColumns, long hi, long lo, long out,
+                       int rows, int columns, int tokens) {
         if (rows == 0 || tokens == 0) return;
         long partBytes = 2L * tokens * columns, outBytes = 4L * tokens * rows;
         if (!disjoint(out, outBytes, hi, partBytes) || !disjoint(out, outBytes, lo, partBytes)) {
             throw new IllegalArgumentException("a product's output overlaps its operand");
         }
-        String format = int8 ? "int8" : "bf16";
         long[] added = {w, out, rows, 0, scales};
         StepRecorder.Launch last = context.recorder().lastLaunch();
         if (last != null && isSkinnyPlain(last.function()) && skinnyFormat(last.function()).equals(format)
                 && last.argument(SKINNY_HI) == hi && last.argument(SKINNY_LO) == lo
                 && (int) last.argument(SKINNY_COLUMNS) == columns && (int) last.argument(SKINNY_TOKENS) == tokens
+                && (int) last.argument(SKINNY_SCALE_ROWS) == scaleRows && (int) last.argument(SKINNY_SCALE_COLUMNS) == scaleColumns
                 && last.argument(SKINNY_SEGMENTS + 2 * SKINNY_SEGMENT_SLOTS + SEGMENT_ROWS) == 0) {
             int held = last.argument(SKINNY_SEGMENTS + SKINNY_SEGMENT_SLOTS + SEGMENT_ROWS) == 0 ? 1 : 2;
             long[][] segments = new long[3][SKINNY_SEGMENT_SLOTS];
@@ -615,7 +630,7 @@ public final class Kernels implements AutoCloseable {
             SkinnyPlan plan = SkinnyPlan.of(rowCounts, columns, tokens, context.properties().multiprocessors(), largestSkinnyCluster);
             boolean whole = true;
             for (int i = 0; i < held; i++) whole &= plan.tilesWhole(rowCounts[i]);
-            if (apart && whole && skinnyArguments(hi, lo, columns, tokens, segments)
+            if (apart && whole && skinnyArguments(hi, lo, columns, tokens, segments).i32(scaleRows).i32(scaleColumns)
                     .replace(last, skinnyEntries.get(plan.entry(format)), "kiln_skinny", plan.tiles(), plan.cluster(),
                             SkinnyPlan.WARPS * 32, plan.sharedBytes(), plan.cluster())) {
                 return;
@@ -623,7 +638,7 @@ public final class Kernels implements AutoCloseable {
         }
         SkinnyPlan plan = SkinnyPlan.of(new int[] {rows}, columns, tokens, context.properties().multiprocessors(), largestSkinnyCluster);
         skinnyArguments(hi, lo, columns, tokens, new long[][] {added, new long[SKINNY_SEGMENT_SLOTS], new long[SKINNY_SEGMENT_SLOTS]})
-                .launch(skinnyEntries.get(plan.entry(format)), "kiln_skinny", plan.tiles(), plan.cluster(), SkinnyPlan.WARPS * 32,
+                .i32(scaleRows).i32(scaleColumns).launch(skinnyEntries.get(plan.entry(format)), "kiln_skinny", plan.tiles(), plan.cluster(), SkinnyPlan.WARPS * 32,
                         plan.sharedBytes(), plan.cluster());
     }
 
@@ -655,6 +670,7 @@ public final class Kernels implements AutoCloseable {
         return args().ptr(last.argument(SKINNY_HI)).ptr(last.argument(SKINNY_LO)).i32(columns).i32(tokens)
                 .ptr(last.argument(s0 + SEGMENT_W)).ptr(last.argument(s1 + SEGMENT_W)).i32(rows).ptr(out).ptr(0).ptr(0)
                 .ptr(last.argument(s0 + SEGMENT_SCALES)).ptr(last.argument(s1 + SEGMENT_SCALES))
+                .i32((int) last.argument(SKINNY_SCALE_ROWS)).i32((int) last.argument(SKINNY_SCALE_COLUMNS))
                 .replace(last, skinnyEntries.get(plan.gatedEntry(skinnyFormat(last.function()))), "kiln_skinny_silu",
                         plan.tiles(), plan.cluster(), SkinnyPlan.WARPS * 32, plan.sharedBytes(), plan.cluster());
     }
@@ -674,10 +690,13 @@ public final class Kernels implements AutoCloseable {
         return false;
     }
 
-    /** The weight format of a skinny entry: "bf16" or "int8". */
+    /** The weight format of a skinny entry, as its name spells it. */
     private String skinnyFormat(MemorySegment function) {
         for (var e : skinnyEntries.entrySet()) {
-            if (e.getValue().equals(function)) return e.getKey().contains("_int8_") ? "int8" : "bf16";
+            if (!e.getValue().equals(function)) continue;
+            for (String format : SKINNY_FORMATS) {
+                if (e.getKey().contains("_" + format + "_")) return format;
+            }
         }
         throw new IllegalArgumentException("not a skinny entry");
     }
@@ -711,7 +730,7 @@ public final class Kernels implements AutoCloseable {
      * rows, bias) and the INT8 row scales.
      */
     private static final int SKINNY_HI = 0, SKINNY_LO = 1, SKINNY_COLUMNS = 2, SKINNY_TOKENS = 3, SKINNY_SEGMENTS = 4,
-            SKINNY_SEGMENT_SLOTS = 5, SEGMENT_SCALES = 4;
+            SKINNY_SEGMENT_SLOTS = 5, SEGMENT_SCALES = 4, SKINNY_SCALE_ROWS = 19, SKINNY_SCALE_COLUMNS = 20;
     /** Argument slots of kiln_skinny_silu after the first four: gate and up weights, rows, out and its parts, scales. */
     private static final int GATED_W_GATE = 4, GATED_W_UP = 5, GATED_ROWS = 6, GATED_OUT = 7, GATED_OUT_HI = 8;
 

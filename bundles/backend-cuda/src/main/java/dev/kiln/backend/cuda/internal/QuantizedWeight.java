@@ -17,8 +17,9 @@ import java.lang.foreign.MemorySegment;
  * </ul>
  * Every row starts 16-byte aligned, so the kernels load 16 bytes of INT8 or 8 of INT4 codes (16 columns) at a time.
  *
- * <p>INT8 products of the tokens {@link Kernels#skinnyTakes} (decode batches of 5 to 16, or 32 for fewer rows) stream the
- * codes once into the tensor-core kernels, widened to bf16 in registers, against the activations' bf16 parts. Other
+ * <p>Products of the tokens {@link Kernels#skinnyTakes} (decode batches of 5 to 32 for INT8, to 16 for INT4 in groups of
+ * a multiple of 64 columns) stream the codes once into the tensor-core kernels, widened to bf16 in registers, against
+ * the activations' bf16 parts. Other
  * products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, widened to floats in
  * registers, with f32 sums. Larger products dequantize the weight, a tile of rows at a time, into bf16 scratch for
  * cuBLAS, with the activations split into bf16 high and low parts as {@link DenseWeight} does: INT8 codes are exact in
@@ -204,10 +205,14 @@ public final class QuantizedWeight implements DeviceRowGather {
                     + columns + "] into " + o);
         }
         if (tokens == 0) return;
-        if (format == Format.INT8 && rowBytes == columns && context.kernels().skinnyTakes(tokens, rows, columns, codes, true)) {
-            // A decode batch on the tensor cores: the codes read once, widened to bf16 (exact) in registers.
+        String skinny = format == Format.INT8 ? "int8" : "int4";
+        boolean whole = format == Format.INT8 ? rowBytes == columns : rowBytes == columns / 2 && groupSize % SkinnyPlan.CHUNK == 0;
+        if (whole && context.kernels().skinnyTakes(tokens, rows, columns, codes, skinny)) {
+            // A decode batch on the tensor cores: the codes read once, widened to bf16 (exact) in registers; INT8's
+            // row scales multiply the sums, INT4's group scales each 64-column chunk's.
             DenseWeight.multiplyParts(context, in.pointer(), o.pointer(), tokens, rows, columns, (parts, ignored) ->
-                    context.kernels().skinny(true, codes, scales, parts[0], parts[1], o.pointer(), rows, columns, tokens));
+                    context.kernels().skinny(skinny, codes, scales, 1, format == Format.INT8 ? columns : groupSize,
+                            parts[0], parts[1], o.pointer(), rows, columns, tokens));
             return;
         }
         QuantKernels kernels = context.quantKernels();

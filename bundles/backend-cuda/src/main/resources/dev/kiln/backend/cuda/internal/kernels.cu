@@ -2780,13 +2780,20 @@ PREFILL_ENTRY(__launch_bounds__(32 * PREFILL_MAX_GROUP), kiln_prefill_attention_
 #define SKINNY_CHUNK 64
 
 #if __CUDA_ARCH__ >= 800
-// Weight formats of the entries: bf16 as stored, or per-row INT8 codes (QuantizedWeight: W[r, c] = q[r, c] * s[r],
-// exact in bf16, the row scale applied to the sums).
+// Weight formats of the entries: bf16 as stored; per-row INT8 codes (QuantizedWeight: W[r, c] = q[r, c] * s[r], exact
+// in bf16, the row scale applied to the sums); INT4 codes u = q + 8 two a byte with a scale per row and group of
+// columns; FP8 e4m3 codes with a scale per block (Fp8Weight). INT4 and FP8 codes are exact in bf16 too; their scales
+// change along a row, so each chunk's sums are scaled (a chunk lies in one group or block: scaleColumns % 64 == 0)
+// and added up in f32.
 #define SKINNY_BF16 0
 #define SKINNY_INT8 1
+#define SKINNY_INT4 2
+#define SKINNY_FP8 3
+#define SKINNY_CODES_IN_BYTES(FMT) ((FMT) == SKINNY_INT8 || (FMT) == SKINNY_FP8)
+#define SKINNY_SCALED_CHUNKS(FMT) ((FMT) == SKINNY_INT4 || (FMT) == SKINNY_FP8)
 
 // A lane's weight bytes of one chunk for each of its four rows: bf16, the 16 bytes at columns 8q and 32 + 8q of the
-// chunk (two loads); INT8, the 16 bytes at columns 16q (one load).
+// chunk (two loads); INT8 and FP8, the 16 bytes at columns 16q (one load); INT4, the 8 bytes of columns 16q onwards.
 template <int MT, int FMT>
 __device__ __forceinline__ void skinny_load_chunk(uint4 (&raw)[MT][2][2], const unsigned char* const (&wrow)[MT][2],
                                                   int chunk, int q) {
@@ -2794,8 +2801,12 @@ __device__ __forceinline__ void skinny_load_chunk(uint4 (&raw)[MT][2][2], const 
     for (int m = 0; m < MT; m++) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            if (FMT == SKINNY_INT8) {
+            if (SKINNY_CODES_IN_BYTES(FMT)) {
                 raw[m][h][0] = load_weights(reinterpret_cast<const uint4*>(wrow[m][h] + chunk * SKINNY_CHUNK + 16 * q));
+            } else if (FMT == SKINNY_INT4) {
+                // 8 bytes, 16 columns: loaded as the low half of a 16-byte word.
+                uint2 v = *reinterpret_cast<const uint2*>(wrow[m][h] + chunk * (SKINNY_CHUNK / 2) + 8 * q);
+                raw[m][h][0] = make_uint4(v.x, v.y, 0u, 0u);
             } else {
 #pragma unroll
                 for (int p = 0; p < 2; p++) {
@@ -2811,18 +2822,43 @@ __device__ __forceinline__ unsigned int8_pair_bf16(unsigned codes, int i) {
     return pack_bf16x2((float) (signed char) (codes >> (8 * i)), (float) (signed char) (codes >> (8 * i + 8)));
 }
 
+// Columns 2i and 2i + 1 of INT4 codes (byte i of the word: low nibble first) as a bf16 pair, u - 8 each (exact).
+__device__ __forceinline__ unsigned int4_pair_bf16(unsigned codes, int i) {
+    unsigned b = codes >> (8 * i);
+    return pack_bf16x2((float) ((int) (b & 15u) - 8), (float) ((int) ((b >> 4) & 15u) - 8));
+}
+
+// Columns i and i + 1 of four e4m3 codes as a bf16 pair (exact), NaN codes (S.1111.111) as NaN. The decode is the one
+// quant_kernels.cu derives (e4m3_top_byte): an arithmetic shift by 4 puts the code's exponent and mantissa under f32's,
+// and one multiplication by 2^120 rebiases, subnormals included.
+__device__ __forceinline__ float e4m3_byte_float(unsigned codes, int i) {
+    unsigned t = codes << (24 - 8 * i);
+    float v = __uint_as_float((unsigned) ((int) t >> 4) & 0x87F00000u) * 0x1p120f;
+    return ((t >> 24) & 0x7Fu) == 0x7Fu ? __uint_as_float(0x7FC00000u) : v;
+}
+
+__device__ __forceinline__ unsigned fp8_pair_bf16(unsigned codes, int i) {
+    return pack_bf16x2(e4m3_byte_float(codes, i), e4m3_byte_float(codes, i + 1));
+}
+
 // The loaded bytes as bf16 A-fragment words: part p of row (m, h) holds the lane's columns of k16 steps 2p and
-// 2p + 1, in pairs. INT8 codes are widened (part 0: the first 8 codes, part 1: the last 8).
+// 2p + 1, in pairs. Codes are widened (part 0: the first 8 codes, part 1: the last 8).
 template <int MT, int FMT>
 __device__ __forceinline__ void skinny_fragments(const uint4 (&raw)[MT][2][2], uint4 (&a)[MT][2][2]) {
 #pragma unroll
     for (int m = 0; m < MT; m++) {
 #pragma unroll
         for (int h = 0; h < 2; h++) {
+            const uint4& c = raw[m][h][0];
             if (FMT == SKINNY_INT8) {
-                const uint4& c = raw[m][h][0];
                 a[m][h][0] = make_uint4(int8_pair_bf16(c.x, 0), int8_pair_bf16(c.x, 2), int8_pair_bf16(c.y, 0), int8_pair_bf16(c.y, 2));
                 a[m][h][1] = make_uint4(int8_pair_bf16(c.z, 0), int8_pair_bf16(c.z, 2), int8_pair_bf16(c.w, 0), int8_pair_bf16(c.w, 2));
+            } else if (FMT == SKINNY_FP8) {
+                a[m][h][0] = make_uint4(fp8_pair_bf16(c.x, 0), fp8_pair_bf16(c.x, 2), fp8_pair_bf16(c.y, 0), fp8_pair_bf16(c.y, 2));
+                a[m][h][1] = make_uint4(fp8_pair_bf16(c.z, 0), fp8_pair_bf16(c.z, 2), fp8_pair_bf16(c.w, 0), fp8_pair_bf16(c.w, 2));
+            } else if (FMT == SKINNY_INT4) {
+                a[m][h][0] = make_uint4(int4_pair_bf16(c.x, 0), int4_pair_bf16(c.x, 1), int4_pair_bf16(c.x, 2), int4_pair_bf16(c.x, 3));
+                a[m][h][1] = make_uint4(int4_pair_bf16(c.y, 0), int4_pair_bf16(c.y, 1), int4_pair_bf16(c.y, 2), int4_pair_bf16(c.y, 3));
             } else {
                 a[m][h][0] = raw[m][h][0];
                 a[m][h][1] = raw[m][h][1];
@@ -2924,16 +2960,18 @@ __device__ __forceinline__ bool skinny_reduce(float (&acc)[MT][NT][4]) {
 
 // A lane's sums of its weight rows over its warp's column range: the block's y-th of gridDim.y, cut in
 // SKINNY_WARPS / ROWS.
+// srow: for INT4 and FP8, each row's scales (its row of groups or of blocks), one per scaleColumns columns.
 template <int MT, int NT, int ROWS, int FMT>
 __device__ __forceinline__ void skinny_sums(float (&acc)[MT][NT][4], const unsigned char* const (&wrow)[MT][2],
+                                            const float* const (&srow)[MT][2], int scaleColumns,
                                             const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens) {
     constexpr int RANGES = SKINNY_WARPS / ROWS;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
     if (gridDim.y > 1) cluster_arrive_relaxed();
     int chunks = columns / SKINNY_CHUNK, splits = gridDim.y * RANGES, split = blockIdx.y * RANGES + warp / ROWS;
     int first = (int) ((long long) chunks * split / splits), last = (int) ((long long) chunks * (split + 1) / splits);
-    // The lane's columns of a chunk: bf16 8q and 32 + 8q onwards, INT8 16q and 16q + 8 (see skinny_load_chunk).
-    int laneColumn = FMT == SKINNY_INT8 ? 16 * q : 8 * q, partStride = FMT == SKINNY_INT8 ? 8 : 32;
+    // The lane's columns of a chunk: bf16 8q and 32 + 8q onwards, codes 16q and 16q + 8 (see skinny_load_chunk).
+    int laneColumn = FMT == SKINNY_BF16 ? 8 * q : 16 * q, partStride = FMT == SKINNY_BF16 ? 32 : 8;
 #pragma unroll
     for (int m = 0; m < MT; m++) {
 #pragma unroll
@@ -2948,7 +2986,29 @@ __device__ __forceinline__ void skinny_sums(float (&acc)[MT][NT][4], const unsig
         bool more = c + 1 < last;
         if (more) skinny_load_chunk<MT, FMT>(next, wrow, c + 1, q);
         skinny_fragments<MT, FMT>(raw, a);
-        skinny_multiply_chunk<MT, NT>(acc, a, xhi, xlo, columns, tokens, c * SKINNY_CHUNK + laneColumn, partStride, g);
+        if (SKINNY_SCALED_CHUNKS(FMT)) {
+            float part[MT][NT][4];
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+#pragma unroll
+                for (int n = 0; n < NT; n++) part[m][n][0] = part[m][n][1] = part[m][n][2] = part[m][n][3] = 0.0f;
+            }
+            skinny_multiply_chunk<MT, NT>(part, a, xhi, xlo, columns, tokens, c * SKINNY_CHUNK + laneColumn, partStride, g);
+            int scaleColumn = c * SKINNY_CHUNK / scaleColumns;
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                float s0 = srow[m][0][scaleColumn], s1 = srow[m][1][scaleColumn];
+#pragma unroll
+                for (int n = 0; n < NT; n++) {
+                    acc[m][n][0] += part[m][n][0] * s0;
+                    acc[m][n][1] += part[m][n][1] * s0;
+                    acc[m][n][2] += part[m][n][2] * s1;
+                    acc[m][n][3] += part[m][n][3] * s1;
+                }
+            }
+        } else {
+            skinny_multiply_chunk<MT, NT>(acc, a, xhi, xlo, columns, tokens, c * SKINNY_CHUNK + laneColumn, partStride, g);
+        }
         if (more) {
 #pragma unroll
             for (int m = 0; m < MT; m++) {
@@ -2988,23 +3048,40 @@ __device__ __forceinline__ bool find_skinny_segment(int& row, SkinnySegment& s, 
 // Up to three products of the same activations (q, k and v) in one launch: block x owns rows 32 ROWS x .. of the
 // segments' rows one after another, its warp group i the 32 from 32 ROWS x + 32 i. Plus each segment's bias when
 // it has one, times its row scales when it has them.
+template <int FMT>
+__device__ __forceinline__ long long skinny_row_bytes(int columns) {
+    return FMT == SKINNY_BF16 ? 2LL * columns : FMT == SKINNY_INT4 ? columns / 2 : columns;
+}
+
+// Row r's scales of a segment: INT4 a row of groups, FP8 the row of blocks of r's block (scaleRows rows a block).
+__device__ __forceinline__ const float* skinny_scale_row(const float* scales, int r, int scaleRows, int columns,
+                                                         int scaleColumns) {
+    return scales ? scales + (long long) (r / scaleRows) * ((columns + scaleColumns - 1) / scaleColumns) : nullptr;
+}
+
 template <int NT, int ROWS, int FMT>
 __device__ __forceinline__ void skinny_product(const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
-                                               const SkinnySegment& s0, const SkinnySegment& s1, const SkinnySegment& s2) {
+                                               const SkinnySegment& s0, const SkinnySegment& s1, const SkinnySegment& s2,
+                                               int scaleRows, int scaleColumns) {
     int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     int row = blockIdx.x * 32 * ROWS;
     SkinnySegment s;
     if (!find_skinny_segment(row, s, s0, s1, s2)) return;
     row += 32 * ((threadIdx.x >> 5) % ROWS);
-    long long rowBytes = (long long) columns * (FMT == SKINNY_INT8 ? 1 : 2);
+    long long rowBytes = skinny_row_bytes<FMT>(columns);
     const unsigned char* wrow[2][2];
+    const float* srow[2][2];
 #pragma unroll
     for (int m = 0; m < 2; m++) {
 #pragma unroll
-        for (int h = 0; h < 2; h++) wrow[m][h] = s.w + min(row + 16 * m + 8 * h + g, s.rows - 1) * rowBytes;
+        for (int h = 0; h < 2; h++) {
+            int r = min(row + 16 * m + 8 * h + g, s.rows - 1);
+            wrow[m][h] = s.w + r * rowBytes;
+            srow[m][h] = skinny_scale_row(s.scales, r, scaleRows, columns, scaleColumns);
+        }
     }
     float acc[2][NT][4];
-    skinny_sums<2, NT, ROWS, FMT>(acc, wrow, xhi, xlo, columns, tokens);
+    skinny_sums<2, NT, ROWS, FMT>(acc, wrow, srow, scaleColumns, xhi, xlo, columns, tokens);
     if (!skinny_reduce<2, NT, ROWS>(acc)) return;
 #pragma unroll
     for (int m = 0; m < 2; m++) {
@@ -3014,7 +3091,7 @@ __device__ __forceinline__ void skinny_product(const bf16_t* xhi, const bf16_t* 
             for (int i = 0; i < 4; i++) {
                 int r = row + 16 * m + 8 * (i >> 1) + g, t = n * 8 + 2 * q + (i & 1);
                 if (r < s.rows && t < tokens) {
-                    float v = acc[m][n][i] * (s.scales ? s.scales[r] : 1.0f);
+                    float v = acc[m][n][i] * (FMT == SKINNY_INT8 ? s.scales[r] : 1.0f);
                     s.out[(long long) t * s.rows + r] = v + (s.bias ? s.bias[r] : 0.0f);
                 }
             }
@@ -3024,23 +3101,26 @@ __device__ __forceinline__ void skinny_product(const bf16_t* xhi, const bf16_t* 
 
 // The gate and up products of an MLP and silu(gate) * up into out, whose high and low parts also go to outHi and
 // outLo when given (the down product's operand): block x owns rows 16 ROWS x .. of both, its warp group i the 16
-// from 16 ROWS x + 16 i. Gate and up themselves are not stored. sg and su: INT8 row scales.
+// from 16 ROWS x + 16 i. Gate and up themselves are not stored. sg and su: the two weights' scales (none for bf16).
 template <int NT, int ROWS, int FMT>
 __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
         const unsigned char* wg, const unsigned char* wu, int rows, float* out, bf16_t* outHi, bf16_t* outLo,
-        const float* sg, const float* su) {
+        const float* sg, const float* su, int scaleRows, int scaleColumns) {
     int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     int row = blockIdx.x * 16 * ROWS + 16 * ((threadIdx.x >> 5) % ROWS);
-    long long rowBytes = (long long) columns * (FMT == SKINNY_INT8 ? 1 : 2);
+    long long rowBytes = skinny_row_bytes<FMT>(columns);
     const unsigned char* wrow[2][2];
+    const float* srow[2][2];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-        long long r = min(row + 8 * h + g, rows - 1);
+        int r = min(row + 8 * h + g, rows - 1);
         wrow[0][h] = wg + r * rowBytes;
         wrow[1][h] = wu + r * rowBytes;
+        srow[0][h] = skinny_scale_row(sg, r, scaleRows, columns, scaleColumns);
+        srow[1][h] = skinny_scale_row(su, r, scaleRows, columns, scaleColumns);
     }
     float acc[2][NT][4];
-    skinny_sums<2, NT, ROWS, FMT>(acc, wrow, xhi, xlo, columns, tokens);
+    skinny_sums<2, NT, ROWS, FMT>(acc, wrow, srow, scaleColumns, xhi, xlo, columns, tokens);
     if (!skinny_reduce<2, NT, ROWS>(acc)) return;
 #pragma unroll
     for (int n = 0; n < NT; n++) {
@@ -3048,7 +3128,9 @@ __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf1
         for (int i = 0; i < 4; i++) {
             int r = row + 8 * (i >> 1) + g, t = n * 8 + 2 * q + (i & 1);
             if (r < rows && t < tokens) {
-                float gate = acc[0][n][i] * (sg ? sg[r] : 1.0f), v = gate / (1.0f + expf(-gate)) * acc[1][n][i] * (su ? su[r] : 1.0f);
+                bool rowScaled = FMT == SKINNY_INT8;
+                float gate = acc[0][n][i] * (rowScaled ? sg[r] : 1.0f);
+                float v = gate / (1.0f + expf(-gate)) * acc[1][n][i] * (rowScaled ? su[r] : 1.0f);
                 long long o = (long long) t * rows + r;
                 out[o] = v;
                 if (outHi) {
@@ -3073,30 +3155,36 @@ __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf1
     extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_##FORMAT##_n##NT##_r##ROWS(     \
             const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const unsigned char* w0, float* o0,     \
             int r0, const float* b0, const float* s0, const unsigned char* w1, float* o1, int r1, const float* b1, \
-            const float* s1, const unsigned char* w2, float* o2, int r2, const float* b2, const float* s2) {       \
+            const float* s1, const unsigned char* w2, float* o2, int r2, const float* b2, const float* s2,         \
+            int scaleRows, int scaleColumns) {                                                                    \
         SKINNY_BODY(skinny_product<NT, ROWS, FMT>(xhi, xlo, columns, tokens, SkinnySegment{w0, o0, r0, b0, s0},   \
-                    SkinnySegment{w1, o1, r1, b1, s1}, SkinnySegment{w2, o2, r2, b2, s2}));                        \
+                    SkinnySegment{w1, o1, r1, b1, s1}, SkinnySegment{w2, o2, r2, b2, s2}, scaleRows, scaleColumns)); \
     }
 #define SKINNY_SILU_ENTRY(FORMAT, FMT, NT, ROWS)                                                                   \
     extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_silu_##FORMAT##_n##NT##_r##ROWS( \
             const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const unsigned char* wg,                \
             const unsigned char* wu, int rows, float* out, bf16_t* outHi, bf16_t* outLo, const float* sg,          \
-            const float* su) {                                                                                    \
+            const float* su, int scaleRows, int scaleColumns) {                                                   \
         SKINNY_BODY(skinny_silu_product<NT, ROWS, FMT>(xhi, xlo, columns, tokens, wg, wu, rows, out, outHi, outLo, \
-                                                       sg, su));                                                  \
+                                                       sg, su, scaleRows, scaleColumns));                         \
     }
-#define SKINNY_FORMAT_ENTRIES(FORMAT, FMT)                                                                         \
+#define SKINNY_FEW_TOKEN_ENTRIES(FORMAT, FMT)                                                                      \
     SKINNY_ENTRY(FORMAT, FMT, 1, 1)                                                                               \
     SKINNY_ENTRY(FORMAT, FMT, 2, 1)                                                                               \
     SKINNY_ENTRY(FORMAT, FMT, 2, 2)                                                                               \
+    SKINNY_SILU_ENTRY(FORMAT, FMT, 1, 1)                                                                          \
+    SKINNY_SILU_ENTRY(FORMAT, FMT, 2, 1)                                                                          \
+    SKINNY_SILU_ENTRY(FORMAT, FMT, 2, 2)
+#define SKINNY_FORMAT_ENTRIES(FORMAT, FMT)                                                                         \
+    SKINNY_FEW_TOKEN_ENTRIES(FORMAT, FMT)                                                                         \
     SKINNY_ENTRY(FORMAT, FMT, 4, 1)                                                                               \
     SKINNY_ENTRY(FORMAT, FMT, 4, 2)                                                                               \
     SKINNY_ENTRY(FORMAT, FMT, 4, 4)                                                                               \
-    SKINNY_SILU_ENTRY(FORMAT, FMT, 1, 1)                                                                          \
-    SKINNY_SILU_ENTRY(FORMAT, FMT, 2, 1)                                                                          \
-    SKINNY_SILU_ENTRY(FORMAT, FMT, 2, 2)                                                                          \
     SKINNY_SILU_ENTRY(FORMAT, FMT, 4, 1)                                                                          \
     SKINNY_SILU_ENTRY(FORMAT, FMT, 4, 2)                                                                          \
     SKINNY_SILU_ENTRY(FORMAT, FMT, 4, 4)
 SKINNY_FORMAT_ENTRIES(bf16, SKINNY_BF16)
 SKINNY_FORMAT_ENTRIES(int8, SKINNY_INT8)
+// INT4 and FP8 up to 16 tokens: their per-chunk scaling holds a second set of sums, which 32 tokens cannot afford.
+SKINNY_FEW_TOKEN_ENTRIES(int4, SKINNY_INT4)
+SKINNY_FEW_TOKEN_ENTRIES(fp8, SKINNY_FP8)
