@@ -1324,7 +1324,7 @@ def parts_of(x):
     return cp.asarray(hi), cp.asarray(lo)
 
 
-def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, plan=None, fmt="bf16"):
+def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, plan=None, fmt="bf16", scale_geometry=None):
     """segments: up to three (w codes or bits, out, rows, bias or None[, row scales for int8]); the Java side's plan
     unless cluster is given."""
     nt = skinny_tiles(tokens)
@@ -1336,22 +1336,51 @@ def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, pla
     for w, o, r, b, sc in segs:
         args += [w if w is not None else np.uint64(0), o if o is not None else np.uint64(0), i32(r),
                  b if b is not None else np.uint64(0), sc if sc is not None else np.uint64(0)]
-    args += [i32(1), i32(cols)]  # scale rows and columns: INT4 and FP8 only (not checked here; CudaQuantizedWeightTest)
+    args += [i32(g) for g in (scale_geometry or (1, cols))]  # rows and columns a scale covers: INT4 and FP8
     kiln_nvrtc.launch_ex(K[f"kiln_skinny_{fmt}_n{nt}_r{rows}"], (tiles, cluster), SKINNY_WARPS * 32, args,
                          skinny_shared(nt, rows, cluster), stream.ptr if stream else 0, cluster)
 
 
 def skinny_silu_launch(wg, wu, rows, out, out_hi, out_lo, hi, lo, cols, tokens, cluster=None, stream=None, plan=None,
-                       fmt="bf16", sg=None, su=None):
+                       fmt="bf16", sg=None, su=None, scale_geometry=None):
     nt = skinny_tiles(tokens)
     groups, tiles, planned = plan or skinny_silu_plan(rows, cols, tokens, props["multiProcessorCount"], 8 if major >= 9 else 1)
     cluster = planned if cluster is None else cluster
     null = np.uint64(0)
     args = [hi, lo, i32(cols), i32(tokens), wg, wu, i32(rows), out, out_hi if out_hi is not None else null,
-            out_lo if out_lo is not None else null, sg if sg is not None else null, su if su is not None else null,
-            i32(1), i32(cols)]
+            out_lo if out_lo is not None else null, sg if sg is not None else null, su if su is not None else null]
+    args += [i32(g) for g in (scale_geometry or (1, cols))]
     kiln_nvrtc.launch_ex(K[f"kiln_skinny_silu_{fmt}_n{nt}_r{groups}"], (tiles, cluster), SKINNY_WARPS * 32, args,
                          skinny_shared(nt, groups, cluster), stream.ptr if stream else 0, cluster)
+
+
+def int4_rows(rows, cols, group):
+    """INT4 codes u = q + 8 two a byte (column 2j in the low nibble), a scale per row and group, and the weights."""
+    q = rng.integers(-8, 8, (rows, cols))
+    scale = rng.uniform(0.001, 0.02, (rows, -(-cols // group))).astype(np.float32)
+    u = (q + 8).astype(np.uint8)
+    packed = (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
+    return packed, scale, q.astype(np.float64) * np.repeat(scale.astype(np.float64), group, axis=1)[:, :cols]
+
+
+def e4m3_values(codes):
+    """e4m3 (OCP E4M3FN) codes as float64, NaN codes as NaN."""
+    c = codes.astype(np.int64)
+    sign = np.where(c & 0x80, -1.0, 1.0)
+    e, m = (c >> 3) & 15, c & 7
+    v = np.where(e == 0, m / 8 * 2.0 ** -6, (1 + m / 8) * 2.0 ** (e - 7))
+    return np.where((c & 0x7F) == 0x7F, np.nan, sign * v)
+
+
+def fp8_rows(rows, cols, block_rows, block_cols, nan_row=None):
+    """e4m3 codes (no NaN unless nan_row), a scale per block, and the weights they stand for."""
+    codes = rng.integers(0, 256, (rows, cols)).astype(np.uint8)
+    codes[(codes & 0x7F) == 0x7F] = 0x3C
+    if nan_row is not None:
+        codes[nan_row, 3] = 0x7F
+    scale = rng.uniform(0.001, 0.02, (-(-rows // block_rows), -(-cols // block_cols))).astype(np.float32)
+    full = np.repeat(np.repeat(scale.astype(np.float64), block_rows, axis=0), block_cols, axis=1)[:rows, :cols]
+    return codes, scale, e4m3_values(codes) * full
 
 
 def int8_rows(rows, cols):
@@ -1420,6 +1449,41 @@ def skinny():
             failures.append("skinny_silu wrote past its tokens")
         parts = bf16_value(cp.asnumpy(out_hi)).astype(np.float64) + bf16_value(cp.asnumpy(out_lo)).astype(np.float64)
         check(f"skinny_silu_bf16_r{groups} bf16 parts, cluster {cluster}", parts.reshape(tokens, rows), got[:tokens], 3e-5)
+    # INT4 (groups of 64 and 128) and FP8 (blocks of 128 x 128 and 32 x 64) codes, plain and gated, up to 16 tokens;
+    # a NaN e4m3 code makes its row NaN and only its row.
+    for tokens in (5, 16):
+        nt = skinny_tiles(tokens)
+        x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
+        hi, lo = parts_of(x)
+        cases = [("int4", *int4_rows(300, cols, g), (1, g), f"int4 g{g}") for g in (64, 128)]
+        cases += [("fp8", *fp8_rows(300, cols, br, bc), (br, bc), f"fp8 {br}x{bc}") for br, bc in ((128, 128), (32, 64))]
+        for fmt, codes, sc, w, geometry, label in cases:
+            for cluster in ((1, 3) if clusters else (1,)):
+                out = poison((tokens + 1, 300))
+                skinny_launch([(cp.asarray(codes), out, 300, None, cp.asarray(sc))], hi, lo, cols, tokens, cluster,
+                              plan=(1, -(-300 // 32), cluster), fmt=fmt, scale_geometry=geometry)
+                got = cp.asnumpy(out)
+                check(f"skinny {label} {tokens}x{cols} -> 300, cluster {cluster}", got[:tokens], x.astype(np.float64) @ w.T,
+                      2e-6 * cols)
+                if not np.all(np.isnan(got[tokens])):
+                    failures.append(f"skinny {label} wrote past its tokens")
+            (cg, sg, wg), (cu, su, wu) = [(int4_rows(200, cols, geometry[1]) if fmt == "int4" else fp8_rows(200, cols, *geometry))
+                                          for _ in range(2)]
+            g64, u64 = x.astype(np.float64) @ wg.T, x.astype(np.float64) @ wu.T
+            out = poison((tokens + 1, 200))
+            skinny_silu_launch(cp.asarray(cg), cp.asarray(cu), 200, out, None, None, hi, lo, cols, tokens, fmt=fmt,
+                               sg=cp.asarray(sg), su=cp.asarray(su), scale_geometry=geometry)
+            check(f"skinny_silu {label} {tokens}x{cols} -> 200", cp.asnumpy(out)[:tokens], g64 / (1 + np.exp(-g64)) * u64,
+                  2e-6 * cols * 4)
+        codes, sc, w = fp8_rows(40, cols, 128, 128, nan_row=9)
+        out = poison((tokens, 40))
+        skinny_launch([(cp.asarray(codes), out, 40, None, cp.asarray(sc))], hi, lo, cols, tokens, 1,
+                      plan=(1, 2, 1), fmt="fp8", scale_geometry=(128, 128))
+        got = cp.asnumpy(out)
+        if not (np.all(np.isnan(got[:, 9])) and not np.any(np.isnan(np.delete(got, 9, axis=1)))):
+            failures.append("skinny fp8: a NaN code did not make exactly its row NaN")
+        else:
+            print(f"PASS skinny fp8 {tokens} tokens: a NaN code makes exactly its row NaN")
     # INT8 codes with row scales: plain (every row-group entry, a cluster, a bias), three segments, and gated.
     for tokens in (5, 16, 32):
         nt = skinny_tiles(tokens)
