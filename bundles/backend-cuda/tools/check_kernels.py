@@ -90,7 +90,8 @@ K = {n: mod.get_function(n) for n in [
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_skinny{kind}_{fmt}_n{nt}_r{r}" for kind in ("", "_silu") for fmt in ("bf16", "int8", "int4", "fp8")
-        for nt in ((1, 2, 4) if fmt in ("bf16", "int8") else (1, 2)) for r in (1, 2, 4) if r <= nt]}
+        for nt in ((1, 2, 4) if fmt in ("bf16", "int8") else (1, 2)) for r in (1, 2, 4) if r <= nt]
+     + [f"kiln_skinny{kind}_{fmt}_n4_r4_t2" for kind in ("", "_silu") for fmt in ("int4", "fp8")]}
 i32, i64, f32 = np.int32, np.int64, np.float32
 
 
@@ -1324,7 +1325,8 @@ def parts_of(x):
     return cp.asarray(hi), cp.asarray(lo)
 
 
-def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, plan=None, fmt="bf16", scale_geometry=None):
+def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, plan=None, fmt="bf16", scale_geometry=None,
+                  split_tokens=False):
     """segments: up to three (w codes or bits, out, rows, bias or None[, row scales for int8]); the Java side's plan
     unless cluster is given."""
     nt = skinny_tiles(tokens)
@@ -1337,12 +1339,16 @@ def skinny_launch(segments, hi, lo, cols, tokens, cluster=None, stream=None, pla
         args += [w if w is not None else np.uint64(0), o if o is not None else np.uint64(0), i32(r),
                  b if b is not None else np.uint64(0), sc if sc is not None else np.uint64(0)]
     args += [i32(g) for g in (scale_geometry or (1, cols))]  # rows and columns a scale covers: INT4 and FP8
+    if split_tokens:  # the 4-tile entry with two token groups: no tree, 8 warps' sums a pushed block
+        kiln_nvrtc.launch_ex(K[f"kiln_skinny_{fmt}_n4_r4_t2"], (tiles, cluster), SKINNY_WARPS * 32, args,
+                             (cluster - 1) * 8 * 2048, stream.ptr if stream else 0, cluster)
+        return
     kiln_nvrtc.launch_ex(K[f"kiln_skinny_{fmt}_n{nt}_r{rows}"], (tiles, cluster), SKINNY_WARPS * 32, args,
                          skinny_shared(nt, rows, cluster), stream.ptr if stream else 0, cluster)
 
 
 def skinny_silu_launch(wg, wu, rows, out, out_hi, out_lo, hi, lo, cols, tokens, cluster=None, stream=None, plan=None,
-                       fmt="bf16", sg=None, su=None, scale_geometry=None):
+                       fmt="bf16", sg=None, su=None, scale_geometry=None, split_tokens=False):
     nt = skinny_tiles(tokens)
     groups, tiles, planned = plan or skinny_silu_plan(rows, cols, tokens, props["multiProcessorCount"], 8 if major >= 9 else 1)
     cluster = planned if cluster is None else cluster
@@ -1350,6 +1356,10 @@ def skinny_silu_launch(wg, wu, rows, out, out_hi, out_lo, hi, lo, cols, tokens, 
     args = [hi, lo, i32(cols), i32(tokens), wg, wu, i32(rows), out, out_hi if out_hi is not None else null,
             out_lo if out_lo is not None else null, sg if sg is not None else null, su if su is not None else null]
     args += [i32(g) for g in (scale_geometry or (1, cols))]
+    if split_tokens:
+        kiln_nvrtc.launch_ex(K[f"kiln_skinny_silu_{fmt}_n4_r4_t2"], (-(-rows // 64), cluster or 1), SKINNY_WARPS * 32, args,
+                             ((cluster or 1) - 1) * 8 * 2048, stream.ptr if stream else 0, cluster or 1)
+        return
     kiln_nvrtc.launch_ex(K[f"kiln_skinny_silu_{fmt}_n{nt}_r{groups}"], (tiles, cluster), SKINNY_WARPS * 32, args,
                          skinny_shared(nt, groups, cluster), stream.ptr if stream else 0, cluster)
 
@@ -1449,10 +1459,11 @@ def skinny():
             failures.append("skinny_silu wrote past its tokens")
         parts = bf16_value(cp.asnumpy(out_hi)).astype(np.float64) + bf16_value(cp.asnumpy(out_lo)).astype(np.float64)
         check(f"skinny_silu_bf16_r{groups} bf16 parts, cluster {cluster}", parts.reshape(tokens, rows), got[:tokens], 3e-5)
-    # INT4 (groups of 64 and 128) and FP8 (blocks of 128 x 128 and 32 x 64) codes, plain and gated, up to 16 tokens;
-    # a NaN e4m3 code makes its row NaN and only its row.
-    for tokens in (5, 16):
+    # INT4 (groups of 64 and 128) and FP8 (blocks of 128 x 128 and 32 x 64) codes, plain and gated, up to 32 tokens
+    # (from 17 the entries with two token groups); a NaN e4m3 code makes its row NaN and only its row.
+    for tokens in (5, 16, 24, 32):
         nt = skinny_tiles(tokens)
+        split = nt == 4  # two token groups: the 4-tile INT4 and FP8 entries
         x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
         hi, lo = parts_of(x)
         cases = [("int4", *int4_rows(300, cols, g), (1, g), f"int4 g{g}") for g in (64, 128)]
@@ -1461,7 +1472,8 @@ def skinny():
             for cluster in ((1, 3) if clusters else (1,)):
                 out = poison((tokens + 1, 300))
                 skinny_launch([(cp.asarray(codes), out, 300, None, cp.asarray(sc))], hi, lo, cols, tokens, cluster,
-                              plan=(1, -(-300 // 32), cluster), fmt=fmt, scale_geometry=geometry)
+                              plan=(4, -(-300 // 128), cluster) if split else (1, -(-300 // 32), cluster), fmt=fmt,
+                              scale_geometry=geometry, split_tokens=split)
                 got = cp.asnumpy(out)
                 check(f"skinny {label} {tokens}x{cols} -> 300, cluster {cluster}", got[:tokens], x.astype(np.float64) @ w.T,
                       2e-6 * cols)
@@ -1472,13 +1484,13 @@ def skinny():
             g64, u64 = x.astype(np.float64) @ wg.T, x.astype(np.float64) @ wu.T
             out = poison((tokens + 1, 200))
             skinny_silu_launch(cp.asarray(cg), cp.asarray(cu), 200, out, None, None, hi, lo, cols, tokens, fmt=fmt,
-                               sg=cp.asarray(sg), su=cp.asarray(su), scale_geometry=geometry)
+                               sg=cp.asarray(sg), su=cp.asarray(su), scale_geometry=geometry, split_tokens=split)
             check(f"skinny_silu {label} {tokens}x{cols} -> 200", cp.asnumpy(out)[:tokens], g64 / (1 + np.exp(-g64)) * u64,
                   2e-6 * cols * 4)
         codes, sc, w = fp8_rows(40, cols, 128, 128, nan_row=9)
         out = poison((tokens, 40))
         skinny_launch([(cp.asarray(codes), out, 40, None, cp.asarray(sc))], hi, lo, cols, tokens, 1,
-                      plan=(1, 2, 1), fmt="fp8", scale_geometry=(128, 128))
+                      plan=(4, 1, 1) if split else (1, 2, 1), fmt="fp8", scale_geometry=(128, 128), split_tokens=split)
         got = cp.asnumpy(out)
         if not (np.all(np.isnan(got[:, 9])) and not np.any(np.isnan(np.delete(got, 9, axis=1)))):
             failures.append("skinny fp8: a NaN code did not make exactly its row NaN")

@@ -57,7 +57,7 @@ class CudaFp8WeightTest {
     private static final double GEMV_TOLERANCE = 1e-5;
     /** Relative to the product's magnitude: weights and activations split into two bf16 parts, ~16 bits each. */
     private static final double PREFILL_TOLERANCE = 1e-4;
-    private static final int[] TOKENS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 33, 40};
+    private static final int[] TOKENS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 24, 33, 40};
 
     private static CudaBackend gpu;
     private static CpuBackend cpu;
@@ -116,7 +116,7 @@ class CudaFp8WeightTest {
                 float[] x = Data.uniform(random, tokens * columns);
                 double error = relativeError(weight, x, tokens, loaded.matrix());
                 // Rows of whole 64-column chunks in blocks of a multiple of 64 columns take the tensor-core kernels from
-                // SKINNY_MIN_TOKENS to 16 tokens, which multiply the activations' bf16 parts as the prefill path does.
+                // SKINNY_MIN_TOKENS to 32 tokens, which multiply the activations' bf16 parts as the prefill path does.
                 boolean streamed = tokens <= 8 && !(columns % 64 == 0 && blockColumns % 64 == 0
                         && tokens >= Kernels.SKINNY_MIN_TOKENS);
                 double bound = streamed ? GEMV_TOLERANCE : PREFILL_TOLERANCE;
@@ -146,7 +146,7 @@ class CudaFp8WeightTest {
      * and leaves the other rows as they were.
      */
     @ParameterizedTest(name = "{0} columns")
-    @ValueSource(ints = {160, 77, 128}) // 128: the tensor-core kernels from SKINNY_MIN_TOKENS to 16 tokens
+    @ValueSource(ints = {160, 77, 128}) // 128: the tensor-core kernels from SKINNY_MIN_TOKENS to 32 tokens
     void aNanCodeMakesItsRowNaNAndOnlyItsRow(int columns) {
         int rows = 40;
         Loaded loaded = stored(rows, columns, 128, 128, true);

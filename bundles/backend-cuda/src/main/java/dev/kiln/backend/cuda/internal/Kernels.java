@@ -94,7 +94,7 @@ public final class Kernels implements AutoCloseable {
             SkinnyPlan.MAX_TOKENS), 0, SkinnyPlan.MAX_TOKENS);
     /**
      * The same for INT8, INT4 and FP8 weights of any row count (system property
-     * {@code kiln.cuda.skinnyQuantizedMaxTokens}; INT4 and FP8 entries stop at 16): their alternative above 8 tokens
+     * {@code kiln.cuda.skinnyQuantizedMaxTokens}): their alternative above 8 tokens
      * dequantizes the weight into bf16 for cuBLAS every step, so these kernels win at every count they take (INT8
      * served at concurrency 16 on an H100: 5,936 output tok/s against 1,316).
      */
@@ -104,11 +104,11 @@ public final class Kernels implements AutoCloseable {
     private static final String[] SKINNY_FORMATS = {"bf16", "int8", "int4", "fp8"};
 
     /**
-     * Most tokens the entries of a format exist for: INT4 and FP8 scale each chunk's sums, a second set of them that 32
-     * tokens cannot keep in registers, so their entries stop at 16.
+     * Whether a format's 4-tile entries deal the tokens to two warps a row group: INT4 and FP8 scale each chunk's sums,
+     * a second set of them that four tiles a warp cannot keep in registers.
      */
-    static int skinnyMostTokens(String format) {
-        return format.equals("int4") || format.equals("fp8") ? 16 : SkinnyPlan.MAX_TOKENS;
+    static boolean skinnyTokenGroups(String format) {
+        return format.equals("int4") || format.equals("fp8");
     }
     private final ThreadLocal<LaunchArguments> arguments;
 
@@ -170,12 +170,19 @@ public final class Kernels implements AutoCloseable {
                 for (int groups : new int[] {1, 2, 4}) {
                     if (groups > tiles) continue;
                     for (String format : SKINNY_FORMATS) {
-                        if (tiles > SkinnyPlan.tokenTiles(skinnyMostTokens(format))) continue;
+                        if (tiles == 4 && skinnyTokenGroups(format)) continue; // their 4-tile entries: below
                         String suffix = format + "_n" + tiles + "_r" + groups;
                         skinny &= grantSkinny(module, "kiln_skinny_" + suffix, tiles, groups, skinnyCluster);
                         skinny &= grantSkinny(module, "kiln_skinny_silu_" + suffix, tiles, groups, skinnyCluster);
                     }
                 }
+            }
+        }
+        if (tensorCores) {
+            for (String format : SKINNY_FORMATS) {
+                if (!skinnyTokenGroups(format)) continue;
+                skinny &= grantSkinny(module, "kiln_skinny_" + format + "_n4_r4_t2", 4, 4, skinnyCluster);
+                skinny &= grantSkinny(module, "kiln_skinny_silu_" + format + "_n4_r4_t2", 4, 4, skinnyCluster);
             }
         }
         skinnyAvailable = skinny;
@@ -203,7 +210,7 @@ public final class Kernels implements AutoCloseable {
             "kiln_skinny_bf16_n1_r1", "kiln_skinny_bf16_n2_r1", "kiln_skinny_bf16_n2_r2", "kiln_skinny_bf16_n4_r1",
             "kiln_skinny_bf16_n4_r2", "kiln_skinny_bf16_n4_r4", "kiln_skinny_silu_bf16_n1_r1", "kiln_skinny_silu_bf16_n2_r2",
             "kiln_skinny_silu_bf16_n4_r4", "kiln_skinny_int8_n1_r1", "kiln_skinny_int8_n4_r4", "kiln_skinny_silu_int8_n1_r1",
-            "kiln_skinny_silu_int8_n4_r4"};
+            "kiln_skinny_silu_int8_n4_r4", "kiln_skinny_int4_n4_r4_t2", "kiln_skinny_silu_fp8_n4_r4_t2"};
 
     /**
      * {@code acc[i] += x[i]}. When the held launch before is the token-specialised GEMV that wrote x (an attention
@@ -586,11 +593,11 @@ public final class Kernels implements AutoCloseable {
      * Whether a bf16 product of this many tokens and columns takes {@link #skinny} here: compute capability 8.0 (bf16
      * tensor-core products), from {@link #SKINNY_MIN_TOKENS} to {@link #SKINNY_MAX_TOKENS} tokens (to
      * {@link #SKINNY_NARROW_MAX_TOKENS} for fewer rows than {@link #SPLIT_BELOW_ROWS}, to
-     * {@link #SKINNY_QUANTIZED_MAX_TOKENS} for codes, INT4 and FP8 to 16 at most), whole 64-column chunks, 16-byte
-     * aligned weights. {@code format}: "bf16", "int8", "int4" or "fp8".
+     * {@link #SKINNY_QUANTIZED_MAX_TOKENS} for codes), whole 64-column chunks, 16-byte aligned weights. {@code format}:
+     * "bf16", "int8", "int4" or "fp8".
      */
     public boolean skinnyTakes(int tokens, int rows, int columns, long w, String format) {
-        int most = !format.equals("bf16") ? Math.min(SKINNY_QUANTIZED_MAX_TOKENS, skinnyMostTokens(format))
+        int most = !format.equals("bf16") ? SKINNY_QUANTIZED_MAX_TOKENS
                 : rows < SPLIT_BELOW_ROWS ? Math.max(SKINNY_MAX_TOKENS, SKINNY_NARROW_MAX_TOKENS) : SKINNY_MAX_TOKENS;
         return skinnyAvailable && tokens >= SKINNY_MIN_TOKENS && tokens <= most && SkinnyPlan.takes(tokens, columns)
                 && w % 16 == 0;
@@ -627,7 +634,8 @@ public final class Kernels implements AutoCloseable {
             segments[held] = added;
             int[] rowCounts = new int[held + 1];
             for (int i = 0; i <= held; i++) rowCounts[i] = (int) segments[i][SEGMENT_ROWS];
-            SkinnyPlan plan = SkinnyPlan.of(rowCounts, columns, tokens, context.properties().multiprocessors(), largestSkinnyCluster);
+            SkinnyPlan plan = SkinnyPlan.of(rowCounts, columns, tokens, context.properties().multiprocessors(), largestSkinnyCluster,
+                    skinnyTokenGroups(format));
             boolean whole = true;
             for (int i = 0; i < held; i++) whole &= plan.tilesWhole(rowCounts[i]);
             if (apart && whole && skinnyArguments(hi, lo, columns, tokens, segments).i32(scaleRows).i32(scaleColumns)
@@ -636,7 +644,8 @@ public final class Kernels implements AutoCloseable {
                 return;
             }
         }
-        SkinnyPlan plan = SkinnyPlan.of(new int[] {rows}, columns, tokens, context.properties().multiprocessors(), largestSkinnyCluster);
+        SkinnyPlan plan = SkinnyPlan.of(new int[] {rows}, columns, tokens, context.properties().multiprocessors(),
+                largestSkinnyCluster, skinnyTokenGroups(format));
         skinnyArguments(hi, lo, columns, tokens, new long[][] {added, new long[SKINNY_SEGMENT_SLOTS], new long[SKINNY_SEGMENT_SLOTS]})
                 .i32(scaleRows).i32(scaleColumns).launch(skinnyEntries.get(plan.entry(format)), "kiln_skinny", plan.tiles(), plan.cluster(), SkinnyPlan.WARPS * 32,
                         plan.sharedBytes(), plan.cluster());
@@ -666,12 +675,14 @@ public final class Kernels implements AutoCloseable {
                 || !disjoint(out, 4 * n, last.argument(SKINNY_HI), partBytes) || !disjoint(out, 4 * n, last.argument(SKINNY_LO), partBytes)) {
             return false;
         }
-        SkinnyPlan plan = SkinnyPlan.gated(rows, columns, tokens, context.properties().multiprocessors(), largestSkinnyCluster);
+        String format = skinnyFormat(last.function());
+        SkinnyPlan plan = SkinnyPlan.gated(rows, columns, tokens, context.properties().multiprocessors(), largestSkinnyCluster,
+                skinnyTokenGroups(format));
         return args().ptr(last.argument(SKINNY_HI)).ptr(last.argument(SKINNY_LO)).i32(columns).i32(tokens)
                 .ptr(last.argument(s0 + SEGMENT_W)).ptr(last.argument(s1 + SEGMENT_W)).i32(rows).ptr(out).ptr(0).ptr(0)
                 .ptr(last.argument(s0 + SEGMENT_SCALES)).ptr(last.argument(s1 + SEGMENT_SCALES))
                 .i32((int) last.argument(SKINNY_SCALE_ROWS)).i32((int) last.argument(SKINNY_SCALE_COLUMNS))
-                .replace(last, skinnyEntries.get(plan.gatedEntry(skinnyFormat(last.function()))), "kiln_skinny_silu",
+                .replace(last, skinnyEntries.get(plan.gatedEntry(format)), "kiln_skinny_silu",
                         plan.tiles(), plan.cluster(), SkinnyPlan.WARPS * 32, plan.sharedBytes(), plan.cluster());
     }
 

@@ -10,8 +10,10 @@ package dev.kiln.backend.cuda.internal;
  * @param rowGroups  groups of 32 rows (16 gate/up pairs) in a block; the activations each warp loads serve as many
  * @param tiles      blocks along x
  * @param cluster    blocks along y, one cluster: each sums a part of the columns
+ * @param tokenGroups warps the token tiles are dealt to: 1, or 2 for the 4-tile INT4 and FP8 entries (their chunk
+ *                   sums leave no registers for four tiles; the second warp's weight reads hit L2)
  */
-public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster) {
+public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster, int tokenGroups) {
     /** Most tokens the entries take: from 33 on their activation reads outweigh the weights', and cuBLAS is faster. */
     public static final int MAX_TOKENS = 32;
     /** Warps of a block; must match SKINNY_WARPS in the source. */
@@ -35,14 +37,22 @@ public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster) 
 
     /** Dynamic shared memory of a launch: the tree over a block's column ranges, the cluster's pushes into block 0. */
     static int sharedBytes(int tokenTiles, int rowGroups, int cluster) {
-        int fragment = 2 * tokenTiles * 32 * 16;
-        return WARPS / rowGroups / 2 * rowGroups * fragment + (cluster - 1) * rowGroups * fragment;
+        return sharedBytes(tokenTiles, rowGroups, cluster, 1);
+    }
+
+    static int sharedBytes(int tokenTiles, int rowGroups, int cluster, int tokenGroups) {
+        int groups = rowGroups * tokenGroups, fragment = 2 * (tokenTiles / tokenGroups) * 32 * 16;
+        return WARPS / groups / 2 * groups * fragment + (cluster - 1) * groups * fragment;
     }
 
     /** The most blocks a tile's columns may be split over: at least a chunk a warp, shared memory for two blocks an SM. */
     static int largestCluster(int tokenTiles, int rowGroups, int columns, int largest) {
-        int cluster = Math.max(1, Math.min(largest, columns / CHUNK / (WARPS / rowGroups)));
-        while (cluster > 1 && sharedBytes(tokenTiles, rowGroups, cluster) > MAX_SHARED) cluster--;
+        return largestCluster(tokenTiles, rowGroups, columns, largest, 1);
+    }
+
+    static int largestCluster(int tokenTiles, int rowGroups, int columns, int largest, int tokenGroups) {
+        int cluster = Math.max(1, Math.min(largest, columns / CHUNK / (WARPS / (rowGroups * tokenGroups))));
+        while (cluster > 1 && sharedBytes(tokenTiles, rowGroups, cluster, tokenGroups) > MAX_SHARED) cluster--;
         return cluster;
     }
 
@@ -54,9 +64,17 @@ public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster) 
      * in 48 tiles of one group split 3 ways against 9.5 in 24 of two.
      *
      * @param largest the largest cluster the device launches (1 without clusters)
+     * @param tokenGroups whether 4 token tiles take the two-token-group entry (INT4, FP8)
      */
-    public static SkinnyPlan of(int[] segmentRows, int columns, int tokens, int multiprocessors, int largest) {
+    public static SkinnyPlan of(int[] segmentRows, int columns, int tokens, int multiprocessors, int largest,
+                                boolean tokenGroups) {
         int tokenTiles = tokenTiles(tokens);
+        if (tokenGroups && tokenTiles == 4) {
+            int tiles = 0;
+            for (int rows : segmentRows) tiles += Math.ceilDiv(rows, 128);
+            int cluster = tiles >= 2 * multiprocessors ? 1 : largestCluster(4, 4, columns, largest, 2);
+            return new SkinnyPlan(4, 4, tiles, cluster, 2);
+        }
         int rowGroups = columns / CHUNK > 32 ? Math.min(tokenTiles, 2) : 1;
         for (int i = 0; i < segmentRows.length - 1; i++) {
             if (segmentRows[i] % (32 * rowGroups) != 0) rowGroups = 1;
@@ -64,7 +82,7 @@ public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster) 
         int tiles = 0;
         for (int rows : segmentRows) tiles += Math.ceilDiv(rows, 32 * rowGroups);
         int cluster = tiles >= 2 * multiprocessors ? 1 : largestCluster(tokenTiles, rowGroups, columns, largest);
-        return new SkinnyPlan(tokenTiles, rowGroups, tiles, cluster);
+        return new SkinnyPlan(tokenTiles, rowGroups, tiles, cluster, 1);
     }
 
     /**
@@ -72,11 +90,12 @@ public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster) 
      * tiles are fewer than the SMs (at 32 tokens 140 tiles took 41 us alone, 50 split in two; one or two row groups
      * took 46-49 us).
      */
-    public static SkinnyPlan gated(int rows, int columns, int tokens, int multiprocessors, int largest) {
-        int tokenTiles = tokenTiles(tokens);
+    public static SkinnyPlan gated(int rows, int columns, int tokens, int multiprocessors, int largest,
+                                   boolean tokenGroups) {
+        int tokenTiles = tokenTiles(tokens), groups = tokenGroups && tokenTiles == 4 ? 2 : 1;
         int tiles = Math.ceilDiv(rows, 16 * tokenTiles);
-        int cluster = tiles >= multiprocessors ? 1 : largestCluster(tokenTiles, tokenTiles, columns, largest);
-        return new SkinnyPlan(tokenTiles, tokenTiles, tiles, cluster);
+        int cluster = tiles >= multiprocessors ? 1 : largestCluster(tokenTiles, tokenTiles, columns, largest, groups);
+        return new SkinnyPlan(tokenTiles, tokenTiles, tiles, cluster, groups);
     }
 
     /** Whether every segment but the last fills whole tiles of this plan (what a fused launch of several needs). */
@@ -86,16 +105,20 @@ public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster) 
 
     /** Dynamic shared memory of this plan's launch. */
     public int sharedBytes() {
-        return sharedBytes(tokenTiles, rowGroups, cluster);
+        return sharedBytes(tokenTiles, rowGroups, cluster, tokenGroups);
     }
 
-    /** The name of the plain entry of this plan for weights of a format ("bf16", "int8"). */
+    /** The name of the plain entry of this plan for weights of a format ("bf16", "int8", "int4", "fp8"). */
     String entry(String format) {
-        return "kiln_skinny_" + format + "_n" + tokenTiles + "_r" + rowGroups;
+        return "kiln_skinny_" + format + suffix();
     }
 
     /** The name of the gated entry of this plan for weights of a format. */
     String gatedEntry(String format) {
-        return "kiln_skinny_silu_" + format + "_n" + tokenTiles + "_r" + rowGroups;
+        return "kiln_skinny_silu_" + format + suffix();
+    }
+
+    private String suffix() {
+        return "_n" + tokenTiles + "_r" + rowGroups + (tokenGroups > 1 ? "_t" + tokenGroups : "");
     }
 }

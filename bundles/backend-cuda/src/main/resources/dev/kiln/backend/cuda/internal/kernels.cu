@@ -2876,10 +2876,10 @@ __device__ __forceinline__ unsigned word(const uint4& v, int i) {
 template <int MT, int NT>
 __device__ __forceinline__ void skinny_multiply_chunk(float (&acc)[MT][NT][4], const uint4 (&a)[MT][2][2],
                                                       const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
-                                                      int k, int partStride, int g) {
+                                                      int tokenBase, int k, int partStride, int g) {
 #pragma unroll
     for (int n = 0; n < NT; n++) {
-        long long row = (long long) min(n * 8 + g, tokens - 1) * columns + k;
+        long long row = (long long) min(tokenBase + n * 8 + g, tokens - 1) * columns + k;
         uint4 bh[2], bl[2];
 #pragma unroll
         for (int p = 0; p < 2; p++) {
@@ -2926,49 +2926,51 @@ __device__ __forceinline__ void skinny_add(float (&acc)[MT][NT][4], const float4
 
 // The sums over all the tile's columns: this block's column ranges in a tree, then block 0 adds the other blocks' of
 // the cluster in rank order. True in block 0's warps of the first column range, which then hold them.
-template <int MT, int NT, int ROWS>
+// GROUPS: the warps of one column range (row groups times token groups), each with its own sums.
+template <int MT, int NT, int GROUPS>
 __device__ __forceinline__ bool skinny_reduce(float (&acc)[MT][NT][4]) {
     extern __shared__ float4 skinny_shared[];
-    constexpr int FRAGMENT = MT * NT * 32, RANGES = SKINNY_WARPS / ROWS;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, group = warp % ROWS, range = warp / ROWS;
+    constexpr int FRAGMENT = MT * NT * 32, RANGES = SKINNY_WARPS / GROUPS;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, group = warp % GROUPS, range = warp / GROUPS;
 #pragma unroll
     for (int half = RANGES / 2; half >= 1; half >>= 1) {
-        if (range >= half && range < 2 * half) skinny_store<MT, NT>(skinny_shared + ((range - half) * ROWS + group) * FRAGMENT + lane, acc);
+        if (range >= half && range < 2 * half) skinny_store<MT, NT>(skinny_shared + ((range - half) * GROUPS + group) * FRAGMENT + lane, acc);
         __syncthreads();
-        if (range < half) skinny_add<MT, NT>(acc, skinny_shared + (range * ROWS + group) * FRAGMENT + lane);
+        if (range < half) skinny_add<MT, NT>(acc, skinny_shared + (range * GROUPS + group) * FRAGMENT + lane);
         __syncthreads();
     }
     int blocks = gridDim.y, rank = blockIdx.y;
     if (blocks == 1) return range == 0;
-    float4* incoming = skinny_shared + (RANGES / 2) * ROWS * FRAGMENT;
+    float4* incoming = skinny_shared + (RANGES / 2) * GROUPS * FRAGMENT;
     cluster_wait(); // every block has started: block 0's shared memory takes stores
     if (rank != 0 && range == 0) {
 #pragma unroll
         for (int m = 0; m < MT; m++) {
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                cluster_store4(shared_address(incoming + ((rank - 1) * ROWS + group) * FRAGMENT + (m * NT + n) * 32 + lane), 0,
+                cluster_store4(shared_address(incoming + ((rank - 1) * GROUPS + group) * FRAGMENT + (m * NT + n) * 32 + lane), 0,
                                make_float4(acc[m][n][0], acc[m][n][1], acc[m][n][2], acc[m][n][3]));
             }
         }
     }
     unsigned token = cluster_barrier();
     if (rank != 0 || range != 0) return false;
-    for (int r = 1; r < blocks; r++) skinny_add<MT, NT>(acc, incoming + ((r - 1) * ROWS + group) * FRAGMENT + lane + token);
+    for (int r = 1; r < blocks; r++) skinny_add<MT, NT>(acc, incoming + ((r - 1) * GROUPS + group) * FRAGMENT + lane + token);
     return true;
 }
 
 // A lane's sums of its weight rows over its warp's column range: the block's y-th of gridDim.y, cut in
 // SKINNY_WARPS / ROWS.
 // srow: for INT4 and FP8, each row's scales (its row of groups or of blocks), one per scaleColumns columns.
-template <int MT, int NT, int ROWS, int FMT>
+template <int MT, int NT, int GROUPS, int FMT>
 __device__ __forceinline__ void skinny_sums(float (&acc)[MT][NT][4], const unsigned char* const (&wrow)[MT][2],
                                             const float* const (&srow)[MT][2], int scaleColumns,
-                                            const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens) {
-    constexpr int RANGES = SKINNY_WARPS / ROWS;
+                                            const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
+                                            int tokenBase) {
+    constexpr int RANGES = SKINNY_WARPS / GROUPS;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
     if (gridDim.y > 1) cluster_arrive_relaxed();
-    int chunks = columns / SKINNY_CHUNK, splits = gridDim.y * RANGES, split = blockIdx.y * RANGES + warp / ROWS;
+    int chunks = columns / SKINNY_CHUNK, splits = gridDim.y * RANGES, split = blockIdx.y * RANGES + warp / GROUPS;
     int first = (int) ((long long) chunks * split / splits), last = (int) ((long long) chunks * (split + 1) / splits);
     // The lane's columns of a chunk: bf16 8q and 32 + 8q onwards, codes 16q and 16q + 8 (see skinny_load_chunk).
     int laneColumn = FMT == SKINNY_BF16 ? 8 * q : 16 * q, partStride = FMT == SKINNY_BF16 ? 32 : 8;
@@ -2993,7 +2995,7 @@ __device__ __forceinline__ void skinny_sums(float (&acc)[MT][NT][4], const unsig
 #pragma unroll
                 for (int n = 0; n < NT; n++) part[m][n][0] = part[m][n][1] = part[m][n][2] = part[m][n][3] = 0.0f;
             }
-            skinny_multiply_chunk<MT, NT>(part, a, xhi, xlo, columns, tokens, c * SKINNY_CHUNK + laneColumn, partStride, g);
+            skinny_multiply_chunk<MT, NT>(part, a, xhi, xlo, columns, tokens, tokenBase, c * SKINNY_CHUNK + laneColumn, partStride, g);
             int scaleColumn = c * SKINNY_CHUNK / scaleColumns;
 #pragma unroll
             for (int m = 0; m < MT; m++) {
@@ -3007,7 +3009,7 @@ __device__ __forceinline__ void skinny_sums(float (&acc)[MT][NT][4], const unsig
                 }
             }
         } else {
-            skinny_multiply_chunk<MT, NT>(acc, a, xhi, xlo, columns, tokens, c * SKINNY_CHUNK + laneColumn, partStride, g);
+            skinny_multiply_chunk<MT, NT>(acc, a, xhi, xlo, columns, tokens, tokenBase, c * SKINNY_CHUNK + laneColumn, partStride, g);
         }
         if (more) {
 #pragma unroll
@@ -3059,15 +3061,19 @@ __device__ __forceinline__ const float* skinny_scale_row(const float* scales, in
     return scales ? scales + (long long) (r / scaleRows) * ((columns + scaleColumns - 1) / scaleColumns) : nullptr;
 }
 
-template <int NT, int ROWS, int FMT>
+// TOKEN_GROUPS > 1: the NT token tiles are dealt to as many warps (NT / TOKEN_GROUPS each) that read the same weight
+// rows, the second time from L2: fewer sums a warp, which the 4-tile INT4 and FP8 entries need for their chunk sums.
+template <int NT, int ROWS, int FMT, int TOKEN_GROUPS>
 __device__ __forceinline__ void skinny_product(const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
                                                const SkinnySegment& s0, const SkinnySegment& s1, const SkinnySegment& s2,
                                                int scaleRows, int scaleColumns) {
-    int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    constexpr int WARP_TILES = NT / TOKEN_GROUPS;
+    int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3, warp = threadIdx.x >> 5;
     int row = blockIdx.x * 32 * ROWS;
     SkinnySegment s;
     if (!find_skinny_segment(row, s, s0, s1, s2)) return;
-    row += 32 * ((threadIdx.x >> 5) % ROWS);
+    row += 32 * (warp % ROWS);
+    int tokenBase = 8 * WARP_TILES * ((warp / ROWS) % TOKEN_GROUPS);
     long long rowBytes = skinny_row_bytes<FMT>(columns);
     const unsigned char* wrow[2][2];
     const float* srow[2][2];
@@ -3080,16 +3086,16 @@ __device__ __forceinline__ void skinny_product(const bf16_t* xhi, const bf16_t* 
             srow[m][h] = skinny_scale_row(s.scales, r, scaleRows, columns, scaleColumns);
         }
     }
-    float acc[2][NT][4];
-    skinny_sums<2, NT, ROWS, FMT>(acc, wrow, srow, scaleColumns, xhi, xlo, columns, tokens);
-    if (!skinny_reduce<2, NT, ROWS>(acc)) return;
+    float acc[2][WARP_TILES][4];
+    skinny_sums<2, WARP_TILES, ROWS * TOKEN_GROUPS, FMT>(acc, wrow, srow, scaleColumns, xhi, xlo, columns, tokens, tokenBase);
+    if (!skinny_reduce<2, WARP_TILES, ROWS * TOKEN_GROUPS>(acc)) return;
 #pragma unroll
     for (int m = 0; m < 2; m++) {
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
+        for (int n = 0; n < WARP_TILES; n++) {
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                int r = row + 16 * m + 8 * (i >> 1) + g, t = n * 8 + 2 * q + (i & 1);
+                int r = row + 16 * m + 8 * (i >> 1) + g, t = tokenBase + n * 8 + 2 * q + (i & 1);
                 if (r < s.rows && t < tokens) {
                     float v = acc[m][n][i] * (FMT == SKINNY_INT8 ? s.scales[r] : 1.0f);
                     s.out[(long long) t * s.rows + r] = v + (s.bias ? s.bias[r] : 0.0f);
@@ -3102,12 +3108,14 @@ __device__ __forceinline__ void skinny_product(const bf16_t* xhi, const bf16_t* 
 // The gate and up products of an MLP and silu(gate) * up into out, whose high and low parts also go to outHi and
 // outLo when given (the down product's operand): block x owns rows 16 ROWS x .. of both, its warp group i the 16
 // from 16 ROWS x + 16 i. Gate and up themselves are not stored. sg and su: the two weights' scales (none for bf16).
-template <int NT, int ROWS, int FMT>
+template <int NT, int ROWS, int FMT, int TOKEN_GROUPS>
 __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
         const unsigned char* wg, const unsigned char* wu, int rows, float* out, bf16_t* outHi, bf16_t* outLo,
         const float* sg, const float* su, int scaleRows, int scaleColumns) {
-    int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-    int row = blockIdx.x * 16 * ROWS + 16 * ((threadIdx.x >> 5) % ROWS);
+    constexpr int WARP_TILES = NT / TOKEN_GROUPS;
+    int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3, warp = threadIdx.x >> 5;
+    int row = blockIdx.x * 16 * ROWS + 16 * (warp % ROWS);
+    int tokenBase = 8 * WARP_TILES * ((warp / ROWS) % TOKEN_GROUPS);
     long long rowBytes = skinny_row_bytes<FMT>(columns);
     const unsigned char* wrow[2][2];
     const float* srow[2][2];
@@ -3119,14 +3127,14 @@ __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf1
         srow[0][h] = skinny_scale_row(sg, r, scaleRows, columns, scaleColumns);
         srow[1][h] = skinny_scale_row(su, r, scaleRows, columns, scaleColumns);
     }
-    float acc[2][NT][4];
-    skinny_sums<2, NT, ROWS, FMT>(acc, wrow, srow, scaleColumns, xhi, xlo, columns, tokens);
-    if (!skinny_reduce<2, NT, ROWS>(acc)) return;
+    float acc[2][WARP_TILES][4];
+    skinny_sums<2, WARP_TILES, ROWS * TOKEN_GROUPS, FMT>(acc, wrow, srow, scaleColumns, xhi, xlo, columns, tokens, tokenBase);
+    if (!skinny_reduce<2, WARP_TILES, ROWS * TOKEN_GROUPS>(acc)) return;
 #pragma unroll
-    for (int n = 0; n < NT; n++) {
+    for (int n = 0; n < WARP_TILES; n++) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            int r = row + 8 * (i >> 1) + g, t = n * 8 + 2 * q + (i & 1);
+            int r = row + 8 * (i >> 1) + g, t = tokenBase + n * 8 + 2 * q + (i & 1);
             if (r < rows && t < tokens) {
                 bool rowScaled = FMT == SKINNY_INT8;
                 float gate = acc[0][n][i] * (rowScaled ? sg[r] : 1.0f);
@@ -3151,23 +3159,31 @@ __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf1
 // them per shape): kiln_skinny_bf16_n<NT>_r<ROWS>, kiln_skinny_silu_bf16_n<NT> (ROWS = NT). Two blocks an SM: at
 // 138 registers the 4-tile entries fit only one, and 140 blocks of gate/up then ran in two waves (32 tokens: 61 us
 // against 42 held to 128 registers, which spills 28 bytes).
-#define SKINNY_ENTRY(FORMAT, FMT, NT, ROWS)                                                                        \
-    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_##FORMAT##_n##NT##_r##ROWS(     \
+#define SKINNY_ENTRY_NAMED(NAME, FMT, NT, ROWS, TG)                                                                \
+    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) NAME(                                       \
             const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const unsigned char* w0, float* o0,     \
             int r0, const float* b0, const float* s0, const unsigned char* w1, float* o1, int r1, const float* b1, \
             const float* s1, const unsigned char* w2, float* o2, int r2, const float* b2, const float* s2,         \
             int scaleRows, int scaleColumns) {                                                                    \
-        SKINNY_BODY(skinny_product<NT, ROWS, FMT>(xhi, xlo, columns, tokens, SkinnySegment{w0, o0, r0, b0, s0},   \
+        SKINNY_BODY(skinny_product<NT, ROWS, FMT, TG>(xhi, xlo, columns, tokens, SkinnySegment{w0, o0, r0, b0, s0}, \
                     SkinnySegment{w1, o1, r1, b1, s1}, SkinnySegment{w2, o2, r2, b2, s2}, scaleRows, scaleColumns)); \
     }
-#define SKINNY_SILU_ENTRY(FORMAT, FMT, NT, ROWS)                                                                   \
-    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) kiln_skinny_silu_##FORMAT##_n##NT##_r##ROWS( \
+#define SKINNY_SILU_ENTRY_NAMED(NAME, FMT, NT, ROWS, TG)                                                           \
+    extern "C" __global__ void __launch_bounds__(SKINNY_WARPS * 32, 2) NAME(                                       \
             const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens, const unsigned char* wg,                \
             const unsigned char* wu, int rows, float* out, bf16_t* outHi, bf16_t* outLo, const float* sg,          \
             const float* su, int scaleRows, int scaleColumns) {                                                   \
-        SKINNY_BODY(skinny_silu_product<NT, ROWS, FMT>(xhi, xlo, columns, tokens, wg, wu, rows, out, outHi, outLo, \
-                                                       sg, su, scaleRows, scaleColumns));                         \
+        SKINNY_BODY(skinny_silu_product<NT, ROWS, FMT, TG>(xhi, xlo, columns, tokens, wg, wu, rows, out, outHi,   \
+                                                           outLo, sg, su, scaleRows, scaleColumns));              \
     }
+#define SKINNY_ENTRY(FORMAT, FMT, NT, ROWS) SKINNY_ENTRY_NAMED(kiln_skinny_##FORMAT##_n##NT##_r##ROWS, FMT, NT, ROWS, 1)
+#define SKINNY_SILU_ENTRY(FORMAT, FMT, NT, ROWS)                                                                   \
+    SKINNY_SILU_ENTRY_NAMED(kiln_skinny_silu_##FORMAT##_n##NT##_r##ROWS, FMT, NT, ROWS, 1)
+// INT4 and FP8 from 17 to 32 tokens: four row groups, the tokens in two groups of 16 (two warps a row group, reading
+// the same weight rows): each warp keeps two tiles' sums and two tiles' chunk sums, as the 2-tile entries do.
+#define SKINNY_TOKEN_GROUP_ENTRIES(FORMAT, FMT)                                                                    \
+    SKINNY_ENTRY_NAMED(kiln_skinny_##FORMAT##_n4_r4_t2, FMT, 4, 4, 2)                                             \
+    SKINNY_SILU_ENTRY_NAMED(kiln_skinny_silu_##FORMAT##_n4_r4_t2, FMT, 4, 4, 2)
 #define SKINNY_FEW_TOKEN_ENTRIES(FORMAT, FMT)                                                                      \
     SKINNY_ENTRY(FORMAT, FMT, 1, 1)                                                                               \
     SKINNY_ENTRY(FORMAT, FMT, 2, 1)                                                                               \
@@ -3185,6 +3201,9 @@ __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf1
     SKINNY_SILU_ENTRY(FORMAT, FMT, 4, 4)
 SKINNY_FORMAT_ENTRIES(bf16, SKINNY_BF16)
 SKINNY_FORMAT_ENTRIES(int8, SKINNY_INT8)
-// INT4 and FP8 up to 16 tokens: their per-chunk scaling holds a second set of sums, which 32 tokens cannot afford.
+// INT4 and FP8: their per-chunk scaling holds a second set of sums, so their 4-tile entries deal the tokens to two
+// warps.
 SKINNY_FEW_TOKEN_ENTRIES(int4, SKINNY_INT4)
 SKINNY_FEW_TOKEN_ENTRIES(fp8, SKINNY_FP8)
+SKINNY_TOKEN_GROUP_ENTRIES(int4, SKINNY_INT4)
+SKINNY_TOKEN_GROUP_ENTRIES(fp8, SKINNY_FP8)
