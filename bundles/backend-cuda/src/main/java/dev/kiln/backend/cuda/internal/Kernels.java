@@ -63,7 +63,10 @@ public final class Kernels implements AutoCloseable {
     private final MemorySegment[] gemv3SplitBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
     /** {@code kiln_gemv_silu_bf16_t1 .. _t8}: gate and up products with the SiLU gating in one launch. */
     private final MemorySegment[] gemvSiluBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
-    /** {@code kiln_skinny_bf16_n<T>_r<R>} by entry name, and the gated entries; empty below compute capability 8.0. */
+    /**
+     * The few-token entries by name ({@code kiln_skinny[_silu]_<format>_n<T>_r<R>[_t2]}, see {@link SkinnyPlan}); empty
+     * below compute capability 8.0.
+     */
     private final java.util.Map<String, MemorySegment> skinnyEntries = new java.util.HashMap<>();
     /** Whether the tensor-core few-token products run here, and their largest cluster. */
     private final boolean skinnyAvailable;
@@ -177,8 +180,6 @@ public final class Kernels implements AutoCloseable {
                     }
                 }
             }
-        }
-        if (tensorCores) {
             for (String format : SKINNY_FORMATS) {
                 if (!skinnyTokenGroups(format)) continue;
                 skinny &= grantSkinny(module, "kiln_skinny_" + format + "_n4_r4_t2", 4, 4, skinnyCluster);
