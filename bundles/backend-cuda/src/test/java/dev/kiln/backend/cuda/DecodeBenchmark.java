@@ -8,6 +8,7 @@ import dev.kiln.api.checkpoint.CheckpointTensor;
 import dev.kiln.api.model.CausalLanguageModel;
 import dev.kiln.api.model.ForwardBatch;
 import dev.kiln.api.model.ModelConfig;
+import dev.kiln.api.quant.Quantizer;
 import dev.kiln.api.tensor.DType;
 import dev.kiln.backend.cuda.bindings.CudaDriver;
 import dev.kiln.backend.cuda.internal.CudaContext;
@@ -30,7 +31,9 @@ import java.util.stream.IntStream;
 
 /**
  * Greedy (or, with {@code -Dkiln.bench.sample}, sampled) decode on the device with the exact tensor shapes of DeepSeek-R1-Distill-Qwen-1.5B (random bf16 weights,
- * built in memory; {@code -Dkiln.bench.model=DIR} takes a checkpoint folder instead, e.g. a synthetic DeepSeek-V2-Lite),
+ * built in memory; {@code -Dkiln.bench.model=DIR} takes a checkpoint folder instead, e.g. a synthetic DeepSeek-V2-Lite;
+ * {@code -Dkiln.bench.quantization=weight_only_int8|weight_only_int4|fp8} quantizes its linear layers on load, and the
+ * bound then counts their quantized bytes),
  * at several batch sizes, with CUDA graphs off and on, against the HBM bound measured in the same
  * run: device-to-device copy bandwidth (bytes read plus written) over the weight bytes one decode step reads (every
  * matrix except the embedding table, of which one row is read). Timing includes everything a serving step does
@@ -67,6 +70,15 @@ public final class DecodeBenchmark {
             case "bf16" -> DType.BF16;
             default -> throw new IllegalArgumentException("kiln.bench.kvCacheDtype must be f32 or bf16");
         };
+        // -Dkiln.bench.quantization=weight_only_int8 (or weight_only_int4, fp8) quantizes the linear layers on load.
+        String quantization = System.getProperty("kiln.bench.quantization", "");
+        Quantizer quantizer = switch (quantization) {
+            case "" -> null;
+            case "weight_only_int8" -> new CudaInt8Quantizer();
+            case "weight_only_int4" -> new CudaInt4Quantizer();
+            case "fp8" -> new CudaFp8Quantizer();
+            default -> throw new IllegalArgumentException("kiln.bench.quantization must be weight_only_int8, weight_only_int4 or fp8");
+        };
         for (boolean graphs : new boolean[] {false, true}) {
             if (!modes.contains(graphs ? "on" : "off")) continue;
             try (CudaBackend backend = new CudaBackend(0, KernelCompiler.defaultCacheDirectory(), graphs)) {
@@ -83,12 +95,13 @@ public final class DecodeBenchmark {
                 long embeddingBytes = checkpoint.find("lm_head.weight").isEmpty() ? 0
                         : checkpoint.tensor("model.embed_tokens.weight").data().byteSize();
                 int maxBatchTokens = Math.max(Math.max(256, maxBatch), PREFILLS.length == 0 ? 0 : PREFILL_CHUNK);
-                try (CausalLanguageModel model = Fixtures.build(checkpoint, backend, new CudaPagedAttention(), null,
+                try (CausalLanguageModel model = Fixtures.build(checkpoint, backend, new CudaPagedAttention(), quantizer,
                              maxBatchTokens, cacheType);
                      KvCache cache = model.allocateKvCache(blocksPerSequence * maxBatch, BLOCK)) {
-                    System.out.printf("model %s on the device in %.1f s: %.2f GB of weights%n",
+                    System.out.printf("model %s%s on the device in %.1f s: %.2f GB of weights%n",
                             modelFolder == null ? "R1-Distill-Qwen-1.5B shape" : modelFolder,
-                            (System.nanoTime() - start) / 1e9, model.weightBytes() / 1e9);
+                            quantizer == null ? "" : ", " + quantization, (System.nanoTime() - start) / 1e9,
+                            model.weightBytes() / 1e9);
                     // Every weight once per token, but one row of the embedding table and only the chosen experts.
                     long perToken = model.weightBytesPerToken() - embeddingBytes;
                     double bound = bandwidth / perToken;
