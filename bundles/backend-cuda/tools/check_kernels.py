@@ -1275,18 +1275,18 @@ SKINNY_MAX_SHARED = 99 * 1024  # two blocks an SM
 
 
 def skinny_tiles(tokens):
-    """Token tiles of 8 of the kiln_skinny entry a token count takes (Kernels.skinnyTiles); at most 32 tokens."""
+    """Token tiles of 8 of the kiln_skinny entry a token count takes (SkinnyPlan.tokenTiles); at most 32 tokens."""
     return next(nt for nt in (1, 2, 4) if tokens <= 8 * nt)
 
 
 def skinny_shared(nt, rows, cluster):
-    """Dynamic shared memory of a kiln_skinny launch (Kernels.skinnyShared): the warps' tree, the cluster's pushes."""
+    """Dynamic shared memory of a kiln_skinny launch (SkinnyPlan.sharedBytes): the warps' tree, the cluster's pushes."""
     fragment = 2 * nt * 32 * 16
     return (SKINNY_WARPS // rows // 2) * rows * fragment + (cluster - 1) * rows * fragment
 
 
 def skinny_cluster(nt, rows, columns, largest=8):
-    """The most blocks a tile's columns may be split over (Kernels.skinnyCluster): a chunk a warp at least, shared
+    """The most blocks a tile's columns may be split over (SkinnyPlan.largestCluster): a chunk a warp at least, shared
     memory for two blocks an SM."""
     cluster = max(1, min(largest, (columns // SKINNY_CHUNK) // (SKINNY_WARPS // rows)))
     while cluster > 1 and skinny_shared(nt, rows, cluster) > SKINNY_MAX_SHARED:
@@ -1295,8 +1295,8 @@ def skinny_cluster(nt, rows, columns, largest=8):
 
 
 def skinny_plan(segment_rows, columns, tokens, sms, largest=8):
-    """(row groups, tiles, cluster) of a plain product (Kernels.skinnyPlan): two row groups for long rows (the down
-    product), else one; clusters only where the tiles are fewer than two an SM."""
+    """(row groups, tiles, cluster) of a plain product with one token group (SkinnyPlan.of for bf16 and INT8): two row
+    groups for long rows (the down product), else one; clusters only where the tiles are fewer than two an SM."""
     nt = skinny_tiles(tokens)
     rows = min(nt, 2) if columns // SKINNY_CHUNK > 32 else 1
     if any(r % (32 * rows) for r in segment_rows[:-1]):
@@ -1306,7 +1306,7 @@ def skinny_plan(segment_rows, columns, tokens, sms, largest=8):
 
 
 def skinny_silu_plan(rows, columns, tokens, sms, largest=8):
-    """(row groups, tiles, cluster) of a gated MLP (Kernels.skinnyGated): clusters only where the tiles are fewer
+    """(row groups, tiles, cluster) of a gated MLP (SkinnyPlan.gated): clusters only where the tiles are fewer
     than the SMs."""
     nt = skinny_tiles(tokens)
     groups = skinny_silu_rows(nt)

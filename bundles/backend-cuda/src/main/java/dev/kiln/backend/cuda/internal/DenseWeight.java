@@ -158,10 +158,10 @@ public final class DenseWeight implements DeviceRowGather {
                               PartsProduct product) {
         long n = (long) tokens * columns;
         MatmulScratch scratch = context.matmulScratch();
-        boolean held = scratch.holdsSplit(x, n);
-        long[] parts = scratch.partsFor(x, n);
-        if (!held && !context.kernels().splitInHeld(x, parts[0], parts[1], n)) {
-            context.kernels().splitBf16(x, parts[0], parts[1], n);
+        long[] parts = scratch.heldParts(x, n);
+        if (parts == null) {
+            parts = scratch.bf16Pair(n); // the buffer the held parts (if any) are not in
+            if (!context.kernels().splitInHeld(x, parts[0], parts[1], n)) context.kernels().splitBf16(x, parts[0], parts[1], n);
         }
         product.queue(parts, scratch);
         scratch.splitBy(x, n, out, 4L * tokens * rows, parts);

@@ -14,7 +14,7 @@ import java.lang.foreign.ValueLayout;
  * {@code W[r, c] = e4m3(code[r, c]) · scale[r / blockRows, c / blockColumns]}, the layout of DeepSeek-V3's
  * {@code weight} and {@code weight_scale_inv}. Codes and scales are uploaded once, never widened.
  *
- * <p>Decode batches of 5 to 16 tokens over blocks of a multiple of 64 columns take the tensor-core kernels
+ * <p>Decode batches of 5 to 32 tokens over blocks of a multiple of 64 columns take the tensor-core kernels
  * ({@link Kernels#skinnyTakes}): codes decoded to bf16 in registers, each 64-column chunk's sums times its block's
  * scale. Other products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, 16 per 16-byte load,
  * decoded to f32 in registers, each 16-column step's sums scaled by its block's scale, f32 accumulation. Larger

@@ -64,15 +64,19 @@ public final class Kernels implements AutoCloseable {
     /** {@code kiln_gemv_silu_bf16_t1 .. _t8}: gate and up products with the SiLU gating in one launch. */
     private final MemorySegment[] gemvSiluBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
     /**
-     * The few-token entries by name ({@code kiln_skinny[_silu]_<format>_n<T>_r<R>[_t2]}, see {@link SkinnyPlan}); empty
-     * below compute capability 8.0.
+     * The few-token entries by name ({@code kiln_skinny[_silu]_<format>_n<T>_r<R>[_t2]}, see {@link SkinnyPlan}), and
+     * what each one is, by function (the fusions ask that of the held launch); empty below compute capability 8.0.
      */
     private final java.util.Map<String, MemorySegment> skinnyEntries = new java.util.HashMap<>();
+    private final java.util.Map<MemorySegment, SkinnyEntry> skinnyKinds = new java.util.HashMap<>();
+
+    /** A few-token entry's weight format ("bf16", "int8", "int4", "fp8") and whether it is the gated MLP's. */
+    private record SkinnyEntry(String format, boolean gated) {}
     /** Whether the tensor-core few-token products run here, and their largest cluster. */
     private final boolean skinnyAvailable;
     private final int largestSkinnyCluster;
     /**
-     * Fewest tokens a bf16 product takes the tensor-core few-token kernels with (system property
+     * Fewest tokens a product takes the tensor-core few-token kernels with (system property
      * {@code kiln.cuda.skinnyMinTokens}). Below it the GEMV kernels, whose fusions (the norm before a product, the
      * residual add after it) save two launches a layer: measured on an H100 (1.5B shape, graphs, overlapped steps),
      * batch 2 took 1.62 ms a step with the GEMVs against 1.95 with these, batch 4 1.96 against 1.97, batch 8 2.91
@@ -174,16 +178,12 @@ public final class Kernels implements AutoCloseable {
                     if (groups > tiles) continue;
                     for (String format : SKINNY_FORMATS) {
                         if (tiles == 4 && skinnyTokenGroups(format)) continue; // their 4-tile entries: below
-                        String suffix = format + "_n" + tiles + "_r" + groups;
-                        skinny &= grantSkinny(module, "kiln_skinny_" + suffix, tiles, groups, skinnyCluster);
-                        skinny &= grantSkinny(module, "kiln_skinny_silu_" + suffix, tiles, groups, skinnyCluster);
+                        skinny &= grantSkinny(module, format, tiles, groups, 1, skinnyCluster);
                     }
                 }
             }
             for (String format : SKINNY_FORMATS) {
-                if (!skinnyTokenGroups(format)) continue;
-                skinny &= grantSkinny(module, "kiln_skinny_" + format + "_n4_r4_t2", 4, 4, skinnyCluster);
-                skinny &= grantSkinny(module, "kiln_skinny_silu_" + format + "_n4_r4_t2", 4, 4, skinnyCluster);
+                if (skinnyTokenGroups(format)) skinny &= grantSkinny(module, format, 4, 4, 2, skinnyCluster);
             }
         }
         skinnyAvailable = skinny;
@@ -687,37 +687,38 @@ public final class Kernels implements AutoCloseable {
                         plan.tiles(), plan.cluster(), SkinnyPlan.WARPS * 32, plan.sharedBytes(), plan.cluster());
     }
 
-    /** Loads a skinny entry and grants it the shared memory of its largest cluster; false where that is refused. */
-    private boolean grantSkinny(MemorySegment module, String name, int tiles, int groups, int largestCluster) {
-        MemorySegment f = driver.function(module, name);
-        skinnyEntries.put(name, f);
-        int cluster = SkinnyPlan.largestCluster(tiles, groups, Integer.MAX_VALUE / 2, largestCluster);
-        return driver.allowDynamicSharedBytes(f, SkinnyPlan.sharedBytes(tiles, groups, cluster));
+    /**
+     * Loads the plain and the gated entry of a format and geometry and grants each the shared memory of its largest
+     * cluster; false where that is refused.
+     */
+    private boolean grantSkinny(MemorySegment module, String format, int tiles, int groups, int tokenGroups,
+                                int largestCluster) {
+        String suffix = format + "_n" + tiles + "_r" + groups + (tokenGroups > 1 ? "_t" + tokenGroups : "");
+        int cluster = SkinnyPlan.largestCluster(tiles, groups, Integer.MAX_VALUE / 2, largestCluster, tokenGroups);
+        boolean granted = true;
+        for (boolean gated : new boolean[] {false, true}) {
+            String name = (gated ? "kiln_skinny_silu_" : "kiln_skinny_") + suffix;
+            MemorySegment f = driver.function(module, name);
+            skinnyEntries.put(name, f);
+            skinnyKinds.put(f, new SkinnyEntry(format, gated));
+            granted &= driver.allowDynamicSharedBytes(f, SkinnyPlan.sharedBytes(tiles, groups, cluster, tokenGroups));
+        }
+        return granted;
     }
 
     private boolean isSkinnyPlain(MemorySegment function) {
-        for (var e : skinnyEntries.entrySet()) {
-            if (e.getValue().equals(function) && !e.getKey().contains("silu")) return true;
-        }
-        return false;
-    }
-
-    /** The weight format of a skinny entry, as its name spells it. */
-    private String skinnyFormat(MemorySegment function) {
-        for (var e : skinnyEntries.entrySet()) {
-            if (!e.getValue().equals(function)) continue;
-            for (String format : SKINNY_FORMATS) {
-                if (e.getKey().contains("_" + format + "_")) return format;
-            }
-        }
-        throw new IllegalArgumentException("not a skinny entry");
+        SkinnyEntry entry = skinnyKinds.get(function);
+        return entry != null && !entry.gated();
     }
 
     private boolean isSkinnyGated(MemorySegment function) {
-        for (var e : skinnyEntries.entrySet()) {
-            if (e.getValue().equals(function) && e.getKey().contains("silu")) return true;
-        }
-        return false;
+        SkinnyEntry entry = skinnyKinds.get(function);
+        return entry != null && entry.gated();
+    }
+
+    /** The weight format of a skinny entry. */
+    private String skinnyFormat(MemorySegment function) {
+        return skinnyKinds.get(function).format();
     }
 
     /**
@@ -739,12 +740,12 @@ public final class Kernels implements AutoCloseable {
 
     /**
      * Argument slots of kiln_skinny: the parts, columns, tokens, then per segment kiln_gemv3's four (weight, output,
-     * rows, bias) and the INT8 row scales.
+     * rows, bias) and the weight's scales, then the scales' geometry.
      */
     private static final int SKINNY_HI = 0, SKINNY_LO = 1, SKINNY_COLUMNS = 2, SKINNY_TOKENS = 3, SKINNY_SEGMENTS = 4,
             SKINNY_SEGMENT_SLOTS = 5, SEGMENT_SCALES = 4, SKINNY_SCALE_ROWS = 19, SKINNY_SCALE_COLUMNS = 20;
-    /** Argument slots of kiln_skinny_silu after the first four: gate and up weights, rows, out and its parts, scales. */
-    private static final int GATED_W_GATE = 4, GATED_W_UP = 5, GATED_ROWS = 6, GATED_OUT = 7, GATED_OUT_HI = 8;
+    /** Argument slots of kiln_skinny_silu that a fusion reads or rewrites: rows, out and its parts. */
+    private static final int GATED_ROWS = 6, GATED_OUT = 7, GATED_OUT_HI = 8;
 
     /**
      * The held launch if it is an RMSNorm of exactly {@code tokens} rows of {@code columns} whose output is x, not

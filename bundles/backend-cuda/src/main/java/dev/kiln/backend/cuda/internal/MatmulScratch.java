@@ -36,9 +36,9 @@ final class MatmulScratch implements AutoCloseable {
                 && Kernels.disjoint(x, 4 * n, productOutput, productBytes);
     }
 
-    /** The parts {@link #holdsSplit} found ({@code {hi, lo}}), or new ones from the buffer not used last. */
-    synchronized long[] partsFor(long x, long n) {
-        return holdsSplit(x, n) ? splitParts.clone() : bf16Pair(n);
+    /** The parts ({@code {hi, lo}}) that hold the split of {@code n} activations at x (see {@link #holdsSplit}), or null. */
+    synchronized long[] heldParts(long x, long n) {
+        return holdsSplit(x, n) ? splitParts.clone() : null;
     }
 
     /**

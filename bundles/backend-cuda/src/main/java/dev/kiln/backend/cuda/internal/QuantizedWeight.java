@@ -17,10 +17,9 @@ import java.lang.foreign.MemorySegment;
  * </ul>
  * Every row starts 16-byte aligned, so the kernels load 16 bytes of INT8 or 8 of INT4 codes (16 columns) at a time.
  *
- * <p>Products of the tokens {@link Kernels#skinnyTakes} (decode batches of 5 to 32 for INT8, to 16 for INT4 in groups of
- * a multiple of 64 columns) stream the codes once into the tensor-core kernels, widened to bf16 in registers, against
- * the activations' bf16 parts. Other
- * products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, widened to floats in
+ * <p>Products of the tokens {@link Kernels#skinnyTakes} (decode batches of 5 to 32; INT4 in groups of a multiple of 64
+ * columns) stream the codes once into the tensor-core kernels, widened to bf16 in registers, against the activations'
+ * bf16 parts. Other products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, widened to floats in
  * registers, with f32 sums. Larger products dequantize the weight, a tile of rows at a time, into bf16 scratch for
  * cuBLAS, with the activations split into bf16 high and low parts as {@link DenseWeight} does: INT8 codes are exact in
  * bf16, so two GEMMs sum {@code q · x} and a small kernel applies the row scales; INT4 weights {@code (u - 8) · s} are

@@ -1,8 +1,8 @@
 package dev.kiln.backend.cuda.internal;
 
 /**
- * How {@code kiln_skinny} (bf16 products of a few tokens on the tensor cores, see kernels.cu) is launched for a
- * shape: which entry (token tiles of 8, row groups a block), how many row tiles, and how many blocks of a thread block
+ * How {@code kiln_skinny} (products of a few tokens on the tensor cores, bf16 or quantized weights, see kernels.cu) is
+ * launched for a shape: which entry (token tiles of 8, row groups a block), how many row tiles, and how many blocks of a thread block
  * cluster split each tile's columns. The rules follow measurements on an H100 (the 1.5B shape's products at 4 to 32
  * tokens, {@code check_kernels.py}'s skinny_timing section).
  *
@@ -68,21 +68,20 @@ public record SkinnyPlan(int tokenTiles, int rowGroups, int tiles, int cluster, 
      */
     public static SkinnyPlan of(int[] segmentRows, int columns, int tokens, int multiprocessors, int largest,
                                 boolean tokenGroups) {
-        int tokenTiles = tokenTiles(tokens);
-        if (tokenGroups && tokenTiles == 4) {
-            int tiles = 0;
-            for (int rows : segmentRows) tiles += Math.ceilDiv(rows, 128);
-            int cluster = tiles >= 2 * multiprocessors ? 1 : largestCluster(4, 4, columns, largest, 2);
-            return new SkinnyPlan(4, 4, tiles, cluster, 2);
-        }
-        int rowGroups = columns / CHUNK > 32 ? Math.min(tokenTiles, 2) : 1;
-        for (int i = 0; i < segmentRows.length - 1; i++) {
-            if (segmentRows[i] % (32 * rowGroups) != 0) rowGroups = 1;
+        int tokenTiles = tokenTiles(tokens), groups = tokenGroups && tokenTiles == 4 ? 2 : 1;
+        int rowGroups;
+        if (groups == 2) {
+            rowGroups = 4; // the only two-token-group entry
+        } else {
+            rowGroups = columns / CHUNK > 32 ? Math.min(tokenTiles, 2) : 1;
+            for (int i = 0; i < segmentRows.length - 1; i++) {
+                if (segmentRows[i] % (32 * rowGroups) != 0) rowGroups = 1;
+            }
         }
         int tiles = 0;
         for (int rows : segmentRows) tiles += Math.ceilDiv(rows, 32 * rowGroups);
-        int cluster = tiles >= 2 * multiprocessors ? 1 : largestCluster(tokenTiles, rowGroups, columns, largest);
-        return new SkinnyPlan(tokenTiles, rowGroups, tiles, cluster, 1);
+        int cluster = tiles >= 2 * multiprocessors ? 1 : largestCluster(tokenTiles, rowGroups, columns, largest, groups);
+        return new SkinnyPlan(tokenTiles, rowGroups, tiles, cluster, groups);
     }
 
     /**

@@ -2757,12 +2757,13 @@ PREFILL_ENTRY(__launch_bounds__(32 * PREFILL_MAX_GROUP), kiln_prefill_attention_
 
 // ---- few-token products on the tensor cores -----------------------------------------------------------------
 
-// out[t] = W . x[t] for 2 to 32 tokens (decode batches), bf16 W [rows, columns], the activations given as their bf16
+// out[t] = W . x[t] for 2 to 32 tokens (decode batches), W [rows, columns], the activations given as their bf16
 // high and low parts (kiln_split_bf16; hi + lo keeps 16 bits of each f32), f32 sums: the paired cuBLAS GEMM's
 // arithmetic, with each weight read once from HBM and no partial products written out. From a few tokens on the GEMV
 // kernels become bound by their multiplies on the CUDA cores, and cuBLAS takes two to three times the weight-read
-// time (the Java side takes these from 5 to 16 tokens by default: at 32 the gated MLP's entry runs at half the
-// weight-read rate and cuBLAS is as fast; from 64 on cuBLAS is faster, as the activation reads outweigh the weights').
+// time (Kernels.skinnyTakes: bf16 from 5 to 16 tokens by default, to 32 for matrices of few rows and for quantized
+// weights; at 32 the bf16 gated MLP's entry runs at half the weight-read rate and cuBLAS is as fast; from 64 on cuBLAS
+// is faster, as the activation reads outweigh the weights'). The weight formats are below (SKINNY_BF16 ...).
 // A warp owns 32 weight rows (two m16 tiles; for the gated MLP row r of gate and of up) and streams a range of
 // 64-column chunks of them from global memory straight into registers, as the GEMV does (two loads in flight per
 // row, the next chunk's while this one multiplies). A dot product does not care in which order it visits the
@@ -2775,7 +2776,7 @@ PREFILL_ENTRY(__launch_bounds__(32 * PREFILL_MAX_GROUP), kiln_prefill_attention_
 // the blocks of a thread block cluster of gridDim.y, pushed into block 0's shared memory. Fixed orders, so results
 // do not depend on timing. Block 0's first column range stores.
 // Requires columns % 64 == 0, 16-byte aligned W and parts, at most 3 segments whose rows (but the last's) are
-// multiples of a block's rows. Dynamic shared memory: Kernels.skinnyShared (the warps' tree and the cluster's pushes).
+// multiples of a block's rows. Dynamic shared memory: SkinnyPlan.sharedBytes (the warps' tree and the cluster's pushes).
 #define SKINNY_WARPS 8
 #define SKINNY_CHUNK 64
 
