@@ -36,6 +36,8 @@ public final class CudaDriver {
     public static final int CAPTURE_MODE_THREAD_LOCAL = 1;
     /** {@code CUDA_ERROR_NO_DEVICE}. */
     public static final int ERROR_NO_DEVICE = 100;
+    /** {@code CUDA_ERROR_NOT_FOUND}: among others, a module without a kernel of the name asked for. */
+    public static final int ERROR_NOT_FOUND = 500;
 
     private static final String LIBRARY = "libcuda.so.1";
 
@@ -386,10 +388,19 @@ public final class CudaDriver {
 
     /** A kernel of a loaded module, by its (unmangled, {@code extern "C"}) name. */
     public MemorySegment function(MemorySegment module, String name) {
+        MemorySegment function = findFunction(module, name);
+        if (function == null) check("cuModuleGetFunction(" + name + ")", ERROR_NOT_FOUND);
+        return function;
+    }
+
+    /** A kernel of a loaded module by its name, or null where the module has none of that name. */
+    public MemorySegment findFunction(MemorySegment module, String name) {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment out = arena.allocate(ADDRESS);
             MemorySegment cName = arena.allocateFrom(name);
-            check("cuModuleGetFunction(" + name + ")", call(() -> (int) cuModuleGetFunction.invokeExact(out, module, cName)));
+            int result = call(() -> (int) cuModuleGetFunction.invokeExact(out, module, cName));
+            if (result == ERROR_NOT_FOUND) return null;
+            check("cuModuleGetFunction(" + name + ")", result);
             return out.get(ADDRESS, 0);
         }
     }

@@ -7,6 +7,8 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 
 /**
  * One device as the backend uses it: the driver's primary context, one non-blocking stream that every operation
@@ -86,8 +88,9 @@ public final class CudaContext implements AutoCloseable {
             cublas.setStream(cublasHandle, stream);
             this.architecture = KernelCompiler.architecture(properties.computeMajor(), properties.computeMinor());
             this.compiler = new KernelCompiler(nvrtc, kernelCache);
-            byte[] image = compiler.kernels(architecture);
-            this.kernels = new Kernels(this, driver.loadModule(image));
+            List<MemorySegment> modules = new ArrayList<>();
+            for (byte[] image : compiler.kernels(architecture)) modules.add(driver.loadModule(image));
+            this.kernels = new Kernels(this, modules);
             this.uploads = new Uploads(this);
             this.matmulScratch = new MatmulScratch(this);
         } catch (RuntimeException e) {

@@ -4,8 +4,9 @@ import dev.kiln.backend.cuda.bindings.CudaDriver;
 import java.lang.foreign.MemorySegment;
 
 /**
- * The kernels of {@code kernels.cu}, loaded in one module, each behind a method that knows its parameter list and
- * launch shape. Arguments are not checked here: the backend checks shapes before it calls.
+ * The kernels of {@code kernels.cu}, loaded as one module per compilation unit ({@link KernelCompiler#UNITS}), each
+ * behind a method that knows its parameter list and launch shape. Arguments are not checked here: the backend checks
+ * shapes before it calls.
  *
  * <p>Every kernel of the file waits for the kernel ahead of it on the device ({@code griddepcontrol.wait}) before
  * it touches memory, so all are launched as programmatic dependent launches where the recorder makes them: on a
@@ -37,7 +38,7 @@ public final class Kernels implements AutoCloseable {
 
     private final CudaContext context;
     private final CudaDriver driver;
-    private final MemorySegment module;
+    private final java.util.List<MemorySegment> modules;
     private final MemorySegment add, addHalves, addHalvesRmsNorm, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, resolveTokens, copyColumns,
             gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, argmaxSlices, argmaxMerge, samplePrepare, sampleTopK, sampleWeights, sampleTopP,
             sampleKept, samplePick, gemvBf16, gemvF32, writeKv, pagedAttention,
@@ -119,49 +120,50 @@ public final class Kernels implements AutoCloseable {
     }
     private final ThreadLocal<LaunchArguments> arguments;
 
-    Kernels(CudaContext context, MemorySegment module) {
+    /** @param modules the loaded units of kernels.cu, in any order: each kernel is looked up by name in all of them */
+    Kernels(CudaContext context, java.util.List<MemorySegment> modules) {
         this.context = context;
         this.driver = context.driver();
-        this.module = module;
+        this.modules = java.util.List.copyOf(modules);
         this.arguments = ThreadLocal.withInitial(() -> new LaunchArguments(context));
-        add = driver.function(module, "kiln_add");
-        addHalves = driver.function(module, "kiln_add_halves");
-        addHalvesRmsNorm = driver.function(module, "kiln_add_halves_rms_norm");
-        addBias = driver.function(module, "kiln_add_bias");
-        scale = driver.function(module, "kiln_scale");
-        siluMul = driver.function(module, "kiln_silu_mul");
-        splitBf16 = driver.function(module, "kiln_split_bf16");
-        rmsNorm = driver.function(module, "kiln_rms_norm");
-        addRmsNorm = driver.function(module, "kiln_add_rms_norm");
-        embedBf16 = driver.function(module, "kiln_embed_bf16");
-        embedF32 = driver.function(module, "kiln_embed_f32");
-        resolveTokens = driver.function(module, "kiln_resolve_tokens");
-        copyColumns = driver.function(module, "kiln_copy_columns");
-        gatherRows = driver.function(module, "kiln_gather_rows");
-        scatterAddRows = driver.function(module, "kiln_scatter_add_rows");
-        rotary = driver.function(module, "kiln_rotary");
-        rotary2 = driver.function(module, "kiln_rotary2");
-        argmaxRows = driver.function(module, "kiln_argmax_rows");
-        argmaxSlices = driver.function(module, "kiln_argmax_slices");
-        argmaxMerge = driver.function(module, "kiln_argmax_merge");
-        samplePrepare = driver.function(module, "kiln_sample_prepare");
-        sampleTopK = driver.function(module, "kiln_sample_top_k");
-        sampleWeights = driver.function(module, "kiln_sample_weights");
-        sampleTopP = driver.function(module, "kiln_sample_top_p");
-        sampleKept = driver.function(module, "kiln_sample_kept");
-        samplePick = driver.function(module, "kiln_sample_pick");
-        gemvBf16 = driver.function(module, "kiln_gemv_bf16");
-        gemvF32 = driver.function(module, "kiln_gemv_f32");
-        writeKv = driver.function(module, "kiln_write_kv");
-        pagedAttention = driver.function(module, "kiln_paged_attention");
-        pagedAttentionSplit = driver.function(module, "kiln_paged_attention_split");
-        pagedAttentionCombine = driver.function(module, "kiln_paged_attention_combine");
-        writeKvBf16 = driver.function(module, "kiln_write_kv_bf16");
-        pagedAttentionBf16 = driver.function(module, "kiln_paged_attention_bf16");
-        pagedAttentionSplitBf16 = driver.function(module, "kiln_paged_attention_split_bf16");
-        decodeAttentionBf16 = driver.function(module, "kiln_decode_attention_bf16");
-        prefillAttentionBf16 = driver.function(module, "kiln_prefill_attention_bf16");
-        prefillAttentionWideBf16 = driver.function(module, "kiln_prefill_attention_wide_bf16");
+        add = function("kiln_add");
+        addHalves = function("kiln_add_halves");
+        addHalvesRmsNorm = function("kiln_add_halves_rms_norm");
+        addBias = function("kiln_add_bias");
+        scale = function("kiln_scale");
+        siluMul = function("kiln_silu_mul");
+        splitBf16 = function("kiln_split_bf16");
+        rmsNorm = function("kiln_rms_norm");
+        addRmsNorm = function("kiln_add_rms_norm");
+        embedBf16 = function("kiln_embed_bf16");
+        embedF32 = function("kiln_embed_f32");
+        resolveTokens = function("kiln_resolve_tokens");
+        copyColumns = function("kiln_copy_columns");
+        gatherRows = function("kiln_gather_rows");
+        scatterAddRows = function("kiln_scatter_add_rows");
+        rotary = function("kiln_rotary");
+        rotary2 = function("kiln_rotary2");
+        argmaxRows = function("kiln_argmax_rows");
+        argmaxSlices = function("kiln_argmax_slices");
+        argmaxMerge = function("kiln_argmax_merge");
+        samplePrepare = function("kiln_sample_prepare");
+        sampleTopK = function("kiln_sample_top_k");
+        sampleWeights = function("kiln_sample_weights");
+        sampleTopP = function("kiln_sample_top_p");
+        sampleKept = function("kiln_sample_kept");
+        samplePick = function("kiln_sample_pick");
+        gemvBf16 = function("kiln_gemv_bf16");
+        gemvF32 = function("kiln_gemv_f32");
+        writeKv = function("kiln_write_kv");
+        pagedAttention = function("kiln_paged_attention");
+        pagedAttentionSplit = function("kiln_paged_attention_split");
+        pagedAttentionCombine = function("kiln_paged_attention_combine");
+        writeKvBf16 = function("kiln_write_kv_bf16");
+        pagedAttentionBf16 = function("kiln_paged_attention_bf16");
+        pagedAttentionSplitBf16 = function("kiln_paged_attention_split_bf16");
+        decodeAttentionBf16 = function("kiln_decode_attention_bf16");
+        prefillAttentionBf16 = function("kiln_prefill_attention_bf16");
+        prefillAttentionWideBf16 = function("kiln_prefill_attention_wide_bf16");
         // The largest groups whose blocks' shared memory the device grants (8 on Hopper and A100; fewer where a block
         // may have at most 99 KiB); none below compute capability 8.0.
         boolean tensorCores = context.properties().computeMajor() >= 8;
@@ -178,26 +180,35 @@ public final class Kernels implements AutoCloseable {
                     if (groups > tiles) continue;
                     for (String format : SKINNY_FORMATS) {
                         if (tiles == 4 && skinnyTokenGroups(format)) continue; // their 4-tile entries: below
-                        skinny &= grantSkinny(module, format, tiles, groups, 1, skinnyCluster);
+                        skinny &= grantSkinny(format, tiles, groups, 1, skinnyCluster);
                     }
                 }
             }
             for (String format : SKINNY_FORMATS) {
-                if (skinnyTokenGroups(format)) skinny &= grantSkinny(module, format, 4, 4, 2, skinnyCluster);
+                if (skinnyTokenGroups(format)) skinny &= grantSkinny(format, 4, 4, 2, skinnyCluster);
             }
         }
         skinnyAvailable = skinny;
         largestSkinnyCluster = skinnyCluster;
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
-            gemvBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_bf16_t" + t);
-            gemv3Bf16Tokens[t - 1] = driver.function(module, "kiln_gemv3_bf16_t" + t);
-            gemv3SplitBf16Tokens[t - 1] = driver.function(module, "kiln_gemv3_split_bf16_t" + t);
-            gemvSplitBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_split_bf16_t" + t);
-            gemvSiluBf16Tokens[t - 1] = driver.function(module, "kiln_gemv_silu_bf16_t" + t);
+            gemvBf16Tokens[t - 1] = function("kiln_gemv_bf16_t" + t);
+            gemv3Bf16Tokens[t - 1] = function("kiln_gemv3_bf16_t" + t);
+            gemv3SplitBf16Tokens[t - 1] = function("kiln_gemv3_split_bf16_t" + t);
+            gemvSplitBf16Tokens[t - 1] = function("kiln_gemv_split_bf16_t" + t);
+            gemvSiluBf16Tokens[t - 1] = function("kiln_gemv_silu_bf16_t" + t);
         }
     }
 
-    /** The kernel names the module must define (checked by the compilation test without a GPU). */
+    /** A kernel by name, from whichever unit defines it. */
+    private MemorySegment function(String name) {
+        for (MemorySegment module : modules) {
+            MemorySegment function = driver.findFunction(module, name);
+            if (function != null) return function;
+        }
+        throw new IllegalStateException("no unit of " + KernelCompiler.SOURCE + " defines the kernel " + name);
+    }
+
+    /** The kernel names the units must define, each in one (checked by the compilation test without a GPU). */
     public static final String[] NAMES = {"kiln_add", "kiln_add_halves", "kiln_add_halves_rms_norm", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16",
             "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_resolve_tokens", "kiln_copy_columns", "kiln_gather_rows",
             "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_argmax_slices", "kiln_argmax_merge", "kiln_sample_prepare", "kiln_sample_top_k", "kiln_sample_weights",
@@ -691,14 +702,14 @@ public final class Kernels implements AutoCloseable {
      * Loads the plain and the gated entry of a format and geometry and grants each the shared memory of its largest
      * cluster; false where that is refused.
      */
-    private boolean grantSkinny(MemorySegment module, String format, int tiles, int groups, int tokenGroups,
+    private boolean grantSkinny(String format, int tiles, int groups, int tokenGroups,
                                 int largestCluster) {
         String suffix = format + "_n" + tiles + "_r" + groups + (tokenGroups > 1 ? "_t" + tokenGroups : "");
         int cluster = SkinnyPlan.largestCluster(tiles, groups, Integer.MAX_VALUE / 2, largestCluster, tokenGroups);
         boolean granted = true;
         for (boolean gated : new boolean[] {false, true}) {
             String name = (gated ? "kiln_skinny_silu_" : "kiln_skinny_") + suffix;
-            MemorySegment f = driver.function(module, name);
+            MemorySegment f = function(name);
             skinnyEntries.put(name, f);
             skinnyKinds.put(f, new SkinnyEntry(format, gated));
             granted &= driver.allowDynamicSharedBytes(f, SkinnyPlan.sharedBytes(tiles, groups, cluster, tokenGroups));
@@ -1116,6 +1127,6 @@ public final class Kernels implements AutoCloseable {
 
     @Override
     public void close() {
-        driver.unloadModule(module);
+        for (MemorySegment module : modules) driver.unloadModule(module);
     }
 }

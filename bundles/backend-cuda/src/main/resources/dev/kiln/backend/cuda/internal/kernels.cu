@@ -6,6 +6,18 @@
 //  - element counts that can exceed 2^31 are long long, loop indices over them too;
 //  - every kernel that reduces over a block is launched with a multiple of 32 threads, at most 1024.
 
+// The source compiles as several programs in parallel (KernelCompiler.UNITS), each given -DKILN_UNIT=<unit>: a
+// program emits only its unit's entry points (the helpers they share are templates and inline functions, emitted
+// only where used). NVRTC compiles a program on one thread; the units take 1.3 to 4.3 s each, the whole file 24.
+// Units: 0 element-wise, rows, sampling and the generic GEMVs; 1 attention; 2 to 4 the token-specialised GEMVs;
+// 5 to 7 the few-token tensor-core products (bf16; INT8; INT4 and FP8). Without KILN_UNIT (tools/check_kernels.py)
+// every entry point is emitted.
+#ifdef KILN_UNIT
+#define KILN_IN_UNIT(u) (KILN_UNIT == (u))
+#else
+#define KILN_IN_UNIT(u) 1
+#endif
+
 typedef unsigned short bf16_t;
 
 #define KILN_INFINITY __int_as_float(0x7f800000)
@@ -76,6 +88,7 @@ __device__ __forceinline__ uint4 load_weights(const uint4* p) {
 #define GRID_STRIDE(i, n) \
     for (long long i = blockIdx.x * (long long) blockDim.x + threadIdx.x; i < (n); i += (long long) gridDim.x * blockDim.x)
 
+#if KILN_IN_UNIT(0)
 // ---- element-wise ------------------------------------------------------------------------------------------
 
 extern "C" __global__ void kiln_add(float* acc, const float* x, long long n) {
@@ -257,9 +270,10 @@ extern "C" __global__ void kiln_scatter_add_rows(const float* src, const int* ro
     for (int i = 0; i < count; i++) dst[(long long) rows[i] * n + j] += scales[i] * src[(long long) i * n + j];
 }
 
-// One block per row of x; cos and sin are tables [position][half], already scaled by the magnitude.
+#endif
+
 // Rotates pair i of a head's rotary part in place by (c, s): (a, b) becomes (a c - b s, b c + a s). The pairs are
-// (i, i + half), or (2i, 2i + 1) when interleaved.
+// (i, i + half), or (2i, 2i + 1) when interleaved. (The attention kernels rotate with it too.)
 __device__ __forceinline__ void rotate_pair(float* head, int i, int half, bool interleaved, float c, float s) {
     int ia = interleaved ? 2 * i : i;
     int ib = interleaved ? 2 * i + 1 : i + half;
@@ -267,6 +281,9 @@ __device__ __forceinline__ void rotate_pair(float* head, int i, int half, bool i
     head[ia] = a * c - b * s;
     head[ib] = b * c + a * s;
 }
+
+#if KILN_IN_UNIT(0)
+// One block per row of x; cos and sin are tables [position][half], already scaled by the magnitude.
 
 extern "C" __global__ void kiln_rotary(float* x, const int* positions, const float* cosTable, const float* sinTable,
                                        int rowLength, int heads, int headStride, int offset, int half,
@@ -729,6 +746,7 @@ extern "C" __global__ void kiln_rotary2(float* x, int rowLength, int heads, floa
         rotate_pair(row + h * headStride + offset, i, half, interleaved, cosTable[table + i], sinTable[table + i]);
     }
 }
+#endif
 
 // ---- matrix-vector products for few rows (decode) --------------------------------------------------------------
 
@@ -737,6 +755,7 @@ extern "C" __global__ void kiln_rotary2(float* x, int rowLength, int heads, floa
 // out[t, r] = sum_c x[t, c] * W[r, c] for t < tokens <= GEMV_MAX_TOKENS: one warp per weight row, so the weight
 // is streamed from memory exactly once whatever the number of tokens. vectorized: columns % 8 == 0 and W, x
 // 16-byte aligned, each lane then loads 8 weights (16 bytes) at a time.
+#if KILN_IN_UNIT(0)
 extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float* out, int rows, int columns,
                                           int tokens, int vectorized, const float* bias) {
     wait_for_previous_kernel();
@@ -787,6 +806,7 @@ extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float
         }
     }
 }
+#endif
 
 // The vectorized product specialised for a token count known at compile time (kiln_gemv_bf16_t1 .. _t8): no
 // branch between a weight load and its use, so each lane issues GEMV_UNROLL independent 16-byte weight loads
@@ -1273,16 +1293,24 @@ __device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int column
             float* normed) {                                                                                      \
         BY_NORM(gemv_silu_bf16_tokens, T, x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);          \
     }
+// Three units of about equal compile time.
+#if KILN_IN_UNIT(2)
 GEMV_BF16_TOKENS(1)
 GEMV_BF16_TOKENS(2)
 GEMV_BF16_TOKENS(3)
 GEMV_BF16_TOKENS(4)
+#endif
+#if KILN_IN_UNIT(3)
 GEMV_BF16_TOKENS(5)
+GEMV_BF16_TOKENS(8)
+#endif
+#if KILN_IN_UNIT(4)
 GEMV_BF16_TOKENS(6)
 GEMV_BF16_TOKENS(7)
-GEMV_BF16_TOKENS(8)
+#endif
 
 // The same for f32 weights (checkpoints stored in f32 or f16); vectorized: columns % 4 == 0, 16-byte aligned.
+#if KILN_IN_UNIT(0)
 extern "C" __global__ void kiln_gemv_f32(const float* w, const float* x, float* out, int rows, int columns,
                                          int tokens, int vectorized, const float* bias) {
     wait_for_previous_kernel();
@@ -1322,6 +1350,7 @@ extern "C" __global__ void kiln_gemv_f32(const float* w, const float* x, float* 
         }
     }
 }
+#endif
 
 // ---- paged attention --------------------------------------------------------------------------------------------
 
@@ -1393,6 +1422,7 @@ __device__ __forceinline__ void write_kv(const float* key, const float* value, T
     }
 }
 
+#if KILN_IN_UNIT(1)
 extern "C" __global__ void kiln_write_kv(const float* key, const float* value, float* keys, float* values,
                                          const int* slots, int kvHeads, int keyDim, int valueDim, int blockSize) {
     wait_for_previous_kernel();
@@ -1404,6 +1434,7 @@ extern "C" __global__ void kiln_write_kv_bf16(const float* key, const float* val
     wait_for_previous_kernel();
     write_kv(key, value, keys, values, slots, kvHeads, keyDim, valueDim, blockSize);
 }
+#endif
 
 #define ATTENTION_THREADS 256
 #define ATTENTION_VALUES_PER_THREAD 8
@@ -1490,6 +1521,7 @@ __device__ __forceinline__ void paged_attention(const float* query, float* out, 
     }
 }
 
+#if KILN_IN_UNIT(1)
 extern "C" __global__ void __launch_bounds__(ATTENTION_THREADS)
 kiln_paged_attention(const float* query, float* out, const float* keys, const float* values,
                      const int* tokenSequence, const int* tokenPosition, const int* tables, int tableStride,
@@ -1507,6 +1539,7 @@ kiln_paged_attention_bf16(const float* query, float* out, const bf16_t* keys, co
     paged_attention(query, out, keys, values, tokenSequence, tokenPosition, tables, tableStride, heads, kvHeads,
                     keyDim, valueDim, valueStride, blockSize, scale);
 }
+#endif
 
 // ---- split-context ("flash-decoding") attention ----------------------------------------------------------------
 //
@@ -2007,8 +2040,10 @@ __device__ __forceinline__ void paged_attention_split(const float* query, float*
                               blockSize, chunk, tile, scale, newKeys, newValues, slots, rotaryPositions,          \
                               cosTable, sinTable, rotaryOffset, rotaryHalf, rotaryInterleaved);                   \
     }
+#if KILN_IN_UNIT(1)
 PAGED_ATTENTION_SPLIT(kiln_paged_attention_split, float)
 PAGED_ATTENTION_SPLIT(kiln_paged_attention_split_bf16, bf16_t)
+#endif
 
 #define COMBINE_THREADS 256
 #define COMBINE_BATCH 8
@@ -2019,6 +2054,7 @@ PAGED_ATTENTION_SPLIT(kiln_paged_attention_split_bf16, bf16_t)
 // value vectors fewer than the threads (32 of a 128-wide head), `groups` threads share each vector, each over every
 // groups-th split, and their sums are added in group order: the records' loads are spread over the block instead
 // of queued behind one another in one thread.
+#if KILN_IN_UNIT(1)
 extern "C" __global__ void __launch_bounds__(COMBINE_THREADS)
 kiln_paged_attention_combine(const float* partials, float* out,
                              const int* tokenPosition, int heads, int valueDim, int chunk, int splits) {
@@ -2100,6 +2136,7 @@ kiln_paged_attention_combine(const float* partials, float* out,
         reinterpret_cast<float4*>(out + head * valueDim)[d] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
     }
 }
+#endif
 
 // ---- decode attention in registers (bf16 cache, heads of 128) ---------------------------------------------------
 //
@@ -2218,6 +2255,7 @@ __device__ __forceinline__ float transpose_sum(float (&v)[32], int lane) {
     return v[0];
 }
 
+#if KILN_IN_UNIT(1)
 extern "C" __global__ void __launch_bounds__(DECODE_THREADS, 1)
 kiln_decode_attention_bf16(const float* query, float* out, bf16_t* keys, bf16_t* values, const int* tokenPosition,
                            const int* tables, int tableStride, int heads, int kvHeads, int blockSize, int chunk,
@@ -2437,6 +2475,7 @@ kiln_decode_attention_bf16(const float* query, float* out, bf16_t* keys, bf16_t*
         outRow[i] = make_float4(a.x * inv, a.y * inv, a.z * inv, a.w * inv);
     }
 }
+#endif
 
 // ---- multi-token attention on the tensor cores -------------------------------------------------------------
 
@@ -2752,8 +2791,10 @@ __device__ __forceinline__ void prefill_attention(const float* query, float* out
 #else
 #define PREFILL_NARROW_REGISTERS __launch_bounds__(32 * PREFILL_MAX_GROUP)
 #endif
+#if KILN_IN_UNIT(1)
 PREFILL_ENTRY(PREFILL_NARROW_REGISTERS, kiln_prefill_attention_bf16)
 PREFILL_ENTRY(__launch_bounds__(32 * PREFILL_MAX_GROUP), kiln_prefill_attention_wide_bf16)
+#endif
 
 // ---- few-token products on the tensor cores -----------------------------------------------------------------
 
@@ -3200,11 +3241,17 @@ __device__ __forceinline__ void skinny_silu_product(const bf16_t* xhi, const bf1
     SKINNY_SILU_ENTRY(FORMAT, FMT, 4, 1)                                                                          \
     SKINNY_SILU_ENTRY(FORMAT, FMT, 4, 2)                                                                          \
     SKINNY_SILU_ENTRY(FORMAT, FMT, 4, 4)
+#if KILN_IN_UNIT(5)
 SKINNY_FORMAT_ENTRIES(bf16, SKINNY_BF16)
+#endif
+#if KILN_IN_UNIT(6)
 SKINNY_FORMAT_ENTRIES(int8, SKINNY_INT8)
+#endif
 // INT4 and FP8: their per-chunk scaling holds a second set of sums, so their 4-tile entries deal the tokens to two
 // warps.
+#if KILN_IN_UNIT(7)
 SKINNY_FEW_TOKEN_ENTRIES(int4, SKINNY_INT4)
 SKINNY_FEW_TOKEN_ENTRIES(fp8, SKINNY_FP8)
 SKINNY_TOKEN_GROUP_ENTRIES(int4, SKINNY_INT4)
 SKINNY_TOKEN_GROUP_ENTRIES(fp8, SKINNY_FP8)
+#endif

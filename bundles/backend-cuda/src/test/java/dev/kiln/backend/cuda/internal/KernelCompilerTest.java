@@ -2,6 +2,8 @@ package dev.kiln.backend.cuda.internal;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
@@ -11,13 +13,17 @@ import dev.kiln.backend.cuda.bindings.Nvrtc;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The kernel source compiles with NVRTC for Hopper and Ampere, defines every kernel the backend resolves, and the
- * disk cache serves an unchanged source without compiling. Needs NVRTC (no GPU): skipped where it is absent.
+ * The kernel source compiles with NVRTC for Hopper and Ampere, in units that together define every kernel the backend
+ * resolves, each in one unit, and the disk cache serves an unchanged source without compiling. Needs NVRTC (no GPU): skipped where it is absent.
  */
 class KernelCompilerTest {
     private static Nvrtc nvrtc;
@@ -32,16 +38,26 @@ class KernelCompilerTest {
     }
 
     @Test
-    void theKernelsCompileForHopperWithEveryKernelTheBackendLoads(@TempDir Path cache) {
+    void theKernelsCompileForHopperInUnitsThatTogetherDefineEveryKernelTheBackendLoadsOnce(@TempDir Path cache) {
         KernelCompiler compiler = new KernelCompiler(nvrtc, cache);
-        byte[] cubin = compiler.kernels(KernelCompiler.architecture(9, 0));
-        assertTrue(KernelCompiler.isElf(cubin), "NVRTC returned no ELF image");
-        String symbols = new String(cubin, StandardCharsets.ISO_8859_1);
-        for (String name : Kernels.NAMES) {
-            assertTrue(symbols.contains(name + "\0"), "the CUBIN defines no kernel " + name);
+        List<byte[]> units = compiler.kernels(KernelCompiler.architecture(9, 0));
+        assertEquals(KernelCompiler.UNITS, units.size());
+        assertEquals(KernelCompiler.UNITS, compiler.compilations());
+        Map<String, Integer> unitOf = new HashMap<>();
+        for (int unit = 0; unit < units.size(); unit++) {
+            byte[] cubin = units.get(unit);
+            assertTrue(KernelCompiler.isElf(cubin), "NVRTC returned no ELF image for unit " + unit);
+            // sm_90a: the architecture-specific target, whose instructions only Hopper runs.
+            String text = new String(cubin, StandardCharsets.ISO_8859_1);
+            assertTrue(text.contains("sm_90a") || containsElfMachineFlags(cubin), "unit " + unit + " not compiled for sm_90a");
+            Set<String> kernels = CubinKernels.of(cubin);
+            assertFalse(kernels.isEmpty(), "unit " + unit + " defines no kernel");
+            for (String kernel : kernels) {
+                Integer before = unitOf.put(kernel, unit);
+                assertNull(before, kernel + " is defined by units " + before + " and " + unit);
+            }
         }
-        // sm_90a: the architecture-specific target, whose instructions only Hopper runs.
-        assertTrue(symbols.contains("sm_90a") || containsElfMachineFlags(cubin), "not compiled for sm_90a");
+        for (String name : Kernels.NAMES) assertTrue(unitOf.containsKey(name), "no unit defines the kernel " + name);
     }
 
     @Test
@@ -58,9 +74,9 @@ class KernelCompilerTest {
             }
         }
         compiler.kernels("sm_90a");
-        assertEquals(3, compiler.compilations());
+        assertEquals(2 + KernelCompiler.UNITS, compiler.compilations());
         try (var files = Files.list(cache)) {
-            assertEquals(3, files.count(), "one cached CUBIN per source and architecture");
+            assertEquals(2 + KernelCompiler.UNITS, files.count(), "one cached CUBIN per source (unit) and architecture");
         }
         KernelCompiler again = new KernelCompiler(nvrtc, cache);
         assertArrayEquals(hopper, again.compile(QuantKernels.SOURCE, "sm_90a"));
@@ -84,20 +100,30 @@ class KernelCompilerTest {
     @Test
     void aSecondRequestIsServedFromTheCacheAndADifferentArchitectureIsCompiledAgain(@TempDir Path cache) throws Exception {
         KernelCompiler first = new KernelCompiler(nvrtc, cache);
-        byte[] compiled = first.kernels("sm_90a");
-        assertEquals(1, first.compilations());
+        List<byte[]> compiled = first.kernels("sm_90a");
+        assertEquals(KernelCompiler.UNITS, first.compilations());
         try (var files = Files.list(cache)) {
-            assertEquals(1, files.count(), "one cached CUBIN");
+            assertEquals(KernelCompiler.UNITS, files.count(), "one cached CUBIN a unit");
         }
 
         KernelCompiler second = new KernelCompiler(nvrtc, cache);
-        assertArrayEquals(compiled, second.kernels("sm_90a"));
+        List<byte[]> again = second.kernels("sm_90a");
+        for (int unit = 0; unit < KernelCompiler.UNITS; unit++) assertArrayEquals(compiled.get(unit), again.get(unit));
         assertEquals(0, second.compilations(), "an unchanged source must come from the cache");
 
-        byte[] ampere = second.kernels("sm_80");
-        assertEquals(1, second.compilations());
-        assertTrue(KernelCompiler.isElf(ampere));
-        assertTrue(!java.util.Arrays.equals(compiled, ampere), "two architectures, two different images");
+        // One unit's entry gone from the cache: only that unit compiles again.
+        try (var files = Files.list(cache)) {
+            Files.delete(files.sorted().findFirst().orElseThrow());
+        }
+        KernelCompiler third = new KernelCompiler(nvrtc, cache);
+        List<byte[]> mended = third.kernels("sm_90a");
+        assertEquals(1, third.compilations());
+        for (int unit = 0; unit < KernelCompiler.UNITS; unit++) assertArrayEquals(compiled.get(unit), mended.get(unit));
+
+        List<byte[]> ampere = second.kernels("sm_80");
+        assertEquals(KernelCompiler.UNITS, second.compilations());
+        assertTrue(KernelCompiler.isElf(ampere.get(0)));
+        assertTrue(!java.util.Arrays.equals(compiled.get(0), ampere.get(0)), "two architectures, two different images");
     }
 
     @Test
