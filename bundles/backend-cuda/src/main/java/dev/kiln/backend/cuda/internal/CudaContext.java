@@ -7,8 +7,6 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.file.Path;
-import java.util.ArrayList;
-import java.util.List;
 
 /**
  * One device as the backend uses it: the driver's primary context, one non-blocking stream that every operation
@@ -88,9 +86,7 @@ public final class CudaContext implements AutoCloseable {
             cublas.setStream(cublasHandle, stream);
             this.architecture = KernelCompiler.architecture(properties.computeMajor(), properties.computeMinor());
             this.compiler = new KernelCompiler(nvrtc, kernelCache);
-            List<MemorySegment> modules = new ArrayList<>();
-            for (byte[] image : compiler.kernels(architecture)) modules.add(driver.loadModule(image));
-            this.kernels = new Kernels(this, modules);
+            this.kernels = new Kernels(this, KernelModules.load(driver, KernelCompiler.SOURCE, compiler.kernels(architecture)));
             this.uploads = new Uploads(this);
             this.matmulScratch = new MatmulScratch(this);
         } catch (RuntimeException e) {
@@ -183,7 +179,8 @@ public final class CudaContext implements AutoCloseable {
     public synchronized QuantKernels quantKernels() {
         bind();
         if (quantKernels == null) {
-            quantKernels = new QuantKernels(this, driver.loadModule(compiler.compile(QuantKernels.SOURCE, architecture)));
+            quantKernels = new QuantKernels(this, KernelModules.load(driver, QuantKernels.SOURCE,
+                    compiler.units(QuantKernels.SOURCE, architecture)));
         }
         return quantKernels;
     }
@@ -195,7 +192,8 @@ public final class CudaContext implements AutoCloseable {
     public synchronized GroupedKernels groupedKernels() {
         bind();
         if (groupedKernels == null) {
-            groupedKernels = new GroupedKernels(this, driver.loadModule(compiler.compile(GroupedKernels.SOURCE, architecture)));
+            groupedKernels = new GroupedKernels(this, KernelModules.load(driver, GroupedKernels.SOURCE,
+                    compiler.units(GroupedKernels.SOURCE, architecture)));
         }
         return groupedKernels;
     }

@@ -4,7 +4,7 @@ import dev.kiln.backend.cuda.bindings.CudaDriver;
 import java.lang.foreign.MemorySegment;
 
 /**
- * The grouped products ({@value #SOURCE}: DeepSeekMoE's routed experts, MLA's per-head products), a module that
+ * The grouped products ({@value #SOURCE}: DeepSeekMoE's routed experts, MLA's per-head products), kernels that
  * {@link CudaContext} loads when the first layer that needs one is built, each behind a method that knows its parameter list and launch shape.
  * Launches are held by the context's {@link StepRecorder} (so they join its graphs) as programmatic dependent
  * launches, like those of {@link Kernels}. Arguments are not checked here: {@link CudaRoutedExperts} and the backend check them.
@@ -12,7 +12,7 @@ import java.lang.foreign.MemorySegment;
 public final class GroupedKernels implements AutoCloseable {
     /** The kernel source, a resource next to {@link KernelCompiler}. */
     public static final String SOURCE = "grouped_kernels.cu";
-    /** The kernel names the module must define (checked by the compilation test without a GPU). */
+    /** The kernel names the source's units must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = {"kiln_route_experts", "kiln_plan_experts", "kiln_experts_gate_up_bf16",
             "kiln_experts_down_bf16", "kiln_experts_combine", "kiln_gemv_heads_bf16"};
     /** The most routed experts (MAX_EXPERTS in the source; one plan thread each). */
@@ -31,20 +31,20 @@ public final class GroupedKernels implements AutoCloseable {
     private static final int MAX_GRID = 1 << 20;
 
     private final CudaDriver driver;
-    private final MemorySegment module;
+    private final KernelModules modules;
     private final MemorySegment route, plan, gateUp, down, combine, heads;
     private final ThreadLocal<LaunchArguments> arguments;
 
-    GroupedKernels(CudaContext context, MemorySegment module) {
+    GroupedKernels(CudaContext context, KernelModules modules) {
         this.driver = context.driver();
-        this.module = module;
+        this.modules = modules;
         this.arguments = ThreadLocal.withInitial(() -> new LaunchArguments(context));
-        route = driver.function(module, "kiln_route_experts");
-        plan = driver.function(module, "kiln_plan_experts");
-        gateUp = driver.function(module, "kiln_experts_gate_up_bf16");
-        down = driver.function(module, "kiln_experts_down_bf16");
-        combine = driver.function(module, "kiln_experts_combine");
-        heads = driver.function(module, "kiln_gemv_heads_bf16");
+        route = modules.function("kiln_route_experts");
+        plan = modules.function("kiln_plan_experts");
+        gateUp = modules.function("kiln_experts_gate_up_bf16");
+        down = modules.function("kiln_experts_down_bf16");
+        combine = modules.function("kiln_experts_combine");
+        heads = modules.function("kiln_gemv_heads_bf16");
     }
 
     /**
@@ -119,9 +119,9 @@ public final class GroupedKernels implements AutoCloseable {
         return arguments.get().reset();
     }
 
-    /** Unloads the module. */
+    /** Unloads the modules. */
     @Override
     public void close() {
-        driver.unloadModule(module);
+        modules.close();
     }
 }

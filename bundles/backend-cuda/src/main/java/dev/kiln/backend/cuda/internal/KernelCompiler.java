@@ -20,6 +20,8 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -29,18 +31,18 @@ import org.slf4j.LoggerFactory;
  * options and the NVRTC version: a changed kernel or compiler recompiles, an unchanged one loads in milliseconds. A
  * cache that cannot be written only costs the next start a compilation.
  *
- * <p>{@value #SOURCE} compiles as {@link #UNITS} programs, one per group of entry points ({@code -DKILN_UNIT=u}, see
- * the top of the source), on as many threads as there are processors: NVRTC compiles a program on one thread, and
- * the whole file took 36 s on an H100 machine's processor, 23 s here, where its largest unit takes 4.3 s. Each unit's
- * machine code is the same as in one program (its kernels' code sections compared byte for byte).
+ * <p>A source whose entry points are grouped by {@code #if KILN_IN_UNIT(u)} guards ({@value #SOURCE}: 8 units, see
+ * the top of the file) compiles as one program per unit ({@code -DKILN_UNIT=u}), on as many threads as there are
+ * processors ({@link #units}): NVRTC compiles a program on one thread, and {@value #SOURCE} took about 25 s as one
+ * program on a 2-core machine against 12 s in units; on an H100 machine's processor about 36 s as one program.
+ * Each unit's machine code is that of the single program (its kernels' code sections compared byte for byte).
  */
 public final class KernelCompiler {
     /** System property naming the cache folder. */
     public static final String CACHE_PROPERTY = "kiln.cuda.kernelCache";
     /** The backend's kernel source, a resource next to this class. */
     public static final String SOURCE = "kernels.cu";
-    /** Programs {@value #SOURCE} compiles as: its {@code KILN_IN_UNIT(u)} guards name units 0 to UNITS - 1. */
-    public static final int UNITS = 8;
+    private static final Pattern UNIT_GUARD = Pattern.compile("#if KILN_IN_UNIT\\((\\d+)\\)");
 
     private static final Logger LOG = LoggerFactory.getLogger(KernelCompiler.class);
 
@@ -103,36 +105,63 @@ public final class KernelCompiler {
      * @throws Nvrtc.CompilationException with the compiler's log when a unit does not compile
      */
     public List<byte[]> kernels(String architecture) {
-        String source = source(SOURCE);
-        List<List<String>> options = new ArrayList<>(UNITS);
-        for (int unit = 0; unit < UNITS; unit++) {
+        return units(SOURCE, architecture);
+    }
+
+    /**
+     * The units a kernel source compiles as: one more than the largest {@code u} of its {@code #if KILN_IN_UNIT(u)}
+     * guards, or 1 (the whole source) where it has none.
+     */
+    public static int unitCount(String source) {
+        Matcher guard = UNIT_GUARD.matcher(source);
+        int largest = -1;
+        while (guard.find()) largest = Math.max(largest, Integer.parseInt(guard.group(1)));
+        return Math.max(1, largest + 1);
+    }
+
+    /**
+     * The CUBINs of one of the bundle's kernel sources (see {@link #source}) for an architecture, one per unit
+     * ({@link #unitCount}; each compiled with {@code -DKILN_UNIT=u} where there are several) in unit order, each from
+     * the cache when present; those missing are compiled in parallel, one thread a processor.
+     *
+     * @throws Nvrtc.CompilationException with the compiler's log when a unit does not compile
+     * @throws IllegalStateException when the bundle has no such resource
+     */
+    public List<byte[]> units(String resource, String architecture) {
+        String source = source(resource);
+        int units = unitCount(source);
+        List<List<String>> options = new ArrayList<>(units);
+        for (int unit = 0; unit < units; unit++) {
             List<String> unitOptions = new ArrayList<>(options(architecture));
-            unitOptions.add("-DKILN_UNIT=" + unit);
+            if (units > 1) unitOptions.add("-DKILN_UNIT=" + unit);
             options.add(List.copyOf(unitOptions));
         }
-        byte[][] images = new byte[UNITS][];
+        byte[][] images = new byte[units][];
         List<Integer> missing = new ArrayList<>();
-        for (int unit = 0; unit < UNITS; unit++) {
+        for (int unit = 0; unit < units; unit++) {
             images[unit] = cached(source, options.get(unit), architecture);
             if (images[unit] == null) missing.add(unit);
         }
-        if (!missing.isEmpty()) {
-            long start = System.nanoTime();
-            int threads = Math.min(missing.size(), Runtime.getRuntime().availableProcessors());
+        if (missing.isEmpty()) return List.of(images);
+        long start = System.nanoTime();
+        int threads = Math.min(missing.size(), Runtime.getRuntime().availableProcessors());
+        if (threads == 1) {
+            for (int unit : missing) images[unit] = compileAndStore(source, resource, options.get(unit), architecture);
+        } else {
             ExecutorService pool = Executors.newFixedThreadPool(threads, Thread.ofPlatform().daemon().name("kiln-nvrtc-", 0).factory());
             try {
                 List<Future<byte[]>> compiled = new ArrayList<>();
                 for (int unit : missing) {
                     List<String> unitOptions = options.get(unit);
-                    compiled.add(pool.submit(() -> compileAndStore(source, SOURCE, unitOptions, architecture)));
+                    compiled.add(pool.submit(() -> compileAndStore(source, resource, unitOptions, architecture)));
                 }
                 for (int i = 0; i < missing.size(); i++) images[missing.get(i)] = result(compiled.get(i));
             } finally {
                 pool.shutdownNow();
             }
-            LOG.info("compiled CUDA kernels {} for {} in {} ms ({} of its {} units, {} at a time)", SOURCE, architecture,
-                    (System.nanoTime() - start) / 1_000_000, missing.size(), UNITS, threads);
         }
+        LOG.info("compiled CUDA kernels {} for {} in {} ms ({} of its {} units, {} at a time)", resource, architecture,
+                (System.nanoTime() - start) / 1_000_000, missing.size(), units, threads);
         return List.of(images);
     }
 
@@ -185,7 +214,7 @@ public final class KernelCompiler {
         return image;
     }
 
-    /** How many times this compiler ran NVRTC (cache misses; each unit of {@value #SOURCE} counts). */
+    /** How many times this compiler ran NVRTC (cache misses; each unit counts). */
     public int compilations() {
         return compilations.get();
     }

@@ -4,8 +4,8 @@ import dev.kiln.backend.cuda.bindings.CudaDriver;
 import java.lang.foreign.MemorySegment;
 
 /**
- * The kernels of {@code kernels.cu}, loaded as one module per compilation unit ({@link KernelCompiler#UNITS}), each
- * behind a method that knows its parameter list and launch shape. Arguments are not checked here: the backend checks
+ * The kernels of {@code kernels.cu}, loaded as one module per compilation unit ({@link KernelModules}), each behind a
+ * method that knows its parameter list and launch shape. Arguments are not checked here: the backend checks
  * shapes before it calls.
  *
  * <p>Every kernel of the file waits for the kernel ahead of it on the device ({@code griddepcontrol.wait}) before
@@ -38,7 +38,7 @@ public final class Kernels implements AutoCloseable {
 
     private final CudaContext context;
     private final CudaDriver driver;
-    private final java.util.List<MemorySegment> modules;
+    private final KernelModules modules;
     private final MemorySegment add, addHalves, addHalvesRmsNorm, addBias, scale, siluMul, splitBf16, rmsNorm, addRmsNorm, embedBf16, embedF32, resolveTokens, copyColumns,
             gatherRows, scatterAddRows, rotary, rotary2, argmaxRows, argmaxSlices, argmaxMerge, samplePrepare, sampleTopK, sampleWeights, sampleTopP,
             sampleKept, samplePick, gemvBf16, gemvF32, writeKv, pagedAttention,
@@ -120,11 +120,10 @@ public final class Kernels implements AutoCloseable {
     }
     private final ThreadLocal<LaunchArguments> arguments;
 
-    /** @param modules the loaded units of kernels.cu, in any order: each kernel is looked up by name in all of them */
-    Kernels(CudaContext context, java.util.List<MemorySegment> modules) {
+    Kernels(CudaContext context, KernelModules modules) {
         this.context = context;
         this.driver = context.driver();
-        this.modules = java.util.List.copyOf(modules);
+        this.modules = modules;
         this.arguments = ThreadLocal.withInitial(() -> new LaunchArguments(context));
         add = function("kiln_add");
         addHalves = function("kiln_add_halves");
@@ -199,16 +198,11 @@ public final class Kernels implements AutoCloseable {
         }
     }
 
-    /** A kernel by name, from whichever unit defines it. */
     private MemorySegment function(String name) {
-        for (MemorySegment module : modules) {
-            MemorySegment function = driver.findFunction(module, name);
-            if (function != null) return function;
-        }
-        throw new IllegalStateException("no unit of " + KernelCompiler.SOURCE + " defines the kernel " + name);
+        return modules.function(name);
     }
 
-    /** The kernel names the units must define, each in one (checked by the compilation test without a GPU). */
+    /** The kernel names the source's units must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = {"kiln_add", "kiln_add_halves", "kiln_add_halves_rms_norm", "kiln_add_bias", "kiln_scale", "kiln_silu_mul", "kiln_split_bf16",
             "kiln_rms_norm", "kiln_add_rms_norm", "kiln_embed_bf16", "kiln_embed_f32", "kiln_resolve_tokens", "kiln_copy_columns", "kiln_gather_rows",
             "kiln_scatter_add_rows", "kiln_rotary", "kiln_rotary2", "kiln_argmax_rows", "kiln_argmax_slices", "kiln_argmax_merge", "kiln_sample_prepare", "kiln_sample_top_k", "kiln_sample_weights",
@@ -1127,6 +1121,6 @@ public final class Kernels implements AutoCloseable {
 
     @Override
     public void close() {
-        for (MemorySegment module : modules) driver.unloadModule(module);
+        modules.close();
     }
 }

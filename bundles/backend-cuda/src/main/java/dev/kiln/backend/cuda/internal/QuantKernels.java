@@ -6,8 +6,8 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * The kernels of the quantized weight formats ({@value #SOURCE}: the weight-only integer formats and FP8 blocks), a
- * second module that {@link CudaContext} loads at the first quantized weight, each behind a method that knows its
+ * The kernels of the quantized weight formats ({@value #SOURCE}: the weight-only integer formats and FP8 blocks), loaded
+ * by {@link CudaContext} at the first quantized weight, each behind a method that knows its
  * parameter list and launch shape; and the scratch the formats' prefill products dequantize into. Launches are held by
  * the context's {@link StepRecorder} like those of {@link Kernels}, so they take part in its graphs, and made as
  * programmatic dependent launches as theirs are. Arguments are not
@@ -34,12 +34,12 @@ public final class QuantKernels implements AutoCloseable {
     static final int MAX_TILE_ROWS = 65_535;
     private static final int MAX_GRID = 1 << 20;
 
-    /** The kernel names the module must define (checked by the compilation test without a GPU). */
+    /** The kernel names the source's units must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = names();
 
     private final CudaContext context;
     private final CudaDriver driver;
-    private final MemorySegment module;
+    private final KernelModules modules;
     private final MemorySegment[] int8Gemv = new MemorySegment[GEMV_MAX_TOKENS];
     private final MemorySegment[] int8GemvSplit = new MemorySegment[GEMV_MAX_TOKENS];
     private final MemorySegment[] int4Gemv = new MemorySegment[GEMV_MAX_TOKENS];
@@ -53,30 +53,30 @@ public final class QuantKernels implements AutoCloseable {
     private long tiles;
     private long tileBytes;
 
-    QuantKernels(CudaContext context, MemorySegment module) {
+    QuantKernels(CudaContext context, KernelModules modules) {
         this.context = context;
         this.driver = context.driver();
-        this.module = module;
+        this.modules = modules;
         this.arguments = ThreadLocal.withInitial(() -> new LaunchArguments(context));
         this.multiprocessors = context.properties().multiprocessors();
         for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
-            int8Gemv[t - 1] = driver.function(module, "kiln_int8_gemv_t" + t);
-            int8GemvSplit[t - 1] = driver.function(module, "kiln_int8_gemv_split_t" + t);
-            int4Gemv[t - 1] = driver.function(module, "kiln_int4_gemv_t" + t);
-            int4GemvSplit[t - 1] = driver.function(module, "kiln_int4_gemv_split_t" + t);
-            fp8Gemv[t - 1] = driver.function(module, "kiln_fp8_gemv_t" + t);
-            fp8GemvSplit[t - 1] = driver.function(module, "kiln_fp8_gemv_split_t" + t);
+            int8Gemv[t - 1] = modules.function("kiln_int8_gemv_t" + t);
+            int8GemvSplit[t - 1] = modules.function("kiln_int8_gemv_split_t" + t);
+            int4Gemv[t - 1] = modules.function("kiln_int4_gemv_t" + t);
+            int4GemvSplit[t - 1] = modules.function("kiln_int4_gemv_split_t" + t);
+            fp8Gemv[t - 1] = modules.function("kiln_fp8_gemv_t" + t);
+            fp8GemvSplit[t - 1] = modules.function("kiln_fp8_gemv_split_t" + t);
         }
-        int8GemvAnyShape = driver.function(module, "kiln_int8_gemv");
-        int4GemvAnyShape = driver.function(module, "kiln_int4_gemv");
-        int8CodesBf16 = driver.function(module, "kiln_int8_codes_bf16");
-        int8ScaleProduct = driver.function(module, "kiln_int8_scale_product");
-        int4DequantizeSplit = driver.function(module, "kiln_int4_dequantize_split");
-        int8GatherRows = driver.function(module, "kiln_int8_gather_rows");
-        int4GatherRows = driver.function(module, "kiln_int4_gather_rows");
-        fp8GemvAnyShape = driver.function(module, "kiln_fp8_gemv");
-        fp8DequantizeSplit = driver.function(module, "kiln_fp8_dequantize_split");
-        fp8GatherRows = driver.function(module, "kiln_fp8_gather_rows");
+        int8GemvAnyShape = modules.function("kiln_int8_gemv");
+        int4GemvAnyShape = modules.function("kiln_int4_gemv");
+        int8CodesBf16 = modules.function("kiln_int8_codes_bf16");
+        int8ScaleProduct = modules.function("kiln_int8_scale_product");
+        int4DequantizeSplit = modules.function("kiln_int4_dequantize_split");
+        int8GatherRows = modules.function("kiln_int8_gather_rows");
+        int4GatherRows = modules.function("kiln_int4_gather_rows");
+        fp8GemvAnyShape = modules.function("kiln_fp8_gemv");
+        fp8DequantizeSplit = modules.function("kiln_fp8_dequantize_split");
+        fp8GatherRows = modules.function("kiln_fp8_gather_rows");
     }
 
     private static String[] names() {
@@ -287,12 +287,12 @@ public final class QuantKernels implements AutoCloseable {
         return arguments.get().reset();
     }
 
-    /** Unloads the module and frees the tiles. */
+    /** Unloads the modules and frees the tiles. */
     @Override
     public synchronized void close() {
         if (tiles != 0) context.free(tiles);
         tiles = 0;
         tileBytes = 0;
-        driver.unloadModule(module);
+        modules.close();
     }
 }

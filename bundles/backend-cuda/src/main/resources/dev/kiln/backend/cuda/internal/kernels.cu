@@ -6,9 +6,9 @@
 //  - element counts that can exceed 2^31 are long long, loop indices over them too;
 //  - every kernel that reduces over a block is launched with a multiple of 32 threads, at most 1024.
 
-// The source compiles as several programs in parallel (KernelCompiler.UNITS), each given -DKILN_UNIT=<unit>: a
+// The source compiles as several programs in parallel (KernelCompiler.units), each given -DKILN_UNIT=<unit>: a
 // program emits only its unit's entry points (the helpers they share are templates and inline functions, emitted
-// only where used). NVRTC compiles a program on one thread; the units take 1.3 to 4.3 s each, the whole file 24.
+// only where used). NVRTC compiles a program on one thread; the units take 1.3 to 4.3 s each, the whole file 25 s.
 // Units: 0 element-wise, rows, sampling and the generic GEMVs; 1 attention; 2 to 4 the token-specialised GEMVs;
 // 5 to 7 the few-token tensor-core products (bf16; INT8; INT4 and FP8). Without KILN_UNIT (tools/check_kernels.py)
 // every entry point is emitted.

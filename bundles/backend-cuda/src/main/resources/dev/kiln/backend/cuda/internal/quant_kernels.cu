@@ -17,6 +17,14 @@
 //          weight_scale_inv, read as stored, or quantized on load by the same rule).
 // Activations are f32 [tokens][columns], products f32 [tokens][rows], as in kernels.cu.
 
+// Compiled as several programs in parallel, each emitting one unit's entry points (see kernels.cu): 0 the any-shape
+// GEMVs, prefill dequantization and row gathers; 1 and 2 the integer formats' token-specialised GEMVs; 3 FP8's.
+#ifdef KILN_UNIT
+#define KILN_IN_UNIT(u) (KILN_UNIT == (u))
+#else
+#define KILN_IN_UNIT(u) 1
+#endif
+
 typedef unsigned short bf16_t;
 
 // Programmatic dependent launch, as in kernels.cu (this module is compiled on its own, hence the copy): every kernel
@@ -364,16 +372,21 @@ __device__ __forceinline__ void int4_gemv_tokens(const unsigned char* codes, con
                               int rows, int columns, int strideBytes, int groups, int groupShift) {                  \
         int4_gemv_tokens<T, QUANT_GEMV_WARPS>(codes, scales, x, out, rows, columns, strideBytes, groups, groupShift); \
     }
+#if KILN_IN_UNIT(1)
 QUANT_GEMV_TOKENS(1)
 QUANT_GEMV_TOKENS(2)
 QUANT_GEMV_TOKENS(3)
 QUANT_GEMV_TOKENS(4)
 QUANT_GEMV_TOKENS(5)
+#endif
+#if KILN_IN_UNIT(2)
 QUANT_GEMV_TOKENS(6)
 QUANT_GEMV_TOKENS(7)
 QUANT_GEMV_TOKENS(8)
+#endif
 
 // ---- GEMV for any shape (columns not a multiple of 16, or x not 16-byte aligned) ------------------------------------
+#if KILN_IN_UNIT(0)
 
 // One warp per row, one column per lane at a time: plain loads, any alignment. tokens <= QUANT_MAX_TOKENS.
 extern "C" __global__ void kiln_int8_gemv(const signed char* codes, const float* scales, const float* x, float* out,
@@ -498,6 +511,8 @@ extern "C" __global__ void kiln_int4_gather_rows(const unsigned char* codes, con
         o[c] = (float) (u - 8) * sr[c / groupSize];
     }
 }
+
+#endif
 
 // ---- FP8 e4m3 block weights (fp8) -----------------------------------------------------------------------------------
 
@@ -637,6 +652,7 @@ __device__ __forceinline__ void fp8_gemv_tokens(const unsigned char* codes, cons
         fp8_gemv_tokens<T, QUANT_GEMV_WARPS>(codes, scales, x, out, rows, columns, stride, blockRows, columnBlocks,  \
                                              blockShift);                                                            \
     }
+#if KILN_IN_UNIT(3)
 FP8_GEMV_TOKENS(1)
 FP8_GEMV_TOKENS(2)
 FP8_GEMV_TOKENS(3)
@@ -645,7 +661,9 @@ FP8_GEMV_TOKENS(5)
 FP8_GEMV_TOKENS(6)
 FP8_GEMV_TOKENS(7)
 FP8_GEMV_TOKENS(8)
+#endif
 
+#if KILN_IN_UNIT(0)
 // Any shape and block size (columns not a multiple of 16, x not 16-byte aligned, blocks not 16 << k columns wide):
 // one warp per row, one column per lane at a time. tokens <= QUANT_MAX_TOKENS.
 extern "C" __global__ void kiln_fp8_gemv(const unsigned char* codes, const float* scales, const float* x, float* out,
@@ -706,3 +724,4 @@ extern "C" __global__ void kiln_fp8_gather_rows(const unsigned char* codes, cons
     float* o = out + (long long) blockIdx.x * columns;
     for (int c = threadIdx.x; c < columns; c += blockDim.x) o[c] = e4m3_to_float(wr[c]) * sr[c / blockColumns];
 }
+#endif

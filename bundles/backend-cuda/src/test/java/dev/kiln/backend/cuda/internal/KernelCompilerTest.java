@@ -41,59 +41,46 @@ class KernelCompilerTest {
     void theKernelsCompileForHopperInUnitsThatTogetherDefineEveryKernelTheBackendLoadsOnce(@TempDir Path cache) {
         KernelCompiler compiler = new KernelCompiler(nvrtc, cache);
         List<byte[]> units = compiler.kernels(KernelCompiler.architecture(9, 0));
-        assertEquals(KernelCompiler.UNITS, units.size());
-        assertEquals(KernelCompiler.UNITS, compiler.compilations());
-        Map<String, Integer> unitOf = new HashMap<>();
-        for (int unit = 0; unit < units.size(); unit++) {
-            byte[] cubin = units.get(unit);
-            assertTrue(KernelCompiler.isElf(cubin), "NVRTC returned no ELF image for unit " + unit);
+        int expected = KernelCompiler.unitCount(KernelCompiler.kernelSource());
+        assertTrue(expected > 1, "kernels.cu compiles in units");
+        assertEquals(expected, units.size());
+        assertEquals(expected, compiler.compilations());
+        for (byte[] cubin : units) {
             // sm_90a: the architecture-specific target, whose instructions only Hopper runs.
             String text = new String(cubin, StandardCharsets.ISO_8859_1);
-            assertTrue(text.contains("sm_90a") || containsElfMachineFlags(cubin), "unit " + unit + " not compiled for sm_90a");
-            Set<String> kernels = CubinKernels.of(cubin);
-            assertFalse(kernels.isEmpty(), "unit " + unit + " defines no kernel");
-            for (String kernel : kernels) {
-                Integer before = unitOf.put(kernel, unit);
-                assertNull(before, kernel + " is defined by units " + before + " and " + unit);
-            }
+            assertTrue(text.contains("sm_90a") || containsElfMachineFlags(cubin), "a unit not compiled for sm_90a");
         }
-        for (String name : Kernels.NAMES) assertTrue(unitOf.containsKey(name), "no unit defines the kernel " + name);
+        assertEveryKernelInOneUnit(units, Kernels.NAMES, KernelCompiler.SOURCE);
     }
 
     @Test
     void theWeightFormatsKernelsCompileForHopperAndAmpereIntoCacheEntriesOfTheirOwn(@TempDir Path cache) throws Exception {
         KernelCompiler compiler = new KernelCompiler(nvrtc, cache);
-        byte[] hopper = null;
+        int units = KernelCompiler.unitCount(KernelCompiler.source(QuantKernels.SOURCE));
+        List<byte[]> hopper = null;
         for (String architecture : new String[] {"sm_90a", "sm_80"}) {
-            byte[] cubin = compiler.compile(QuantKernels.SOURCE, architecture);
-            if (hopper == null) hopper = cubin;
-            assertTrue(KernelCompiler.isElf(cubin), "NVRTC returned no ELF image for " + architecture);
-            String symbols = new String(cubin, StandardCharsets.ISO_8859_1);
-            for (String name : QuantKernels.NAMES) {
-                assertTrue(symbols.contains(name + "\0"), "the " + architecture + " CUBIN defines no kernel " + name);
-            }
+            List<byte[]> compiled = compiler.units(QuantKernels.SOURCE, architecture);
+            if (hopper == null) hopper = compiled;
+            assertEveryKernelInOneUnit(compiled, QuantKernels.NAMES, QuantKernels.SOURCE + " for " + architecture);
         }
-        compiler.kernels("sm_90a");
-        assertEquals(2 + KernelCompiler.UNITS, compiler.compilations());
+        assertEquals(2 * units, compiler.compilations());
         try (var files = Files.list(cache)) {
-            assertEquals(2 + KernelCompiler.UNITS, files.count(), "one cached CUBIN per source (unit) and architecture");
+            assertEquals(2 * units, files.count(), "one cached CUBIN per unit and architecture");
         }
         KernelCompiler again = new KernelCompiler(nvrtc, cache);
-        assertArrayEquals(hopper, again.compile(QuantKernels.SOURCE, "sm_90a"));
+        List<byte[]> cached = again.units(QuantKernels.SOURCE, "sm_90a");
+        for (int unit = 0; unit < units; unit++) assertArrayEquals(hopper.get(unit), cached.get(unit));
         assertEquals(0, again.compilations(), "an unchanged source must come from the cache");
-        assertThrows(IllegalStateException.class, () -> again.compile("missing.cu", "sm_90a"));
+        assertThrows(IllegalStateException.class, () -> again.units("missing.cu", "sm_90a"));
     }
 
     @Test
     void theGroupedKernelsCompileForHopperAndAmpere(@TempDir Path cache) {
         KernelCompiler compiler = new KernelCompiler(nvrtc, cache);
         for (String architecture : new String[] {"sm_90a", "sm_80"}) {
-            byte[] cubin = compiler.compile(GroupedKernels.SOURCE, architecture);
-            assertTrue(KernelCompiler.isElf(cubin), "NVRTC returned no ELF image for " + architecture);
-            String symbols = new String(cubin, StandardCharsets.ISO_8859_1);
-            for (String name : GroupedKernels.NAMES) {
-                assertTrue(symbols.contains(name + "\0"), "the " + architecture + " CUBIN defines no kernel " + name);
-            }
+            List<byte[]> units = compiler.units(GroupedKernels.SOURCE, architecture);
+            assertEquals(1, units.size(), "a source without unit guards is one program");
+            assertEveryKernelInOneUnit(units, GroupedKernels.NAMES, GroupedKernels.SOURCE + " for " + architecture);
         }
     }
 
@@ -101,14 +88,15 @@ class KernelCompilerTest {
     void aSecondRequestIsServedFromTheCacheAndADifferentArchitectureIsCompiledAgain(@TempDir Path cache) throws Exception {
         KernelCompiler first = new KernelCompiler(nvrtc, cache);
         List<byte[]> compiled = first.kernels("sm_90a");
-        assertEquals(KernelCompiler.UNITS, first.compilations());
+        int units = compiled.size();
+        assertEquals(units, first.compilations());
         try (var files = Files.list(cache)) {
-            assertEquals(KernelCompiler.UNITS, files.count(), "one cached CUBIN a unit");
+            assertEquals(units, files.count(), "one cached CUBIN a unit");
         }
 
         KernelCompiler second = new KernelCompiler(nvrtc, cache);
         List<byte[]> again = second.kernels("sm_90a");
-        for (int unit = 0; unit < KernelCompiler.UNITS; unit++) assertArrayEquals(compiled.get(unit), again.get(unit));
+        for (int unit = 0; unit < units; unit++) assertArrayEquals(compiled.get(unit), again.get(unit));
         assertEquals(0, second.compilations(), "an unchanged source must come from the cache");
 
         // One unit's entry gone from the cache: only that unit compiles again.
@@ -118,10 +106,10 @@ class KernelCompilerTest {
         KernelCompiler third = new KernelCompiler(nvrtc, cache);
         List<byte[]> mended = third.kernels("sm_90a");
         assertEquals(1, third.compilations());
-        for (int unit = 0; unit < KernelCompiler.UNITS; unit++) assertArrayEquals(compiled.get(unit), mended.get(unit));
+        for (int unit = 0; unit < units; unit++) assertArrayEquals(compiled.get(unit), mended.get(unit));
 
         List<byte[]> ampere = second.kernels("sm_80");
-        assertEquals(KernelCompiler.UNITS, second.compilations());
+        assertEquals(units, second.compilations());
         assertTrue(KernelCompiler.isElf(ampere.get(0)));
         assertTrue(!java.util.Arrays.equals(compiled.get(0), ampere.get(0)), "two architectures, two different images");
     }
@@ -157,6 +145,22 @@ class KernelCompilerTest {
         assertEquals("sm_89", KernelCompiler.architecture(8, 9));
         assertEquals("sm_100", KernelCompiler.architecture(10, 0));
         assertThrows(IllegalArgumentException.class, () -> KernelCompiler.architecture(0, 0));
+    }
+
+    /** Each unit is an ELF image defining kernels, none defined twice, and every name the Java side loads defined. */
+    private static void assertEveryKernelInOneUnit(List<byte[]> units, String[] names, String what) {
+        Map<String, Integer> unitOf = new HashMap<>();
+        for (int unit = 0; unit < units.size(); unit++) {
+            byte[] cubin = units.get(unit);
+            assertTrue(KernelCompiler.isElf(cubin), "NVRTC returned no ELF image for unit " + unit + " of " + what);
+            Set<String> kernels = CubinKernels.of(cubin);
+            assertFalse(kernels.isEmpty(), "unit " + unit + " of " + what + " defines no kernel");
+            for (String kernel : kernels) {
+                Integer before = unitOf.put(kernel, unit);
+                assertNull(before, kernel + " is defined by units " + before + " and " + unit + " of " + what);
+            }
+        }
+        for (String name : names) assertTrue(unitOf.containsKey(name), "no unit of " + what + " defines the kernel " + name);
     }
 
     /** NVRTC records the target in the ELF header's flags rather than as a string in some versions. */
