@@ -33,7 +33,7 @@ rm -rf "$tmp"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # The CUDA backend's GPU tests (all of package dev.kiln.backend.cuda unless JUnit selectors are given), the kernel
-# checks (CuPy), and with --benchmark the decode benchmark. Run from the repository root.
+# checks (CuPy), and with --benchmark the decode and kernel compilation benchmarks. Run from the repository root.
 here=$(cd "$(dirname "$0")" && pwd)
 runtime=$(mktemp -d)
 tar xJf "$here/runtime.txz" -C "$runtime"
@@ -54,6 +54,8 @@ done
 if [ -n "$benchmark" ]; then
     # KILN_BENCH_OPTS: e.g. -Dkiln.bench.graphs=on -Dkiln.bench.profile=true (GPU time per chunk of each step)
     "$java" $flags ${KILN_BENCH_OPTS:-} -cp "$cp" dev.kiln.backend.cuda.DecodeBenchmark 128 256 1,8,32,128
+    # The first start's kernel compilation: each source as one program against its units in parallel.
+    "$java" $flags -cp "$cp" dev.kiln.backend.cuda.KernelCompileBenchmark sm_90a 2
 fi
 exit $status
 RUN
