@@ -34,8 +34,8 @@ import org.slf4j.LoggerFactory;
  * <p>A source whose entry points are grouped by {@code #if KILN_IN_UNIT(u)} guards ({@value #SOURCE}: 8 units, see
  * the top of the file) compiles as one program per unit ({@code -DKILN_UNIT=u}), on as many threads as there are
  * processors ({@link #units}): NVRTC compiles a program on one thread, and {@value #SOURCE} took about 25 s as one
- * program on a 2-core machine against 12 s in units; on an H100 machine's processor about 36 s as one program.
- * Each unit's machine code is that of the single program (its kernels' code sections compared byte for byte).
+ * program on a 2-core machine against 12 s in units. Each unit's machine code is that of the single program (its
+ * kernels' code sections compared byte for byte).
  */
 public final class KernelCompiler {
     /** System property naming the cache folder. */
