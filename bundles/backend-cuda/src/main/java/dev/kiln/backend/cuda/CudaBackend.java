@@ -170,8 +170,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     /**
      * Decode steps beyond the GEMV kernels' token counts (8 by default) are padded: to 8 (when the limit is lowered), to
      * multiples of 16 up to 128, then of 64.
-     * From there on a product is one cuBLAS GEMM whose time hardly grows with the tokens (reading the weight
-     * dominates), so padded rows cost little, while every distinct batch size would otherwise record and capture
+     * From there on a product is a few-token tensor-core kernel in token tiles of 8 or one cuBLAS GEMM, whose time
+     * hardly grows with the tokens (reading the weight dominates), so padded rows cost little, while every distinct batch size would otherwise record and capture
      * graphs of its own as requests come and go. Up to the GEMV limit each token count has its own kernel, whose time
      * grows with the tokens: no padding there, nor without graphs.
      */
