@@ -74,7 +74,8 @@ public class HotSwapIT {
             long during = calls.get();
             primary.start();
             awaitAnswer(consumer, PrimarySampler.TOKEN);
-            Thread.sleep(100);
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while (calls.get() <= during && System.nanoTime() < deadline) Thread.sleep(10);
             assertTrue("calls kept running across both swaps", calls.get() > during);
         } finally {
             caller.interrupt();

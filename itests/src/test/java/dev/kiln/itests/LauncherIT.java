@@ -52,11 +52,16 @@ class LauncherIT {
             assertEquals(20, generated.length(), password);
             String stored = java.nio.file.Files.readString(data.resolve("webconsole.properties"));
             assertTrue(!stored.contains(generated), "only the hash of the generated password is stored");
-            HttpResponse<String> console = HttpClient.newHttpClient().send(
-                    HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/system/console/bundles"))
-                            .header("Authorization", "Basic " + java.util.Base64.getEncoder().encodeToString(
-                                    ("admin:" + generated).getBytes(StandardCharsets.UTF_8))).build(),
-                    HttpResponse.BodyHandlers.ofString());
+            HttpRequest consoleRequest = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/system/console/bundles"))
+                    .header("Authorization", "Basic " + java.util.Base64.getEncoder().encodeToString(
+                            ("admin:" + generated).getBytes(StandardCharsets.UTF_8))).build();
+            // The console registers with the HTTP whiteboard on its own, after the API answers: 404 until then.
+            HttpResponse<String> console = HttpClient.newHttpClient().send(consoleRequest, HttpResponse.BodyHandlers.ofString());
+            long consoleDeadline = System.nanoTime() + java.time.Duration.ofSeconds(30).toNanos();
+            while (console.statusCode() == 404 && System.nanoTime() < consoleDeadline) {
+                Thread.sleep(100);
+                console = HttpClient.newHttpClient().send(consoleRequest, HttpResponse.BodyHandlers.ofString());
+            }
             assertEquals(200, console.statusCode(), "the printed password opens the console");
 
             Process second = start(List.of("serve", "--port", Integer.toString(port), "--config", config.toString(),

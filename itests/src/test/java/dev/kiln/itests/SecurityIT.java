@@ -61,6 +61,20 @@ class SecurityIT {
             if (System.nanoTime() > deadline) throw new AssertionError("the model never loaded:\n" + kiln.output());
             Thread.sleep(100);
         }
+        // The console moves to the admin port on its own (Config Admin, the servlet whiteboard): wait until it is
+        // there, asking for credentials.
+        while (adminStatus("/system/console/kiln") != 401) {
+            if (System.nanoTime() > deadline) throw new AssertionError("the console never reached the admin port:\n" + kiln.output());
+            Thread.sleep(100);
+        }
+    }
+
+    private int adminStatus(String path) throws Exception {
+        try {
+            return send("GET", admin(path), null).statusCode();
+        } catch (java.io.IOException notListeningYet) {
+            return -1;
+        }
     }
 
     @AfterAll

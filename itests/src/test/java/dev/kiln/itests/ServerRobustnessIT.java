@@ -144,8 +144,18 @@ class ServerRobustnessIT {
                 assertTrue(socket != null, "the stream was accepted");
                 assertEquals(1, engine(server).get("running").getAsInt(), "the request is generating");
             } // closing the socket mid-stream is the disconnect
-            // 4,000 tokens take seconds; a cancelled sequence leaves within a step or two after the next write fails.
-            awaitIdle(server, Duration.ofMillis(1500));
+            awaitIdle(server, Duration.ofSeconds(30));
+            // Cancelled, not run to its end: the request ended as aborted with fewer than its 4,000 tokens generated.
+            String metrics = OpenAiApiIT.raw(server, "GET", "/metrics", null).body();
+            long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+            while (metric(metrics, "kiln:request_success_total", "finished_reason=\"abort\"") < 1 && System.nanoTime() < deadline) {
+                Thread.sleep(100); // the request's end is counted as its handler returns, maybe after the engine's
+                metrics = OpenAiApiIT.raw(server, "GET", "/metrics", null).body();
+            }
+            assertEquals(1, metric(metrics, "kiln:request_success_total", "finished_reason=\"abort\""), metrics);
+            assertEquals(0, metric(metrics, "kiln:request_success_total", "finished_reason=\"length\""), metrics);
+            double generated = metric(metrics, "kiln:generation_tokens_total", "");
+            assertTrue(generated < 4000, "the sequence kept generating after the disconnect: " + generated + " tokens");
         }
     }
 
@@ -159,43 +169,47 @@ class ServerRobustnessIT {
         try (KilnProcess server = KilnProcess.serve(List.of("--model", FIXTURES.resolve("models/qwen2-tiny").toString()),
                 java.util.Map.of("dev.kiln.engine.cfg", engineConfig))) {
             OpenAiApiIT.awaitModel(server);
-            String body = "{\"prompt\":[1,2,3],\"max_tokens\":8,\"ignore_eos\":true,\"temperature\":0}";
-            // The configuration file reaches the engine asynchronously (it reloads with it), so rounds are repeated
-            // until one meets the configured limits; with the defaults (64 sequences) all 7 are admitted.
-            List<Integer> statuses = new ArrayList<>();
+            // The configuration file reaches the engine asynchronously (it reloads with it). It is in force once the
+            // KV cache is sized for one sequence: one context of the tiny model (4,096 tokens) in blocks of 16, where
+            // the defaults' 64 sequences take 64 times as many.
             long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
-            while (!(statuses.contains(429) && !statuses.contains(503)) && System.nanoTime() < deadline) {
-                statuses.clear();
-                Socket started = startStream(server, 4000);
-                if (started == null) { // refused with 503 while the engine reloads
-                    Thread.sleep(100);
-                    continue;
+            JsonObject engine = null;
+            while (System.nanoTime() < deadline) {
+                engine = engine(server);
+                if (engine != null && engine.has("kv_blocks_total") && engine.get("kv_blocks_total").getAsInt() <= 4096 / 16) break;
+                Thread.sleep(100);
+            }
+            assertTrue(engine != null && engine.get("kv_blocks_total").getAsInt() <= 4096 / 16,
+                    "the engine configuration did not take effect: " + engine);
+            OpenAiApiIT.awaitModel(server);
+            String body = "{\"prompt\":[1,2,3],\"max_tokens\":8,\"ignore_eos\":true,\"temperature\":0}";
+            List<Integer> statuses = new ArrayList<>();
+            Socket started = startStream(server, 4000);
+            assertTrue(started != null, "the stream that holds the running place was accepted");
+            try (Socket holder = started; ExecutorService pool = Executors.newFixedThreadPool(7)) {
+                List<Future<HttpResponse<String>>> responses = new ArrayList<>();
+                for (int i = 0; i < 7; i++) responses.add(pool.submit(() -> OpenAiApiIT.raw(server, "POST", "/v1/completions", body)));
+                // Refusals are immediate; the admitted request waits behind the holder, which lets go once the other
+                // six have answered.
+                long settle = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+                while (responses.stream().filter(f -> !f.isDone()).count() > 1 && System.nanoTime() < settle) {
+                    Thread.sleep(20);
                 }
-                try (Socket holder = started; ExecutorService pool = Executors.newFixedThreadPool(7)) {
-                    List<Future<HttpResponse<String>>> responses = new ArrayList<>();
-                    for (int i = 0; i < 7; i++) responses.add(pool.submit(() -> OpenAiApiIT.raw(server, "POST", "/v1/completions", body)));
-                    // Refusals are immediate; an admitted request waits behind the holder, so the holder lets go
-                    // once all but one have answered (or after a while, when the limits are not in force yet).
-                    long settle = System.nanoTime() + Duration.ofSeconds(10).toNanos();
-                    while (responses.stream().filter(f -> !f.isDone()).count() > 1 && System.nanoTime() < settle) {
-                        Thread.sleep(20);
-                    }
-                    holder.close(); // the disconnect cancels the holder and frees the running place
-                    for (Future<HttpResponse<String>> f : responses) {
-                        HttpResponse<String> r = f.get();
-                        statuses.add(r.statusCode());
-                        if (r.statusCode() == 429) {
-                            JsonObject error = JsonParser.parseString(r.body()).getAsJsonObject().getAsJsonObject("error");
-                            assertEquals("rate_limit_error", error.get("type").getAsString(), r.body());
-                        } else if (r.statusCode() != 503) { // 503 while the engine reloads with the new configuration
-                            assertEquals(200, r.statusCode(), r.body());
-                        }
+                holder.close(); // the disconnect cancels the holder and frees the running place
+                for (Future<HttpResponse<String>> f : responses) {
+                    HttpResponse<String> r = f.get();
+                    statuses.add(r.statusCode());
+                    if (r.statusCode() == 429) {
+                        JsonObject error = JsonParser.parseString(r.body()).getAsJsonObject().getAsJsonObject("error");
+                        assertEquals("rate_limit_error", error.get("type").getAsString(), r.body());
+                    } else {
+                        assertEquals(200, r.statusCode(), r.body());
                     }
                 }
             }
-            assertTrue(statuses.contains(429), "a full queue refuses with 429: " + statuses);
             assertEquals(6, statuses.stream().filter(s -> s == 429).count(), "one waiting place, six refused: " + statuses);
-            assertTrue(statuses.contains(200), "the waiting request completes once the running one leaves: " + statuses);
+            assertEquals(1, statuses.stream().filter(s -> s == 200).count(),
+                    "the waiting request completes once the running one leaves: " + statuses);
             awaitIdle(server, Duration.ofSeconds(30));
             assertEquals(200, OpenAiApiIT.raw(server, "POST", "/v1/completions", "{\"prompt\":[1],\"max_tokens\":2}").statusCode());
         }
@@ -231,6 +245,15 @@ class ServerRobustnessIT {
             socket.close();
             throw e;
         }
+    }
+
+    /** The sum of a metric's samples whose labels contain {@code label}, from the Prometheus text format. */
+    private static double metric(String metrics, String name, String label) {
+        double sum = 0;
+        for (String line : metrics.split("\n")) {
+            if (line.startsWith(name + "{") && line.contains(label)) sum += Double.parseDouble(line.substring(line.lastIndexOf(' ') + 1));
+        }
+        return sum;
     }
 
     private static JsonObject engine(KilnProcess k) throws Exception {

@@ -56,6 +56,18 @@ class TlsIT {
                 "--tls-keystore", keystore.toString(), "--tls-keystore-password", PASSWORD,
                 "--admin-port", Integer.toString(adminPort)));
         assertTrue(kiln.output().contains("Kiln is serving on https://127.0.0.1:" + kiln.port), kiln.output());
+        // "serving" means the API port answers; the admin listener and the console on it start on their own (Config
+        // Admin, the servlet whiteboard): wait until the console asks for credentials.
+        HttpClient client = trustingTheKeystore();
+        long deadline = System.nanoTime() + Duration.ofSeconds(30).toNanos();
+        while (System.nanoTime() < deadline) {
+            try {
+                if (get(client, "https://127.0.0.1:" + adminPort + "/system/console/kiln").statusCode() == 401) break;
+            } catch (java.io.IOException notYet) {
+                // not listening yet
+            }
+            Thread.sleep(100);
+        }
     }
 
     @AfterAll

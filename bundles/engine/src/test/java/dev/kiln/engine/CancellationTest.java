@@ -34,7 +34,8 @@ class CancellationTest {
                 handles[i] = engine.submit(greedy("r" + i, prompts[i % 2], 3000), collectors[i]);
             }
             var random = new SplittableRandom(1);
-            Thread.sleep(50); // let a batch start decoding
+            long deadline = System.nanoTime() + 30_000_000_000L; // let a batch start decoding
+            while (engine.core().stats().generationTokens() == 0 && System.nanoTime() < deadline) Thread.sleep(5);
             for (int i = 0; i < n; i++) {
                 if (random.nextInt(50) == 0) Thread.sleep(1);
                 handles[i].cancel();

@@ -177,15 +177,19 @@ class DefaultSamplerTest {
             System.arraycopy(logits, 0, row, 0, row.length);
             sampler.sample(row, View.of(params), rng);
         }
-        int n = 200;
-        long start = System.nanoTime();
-        for (int i = 0; i < n; i++) {
-            System.arraycopy(logits, 0, row, 0, row.length);
-            sampler.sample(row, View.of(params), rng);
+        // The best of 5 batches of 40: a loaded machine's pauses lengthen some batches, never every one, while a full
+        // sort of 150k boxed indices would take tens of milliseconds in each (partial selection a few at most).
+        int n = 40;
+        double millis = Double.MAX_VALUE;
+        for (int batch = 0; batch < 5; batch++) {
+            long start = System.nanoTime();
+            for (int i = 0; i < n; i++) {
+                System.arraycopy(logits, 0, row, 0, row.length);
+                sampler.sample(row, View.of(params), rng);
+            }
+            millis = Math.min(millis, (System.nanoTime() - start) / 1e6 / n);
         }
-        double millis = (System.nanoTime() - start) / 1e6 / n;
-        System.out.printf("top-p 0.95 over 151,936 tokens: %.2f ms per sample%n", millis);
-        // A full sort of 150k boxed indices takes tens of milliseconds; partial selection a few at most.
+        System.out.printf("top-p 0.95 over 151,936 tokens: %.2f ms per sample (best batch)%n", millis);
         assertTrue(millis < 25, "sampling took " + millis + " ms");
     }
 

@@ -116,7 +116,8 @@ class WorkerPoolTest {
             pool.parallelFor(10, 1, (worker, from, to) -> {});
             Thread.sleep(20); // longer than the spin phase: the worker parks
             ConcurrentHashMap<Integer, Boolean> workers = new ConcurrentHashMap<>();
-            for (int round = 0; round < 50 && workers.size() < 2; round++) {
+            long deadline = System.nanoTime() + 10_000_000_000L; // a lost wake-up still fails, a slow one does not
+            while (workers.size() < 2 && System.nanoTime() < deadline) {
                 pool.parallelFor(64, 1, (worker, from, to) -> {
                     workers.put(worker, true);
                     long end = System.nanoTime() + 20_000;

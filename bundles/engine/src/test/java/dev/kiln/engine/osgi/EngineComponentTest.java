@@ -90,7 +90,8 @@ class EngineComponentTest {
         // Numbers may come as strings from a .cfg file.
         engine.activate(registry.context(), Map.of("kv-cache-memory", "16777216", "max-num-seqs", 8,
                 "served-model-name", "tiny"));
-        sleep(50);
+        long deadline = System.nanoTime() + 10_000_000_000L; // the loader thread reaches the wait on its own time
+        while (!engine.status().contains("waiting for compute backend") && System.nanoTime() < deadline) sleep(10);
         assertTrue(engine.model().isEmpty(), "no backend registered yet");
         assertTrue(engine.status().contains("waiting for compute backend 'cpu'"), engine.status());
 

@@ -127,6 +127,13 @@ class DefaultModelSpeculationTest {
                         String name = names.get(i % names.size());
                         engine.setSpeculation(name.isEmpty() ? null : proposers.get(name),
                                 new SpeculationSettings(name.isEmpty() ? null : name, 1 + i % 4, 32));
+                        // A proposer's first turn lasts until it has drafted (a draft model's session loads in the
+                        // background, on a loaded machine for longer than 32 events), so every one is exercised.
+                        long deadline = System.nanoTime() + 60_000_000_000L;
+                        while (!name.isEmpty() && engine.speculativeStats().stream().noneMatch(p -> p.name().equals(name))
+                                && System.nanoTime() < deadline) {
+                            LockSupport.parkNanos(1_000_000);
+                        }
                     }
                 } catch (Throwable t) {
                     failure.set(t);
