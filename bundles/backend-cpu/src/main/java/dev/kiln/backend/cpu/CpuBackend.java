@@ -191,11 +191,7 @@ public final class CpuBackend implements ComputeBackend, AutoCloseable {
         CpuTensor s = CpuTensor.f32(src);
         CpuTensor d = CpuTensor.f32(dst);
         int rows = s.rowCount();
-        if (srcOffset < 0 || dstOffset < 0 || width < 0 || srcOffset + width > s.rowLength()
-                || dstOffset + width > d.rowLength() || d.rowCount() < rows) {
-            throw new IllegalArgumentException("column copy [" + srcOffset + ", +" + width + ") of rows of " + s.rowLength()
-                    + " into [" + dstOffset + ", +" + width + ") of rows of " + d.rowLength() + " is out of bounds");
-        }
+        ComputeBackend.requireColumnRanges(src, srcOffset, 0, dst, dstOffset, 0, width, 1); // long sums: no overflow
         float[] sa = s.array(), da = d.array();
         for (int r = 0; r < rows; r++) System.arraycopy(sa, s.rowOffset(r) + srcOffset, da, d.rowOffset(r) + dstOffset, width);
     }

@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
+import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
 import java.util.Random;
@@ -43,6 +44,11 @@ class RowMovementTest {
         assertArrayEquals(expected, BACKEND.read(d));
         assertThrows(IllegalArgumentException.class, () -> BACKEND.copyColumns(s, 30, d, 0, 8));
         assertThrows(IllegalArgumentException.class, () -> BACKEND.copyColumns(s, 0, d, 35, 7));
+        // Offsets whose sum with the width overflows an int (the CUDA backend shares this check).
+        assertThrows(IllegalArgumentException.class, () -> BACKEND.copyColumns(s, Integer.MAX_VALUE, d, 0, 1));
+        assertThrows(IllegalArgumentException.class, () -> BACKEND.copyColumns(s, 0, d, Integer.MAX_VALUE, 1));
+        assertThrows(IllegalArgumentException.class,
+                () -> ComputeBackend.requireColumnRanges(s, Integer.MAX_VALUE, 0, d, 0, 0, 1, 1));
     }
 
     /** Several ranges at once (a part of every head), through the API's default; overlapping destinations refused. */

@@ -11,6 +11,7 @@ import dev.kiln.api.backend.Weight;
 import dev.kiln.api.checkpoint.CheckpointTensor;
 import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
+import dev.kiln.backend.cuda.internal.Cleanup;
 import dev.kiln.backend.cuda.internal.CudaContext;
 import dev.kiln.backend.cuda.internal.CudaRoutedExperts;
 import dev.kiln.backend.cuda.internal.CudaTensor;
@@ -78,6 +79,7 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
 
     private final CudaContext context;
     private final List<DeviceRotaryEmbedding> rotaries = new ArrayList<>();
+    private final java.util.concurrent.atomic.AtomicBoolean shutDown = new java.util.concurrent.atomic.AtomicBoolean();
     /** Every per-head weight table not yet freed (a few hundred bytes per layer): freed when collected or at shutdown. */
     private final List<HeadTable> tables = new ArrayList<>();
     /** Where {@link #argmaxRows} and {@link #sampleRows} leave their results, one int a row. */
@@ -388,11 +390,7 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         CudaTensor s = CudaTensor.f32(src, context);
         CudaTensor d = CudaTensor.f32(dst, context);
         int rows = s.rowCount();
-        if (srcOffset < 0 || dstOffset < 0 || width < 0 || srcOffset + width > s.rowLength()
-                || dstOffset + width > d.rowLength() || d.rowCount() < rows) {
-            throw new IllegalArgumentException("column copy [" + srcOffset + ", +" + width + ") of rows of " + s.rowLength()
-                    + " into [" + dstOffset + ", +" + width + ") of rows of " + d.rowLength() + " is out of bounds");
-        }
+        ComputeBackend.requireColumnRanges(src, srcOffset, 0, dst, dstOffset, 0, width, 1); // long sums: no overflow
         context.kernels().copyColumns(s.pointer(), s.rowLength(), srcOffset, d.pointer(), d.rowLength(), dstOffset, width, rows);
     }
 
@@ -531,20 +529,28 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     @Deactivate
     @Override
     public void shutdown() {
-        synchronized (rotaries) {
-            for (DeviceRotaryEmbedding r : rotaries) r.close();
-            rotaries.clear();
-        }
-        synchronized (this) {
-            choices.close();
-            choiceScratch.close();
-            readbacks.close();
-            resolvedIds.close();
-            for (HeadTable table : tables) context.free(table.pointer);
-            tables.clear();
-            headTables.clear();
-        }
-        context.close();
+        if (!shutDown.compareAndSet(false, true)) return; // deactivation and close() may both come
+        // Each release on its own: after a device fault the frees throw, and the context must go all the same (a
+        // context left retained would keep every allocation and fail the next activation on this device).
+        Cleanup.all(() -> {
+            synchronized (rotaries) {
+                try {
+                    Cleanup.all(rotaries.stream().map(r -> (Runnable) r::close).toArray(Runnable[]::new));
+                } finally {
+                    rotaries.clear();
+                }
+            }
+        }, () -> {
+            synchronized (this) {
+                try {
+                    Cleanup.all(choices::close, choiceScratch::close, readbacks::close, resolvedIds::close,
+                            () -> Cleanup.all(tables.stream().map(t -> (Runnable) () -> context.free(t.pointer)).toArray(Runnable[]::new)));
+                } finally {
+                    tables.clear();
+                    headTables.clear();
+                }
+            }
+        }, context::close);
     }
 
     /** Same as {@link #shutdown()}, for try-with-resources. */

@@ -6,6 +6,7 @@ import dev.kiln.backend.cuda.bindings.Nvrtc;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.lang.ref.WeakReference;
 import java.nio.file.Path;
 
 /**
@@ -25,7 +26,11 @@ public final class CudaContext implements AutoCloseable {
     private final MemorySegment stream;
     private final MemorySegment cublasHandle;
     private final DeviceProperties properties;
-    private final ThreadLocal<Boolean> bound = ThreadLocal.withInitial(() -> Boolean.FALSE);
+    /**
+     * The context each thread last made current. One per thread, not per context: a thread that uses two devices'
+     * contexts in turn must switch each time, which a per-context "already bound" flag would skip after the first.
+     */
+    private static final ThreadLocal<WeakReference<CudaContext>> CURRENT = new ThreadLocal<>();
     private final Kernels kernels;
     private final Uploads uploads;
     private final MatmulScratch matmulScratch;
@@ -114,12 +119,13 @@ public final class CudaContext implements AutoCloseable {
         return new CudaContext(CudaDriver.load(), Cublas.load(), Nvrtc.load(), ordinal, kernelCache, graphs);
     }
 
-    /** Makes this context current on the calling thread (once per thread). */
+    /** Makes this context current on the calling thread, where another context (or none) was. */
     public void bind() {
         if (closed) throw new IllegalStateException("the CUDA backend is shut down");
-        if (!bound.get()) {
+        WeakReference<CudaContext> current = CURRENT.get();
+        if (current == null || current.get() != this) {
             driver.setCurrentContext(context);
-            bound.set(Boolean.TRUE);
+            CURRENT.set(new WeakReference<>(this));
         }
     }
 
@@ -179,8 +185,13 @@ public final class CudaContext implements AutoCloseable {
     public synchronized QuantKernels quantKernels() {
         bind();
         if (quantKernels == null) {
-            quantKernels = new QuantKernels(this, KernelModules.load(driver, QuantKernels.SOURCE,
-                    compiler.units(QuantKernels.SOURCE, architecture)));
+            KernelModules modules = KernelModules.load(driver, QuantKernels.SOURCE, compiler.units(QuantKernels.SOURCE, architecture));
+            try {
+                quantKernels = new QuantKernels(this, modules);
+            } catch (RuntimeException e) { // a kernel the Java side names is missing: unload what was loaded
+                modules.close();
+                throw e;
+            }
         }
         return quantKernels;
     }
@@ -192,8 +203,14 @@ public final class CudaContext implements AutoCloseable {
     public synchronized GroupedKernels groupedKernels() {
         bind();
         if (groupedKernels == null) {
-            groupedKernels = new GroupedKernels(this, KernelModules.load(driver, GroupedKernels.SOURCE,
-                    compiler.units(GroupedKernels.SOURCE, architecture)));
+            KernelModules modules = KernelModules.load(driver, GroupedKernels.SOURCE,
+                    compiler.units(GroupedKernels.SOURCE, architecture));
+            try {
+                groupedKernels = new GroupedKernels(this, modules);
+            } catch (RuntimeException e) {
+                modules.close();
+                throw e;
+            }
         }
         return groupedKernels;
     }

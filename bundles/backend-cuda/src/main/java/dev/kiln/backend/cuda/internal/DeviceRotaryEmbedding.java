@@ -63,14 +63,27 @@ public final class DeviceRotaryEmbedding implements RotaryEmbedding, AutoCloseab
                 offset, half, layout == Layout.INTERLEAVED);
     }
 
+    /**
+     * Positions of the tables that cover {@code maxPosition}: the next power of two above it, at least 256.
+     *
+     * @throws IllegalArgumentException from position 2^30 on (no power of two above it fits an int)
+     */
+    static int tablePositions(int maxPosition) {
+        if (maxPosition < 0 || maxPosition >= 1 << 30) {
+            throw new IllegalArgumentException("rotary position " + maxPosition + " is outside the tables' range, 0 to 2^30 - 1");
+        }
+        return Math.max(256, Integer.highestOneBit(maxPosition) << 1);
+    }
+
     private synchronized long[] tablesFor(int maxPosition) {
         if (maxPosition >= positions) {
-            int grown = Math.max(256, Integer.highestOneBit(maxPosition) << 1);
+            int grown = tablePositions(maxPosition);
             int half = frequencies.length;
             long count = (long) grown * half;
             long newCos = context.allocate(count * Float.BYTES);
-            long newSin = context.allocate(count * Float.BYTES);
+            long newSin = 0;
             try (Arena arena = Arena.ofConfined()) {
+                newSin = context.allocate(count * Float.BYTES);
                 MemorySegment c = arena.allocate(count * Float.BYTES, 16);
                 MemorySegment s = arena.allocate(count * Float.BYTES, 16);
                 for (int p = 0; p < grown; p++) {
@@ -82,6 +95,10 @@ public final class DeviceRotaryEmbedding implements RotaryEmbedding, AutoCloseab
                 }
                 context.copyToDeviceNow(newCos, c);
                 context.copyToDeviceNow(newSin, s);
+            } catch (RuntimeException e) { // out of memory is likely here: the KV cache has taken what it could
+                context.free(newCos);
+                if (newSin != 0) context.free(newSin);
+                throw e;
             }
             release();
             cos = newCos;

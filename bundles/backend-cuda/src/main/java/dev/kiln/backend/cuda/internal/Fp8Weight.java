@@ -63,7 +63,7 @@ public final class Fp8Weight implements DeviceRowGather {
 
     /** Blocks of {@code block} along a dimension of {@code n}, the last one possibly partial. */
     public static int blocks(int n, int block) {
-        return (n + block - 1) / block;
+        return Math.ceilDiv(n, block);
     }
 
     /**

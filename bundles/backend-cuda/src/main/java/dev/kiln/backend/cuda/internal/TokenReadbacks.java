@@ -40,9 +40,9 @@ public final class TokenReadbacks implements AutoCloseable {
         Pending holder;
 
         void close() {
-            device.close();
-            driver.destroyEvent(event);
-            if (host != null) driver.freeHost(host);
+            Cleanup.all(device::close, () -> driver.destroyEvent(event), () -> {
+                if (host != null) driver.freeHost(host);
+            });
         }
     }
 
@@ -151,8 +151,12 @@ public final class TokenReadbacks implements AutoCloseable {
 
     @Override
     public synchronized void close() {
-        for (Slot slot : slots) {
-            if (slot != null) slot.close();
+        Runnable[] releases = new Runnable[slots.length];
+        for (int i = 0; i < slots.length; i++) {
+            Slot slot = slots[i];
+            slots[i] = null; // a second close must not free them again
+            releases[i] = slot == null ? () -> {} : slot::close;
         }
+        Cleanup.all(releases);
     }
 }

@@ -49,6 +49,7 @@ public final class Fp8Checkpoint {
         Object size = q.get("weight_block_size");
         if (size instanceof List<?> l && l.size() == 2 && l.get(0) instanceof Number r && l.get(1) instanceof Number c
                 && r.doubleValue() >= 1 && c.doubleValue() >= 1
+                && r.doubleValue() <= Integer.MAX_VALUE && c.doubleValue() <= Integer.MAX_VALUE
                 && r.doubleValue() == Math.rint(r.doubleValue()) && c.doubleValue() == Math.rint(c.doubleValue())) {
             return new int[] {r.intValue(), c.intValue()};
         }
@@ -96,6 +97,6 @@ public final class Fp8Checkpoint {
     }
 
     private static int ceilDiv(int a, int b) {
-        return (a + b - 1) / b;
+        return Math.ceilDiv(a, b); // a + b - 1 would overflow for blocks near Integer.MAX_VALUE
     }
 }

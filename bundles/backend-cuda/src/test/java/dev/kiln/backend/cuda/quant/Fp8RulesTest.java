@@ -253,6 +253,10 @@ class Fp8RulesTest {
                     Map.of("quant_method", "fp8", "fmt", "e5m2", "weight_block_size", List.of(128, 128))));
             edits.put("odd block size", new Edited(checkpoint, Map.of(), Set.of()).configure("quantization_config",
                     Map.of("quant_method", "fp8", "weight_block_size", List.of(128.5, 128))));
+            edits.put("block size beyond an int", new Edited(checkpoint, Map.of(), Set.of()).configure("quantization_config",
+                    Map.of("quant_method", "fp8", "weight_block_size", List.of(1e10, 128))));
+            edits.put("one block row of Integer.MAX_VALUE rows", new Edited(checkpoint, Map.of(), Set.of()).configure(
+                    "quantization_config", Map.of("quant_method", "fp8", "weight_block_size", List.of(Integer.MAX_VALUE, 128))));
             edits.put("no quantization_config", new Edited(checkpoint, Map.of(), Set.of())
                     .configure("quantization_config", null));
             for (var edit : edits.entrySet()) {
@@ -266,6 +270,10 @@ class Fp8RulesTest {
                 }, edit.getKey());
                 assertEquals(cpu.field(), cuda.field(), edit.getKey());
                 assertEquals(cpu.getMessage(), cuda.getMessage(), edit.getKey());
+                if (edit.getKey().startsWith("one block row")) {
+                    // One block of rows (the grid's height counted without overflow), the fixture's three refused.
+                    assertTrue(cuda.getMessage().contains("need F32 [1, "), cuda.getMessage());
+                }
             }
         }
     }

@@ -92,7 +92,7 @@ public final class Fp8BlockWeight implements Weight {
     }
 
     static int ceilDiv(int a, int b) {
-        return (a + b - 1) / b;
+        return Math.ceilDiv(a, b);
     }
 
     @Override
