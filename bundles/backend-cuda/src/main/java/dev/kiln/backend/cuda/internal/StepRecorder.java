@@ -60,6 +60,19 @@ public final class StepRecorder implements AutoCloseable {
      */
     public record Launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes, long[] arguments,
                          boolean programmatic, int clusterY) {
+        /**
+         * Checks the shape the driver would refuse, here in the caller's thread rather than when a held chunk is
+         * issued, possibly by another thread's flush that would then lose the rest of the chunk.
+         */
+        public Launch {
+            if (gridX < 1 || gridY < 1 || gridY > 65_535 || block < 1 || block > 1024 || sharedBytes < 0 || clusterY < 1
+                    || gridY % clusterY != 0) {
+                throw new IllegalArgumentException(name + ": no launch of a grid of " + gridX + " x " + gridY
+                        + " blocks of " + block + " threads, " + sharedBytes + " bytes of shared memory, clusters of "
+                        + clusterY);
+            }
+        }
+
         public Launch(MemorySegment function, String name, int gridX, int gridY, int block, int sharedBytes,
                       long[] arguments, boolean programmatic) {
             this(function, name, gridX, gridY, block, sharedBytes, arguments, programmatic, 1);

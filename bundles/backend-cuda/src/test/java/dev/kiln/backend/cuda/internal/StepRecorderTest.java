@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotSame;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.lang.foreign.Arena;
@@ -26,6 +27,20 @@ class StepRecorderTest {
         arguments.set(ValueLayout.JAVA_LONG, 0, firstArgument);
         recorder.launch(function, "k", 1, 1, 32, 0, arguments, 4);
         return recorder.lastLaunch();
+    }
+
+    @Test
+    void aShapeTheDriverWouldRefuseIsRefusedWhenHeldAndNothingIsHeld() {
+        int[][] shapes = {{0, 1, 32}, {1, 0, 32}, {1, 65_536, 32}, {1, 1, 0}, {1, 1, 1025}};
+        for (int[] shape : shapes) {
+            assertThrows(IllegalArgumentException.class,
+                    () -> recorder.launch(function, "k", shape[0], shape[1], shape[2], 0, arguments, 4));
+        }
+        assertNull(recorder.lastLaunch());
+        StepRecorder.Launch a = hold(1);
+        assertThrows(IllegalArgumentException.class, () -> recorder.replaceLast(a, new StepRecorder.Launch(a.function(),
+                a.name(), 1, 3, 32, 0, a.arguments(), true, 2)), "a grid of 3 rows in clusters of 2");
+        assertSame(a, recorder.lastLaunch());
     }
 
     @Test
