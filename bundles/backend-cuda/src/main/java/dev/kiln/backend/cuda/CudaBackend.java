@@ -17,6 +17,7 @@ import dev.kiln.backend.cuda.internal.CudaRoutedExperts;
 import dev.kiln.backend.cuda.internal.CudaTensor;
 import dev.kiln.backend.cuda.internal.DenseWeight;
 import dev.kiln.backend.cuda.internal.DeviceRotaryEmbedding;
+import dev.kiln.backend.cuda.internal.ReleasedWhenCollected;
 import dev.kiln.backend.cuda.internal.DeviceRowGather;
 import dev.kiln.backend.cuda.internal.GrowingDeviceBuffer;
 import dev.kiln.backend.cuda.internal.KernelCompiler;
@@ -78,7 +79,8 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     }
 
     private final CudaContext context;
-    private final List<DeviceRotaryEmbedding> rotaries = new ArrayList<>();
+    /** Rotary tables of the models made here: freed once a model's rotary is collected (the API has no close for it). */
+    private final ReleasedWhenCollected<DeviceRotaryEmbedding> rotaries = new ReleasedWhenCollected<>();
     private final java.util.concurrent.atomic.AtomicBoolean shutDown = new java.util.concurrent.atomic.AtomicBoolean();
     /** Every per-head weight table not yet freed (a few hundred bytes per layer): freed when collected or at shutdown. */
     private final List<HeadTable> tables = new ArrayList<>();
@@ -508,10 +510,9 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
 
     @Override
     public RotaryEmbedding rotaryEmbedding(float[] inverseFrequencies, float magnitude, RotaryEmbedding.Layout layout) {
+        rotaries.expunge(); // the tables of models gone (a draft model reloaded, a model swapped)
         DeviceRotaryEmbedding rotary = new DeviceRotaryEmbedding(context, inverseFrequencies, magnitude, layout);
-        synchronized (rotaries) {
-            rotaries.add(rotary);
-        }
+        rotaries.track(rotary, rotary.tablesRelease());
         return rotary;
     }
 
@@ -532,15 +533,7 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         if (!shutDown.compareAndSet(false, true)) return; // deactivation and close() may both come
         // Each release on its own: after a device fault the frees throw, and the context must go all the same (a
         // context left retained would keep every allocation and fail the next activation on this device).
-        Cleanup.all(() -> {
-            synchronized (rotaries) {
-                try {
-                    Cleanup.all(rotaries.stream().map(r -> (Runnable) r::close).toArray(Runnable[]::new));
-                } finally {
-                    rotaries.clear();
-                }
-            }
-        }, () -> {
+        Cleanup.all(rotaries::close, () -> {
             synchronized (this) {
                 try {
                     Cleanup.all(choices::close, choiceScratch::close, readbacks::close, resolvedIds::close,

@@ -20,8 +20,27 @@ public final class DeviceRotaryEmbedding implements RotaryEmbedding, AutoCloseab
     private final float magnitude;
     private final Layout layout;
     private int positions;
-    private long cos;
-    private long sin;
+    /** The device tables, apart from the rotary so that they can be freed once it is collected. */
+    private final Tables tables = new Tables();
+
+    /** A rotary's cos and sin tables in device memory (0 before the first use). */
+    private static final class Tables {
+        long cos;
+        long sin;
+
+        /** Frees both tables; they are 0 afterwards. */
+        synchronized void free(CudaContext context) {
+            try {
+                Cleanup.all(() -> {
+                    if (cos != 0) context.free(cos);
+                }, () -> {
+                    if (sin != 0) context.free(sin);
+                });
+            } finally {
+                cos = sin = 0;
+            }
+        }
+    }
 
     public DeviceRotaryEmbedding(CudaContext context, float[] inverseFrequencies, float magnitude, Layout layout) {
         if (inverseFrequencies.length == 0) throw new IllegalArgumentException("no rotary frequencies");
@@ -101,17 +120,27 @@ public final class DeviceRotaryEmbedding implements RotaryEmbedding, AutoCloseab
                 throw e;
             }
             release();
-            cos = newCos;
-            sin = newSin;
+            synchronized (tables) {
+                tables.cos = newCos;
+                tables.sin = newSin;
+            }
             positions = grown;
         }
-        return new long[] {cos, sin};
+        return new long[] {tables.cos, tables.sin};
     }
 
     private void release() {
-        if (cos != 0) context.free(cos);
-        if (sin != 0) context.free(sin);
-        cos = sin = 0;
+        tables.free(context);
+    }
+
+    /**
+     * What frees this rotary's tables, holding nothing of the rotary itself: run once the rotary has been collected
+     * (see {@link ReleasedWhenCollected}).
+     */
+    public Runnable tablesRelease() {
+        Tables owned = tables;
+        CudaContext device = context;
+        return () -> owned.free(device);
     }
 
     /** Frees the tables. */
