@@ -42,8 +42,13 @@ public final class Uploads implements AutoCloseable {
     private int half;
     private long used;
     private long turn;
-    private long oversize;
-    private long oversizeBytes;
+    /**
+     * Buffers of arrays beyond half the ring: one for each such array of a step, in order ({pointer, bytes}), so that
+     * two of one step never share one; the next step reuses them in the same order (an oversized upload waits for the
+     * stream first, so the step before has finished with them), which keeps its pointers for graph replay.
+     */
+    private final java.util.List<long[]> oversized = new java.util.ArrayList<>();
+    private int oversizedUsed;
 
     /** An earlier upload of an int array, valid while its half was not re-entered. */
     private record Upload(int[] values, long pointer, long turn) {}
@@ -137,6 +142,7 @@ public final class Uploads implements AutoCloseable {
         context.bind();
         switchHalves();
         recent.clear();
+        oversizedUsed = 0;
     }
 
     /**
@@ -149,28 +155,37 @@ public final class Uploads implements AutoCloseable {
         turn += 2;
         recent.clear();
         recorded[0] = recorded[1] = false;
+        oversizedUsed = 0;
     }
 
-    /** Arrays beyond half the ring go through a dedicated buffer, after the queued work. */
+    /** Arrays beyond half the ring go through a buffer of their own (see {@link #oversized}), after the queued work. */
     private long oversize(MemorySegment heapValues) {
         long bytes = heapValues.byteSize();
-        if (bytes > oversizeBytes) {
-            if (oversize != 0) context.free(oversize);
-            oversize = context.allocate(bytes);
-            oversizeBytes = bytes;
+        int index = oversizedUsed++;
+        if (index == oversized.size()) oversized.add(new long[] {0, 0});
+        long[] buffer = oversized.get(index);
+        if (bytes > buffer[1]) {
+            if (buffer[0] != 0) context.free(buffer[0]);
+            buffer[0] = 0;
+            buffer[1] = 0;
+            buffer[0] = context.allocate(bytes);
+            buffer[1] = bytes;
         }
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment staging = arena.allocate(bytes, 16);
             MemorySegment.copy(heapValues, 0, staging, 0, bytes);
-            context.copyToDeviceNow(oversize, staging);
+            context.copyToDeviceNow(buffer[0], staging);
         }
-        return oversize;
+        return buffer[0];
     }
 
     @Override
     public synchronized void close() {
         for (MemorySegment e : halfDone) driver.destroyEvent(e);
-        if (oversize != 0) driver.free(oversize);
+        for (long[] buffer : oversized) {
+            if (buffer[0] != 0) driver.free(buffer[0]);
+        }
+        oversized.clear();
         driver.free(device);
         driver.freeHost(host);
     }
