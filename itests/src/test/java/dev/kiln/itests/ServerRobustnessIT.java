@@ -141,7 +141,6 @@ class ServerRobustnessIT {
         try (KilnProcess server = KilnProcess.serve(List.of("--model", FIXTURES.resolve("models/qwen2-tiny").toString()))) {
             OpenAiApiIT.awaitModel(server);
             try (Socket socket = startStream(server, 4000)) {
-                assertTrue(socket != null, "the stream was accepted");
                 assertEquals(1, engine(server).get("running").getAsInt(), "the request is generating");
             } // closing the socket mid-stream is the disconnect
             awaitIdle(server, Duration.ofSeconds(30));
@@ -172,21 +171,12 @@ class ServerRobustnessIT {
             // The configuration file reaches the engine asynchronously (it reloads with it). It is in force once the
             // KV cache is sized for one sequence: one context of the tiny model (4,096 tokens) in blocks of 16, where
             // the defaults' 64 sequences take 64 times as many.
-            long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
-            JsonObject engine = null;
-            while (System.nanoTime() < deadline) {
-                engine = engine(server);
-                if (engine != null && engine.has("kv_blocks_total") && engine.get("kv_blocks_total").getAsInt() <= 4096 / 16) break;
-                Thread.sleep(100);
-            }
-            assertTrue(engine != null && engine.get("kv_blocks_total").getAsInt() <= 4096 / 16,
-                    "the engine configuration did not take effect: " + engine);
+            awaitEngine(server, e -> e.has("kv_blocks_total") && e.get("kv_blocks_total").getAsInt() <= 4096 / 16,
+                    Duration.ofSeconds(60), "sized for the configured single sequence");
             OpenAiApiIT.awaitModel(server);
             String body = "{\"prompt\":[1,2,3],\"max_tokens\":8,\"ignore_eos\":true,\"temperature\":0}";
             List<Integer> statuses = new ArrayList<>();
-            Socket started = startStream(server, 4000);
-            assertTrue(started != null, "the stream that holds the running place was accepted");
-            try (Socket holder = started; ExecutorService pool = Executors.newFixedThreadPool(7)) {
+            try (Socket holder = startStream(server, 4000); ExecutorService pool = Executors.newFixedThreadPool(7)) {
                 List<Future<HttpResponse<String>>> responses = new ArrayList<>();
                 for (int i = 0; i < 7; i++) responses.add(pool.submit(() -> OpenAiApiIT.raw(server, "POST", "/v1/completions", body)));
                 // Refusals are immediate; the admitted request waits behind the holder, which lets go once the other
@@ -217,8 +207,7 @@ class ServerRobustnessIT {
 
     /**
      * Opens a streaming completion of {@code tokens} tokens on a raw socket and returns once its first event arrived,
-     * so the sequence is running; closing the socket is a client disconnect. Null when the server answered other than
-     * 200 (503 while the engine reloads).
+     * so the sequence is running; closing the socket is a client disconnect.
      */
     private static Socket startStream(KilnProcess server, int tokens) throws Exception {
         String body = "{\"prompt\":[1,2,3],\"max_tokens\":" + tokens + ",\"ignore_eos\":true,\"stream\":true,\"temperature\":0}";
@@ -232,10 +221,7 @@ class ServerRobustnessIT {
             out.flush();
             BufferedReader in = new BufferedReader(new InputStreamReader(socket.getInputStream(), StandardCharsets.UTF_8));
             String line = in.readLine();
-            if (line == null || !line.startsWith("HTTP/1.1 200")) {
-                socket.close();
-                return null;
-            }
+            assertTrue(line != null && line.startsWith("HTTP/1.1 200"), "the stream was accepted: " + line);
             while ((line = in.readLine()) != null && !line.startsWith("data: {")) {
                 // headers and chunk sizes until the first event
             }
@@ -262,14 +248,20 @@ class ServerRobustnessIT {
 
     /** Every sequence has left the engine and its KV blocks are free again. */
     private static void awaitIdle(KilnProcess k, Duration timeout) throws Exception {
+        awaitEngine(k, e -> e.get("running").getAsInt() == 0 && e.get("waiting").getAsInt() == 0
+                && e.get("kv_blocks_used").getAsInt() == 0, timeout, "idle");
+    }
+
+    /** Polls {@code /health} until the engine's state meets the condition (an engine reloading reports none). */
+    private static void awaitEngine(KilnProcess k, java.util.function.Predicate<JsonObject> condition, Duration timeout,
+                                    String what) throws Exception {
         long deadline = System.nanoTime() + timeout.toNanos();
         JsonObject engine = null;
         while (System.nanoTime() < deadline) {
             engine = engine(k);
-            if (engine.get("running").getAsInt() == 0 && engine.get("waiting").getAsInt() == 0
-                    && engine.get("kv_blocks_used").getAsInt() == 0) return;
+            if (engine != null && condition.test(engine)) return;
             Thread.sleep(100);
         }
-        throw new AssertionError("the engine did not return to idle within " + timeout.toMillis() + " ms: " + engine);
+        throw new AssertionError("the engine was not " + what + " within " + timeout.toMillis() + " ms: " + engine);
     }
 }

@@ -91,7 +91,7 @@ public final class CudaContext implements AutoCloseable {
             cublas.setStream(cublasHandle, stream);
             this.architecture = KernelCompiler.architecture(properties.computeMajor(), properties.computeMinor());
             this.compiler = new KernelCompiler(nvrtc, kernelCache);
-            this.kernels = new Kernels(this, KernelModules.load(driver, KernelCompiler.SOURCE, compiler.kernels(architecture)));
+            this.kernels = loadKernels(KernelCompiler.SOURCE, modules -> new Kernels(this, modules));
             this.uploads = new Uploads(this);
             this.matmulScratch = new MatmulScratch(this);
         } catch (RuntimeException e) {
@@ -185,13 +185,7 @@ public final class CudaContext implements AutoCloseable {
     public synchronized QuantKernels quantKernels() {
         bind();
         if (quantKernels == null) {
-            KernelModules modules = KernelModules.load(driver, QuantKernels.SOURCE, compiler.units(QuantKernels.SOURCE, architecture));
-            try {
-                quantKernels = new QuantKernels(this, modules);
-            } catch (RuntimeException e) { // a kernel the Java side names is missing: unload what was loaded
-                modules.close();
-                throw e;
-            }
+            quantKernels = loadKernels(QuantKernels.SOURCE, modules -> new QuantKernels(this, modules));
         }
         return quantKernels;
     }
@@ -203,16 +197,23 @@ public final class CudaContext implements AutoCloseable {
     public synchronized GroupedKernels groupedKernels() {
         bind();
         if (groupedKernels == null) {
-            KernelModules modules = KernelModules.load(driver, GroupedKernels.SOURCE,
-                    compiler.units(GroupedKernels.SOURCE, architecture));
-            try {
-                groupedKernels = new GroupedKernels(this, modules);
-            } catch (RuntimeException e) {
-                modules.close();
-                throw e;
-            }
+            groupedKernels = loadKernels(GroupedKernels.SOURCE, modules -> new GroupedKernels(this, modules));
         }
         return groupedKernels;
+    }
+
+    /**
+     * A kernel source's units compiled (or read from the cache) and loaded, and the Java side built over them; the
+     * modules are unloaded again when building fails (a kernel it names is missing).
+     */
+    private <T> T loadKernels(String source, java.util.function.Function<KernelModules, T> build) {
+        KernelModules modules = KernelModules.load(driver, source, compiler.units(source, architecture));
+        try {
+            return build.apply(modules);
+        } catch (RuntimeException e) {
+            modules.close();
+            throw e;
+        }
     }
 
     /** The device's name and capabilities. */

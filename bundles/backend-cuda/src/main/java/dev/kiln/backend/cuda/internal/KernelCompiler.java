@@ -145,20 +145,16 @@ public final class KernelCompiler {
         if (missing.isEmpty()) return List.of(images);
         long start = System.nanoTime();
         int threads = Math.min(missing.size(), Runtime.getRuntime().availableProcessors());
-        if (threads == 1) {
-            for (int unit : missing) images[unit] = compileAndStore(source, resource, options.get(unit), architecture);
-        } else {
-            ExecutorService pool = Executors.newFixedThreadPool(threads, Thread.ofPlatform().daemon().name("kiln-nvrtc-", 0).factory());
-            try {
-                List<Future<byte[]>> compiled = new ArrayList<>();
-                for (int unit : missing) {
-                    List<String> unitOptions = options.get(unit);
-                    compiled.add(pool.submit(() -> compileAndStore(source, resource, unitOptions, architecture)));
-                }
-                for (int i = 0; i < missing.size(); i++) images[missing.get(i)] = result(compiled.get(i));
-            } finally {
-                pool.shutdownNow();
+        ExecutorService pool = Executors.newFixedThreadPool(threads, Thread.ofPlatform().daemon().name("kiln-nvrtc-", 0).factory());
+        try {
+            List<Future<byte[]>> compiled = new ArrayList<>();
+            for (int unit : missing) {
+                List<String> unitOptions = options.get(unit);
+                compiled.add(pool.submit(() -> compileAndStore(source, resource, unitOptions, architecture)));
             }
+            for (int i = 0; i < missing.size(); i++) images[missing.get(i)] = result(compiled.get(i));
+        } finally {
+            pool.shutdownNow();
         }
         LOG.info("compiled CUDA kernels {} for {} in {} ms ({} of its {} units, {} at a time)", resource, architecture,
                 (System.nanoTime() - start) / 1_000_000, missing.size(), units, threads);
