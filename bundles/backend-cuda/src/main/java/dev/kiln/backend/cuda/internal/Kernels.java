@@ -50,20 +50,92 @@ public final class Kernels implements AutoCloseable {
     private final int prefillMaxGroup, prefillMaxWideGroup;
     /** Most blocks of a split attention cluster this device takes (1: no clusters); see {@link SplitAttentionPlan}. */
     private final int largestAttentionCluster;
-    /** {@code kiln_gemv_bf16_t1 .. _t8}: the vectorized bf16 product for 1 to 8 tokens. */
-    private final MemorySegment[] gemvBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
-    /** {@code kiln_gemv_split_bf16_t1 .. _t8}: the block's warps share one row (matrices of few rows). */
-    private final MemorySegment[] gemvSplitBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
+    /** The token-specialised products of bf16 weights, 1 to {@link #GEMV_MAX_TOKENS} tokens. */
+    private final TokenGemvs bf16Gemvs;
+    /** The same of INT8 codes (scales after the codes), 1 to {@link #INT8_GEMV_MAX_TOKENS} tokens. */
+    private final TokenGemvs int8Gemvs;
+    /** Most tokens of the INT8 token-specialised products (from 5 on the tensor-core products take INT8 weights). */
+    public static final int INT8_GEMV_MAX_TOKENS = 4;
+    /** Rows a warp (split: a block) of the INT8 token products computes (INT8_ROWS in the source). */
+    static final int INT8_ROWS = 4;
+    /**
+     * Most tokens that take them here (system property {@code kiln.cuda.int8GemvMaxTokens}, 0 to
+     * {@link #INT8_GEMV_MAX_TOKENS}; 0 leaves every INT8 decode product to the format's own GEMVs, without fusions).
+     */
+    static final int INT8_GEMV_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.int8GemvMaxTokens", INT8_GEMV_MAX_TOKENS),
+            0, INT8_GEMV_MAX_TOKENS);
     /** Below this many rows a bf16 product splits each row over a block's warps (the H100 measured 1536 x 8960). */
     static final int SPLIT_BELOW_ROWS = 4096;
     /** Blocks per row of the argmax's first pass; must match ARGMAX_SLICES in the source. */
     public static final int ARGMAX_SLICES = 64;
-    /** {@code kiln_gemv3_bf16_t1 .. _t8}: up to three products of the same activations in one launch. */
-    private final MemorySegment[] gemv3Bf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
-    /** {@code kiln_gemv3_split_bf16_t1 .. _t8}: the same with one block per row, for fewer than SPLIT_BELOW_ROWS rows. */
-    private final MemorySegment[] gemv3SplitBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
-    /** {@code kiln_gemv_silu_bf16_t1 .. _t8}: gate and up products with the SiLU gating in one launch. */
-    private final MemorySegment[] gemvSiluBf16Tokens = new MemorySegment[GEMV_MAX_TOKENS];
+
+    /**
+     * The token-specialised products of one weight format ({@code kiln_gemv*_<format>_t<T>} in the source), index
+     * {@code tokens - 1}; every family takes the same arguments, so the fusions below rewrite them alike:
+     * <ul>
+     *   <li>{@code plain}: one warp (or, {@code split}, one block) per row;</li>
+     *   <li>{@code multi}, {@code multiSplit}: up to three products of the same activations in one launch (q, k and v;
+     *       gate and up), the split form for fewer than {@link #SPLIT_BELOW_ROWS} rows in all;</li>
+     *   <li>{@code silu}: gate and up products with the SiLU gating in one launch.</li>
+     * </ul>
+     * {@code rowGroups}: every warp (split: block) computes {@link #INT8_ROWS} rows of any segment, as INT8's do
+     * (gemv_row_group in the source), instead of the bf16 rules of {@link #warpRows} and {@link #splitRows}.
+     */
+    private record TokenGemvs(MemorySegment[] plain, MemorySegment[] split, MemorySegment[] multi, MemorySegment[] multiSplit,
+                              MemorySegment[] silu, boolean rowGroups) {
+        static TokenGemvs load(KernelModules modules, String format, int maxTokens, boolean rowGroups) {
+            TokenGemvs family = new TokenGemvs(new MemorySegment[maxTokens], new MemorySegment[maxTokens],
+                    new MemorySegment[maxTokens], new MemorySegment[maxTokens], new MemorySegment[maxTokens], rowGroups);
+            for (int t = 1; t <= maxTokens; t++) {
+                family.plain[t - 1] = modules.function("kiln_gemv_" + format + "_t" + t);
+                family.split[t - 1] = modules.function("kiln_gemv_split_" + format + "_t" + t);
+                family.multi[t - 1] = modules.function("kiln_gemv3_" + format + "_t" + t);
+                family.multiSplit[t - 1] = modules.function("kiln_gemv3_split_" + format + "_t" + t);
+                family.silu[t - 1] = modules.function("kiln_gemv_silu_" + format + "_t" + t);
+            }
+            return family;
+        }
+
+        /** Rows a warp of {@code plain} computes. */
+        int warpRowsOf(int tokens) {
+            return rowGroups ? INT8_ROWS : warpRows(tokens);
+        }
+
+        /** Rows a block of {@code split} and {@code multiSplit} computes. */
+        int splitRowsOf(int tokens) {
+            return rowGroups ? INT8_ROWS : splitRows(tokens);
+        }
+
+        /** Rows a warp of {@code multi} computes. */
+        int multiRows() {
+            return rowGroups ? INT8_ROWS : 1;
+        }
+
+        /** Gate/up row pairs a warp of {@code silu} computes. */
+        int siluPairsOf(int tokens) {
+            return rowGroups ? INT8_ROWS / 2 : siluPairs(tokens);
+        }
+
+        /** Whether the function is this family's one-product kernel (warp or block per row) for {@code tokens}. */
+        boolean isSingle(MemorySegment f, int tokens) {
+            return tokens <= plain.length && (f.equals(plain[tokens - 1]) || f.equals(split[tokens - 1]));
+        }
+
+        /** Whether the function is this family's multi-segment kernel for {@code tokens}. */
+        boolean isMulti(MemorySegment f, int tokens) {
+            return tokens <= multi.length && (f.equals(multi[tokens - 1]) || f.equals(multiSplit[tokens - 1]));
+        }
+
+        boolean hasSingle(MemorySegment f) {
+            for (int t = 1; t <= plain.length; t++) if (isSingle(f, t)) return true;
+            return false;
+        }
+
+        boolean hasMulti(MemorySegment f) {
+            for (int t = 1; t <= multi.length; t++) if (isMulti(f, t)) return true;
+            return false;
+        }
+    }
     /**
      * The few-token entries by name ({@code kiln_skinny[_silu]_<format>_n<T>_r<R>[_t2]}, see {@link SkinnyPlan}), and
      * what each one is, by function (the fusions ask that of the held launch); empty below compute capability 8.0.
@@ -189,13 +261,8 @@ public final class Kernels implements AutoCloseable {
         }
         skinnyAvailable = skinny;
         largestSkinnyCluster = skinnyCluster;
-        for (int t = 1; t <= GEMV_MAX_TOKENS; t++) {
-            gemvBf16Tokens[t - 1] = function("kiln_gemv_bf16_t" + t);
-            gemv3Bf16Tokens[t - 1] = function("kiln_gemv3_bf16_t" + t);
-            gemv3SplitBf16Tokens[t - 1] = function("kiln_gemv3_split_bf16_t" + t);
-            gemvSplitBf16Tokens[t - 1] = function("kiln_gemv_split_bf16_t" + t);
-            gemvSiluBf16Tokens[t - 1] = function("kiln_gemv_silu_bf16_t" + t);
-        }
+        bf16Gemvs = TokenGemvs.load(modules, "bf16", GEMV_MAX_TOKENS, false);
+        int8Gemvs = TokenGemvs.load(modules, "int8", INT8_GEMV_MAX_TOKENS, true);
     }
 
     private MemorySegment function(String name) {
@@ -213,6 +280,8 @@ public final class Kernels implements AutoCloseable {
             "kiln_gemv_bf16_t1", "kiln_gemv_bf16_t2", "kiln_gemv_bf16_t3", "kiln_gemv_bf16_t4",
             "kiln_gemv_bf16_t5", "kiln_gemv_bf16_t6", "kiln_gemv_bf16_t7", "kiln_gemv_bf16_t8",
             "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv3_split_bf16_t1", "kiln_gemv3_split_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8",
+            "kiln_gemv_int8_t1", "kiln_gemv_split_int8_t1", "kiln_gemv3_int8_t1", "kiln_gemv3_split_int8_t1", "kiln_gemv_silu_int8_t1",
+            "kiln_gemv_int8_t4", "kiln_gemv_split_int8_t4", "kiln_gemv3_int8_t4", "kiln_gemv3_split_int8_t4", "kiln_gemv_silu_int8_t4",
             "kiln_skinny_bf16_n1_r1", "kiln_skinny_bf16_n2_r1", "kiln_skinny_bf16_n2_r2", "kiln_skinny_bf16_n4_r1",
             "kiln_skinny_bf16_n4_r2", "kiln_skinny_bf16_n4_r4", "kiln_skinny_silu_bf16_n1_r1", "kiln_skinny_silu_bf16_n2_r2",
             "kiln_skinny_silu_bf16_n4_r4", "kiln_skinny_int8_n1_r1", "kiln_skinny_int8_n4_r4", "kiln_skinny_silu_int8_n1_r1",
@@ -357,7 +426,8 @@ public final class Kernels implements AutoCloseable {
         if (n == 0) return;
         StepRecorder.Launch last = context.recorder().lastLaunch();
         if (last != null && isSkinnyPlain(last.function()) && gateIntoHeldSkinny(last, gate, up, out, n)) return;
-        if (last != null && isGemv3(last.function())) {
+        TokenGemvs family = last == null ? null : multiFamily(last.function());
+        if (family != null) {
             // The held launch computes exactly gate and up (two segments, no bias, equal rows): it can gate too.
             int tokens = (int) last.argument(MULTI_TOKENS);
             int s0 = MULTI_SEGMENTS, s1 = MULTI_SEGMENTS + 4, s2 = MULTI_SEGMENTS + 8;
@@ -374,8 +444,8 @@ public final class Kernels implements AutoCloseable {
                 if (args().ptr(x).i32((int) last.argument(MULTI_COLUMNS)).i32(tokens)
                         .ptr(last.argument(s0 + SEGMENT_W)).ptr(last.argument(s1 + SEGMENT_W)).ptr(gate).ptr(up).ptr(out).i32(rows)
                         .ptr(last.argument(MULTI_SCALE)).slot(last.argument(MULTI_EPS)).ptr(last.argument(MULTI_NORMED))
-                        .replace(last, gemvSiluBf16Tokens[tokens - 1], "kiln_gemv_silu",
-                                Math.ceilDiv(rows, warps * siluPairs(tokens)), 1, GEMV_THREADS, 0)) {
+                        .replace(last, family.silu[tokens - 1], "kiln_gemv_silu",
+                                Math.ceilDiv(rows, warps * family.siluPairsOf(tokens)), 1, GEMV_THREADS, 0)) {
                     return;
                 }
             }
@@ -564,35 +634,55 @@ public final class Kernels implements AutoCloseable {
         if (tokens == 0 || rows == 0) return;
         int perLoad = bf16 ? 8 : 4;
         boolean vectorized = columns % perLoad == 0 && w % 16 == 0 && x % 16 == 0;
-        MemorySegment function = bf16 ? (vectorized ? gemvBf16Tokens[tokens - 1] : gemvBf16) : gemvF32;
-        if (bf16 && vectorized && mergeIntoHeldGemv(w, x, out, rows, columns, tokens)) return;
         if (bf16 && vectorized) {
-            // A norm held just before whose output this product reads: one launch does both (see kernels.cu).
-            StepRecorder.Launch norm = heldNormFeeding(x, columns, tokens, out, 4L * tokens * rows);
-            long input = norm == null ? x : norm.argument(NORM_X);
-            boolean split = rows < SPLIT_BELOW_ROWS;
-            LaunchArguments a = args().ptr(w).ptr(input).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0);
-            if (norm == null) {
-                a.ptr(0).slot(0).ptr(0);
-            } else {
-                a.ptr(norm.argument(NORM_SCALE)).slot(norm.argument(NORM_EPS)).ptr(x);
-            }
-            MemorySegment kernel = split ? gemvSplitBf16Tokens[tokens - 1] : gemvBf16Tokens[tokens - 1];
-            int grid = split ? Math.ceilDiv(rows, splitRows(tokens)) : Math.ceilDiv(rows, GEMV_THREADS / 32 * warpRows(tokens));
-            String name = split ? "kiln_gemv_split" : "kiln_gemv";
-            if (norm == null) {
-                a.launch(kernel, name, grid, 1, GEMV_THREADS, 0);
-            } else if (!a.replace(norm, kernel, name, grid, 1, GEMV_THREADS, 0)) {
-                // The norm was issued meanwhile: multiply its stored output instead.
-                args().ptr(w).ptr(x).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0).ptr(0).slot(0).ptr(0)
-                        .launch(kernel, name, grid, 1, GEMV_THREADS, 0);
-            }
+            tokenGemv(bf16Gemvs, w, x, out, rows, columns, tokens);
             return;
         }
-        int threads = bf16 && vectorized ? GEMV_THREADS : THREADS;
-        int warps = threads / 32;
+        int warps = THREADS / 32;
         args().ptr(w).ptr(x).ptr(out).i32(rows).i32(columns).i32(tokens).i32(vectorized ? 1 : 0).ptr(0)
-                .launch(function, "kiln_gemv", (rows + warps - 1) / warps, 1, threads, 0);
+                .launch(bf16 ? gemvBf16 : gemvF32, "kiln_gemv", (rows + warps - 1) / warps, 1, THREADS, 0);
+    }
+
+    /**
+     * {@code out[t] = W · x[t]} for W INT8 {@code [rows, columns]}, rows of {@code columns} codes at {@code codes}
+     * followed by one f32 scale per row ({@code W[r, c] = q[r, c] · s[r]}), by the token-specialised products with the
+     * bf16 products' fusions (the norm before, q/k/v and gate/up in one launch, the gating, bias and residual add
+     * after). Returns false, launching nothing, where they do not apply: more than {@link #INT8_GEMV_TOKENS} tokens,
+     * columns not a multiple of 16, or codes or x not 16-byte aligned.
+     */
+    public boolean gemvInt8(long codes, long x, long out, int rows, int columns, int tokens) {
+        if (tokens < 1 || tokens > INT8_GEMV_TOKENS || columns % 16 != 0 || codes % 16 != 0 || x % 16 != 0) return false;
+        if (rows > 0) tokenGemv(int8Gemvs, codes, x, out, rows, columns, tokens);
+        return true;
+    }
+
+    /**
+     * A token-specialised product of a family: joined to a held product of the same activations, or with a held norm
+     * of x folded in, or alone.
+     */
+    private void tokenGemv(TokenGemvs family, long w, long x, long out, int rows, int columns, int tokens) {
+        if (mergeIntoHeldGemv(family, w, x, out, rows, columns, tokens)) return;
+        // A norm held just before whose output this product reads: one launch does both (see kernels.cu).
+        StepRecorder.Launch norm = heldNormFeeding(x, columns, tokens, out, 4L * tokens * rows);
+        long input = norm == null ? x : norm.argument(NORM_X);
+        boolean split = rows < SPLIT_BELOW_ROWS;
+        LaunchArguments a = args().ptr(w).ptr(input).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0);
+        if (norm == null) {
+            a.ptr(0).slot(0).ptr(0);
+        } else {
+            a.ptr(norm.argument(NORM_SCALE)).slot(norm.argument(NORM_EPS)).ptr(x);
+        }
+        MemorySegment kernel = (split ? family.split : family.plain)[tokens - 1];
+        int grid = split ? Math.ceilDiv(rows, family.splitRowsOf(tokens))
+                : Math.ceilDiv(rows, GEMV_THREADS / 32 * family.warpRowsOf(tokens));
+        String name = split ? "kiln_gemv_split" : "kiln_gemv";
+        if (norm == null) {
+            a.launch(kernel, name, grid, 1, GEMV_THREADS, 0);
+        } else if (!a.replace(norm, kernel, name, grid, 1, GEMV_THREADS, 0)) {
+            // The norm was issued meanwhile: multiply its stored output instead.
+            args().ptr(w).ptr(x).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0).ptr(0).slot(0).ptr(0)
+                    .launch(kernel, name, grid, 1, GEMV_THREADS, 0);
+        }
     }
 
     /**
@@ -775,12 +865,12 @@ public final class Kernels implements AutoCloseable {
      * up) with room for another segment. Only when no output overlaps x or another output: one launch computes all
      * of them at once, so none may read what another writes.
      */
-    private boolean mergeIntoHeldGemv(long w, long x, long out, int rows, int columns, int tokens) {
+    private boolean mergeIntoHeldGemv(TokenGemvs family, long w, long x, long out, int rows, int columns, int tokens) {
         StepRecorder.Launch last = context.recorder().lastLaunch();
         if (last == null) return false;
         long[][] segments; // {w, out, rows, bias}
         long raw, scale, eps, normed; // the held launch's input and fused norm (scale 0: none; x is then its input)
-        if (last.function().equals(gemvBf16Tokens[tokens - 1]) || last.function().equals(gemvSplitBf16Tokens[tokens - 1])) {
+        if (family.isSingle(last.function(), tokens)) {
             raw = last.argument(GEMV_X);
             scale = last.argument(GEMV_SCALE);
             eps = last.argument(GEMV_EPS);
@@ -790,7 +880,7 @@ public final class Kernels implements AutoCloseable {
                 return false;
             }
             segments = new long[][] {{last.argument(0), last.argument(GEMV_OUT), (int) last.argument(GEMV_ROWS), last.argument(GEMV_BIAS)}};
-        } else if (last.function().equals(gemv3Bf16Tokens[tokens - 1]) || last.function().equals(gemv3SplitBf16Tokens[tokens - 1])) {
+        } else if (family.isMulti(last.function(), tokens)) {
             raw = last.argument(MULTI_X);
             scale = last.argument(MULTI_SCALE);
             eps = last.argument(MULTI_EPS);
@@ -822,10 +912,11 @@ public final class Kernels implements AutoCloseable {
         for (long[] segment : all) a.ptr(segment[0]).ptr(segment[1]).i32((int) segment[2]).ptr(segment[3]);
         a.ptr(scale).slot(eps).ptr(normed);
         if (totalRows < SPLIT_BELOW_ROWS) {
-            return a.replace(last, gemv3SplitBf16Tokens[tokens - 1], "kiln_gemv3_split",
-                    Math.ceilDiv((int) totalRows, splitRows(tokens)), 1, GEMV_THREADS, 0);
+            return a.replace(last, family.multiSplit[tokens - 1], "kiln_gemv3_split",
+                    Math.ceilDiv((int) totalRows, family.splitRowsOf(tokens)), 1, GEMV_THREADS, 0);
         }
-        return a.replace(last, gemv3Bf16Tokens[tokens - 1], "kiln_gemv3", (int) ((totalRows + warps - 1) / warps), 1, GEMV_THREADS, 0);
+        return a.replace(last, family.multi[tokens - 1], "kiln_gemv3",
+                Math.ceilDiv((int) totalRows, warps * family.multiRows()), 1, GEMV_THREADS, 0);
     }
 
     /**
@@ -854,30 +945,22 @@ public final class Kernels implements AutoCloseable {
         return a + aBytes <= b || b + bBytes <= a;
     }
 
-    private boolean isGemv3(MemorySegment function) {
-        for (int t = 0; t < GEMV_MAX_TOKENS; t++) {
-            if (function.equals(gemv3Bf16Tokens[t]) || function.equals(gemv3SplitBf16Tokens[t])) return true;
-        }
-        return false;
+    /** The family whose multi-segment kernel the function is, or null. */
+    private TokenGemvs multiFamily(MemorySegment function) {
+        return bf16Gemvs.hasMulti(function) ? bf16Gemvs : int8Gemvs.hasMulti(function) ? int8Gemvs : null;
     }
 
-    /** The token-specialised GEMVs (warp or block per row), which take a residual and a fused norm. */
+    private boolean isGemv3(MemorySegment function) {
+        return multiFamily(function) != null;
+    }
+
+    /** The token-specialised GEMVs of any format (warp or block per row), which take a residual and a fused norm. */
     private boolean isTokenGemv(MemorySegment function) {
-        for (int t = 0; t < GEMV_MAX_TOKENS; t++) {
-            if (function.equals(gemvBf16Tokens[t]) || function.equals(gemvSplitBf16Tokens[t])) return true;
-        }
-        return false;
+        return bf16Gemvs.hasSingle(function) || int8Gemvs.hasSingle(function);
     }
 
     private boolean isGemv(MemorySegment function) {
-        if (function.equals(gemvBf16) || function.equals(gemvF32)) return true;
-        for (MemorySegment f : gemvBf16Tokens) {
-            if (function.equals(f)) return true;
-        }
-        for (MemorySegment f : gemvSplitBf16Tokens) {
-            if (function.equals(f)) return true;
-        }
-        return false;
+        return function.equals(gemvBf16) || function.equals(gemvF32) || isTokenGemv(function);
     }
 
     /**

@@ -16,10 +16,14 @@ import java.lang.foreign.MemorySegment;
  *       {@code W[r, c] = (u[r, c] - 8) · s[r, c / groupSize]}.</li>
  * </ul>
  * Every row starts 16-byte aligned, so the kernels load 16 bytes of INT8 or 8 of INT4 codes (16 columns) at a time.
+ * The scales follow the codes in one allocation: a kernel given only the codes' address and the shape finds them
+ * (the token-specialised INT8 products of {@link Kernels#gemvInt8} take the arguments of the bf16 ones that way).
  *
  * <p>Products of the tokens {@link Kernels#skinnyTakes} (decode batches of 5 to 32; INT4 in groups of a multiple of 64
  * columns) stream the codes once into the tensor-core kernels, widened to bf16 in registers, against the activations'
- * bf16 parts. Other products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, widened to floats in
+ * bf16 parts. INT8 products of 1 to {@link Kernels#INT8_GEMV_MAX_TOKENS} tokens take the token-specialised kernels of
+ * bf16 weights, fusions included (the norm before, q/k/v and gate/up each in one launch, the gating, the bias and the
+ * residual add). Other products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, widened to floats in
  * registers, with f32 sums. Larger products dequantize the weight, a tile of rows at a time, into bf16 scratch for
  * cuBLAS, with the activations split into bf16 high and low parts as {@link DenseWeight} does: INT8 codes are exact in
  * bf16, so two GEMMs sum {@code q · x} and a small kernel applies the row scales; INT4 weights {@code (u - 8) · s} are
@@ -117,13 +121,8 @@ public final class QuantizedWeight implements DeviceRowGather {
             this.groupSize = format == Format.INT4 ? groupSize : 0;
             this.scalesPerRow = QuantizedWeight.scalesPerRow(format, columns, groupSize);
             this.rowBytes = QuantizedWeight.rowBytes(format, columns);
-            this.codes = context.allocate((long) rows * rowBytes);
-            try {
-                this.scales = context.allocate(4L * rows * scalesPerRow);
-            } catch (RuntimeException e) {
-                context.free(codes);
-                throw e;
-            }
+            this.codes = context.allocate((long) rows * rowBytes + 4L * rows * scalesPerRow);
+            this.scales = codes + (long) rows * rowBytes; // 16-byte aligned: rowBytes is a multiple of 16
         }
 
         /** Bytes of one row of codes. */
@@ -159,7 +158,6 @@ public final class QuantizedWeight implements DeviceRowGather {
         /** Releases the memory (after a failure). */
         public void discard() {
             context.free(codes);
-            context.free(scales);
         }
     }
 
@@ -212,6 +210,9 @@ public final class QuantizedWeight implements DeviceRowGather {
             DenseWeight.multiplyParts(context, in.pointer(), o.pointer(), tokens, rows, columns, (parts, ignored) ->
                     context.kernels().skinny(skinny, codes, scales, 1, format == Format.INT8 ? columns : groupSize,
                             parts[0], parts[1], o.pointer(), rows, columns, tokens));
+            return;
+        }
+        if (format == Format.INT8 && context.kernels().gemvInt8(codes, in.pointer(), o.pointer(), rows, columns, tokens)) {
             return;
         }
         QuantKernels kernels = context.quantKernels();
@@ -287,8 +288,7 @@ public final class QuantizedWeight implements DeviceRowGather {
     public void close() {
         if (closed) return;
         closed = true;
-        context.free(codes);
-        context.free(scales);
+        context.free(codes); // and the scales after them
     }
 
     @Override

@@ -10,7 +10,7 @@
 // program emits only its unit's entry points (the helpers they share are templates and inline functions, emitted
 // only where used). NVRTC compiles a program on one thread; the units take 1.3 to 4.3 s each, the whole file 25 s.
 // Units: 0 element-wise, rows, sampling and the generic GEMVs; 1 attention; 2 to 4 the token-specialised GEMVs;
-// 5 to 7 the few-token tensor-core products (bf16; INT8; INT4 and FP8). Without KILN_UNIT (tools/check_kernels.py)
+// 5 to 7 the few-token tensor-core products (bf16; INT8; INT4 and FP8); 8 the token-specialised INT8 GEMVs. Without KILN_UNIT (tools/check_kernels.py)
 // every entry point is emitted.
 #ifdef KILN_UNIT
 #define KILN_IN_UNIT(u) (KILN_UNIT == (u))
@@ -825,56 +825,141 @@ extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float
 // scale == 0 means no norm, residual == 0 no add; normed == 0 with a norm stores no normed rows (no reader wants
 // them; the Java side always passes the norm's output, time_decode_step.py measures without).
 
-// One 8-column chunk of every token's x (times scale when normalizing, the squares of x added to sumsq), dotted
-// with each row's 8 weights into acc.
-template <int TOKENS, int ROWS, bool NORM>
-__device__ __forceinline__ void dot_chunk_bf16(const uint4 (&packed)[ROWS], const float* x, const float* scale,
-                                               int columns, int chunk, float (&acc)[ROWS][TOKENS],
-                                               float (&sumsq)[TOKENS]) {
-    float wv[ROWS][8];
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-        wv[r][0] = __uint_as_float(packed[r].x << 16);
-        wv[r][1] = __uint_as_float(packed[r].x & 0xffff0000u);
-        wv[r][2] = __uint_as_float(packed[r].y << 16);
-        wv[r][3] = __uint_as_float(packed[r].y & 0xffff0000u);
-        wv[r][4] = __uint_as_float(packed[r].z << 16);
-        wv[r][5] = __uint_as_float(packed[r].z & 0xffff0000u);
-        wv[r][6] = __uint_as_float(packed[r].w << 16);
-        wv[r][7] = __uint_as_float(packed[r].w & 0xffff0000u);
+// The weight formats of these products. A lane loads 16 bytes of a row at a time (a chunk): 8 bf16 weights, or 16
+// INT8 codes q whose row's f32 scale s multiplies the row's sums once at the end (W[r, c] = q[r, c] * s[r]). An INT8
+// weight's scales follow all its rows' codes in memory, so both formats take the same arguments (the weight's
+// address) and the Java side's fusions treat them alike. Rows are `columns` weights long and 16-byte aligned.
+struct Bf16Weights {
+    static constexpr int COLUMNS = 8; // columns of a chunk
+    static constexpr int SHIFT = 3;   // log2(COLUMNS)
+    typedef bf16_t Weight;
+    static constexpr bool SCALED = false;
+    // Columns 8 H .. 8 H + 7 of a chunk as floats.
+    template <int H>
+    static __device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
+        w[0] = __uint_as_float(p.x << 16);
+        w[1] = __uint_as_float(p.x & 0xffff0000u);
+        w[2] = __uint_as_float(p.y << 16);
+        w[3] = __uint_as_float(p.y & 0xffff0000u);
+        w[4] = __uint_as_float(p.z << 16);
+        w[5] = __uint_as_float(p.z & 0xffff0000u);
+        w[6] = __uint_as_float(p.w << 16);
+        w[7] = __uint_as_float(p.w & 0xffff0000u);
     }
-    float4 sa, sb;
-    if (NORM) {
-        const float4* sp = reinterpret_cast<const float4*>(scale) + 2 * chunk;
-        sa = sp[0];
-        sb = sp[1];
+};
+
+// Byte K of a word as the float 2^23 + byte: one byte permutation places it under the exponent of 2^23, where the
+// mantissa's last bits count units. Flipping the sign bits first turns a signed code q into q + 128, so subtracting
+// 2^23 + 128 leaves q exactly: two instructions a code instead of a conversion on the slower multi-function unit.
+template <int K>
+__device__ __forceinline__ float int8_code(unsigned int flipped) {
+    return __uint_as_float(__byte_perm(flipped, 0x4B000000u, 0x7440u + K)) - 8388736.0f;
+}
+
+__device__ __forceinline__ void int8_word(unsigned int word, float* w) {
+    unsigned int u = word ^ 0x80808080u;
+    w[0] = int8_code<0>(u);
+    w[1] = int8_code<1>(u);
+    w[2] = int8_code<2>(u);
+    w[3] = int8_code<3>(u);
+}
+
+struct Int8Weights {
+    static constexpr int COLUMNS = 16;
+    static constexpr int SHIFT = 4;
+    typedef signed char Weight;
+    static constexpr bool SCALED = true;
+    template <int H>
+    static __device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
+        int8_word(H == 0 ? p.x : p.z, w);
+        int8_word(H == 0 ? p.y : p.w, w + 4);
     }
-#pragma unroll
-    for (int t = 0; t < TOKENS; t++) {
-        const float4* xp = reinterpret_cast<const float4*>(x + (long long) t * columns) + 2 * chunk;
-        float4 a = xp[0], b = xp[1];
-        if (NORM) {
-            sumsq[t] += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
-            a.x *= sa.x; a.y *= sa.y; a.z *= sa.z; a.w *= sa.w;
-            b.x *= sb.x; b.y *= sb.y; b.z *= sb.z; b.w *= sb.w;
-        }
+};
+
+// Rows a warp (or split block) of the INT8 products computes, and loads of each in flight (see gemv_row_group).
+#define INT8_ROWS 4
+#define INT8_UNROLL 1
+
+// Row `row` of a weight in format F as 16-byte chunks.
+template <typename F>
+__device__ __forceinline__ const uint4* weight_row(const void* w, long long row, int columns) {
+    return reinterpret_cast<const uint4*>(static_cast<const typename F::Weight*>(w) + row * columns);
+}
+
+// The scale of a row (1 for unscaled formats): a weight, so it may be read before waiting for the kernel ahead.
+template <typename F>
+__device__ __forceinline__ float row_scale(const void* w, int rows, int columns, int row) {
+    if constexpr (F::SCALED) {
+        return __ldg(reinterpret_cast<const float*>(static_cast<const typename F::Weight*>(w) + (long long) rows * columns) + row);
+    } else {
+        return 1.0f;
+    }
+}
+
+// Each row's thread-partial sums times its scale (nothing for unscaled formats).
+template <typename F, int ROWS, int TOKENS>
+__device__ __forceinline__ void apply_row_scales(float (&acc)[ROWS][TOKENS], const float (&scales)[ROWS]) {
+    if constexpr (F::SCALED) {
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
-            acc[r][t] += wv[r][0] * a.x + wv[r][1] * a.y + wv[r][2] * a.z + wv[r][3] * a.w
-                       + wv[r][4] * b.x + wv[r][5] * b.y + wv[r][6] * b.z + wv[r][7] * b.w;
+#pragma unroll
+            for (int t = 0; t < TOKENS; t++) acc[r][t] *= scales[r];
         }
     }
 }
 
-// One thread's share of ROWS weight rows . x[t], for every token, over the 8-column chunks first, first + stride,
-// ... below last: thread-partial sums accumulated into acc[r] (and the squares of x into sumsq when
+// Columns 8 H .. 8 H + 7 of a chunk of every token's x (times scale when normalizing, the squares of x added to
+// sumsq), dotted with each row's weights there into acc.
+template <typename F, int H, int TOKENS, int ROWS, bool NORM>
+__device__ __forceinline__ void dot_eight(const uint4 (&packed)[ROWS], const float* x, const float* scale, int columns,
+                                          int chunk, float (&acc)[ROWS][TOKENS], float (&sumsq)[TOKENS]) {
+    float wv[ROWS][8];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) F::template widen<H>(packed[r], wv[r]);
+    {
+        int quad = (F::COLUMNS / 4) * chunk + 2 * H; // the first float4 of these 8 columns
+        float4 sa, sb;
+        if (NORM) {
+            const float4* sp = reinterpret_cast<const float4*>(scale) + quad;
+            sa = sp[0];
+            sb = sp[1];
+        }
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) {
+            const float4* xp = reinterpret_cast<const float4*>(x + (long long) t * columns) + quad;
+            float4 a = xp[0], b = xp[1];
+            if (NORM) {
+                sumsq[t] += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+                a.x *= sa.x; a.y *= sa.y; a.z *= sa.z; a.w *= sa.w;
+                b.x *= sb.x; b.y *= sb.y; b.z *= sb.z; b.w *= sb.w;
+            }
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+                acc[r][t] += wv[r][0] * a.x + wv[r][1] * a.y + wv[r][2] * a.z + wv[r][3] * a.w
+                           + wv[r][4] * b.x + wv[r][5] * b.y + wv[r][6] * b.z + wv[r][7] * b.w;
+            }
+        }
+    }
+}
+
+// One chunk of every token's x dotted with each row's chunk of weights into acc, 8 columns at a time (widening only
+// those 8 keeps the registers of a 16-column INT8 chunk within those of a bf16 one).
+template <typename F, int TOKENS, int ROWS, bool NORM>
+__device__ __forceinline__ void dot_chunk(const uint4 (&packed)[ROWS], const float* x, const float* scale, int columns,
+                                          int chunk, float (&acc)[ROWS][TOKENS], float (&sumsq)[TOKENS]) {
+    dot_eight<F, 0, TOKENS, ROWS, NORM>(packed, x, scale, columns, chunk, acc, sumsq);
+    if constexpr (F::COLUMNS == 16) dot_eight<F, 1, TOKENS, ROWS, NORM>(packed, x, scale, columns, chunk, acc, sumsq);
+}
+
+// One thread's share of ROWS weight rows . x[t], for every token, over the chunks first, first + stride, ... below
+// last: thread-partial sums accumulated into acc[r] (and the squares of x into sumsq when
 // normalizing). The UNROLL loads of every row are issued together before any multiply (HBM latency is hidden
 // only by many loads in flight), and the first ones before waiting for the kernel ahead, whose output x is: only
 // the weights may be read before that wait. x rows are `columns` apart.
-template <int TOKENS, int ROWS, int UNROLL, bool NORM>
-__device__ __forceinline__ void dot_rows_bf16(const bf16_t* const (&wrow)[ROWS], const float* x, const float* scale,
-                                              int columns, int first, int last, int stride,
-                                              float (&acc)[ROWS][TOKENS], float (&sumsq)[TOKENS]) {
+template <typename F, int TOKENS, int ROWS, int UNROLL, bool NORM>
+__device__ __forceinline__ void dot_rows(const uint4* const (&wrow)[ROWS], const float* x, const float* scale,
+                                         int columns, int first, int last, int stride,
+                                         float (&acc)[ROWS][TOKENS], float (&sumsq)[TOKENS]) {
     bool waited = false;
     for (int base = first; base < last; base += stride * UNROLL) {
         uint4 packed[UNROLL][ROWS];
@@ -883,8 +968,7 @@ __device__ __forceinline__ void dot_rows_bf16(const bf16_t* const (&wrow)[ROWS],
             int c = base + u * stride;
 #pragma unroll
             for (int r = 0; r < ROWS; r++) {
-                packed[u][r] = c < last ? load_weights(reinterpret_cast<const uint4*>(wrow[r]) + c)
-                                        : make_uint4(0u, 0u, 0u, 0u);
+                packed[u][r] = c < last ? load_weights(wrow[r] + c) : make_uint4(0u, 0u, 0u, 0u);
             }
         }
         if (!waited) {
@@ -894,7 +978,7 @@ __device__ __forceinline__ void dot_rows_bf16(const bf16_t* const (&wrow)[ROWS],
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
             int c = base + u * stride;
-            if (c < last) dot_chunk_bf16<TOKENS, ROWS, NORM>(packed[u], x, scale, columns, c, acc, sumsq);
+            if (c < last) dot_chunk<F, TOKENS, ROWS, NORM>(packed[u], x, scale, columns, c, acc, sumsq);
         }
     }
     if (!waited) wait_for_previous_kernel();
@@ -962,14 +1046,14 @@ __device__ __forceinline__ void finish_warp_row(float (&acc)[TOKENS], float (&su
 
 // The segment (of up to three) that row r of a joint product belongs to; r becomes the row within it.
 struct Segment {
-    const bf16_t* w;
+    const void* w;
     float* out;
     int rows;
     const float* bias;
 };
 
-__device__ __forceinline__ bool find_segment(int& row, Segment& s, const bf16_t* w0, float* o0, int r0, const float* b0,
-                                             const bf16_t* w1, float* o1, int r1, const float* b1, const bf16_t* w2,
+__device__ __forceinline__ bool find_segment(int& row, Segment& s, const void* w0, float* o0, int r0, const float* b0,
+                                             const void* w1, float* o1, int r1, const float* b1, const void* w2,
                                              float* o2, int r2, const float* b2) {
     if (row < r0) {
         s = Segment{w0, o0, r0, b0};
@@ -1040,46 +1124,52 @@ __device__ __forceinline__ void finish_block_rows(const float (&acc)[ROWS][TOKEN
 #define WARP_ROWS(T) ((T) >= 4 ? 4 : (T) >= 2 ? 2 : 1)
 #define SILU_PAIRS(T) ((T) >= 2 ? 2 : 1)
 
-template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv_bf16_one_row(const bf16_t* w, const float* x, float* out, int rows, int columns,
-                                                  const float* bias, float* residual, const float* scale, float eps,
-                                                  float* normed) {
+template <typename F, int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv_one_row(const void* w, const float* x, float* out, int rows, int columns,
+                                             const float* bias, float* residual, const float* scale, float eps,
+                                             float* normed) {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
-    const bf16_t* wrow[1] = {w + (long long) row * columns};
+    const uint4* wrow[1] = {weight_row<F>(w, row, columns)};
+    const float rowScale[1] = {row_scale<F>(w, rows, columns, row)};
     float acc[1][TOKENS], sumsq[TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[0][t] = sumsq[t] = 0.0f;
-    dot_rows_bf16<TOKENS, 1, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> 3, 32, acc, sumsq);
+    dot_rows<F, TOKENS, 1, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> F::SHIFT, 32, acc, sumsq);
+    apply_row_scales<F>(acc, rowScale);
     finish_warp_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, out, rows, row, bias, residual, row, rows);
 }
 
-template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* w, const float* x, float* out, int rows, int columns,
-                                                 const float* bias, float* residual, const float* scale, float eps,
-                                                 float* normed) {
+template <typename F, int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv_tokens(const void* w, const float* x, float* out, int rows, int columns,
+                                            const float* bias, float* residual, const float* scale, float eps,
+                                            float* normed) {
     constexpr int ROWS = WARP_ROWS(TOKENS);
     if constexpr (ROWS == 1) {
         // One token: the one-row kernel as it was measured (the general code below takes 4% longer a batch-1 step).
-        gemv_bf16_one_row<TOKENS, NORM>(w, x, out, rows, columns, bias, residual, scale, eps, normed);
+        gemv_one_row<F, TOKENS, NORM>(w, x, out, rows, columns, bias, residual, scale, eps, normed);
         return;
     }
     int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), units = (rows + ROWS - 1) / ROWS;
     int first = unit * ROWS;
     if (first >= rows) return;
-    const bf16_t* wrow[ROWS];
+    const uint4* wrow[ROWS];
+    float rowScale[ROWS];
     float acc[ROWS][TOKENS], sumsq[TOKENS];
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
-        wrow[r] = w + (long long) min(first + r, rows - 1) * columns;
+        int row = min(first + r, rows - 1);
+        wrow[r] = weight_row<F>(w, row, columns);
+        rowScale[r] = row_scale<F>(w, rows, columns, row);
 #pragma unroll
         for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
     }
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
     // Loads in flight per row: fewer with more rows, for the registers (16 loads of 16 bytes at most).
-    dot_rows_bf16<TOKENS, ROWS, ROWS >= 4 ? GEMV_UNROLL / 2 : GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31,
-                                                                            columns >> 3, 32, acc, sumsq);
+    dot_rows<F, TOKENS, ROWS, ROWS >= 4 ? GEMV_UNROLL / 2 : GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31,
+                                                                         columns >> F::SHIFT, 32, acc, sumsq);
+    apply_row_scales<F>(acc, rowScale);
     int lane = threadIdx.x & 31;
     float inv[TOKENS];
 #pragma unroll
@@ -1096,28 +1186,31 @@ __device__ __forceinline__ void gemv_bf16_tokens(const bf16_t* w, const float* x
     }
 }
 
-template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv_bf16_split_tokens(const bf16_t* w, const float* x, float* out, int rows, int columns,
-                                                       const float* bias, float* residual, const float* scale,
-                                                       float eps, float* normed) {
+template <typename F, int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv_split_tokens(const void* w, const float* x, float* out, int rows, int columns,
+                                                  const float* bias, float* residual, const float* scale, float eps,
+                                                  float* normed) {
     constexpr int ROWS = SPLIT_ROWS(TOKENS);
     int first = blockIdx.x * ROWS;
-    const bf16_t* wrow[ROWS];
+    const uint4* wrow[ROWS];
+    float rowScale[ROWS];
     Segment segment[ROWS];
     int row[ROWS];
     float acc[ROWS][TOKENS], sumsq[TOKENS];
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
         row[r] = min(first + r, rows - 1);
-        wrow[r] = w + (long long) row[r] * columns;
+        wrow[r] = weight_row<F>(w, row[r], columns);
+        rowScale[r] = row_scale<F>(w, rows, columns, row[r]);
         segment[r] = Segment{w, out, rows, bias};
 #pragma unroll
         for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
     }
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
-    dot_rows_bf16<TOKENS, ROWS, GEMV_SPLIT_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x, columns >> 3,
-                                                         GEMV_SPLIT_WARPS * 32, acc, sumsq);
+    dot_rows<F, TOKENS, ROWS, GEMV_SPLIT_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x, columns >> F::SHIFT,
+                                                       GEMV_SPLIT_WARPS * 32, acc, sumsq);
+    apply_row_scales<F>(acc, rowScale);
     finish_block_rows<TOKENS, ROWS, NORM>(acc, sumsq, x, scale, eps, normed, columns, segment, row,
                                           min(ROWS, rows - first), residual);
 }
@@ -1125,18 +1218,20 @@ __device__ __forceinline__ void gemv_bf16_split_tokens(const bf16_t* w, const fl
 // Up to three products of the same activations in one launch (q, k and v; or gate and up): the warps of one grid
 // cover the rows of all of them, so the small k and v matrices no longer get a launch each that leaves most SMs
 // idle. A segment with 0 rows is absent. The outputs must not overlap x (the Java side checks).
-template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv3_bf16_tokens(const float* x, int columns,
-        const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1, const float* b1,
-        const bf16_t* w2, float* o2, int r2, const float* b2, const float* scale, float eps, float* normed) {
+template <typename F, int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv3_tokens(const float* x, int columns,
+        const void* w0, float* o0, int r0, const float* b0, const void* w1, float* o1, int r1, const float* b1,
+        const void* w2, float* o2, int r2, const float* b2, const float* scale, float eps, float* normed) {
     int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), row = unit;
     Segment s;
     if (!find_segment(row, s, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2)) return;
-    const bf16_t* wrow[1] = {s.w + (long long) row * columns};
+    const uint4* wrow[1] = {weight_row<F>(s.w, row, columns)};
+    const float rowScale[1] = {row_scale<F>(s.w, s.rows, columns, row)};
     float acc[1][TOKENS], sumsq[TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[0][t] = sumsq[t] = 0.0f;
-    dot_rows_bf16<TOKENS, 1, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> 3, 32, acc, sumsq);
+    dot_rows<F, TOKENS, 1, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> F::SHIFT, 32, acc, sumsq);
+    apply_row_scales<F>(acc, rowScale);
     finish_warp_row<TOKENS, NORM>(acc[0], sumsq, x, scale, eps, normed, columns, s.out, s.rows, row, s.bias, nullptr,
                                   unit, r0 + r1 + r2);
 }
@@ -1144,13 +1239,14 @@ __device__ __forceinline__ void gemv3_bf16_tokens(const float* x, int columns,
 // kiln_gemv3 for few rows in all (q, k and v of a small model: 2048 rows of the 1.5B shape): one block per row (two
 // from two tokens on, SPLIT_ROWS), as kiln_gemv_split (3.7 instead of 4.2 us for 2048 x 1536 on an H100). Launch
 // with ceil((r0 + r1 + r2) / SPLIT_ROWS) blocks of GEMV_SPLIT_WARPS * 32 threads.
-template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv3_split_bf16_tokens(const float* x, int columns,
-        const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1, const float* b1,
-        const bf16_t* w2, float* o2, int r2, const float* b2, const float* scale, float eps, float* normed) {
+template <typename F, int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv3_split_tokens(const float* x, int columns,
+        const void* w0, float* o0, int r0, const float* b0, const void* w1, float* o1, int r1, const float* b1,
+        const void* w2, float* o2, int r2, const float* b2, const float* scale, float eps, float* normed) {
     constexpr int ROWS = SPLIT_ROWS(TOKENS);
     int total = r0 + r1 + r2, first = blockIdx.x * ROWS;
-    const bf16_t* wrow[ROWS];
+    const uint4* wrow[ROWS];
+    float rowScale[ROWS];
     Segment segment[ROWS];
     int row[ROWS];
     float acc[ROWS][TOKENS], sumsq[TOKENS];
@@ -1158,31 +1254,35 @@ __device__ __forceinline__ void gemv3_split_bf16_tokens(const float* x, int colu
     for (int r = 0; r < ROWS; r++) {
         row[r] = min(first + r, total - 1); // each row finds its own segment: a pair may straddle two
         find_segment(row[r], segment[r], w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2);
-        wrow[r] = segment[r].w + (long long) row[r] * columns;
+        wrow[r] = weight_row<F>(segment[r].w, row[r], columns);
+        rowScale[r] = row_scale<F>(segment[r].w, segment[r].rows, columns, row[r]);
 #pragma unroll
         for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
     }
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
-    dot_rows_bf16<TOKENS, ROWS, GEMV_SPLIT_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x, columns >> 3,
-                                                         GEMV_SPLIT_WARPS * 32, acc, sumsq);
+    dot_rows<F, TOKENS, ROWS, GEMV_SPLIT_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x, columns >> F::SHIFT,
+                                                       GEMV_SPLIT_WARPS * 32, acc, sumsq);
+    apply_row_scales<F>(acc, rowScale);
     finish_block_rows<TOKENS, ROWS, NORM>(acc, sumsq, x, scale, eps, normed, columns, segment, row,
                                           min(ROWS, total - first), nullptr);
 }
 
 // The one-token form of kiln_gemv_silu below: a warp computes row r of gate and up.
-template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv_silu_one_pair(const float* x, int columns, const bf16_t* wg, const bf16_t* wu,
+template <typename F, int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv_silu_one_pair(const float* x, int columns, const void* wg, const void* wu,
                                                    float* gate, float* up, float* out, int rows, const float* scale,
                                                    float eps, float* normed) {
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
-    const bf16_t* wrows[2] = {wg + (long long) row * columns, wu + (long long) row * columns};
+    const uint4* wrows[2] = {weight_row<F>(wg, row, columns), weight_row<F>(wu, row, columns)};
+    const float rowScale[2] = {row_scale<F>(wg, rows, columns, row), row_scale<F>(wu, rows, columns, row)};
     float acc[2][TOKENS], sumsq[TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[0][t] = acc[1][t] = sumsq[t] = 0.0f;
-    dot_rows_bf16<TOKENS, 2, GEMV_UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> 3, 32, acc, sumsq);
+    dot_rows<F, TOKENS, 2, GEMV_UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> F::SHIFT, 32, acc, sumsq);
+    apply_row_scales<F>(acc, rowScale);
     float inv[TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) {
@@ -1207,34 +1307,40 @@ __device__ __forceinline__ void gemv_silu_one_pair(const float* x, int columns, 
 // The gate and up products of an MLP and silu(gate) * up in one launch: a warp computes row r of both (the loads
 // of both rows in flight together), writes both products (as the separate launches would) and the activation into
 // out, which may be gate.
-template <int TOKENS, bool NORM>
-__device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int columns, const bf16_t* wg, const bf16_t* wu,
-                                                      float* gate, float* up, float* out, int rows, const float* scale,
-                                                      float eps, float* normed) {
-    // PAIRS (gate, up) row pairs a warp: rows first .. first + PAIRS - 1 of both (loads in flight together).
-    constexpr int PAIRS = SILU_PAIRS(TOKENS), UNROLL = GEMV_UNROLL / 2;
+template <typename F, int TOKENS, bool NORM>
+__device__ __forceinline__ void gemv_silu_tokens(const float* x, int columns, const void* wg, const void* wu,
+                                                 float* gate, float* up, float* out, int rows, const float* scale,
+                                                 float eps, float* normed) {
+    // PAIRS (gate, up) row pairs a warp: rows first .. first + PAIRS - 1 of both (loads in flight together). INT8 rows
+    // are half as long as bf16 ones: two pairs from one token on, so that each activation chunk serves four rows.
+    constexpr int PAIRS = F::SCALED ? INT8_ROWS / 2 : SILU_PAIRS(TOKENS);
+    constexpr int UNROLL = F::SCALED ? INT8_UNROLL : GEMV_UNROLL / 2;
     if constexpr (PAIRS == 1) {
         // One token: the one-pair kernel as it was measured (the general code below takes longer a batch-1 step).
-        gemv_silu_one_pair<TOKENS, NORM>(x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);
+        gemv_silu_one_pair<F, TOKENS, NORM>(x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);
         return;
     }
     int lane = threadIdx.x & 31;
     int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), units = (rows + PAIRS - 1) / PAIRS;
     int first = unit * PAIRS;
     if (first >= rows) return;
-    const bf16_t* wrows[2 * PAIRS];
+    const uint4* wrows[2 * PAIRS];
+    float rowScale[2 * PAIRS];
     float acc[2 * PAIRS][TOKENS], sumsq[TOKENS];
 #pragma unroll
     for (int p = 0; p < PAIRS; p++) {
-        long long row = min(first + p, rows - 1);
-        wrows[2 * p] = wg + row * columns;
-        wrows[2 * p + 1] = wu + row * columns;
+        int row = min(first + p, rows - 1);
+        wrows[2 * p] = weight_row<F>(wg, row, columns);
+        wrows[2 * p + 1] = weight_row<F>(wu, row, columns);
+        rowScale[2 * p] = row_scale<F>(wg, rows, columns, row);
+        rowScale[2 * p + 1] = row_scale<F>(wu, rows, columns, row);
 #pragma unroll
         for (int t = 0; t < TOKENS; t++) acc[2 * p][t] = acc[2 * p + 1][t] = 0.0f;
     }
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
-    dot_rows_bf16<TOKENS, 2 * PAIRS, UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> 3, 32, acc, sumsq);
+    dot_rows<F, TOKENS, 2 * PAIRS, UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> F::SHIFT, 32, acc, sumsq);
+    apply_row_scales<F>(acc, rowScale);
     float inv[TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) {
@@ -1259,39 +1365,135 @@ __device__ __forceinline__ void gemv_silu_bf16_tokens(const float* x, int column
     }
 }
 
-// Entry points per token count; each takes the norm path when scale is given.
-#define BY_NORM(F, T, ...)                                                                                         \
-    if (scale) F<T, true>(__VA_ARGS__);                                                                           \
-    else F<T, false>(__VA_ARGS__)
-#define GEMV_BF16_TOKENS(T)                                                                                      \
-    extern "C" __global__ void kiln_gemv_bf16_t##T(const bf16_t* w, const float* x, float* out, int rows,        \
+// INT8 rows take the same fusions with another geometry. A 16-byte load holds 16 codes, twice a bf16 load's columns,
+// so one row's dot product loads twice the activation bytes per weight byte and a row is done after a few loads; a
+// warp (or, split, a block) therefore computes INT8_ROWS rows of up to three segments (q, k and v; one segment for
+// a single product), each activation chunk serving all of them, with INT8_UNROLL loads of each row in flight (the
+// shape the format's own GEMVs measured best on an H100). The Java side sizes the grids with the same rules
+// (Kernels.TokenGemvs).
+
+template <typename F, int TOKENS, bool NORM, bool SPLIT>
+__device__ __forceinline__ void gemv_row_group(const float* x, int columns,
+        const void* w0, float* o0, int r0, const float* b0, const void* w1, float* o1, int r1, const float* b1,
+        const void* w2, float* o2, int r2, const float* b2, float* residual, const float* scale, float eps,
+        float* normed) {
+    constexpr int ROWS = INT8_ROWS;
+    int total = r0 + r1 + r2;
+    int unit = SPLIT ? blockIdx.x : blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int first = unit * ROWS;
+    if (first >= total) return; // uniform over a split block
+    const uint4* wrow[ROWS];
+    float rowScale[ROWS];
+    Segment segment[ROWS];
+    int row[ROWS];
+    float acc[ROWS][TOKENS], sumsq[TOKENS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        row[r] = min(first + r, total - 1); // each row finds its own segment: a group may straddle two
+        find_segment(row[r], segment[r], w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2);
+        wrow[r] = weight_row<F>(segment[r].w, row[r], columns);
+        rowScale[r] = row_scale<F>(segment[r].w, segment[r].rows, columns, row[r]);
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
+    }
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
+    int lane = threadIdx.x & 31;
+    dot_rows<F, TOKENS, ROWS, INT8_UNROLL, NORM>(wrow, x, scale, columns, SPLIT ? threadIdx.x : lane,
+                                                 columns >> F::SHIFT, SPLIT ? GEMV_SPLIT_WARPS * 32 : 32, acc, sumsq);
+    apply_row_scales<F>(acc, rowScale);
+    if constexpr (SPLIT) {
+        finish_block_rows<TOKENS, ROWS, NORM>(acc, sumsq, x, scale, eps, normed, columns, segment, row,
+                                              min(ROWS, total - first), residual);
+    } else {
+        float inv[TOKENS];
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) {
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) acc[r][t] = warp_sum(acc[r][t]);
+            if (NORM) sumsq[t] = warp_sum(sumsq[t]);
+        }
+        norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
+        int units = (total + ROWS - 1) / ROWS;
+        if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            if (lane == r && first + r < total) {
+                store_row<TOKENS>(acc[r], inv, segment[r].out, segment[r].rows, row[r], segment[r].bias, residual);
+            }
+        }
+    }
+}
+
+// Entry points per weight format and token count; each takes the norm path when scale is given.
+#define BY_NORM(KERNEL, F, T, ...)                                                                                 \
+    if (scale) KERNEL<F, T, true>(__VA_ARGS__);                                                                   \
+    else KERNEL<F, T, false>(__VA_ARGS__)
+#define GEMV_TOKENS(T, NAME, F, W)                                                                                \
+    extern "C" __global__ void kiln_gemv_##NAME##_t##T(const W* w, const float* x, float* out, int rows,          \
             int columns, int tokens, int vectorized, const float* bias, float* residual, const float* scale,      \
             float eps, float* normed) {                                                                           \
-        BY_NORM(gemv_bf16_tokens, T, w, x, out, rows, columns, bias, residual, scale, eps, normed);              \
+        BY_NORM(gemv_tokens, F, T, w, x, out, rows, columns, bias, residual, scale, eps, normed);                \
     }                                                                                                             \
-    extern "C" __global__ void kiln_gemv_split_bf16_t##T(const bf16_t* w, const float* x, float* out, int rows,  \
+    extern "C" __global__ void kiln_gemv_split_##NAME##_t##T(const W* w, const float* x, float* out, int rows,    \
             int columns, int tokens, int vectorized, const float* bias, float* residual, const float* scale,      \
             float eps, float* normed) {                                                                           \
-        BY_NORM(gemv_bf16_split_tokens, T, w, x, out, rows, columns, bias, residual, scale, eps, normed);        \
+        BY_NORM(gemv_split_tokens, F, T, w, x, out, rows, columns, bias, residual, scale, eps, normed);          \
     }                                                                                                             \
-    extern "C" __global__ void kiln_gemv3_bf16_t##T(const float* x, int columns, int tokens,                      \
-            const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1,            \
-            const float* b1, const bf16_t* w2, float* o2, int r2, const float* b2, const float* scale, float eps,  \
+    extern "C" __global__ void kiln_gemv3_##NAME##_t##T(const float* x, int columns, int tokens,                  \
+            const W* w0, float* o0, int r0, const float* b0, const W* w1, float* o1, int r1,                      \
+            const float* b1, const W* w2, float* o2, int r2, const float* b2, const float* scale, float eps,      \
             float* normed) {                                                                                      \
-        BY_NORM(gemv3_bf16_tokens, T, x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, scale, eps,     \
+        BY_NORM(gemv3_tokens, F, T, x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, scale, eps,       \
                 normed);                                                                                          \
     }                                                                                                             \
-    extern "C" __global__ void kiln_gemv3_split_bf16_t##T(const float* x, int columns, int tokens,               \
-            const bf16_t* w0, float* o0, int r0, const float* b0, const bf16_t* w1, float* o1, int r1,            \
-            const float* b1, const bf16_t* w2, float* o2, int r2, const float* b2, const float* scale, float eps,  \
+    extern "C" __global__ void kiln_gemv3_split_##NAME##_t##T(const float* x, int columns, int tokens,           \
+            const W* w0, float* o0, int r0, const float* b0, const W* w1, float* o1, int r1,                      \
+            const float* b1, const W* w2, float* o2, int r2, const float* b2, const float* scale, float eps,      \
             float* normed) {                                                                                      \
-        BY_NORM(gemv3_split_bf16_tokens, T, x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, scale,    \
+        BY_NORM(gemv3_split_tokens, F, T, x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, scale,      \
                 eps, normed);                                                                                     \
     }                                                                                                             \
-    extern "C" __global__ void kiln_gemv_silu_bf16_t##T(const float* x, int columns, int tokens, const bf16_t* wg, \
-            const bf16_t* wu, float* gate, float* up, float* out, int rows, const float* scale, float eps,        \
+    extern "C" __global__ void kiln_gemv_silu_##NAME##_t##T(const float* x, int columns, int tokens, const W* wg, \
+            const W* wu, float* gate, float* up, float* out, int rows, const float* scale, float eps,             \
             float* normed) {                                                                                      \
-        BY_NORM(gemv_silu_bf16_tokens, T, x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);          \
+        BY_NORM(gemv_silu_tokens, F, T, x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);            \
+    }
+#define GEMV_BF16_TOKENS(T) GEMV_TOKENS(T, bf16, Bf16Weights, bf16_t)
+#define BY_NORM_GROUP(SPLIT, T, ...)                                                                               \
+    if (scale) gemv_row_group<Int8Weights, T, true, SPLIT>(__VA_ARGS__);                                          \
+    else gemv_row_group<Int8Weights, T, false, SPLIT>(__VA_ARGS__)
+#define GEMV_INT8_TOKENS(T)                                                                                      \
+    extern "C" __global__ void kiln_gemv_int8_t##T(const signed char* w, const float* x, float* out, int rows,    \
+            int columns, int tokens, int vectorized, const float* bias, float* residual, const float* scale,      \
+            float eps, float* normed) {                                                                           \
+        BY_NORM_GROUP(false, T, x, columns, w, out, rows, bias, nullptr, nullptr, 0, nullptr, nullptr, nullptr, 0,  \
+                      nullptr, residual, scale, eps, normed);                                                     \
+    }                                                                                                             \
+    extern "C" __global__ void kiln_gemv_split_int8_t##T(const signed char* w, const float* x, float* out,        \
+            int rows, int columns, int tokens, int vectorized, const float* bias, float* residual,                \
+            const float* scale, float eps, float* normed) {                                                       \
+        BY_NORM_GROUP(true, T, x, columns, w, out, rows, bias, nullptr, nullptr, 0, nullptr, nullptr, nullptr, 0,   \
+                      nullptr, residual, scale, eps, normed);                                                     \
+    }                                                                                                             \
+    extern "C" __global__ void kiln_gemv3_int8_t##T(const float* x, int columns, int tokens,                      \
+            const signed char* w0, float* o0, int r0, const float* b0, const signed char* w1, float* o1, int r1,  \
+            const float* b1, const signed char* w2, float* o2, int r2, const float* b2, const float* scale,       \
+            float eps, float* normed) {                                                                           \
+        BY_NORM_GROUP(false, T, x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, nullptr, scale, eps,  \
+                      normed);                                                                                    \
+    }                                                                                                             \
+    extern "C" __global__ void kiln_gemv3_split_int8_t##T(const float* x, int columns, int tokens,               \
+            const signed char* w0, float* o0, int r0, const float* b0, const signed char* w1, float* o1, int r1,  \
+            const float* b1, const signed char* w2, float* o2, int r2, const float* b2, const float* scale,       \
+            float eps, float* normed) {                                                                           \
+        BY_NORM_GROUP(true, T, x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, nullptr, scale, eps,   \
+                      normed);                                                                                    \
+    }                                                                                                             \
+    extern "C" __global__ void kiln_gemv_silu_int8_t##T(const float* x, int columns, int tokens,                  \
+            const signed char* wg, const signed char* wu, float* gate, float* up, float* out, int rows,           \
+            const float* scale, float eps, float* normed) {                                                       \
+        BY_NORM(gemv_silu_tokens, Int8Weights, T, x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);  \
     }
 // Three units of about equal compile time.
 #if KILN_IN_UNIT(2)
@@ -1307,6 +1509,13 @@ GEMV_BF16_TOKENS(8)
 #if KILN_IN_UNIT(4)
 GEMV_BF16_TOKENS(6)
 GEMV_BF16_TOKENS(7)
+#endif
+// INT8 weights (weight_only_int8, whole 16-column rows) up to 4 tokens: from 5 on the tensor-core products take them.
+#if KILN_IN_UNIT(8)
+GEMV_INT8_TOKENS(1)
+GEMV_INT8_TOKENS(2)
+GEMV_INT8_TOKENS(3)
+GEMV_INT8_TOKENS(4)
 #endif
 
 // The same for f32 weights (checkpoints stored in f32 or f16); vectorized: columns % 4 == 0, 16-byte aligned.
