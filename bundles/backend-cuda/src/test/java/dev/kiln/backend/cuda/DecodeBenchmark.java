@@ -321,12 +321,14 @@ public final class DecodeBenchmark {
         long a = context.allocate(bytes), b = context.allocate(bytes);
         MemorySegment start = driver.createEvent(CudaDriver.EVENT_DEFAULT), end = driver.createEvent(CudaDriver.EVENT_DEFAULT);
         try {
-            driver.fill32Async(a, 0x3f800000, bytes / 4, context.stream());
+            context.onStream(stream -> driver.fill32Async(a, 0x3f800000, bytes / 4, stream));
             double[] rates = new double[10];
             for (int i = -2; i < rates.length; i++) {
-                driver.record(start, context.stream());
-                driver.copyOnDeviceAsync(b, a, bytes, context.stream());
-                driver.record(end, context.stream());
+                context.onStream(stream -> {
+                    driver.record(start, stream);
+                    driver.copyOnDeviceAsync(b, a, bytes, stream);
+                    driver.record(end, stream);
+                });
                 driver.synchronizeEvent(end);
                 if (i >= 0) rates[i] = 2.0 * bytes / (driver.elapsedMillis(start, end) / 1e3);
             }

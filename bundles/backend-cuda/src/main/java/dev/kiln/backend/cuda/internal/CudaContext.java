@@ -7,6 +7,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.lang.ref.WeakReference;
+import java.util.function.Consumer;
 import java.nio.file.Path;
 
 /**
@@ -137,16 +138,19 @@ public final class CudaContext implements AutoCloseable {
         return cublas;
     }
 
-    /** The cuBLAS handle, after issuing the held launches that the caller's cuBLAS call must follow. */
-    public MemorySegment cublasHandle() {
-        recorder.flush();
-        return cublasHandle;
-    }
-
-    /** The stream, after issuing the held launches that the caller's direct use of it must follow. */
-    public MemorySegment stream() {
-        recorder.flush();
-        return stream;
+    /**
+     * Runs {@code action} on the stream after issuing the held launches it must follow, holding the recorder's lock
+     * throughout: another thread's flush, and with it a graph capture of that thread's step, cannot run meanwhile.
+     * Work queued on the stream outside that lock (a memset of a draft model's KV cache loading in the background, a
+     * wait for the stream) could land inside the engine thread's capture: captured into a graph that every later step
+     * replays, or invalidating the capture. Every direct use of the stream goes through here.
+     */
+    public void onStream(Consumer<MemorySegment> action) {
+        bind();
+        synchronized (recorder) {
+            recorder.flush();
+            action.accept(stream);
+        }
     }
 
     /**
@@ -235,11 +239,11 @@ public final class CudaContext implements AutoCloseable {
     /** Frees device memory once the work queued before has finished with it. */
     public void free(long pointer) {
         if (closed) return; // the context's memory went with it
-        bind();
-        recorder.flush();
-        driver.synchronize(stream);
-        driver.free(pointer);
-        recorder.forgetGraphs();
+        onStream(s -> {
+            driver.synchronize(s);
+            driver.free(pointer);
+            recorder.forgetGraphs();
+        });
     }
 
     /** Waits for every queued operation; reports errors of asynchronous work. */
@@ -249,10 +253,10 @@ public final class CudaContext implements AutoCloseable {
 
     /** Copies host bytes to device memory after the queued work, returning when done (for large one-off copies). */
     public void copyToDeviceNow(long destination, MemorySegment source) {
-        bind();
-        recorder.flush();
-        driver.synchronize(stream);
-        driver.copyToDevice(destination, source, source.byteSize());
+        onStream(s -> {
+            driver.synchronize(s);
+            driver.copyToDevice(destination, source, source.byteSize());
+        });
     }
 
     /** Copies floats from the device, after all queued work. */
@@ -260,10 +264,9 @@ public final class CudaContext implements AutoCloseable {
         bind();
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment host = arena.allocate((long) count * Float.BYTES, 16);
-            recorder.flush();
-            if (count > 0) driver.copyToHostAsync(host, source, (long) count * Float.BYTES, stream);
-            driver.synchronize(stream);
-            uploads.rewind();
+            drain(s -> {
+                if (count > 0) driver.copyToHostAsync(host, source, (long) count * Float.BYTES, s);
+            });
             return host.toArray(ValueLayout.JAVA_FLOAT);
         }
     }
@@ -273,10 +276,9 @@ public final class CudaContext implements AutoCloseable {
         bind();
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment host = arena.allocate((long) count * Integer.BYTES, 16);
-            recorder.flush();
-            if (count > 0) driver.copyToHostAsync(host, source, (long) count * Integer.BYTES, stream);
-            driver.synchronize(stream);
-            uploads.rewind();
+            drain(s -> {
+                if (count > 0) driver.copyToHostAsync(host, source, (long) count * Integer.BYTES, s);
+            });
             return host.toArray(ValueLayout.JAVA_INT);
         }
     }
@@ -288,10 +290,23 @@ public final class CudaContext implements AutoCloseable {
      * device pointer may still wait for its kernel.
      */
     private void drain() {
-        bind();
-        recorder.flush();
-        driver.synchronize(stream);
-        uploads.rewind();
+        drain(s -> {});
+    }
+
+    /**
+     * The same after {@code last} has queued its work (a copy to the host) on the stream. The upload ring's lock is
+     * taken first (the order its own half switches take: ring, then recorder), so no upload is staged between the wait
+     * and the rewind; {@link Uploads#rewind} still leaves the ring as it is where another thread staged since its last
+     * rewind, as that thread's device pointer may still wait for its kernel.
+     */
+    private void drain(Consumer<MemorySegment> last) {
+        synchronized (uploads) {
+            onStream(s -> {
+                last.accept(s);
+                driver.synchronize(s);
+            });
+            uploads.rewind();
+        }
     }
 
     /** What the launch recorder did (graph replays, captures, fusions). */

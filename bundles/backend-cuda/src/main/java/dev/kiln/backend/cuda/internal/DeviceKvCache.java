@@ -59,8 +59,11 @@ public final class DeviceKvCache implements KvCache {
         long v = 0;
         try {
             if (valueWords > 0) v = context.allocate(valueWords * Integer.BYTES);
-            context.driver().fill32Async(keys, 0, keyWords, context.stream());
-            if (v != 0) context.driver().fill32Async(v, 0, valueWords, context.stream());
+            long values = v;
+            context.onStream(stream -> {
+                context.driver().fill32Async(keys, 0, keyWords, stream);
+                if (values != 0) context.driver().fill32Async(values, 0, valueWords, stream);
+            });
         } catch (RuntimeException e) {
             context.free(keys);
             if (v != 0) context.free(v);
@@ -130,19 +133,20 @@ public final class DeviceKvCache implements KvCache {
             checkBlock(from[i]);
             checkBlock(to[i]);
         }
-        context.bind();
         long keyBlock = (long) blockSize * spec.kvHeads() * spec.keyDim() * elementBytes;
         long valueBlock = (long) blockSize * spec.kvHeads() * spec.valueDim() * elementBytes;
-        for (int l = 0; l < spec.layers(); l++) {
-            for (int i = 0; i < from.length; i++) {
-                context.driver().copyOnDeviceAsync(keys(l) + to[i] * keyBlock, keys(l) + from[i] * keyBlock, keyBlock,
-                        context.stream());
-                if (!spec.valuesInKeys()) {
-                    context.driver().copyOnDeviceAsync(values(l) + to[i] * valueBlock, values(l) + from[i] * valueBlock,
-                            valueBlock, context.stream());
+        context.onStream(stream -> {
+            for (int l = 0; l < spec.layers(); l++) {
+                for (int i = 0; i < from.length; i++) {
+                    context.driver().copyOnDeviceAsync(keys(l) + to[i] * keyBlock, keys(l) + from[i] * keyBlock, keyBlock,
+                            stream);
+                    if (!spec.valuesInKeys()) {
+                        context.driver().copyOnDeviceAsync(values(l) + to[i] * valueBlock, values(l) + from[i] * valueBlock,
+                                valueBlock, stream);
+                    }
                 }
             }
-        }
+        });
     }
 
     void checkBlock(int block) {

@@ -71,9 +71,10 @@ public final class TokenReadbacks implements AutoCloseable {
      */
     public synchronized Pending send(int rows, int columns) {
         Slot slot = slots[next];
-        MemorySegment stream = context.stream(); // issues the held launches first
-        if (rows > 0) driver.copyToHostAsync(slot.host, slot.device.atLeast(4L * rows), 4L * rows, stream);
-        driver.record(slot.event, stream);
+        context.onStream(stream -> { // after the held launches that choose the tokens
+            if (rows > 0) driver.copyToHostAsync(slot.host, slot.device.atLeast(4L * rows), 4L * rows, stream);
+            driver.record(slot.event, stream);
+        });
         context.uploads().startOtherHalf();
         next = (next + 1) % SLOTS;
         Pending pending = new Pending(slot, rows, columns);

@@ -49,6 +49,9 @@ public final class Uploads implements AutoCloseable {
      */
     private final java.util.List<long[]> oversized = new java.util.ArrayList<>();
     private int oversizedUsed;
+    /** The thread that staged uploads since the last rewind, while only one did; {@link #mixed} once two did. */
+    private Thread stager;
+    private boolean mixed;
 
     /** An earlier upload of an int array, valid while its half was not re-entered. */
     private record Upload(int[] values, long pointer, long turn) {}
@@ -64,6 +67,7 @@ public final class Uploads implements AutoCloseable {
     /** A device copy of the values, readable by work queued after this call. */
     public synchronized long ints(int[] values) {
         context.bind();
+        noteStager();
         for (Iterator<Upload> it = recent.iterator(); it.hasNext(); ) {
             Upload u = it.next();
             if (turn - u.turn > 1) {
@@ -85,6 +89,7 @@ public final class Uploads implements AutoCloseable {
     /** A device copy of float values, readable by work queued after this call (not remembered). */
     public synchronized long floats(float[] values) {
         context.bind();
+        noteStager();
         long bytes = (long) values.length * Float.BYTES;
         if (bytes > HALF) return oversize(MemorySegment.ofArray(values));
         long offset = reserve(bytes);
@@ -96,6 +101,7 @@ public final class Uploads implements AutoCloseable {
     /** Copies floats into device memory at {@code destination}, in stream order. */
     public synchronized void write(float[] values, long destination) {
         context.bind();
+        noteStager();
         long bytes = (long) values.length * Float.BYTES;
         if (bytes == 0) return;
         if (bytes > HALF) {
@@ -124,7 +130,7 @@ public final class Uploads implements AutoCloseable {
      * {@link CudaContext#stream()} issues first) and starts at the other half, once its previous turn has run.
      */
     private void switchHalves() {
-        driver.record(halfDone[half], context.stream());
+        context.onStream(stream -> driver.record(halfDone[half], stream));
         recorded[half] = true;
         half ^= 1;
         turn++;
@@ -145,11 +151,29 @@ public final class Uploads implements AutoCloseable {
         oversizedUsed = 0;
     }
 
+    private void noteStager() {
+        Thread current = Thread.currentThread();
+        if (stager == null) stager = current;
+        else if (stager != current) mixed = true;
+    }
+
     /**
      * Starts the ring over at its first byte and forgets earlier uploads. Only valid when nothing queued or held
      * reads the ring or its staging memory: the context calls it right after waiting for the stream.
      */
     synchronized void rewind() {
+        Thread current = Thread.currentThread();
+        boolean othersStaged = mixed || (stager != null && stager != current);
+        stager = null;
+        mixed = false;
+        if (othersStaged) {
+            // Another thread (a draft model loading in the background, say) staged since the last rewind: the
+            // pointer it was given may still wait for the launch it is about to record, and starting the ring over
+            // would hand those bytes to the next upload. The ring goes on where it is (its halves' events keep that
+            // safe); the next wait rewinds it. Not airtight: a thread that staged just before this call and records
+            // its launch only after the next rewind would still lose its bytes; one ring per thread would close that.
+            return;
+        }
         half = 0;
         used = 0;
         turn += 2;
