@@ -11,7 +11,6 @@ import dev.kiln.api.model.CausalLanguageModel;
 import dev.kiln.backend.cuda.internal.KernelCompiler;
 import dev.kiln.backend.cuda.testing.Fixtures;
 import dev.kiln.backend.cuda.testing.Gpu;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -121,31 +120,9 @@ class CudaConcurrentUseTest {
 
     /** Prefills three prompts of different lengths, then decodes them together greedily; the logits of every step. */
     private static List<float[]> decode(CausalLanguageModel model, KvCache cache) {
-        List<float[]> out = new ArrayList<>();
         int[] prompt = Fixtures.ints(FIXTURE, "input_ids_0");
-        int vocab = model.vocabSize();
-        int perSequence = NUM_BLOCKS / SEQUENCES;
-        int[][] tables = new int[SEQUENCES][];
-        int[] lengths = new int[SEQUENCES];
-        Fixtures.Batch prefill = new Fixtures.Batch();
-        for (int s = 0; s < SEQUENCES; s++) {
-            tables[s] = blocks(s * perSequence, perSequence);
-            lengths[s] = Math.max(1, prompt.length - 3 * s % prompt.length);
-            prefill.add(tables[s], 0, Arrays.copyOf(prompt, lengths[s]));
-        }
-        float[] logits = backend.read(model.forward(prefill.build(), cache).logits());
-        out.add(logits);
-        for (int step = 0; step < STEPS; step++) {
-            Fixtures.Batch batch = new Fixtures.Batch();
-            for (int s = 0; s < SEQUENCES; s++) {
-                int next = Fixtures.argmax(Fixtures.rows(logits, vocab, s, s + 1));
-                batch.add(tables[s], lengths[s], new int[] {next});
-                lengths[s]++;
-            }
-            logits = backend.read(model.forward(batch.build(), cache).logits());
-            out.add(logits);
-        }
-        return out;
+        return Fixtures.greedyDecode(backend, model, cache, prompt, SEQUENCES, NUM_BLOCKS, STEPS, SEQUENCES,
+                s -> Math.max(1, prompt.length - 3 * s % prompt.length));
     }
 
     private static double[] toDoubles(float[] values) {

@@ -1,20 +1,16 @@
 package dev.kiln.backend.cuda;
 
 import static dev.kiln.backend.cuda.testing.Fixtures.BLOCK_SIZE;
-import static dev.kiln.backend.cuda.testing.Fixtures.blocks;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.model.CausalLanguageModel;
-import dev.kiln.api.model.ForwardBatch;
 import dev.kiln.backend.cuda.internal.KernelCompiler;
 import dev.kiln.backend.cuda.internal.StepRecorder;
 import dev.kiln.backend.cuda.testing.Fixtures;
 import dev.kiln.backend.cuda.testing.Gpu;
-import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -80,35 +76,11 @@ class CudaGraphReplayTest {
 
     /** Prefills sequences of different lengths, then decodes them together greedily; the logits of every step. */
     private static List<float[]> decode(CudaBackend backend, String fixture, int sequences) {
-        List<float[]> out = new ArrayList<>();
         int[] prompt = Fixtures.ints(fixture, "input_ids_0");
         try (CausalLanguageModel model = Fixtures.build(fixture, backend, Gpu.attention(), 256);
              KvCache cache = model.allocateKvCache(NUM_BLOCKS, BLOCK_SIZE)) {
-            int vocab = model.vocabSize();
-            int perSequence = NUM_BLOCKS / sequences;
-            int[][] tables = new int[sequences][];
-            int[] lengths = new int[sequences];
-            int[] next = new int[sequences];
-            Fixtures.Batch prefill = new Fixtures.Batch();
-            for (int s = 0; s < sequences; s++) {
-                tables[s] = blocks(s * perSequence, perSequence);
-                lengths[s] = Math.max(1, prompt.length - 3 * s % prompt.length);
-                prefill.add(tables[s], 0, Arrays.copyOf(prompt, lengths[s]));
-            }
-            float[] logits = backend.read(model.forward(prefill.build(), cache).logits());
-            out.add(logits);
-            for (int step = 0; step < STEPS; step++) {
-                Fixtures.Batch batch = new Fixtures.Batch();
-                for (int s = 0; s < sequences; s++) {
-                    next[s] = Fixtures.argmax(Fixtures.rows(logits, vocab, s, s + 1));
-                    batch.add(tables[s], lengths[s], new int[] {next[s]});
-                    lengths[s]++;
-                }
-                ForwardBatch b = batch.build();
-                logits = backend.read(model.forward(b, cache).logits());
-                out.add(logits);
-            }
+            return Fixtures.greedyDecode(backend, model, cache, prompt, sequences, NUM_BLOCKS, STEPS, sequences,
+                    s -> Math.max(1, prompt.length - 3 * s % prompt.length));
         }
-        return out;
     }
 }

@@ -9,8 +9,6 @@ import dev.kiln.api.model.CausalLanguageModel;
 import dev.kiln.backend.cuda.internal.Kernels;
 import dev.kiln.backend.cuda.testing.Fixtures;
 import dev.kiln.backend.cuda.testing.Gpu;
-import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -71,33 +69,12 @@ class CudaPaddedDecodeTest {
 
     /** Prefills SEQUENCES prompts, then decodes them greedily, each step padded to padTo; every step's logits. */
     private static List<float[]> decode(String fixture, int padTo) {
-        List<float[]> out = new ArrayList<>();
         int[] prompt = Fixtures.ints(fixture, "input_ids_0");
         try (CausalLanguageModel model = Fixtures.build(fixture, gpu, Gpu.attention(), 256);
              KvCache cache = model.allocateKvCache(NUM_BLOCKS, BLOCK_SIZE)) {
-            int vocab = model.vocabSize();
-            int perSequence = NUM_BLOCKS / SEQUENCES;
-            int[][] tables = new int[SEQUENCES][];
-            int[] lengths = new int[SEQUENCES];
-            Fixtures.Batch prefill = new Fixtures.Batch();
-            for (int s = 0; s < SEQUENCES; s++) {
-                int first = s * perSequence;
-                tables[s] = java.util.stream.IntStream.range(first, first + perSequence).toArray();
-                lengths[s] = Math.max(1, prompt.length - 2 * s);
-                prefill.add(tables[s], 0, Arrays.copyOf(prompt, lengths[s]));
-            }
-            float[] logits = gpu.read(model.forward(prefill.build(), cache).logits());
-            for (int step = 0; step < STEPS; step++) {
-                Fixtures.Batch batch = new Fixtures.Batch();
-                for (int s = 0; s < SEQUENCES; s++) {
-                    int next = Fixtures.argmax(Fixtures.rows(logits, vocab, s, s + 1));
-                    batch.add(tables[s], lengths[s], new int[] {next});
-                    lengths[s]++;
-                }
-                logits = gpu.read(model.forward(batch.padTo(padTo).build(), cache).logits());
-                out.add(logits);
-            }
+            List<float[]> steps = Fixtures.greedyDecode(gpu, model, cache, prompt, SEQUENCES, NUM_BLOCKS, STEPS, padTo,
+                    s -> Math.max(1, prompt.length - 2 * s));
+            return steps.subList(1, steps.size()); // the decode steps: the prefill is not padded
         }
-        return out;
     }
 }

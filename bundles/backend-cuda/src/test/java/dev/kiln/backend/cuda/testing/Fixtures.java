@@ -2,6 +2,7 @@ package dev.kiln.backend.cuda.testing;
 
 import dev.kiln.api.attention.AttentionKernel;
 import dev.kiln.api.attention.AttentionMetadata;
+import dev.kiln.api.attention.KvCache;
 import dev.kiln.api.backend.PendingTokens;
 import dev.kiln.api.backend.ComputeBackend;
 import dev.kiln.api.checkpoint.Checkpoint;
@@ -25,6 +26,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
+import java.util.function.IntUnaryOperator;
 
 /**
  * The fixture checkpoints (folder from the {@code kiln.fixtures} system property) built on a given backend, their
@@ -181,5 +183,38 @@ public final class Fixtures {
         int[] b = new int[n];
         for (int i = 0; i < n; i++) b[i] = first + n - 1 - i;
         return b;
+    }
+
+    /**
+     * Prefills {@code sequences} prompts (sequence s: the first {@code length.applyAsInt(s)} tokens of
+     * {@code prompt}, the cache's first {@code numBlocks} blocks shared out evenly), then decodes them together
+     * greedily for {@code steps} steps, each step's batch padded to {@code padTo} sequences (no more than it has:
+     * none); the logits of the prefill (one row a sequence) and of every step.
+     */
+    public static List<float[]> greedyDecode(ComputeBackend backend, CausalLanguageModel model, KvCache cache, int[] prompt,
+                                             int sequences, int numBlocks, int steps, int padTo, IntUnaryOperator length) {
+        List<float[]> out = new ArrayList<>();
+        int vocab = model.vocabSize();
+        int perSequence = numBlocks / sequences;
+        int[][] tables = new int[sequences][];
+        int[] lengths = new int[sequences];
+        Batch prefill = new Batch();
+        for (int s = 0; s < sequences; s++) {
+            tables[s] = blocks(s * perSequence, perSequence);
+            lengths[s] = length.applyAsInt(s);
+            prefill.add(tables[s], 0, Arrays.copyOf(prompt, lengths[s]));
+        }
+        float[] logits = backend.read(model.forward(prefill.build(), cache).logits());
+        out.add(logits);
+        for (int step = 0; step < steps; step++) {
+            Batch batch = new Batch();
+            for (int s = 0; s < sequences; s++) {
+                batch.add(tables[s], lengths[s], new int[] {argmax(rows(logits, vocab, s, s + 1))});
+                lengths[s]++;
+            }
+            logits = backend.read(model.forward(batch.padTo(padTo).build(), cache).logits());
+            out.add(logits);
+        }
+        return out;
     }
 }
