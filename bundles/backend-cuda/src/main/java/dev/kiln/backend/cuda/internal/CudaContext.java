@@ -2,12 +2,15 @@ package dev.kiln.backend.cuda.internal;
 
 import dev.kiln.backend.cuda.bindings.Cublas;
 import dev.kiln.backend.cuda.bindings.CudaDriver;
+import dev.kiln.backend.cuda.bindings.CudaException;
 import dev.kiln.backend.cuda.bindings.Nvrtc;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.lang.ref.WeakReference;
 import java.util.function.Consumer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import java.nio.file.Path;
 
 /**
@@ -19,6 +22,7 @@ import java.nio.file.Path;
  * thread-local read after the first call on a thread.
  */
 public final class CudaContext implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(CudaContext.class);
     private final CudaDriver driver;
     private final Cublas cublas;
     private final int ordinal;
@@ -211,7 +215,14 @@ public final class CudaContext implements AutoCloseable {
      * modules are unloaded again when building fails (a kernel it names is missing).
      */
     private <T> T loadKernels(String source, java.util.function.Function<KernelModules, T> build) {
-        KernelModules modules = KernelModules.load(driver, source, compiler.units(source, architecture));
+        KernelModules modules;
+        try {
+            modules = KernelModules.load(driver, source, compiler.units(source, architecture));
+        } catch (CudaException e) {
+            // A cached CUBIN can be an ELF file that this driver still refuses; compiled afresh it replaces the cache's.
+            LOG.warn("CUDA kernels {} did not load ({}); compiling them again", source, e.getMessage());
+            modules = KernelModules.load(driver, source, compiler.unitsCompiledAgain(source, architecture));
+        }
         try {
             return build.apply(modules);
         } catch (RuntimeException e) {

@@ -128,6 +128,18 @@ public final class KernelCompiler {
      * @throws IllegalStateException when the bundle has no such resource
      */
     public List<byte[]> units(String resource, String architecture) {
+        return units(resource, architecture, true);
+    }
+
+    /**
+     * The same compiled afresh, whatever the cache holds, and stored in it: for cached CUBINs that are ELF files but
+     * that the driver refuses to load (written by another driver's NVRTC, or damaged within).
+     */
+    public List<byte[]> unitsCompiledAgain(String resource, String architecture) {
+        return units(resource, architecture, false);
+    }
+
+    private List<byte[]> units(String resource, String architecture, boolean fromCache) {
         String source = source(resource);
         int units = unitCount(source);
         List<List<String>> options = new ArrayList<>(units);
@@ -139,7 +151,7 @@ public final class KernelCompiler {
         byte[][] images = new byte[units][];
         List<Integer> missing = new ArrayList<>();
         for (int unit = 0; unit < units; unit++) {
-            images[unit] = cached(source, options.get(unit), architecture);
+            images[unit] = fromCache ? cached(source, options.get(unit), architecture) : null;
             if (images[unit] == null) missing.add(unit);
         }
         if (missing.isEmpty()) return List.of(images);
