@@ -127,7 +127,7 @@ public final class Uploads implements AutoCloseable {
 
     /**
      * Marks the end of this half's turn on the stream (after the held copies that read its staging memory, which
-     * {@link CudaContext#stream()} issues first) and starts at the other half, once its previous turn has run.
+     * {@link CudaContext#onStream} issues first) and starts at the other half, once its previous turn has run.
      */
     private void switchHalves() {
         context.onStream(stream -> driver.record(halfDone[half], stream));

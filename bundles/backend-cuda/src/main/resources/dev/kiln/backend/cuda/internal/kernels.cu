@@ -1124,6 +1124,66 @@ __device__ __forceinline__ void finish_block_rows(const float (&acc)[ROWS][TOKEN
 #define WARP_ROWS(T) ((T) >= 4 ? 4 : (T) >= 2 ? 2 : 1)
 #define SILU_PAIRS(T) ((T) >= 2 ? 2 : 1)
 
+// INT8 rows take the same fusions with another geometry. A 16-byte load holds 16 codes, twice a bf16 load's columns,
+// so one row's dot product loads twice the activation bytes per weight byte and a row is done after a few loads; a
+// warp (or, split, a block) therefore computes INT8_ROWS rows of up to three segments (q, k and v; one segment for
+// a single product), each activation chunk serving all of them, with INT8_UNROLL loads of each row in flight (the
+// shape the format's own GEMVs measured best on an H100). The Java side sizes the grids with the same rules
+// (Kernels.TokenGemvs).
+
+template <typename F, int TOKENS, bool NORM, bool SPLIT>
+__device__ __forceinline__ void gemv_row_group(const float* x, int columns,
+        const void* w0, float* o0, int r0, const float* b0, const void* w1, float* o1, int r1, const float* b1,
+        const void* w2, float* o2, int r2, const float* b2, float* residual, const float* scale, float eps,
+        float* normed) {
+    constexpr int ROWS = INT8_ROWS;
+    int total = r0 + r1 + r2;
+    int unit = SPLIT ? blockIdx.x : blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int first = unit * ROWS;
+    if (first >= total) return; // uniform over a split block
+    const uint4* wrow[ROWS];
+    float rowScale[ROWS];
+    Segment segment[ROWS];
+    int row[ROWS];
+    float acc[ROWS][TOKENS], sumsq[TOKENS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        row[r] = min(first + r, total - 1); // each row finds its own segment: a group may straddle two
+        find_segment(row[r], segment[r], w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2);
+        wrow[r] = weight_row<F>(segment[r].w, row[r], columns);
+        rowScale[r] = row_scale<F>(segment[r].w, segment[r].rows, columns, row[r]);
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
+    }
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
+    int lane = threadIdx.x & 31;
+    dot_rows<F, TOKENS, ROWS, INT8_UNROLL, NORM>(wrow, x, scale, columns, SPLIT ? threadIdx.x : lane,
+                                                 columns >> F::SHIFT, SPLIT ? GEMV_SPLIT_WARPS * 32 : 32, acc, sumsq);
+    apply_row_scales<F>(acc, rowScale);
+    if constexpr (SPLIT) {
+        finish_block_rows<TOKENS, ROWS, NORM>(acc, sumsq, x, scale, eps, normed, columns, segment, row,
+                                              min(ROWS, total - first), residual);
+    } else {
+        float inv[TOKENS];
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) {
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) acc[r][t] = warp_sum(acc[r][t]);
+            if (NORM) sumsq[t] = warp_sum(sumsq[t]);
+        }
+        norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
+        int units = (total + ROWS - 1) / ROWS;
+        if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            if (lane == r && first + r < total) {
+                store_row<TOKENS>(acc[r], inv, segment[r].out, segment[r].rows, row[r], segment[r].bias, residual);
+            }
+        }
+    }
+}
+
 template <typename F, int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv_one_row(const void* w, const float* x, float* out, int rows, int columns,
                                              const float* bias, float* residual, const float* scale, float eps,
@@ -1144,6 +1204,11 @@ template <typename F, int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv_tokens(const void* w, const float* x, float* out, int rows, int columns,
                                             const float* bias, float* residual, const float* scale, float eps,
                                             float* normed) {
+    if constexpr (F::SCALED) {
+        gemv_row_group<F, TOKENS, NORM, false>(x, columns, w, out, rows, bias, nullptr, nullptr, 0, nullptr, nullptr,
+                                               nullptr, 0, nullptr, residual, scale, eps, normed);
+        return;
+    }
     constexpr int ROWS = WARP_ROWS(TOKENS);
     if constexpr (ROWS == 1) {
         // One token: the one-row kernel as it was measured (the general code below takes 4% longer a batch-1 step).
@@ -1190,6 +1255,11 @@ template <typename F, int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv_split_tokens(const void* w, const float* x, float* out, int rows, int columns,
                                                   const float* bias, float* residual, const float* scale, float eps,
                                                   float* normed) {
+    if constexpr (F::SCALED) {
+        gemv_row_group<F, TOKENS, NORM, true>(x, columns, w, out, rows, bias, nullptr, nullptr, 0, nullptr, nullptr,
+                                              nullptr, 0, nullptr, residual, scale, eps, normed);
+        return;
+    }
     constexpr int ROWS = SPLIT_ROWS(TOKENS);
     int first = blockIdx.x * ROWS;
     const uint4* wrow[ROWS];
@@ -1222,6 +1292,11 @@ template <typename F, int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv3_tokens(const float* x, int columns,
         const void* w0, float* o0, int r0, const float* b0, const void* w1, float* o1, int r1, const float* b1,
         const void* w2, float* o2, int r2, const float* b2, const float* scale, float eps, float* normed) {
+    if constexpr (F::SCALED) {
+        gemv_row_group<F, TOKENS, NORM, false>(x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, nullptr, scale,
+                                               eps, normed);
+        return;
+    }
     int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), row = unit;
     Segment s;
     if (!find_segment(row, s, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2)) return;
@@ -1243,6 +1318,11 @@ template <typename F, int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv3_split_tokens(const float* x, int columns,
         const void* w0, float* o0, int r0, const float* b0, const void* w1, float* o1, int r1, const float* b1,
         const void* w2, float* o2, int r2, const float* b2, const float* scale, float eps, float* normed) {
+    if constexpr (F::SCALED) {
+        gemv_row_group<F, TOKENS, NORM, true>(x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, nullptr, scale,
+                                              eps, normed);
+        return;
+    }
     constexpr int ROWS = SPLIT_ROWS(TOKENS);
     int total = r0 + r1 + r2, first = blockIdx.x * ROWS;
     const uint4* wrow[ROWS];
@@ -1365,67 +1445,8 @@ __device__ __forceinline__ void gemv_silu_tokens(const float* x, int columns, co
     }
 }
 
-// INT8 rows take the same fusions with another geometry. A 16-byte load holds 16 codes, twice a bf16 load's columns,
-// so one row's dot product loads twice the activation bytes per weight byte and a row is done after a few loads; a
-// warp (or, split, a block) therefore computes INT8_ROWS rows of up to three segments (q, k and v; one segment for
-// a single product), each activation chunk serving all of them, with INT8_UNROLL loads of each row in flight (the
-// shape the format's own GEMVs measured best on an H100). The Java side sizes the grids with the same rules
-// (Kernels.TokenGemvs).
-
-template <typename F, int TOKENS, bool NORM, bool SPLIT>
-__device__ __forceinline__ void gemv_row_group(const float* x, int columns,
-        const void* w0, float* o0, int r0, const float* b0, const void* w1, float* o1, int r1, const float* b1,
-        const void* w2, float* o2, int r2, const float* b2, float* residual, const float* scale, float eps,
-        float* normed) {
-    constexpr int ROWS = INT8_ROWS;
-    int total = r0 + r1 + r2;
-    int unit = SPLIT ? blockIdx.x : blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    int first = unit * ROWS;
-    if (first >= total) return; // uniform over a split block
-    const uint4* wrow[ROWS];
-    float rowScale[ROWS];
-    Segment segment[ROWS];
-    int row[ROWS];
-    float acc[ROWS][TOKENS], sumsq[TOKENS];
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-        row[r] = min(first + r, total - 1); // each row finds its own segment: a group may straddle two
-        find_segment(row[r], segment[r], w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2);
-        wrow[r] = weight_row<F>(segment[r].w, row[r], columns);
-        rowScale[r] = row_scale<F>(segment[r].w, segment[r].rows, columns, row[r]);
-#pragma unroll
-        for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
-    }
-#pragma unroll
-    for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
-    int lane = threadIdx.x & 31;
-    dot_rows<F, TOKENS, ROWS, INT8_UNROLL, NORM>(wrow, x, scale, columns, SPLIT ? threadIdx.x : lane,
-                                                 columns >> F::SHIFT, SPLIT ? GEMV_SPLIT_WARPS * 32 : 32, acc, sumsq);
-    apply_row_scales<F>(acc, rowScale);
-    if constexpr (SPLIT) {
-        finish_block_rows<TOKENS, ROWS, NORM>(acc, sumsq, x, scale, eps, normed, columns, segment, row,
-                                              min(ROWS, total - first), residual);
-    } else {
-        float inv[TOKENS];
-#pragma unroll
-        for (int t = 0; t < TOKENS; t++) {
-#pragma unroll
-            for (int r = 0; r < ROWS; r++) acc[r][t] = warp_sum(acc[r][t]);
-            if (NORM) sumsq[t] = warp_sum(sumsq[t]);
-        }
-        norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
-        int units = (total + ROWS - 1) / ROWS;
-        if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-            if (lane == r && first + r < total) {
-                store_row<TOKENS>(acc[r], inv, segment[r].out, segment[r].rows, row[r], segment[r].bias, residual);
-            }
-        }
-    }
-}
-
-// Entry points per weight format and token count; each takes the norm path when scale is given.
+// Entry points per weight format and token count; each takes the norm path when scale is given. INT8 weights take
+// gemv_row_group through the same templates.
 #define BY_NORM(KERNEL, F, T, ...)                                                                                 \
     if (scale) KERNEL<F, T, true>(__VA_ARGS__);                                                                   \
     else KERNEL<F, T, false>(__VA_ARGS__)
@@ -1460,41 +1481,6 @@ __device__ __forceinline__ void gemv_row_group(const float* x, int columns,
         BY_NORM(gemv_silu_tokens, F, T, x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);            \
     }
 #define GEMV_BF16_TOKENS(T) GEMV_TOKENS(T, bf16, Bf16Weights, bf16_t)
-#define BY_NORM_GROUP(SPLIT, T, ...)                                                                               \
-    if (scale) gemv_row_group<Int8Weights, T, true, SPLIT>(__VA_ARGS__);                                          \
-    else gemv_row_group<Int8Weights, T, false, SPLIT>(__VA_ARGS__)
-#define GEMV_INT8_TOKENS(T)                                                                                      \
-    extern "C" __global__ void kiln_gemv_int8_t##T(const signed char* w, const float* x, float* out, int rows,    \
-            int columns, int tokens, int vectorized, const float* bias, float* residual, const float* scale,      \
-            float eps, float* normed) {                                                                           \
-        BY_NORM_GROUP(false, T, x, columns, w, out, rows, bias, nullptr, nullptr, 0, nullptr, nullptr, nullptr, 0,  \
-                      nullptr, residual, scale, eps, normed);                                                     \
-    }                                                                                                             \
-    extern "C" __global__ void kiln_gemv_split_int8_t##T(const signed char* w, const float* x, float* out,        \
-            int rows, int columns, int tokens, int vectorized, const float* bias, float* residual,                \
-            const float* scale, float eps, float* normed) {                                                       \
-        BY_NORM_GROUP(true, T, x, columns, w, out, rows, bias, nullptr, nullptr, 0, nullptr, nullptr, nullptr, 0,   \
-                      nullptr, residual, scale, eps, normed);                                                     \
-    }                                                                                                             \
-    extern "C" __global__ void kiln_gemv3_int8_t##T(const float* x, int columns, int tokens,                      \
-            const signed char* w0, float* o0, int r0, const float* b0, const signed char* w1, float* o1, int r1,  \
-            const float* b1, const signed char* w2, float* o2, int r2, const float* b2, const float* scale,       \
-            float eps, float* normed) {                                                                           \
-        BY_NORM_GROUP(false, T, x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, nullptr, scale, eps,  \
-                      normed);                                                                                    \
-    }                                                                                                             \
-    extern "C" __global__ void kiln_gemv3_split_int8_t##T(const float* x, int columns, int tokens,               \
-            const signed char* w0, float* o0, int r0, const float* b0, const signed char* w1, float* o1, int r1,  \
-            const float* b1, const signed char* w2, float* o2, int r2, const float* b2, const float* scale,       \
-            float eps, float* normed) {                                                                           \
-        BY_NORM_GROUP(true, T, x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, nullptr, scale, eps,   \
-                      normed);                                                                                    \
-    }                                                                                                             \
-    extern "C" __global__ void kiln_gemv_silu_int8_t##T(const float* x, int columns, int tokens,                  \
-            const signed char* wg, const signed char* wu, float* gate, float* up, float* out, int rows,           \
-            const float* scale, float eps, float* normed) {                                                       \
-        BY_NORM(gemv_silu_tokens, Int8Weights, T, x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);  \
-    }
 // Three units of about equal compile time.
 #if KILN_IN_UNIT(2)
 GEMV_BF16_TOKENS(1)
@@ -1512,10 +1498,10 @@ GEMV_BF16_TOKENS(7)
 #endif
 // INT8 weights (weight_only_int8, whole 16-column rows) up to 4 tokens: from 5 on the tensor-core products take them.
 #if KILN_IN_UNIT(8)
-GEMV_INT8_TOKENS(1)
-GEMV_INT8_TOKENS(2)
-GEMV_INT8_TOKENS(3)
-GEMV_INT8_TOKENS(4)
+GEMV_TOKENS(1, int8, Int8Weights, signed char)
+GEMV_TOKENS(2, int8, Int8Weights, signed char)
+GEMV_TOKENS(3, int8, Int8Weights, signed char)
+GEMV_TOKENS(4, int8, Int8Weights, signed char)
 #endif
 
 // The same for f32 weights (checkpoints stored in f32 or f16); vectorized: columns % 4 == 0, 16-byte aligned.
