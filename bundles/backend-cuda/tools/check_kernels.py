@@ -1562,6 +1562,14 @@ def skinny():
             failures.append("skinny fp8: a NaN code did not make exactly its row NaN")
         else:
             print(f"PASS skinny fp8 {tokens} tokens: a NaN code makes exactly its row NaN")
+        # Subnormal codes only (0.mmm x 2^-6) under a scale of 1: a widening that flushed them would give zeros.
+        codes = rng.choice(np.array([m | sign for m in range(1, 8) for sign in (0, 0x80)], np.uint8), (40, cols))
+        sc = np.ones((1, -(-cols // 128)), np.float32)
+        out = poison((tokens, 40))
+        skinny_launch([(cp.asarray(codes), out, 40, None, cp.asarray(sc))], hi, lo, cols, tokens, 1,
+                      plan=(4, 1, 1) if split else (1, 2, 1), fmt="fp8", scale_geometry=(128, 128), split_tokens=split)
+        check(f"skinny fp8 {tokens} tokens, subnormal codes", cp.asnumpy(out), x.astype(np.float64) @ e4m3_values(codes).T,
+              2e-6 * cols)
     # INT8 codes with row scales: plain (every row-group entry, a cluster, a bias), three segments, and gated.
     for tokens in (5, 16, 32):
         nt = skinny_tiles(tokens)
@@ -1616,7 +1624,10 @@ def skinny_timing():
     one, zero = np.array([1.0], np.float32), np.array([0.0], np.float32)
     shapes = (("q/k/v", [1536, 256, 256], 1536), ("o", [1536], 1536), ("gate/up", [8960, 8960], 1536),
               ("down", [1536], 8960))
-    fmt = os.environ.get("KILN_SKINNY_FORMAT", "bf16")  # int8: the weights as INT8 codes (half the bytes)
+    # int8: the weights as INT8 codes (half the bytes); int4: INT4 codes in groups of 128 (a quarter); fp8: e4m3 codes
+    # in blocks of 128 x 128
+    fmt = os.environ.get("KILN_SKINNY_FORMAT", "bf16")
+    geometry = {"int4": (1, 128), "fp8": (128, 128)}.get(fmt)
     for tokens in [int(t) for t in os.environ.get("KILN_SKINNY_TOKENS", "4,8,16,32").split(",")]:
         x = cp.random.uniform(-1, 1, (tokens, 8960), dtype=cp.float32)
         hi8, lo8 = cp.empty(tokens * 8960, cp.uint16), cp.empty(tokens * 8960, cp.uint16)
@@ -1627,11 +1638,19 @@ def skinny_timing():
                 weights = [[cp.random.randint(-127, 128, (r, cols), dtype=cp.int32).astype(cp.int8) for r in rows]
                            for _ in range(L)]
                 scales = [cp.full(r, 0.01, cp.float32) for r in rows]
+            elif fmt == "int4":
+                weights = [[cp.random.randint(0, 256, (r, cols // 2), dtype=cp.int32).astype(cp.uint8) for r in rows]
+                           for _ in range(L)]
+                scales = [cp.full((r, cols // 128), 0.01, cp.float32) for r in rows]
+            elif fmt == "fp8":
+                weights = [[cp.random.randint(0, 0x7F, (r, cols), dtype=cp.int32).astype(cp.uint8) for r in rows]
+                           for _ in range(L)]
+                scales = [cp.full((-(-r // 128), cols // 128), 0.01, cp.float32) for r in rows]
             else:
                 weights = [[cp.random.randint(0x3c00, 0x3d00, (r, cols), dtype=cp.int32).astype(cp.uint16) for r in rows]
                            for _ in range(L)]
                 scales = [None for r in rows]
-            nbytes = sum(rows) * cols * (1 if fmt == "int8" else 2)
+            nbytes = sum(int(w.nbytes) for w in weights[0]) + sum(int(sc.nbytes) for sc in scales if sc is not None)
             outs = [cp.empty((tokens, r), cp.float32) for r in rows]
             products = cp.empty((2 * tokens, max(rows)), cp.float32)
             hi, lo = parts[:tokens * cols], parts[tokens * 8960:tokens * 8960 + tokens * cols]
@@ -1659,14 +1678,28 @@ def skinny_timing():
                 cublas.setStream(handle, 0)
             line = f"  {tokens:>2} tokens, {name:<8} ({nbytes / 1e6:5.1f} MB): cuBLAS {base * 1e6:6.1f} us ({nbytes / base / bandwidth * 100:3.0f}%)"
             nt = skinny_tiles(tokens)
-            if name == "gate/up":
+            split = nt == 4 and fmt in ("int4", "fp8")  # their 4-tile entries: two token groups, four row groups
+            if name == "gate/up" and split:
+                with stream:
+                    t = time_graph(stream, lambda: [skinny_silu_launch(weights[l][0], weights[l][1], rows[0], outs[0],
+                                   None, None, hi, lo, cols, tokens, None, stream, None, fmt, scales[0], scales[1],
+                                   geometry, True) for l in range(L)], repeats=10) / L
+                line += f", skinny {t * 1e6:6.1f} us ({nbytes / t / bandwidth * 100:3.0f}%)"
+            elif split:
+                plan = (4, sum(-(-r // 128) for r in rows), 1)
+                with stream:
+                    t = time_graph(stream, lambda: [skinny_launch([(w, o, r, None, sc) for w, o, r, sc in zip(weights[l], outs, rows, scales)],
+                                   hi, lo, cols, tokens, 1, stream, plan, fmt, geometry, True) for l in range(L)], repeats=10) / L
+                line += f", skinny {t * 1e6:6.1f} us ({nbytes / t / bandwidth * 100:3.0f}%)"
+            elif name == "gate/up":
                 planned = skinny_silu_plan(rows[0], cols, tokens, sms)
                 out_hi, out_lo = cp.empty(tokens * rows[0], cp.uint16), cp.empty(tokens * rows[0], cp.uint16)
                 plans = {planned} | {(g, -(-rows[0] // (16 * g)), 1) for g in (1, 2, 4) if g <= nt}
                 for plan in sorted(plans):
                     with stream:
                         t = time_graph(stream, lambda: [skinny_silu_launch(weights[l][0], weights[l][1], rows[0], outs[0],
-                                       out_hi, out_lo, hi, lo, cols, tokens, None, stream, plan, fmt, scales[0], scales[1])
+                                       out_hi, out_lo, hi, lo, cols, tokens, None, stream, plan, fmt, scales[0], scales[1],
+                                       geometry)
                                        for l in range(L)], repeats=10) / L
                     line += f", skinny r{plan[0]}/{plan[2]}{'*' if plan == planned else ''} {t * 1e6:6.1f} us ({nbytes / t / bandwidth * 100:3.0f}%)"
             else:
@@ -1679,7 +1712,7 @@ def skinny_timing():
                 for plan in sorted(plans):
                     with stream:
                         t = time_graph(stream, lambda: [skinny_launch([(w, o, r, None, sc) for w, o, r, sc in zip(weights[l], outs, rows, scales)],
-                                       hi, lo, cols, tokens, None, stream, plan, fmt) for l in range(L)], repeats=10) / L
+                                       hi, lo, cols, tokens, None, stream, plan, fmt, geometry) for l in range(L)], repeats=10) / L
                     line += f", skinny r{plan[0]}/{plan[2]}{'*' if plan == planned else ''} {t * 1e6:6.1f} us ({nbytes / t / bandwidth * 100:3.0f}%)"
             print(line)
             del weights

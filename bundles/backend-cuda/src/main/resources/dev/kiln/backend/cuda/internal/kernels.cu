@@ -3054,32 +3054,57 @@ __device__ __forceinline__ void skinny_load_chunk(uint4 (&raw)[MT][2][2], const 
     }
 }
 
-// Columns i and i + 1 of four INT8 codes as a bf16 pair (exact), the first in the low half.
-__device__ __forceinline__ unsigned int8_pair_bf16(unsigned codes, int i) {
-    return pack_bf16x2((float) (signed char) (codes >> (8 * i)), (float) (signed char) (codes >> (8 * i + 8)));
+// Code widening runs once per weight, so it must cost a few full-rate instructions: integer-to-float conversions run
+// at a quarter of the rate and left INT4 and FP8 decode batches bound by them. The pairs need not hold neighbouring
+// columns: an A-fragment word and the B-fragment word it meets only have to hold the same two (see
+// skinny_activation_pairs).
+
+// Columns i and i + 1 of four INT8 codes (sign bits flipped, see int8_code) as a bf16 pair (exact), the first in the
+// low half.
+template <int I>
+__device__ __forceinline__ unsigned int8_pair_bf16(unsigned flipped) {
+    return pack_bf16x2(int8_code<I>(flipped), int8_code<I + 1>(flipped));
 }
 
-// Columns 2i and 2i + 1 of INT4 codes (byte i of the word: low nibble first) as a bf16 pair, u - 8 each (exact).
-__device__ __forceinline__ unsigned int4_pair_bf16(unsigned codes, int i) {
-    unsigned b = codes >> (8 * i);
-    return pack_bf16x2((float) ((int) (b & 15u) - 8), (float) ((int) ((b >> 4) & 15u) - 8));
+// The eight INT4 codes of a word (nibble k: column k, u = q + 8) as four bf16 pairs, pair j holding columns j and
+// j + 4: (word >> 4j) & 0x000F000F puts both nibbles in the low mantissa bits of the bf16 128 (0x4300, whose mantissa
+// counts units), and one bf16 fma subtracts 136, exactly.
+__device__ __forceinline__ uint4 int4_word_bf16(unsigned codes) {
+    unsigned pair[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        unsigned biased = ((codes >> (4 * j)) & 0x000F000Fu) | 0x43004300u;
+        asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(pair[j]) : "r"(biased), "r"(0x3F803F80u), "r"(0xC308C308u)); // x 1 - 136
+    }
+    return make_uint4(pair[0], pair[1], pair[2], pair[3]);
 }
 
-// Columns i and i + 1 of four e4m3 codes as a bf16 pair (exact), NaN codes (S.1111.111) as NaN. The decode is the one
-// quant_kernels.cu derives (e4m3_top_byte): an arithmetic shift by 4 puts the code's exponent and mantissa under f32's,
-// and one multiplication by 2^120 rebiases, subnormals included.
-__device__ __forceinline__ float e4m3_byte_float(unsigned codes, int i) {
-    unsigned t = codes << (24 - 8 * i);
-    float v = __uint_as_float((unsigned) ((int) t >> 4) & 0x87F00000u) * 0x1p120f;
-    return ((t >> 24) & 0x7Fu) == 0x7Fu ? __uint_as_float(0x7FC00000u) : v;
+// Bytes I and I + 2 of four e4m3 codes (columns I and I + 2, I = 0 or 1) as a bf16 pair, exactly, but for the NaN
+// codes (fp8_word_bf16 sees to them). quant_kernels.cu's decode (e4m3_top_byte) in bf16: the code's sign, and its
+// exponent and mantissa as a bf16's low exponent and top mantissa bits, make the code's value times 2^-120 (a
+// subnormal code a bf16 subnormal), and one bf16 multiplication by 2^120 rebiases.
+template <int I>
+__device__ __forceinline__ unsigned e4m3_pair_bf16(unsigned codes) {
+    unsigned signs = I == 0 ? codes << 8 : codes;     // byte I's sign at bit 15, byte I + 2's at bit 31
+    unsigned rest = I == 0 ? codes << 4 : codes >> 4; // their low seven bits at bits 4..10 and 20..26
+    unsigned bits = (rest & 0x07F007F0u) | (signs & 0x80008000u), pair;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(pair) : "r"(bits), "r"(0x7B807B80u), "r"(0x80008000u)); // x 2^120 - 0
+    return pair;
 }
 
-__device__ __forceinline__ unsigned fp8_pair_bf16(unsigned codes, int i) {
-    return pack_bf16x2(e4m3_byte_float(codes, i), e4m3_byte_float(codes, i + 1));
+// The four e4m3 codes of a word as the pairs of e4m3_pair_bf16, columns (0, 2) and (1, 3). A word holding a NaN code
+// (S.1111.111) gets a NaN first pair instead, so that its row's sums are NaN as the product with that weight would be,
+// whatever the activations (a test and a select per four codes): adding 1 to a byte's low seven bits carries into
+// its bit 7 only from 0x7F, and never into the next byte.
+__device__ __forceinline__ uint2 fp8_word_bf16(unsigned codes) {
+    bool nan = (((codes & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u) != 0u;
+    return make_uint2(nan ? 0x7FC07FC0u : e4m3_pair_bf16<0>(codes), e4m3_pair_bf16<1>(codes));
 }
 
-// The loaded bytes as bf16 A-fragment words: part p of row (m, h) holds the lane's columns of k16 steps 2p and
-// 2p + 1, in pairs. Codes are widened (part 0: the first 8 codes, part 1: the last 8).
+// The loaded bytes as bf16 A-fragment words: part p of row (m, h) holds the lane's 8 columns of k16 steps 2p and
+// 2p + 1, in pairs. Codes are widened (part 0: the first 8 codes, part 1: the last 8); bf16 and INT8 pairs hold
+// columns (0, 1), (2, 3), (4, 5), (6, 7) of the 8, FP8 pairs (0, 2), (1, 3), (4, 6), (5, 7), INT4 pairs (0, 4), (1, 5),
+// (2, 6), (3, 7).
 template <int MT, int FMT>
 __device__ __forceinline__ void skinny_fragments(const uint4 (&raw)[MT][2][2], uint4 (&a)[MT][2][2]) {
 #pragma unroll
@@ -3088,14 +3113,16 @@ __device__ __forceinline__ void skinny_fragments(const uint4 (&raw)[MT][2][2], u
         for (int h = 0; h < 2; h++) {
             const uint4& c = raw[m][h][0];
             if (FMT == SKINNY_INT8) {
-                a[m][h][0] = make_uint4(int8_pair_bf16(c.x, 0), int8_pair_bf16(c.x, 2), int8_pair_bf16(c.y, 0), int8_pair_bf16(c.y, 2));
-                a[m][h][1] = make_uint4(int8_pair_bf16(c.z, 0), int8_pair_bf16(c.z, 2), int8_pair_bf16(c.w, 0), int8_pair_bf16(c.w, 2));
+                unsigned x = c.x ^ 0x80808080u, y = c.y ^ 0x80808080u, z = c.z ^ 0x80808080u, w = c.w ^ 0x80808080u;
+                a[m][h][0] = make_uint4(int8_pair_bf16<0>(x), int8_pair_bf16<2>(x), int8_pair_bf16<0>(y), int8_pair_bf16<2>(y));
+                a[m][h][1] = make_uint4(int8_pair_bf16<0>(z), int8_pair_bf16<2>(z), int8_pair_bf16<0>(w), int8_pair_bf16<2>(w));
             } else if (FMT == SKINNY_FP8) {
-                a[m][h][0] = make_uint4(fp8_pair_bf16(c.x, 0), fp8_pair_bf16(c.x, 2), fp8_pair_bf16(c.y, 0), fp8_pair_bf16(c.y, 2));
-                a[m][h][1] = make_uint4(fp8_pair_bf16(c.z, 0), fp8_pair_bf16(c.z, 2), fp8_pair_bf16(c.w, 0), fp8_pair_bf16(c.w, 2));
+                uint2 x = fp8_word_bf16(c.x), y = fp8_word_bf16(c.y), z = fp8_word_bf16(c.z), w = fp8_word_bf16(c.w);
+                a[m][h][0] = make_uint4(x.x, x.y, y.x, y.y);
+                a[m][h][1] = make_uint4(z.x, z.y, w.x, w.y);
             } else if (FMT == SKINNY_INT4) {
-                a[m][h][0] = make_uint4(int4_pair_bf16(c.x, 0), int4_pair_bf16(c.x, 1), int4_pair_bf16(c.x, 2), int4_pair_bf16(c.x, 3));
-                a[m][h][1] = make_uint4(int4_pair_bf16(c.y, 0), int4_pair_bf16(c.y, 1), int4_pair_bf16(c.y, 2), int4_pair_bf16(c.y, 3));
+                a[m][h][0] = int4_word_bf16(c.x);
+                a[m][h][1] = int4_word_bf16(c.y);
             } else {
                 a[m][h][0] = raw[m][h][0];
                 a[m][h][1] = raw[m][h][1];
@@ -3108,9 +3135,23 @@ __device__ __forceinline__ unsigned word(const uint4& v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+// 8 columns of activations (bf16 pairs (0, 1), (2, 3), (4, 5), (6, 7)) in the pair order of the format's weight
+// words (skinny_fragments).
+template <int FMT>
+__device__ __forceinline__ uint4 skinny_activation_pairs(const uint4& v) {
+    if (FMT == SKINNY_INT4) {
+        return make_uint4(__byte_perm(v.x, v.z, 0x5410), __byte_perm(v.x, v.z, 0x7632), __byte_perm(v.y, v.w, 0x5410),
+                          __byte_perm(v.y, v.w, 0x7632));
+    } else if (FMT == SKINNY_FP8) {
+        return make_uint4(__byte_perm(v.x, v.y, 0x5410), __byte_perm(v.x, v.y, 0x7632), __byte_perm(v.z, v.w, 0x5410),
+                          __byte_perm(v.z, v.w, 0x7632));
+    }
+    return v;
+}
+
 // One chunk: 4 k16 steps, each against every token tile's high and low parts. The lane's columns of part p start at
-// column k + p * partStride (the same columns its weight words hold).
-template <int MT, int NT>
+// column k + p * partStride (the same columns its weight words hold, paired alike).
+template <int MT, int NT, int FMT>
 __device__ __forceinline__ void skinny_multiply_chunk(float (&acc)[MT][NT][4], const uint4 (&a)[MT][2][2],
                                                       const bf16_t* xhi, const bf16_t* xlo, int columns, int tokens,
                                                       int tokenBase, int k, int partStride, int g) {
@@ -3120,8 +3161,8 @@ __device__ __forceinline__ void skinny_multiply_chunk(float (&acc)[MT][NT][4], c
         uint4 bh[2], bl[2];
 #pragma unroll
         for (int p = 0; p < 2; p++) {
-            bh[p] = *reinterpret_cast<const uint4*>(xhi + row + partStride * p);
-            bl[p] = *reinterpret_cast<const uint4*>(xlo + row + partStride * p);
+            bh[p] = skinny_activation_pairs<FMT>(*reinterpret_cast<const uint4*>(xhi + row + partStride * p));
+            bl[p] = skinny_activation_pairs<FMT>(*reinterpret_cast<const uint4*>(xlo + row + partStride * p));
         }
 #pragma unroll
         for (int s = 0; s < 4; s++) {
@@ -3232,7 +3273,7 @@ __device__ __forceinline__ void skinny_sums(float (&acc)[MT][NT][4], const unsig
 #pragma unroll
                 for (int n = 0; n < NT; n++) part[m][n][0] = part[m][n][1] = part[m][n][2] = part[m][n][3] = 0.0f;
             }
-            skinny_multiply_chunk<MT, NT>(part, a, xhi, xlo, columns, tokens, tokenBase, c * SKINNY_CHUNK + laneColumn, partStride, g);
+            skinny_multiply_chunk<MT, NT, FMT>(part, a, xhi, xlo, columns, tokens, tokenBase, c * SKINNY_CHUNK + laneColumn, partStride, g);
             int scaleColumn = c * SKINNY_CHUNK / scaleColumns;
 #pragma unroll
             for (int m = 0; m < MT; m++) {
@@ -3246,7 +3287,7 @@ __device__ __forceinline__ void skinny_sums(float (&acc)[MT][NT][4], const unsig
                 }
             }
         } else {
-            skinny_multiply_chunk<MT, NT>(acc, a, xhi, xlo, columns, tokens, tokenBase, c * SKINNY_CHUNK + laneColumn, partStride, g);
+            skinny_multiply_chunk<MT, NT, FMT>(acc, a, xhi, xlo, columns, tokens, tokenBase, c * SKINNY_CHUNK + laneColumn, partStride, g);
         }
         if (more) {
 #pragma unroll
