@@ -89,7 +89,8 @@ K = {n: mod.get_function(n) for n in [
     "kiln_prefill_attention_wide_bf16"] + [f"kiln_gemv_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]
-     + [f"kiln_gemv{kind}_int8_t{t}" for kind in ("", "_split", "3", "3_split", "_silu") for t in range(1, 5)]
+     + [f"kiln_gemv{kind}_{fmt}_t{t}" for kind in ("", "_split", "3", "3_split", "_silu") for t in range(1, 5)
+        for fmt in ("int8", "fp8")]
      + [f"kiln_skinny{kind}_{fmt}_n{nt}_r{r}" for kind in ("", "_silu") for fmt in ("bf16", "int8", "int4", "fp8")
         for nt in ((1, 2, 4) if fmt in ("bf16", "int8") else (1, 2)) for r in (1, 2, 4) if r <= nt]
      + [f"kiln_skinny{kind}_{fmt}_n4_r4_t2" for kind in ("", "_silu") for fmt in ("int4", "fp8")]}
@@ -1407,8 +1408,43 @@ def int8_weight(q, scale):
     return cp.asarray(np.concatenate([q.view(np.uint8).ravel(), scale.astype(np.float32).view(np.uint8)]))
 
 
+def fp8_weight(codes, scale):
+    """An FP8 weight as the device holds it (Fp8Weight): e4m3 codes, then the f32 block scales."""
+    return cp.asarray(np.concatenate([codes.ravel(), scale.astype(np.float32).view(np.uint8).ravel()]))
+
+
 def int8_gemv():
     """The token-specialised GEMVs over INT8 codes (kiln_gemv*_int8_t1..4) with every fusion the Java side makes."""
+    quantized_token_gemvs("int8")
+
+
+def fp8_gemv():
+    """The same over FP8 codes in blocks of 128 x 128 (kiln_gemv*_fp8_t1..4); a NaN code makes exactly its row NaN."""
+    quantized_token_gemvs("fp8")
+    cols = 1536
+    for tokens in range(1, 5):
+        x = cp.asarray(rng.uniform(-1, 1, (tokens, cols)).astype(np.float32))
+        codes, sc, _ = fp8_rows(40, cols, 128, 128, nan_row=9)
+        for kind, grid in (("", (-(-40 // 16),)), ("_split", (-(-40 // 4),))):
+            out = poison((tokens, 40))
+            K[f"kiln_gemv{kind}_fp8_t{tokens}"](grid, (128,), (fp8_weight(codes, sc), x, out, i32(40), i32(cols), i32(tokens),
+                                                i32(1), np.uint64(0), np.uint64(0), np.uint64(0), f32(0), np.uint64(0)))
+            got = cp.asnumpy(out)
+            if not (np.all(np.isnan(got[:, 9])) and not np.any(np.isnan(np.delete(got, 9, axis=1)))):
+                failures.append(f"gemv{kind}_fp8_t{tokens}: a NaN code did not make exactly its row NaN")
+            else:
+                print(f"PASS gemv{kind}_fp8_t{tokens}: a NaN code makes exactly its row NaN")
+
+
+def quantized_token_gemvs(fmt):
+    """fmt "int8" (row scales) or "fp8" (blocks of 128 x 128): every entry at 1-4 tokens against float64."""
+    def rows_of(r):
+        if fmt == "int8":
+            q_, sc_, w_ = int8_rows(r, cols)
+            return int8_weight(q_, sc_), w_
+        codes_, sc_, w_ = fp8_rows(r, cols, 128, 128)
+        return fp8_weight(codes_, sc_), w_
+
     cols, eps = 1536, 1e-6
     for tokens in range(1, 5):
         x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
@@ -1416,13 +1452,12 @@ def int8_gemv():
         norm_scale = rng.uniform(0.5, 1.5, cols).astype(np.float32)
         normed_ref = x * (1 / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1, keepdims=True) + eps)) * norm_scale
         rows = 301  # odd: the last row group and the split kernels' last block are partial
-        q, sc, w = int8_rows(rows, cols)
-        dw = int8_weight(q, sc)
+        dw, w = rows_of(rows)
         bias = rng.uniform(-1, 1, rows).astype(np.float32)
         residual_in = rng.uniform(-1, 1, (tokens, rows)).astype(np.float32)
         group = 4  # rows a warp (split: a block) computes, INT8_ROWS
         for kind, grid in (("", (-(-rows // (4 * group)),)), ("_split", (-(-rows // group),))):
-            kernel = f"kiln_gemv{kind}_int8_t{tokens}"
+            kernel = f"kiln_gemv{kind}_{fmt}_t{tokens}"
             out = poison((tokens + 1, rows))
             K[kernel](grid, (128,), (dw, dx, out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias),
                                      np.uint64(0), np.uint64(0), f32(0), np.uint64(0)))
@@ -1438,33 +1473,33 @@ def int8_gemv():
             check(f"{kernel[5:]}, normed rows stored", normed, normed_ref, 1e-6)
             check(f"{kernel[5:]}, residual added after", residual, residual_in + nref, 2e-6 * cols)
         # q, k and v in one launch (both layouts), with biases and the norm fused before.
-        segs = [int8_rows(r, cols) for r in (300, 40, 41)]
+        segs = [rows_of(r) for r in (300, 40, 41)]
         biases = [rng.uniform(-1, 1, r).astype(np.float32) for r in (300, 40, 41)]
         total = 381
         for kind, grid in (("3", (-(-total // (4 * group)),)), ("3_split", (-(-total // group),))):
-            kernel = f"kiln_gemv{kind}_int8_t{tokens}"
+            kernel = f"kiln_gemv{kind}_{fmt}_t{tokens}"
             for with_norm in (False, True):
-                outs, normed = [poison((tokens, q_.shape[0])) for q_, _, _ in segs], poison((tokens, cols))
+                outs, normed = [poison((tokens, w_.shape[0])) for _, w_ in segs], poison((tokens, cols))
                 args = [dx, i32(cols), i32(tokens)]
-                for (q_, sc_, _), o, bb in zip(segs, outs, biases):
-                    args += [int8_weight(q_, sc_), o, i32(q_.shape[0]), cp.asarray(bb)]
+                for (dw_, w_), o, bb in zip(segs, outs, biases):
+                    args += [dw_, o, i32(w_.shape[0]), cp.asarray(bb)]
                 args += [cp.asarray(norm_scale), f32(eps), normed] if with_norm else [np.uint64(0), f32(0), np.uint64(0)]
                 K[kernel](grid, (128,), tuple(args))
                 xin = normed_ref if with_norm else x.astype(np.float64)
-                for i, ((q_, _, w_), o, bb) in enumerate(zip(segs, outs, biases)):
-                    check(f"{kernel[5:]} segment {i} ({q_.shape[0]} rows){', norm fused before' if with_norm else ''}", o,
+                for i, ((_, w_), o, bb) in enumerate(zip(segs, outs, biases)):
+                    check(f"{kernel[5:]} segment {i} ({w_.shape[0]} rows){', norm fused before' if with_norm else ''}", o,
                           xin @ w_.T + bb, 2e-6 * cols)
                 if with_norm:
                     check(f"{kernel[5:]}, normed rows stored", normed, normed_ref, 1e-6)
         # gate and up with the SiLU gating, the norm fused before.
-        (qg, sg, wg), (qu, su, wu) = int8_rows(200, cols), int8_rows(200, cols)
+        (dg, wg), (du, wu) = rows_of(200), rows_of(200)
         gate, up, out, normed = poison((tokens, 200)), poison((tokens, 200)), poison((tokens, 200)), poison((tokens, cols))
-        K[f"kiln_gemv_silu_int8_t{tokens}"]((-(-200 // (4 * group // 2)),), (128,), (dx, i32(cols), i32(tokens), int8_weight(qg, sg),
-                                            int8_weight(qu, su), gate, up, out, i32(200), cp.asarray(norm_scale), f32(eps), normed))
+        K[f"kiln_gemv_silu_{fmt}_t{tokens}"]((-(-200 // (4 * group // 2)),), (128,), (dx, i32(cols), i32(tokens), dg, du, gate,
+                                             up, out, i32(200), cp.asarray(norm_scale), f32(eps), normed))
         g64, u64 = normed_ref @ wg.T, normed_ref @ wu.T
-        check(f"gemv_silu_int8_t{tokens} gate, norm fused before", gate, g64, 2e-6 * cols)
-        check(f"gemv_silu_int8_t{tokens} up, norm fused before", up, u64, 2e-6 * cols)
-        check(f"gemv_silu_int8_t{tokens} silu(gate) * up", out, g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
+        check(f"gemv_silu_{fmt}_t{tokens} gate, norm fused before", gate, g64, 2e-6 * cols)
+        check(f"gemv_silu_{fmt}_t{tokens} up, norm fused before", up, u64, 2e-6 * cols)
+        check(f"gemv_silu_{fmt}_t{tokens} silu(gate) * up", out, g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
 
 
 def skinny():
@@ -1720,7 +1755,7 @@ def skinny_timing():
 
 # KILN_CHECK_SECTIONS=attention_timing,latent_attention_timing runs only those (timings of another source, say).
 chosen = os.environ.get("KILN_CHECK_SECTIONS")
-for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, int8_gemv, attention, prefill_attention, attention_timing,
+for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, int8_gemv, fp8_gemv, attention, prefill_attention, attention_timing,
           prefill_attention_timing, latent_attention_timing, skinny, skinny_timing, timing):
     if not chosen or s.__name__ in chosen.split(","):
         section(s)

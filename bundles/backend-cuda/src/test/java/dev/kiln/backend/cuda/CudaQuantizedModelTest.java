@@ -14,6 +14,7 @@ import dev.kiln.attention.paged.PagedAttention;
 import dev.kiln.backend.cpu.CpuBackend;
 import dev.kiln.backend.cuda.testing.Fixtures;
 import dev.kiln.backend.cuda.testing.Gpu;
+import dev.kiln.quant.fp8.Fp8Quantizer;
 import dev.kiln.quant.int4.Int4Quantizer;
 import dev.kiln.quant.int8.Int8Quantizer;
 import java.util.Arrays;
@@ -28,7 +29,9 @@ import org.junit.jupiter.params.provider.MethodSource;
  * bundle's quantizer of that format, on the same engine-shaped batches: both quantize the same weights by the same
  * rule, so their logits differ only by the order of f32 sums and by the device prefill's bf16 splits. The batches
  * take both device paths: prefills of many tokens (dequantized tiles and cuBLAS) and steps of 1 and 5 tokens
- * (streaming GEMVs). Runs only where a CUDA device is.
+ * (streaming GEMVs; INT8's and FP8's 1-token step through the token GEMVs with the recorder's fusions: q/k/v with their
+ * biases in one launch, the norms folded in, gate/up with the gating, the residual adds). Runs only where a CUDA
+ * device is.
  */
 class CudaQuantizedModelTest {
     private static final String FIXTURE = "qwen2-tiny";
@@ -55,7 +58,8 @@ class CudaQuantizedModelTest {
     static List<Object[]> formats() {
         return List.of(new Object[] {"weight_only_int8", new CudaInt8Quantizer(), new Int8Quantizer()},
                 new Object[] {"weight_only_int4 g64", new CudaInt4Quantizer(64), new Int4Quantizer(64)},
-                new Object[] {"weight_only_int4 g128", new CudaInt4Quantizer(128), new Int4Quantizer(128)});
+                new Object[] {"weight_only_int4 g128", new CudaInt4Quantizer(128), new Int4Quantizer(128)},
+                new Object[] {"fp8", new CudaFp8Quantizer(), new Fp8Quantizer()});
     }
 
     @ParameterizedTest(name = "{0}")

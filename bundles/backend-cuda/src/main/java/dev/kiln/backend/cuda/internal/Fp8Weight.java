@@ -12,9 +12,13 @@ import java.lang.foreign.ValueLayout;
  * {@link #rowBytes} (columns rounded up to 16, zero padding, so every row starts 16-byte aligned), and one f32 scale
  * per block of {@code blockRows × blockColumns} elements, row-major over the blocks, edge blocks partial:
  * {@code W[r, c] = e4m3(code[r, c]) · scale[r / blockRows, c / blockColumns]}, the layout of DeepSeek-V3's
- * {@code weight} and {@code weight_scale_inv}. Codes and scales are uploaded once, never widened.
+ * {@code weight} and {@code weight_scale_inv}. Codes and scales are uploaded once, never widened. The scales follow
+ * the codes in one allocation, so that a kernel given only the codes' address and the shape finds them.
  *
- * <p>Decode batches of 5 to 32 tokens over blocks of a multiple of 64 columns take the tensor-core kernels
+ * <p>Decode products of 1 to {@link Kernels#FP8_GEMV_MAX_TOKENS} tokens in blocks of 128 × 128 (DeepSeek-V3's, and
+ * the quantizer's) take the token-specialised products of {@link Kernels#gemvFp8}, with the fusions the recorder gives
+ * bf16 products (the norm before, q/k/v and gate/up in one launch, the gating, bias and residual add after).
+ * Decode batches of 5 to 32 tokens over blocks of a multiple of 64 columns take the tensor-core kernels
  * ({@link Kernels#skinnyTakes}): codes decoded to bf16 in registers, each 64-column chunk's sums times its block's
  * scale. Other products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, 16 per 16-byte load,
  * decoded to f32 in registers, each 16-column step's sums scaled by its block's scale, f32 accumulation. Larger
@@ -98,13 +102,8 @@ public final class Fp8Weight implements DeviceRowGather {
             this.rowBlocks = blocks(rows, blockRows);
             this.columnBlocks = blocks(columns, blockColumns);
             this.rowBytes = Fp8Weight.rowBytes(columns);
-            this.codes = context.allocate((long) rows * rowBytes);
-            try {
-                this.scales = context.allocate(4L * rowBlocks * columnBlocks);
-            } catch (RuntimeException e) {
-                context.free(codes);
-                throw e;
-            }
+            this.codes = context.allocate((long) rows * rowBytes + 4L * rowBlocks * columnBlocks);
+            this.scales = codes + (long) rows * rowBytes; // 16-byte aligned: rowBytes is a multiple of 16
         }
 
         /** Bytes of one row of codes. */
@@ -151,8 +150,7 @@ public final class Fp8Weight implements DeviceRowGather {
 
         /** Releases the memory (after a failure). */
         public void discard() {
-            context.free(codes);
-            context.free(scales);
+            context.free(codes); // and the scales after them
         }
     }
 
@@ -204,6 +202,10 @@ public final class Fp8Weight implements DeviceRowGather {
             DenseWeight.multiplyParts(context, in.pointer(), o.pointer(), tokens, rows, columns, (parts, ignored) ->
                     context.kernels().skinny("fp8", codes, scales, blockRows, blockColumns, parts[0], parts[1],
                             o.pointer(), rows, columns, tokens));
+            return;
+        }
+        if (blockRows == Kernels.FP8_GEMV_BLOCK && blockColumns == Kernels.FP8_GEMV_BLOCK && rowBytes == columns
+                && context.kernels().gemvFp8(codes, in.pointer(), o.pointer(), rows, columns, tokens)) {
             return;
         }
         QuantKernels kernels = context.quantKernels();
@@ -264,8 +266,7 @@ public final class Fp8Weight implements DeviceRowGather {
     public void close() {
         if (closed) return;
         closed = true;
-        context.free(codes);
-        context.free(scales);
+        context.free(codes); // and the scales after them
     }
 
     @Override

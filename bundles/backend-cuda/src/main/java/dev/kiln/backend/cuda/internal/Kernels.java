@@ -54,6 +54,8 @@ public final class Kernels implements AutoCloseable {
     private final TokenGemvs bf16Gemvs;
     /** The same of INT8 codes (scales after the codes), 1 to {@link #INT8_GEMV_MAX_TOKENS} tokens. */
     private final TokenGemvs int8Gemvs;
+    /** The same of FP8 codes in blocks of 128 x 128 (scales after the codes), 1 to {@link #FP8_GEMV_MAX_TOKENS} tokens. */
+    private final TokenGemvs fp8Gemvs;
     /** Most tokens of the INT8 token-specialised products (from 5 on the tensor-core products take INT8 weights). */
     public static final int INT8_GEMV_MAX_TOKENS = 4;
     /** Rows a warp (split: a block) of the INT8 token products computes (INT8_ROWS in the source). */
@@ -64,6 +66,16 @@ public final class Kernels implements AutoCloseable {
      */
     static final int INT8_GEMV_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.int8GemvMaxTokens", INT8_GEMV_MAX_TOKENS),
             0, INT8_GEMV_MAX_TOKENS);
+    /** Most tokens of the FP8 token-specialised products (from 5 on the tensor-core products take FP8 weights). */
+    public static final int FP8_GEMV_MAX_TOKENS = 4;
+    /** The rows and columns of the scale blocks the FP8 token-specialised products take (FP8_BLOCK in the source). */
+    public static final int FP8_GEMV_BLOCK = 128;
+    /**
+     * Most tokens that take them here (system property {@code kiln.cuda.fp8GemvMaxTokens}, 0 to
+     * {@link #FP8_GEMV_MAX_TOKENS}; 0 leaves every FP8 decode product to the format's own GEMVs, without fusions).
+     */
+    static final int FP8_GEMV_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.fp8GemvMaxTokens", FP8_GEMV_MAX_TOKENS),
+            0, FP8_GEMV_MAX_TOKENS);
     /** Below this many rows a bf16 product splits each row over a block's warps (the H100 measured 1536 x 8960). */
     static final int SPLIT_BELOW_ROWS = 4096;
     /** Blocks per row of the argmax's first pass; must match ARGMAX_SLICES in the source. */
@@ -263,6 +275,7 @@ public final class Kernels implements AutoCloseable {
         largestSkinnyCluster = skinnyCluster;
         bf16Gemvs = TokenGemvs.load(modules, "bf16", GEMV_MAX_TOKENS, false);
         int8Gemvs = TokenGemvs.load(modules, "int8", INT8_GEMV_MAX_TOKENS, true);
+        fp8Gemvs = TokenGemvs.load(modules, "fp8", FP8_GEMV_MAX_TOKENS, true);
     }
 
     private MemorySegment function(String name) {
@@ -657,6 +670,19 @@ public final class Kernels implements AutoCloseable {
     }
 
     /**
+     * {@code out[t] = W · x[t]} for W FP8 {@code [rows, columns]}: rows of {@code columns} e4m3 codes at {@code codes}
+     * followed by one f32 scale per block of {@link #FP8_GEMV_BLOCK} × {@link #FP8_GEMV_BLOCK} weights, row-major over
+     * the blocks ({@link Fp8Weight}), by the token-specialised products with the bf16 products' fusions, as
+     * {@link #gemvInt8}. Returns false, launching nothing, where they do not apply: more than {@link #FP8_GEMV_TOKENS}
+     * tokens, columns not a multiple of 16, or codes or x not 16-byte aligned.
+     */
+    public boolean gemvFp8(long codes, long x, long out, int rows, int columns, int tokens) {
+        if (tokens < 1 || tokens > FP8_GEMV_TOKENS || columns % 16 != 0 || codes % 16 != 0 || x % 16 != 0) return false;
+        if (rows > 0) tokenGemv(fp8Gemvs, codes, x, out, rows, columns, tokens);
+        return true;
+    }
+
+    /**
      * A token-specialised product of a family: joined to a held product of the same activations, or with a held norm
      * of x folded in, or alone.
      */
@@ -947,7 +973,10 @@ public final class Kernels implements AutoCloseable {
 
     /** The family whose multi-segment kernel the function is, or null. */
     private TokenGemvs multiFamily(MemorySegment function) {
-        return bf16Gemvs.hasMulti(function) ? bf16Gemvs : int8Gemvs.hasMulti(function) ? int8Gemvs : null;
+        for (TokenGemvs family : new TokenGemvs[] {bf16Gemvs, int8Gemvs, fp8Gemvs}) {
+            if (family.hasMulti(function)) return family;
+        }
+        return null;
     }
 
     private boolean isGemv3(MemorySegment function) {
@@ -956,7 +985,7 @@ public final class Kernels implements AutoCloseable {
 
     /** The token-specialised GEMVs of any format (warp or block per row), which take a residual and a fused norm. */
     private boolean isTokenGemv(MemorySegment function) {
-        return bf16Gemvs.hasSingle(function) || int8Gemvs.hasSingle(function);
+        return bf16Gemvs.hasSingle(function) || int8Gemvs.hasSingle(function) || fp8Gemvs.hasSingle(function);
     }
 
     private boolean isGemv(MemorySegment function) {

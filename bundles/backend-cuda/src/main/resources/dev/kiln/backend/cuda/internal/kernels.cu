@@ -10,8 +10,8 @@
 // program emits only its unit's entry points (the helpers they share are templates and inline functions, emitted
 // only where used). NVRTC compiles a program on one thread; the units take 1.3 to 4.3 s each, the whole file 25 s.
 // Units: 0 element-wise, rows, sampling and the generic GEMVs; 1 attention; 2 to 4 the token-specialised GEMVs;
-// 5 to 7 the few-token tensor-core products (bf16; INT8; INT4 and FP8); 8 the token-specialised INT8 GEMVs. Without KILN_UNIT (tools/check_kernels.py)
-// every entry point is emitted.
+// 5 to 7 the few-token tensor-core products (bf16; INT8; INT4 and FP8); 8 and 9 the token-specialised INT8 and FP8
+// GEMVs. Without KILN_UNIT (tools/check_kernels.py) every entry point is emitted.
 #ifdef KILN_UNIT
 #define KILN_IN_UNIT(u) (KILN_UNIT == (u))
 #else
@@ -833,7 +833,9 @@ struct Bf16Weights {
     static constexpr int COLUMNS = 8; // columns of a chunk
     static constexpr int SHIFT = 3;   // log2(COLUMNS)
     typedef bf16_t Weight;
-    static constexpr bool SCALED = false;
+    static constexpr bool ROW_GROUPS = false;   // computed by gemv_row_group (see there)
+    static constexpr bool ROW_SCALES = false;   // one f32 scale per row after the codes
+    static constexpr bool BLOCK_SCALES = false; // one f32 scale per block of 128 x 128 after the codes
     // Columns 8 H .. 8 H + 7 of a chunk as floats.
     template <int H>
     static __device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
@@ -868,11 +870,44 @@ struct Int8Weights {
     static constexpr int COLUMNS = 16;
     static constexpr int SHIFT = 4;
     typedef signed char Weight;
-    static constexpr bool SCALED = true;
+    static constexpr bool ROW_GROUPS = true;
+    static constexpr bool ROW_SCALES = true;
+    static constexpr bool BLOCK_SCALES = false;
     template <int H>
     static __device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
         int8_word(H == 0 ? p.x : p.z, w);
         int8_word(H == 0 ? p.y : p.w, w + 4);
+    }
+};
+
+// e4m3 codes (OCP E4M3FN, fp8 weights; Fp8Weight) with one f32 scale per block of FP8_BLOCK x FP8_BLOCK weights
+// (DeepSeek-V3's blocks), the scales [ceil(rows / 128)][ceil(columns / 128)] after the codes. A code's decode is
+// quant_kernels.cu's (e4m3_top_byte): an arithmetic shift by 4 puts its exponent and mantissa under f32's, one
+// multiplication by 2^120 rebiases, subnormals included (this file is compiled without flush-to-zero). A word of four
+// codes holding a NaN code (S.1111.111) makes its first weight NaN, so that the row's sums are NaN as the product with
+// that weight would be (a test and a select per four codes; adding 1 to a byte's low seven bits carries into its
+// bit 7 only from 0x7F).
+#define FP8_BLOCK 128
+
+__device__ __forceinline__ void e4m3_word(unsigned int word, float* w) {
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        w[k] = __uint_as_float((unsigned int) ((int) (word << (24 - 8 * k)) >> 4) & 0x87F00000u) * 0x1p120f;
+    }
+    if ((((word & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u) != 0u) w[0] = __uint_as_float(0x7FC00000u);
+}
+
+struct Fp8Weights {
+    static constexpr int COLUMNS = 16;
+    static constexpr int SHIFT = 4;
+    typedef unsigned char Weight;
+    static constexpr bool ROW_GROUPS = true;
+    static constexpr bool ROW_SCALES = false;
+    static constexpr bool BLOCK_SCALES = true;
+    template <int H>
+    static __device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
+        e4m3_word(H == 0 ? p.x : p.z, w);
+        e4m3_word(H == 0 ? p.y : p.w, w + 4);
     }
 };
 
@@ -886,10 +921,11 @@ __device__ __forceinline__ const uint4* weight_row(const void* w, long long row,
     return reinterpret_cast<const uint4*>(static_cast<const typename F::Weight*>(w) + row * columns);
 }
 
-// The scale of a row (1 for unscaled formats): a weight, so it may be read before waiting for the kernel ahead.
+// The scale of a row (1 for formats without row scales): a weight, so it may be read before waiting for the kernel
+// ahead.
 template <typename F>
 __device__ __forceinline__ float row_scale(const void* w, int rows, int columns, int row) {
-    if constexpr (F::SCALED) {
+    if constexpr (F::ROW_SCALES) {
         return __ldg(reinterpret_cast<const float*>(static_cast<const typename F::Weight*>(w) + (long long) rows * columns) + row);
     } else {
         return 1.0f;
@@ -899,12 +935,24 @@ __device__ __forceinline__ float row_scale(const void* w, int rows, int columns,
 // Each row's thread-partial sums times its scale (nothing for unscaled formats).
 template <typename F, int ROWS, int TOKENS>
 __device__ __forceinline__ void apply_row_scales(float (&acc)[ROWS][TOKENS], const float (&scales)[ROWS]) {
-    if constexpr (F::SCALED) {
+    if constexpr (F::ROW_SCALES) {
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
 #pragma unroll
             for (int t = 0; t < TOKENS; t++) acc[r][t] *= scales[r];
         }
+    }
+}
+
+// The scales of a row's blocks (formats with block scales; null otherwise): chunk c of the row (16 columns, within one
+// block) takes element c / 8.
+template <typename F>
+__device__ __forceinline__ const float* block_scale_row(const void* w, int rows, int columns, int row) {
+    if constexpr (F::BLOCK_SCALES) {
+        const float* scales = reinterpret_cast<const float*>(static_cast<const typename F::Weight*>(w) + (long long) rows * columns);
+        return scales + (long long) (row / FP8_BLOCK) * ((columns + FP8_BLOCK - 1) / FP8_BLOCK);
+    } else {
+        return nullptr;
     }
 }
 
@@ -955,20 +1003,24 @@ __device__ __forceinline__ void dot_chunk(const uint4 (&packed)[ROWS], const flo
 // last: thread-partial sums accumulated into acc[r] (and the squares of x into sumsq when
 // normalizing). The UNROLL loads of every row are issued together before any multiply (HBM latency is hidden
 // only by many loads in flight), and the first ones before waiting for the kernel ahead, whose output x is: only
-// the weights may be read before that wait. x rows are `columns` apart.
+// the weights may be read before that wait. x rows are `columns` apart. Formats with block scales: each row's
+// block scales at blockScales[r] (block_scale_row), each chunk's sums times its block's scale, loaded with the chunk.
 template <typename F, int TOKENS, int ROWS, int UNROLL, bool NORM>
 __device__ __forceinline__ void dot_rows(const uint4* const (&wrow)[ROWS], const float* x, const float* scale,
                                          int columns, int first, int last, int stride,
-                                         float (&acc)[ROWS][TOKENS], float (&sumsq)[TOKENS]) {
+                                         float (&acc)[ROWS][TOKENS], float (&sumsq)[TOKENS],
+                                         const float* const* blockScales = nullptr) {
     bool waited = false;
     for (int base = first; base < last; base += stride * UNROLL) {
         uint4 packed[UNROLL][ROWS];
+        float chunkScale[UNROLL][ROWS];
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
             int c = base + u * stride;
 #pragma unroll
             for (int r = 0; r < ROWS; r++) {
                 packed[u][r] = c < last ? load_weights(wrow[r] + c) : make_uint4(0u, 0u, 0u, 0u);
+                if constexpr (F::BLOCK_SCALES) chunkScale[u][r] = c < last ? __ldg(blockScales[r] + c / (FP8_BLOCK / 16)) : 0.0f;
             }
         }
         if (!waited) {
@@ -978,7 +1030,23 @@ __device__ __forceinline__ void dot_rows(const uint4* const (&wrow)[ROWS], const
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
             int c = base + u * stride;
-            if (c < last) dot_chunk<F, TOKENS, ROWS, NORM>(packed[u], x, scale, columns, c, acc, sumsq);
+            if (c >= last) continue;
+            if constexpr (F::BLOCK_SCALES) {
+                float part[ROWS][TOKENS];
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+#pragma unroll
+                    for (int t = 0; t < TOKENS; t++) part[r][t] = 0.0f;
+                }
+                dot_chunk<F, TOKENS, ROWS, NORM>(packed[u], x, scale, columns, c, part, sumsq);
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+#pragma unroll
+                    for (int t = 0; t < TOKENS; t++) acc[r][t] = fmaf(part[r][t], chunkScale[u][r], acc[r][t]);
+                }
+            } else {
+                dot_chunk<F, TOKENS, ROWS, NORM>(packed[u], x, scale, columns, c, acc, sumsq);
+            }
         }
     }
     if (!waited) wait_for_previous_kernel();
@@ -1124,7 +1192,7 @@ __device__ __forceinline__ void finish_block_rows(const float (&acc)[ROWS][TOKEN
 #define WARP_ROWS(T) ((T) >= 4 ? 4 : (T) >= 2 ? 2 : 1)
 #define SILU_PAIRS(T) ((T) >= 2 ? 2 : 1)
 
-// INT8 rows take the same fusions with another geometry. A 16-byte load holds 16 codes, twice a bf16 load's columns,
+// INT8 (and FP8) rows take the same fusions with another geometry. A 16-byte load holds 16 codes, twice a bf16 load's columns,
 // so one row's dot product loads twice the activation bytes per weight byte and a row is done after a few loads; a
 // warp (or, split, a block) therefore computes INT8_ROWS rows of up to three segments (q, k and v; one segment for
 // a single product), each activation chunk serving all of them, with INT8_UNROLL loads of each row in flight (the
@@ -1143,6 +1211,7 @@ __device__ __forceinline__ void gemv_row_group(const float* x, int columns,
     if (first >= total) return; // uniform over a split block
     const uint4* wrow[ROWS];
     float rowScale[ROWS];
+    const float* blockScales[ROWS];
     Segment segment[ROWS];
     int row[ROWS];
     float acc[ROWS][TOKENS], sumsq[TOKENS];
@@ -1152,6 +1221,7 @@ __device__ __forceinline__ void gemv_row_group(const float* x, int columns,
         find_segment(row[r], segment[r], w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2);
         wrow[r] = weight_row<F>(segment[r].w, row[r], columns);
         rowScale[r] = row_scale<F>(segment[r].w, segment[r].rows, columns, row[r]);
+        blockScales[r] = block_scale_row<F>(segment[r].w, segment[r].rows, columns, row[r]);
 #pragma unroll
         for (int t = 0; t < TOKENS; t++) acc[r][t] = 0.0f;
     }
@@ -1159,7 +1229,8 @@ __device__ __forceinline__ void gemv_row_group(const float* x, int columns,
     for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
     int lane = threadIdx.x & 31;
     dot_rows<F, TOKENS, ROWS, INT8_UNROLL, NORM>(wrow, x, scale, columns, SPLIT ? threadIdx.x : lane,
-                                                 columns >> F::SHIFT, SPLIT ? GEMV_SPLIT_WARPS * 32 : 32, acc, sumsq);
+                                                 columns >> F::SHIFT, SPLIT ? GEMV_SPLIT_WARPS * 32 : 32, acc, sumsq,
+                                                 blockScales);
     apply_row_scales<F>(acc, rowScale);
     if constexpr (SPLIT) {
         finish_block_rows<TOKENS, ROWS, NORM>(acc, sumsq, x, scale, eps, normed, columns, segment, row,
@@ -1204,7 +1275,7 @@ template <typename F, int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv_tokens(const void* w, const float* x, float* out, int rows, int columns,
                                             const float* bias, float* residual, const float* scale, float eps,
                                             float* normed) {
-    if constexpr (F::SCALED) {
+    if constexpr (F::ROW_GROUPS) {
         gemv_row_group<F, TOKENS, NORM, false>(x, columns, w, out, rows, bias, nullptr, nullptr, 0, nullptr, nullptr,
                                                nullptr, 0, nullptr, residual, scale, eps, normed);
         return;
@@ -1255,7 +1326,7 @@ template <typename F, int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv_split_tokens(const void* w, const float* x, float* out, int rows, int columns,
                                                   const float* bias, float* residual, const float* scale, float eps,
                                                   float* normed) {
-    if constexpr (F::SCALED) {
+    if constexpr (F::ROW_GROUPS) {
         gemv_row_group<F, TOKENS, NORM, true>(x, columns, w, out, rows, bias, nullptr, nullptr, 0, nullptr, nullptr,
                                               nullptr, 0, nullptr, residual, scale, eps, normed);
         return;
@@ -1292,7 +1363,7 @@ template <typename F, int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv3_tokens(const float* x, int columns,
         const void* w0, float* o0, int r0, const float* b0, const void* w1, float* o1, int r1, const float* b1,
         const void* w2, float* o2, int r2, const float* b2, const float* scale, float eps, float* normed) {
-    if constexpr (F::SCALED) {
+    if constexpr (F::ROW_GROUPS) {
         gemv_row_group<F, TOKENS, NORM, false>(x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, nullptr, scale,
                                                eps, normed);
         return;
@@ -1318,7 +1389,7 @@ template <typename F, int TOKENS, bool NORM>
 __device__ __forceinline__ void gemv3_split_tokens(const float* x, int columns,
         const void* w0, float* o0, int r0, const float* b0, const void* w1, float* o1, int r1, const float* b1,
         const void* w2, float* o2, int r2, const float* b2, const float* scale, float eps, float* normed) {
-    if constexpr (F::SCALED) {
+    if constexpr (F::ROW_GROUPS) {
         gemv_row_group<F, TOKENS, NORM, true>(x, columns, w0, o0, r0, b0, w1, o1, r1, b1, w2, o2, r2, b2, nullptr, scale,
                                               eps, normed);
         return;
@@ -1393,8 +1464,8 @@ __device__ __forceinline__ void gemv_silu_tokens(const float* x, int columns, co
                                                  float eps, float* normed) {
     // PAIRS (gate, up) row pairs a warp: rows first .. first + PAIRS - 1 of both (loads in flight together). INT8 rows
     // are half as long as bf16 ones: two pairs from one token on, so that each activation chunk serves four rows.
-    constexpr int PAIRS = F::SCALED ? INT8_ROWS / 2 : SILU_PAIRS(TOKENS);
-    constexpr int UNROLL = F::SCALED ? INT8_UNROLL : GEMV_UNROLL / 2;
+    constexpr int PAIRS = F::ROW_GROUPS ? INT8_ROWS / 2 : SILU_PAIRS(TOKENS);
+    constexpr int UNROLL = F::ROW_GROUPS ? INT8_UNROLL : GEMV_UNROLL / 2;
     if constexpr (PAIRS == 1) {
         // One token: the one-pair kernel as it was measured (the general code below takes longer a batch-1 step).
         gemv_silu_one_pair<F, TOKENS, NORM>(x, columns, wg, wu, gate, up, out, rows, scale, eps, normed);
@@ -1406,6 +1477,7 @@ __device__ __forceinline__ void gemv_silu_tokens(const float* x, int columns, co
     if (first >= rows) return;
     const uint4* wrows[2 * PAIRS];
     float rowScale[2 * PAIRS];
+    const float* blockScales[2 * PAIRS];
     float acc[2 * PAIRS][TOKENS], sumsq[TOKENS];
 #pragma unroll
     for (int p = 0; p < PAIRS; p++) {
@@ -1414,12 +1486,15 @@ __device__ __forceinline__ void gemv_silu_tokens(const float* x, int columns, co
         wrows[2 * p + 1] = weight_row<F>(wu, row, columns);
         rowScale[2 * p] = row_scale<F>(wg, rows, columns, row);
         rowScale[2 * p + 1] = row_scale<F>(wu, rows, columns, row);
+        blockScales[2 * p] = block_scale_row<F>(wg, rows, columns, row);
+        blockScales[2 * p + 1] = block_scale_row<F>(wu, rows, columns, row);
 #pragma unroll
         for (int t = 0; t < TOKENS; t++) acc[2 * p][t] = acc[2 * p + 1][t] = 0.0f;
     }
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
-    dot_rows<F, TOKENS, 2 * PAIRS, UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> F::SHIFT, 32, acc, sumsq);
+    dot_rows<F, TOKENS, 2 * PAIRS, UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> F::SHIFT, 32, acc, sumsq,
+                                                 blockScales);
     apply_row_scales<F>(acc, rowScale);
     float inv[TOKENS];
 #pragma unroll
@@ -1502,6 +1577,13 @@ GEMV_TOKENS(1, int8, Int8Weights, signed char)
 GEMV_TOKENS(2, int8, Int8Weights, signed char)
 GEMV_TOKENS(3, int8, Int8Weights, signed char)
 GEMV_TOKENS(4, int8, Int8Weights, signed char)
+#endif
+// FP8 weights in blocks of 128 x 128 (fp8, DeepSeek-V3's), the same way.
+#if KILN_IN_UNIT(9)
+GEMV_TOKENS(1, fp8, Fp8Weights, unsigned char)
+GEMV_TOKENS(2, fp8, Fp8Weights, unsigned char)
+GEMV_TOKENS(3, fp8, Fp8Weights, unsigned char)
+GEMV_TOKENS(4, fp8, Fp8Weights, unsigned char)
 #endif
 
 // The same for f32 weights (checkpoints stored in f32 or f16); vectorized: columns % 4 == 0, 16-byte aligned.
