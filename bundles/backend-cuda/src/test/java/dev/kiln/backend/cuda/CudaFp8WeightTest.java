@@ -116,9 +116,9 @@ class CudaFp8WeightTest {
                 float[] x = Data.uniform(random, tokens * columns);
                 double error = relativeError(weight, x, tokens, loaded.matrix());
                 // Rows of whole 64-column chunks in blocks of a multiple of 64 columns take the tensor-core kernels from
-                // SKINNY_MIN_TOKENS to 32 tokens, which multiply the activations' bf16 parts as the prefill path does.
+                // the format's skinnyMinTokens to 32 tokens, which multiply the activations' bf16 parts as the prefill path does.
                 boolean streamed = tokens <= 8 && !(columns % 64 == 0 && blockColumns % 64 == 0
-                        && tokens >= Kernels.SKINNY_MIN_TOKENS);
+                        && tokens >= Kernels.skinnyMinTokens("fp8"));
                 double bound = streamed ? GEMV_TOLERANCE : PREFILL_TOLERANCE;
                 assertTrue(error <= bound, kind + " " + rows + "x" + columns + " in blocks of " + blockRows + "x"
                         + blockColumns + ", " + tokens + " tokens: relative error " + error + " > " + bound);
@@ -146,7 +146,7 @@ class CudaFp8WeightTest {
      * and leaves the other rows as they were.
      */
     @ParameterizedTest(name = "{0} columns")
-    @ValueSource(ints = {160, 77, 128}) // 128: the tensor-core kernels from SKINNY_MIN_TOKENS to 32 tokens
+    @ValueSource(ints = {160, 77, 128}) // 128: the tensor-core kernels from skinnyMinTokens to 32 tokens
     void aNanCodeMakesItsRowNaNAndOnlyItsRow(int columns) {
         int rows = 40;
         Loaded loaded = stored(rows, columns, 128, 128, true);
@@ -168,7 +168,7 @@ class CudaFp8WeightTest {
                         scale = Math.max(scale, Math.abs(expected[t * rows + r]));
                     }
                 }
-                boolean streamed = tokens <= 8 && !(columns % 64 == 0 && tokens >= Kernels.SKINNY_MIN_TOKENS);
+                boolean streamed = tokens <= 8 && !(columns % 64 == 0 && tokens >= Kernels.skinnyMinTokens("fp8"));
                 double bound = streamed ? GEMV_TOLERANCE : PREFILL_TOLERANCE;
                 assertTrue(worst / scale <= bound, tokens + " tokens: the other rows differ by " + worst / scale);
             }

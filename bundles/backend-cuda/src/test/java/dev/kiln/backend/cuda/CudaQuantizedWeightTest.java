@@ -113,9 +113,10 @@ class CudaQuantizedWeightTest {
             for (int tokens : TOKENS) {
                 float[] x = Data.uniform(random, tokens * columns);
                 double error = relativeError(weight, x, tokens, rows, columns, r -> dequantized[r]);
-                // Rows of whole 64-column chunks take the tensor-core kernels from SKINNY_MIN_TOKENS on (INT4 in
-                // groups of 64 or 128 columns too), which multiply the activations' bf16 parts as the prefill path does.
-                boolean streamed = tokens <= 8 && !(columns % 64 == 0 && tokens >= Kernels.SKINNY_MIN_TOKENS);
+                // Rows of whole 64-column chunks take the tensor-core kernels from the format's skinnyMinTokens on (INT4
+                // in groups of 64 or 128 columns too), which multiply the activations' bf16 parts as the prefill path does.
+                boolean streamed = tokens <= 8 && !(columns % 64 == 0
+                        && tokens >= Kernels.skinnyMinTokens(format.groupSize == 0 ? "int8" : "int4"));
                 double bound = streamed ? GEMV_TOLERANCE : PREFILL_TOLERANCE;
                 assertTrue(error <= bound, format + " " + rows + "x" + columns + ", " + tokens + " tokens: relative error "
                         + error + " > " + bound);

@@ -170,6 +170,33 @@ public final class Kernels implements AutoCloseable {
     public static final int SKINNY_MIN_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.skinnyMinTokens", 5), 1,
             SkinnyPlan.MAX_TOKENS + 1);
     /**
+     * The same for INT8 and FP8 codes (system properties {@code kiln.cuda.skinnyMinTokens.int8} and {@code .fp8}):
+     * their token GEMVs widen 16 codes a load in f32, and from 4 tokens on the widening and multiply-adds cost more
+     * than the launches the fusions save. Measured on an H100 (1.5B shape, graphs, overlapped steps, alternated twice):
+     * INT8 batch 4 took 1.79 / 1.89 ms a step with these against 2.09 / 1.98 with the token GEMVs, batch 3 1.71 against
+     * 1.62, batch 2 1.66 against 1.38; FP8 batch 4 1.93 / 1.93 against 2.07 / 2.02, batch 3 1.75 against 1.71.
+     */
+    static final int SKINNY_MIN_TOKENS_INT8 = Math.clamp(Integer.getInteger("kiln.cuda.skinnyMinTokens.int8", 4), 1,
+            SkinnyPlan.MAX_TOKENS + 1);
+    static final int SKINNY_MIN_TOKENS_FP8 = Math.clamp(Integer.getInteger("kiln.cuda.skinnyMinTokens.fp8", 4), 1,
+            SkinnyPlan.MAX_TOKENS + 1);
+    /**
+     * The same for INT4 codes (system property {@code kiln.cuda.skinnyMinTokens.int4}), whose own GEMVs have no fusions:
+     * batch 3 took 1.62 ms a step with these against 1.85, batch 4 1.76 against 1.97, batch 2 1.62 against 1.46.
+     */
+    static final int SKINNY_MIN_TOKENS_INT4 = Math.clamp(Integer.getInteger("kiln.cuda.skinnyMinTokens.int4", 3), 1,
+            SkinnyPlan.MAX_TOKENS + 1);
+
+    /** Fewest tokens a product of a weight format ("bf16", "int8", "int4", "fp8") takes {@link #skinny} with. */
+    public static int skinnyMinTokens(String format) {
+        return switch (format) {
+            case "int8" -> SKINNY_MIN_TOKENS_INT8;
+            case "int4" -> SKINNY_MIN_TOKENS_INT4;
+            case "fp8" -> SKINNY_MIN_TOKENS_FP8;
+            default -> SKINNY_MIN_TOKENS;
+        };
+    }
+    /**
      * Most tokens that take them (system property {@code kiln.cuda.skinnyMaxTokens}, at most
      * {@link SkinnyPlan#MAX_TOKENS}): above, the paired cuBLAS GEMM. At 32 tokens their gated MLP product runs at half
      * the weight-read rate, and a step took 3.11 ms against 3.00 with cuBLAS; at 16, 2.30 against 2.95.
@@ -713,7 +740,7 @@ public final class Kernels implements AutoCloseable {
 
     /**
      * Whether a bf16 product of this many tokens and columns takes {@link #skinny} here: compute capability 8.0 (bf16
-     * tensor-core products), from {@link #SKINNY_MIN_TOKENS} to {@link #SKINNY_MAX_TOKENS} tokens (to
+     * tensor-core products), from {@link #skinnyMinTokens} to {@link #SKINNY_MAX_TOKENS} tokens (to
      * {@link #SKINNY_NARROW_MAX_TOKENS} for fewer rows than {@link #SPLIT_BELOW_ROWS}, to
      * {@link #SKINNY_QUANTIZED_MAX_TOKENS} for codes), whole 64-column chunks, 16-byte aligned weights. {@code format}:
      * "bf16", "int8", "int4" or "fp8".
@@ -721,7 +748,7 @@ public final class Kernels implements AutoCloseable {
     public boolean skinnyTakes(int tokens, int rows, int columns, long w, String format) {
         int most = !format.equals("bf16") ? SKINNY_QUANTIZED_MAX_TOKENS
                 : rows < SPLIT_BELOW_ROWS ? Math.max(SKINNY_MAX_TOKENS, SKINNY_NARROW_MAX_TOKENS) : SKINNY_MAX_TOKENS;
-        return skinnyAvailable && tokens >= SKINNY_MIN_TOKENS && tokens <= most && SkinnyPlan.takes(tokens, columns)
+        return skinnyAvailable && tokens >= skinnyMinTokens(format) && tokens <= most && SkinnyPlan.takes(tokens, columns)
                 && w % 16 == 0;
     }
 
