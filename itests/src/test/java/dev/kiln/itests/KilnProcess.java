@@ -3,6 +3,7 @@ package dev.kiln.itests;
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStreamReader;
+import java.io.UncheckedIOException;
 import java.net.ServerSocket;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -30,8 +31,19 @@ final class KilnProcess implements AutoCloseable {
     private KilnProcess(Process process, int port) {
         this.process = process;
         this.port = port;
+        follow(process, lines::add);
+    }
+
+    /** Hands each line a process prints to {@code sink}, from a virtual thread, until its output ends. */
+    static void follow(Process process, java.util.function.Consumer<String> sink) {
         BufferedReader reader = new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8));
-        Thread.ofVirtual().start(() -> reader.lines().forEach(lines::add));
+        Thread.ofVirtual().start(() -> {
+            try {
+                reader.lines().forEach(sink);
+            } catch (UncheckedIOException e) {
+                // The process was stopped: the JDK closes its output under this reader, which ends here.
+            }
+        });
     }
 
     /** Starts {@code kiln serve ARGS} and waits until it reports that it serves. */

@@ -6,9 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.kiln.loader.safetensors.SafetensorsFile;
 import dev.kiln.loader.safetensors.TensorValues;
-import java.io.BufferedReader;
 import java.io.IOException;
-import java.io.InputStreamReader;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -138,8 +136,7 @@ class LauncherIT {
         private final List<String> seen = new ArrayList<>();
 
         Lines(Process p) {
-            BufferedReader reader = new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8));
-            Thread.ofVirtual().start(() -> reader.lines().forEach(queue::add));
+            KilnProcess.follow(p, queue::add);
         }
 
         String await(String prefix, Duration timeout) throws InterruptedException {
