@@ -32,8 +32,8 @@ import org.junit.jupiter.params.provider.MethodSource;
 
 /**
  * The device's INT8 and INT4 weights against float64 products with their dequantized matrices: 1..8 tokens (the
- * streaming GEMVs, split and not; rows of whole 64-column chunks from 5 to 32 tokens the tensor-core kernels) and
- * 9..40 (the dequantizing prefill path, or those kernels), on shapes that end mid-group, mid-step
+ * streaming GEMVs, split and not; rows of whole 64-column chunks the tensor-core kernels from 4 (INT8) or 3 (INT4)
+ * tokens to 32) and 9..40 (the dequantizing prefill path, or those kernels), on shapes that end mid-group, mid-step
  * and mid-warp, and on widths the vectorized GEMV cannot take; row gathers; and a large weight: its device bytes
  * against bf16's, and a prefill that crosses a tile boundary. Outputs are filled with NaN first and one row more than
  * the product is allocated, which must stay NaN. Runs only where a CUDA device is.
@@ -89,7 +89,7 @@ class CudaQuantizedWeightTest {
      * Rows not a multiple of the 4 or 8 rows of a warp nor of a block's 16 or 32; widths ending mid-group (1552 =
      * 12·128 + 16, 208, 336, 160) and within the vectorized path (multiples of 16) or not (100, 77); 1536 rows as the
      * 1.5B model's (split kernels on an H100), 4500 rows (row-group kernels); widths of whole 64-column chunks (512,
-     * 128), which products of 5 to 32 tokens take to the tensor cores.
+     * 128), which products of 3 or 4 to 32 tokens take to the tensor cores.
      */
     static List<Object[]> cases() {
         int[][] shapes = {{301, 1552}, {37, 208}, {45, 16}, {1536, 336}, {4500, 48}, {3, 160}, {301, 100}, {29, 77},

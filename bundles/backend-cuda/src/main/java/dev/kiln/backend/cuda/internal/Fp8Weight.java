@@ -18,8 +18,8 @@ import java.lang.foreign.ValueLayout;
  * <p>Decode products of 1 to {@link Kernels#FP8_GEMV_MAX_TOKENS} tokens in blocks of 128 × 128 (DeepSeek-V3's, and
  * the quantizer's) take the token-specialised products of {@link Kernels#gemvFp8}, with the fusions the recorder gives
  * bf16 products (the norm before, q/k/v and gate/up in one launch, the gating, bias and residual add after).
- * Decode batches of 5 to 32 tokens over blocks of a multiple of 64 columns take the tensor-core kernels
- * ({@link Kernels#skinnyTakes}): codes decoded to bf16 in registers, each 64-column chunk's sums times its block's
+ * Decode batches of 4 to 32 tokens ({@link Kernels#skinnyMinTokens}) over blocks of a multiple of 64 columns take the
+ * tensor-core kernels ({@link Kernels#skinnyTakes}) first: codes decoded to bf16 in registers, each 64-column chunk's sums times its block's
  * scale. Other products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, 16 per 16-byte load,
  * decoded to f32 in registers, each 16-column step's sums scaled by its block's scale, f32 accumulation. Larger
  * products dequantize the weight, a tile of rows at a time, into bf16 scratch for cuBLAS with the activations split

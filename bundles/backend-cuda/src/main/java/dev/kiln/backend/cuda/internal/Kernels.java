@@ -56,7 +56,10 @@ public final class Kernels implements AutoCloseable {
     private final TokenGemvs int8Gemvs;
     /** The same of FP8 codes in blocks of 128 x 128 (scales after the codes), 1 to {@link #FP8_GEMV_MAX_TOKENS} tokens. */
     private final TokenGemvs fp8Gemvs;
-    /** Most tokens of the INT8 token-specialised products (from 5 on the tensor-core products take INT8 weights). */
+    /**
+     * Most tokens of the INT8 token-specialised products; the tensor-core products take INT8 weights from
+     * {@link #skinnyMinTokens} on (4 by default) where they can.
+     */
     public static final int INT8_GEMV_MAX_TOKENS = 4;
     /** Rows a warp (split: a block) of the INT8 token products computes (INT8_ROWS in the source). */
     static final int INT8_ROWS = 4;
@@ -66,7 +69,10 @@ public final class Kernels implements AutoCloseable {
      */
     static final int INT8_GEMV_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.int8GemvMaxTokens", INT8_GEMV_MAX_TOKENS),
             0, INT8_GEMV_MAX_TOKENS);
-    /** Most tokens of the FP8 token-specialised products (from 5 on the tensor-core products take FP8 weights). */
+    /**
+     * Most tokens of the FP8 token-specialised products; the tensor-core products take FP8 weights from
+     * {@link #skinnyMinTokens} on (4 by default) where they can.
+     */
     public static final int FP8_GEMV_MAX_TOKENS = 4;
     /** The rows and columns of the scale blocks the FP8 token-specialised products take (FP8_BLOCK in the source). */
     public static final int FP8_GEMV_BLOCK = 128;
@@ -161,8 +167,8 @@ public final class Kernels implements AutoCloseable {
     private final boolean skinnyAvailable;
     private final int largestSkinnyCluster;
     /**
-     * Fewest tokens a product takes the tensor-core few-token kernels with (system property
-     * {@code kiln.cuda.skinnyMinTokens}). Below it the GEMV kernels, whose fusions (the norm before a product, the
+     * Fewest tokens a bf16 product takes the tensor-core few-token kernels with (system property
+     * {@code kiln.cuda.skinnyMinTokens}; the quantized formats have their own, below). Below it the GEMV kernels, whose fusions (the norm before a product, the
      * residual add after it) save two launches a layer: measured on an H100 (1.5B shape, graphs, overlapped steps),
      * batch 2 took 1.62 ms a step with the GEMVs against 1.95 with these, batch 4 1.96 against 1.97, batch 8 2.91
      * against 2.13.

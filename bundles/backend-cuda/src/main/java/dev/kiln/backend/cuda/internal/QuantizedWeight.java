@@ -19,9 +19,9 @@ import java.lang.foreign.MemorySegment;
  * The scales follow the codes in one allocation: a kernel given only the codes' address and the shape finds them
  * (the token-specialised INT8 products of {@link Kernels#gemvInt8} take the arguments of the bf16 ones that way).
  *
- * <p>Products of the tokens {@link Kernels#skinnyTakes} (decode batches of 5 to 32; INT4 in groups of a multiple of 64
- * columns) stream the codes once into the tensor-core kernels, widened to bf16 in registers, against the activations'
- * bf16 parts. INT8 products of 1 to {@link Kernels#INT8_GEMV_MAX_TOKENS} tokens take the token-specialised kernels of
+ * <p>Products of the tokens {@link Kernels#skinnyTakes} (decode batches of 4 to 32 for INT8, 3 to 32 for INT4, see
+ * {@link Kernels#skinnyMinTokens}; INT4 in groups of a multiple of 64 columns) stream the codes once into the
+ * tensor-core kernels, widened to bf16 in registers, against the activations' bf16 parts. INT8 products of 1 to {@link Kernels#INT8_GEMV_MAX_TOKENS} tokens take the token-specialised kernels of
  * bf16 weights, fusions included (the norm before, q/k/v and gate/up each in one launch, the gating, the bias and the
  * residual add). Other products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, widened to floats in
  * registers, with f32 sums. Larger products dequantize the weight, a tile of rows at a time, into bf16 scratch for

@@ -826,9 +826,10 @@ extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float
 // them; the Java side always passes the norm's output, time_decode_step.py measures without).
 
 // The weight formats of these products. A lane loads 16 bytes of a row at a time (a chunk): 8 bf16 weights, or 16
-// INT8 codes q whose row's f32 scale s multiplies the row's sums once at the end (W[r, c] = q[r, c] * s[r]). An INT8
-// weight's scales follow all its rows' codes in memory, so both formats take the same arguments (the weight's
-// address) and the Java side's fusions treat them alike. Rows are `columns` weights long and 16-byte aligned.
+// INT8 codes q whose row's f32 scale s multiplies the row's sums once at the end (W[r, c] = q[r, c] * s[r]), or 16 FP8
+// codes whose 128x128 block's scale multiplies the chunk's sums (Fp8Weights below). An INT8 or FP8 weight's scales
+// follow all its rows' codes in memory, so every format takes the same arguments (the weight's address) and the Java
+// side's fusions treat them alike. Rows are `columns` weights long and 16-byte aligned.
 struct Bf16Weights {
     static constexpr int COLUMNS = 8; // columns of a chunk
     static constexpr int SHIFT = 3;   // log2(COLUMNS)
@@ -1581,7 +1582,8 @@ GEMV_BF16_TOKENS(8)
 GEMV_BF16_TOKENS(6)
 GEMV_BF16_TOKENS(7)
 #endif
-// INT8 weights (weight_only_int8, whole 16-column rows) up to 4 tokens: from 5 on the tensor-core products take them.
+// INT8 weights (weight_only_int8, whole 16-column rows) up to 4 tokens; the tensor-core products take them from 4 tokens
+// (Kernels.skinnyMinTokens) where their rows are whole 64-column chunks.
 #if KILN_IN_UNIT(8)
 GEMV_TOKENS(1, int8, Int8Weights, signed char)
 GEMV_TOKENS(2, int8, Int8Weights, signed char)
