@@ -1395,6 +1395,11 @@ def fp8_rows(rows, cols, block_rows, block_cols, nan_row=None):
     return codes, scale, e4m3_values(codes) * full
 
 
+def subnormal_e4m3_rows(rows, cols):
+    """e4m3 codes that are all subnormal (0.mmm x 2^-6, m > 0), of both signs."""
+    return rng.choice(np.array([m | sign for m in range(1, 8) for sign in (0, 0x80)], np.uint8), (rows, cols))
+
+
 def int8_rows(rows, cols):
     """Per-row symmetric INT8 codes and scales (the CPU rule) and the weights they stand for."""
     w = rng.uniform(-1, 1, (rows, cols))
@@ -1419,30 +1424,34 @@ def int8_gemv():
 
 
 def fp8_gemv():
-    """The same over FP8 codes in blocks of 128 x 128 (kiln_gemv*_fp8_t1..4); a NaN code makes exactly its row NaN."""
+    """The same over FP8 codes in blocks of 128 x 128 (kiln_gemv*_fp8_t1..4); a NaN code makes exactly its row NaN, and
+    subnormal codes keep their values."""
     quantized_token_gemvs("fp8")
     cols = 1536
     for tokens in range(1, 5):
         x = cp.asarray(rng.uniform(-1, 1, (tokens, cols)).astype(np.float32))
+
+        def products(codes, sc):
+            """The plain and the split kernel's products of 40 rows of codes, by kernel name."""
+            outs = {}
+            for kind, grid in (("", (-(-40 // 16),)), ("_split", (-(-40 // 4),))):
+                out = poison((tokens, 40))
+                K[f"kiln_gemv{kind}_fp8_t{tokens}"](grid, (128,), (fp8_weight(codes, sc), x, out, i32(40), i32(cols),
+                                                    i32(tokens), i32(1), np.uint64(0), np.uint64(0), np.uint64(0), f32(0),
+                                                    np.uint64(0)))
+                outs[f"gemv{kind}_fp8_t{tokens}"] = cp.asnumpy(out)
+            return outs
+
         codes, sc, _ = fp8_rows(40, cols, 128, 128, nan_row=9)
-        for kind, grid in (("", (-(-40 // 16),)), ("_split", (-(-40 // 4),))):
-            out = poison((tokens, 40))
-            K[f"kiln_gemv{kind}_fp8_t{tokens}"](grid, (128,), (fp8_weight(codes, sc), x, out, i32(40), i32(cols), i32(tokens),
-                                                i32(1), np.uint64(0), np.uint64(0), np.uint64(0), f32(0), np.uint64(0)))
-            got = cp.asnumpy(out)
+        for name, got in products(codes, sc).items():
             if not (np.all(np.isnan(got[:, 9])) and not np.any(np.isnan(np.delete(got, 9, axis=1)))):
-                failures.append(f"gemv{kind}_fp8_t{tokens}: a NaN code did not make exactly its row NaN")
+                failures.append(f"{name}: a NaN code did not make exactly its row NaN")
             else:
-                print(f"PASS gemv{kind}_fp8_t{tokens}: a NaN code makes exactly its row NaN")
+                print(f"PASS {name}: a NaN code makes exactly its row NaN")
         # Subnormal codes only (0.mmm x 2^-6) under a scale of 1: a decode that flushed them would give zeros.
-        codes = rng.choice(np.array([m | sign for m in range(1, 8) for sign in (0, 0x80)], np.uint8), (40, cols))
-        sc = np.ones((1, cols // 128), np.float32)
-        for kind, grid in (("", (-(-40 // 16),)), ("_split", (-(-40 // 4),))):
-            out = poison((tokens, 40))
-            K[f"kiln_gemv{kind}_fp8_t{tokens}"](grid, (128,), (fp8_weight(codes, sc), x, out, i32(40), i32(cols), i32(tokens),
-                                                i32(1), np.uint64(0), np.uint64(0), np.uint64(0), f32(0), np.uint64(0)))
-            check(f"gemv{kind}_fp8_t{tokens}, subnormal codes", out, cp.asnumpy(x).astype(np.float64) @ e4m3_values(codes).T,
-                  2e-6 * cols)
+        codes = subnormal_e4m3_rows(40, cols)
+        for name, got in products(codes, np.ones((1, cols // 128), np.float32)).items():
+            check(f"{name}, subnormal codes", got, cp.asnumpy(x).astype(np.float64) @ e4m3_values(codes).T, 2e-6 * cols)
 
 
 def quantized_token_gemvs(fmt):
@@ -1607,7 +1616,7 @@ def skinny():
         else:
             print(f"PASS skinny fp8 {tokens} tokens: a NaN code makes exactly its row NaN")
         # Subnormal codes only (0.mmm x 2^-6) under a scale of 1: a widening that flushed them would give zeros.
-        codes = rng.choice(np.array([m | sign for m in range(1, 8) for sign in (0, 0x80)], np.uint8), (40, cols))
+        codes = subnormal_e4m3_rows(40, cols)
         sc = np.ones((1, -(-cols // 128)), np.float32)
         out = poison((tokens, 40))
         skinny_launch([(cp.asarray(codes), out, 40, None, cp.asarray(sc))], hi, lo, cols, tokens, 1,

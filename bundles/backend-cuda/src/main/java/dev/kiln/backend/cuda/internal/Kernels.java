@@ -144,16 +144,22 @@ public final class Kernels implements AutoCloseable {
             return tokens <= multi.length && (f.equals(multi[tokens - 1]) || f.equals(multiSplit[tokens - 1]));
         }
 
-        boolean hasSingle(MemorySegment f) {
-            for (int t = 1; t <= plain.length; t++) if (isSingle(f, t)) return true;
-            return false;
-        }
-
-        boolean hasMulti(MemorySegment f) {
-            for (int t = 1; t <= multi.length; t++) if (isMulti(f, t)) return true;
-            return false;
+        /** Enters this family's one-product kernels into {@code singles} and its multi-segment ones into {@code multis}. */
+        void index(java.util.Map<MemorySegment, TokenGemvs> singles, java.util.Map<MemorySegment, TokenGemvs> multis) {
+            for (int t = 0; t < plain.length; t++) {
+                singles.put(plain[t], this);
+                singles.put(split[t], this);
+                multis.put(multi[t], this);
+                multis.put(multiSplit[t], this);
+            }
         }
     }
+    /**
+     * The token GEMV families by function, of every token count: by their one-product kernels (warp or block per row)
+     * and by their multi-segment kernels. The fusions ask which family the held launch is of.
+     */
+    private final java.util.Map<MemorySegment, TokenGemvs> singleFamilies = new java.util.HashMap<>();
+    private final java.util.Map<MemorySegment, TokenGemvs> multiFamilies = new java.util.HashMap<>();
     /**
      * The few-token entries by name ({@code kiln_skinny[_silu]_<format>_n<T>_r<R>[_t2]}, see {@link SkinnyPlan}), and
      * what each one is, by function (the fusions ask that of the held launch); empty below compute capability 8.0.
@@ -309,6 +315,7 @@ public final class Kernels implements AutoCloseable {
         bf16Gemvs = TokenGemvs.load(modules, "bf16", GEMV_MAX_TOKENS, false);
         int8Gemvs = TokenGemvs.load(modules, "int8", INT8_GEMV_MAX_TOKENS, true);
         fp8Gemvs = TokenGemvs.load(modules, "fp8", FP8_GEMV_MAX_TOKENS, true);
+        for (TokenGemvs family : new TokenGemvs[] {bf16Gemvs, int8Gemvs, fp8Gemvs}) family.index(singleFamilies, multiFamilies);
     }
 
     private MemorySegment function(String name) {
@@ -697,9 +704,7 @@ public final class Kernels implements AutoCloseable {
      * columns not a multiple of 16, or codes or x not 16-byte aligned.
      */
     public boolean gemvInt8(long codes, long x, long out, int rows, int columns, int tokens) {
-        if (tokens < 1 || tokens > INT8_GEMV_TOKENS || columns % 16 != 0 || codes % 16 != 0 || x % 16 != 0) return false;
-        if (rows > 0) tokenGemv(int8Gemvs, codes, x, out, rows, columns, tokens);
-        return true;
+        return codesGemv(int8Gemvs, INT8_GEMV_TOKENS, codes, x, out, rows, columns, tokens);
     }
 
     /**
@@ -710,8 +715,14 @@ public final class Kernels implements AutoCloseable {
      * tokens, columns not a multiple of 16, or codes or x not 16-byte aligned.
      */
     public boolean gemvFp8(long codes, long x, long out, int rows, int columns, int tokens) {
-        if (tokens < 1 || tokens > FP8_GEMV_TOKENS || columns % 16 != 0 || codes % 16 != 0 || x % 16 != 0) return false;
-        if (rows > 0) tokenGemv(fp8Gemvs, codes, x, out, rows, columns, tokens);
+        return codesGemv(fp8Gemvs, FP8_GEMV_TOKENS, codes, x, out, rows, columns, tokens);
+    }
+
+    /** {@link #tokenGemv} for a family of one-byte codes, where its kernels take the product (see {@link #gemvInt8}). */
+    private boolean codesGemv(TokenGemvs family, int mostTokens, long codes, long x, long out, int rows, int columns,
+                              int tokens) {
+        if (tokens < 1 || tokens > mostTokens || columns % 16 != 0 || codes % 16 != 0 || x % 16 != 0) return false;
+        if (rows > 0) tokenGemv(family, codes, x, out, rows, columns, tokens);
         return true;
     }
 
@@ -1006,10 +1017,7 @@ public final class Kernels implements AutoCloseable {
 
     /** The family whose multi-segment kernel the function is, or null. */
     private TokenGemvs multiFamily(MemorySegment function) {
-        for (TokenGemvs family : new TokenGemvs[] {bf16Gemvs, int8Gemvs, fp8Gemvs}) {
-            if (family.hasMulti(function)) return family;
-        }
-        return null;
+        return multiFamilies.get(function);
     }
 
     private boolean isGemv3(MemorySegment function) {
@@ -1018,7 +1026,7 @@ public final class Kernels implements AutoCloseable {
 
     /** The token-specialised GEMVs of any format (warp or block per row), which take a residual and a fused norm. */
     private boolean isTokenGemv(MemorySegment function) {
-        return bf16Gemvs.hasSingle(function) || int8Gemvs.hasSingle(function) || fp8Gemvs.hasSingle(function);
+        return singleFamilies.containsKey(function);
     }
 
     private boolean isGemv(MemorySegment function) {

@@ -867,6 +867,14 @@ __device__ __forceinline__ void int8_word(unsigned int word, float* w) {
     w[3] = int8_code<3>(u);
 }
 
+// Columns 8 H .. 8 H + 7 of a chunk of 16 one-byte codes (INT8, FP8): its words 2 H and 2 H + 1, four codes each
+// widened by `word`.
+template <int H>
+__device__ __forceinline__ void widen_byte_codes(const uint4& p, float (&w)[8], void (*word)(unsigned int, float*)) {
+    word(H == 0 ? p.x : p.z, w);
+    word(H == 0 ? p.y : p.w, w + 4);
+}
+
 struct Int8Weights {
     static constexpr int COLUMNS = 16;
     static constexpr int SHIFT = 4;
@@ -876,8 +884,7 @@ struct Int8Weights {
     static constexpr bool BLOCK_SCALES = false;
     template <int H>
     static __device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
-        int8_word(H == 0 ? p.x : p.z, w);
-        int8_word(H == 0 ? p.y : p.w, w + 4);
+        widen_byte_codes<H>(p, w, int8_word);
     }
 };
 
@@ -890,12 +897,16 @@ struct Int8Weights {
 // bit 7 only from 0x7F).
 #define FP8_BLOCK 128
 
+__device__ __forceinline__ bool e4m3_word_has_nan(unsigned int word) {
+    return (((word & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u) != 0u;
+}
+
 __device__ __forceinline__ void e4m3_word(unsigned int word, float* w) {
 #pragma unroll
     for (int k = 0; k < 4; k++) {
         w[k] = __uint_as_float((unsigned int) ((int) (word << (24 - 8 * k)) >> 4) & 0x87F00000u) * 0x1p120f;
     }
-    if ((((word & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u) != 0u) w[0] = __uint_as_float(0x7FC00000u);
+    if (e4m3_word_has_nan(word)) w[0] = __uint_as_float(0x7FC00000u);
 }
 
 struct Fp8Weights {
@@ -907,8 +918,7 @@ struct Fp8Weights {
     static constexpr bool BLOCK_SCALES = true;
     template <int H>
     static __device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
-        e4m3_word(H == 0 ? p.x : p.z, w);
-        e4m3_word(H == 0 ? p.y : p.w, w + 4);
+        widen_byte_codes<H>(p, w, e4m3_word);
     }
 };
 
@@ -3188,11 +3198,9 @@ __device__ __forceinline__ unsigned e4m3_pair_bf16(unsigned codes) {
 
 // The four e4m3 codes of a word as the pairs of e4m3_pair_bf16, columns (0, 2) and (1, 3). A word holding a NaN code
 // (S.1111.111) gets a NaN first pair instead, so that its row's sums are NaN as the product with that weight would be,
-// whatever the activations (a test and a select per four codes): adding 1 to a byte's low seven bits carries into
-// its bit 7 only from 0x7F, and never into the next byte.
+// whatever the activations (a test and a select per four codes, as e4m3_word does).
 __device__ __forceinline__ uint2 fp8_word_bf16(unsigned codes) {
-    bool nan = (((codes & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u) != 0u;
-    return make_uint2(nan ? 0x7FC07FC0u : e4m3_pair_bf16<0>(codes), e4m3_pair_bf16<1>(codes));
+    return make_uint2(e4m3_word_has_nan(codes) ? 0x7FC07FC0u : e4m3_pair_bf16<0>(codes), e4m3_pair_bf16<1>(codes));
 }
 
 // The loaded bytes as bf16 A-fragment words: part p of row (m, h) holds the lane's 8 columns of k16 steps 2p and
