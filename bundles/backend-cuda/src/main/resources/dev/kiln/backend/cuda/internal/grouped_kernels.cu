@@ -42,12 +42,13 @@ typedef unsigned short bf16_t;
 // 16-byte weight loads each lane has in flight per row.
 #define EXPERT_UNROLL 4
 
-// Programmatic dependent launch, as in kernels.cu: every kernel waits here before it touches anything an earlier
-// kernel wrote, then lets the next one start. No pointer is __restrict__ (the compiler may hoist such loads above it).
+// Programmatic dependent launch, as in kernels.cu: every kernel lets the next one start, then waits here before it
+// touches anything (none of these reads anything before it). No pointer is __restrict__ (the compiler may hoist such
+// loads above it).
 __device__ __forceinline__ void wait_for_previous_kernel() {
 #if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
 

@@ -29,10 +29,19 @@ typedef unsigned short bf16_t;
 
 // Programmatic dependent launch, as in kernels.cu (this module is compiled on its own, hence the copy): every kernel
 // here may start before the one ahead of it on the stream has finished, so each waits here before it touches any
-// activation, then lets the next one start; no pointer is __restrict__ (the compiler may hoist such loads above it).
+// activation; no pointer is __restrict__ (the compiler may hoist such loads above it). Each lets the kernel behind it
+// start before its own wait, except the row gathers that start a forward (see kernels.cu's
+// wait_then_release_next_kernel for why those wait first).
 // The token-specialised GEMVs wait after issuing their first round of weight loads (weights depend on nothing
 // computed) and read activations with plain loads, never __ldg, which the compiler may treat as invariant and hoist.
 __device__ __forceinline__ void wait_for_previous_kernel() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_then_release_next_kernel() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -490,7 +499,7 @@ extern "C" __global__ void kiln_int4_dequantize_split(const unsigned char* codes
 // out[i] = W[ids[i]] dequantised, one block per id.
 extern "C" __global__ void kiln_int8_gather_rows(const signed char* codes, const float* scales, const int* ids,
                                                  float* out, int columns, int stride) {
-    wait_for_previous_kernel();
+    wait_then_release_next_kernel();
     long long id = ids[blockIdx.x];
     float scale = scales[id];
     const signed char* wr = codes + id * stride;
@@ -500,7 +509,7 @@ extern "C" __global__ void kiln_int8_gather_rows(const signed char* codes, const
 
 extern "C" __global__ void kiln_int4_gather_rows(const unsigned char* codes, const float* scales, const int* ids,
                                                  float* out, int columns, int strideBytes, int groups, int groupSize) {
-    wait_for_previous_kernel();
+    wait_then_release_next_kernel();
     long long id = ids[blockIdx.x];
     const unsigned char* wr = codes + id * strideBytes;
     const float* sr = scales + id * groups;
