@@ -29,8 +29,9 @@ import org.slf4j.LoggerFactory;
  * memory, which a graph's copy nodes read when the graph runs. A chunk's identity is therefore the exact list of
  * its launches (function, grid, every argument) and copies (addresses and sizes): equal lists, equal work.
  *
- * <p>Chunks close every {@value #CHUNK} nodes ({@value #FIRST_CHUNK} for the first after a flush) so the GPU starts
- * while Java records the rest of the step, and at
+ * <p>Chunks close every {@link #CHUNK} nodes ({@link #FIRST_CHUNK} for the first after a flush) so the GPU starts
+ * while Java records the rest of the step (a boundary between chunks is a full wait, where a kernel cannot start
+ * early: overlapped decode steps, where the GPU is busy anyway, gain from larger chunks; see the properties), and at
  * every synchronisation point (anything that uses the stream directly calls {@link #flush()} first). A chunk is
  * captured at its second sighting, so one-off shapes (a prefill of some length) never pay for a capture; the most
  * recently used graphs are kept, at most {@value #GRAPHS}.
@@ -40,12 +41,18 @@ import org.slf4j.LoggerFactory;
  * loaded or caches copied from others.
  */
 public final class StepRecorder implements AutoCloseable {
-    /** Nodes per chunk: large enough that a graph launch costs little per node, small enough to overlap. */
-    static final int CHUNK = 128;
-    /** The first chunk after a synchronisation is shorter: the GPU, idle since then, starts sooner. */
-    static final int FIRST_CHUNK = 24;
     /** Chunks shorter than this run node by node: a graph would not pay for its launch. */
     static final int MIN_GRAPH_NODES = 8;
+    /**
+     * Nodes per chunk (system property {@code kiln.cuda.graphChunk}): large enough that a graph launch costs little per
+     * node, small enough to overlap. Each chunk boundary is a full wait: the first kernel of a chunk cannot start early.
+     */
+    static final int CHUNK = Math.max(MIN_GRAPH_NODES, Integer.getInteger("kiln.cuda.graphChunk", 128));
+    /**
+     * The first chunk after a synchronisation is shorter (system property {@code kiln.cuda.graphFirstChunk}): the GPU,
+     * idle since then, starts sooner.
+     */
+    static final int FIRST_CHUNK = Math.max(1, Integer.getInteger("kiln.cuda.graphFirstChunk", 24));
     /** Executable graphs kept. */
     static final int GRAPHS = 256;
     private static final int MAX_ARGUMENTS = LaunchArguments.MAX_ARGUMENTS;
@@ -145,8 +152,11 @@ public final class StepRecorder implements AutoCloseable {
     private boolean graphsEnabled;
     private final boolean programmaticLaunches;
     private final boolean clusters;
-    /** Chunks closed by size since the last explicit flush: chunk boundaries repeat exactly from step to step. */
-    private int chunksSinceFlush;
+    /**
+     * Nodes at which the held chunk closes: FIRST_CHUNK after a flush, CHUNK after that, so chunk boundaries repeat
+     * exactly from step to step.
+     */
+    private int chunkLimit = FIRST_CHUNK;
     /** Whether library calls may be captured; turned off (calls then end a chunk) if one ever fails to capture. */
     private boolean callsCapturable = true;
     /** Timing events around each issued chunk while profiling: {start, end, nodes, replayed}. */
@@ -285,9 +295,9 @@ public final class StepRecorder implements AutoCloseable {
     private void hold(Object node) {
         marks++;
         pending.add(node);
-        if (pending.size() >= (chunksSinceFlush == 0 ? FIRST_CHUNK : CHUNK)) {
+        if (pending.size() >= chunkLimit) {
             issueChunk();
-            chunksSinceFlush++;
+            chunkLimit = CHUNK;
         }
     }
 
@@ -295,7 +305,7 @@ public final class StepRecorder implements AutoCloseable {
     public synchronized void flush() {
         marks++;
         issueChunk();
-        chunksSinceFlush = 0;
+        chunkLimit = FIRST_CHUNK;
     }
 
     /** Issues the held chunk: as a graph when seen before, node by node otherwise. */
