@@ -90,7 +90,7 @@ K = {n: mod.get_function(n) for n in [
      + [f"kiln_gemv3_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv_silu_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv_split_bf16_t{t}" for t in range(1, 9)] + [f"kiln_gemv3_split_bf16_t{t}" for t in range(1, 9)]
      + [f"kiln_gemv{kind}_{fmt}_t{t}" for kind in ("", "_split", "3", "3_split", "_silu") for t in range(1, 5)
-        for fmt in ("int8", "fp8")]
+        for fmt in ("int8", "fp8")] + [f"kiln_gemv{kind}_int4_t1" for kind in ("", "_split", "3", "3_split", "_silu")]
      + [f"kiln_skinny{kind}_{fmt}_n{nt}_r{r}" for kind in ("", "_silu") for fmt in ("bf16", "int8", "int4", "fp8")
         for nt in ((1, 2, 4) if fmt in ("bf16", "int8") else (1, 2)) for r in (1, 2, 4) if r <= nt]
      + [f"kiln_skinny{kind}_{fmt}_n4_r4_t2" for kind in ("", "_silu") for fmt in ("int4", "fp8")]}
@@ -1418,6 +1418,11 @@ def fp8_weight(codes, scale):
     return cp.asarray(np.concatenate([codes.ravel(), scale.astype(np.float32).view(np.uint8).ravel()]))
 
 
+def int4_weight(packed, scale):
+    """An INT4 weight as the device holds it (QuantizedWeight): the rows' packed codes, then the f32 group scales."""
+    return cp.asarray(np.concatenate([packed.ravel(), scale.astype(np.float32).view(np.uint8).ravel()]))
+
+
 def int8_gemv():
     """The token-specialised GEMVs over INT8 codes (kiln_gemv*_int8_t1..4) with every fusion the Java side makes."""
     quantized_token_gemvs("int8")
@@ -1454,17 +1459,28 @@ def fp8_gemv():
             check(f"{name}, subnormal codes", got, cp.asnumpy(x).astype(np.float64) @ e4m3_values(codes).T, 2e-6 * cols)
 
 
-def quantized_token_gemvs(fmt):
-    """fmt "int8" (row scales) or "fp8" (blocks of 128 x 128): every entry at 1-4 tokens against float64."""
+def int4_gemv():
+    """The same over INT4 codes in groups of 128 columns (kiln_gemv*_int4_t1), with whole groups and with a last
+    group of 32 columns (1568)."""
+    quantized_token_gemvs("int4", most_tokens=1)
+    quantized_token_gemvs("int4", 1568, most_tokens=1)
+
+
+def quantized_token_gemvs(fmt, cols=1536, most_tokens=4):
+    """fmt "int8" (row scales), "fp8" (blocks of 128 x 128) or "int4" (groups of 128 columns): every entry at 1 to
+    most_tokens tokens against float64."""
     def rows_of(r):
         if fmt == "int8":
             q_, sc_, w_ = int8_rows(r, cols)
             return int8_weight(q_, sc_), w_
+        if fmt == "int4":
+            packed_, sc_, w_ = int4_rows(r, cols, 128)
+            return int4_weight(packed_, sc_), w_
         codes_, sc_, w_ = fp8_rows(r, cols, 128, 128)
         return fp8_weight(codes_, sc_), w_
 
-    cols, eps = 1536, 1e-6
-    for tokens in range(1, 5):
+    eps = 1e-6
+    for tokens in range(1, most_tokens + 1):
         x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
         dx = cp.asarray(x)
         norm_scale = rng.uniform(0.5, 1.5, cols).astype(np.float32)
@@ -1775,7 +1791,7 @@ def skinny_timing():
 
 # KILN_CHECK_SECTIONS=attention_timing,latent_attention_timing runs only those (timings of another source, say).
 chosen = os.environ.get("KILN_CHECK_SECTIONS")
-for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, int8_gemv, fp8_gemv, attention, prefill_attention, attention_timing,
+for s in (elementwise, rows_kernels, rotary, gemv_and_gemm, int8_gemv, fp8_gemv, int4_gemv, attention, prefill_attention, attention_timing,
           prefill_attention_timing, latent_attention_timing, skinny, skinny_timing, timing):
     if not chosen or s.__name__ in chosen.split(","):
         section(s)

@@ -29,9 +29,9 @@ import org.junit.jupiter.params.provider.MethodSource;
  * bundle's quantizer of that format, on the same engine-shaped batches: both quantize the same weights by the same
  * rule, so their logits differ only by the order of f32 sums and by the device prefill's bf16 splits. The batches
  * take both device paths: prefills of many tokens (dequantized tiles and cuBLAS) and steps of 1 and 5 tokens
- * (streaming GEMVs; INT8's and FP8's 1-token step through the token GEMVs with the recorder's fusions: q/k/v with their
- * biases in one launch, the norms folded in, gate/up with the gating, the residual adds). Runs only where a CUDA
- * device is.
+ * (streaming GEMVs; the 1-token step of INT8, FP8 and INT4 in groups of 128 through the token GEMVs with the
+ * recorder's fusions: q/k/v with their biases in one launch, the norms folded in (not INT4's), gate/up with the gating,
+ * the residual adds; INT4 in groups of 64 through its own GEMVs). Runs only where a CUDA device is.
  */
 class CudaQuantizedModelTest {
     private static final String FIXTURE = "qwen2-tiny";

@@ -31,7 +31,7 @@ import org.slf4j.LoggerFactory;
  * options and the NVRTC version: a changed kernel or compiler recompiles, an unchanged one loads in milliseconds. A
  * cache that cannot be written only costs the next start a compilation.
  *
- * <p>A source whose entry points are grouped by {@code #if KILN_IN_UNIT(u)} guards ({@value #SOURCE}: 10 units, see
+ * <p>A source whose entry points are grouped by {@code #if KILN_IN_UNIT(u)} guards ({@value #SOURCE}: 11 units, see
  * the top of the file) compiles as one program per unit ({@code -DKILN_UNIT=u}), on as many threads as there are
  * processors ({@link #units}): NVRTC compiles a program on one thread, and {@value #SOURCE} took about 25 s as one
  * program on a 2-core machine against 12 s in units. Each unit's machine code is that of the single program (its

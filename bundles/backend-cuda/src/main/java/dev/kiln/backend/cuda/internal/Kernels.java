@@ -57,6 +57,11 @@ public final class Kernels implements AutoCloseable {
     /** The same of FP8 codes in blocks of 128 x 128 (scales after the codes), 1 to {@link #FP8_GEMV_MAX_TOKENS} tokens. */
     private final TokenGemvs fp8Gemvs;
     /**
+     * The same of INT4 codes in groups of {@link #INT4_GEMV_GROUP} columns (scales after the codes), one token, without
+     * the norm folded in (see {@link #INT4_GEMV_MAX_TOKENS}).
+     */
+    private final TokenGemvs int4Gemvs;
+    /**
      * Most tokens of the INT8 token-specialised products; the tensor-core products take INT8 weights from
      * {@link #skinnyMinTokens} on (4 by default) where they can.
      */
@@ -82,6 +87,23 @@ public final class Kernels implements AutoCloseable {
      */
     static final int FP8_GEMV_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.fp8GemvMaxTokens", FP8_GEMV_MAX_TOKENS),
             0, FP8_GEMV_MAX_TOKENS);
+    /**
+     * Most tokens of the INT4 token-specialised products: one. A 16-byte chunk holds 32 INT4 columns, so per byte of
+     * weights these kernels read twice INT8's activations from L1 and widen twice its codes, and they run short of
+     * instruction issue where the bf16 ones wait on memory. Measured on an H100 (1.5B shape, groups of 128, graphs,
+     * overlapped steps, alternated twice): batch 1 took 1.302 ms a step against 1.326 with the format's own GEMVs,
+     * batch 2 1.76 against 1.42; folding the norm in as well (its scale and squares per chunk) took batch 1 to 1.376 and
+     * batch 2 to 1.90, so these products leave the norm to its own kernel.
+     */
+    public static final int INT4_GEMV_MAX_TOKENS = 1;
+    /** The group size (columns a scale covers) the INT4 token-specialised products take (INT4_GEMV_GROUP in the source). */
+    public static final int INT4_GEMV_GROUP = 128;
+    /**
+     * Most tokens that take them here (system property {@code kiln.cuda.int4GemvMaxTokens}, 0 to
+     * {@link #INT4_GEMV_MAX_TOKENS}; 0 leaves every INT4 decode product to the format's own GEMVs, without fusions).
+     */
+    static final int INT4_GEMV_TOKENS = Math.clamp(Integer.getInteger("kiln.cuda.int4GemvMaxTokens", INT4_GEMV_MAX_TOKENS),
+            0, INT4_GEMV_MAX_TOKENS);
     /** Below this many rows a bf16 product splits each row over a block's warps (the H100 measured 1536 x 8960). */
     static final int SPLIT_BELOW_ROWS = 4096;
     /** Blocks per row of the argmax's first pass; must match ARGMAX_SLICES in the source. */
@@ -97,13 +119,19 @@ public final class Kernels implements AutoCloseable {
      *   <li>{@code silu}: gate and up products with the SiLU gating in one launch.</li>
      * </ul>
      * {@code rowGroups}: every warp (split: block) computes {@link #INT8_ROWS} rows of any segment, as INT8's do
-     * (gemv_row_group in the source), instead of the bf16 rules of {@link #warpRows} and {@link #splitRows}.
+     * (gemv_row_group in the source), instead of the bf16 rules of {@link #warpRows} and {@link #splitRows};
+     * {@code foldsNorm}: a norm held just before is folded into the product (else it runs as its own kernel).
      */
     private record TokenGemvs(MemorySegment[] plain, MemorySegment[] split, MemorySegment[] multi, MemorySegment[] multiSplit,
-                              MemorySegment[] silu, boolean rowGroups) {
+                              MemorySegment[] silu, boolean rowGroups, boolean foldsNorm) {
         static TokenGemvs load(KernelModules modules, String format, int maxTokens, boolean rowGroups) {
+            return load(modules, format, maxTokens, rowGroups, true);
+        }
+
+        static TokenGemvs load(KernelModules modules, String format, int maxTokens, boolean rowGroups, boolean foldsNorm) {
             TokenGemvs family = new TokenGemvs(new MemorySegment[maxTokens], new MemorySegment[maxTokens],
-                    new MemorySegment[maxTokens], new MemorySegment[maxTokens], new MemorySegment[maxTokens], rowGroups);
+                    new MemorySegment[maxTokens], new MemorySegment[maxTokens], new MemorySegment[maxTokens], rowGroups,
+                    foldsNorm);
             for (int t = 1; t <= maxTokens; t++) {
                 family.plain[t - 1] = modules.function("kiln_gemv_" + format + "_t" + t);
                 family.split[t - 1] = modules.function("kiln_gemv_split_" + format + "_t" + t);
@@ -315,7 +343,10 @@ public final class Kernels implements AutoCloseable {
         bf16Gemvs = TokenGemvs.load(modules, "bf16", GEMV_MAX_TOKENS, false);
         int8Gemvs = TokenGemvs.load(modules, "int8", INT8_GEMV_MAX_TOKENS, true);
         fp8Gemvs = TokenGemvs.load(modules, "fp8", FP8_GEMV_MAX_TOKENS, true);
-        for (TokenGemvs family : new TokenGemvs[] {bf16Gemvs, int8Gemvs, fp8Gemvs}) family.index(singleFamilies, multiFamilies);
+        int4Gemvs = TokenGemvs.load(modules, "int4", INT4_GEMV_MAX_TOKENS, true, false);
+        for (TokenGemvs family : new TokenGemvs[] {bf16Gemvs, int8Gemvs, fp8Gemvs, int4Gemvs}) {
+            family.index(singleFamilies, multiFamilies);
+        }
     }
 
     private MemorySegment function(String name) {
@@ -335,6 +366,8 @@ public final class Kernels implements AutoCloseable {
             "kiln_gemv3_bf16_t1", "kiln_gemv3_bf16_t8", "kiln_gemv3_split_bf16_t1", "kiln_gemv3_split_bf16_t8", "kiln_gemv_silu_bf16_t1", "kiln_gemv_silu_bf16_t8",
             "kiln_gemv_int8_t1", "kiln_gemv_split_int8_t1", "kiln_gemv3_int8_t1", "kiln_gemv3_split_int8_t1", "kiln_gemv_silu_int8_t1",
             "kiln_gemv_int8_t4", "kiln_gemv_split_int8_t4", "kiln_gemv3_int8_t4", "kiln_gemv3_split_int8_t4", "kiln_gemv_silu_int8_t4",
+            "kiln_gemv_fp8_t1", "kiln_gemv_silu_fp8_t4", "kiln_gemv_int4_t1", "kiln_gemv_split_int4_t1", "kiln_gemv3_int4_t1",
+            "kiln_gemv3_split_int4_t1", "kiln_gemv_silu_int4_t1",
             "kiln_skinny_bf16_n1_r1", "kiln_skinny_bf16_n2_r1", "kiln_skinny_bf16_n2_r2", "kiln_skinny_bf16_n4_r1",
             "kiln_skinny_bf16_n4_r2", "kiln_skinny_bf16_n4_r4", "kiln_skinny_silu_bf16_n1_r1", "kiln_skinny_silu_bf16_n2_r2",
             "kiln_skinny_silu_bf16_n4_r4", "kiln_skinny_int8_n1_r1", "kiln_skinny_int8_n4_r4", "kiln_skinny_silu_int8_n1_r1",
@@ -704,7 +737,7 @@ public final class Kernels implements AutoCloseable {
      * columns not a multiple of 16, or codes or x not 16-byte aligned.
      */
     public boolean gemvInt8(long codes, long x, long out, int rows, int columns, int tokens) {
-        return codesGemv(int8Gemvs, INT8_GEMV_TOKENS, codes, x, out, rows, columns, tokens);
+        return codesGemv(int8Gemvs, INT8_GEMV_TOKENS, 16, codes, x, out, rows, columns, tokens);
     }
 
     /**
@@ -715,13 +748,28 @@ public final class Kernels implements AutoCloseable {
      * tokens, columns not a multiple of 16, or codes or x not 16-byte aligned.
      */
     public boolean gemvFp8(long codes, long x, long out, int rows, int columns, int tokens) {
-        return codesGemv(fp8Gemvs, FP8_GEMV_TOKENS, codes, x, out, rows, columns, tokens);
+        return codesGemv(fp8Gemvs, FP8_GEMV_TOKENS, 16, codes, x, out, rows, columns, tokens);
     }
 
-    /** {@link #tokenGemv} for a family of one-byte codes, where its kernels take the product (see {@link #gemvInt8}). */
-    private boolean codesGemv(TokenGemvs family, int mostTokens, long codes, long x, long out, int rows, int columns,
-                              int tokens) {
-        if (tokens < 1 || tokens > mostTokens || columns % 16 != 0 || codes % 16 != 0 || x % 16 != 0) return false;
+    /**
+     * {@code out[t] = W · x[t]} for W INT4 {@code [rows, columns]}: rows of {@code columns / 2} bytes of codes
+     * {@code u = q + 8} two a byte at {@code codes} (column 2j in the low nibble of byte j) followed by one f32 scale per
+     * row and group of {@link #INT4_GEMV_GROUP} columns ({@link QuantizedWeight}), by the token-specialised products
+     * with the bf16 products' fusions but the norm's (see {@link #INT4_GEMV_MAX_TOKENS}), as {@link #gemvInt8}. Returns false, launching nothing, where they do not apply:
+     * more than {@link #INT4_GEMV_TOKENS} tokens, columns not a multiple of 32, or codes or x not 16-byte aligned. The
+     * caller checks the group size.
+     */
+    public boolean gemvInt4(long codes, long x, long out, int rows, int columns, int tokens) {
+        return codesGemv(int4Gemvs, INT4_GEMV_TOKENS, 32, codes, x, out, rows, columns, tokens);
+    }
+
+    /**
+     * {@link #tokenGemv} for a family of codes, where its kernels take the product (see {@link #gemvInt8}): rows of
+     * whole 16-byte chunks of {@code chunkColumns} columns.
+     */
+    private boolean codesGemv(TokenGemvs family, int mostTokens, int chunkColumns, long codes, long x, long out, int rows,
+                              int columns, int tokens) {
+        if (tokens < 1 || tokens > mostTokens || columns % chunkColumns != 0 || codes % 16 != 0 || x % 16 != 0) return false;
         if (rows > 0) tokenGemv(family, codes, x, out, rows, columns, tokens);
         return true;
     }
@@ -733,7 +781,7 @@ public final class Kernels implements AutoCloseable {
     private void tokenGemv(TokenGemvs family, long w, long x, long out, int rows, int columns, int tokens) {
         if (mergeIntoHeldGemv(family, w, x, out, rows, columns, tokens)) return;
         // A norm held just before whose output this product reads: one launch does both (see kernels.cu).
-        StepRecorder.Launch norm = heldNormFeeding(x, columns, tokens, out, 4L * tokens * rows);
+        StepRecorder.Launch norm = family.foldsNorm ? heldNormFeeding(x, columns, tokens, out, 4L * tokens * rows) : null;
         long input = norm == null ? x : norm.argument(NORM_X);
         boolean split = rows < SPLIT_BELOW_ROWS;
         LaunchArguments a = args().ptr(w).ptr(input).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0);

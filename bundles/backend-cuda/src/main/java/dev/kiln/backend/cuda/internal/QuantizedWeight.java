@@ -17,13 +17,15 @@ import java.lang.foreign.MemorySegment;
  * </ul>
  * Every row starts 16-byte aligned, so the kernels load 16 bytes of INT8 or 8 of INT4 codes (16 columns) at a time.
  * The scales follow the codes in one allocation: a kernel given only the codes' address and the shape finds them
- * (the token-specialised INT8 products of {@link Kernels#gemvInt8} take the arguments of the bf16 ones that way).
+ * (the token-specialised products of {@link Kernels#gemvInt8} and {@link Kernels#gemvInt4} take the arguments of the
+ * bf16 ones that way).
  *
  * <p>Products of the tokens {@link Kernels#skinnyTakes} (decode batches of 4 to 32 for INT8, 3 to 32 for INT4, see
  * {@link Kernels#skinnyMinTokens}; INT4 in groups of a multiple of 64 columns) stream the codes once into the
- * tensor-core kernels, widened to bf16 in registers, against the activations' bf16 parts. INT8 products of 1 to {@link Kernels#INT8_GEMV_MAX_TOKENS} tokens take the token-specialised kernels of
- * bf16 weights, fusions included (the norm before, q/k/v and gate/up each in one launch, the gating, the bias and the
- * residual add). Other products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, widened to floats in
+ * tensor-core kernels, widened to bf16 in registers, against the activations' bf16 parts. INT8 products of 1 to
+ * {@link Kernels#INT8_GEMV_MAX_TOKENS} tokens take the token-specialised kernels of bf16 weights, fusions included (the
+ * norm before, q/k/v and gate/up each in one launch, the gating, the bias and the residual add); so do INT4 products of
+ * one token in groups of {@link Kernels#INT4_GEMV_GROUP} columns, all but the norm. Other products of up to {@link QuantKernels#GEMV_MAX_TOKENS} rows (decode) stream the codes once, widened to floats in
  * registers, with f32 sums. Larger products dequantize the weight, a tile of rows at a time, into bf16 scratch for
  * cuBLAS, with the activations split into bf16 high and low parts as {@link DenseWeight} does: INT8 codes are exact in
  * bf16, so two GEMMs sum {@code q · x} and a small kernel applies the row scales; INT4 weights {@code (u - 8) · s} are
@@ -213,6 +215,10 @@ public final class QuantizedWeight implements DeviceRowGather {
             return;
         }
         if (format == Format.INT8 && context.kernels().gemvInt8(codes, in.pointer(), o.pointer(), rows, columns, tokens)) {
+            return;
+        }
+        if (format == Format.INT4 && groupSize == Kernels.INT4_GEMV_GROUP
+                && context.kernels().gemvInt4(codes, in.pointer(), o.pointer(), rows, columns, tokens)) {
             return;
         }
         QuantKernels kernels = context.quantKernels();

@@ -10,8 +10,8 @@
 // program emits only its unit's entry points (the helpers they share are templates and inline functions, emitted
 // only where used). NVRTC compiles a program on one thread; the units take 1.3 to 4.3 s each, the whole file 25 s.
 // Units: 0 element-wise, rows, sampling and the generic GEMVs; 1 attention; 2 to 4 the token-specialised GEMVs;
-// 5 to 7 the few-token tensor-core products (bf16; INT8; INT4 and FP8); 8 and 9 the token-specialised INT8 and FP8
-// GEMVs. Without KILN_UNIT (tools/check_kernels.py) every entry point is emitted.
+// 5 to 7 the few-token tensor-core products (bf16; INT8; INT4 and FP8); 8 to 10 the token-specialised INT8, FP8 and
+// INT4 GEMVs. Without KILN_UNIT (tools/check_kernels.py) every entry point is emitted.
 #ifdef KILN_UNIT
 #define KILN_IN_UNIT(u) (KILN_UNIT == (u))
 #else
@@ -842,13 +842,15 @@ extern "C" __global__ void kiln_gemv_bf16(const bf16_t* w, const float* x, float
 
 // The weight formats of these products. A lane loads 16 bytes of a row at a time (a chunk): 8 bf16 weights, or 16
 // INT8 codes q whose row's f32 scale s multiplies the row's sums once at the end (W[r, c] = q[r, c] * s[r]), or 16 FP8
-// codes whose 128x128 block's scale multiplies the chunk's sums (Fp8Weights below). An INT8 or FP8 weight's scales
-// follow all its rows' codes in memory, so every format takes the same arguments (the weight's address) and the Java
-// side's fusions treat them alike. Rows are `columns` weights long and 16-byte aligned.
+// codes whose 128x128 block's scale multiplies the chunk's sums (Fp8Weights below), or 32 INT4 codes whose group's
+// scale does the same (Int4Weights). A quantized weight's scales follow all its rows' codes in memory, so every format
+// takes the same arguments (the weight's address) and the Java side's fusions treat them alike. Rows are `columns`
+// weights long and 16-byte aligned.
 struct Bf16Weights {
     static constexpr int COLUMNS = 8; // columns of a chunk
     static constexpr int SHIFT = 3;   // log2(COLUMNS)
     typedef bf16_t Weight;
+    static constexpr int PACKING = 1; // columns a Weight holds
     static constexpr bool ROW_GROUPS = false;   // computed by gemv_row_group (see there)
     static constexpr bool ROW_SCALES = false;   // one f32 scale per row after the codes
     static constexpr bool BLOCK_SCALES = false; // one f32 scale per block of 128 x 128 after the codes
@@ -894,6 +896,7 @@ struct Int8Weights {
     static constexpr int COLUMNS = 16;
     static constexpr int SHIFT = 4;
     typedef signed char Weight;
+    static constexpr int PACKING = 1;
     static constexpr bool ROW_GROUPS = true;
     static constexpr bool ROW_SCALES = true;
     static constexpr bool BLOCK_SCALES = false;
@@ -928,12 +931,56 @@ struct Fp8Weights {
     static constexpr int COLUMNS = 16;
     static constexpr int SHIFT = 4;
     typedef unsigned char Weight;
+    static constexpr int PACKING = 1;
     static constexpr bool ROW_GROUPS = true;
     static constexpr bool ROW_SCALES = false;
     static constexpr bool BLOCK_SCALES = true;
+    static constexpr int SCALE_ROWS = FP8_BLOCK;    // rows and columns a scale covers
+    static constexpr int SCALE_COLUMNS = FP8_BLOCK;
     template <int H>
     static __device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
         widen_byte_codes<H>(p, w, e4m3_word);
+    }
+};
+
+// INT4 codes u = q + 8 two a byte (QuantizedWeight's layout: column 2j in the low nibble of byte j) with one f32 scale
+// per row and group of INT4_GEMV_GROUP columns, [rows][ceil(columns / INT4_GEMV_GROUP)] after the codes: a chunk's 32
+// columns lie in one group, whose scale multiplies the chunk's sums as FP8's block scales do. A code widens as INT8's
+// do: one byte permutation puts it under the exponent of 2^23, one subtraction of 2^23 + 8 leaves q. (Groups of 64
+// columns, and more than one token, take the format's own GEMVs in quant_kernels.cu.)
+#define INT4_GEMV_GROUP 128
+
+template <int K>
+__device__ __forceinline__ float int4_code(unsigned int nibbles) {
+    return __uint_as_float(__byte_perm(nibbles, 0x4B000000u, 0x7440u + K)) - 8388616.0f;
+}
+
+// Columns 8 H .. 8 H + 7 of a chunk: word H, its low nibbles the even columns and its high nibbles the odd ones.
+__device__ __forceinline__ void int4_word(unsigned int word, float* w) {
+    unsigned int even = word & 0x0F0F0F0Fu, odd = (word >> 4) & 0x0F0F0F0Fu;
+    w[0] = int4_code<0>(even);
+    w[1] = int4_code<0>(odd);
+    w[2] = int4_code<1>(even);
+    w[3] = int4_code<1>(odd);
+    w[4] = int4_code<2>(even);
+    w[5] = int4_code<2>(odd);
+    w[6] = int4_code<3>(even);
+    w[7] = int4_code<3>(odd);
+}
+
+struct Int4Weights {
+    static constexpr int COLUMNS = 32;
+    static constexpr int SHIFT = 5;
+    typedef unsigned char Weight;
+    static constexpr int PACKING = 2;
+    static constexpr bool ROW_GROUPS = true;
+    static constexpr bool ROW_SCALES = false;
+    static constexpr bool BLOCK_SCALES = true;
+    static constexpr int SCALE_ROWS = 1;
+    static constexpr int SCALE_COLUMNS = INT4_GEMV_GROUP;
+    template <int H>
+    static __device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
+        int4_word(H == 0 ? p.x : H == 1 ? p.y : H == 2 ? p.z : p.w, w);
     }
 };
 
@@ -944,7 +991,7 @@ struct Fp8Weights {
 // Row `row` of a weight in format F as 16-byte chunks.
 template <typename F>
 __device__ __forceinline__ const uint4* weight_row(const void* w, long long row, int columns) {
-    return reinterpret_cast<const uint4*>(static_cast<const typename F::Weight*>(w) + row * columns);
+    return reinterpret_cast<const uint4*>(static_cast<const typename F::Weight*>(w) + row * columns / F::PACKING);
 }
 
 // The scale of a row (1 for formats without row scales): a weight, so it may be read before waiting for the kernel
@@ -952,7 +999,7 @@ __device__ __forceinline__ const uint4* weight_row(const void* w, long long row,
 template <typename F>
 __device__ __forceinline__ float row_scale(const void* w, int rows, int columns, int row) {
     if constexpr (F::ROW_SCALES) {
-        return __ldg(reinterpret_cast<const float*>(static_cast<const typename F::Weight*>(w) + (long long) rows * columns) + row);
+        return __ldg(reinterpret_cast<const float*>(static_cast<const typename F::Weight*>(w) + (long long) rows * columns / F::PACKING) + row);
     } else {
         return 1.0f;
     }
@@ -970,13 +1017,13 @@ __device__ __forceinline__ void apply_row_scales(float (&acc)[ROWS][TOKENS], con
     }
 }
 
-// The scales of a row's blocks (formats with block scales; null otherwise): chunk c of the row (16 columns, within one
-// block) takes element c / 8.
+// The scales of a row's blocks (formats with block scales; null otherwise): chunk c of the row (within one block)
+// takes element c / (SCALE_COLUMNS / COLUMNS).
 template <typename F>
 __device__ __forceinline__ const float* block_scale_row(const void* w, int rows, int columns, int row) {
     if constexpr (F::BLOCK_SCALES) {
-        const float* scales = reinterpret_cast<const float*>(static_cast<const typename F::Weight*>(w) + (long long) rows * columns);
-        return scales + (long long) (row / FP8_BLOCK) * ((columns + FP8_BLOCK - 1) / FP8_BLOCK);
+        const float* scales = reinterpret_cast<const float*>(static_cast<const typename F::Weight*>(w) + (long long) rows * columns / F::PACKING);
+        return scales + (long long) (row / F::SCALE_ROWS) * ((columns + F::SCALE_COLUMNS - 1) / F::SCALE_COLUMNS);
     } else {
         return nullptr;
     }
@@ -1017,12 +1064,16 @@ __device__ __forceinline__ void dot_eight(const uint4 (&packed)[ROWS], const flo
 }
 
 // One chunk of every token's x dotted with each row's chunk of weights into acc, 8 columns at a time (widening only
-// those 8 keeps the registers of a 16-column INT8 chunk within those of a bf16 one).
+// those 8 keeps the registers of a 16-column INT8 or 32-column INT4 chunk within those of a bf16 one).
 template <typename F, int TOKENS, int ROWS, bool NORM>
 __device__ __forceinline__ void dot_chunk(const uint4 (&packed)[ROWS], const float* x, const float* scale, int columns,
                                           int chunk, float (&acc)[ROWS][TOKENS], float (&sumsq)[TOKENS]) {
     dot_eight<F, 0, TOKENS, ROWS, NORM>(packed, x, scale, columns, chunk, acc, sumsq);
-    if constexpr (F::COLUMNS == 16) dot_eight<F, 1, TOKENS, ROWS, NORM>(packed, x, scale, columns, chunk, acc, sumsq);
+    if constexpr (F::COLUMNS >= 16) dot_eight<F, 1, TOKENS, ROWS, NORM>(packed, x, scale, columns, chunk, acc, sumsq);
+    if constexpr (F::COLUMNS == 32) {
+        dot_eight<F, 2, TOKENS, ROWS, NORM>(packed, x, scale, columns, chunk, acc, sumsq);
+        dot_eight<F, 3, TOKENS, ROWS, NORM>(packed, x, scale, columns, chunk, acc, sumsq);
+    }
 }
 
 // One thread's share of ROWS weight rows . x[t], for every token, over the chunks first, first + stride, ... below
@@ -1046,7 +1097,9 @@ __device__ __forceinline__ void dot_rows(const uint4* const (&wrow)[ROWS], const
 #pragma unroll
             for (int r = 0; r < ROWS; r++) {
                 packed[u][r] = c < last ? load_weights(wrow[r] + c) : make_uint4(0u, 0u, 0u, 0u);
-                if constexpr (F::BLOCK_SCALES) chunkScale[u][r] = c < last ? __ldg(blockScales[r] + c / (FP8_BLOCK / 16)) : 0.0f;
+                if constexpr (F::BLOCK_SCALES) {
+                    chunkScale[u][r] = c < last ? __ldg(blockScales[r] + c / (F::SCALE_COLUMNS / F::COLUMNS)) : 0.0f;
+                }
             }
         }
         if (!waited) {
@@ -1621,6 +1674,10 @@ GEMV_TOKENS(1, fp8, Fp8Weights, unsigned char)
 GEMV_TOKENS(2, fp8, Fp8Weights, unsigned char)
 GEMV_TOKENS(3, fp8, Fp8Weights, unsigned char)
 GEMV_TOKENS(4, fp8, Fp8Weights, unsigned char)
+#endif
+// INT4 codes in groups of INT4_GEMV_GROUP columns, one token (Kernels.INT4_GEMV_MAX_TOKENS says why).
+#if KILN_IN_UNIT(10)
+GEMV_TOKENS(1, int4, Int4Weights, unsigned char)
 #endif
 
 // The same for f32 weights (checkpoints stored in f32 or f16); vectorized: columns % 4 == 0, 16-byte aligned.

@@ -31,7 +31,7 @@ class KernelUnitsTest {
                 assertEquals(new TreeSet<>(IntStream.range(0, units).boxed().toList()), named, resource);
             }
         }
-        assertEquals(10, KernelCompiler.unitCount(KernelCompiler.kernelSource()));
+        assertEquals(11, KernelCompiler.unitCount(KernelCompiler.kernelSource()));
         assertEquals(4, KernelCompiler.unitCount(KernelCompiler.source(QuantKernels.SOURCE)));
     }
 
