@@ -76,6 +76,7 @@ public final class TokenReadbacks implements AutoCloseable {
             driver.record(slot.event, stream);
         });
         context.uploads().startOtherHalf();
+        context.recorder().stepQueuedAhead();
         next = (next + 1) % SLOTS;
         Pending pending = new Pending(slot, rows, columns);
         slot.holder = pending;
@@ -88,6 +89,8 @@ public final class TokenReadbacks implements AutoCloseable {
         private final int count;
         private final int columns;
         private int[] values;
+        /** Whether the recorder was told the host has come to these tokens ({@link StepRecorder#stepAwaited}). */
+        private boolean awaited;
 
         private Pending(Slot slot, int count, int columns) {
             this.slot = slot;
@@ -139,6 +142,10 @@ public final class TokenReadbacks implements AutoCloseable {
         private void read() {
             if (values != null) return;
             context.bind();
+            if (!awaited) { // the step no longer runs ahead of the host, whether or not its work failed
+                awaited = true;
+                context.recorder().stepAwaited();
+            }
             driver.synchronizeEvent(slot.event); // throws, naming the error, if the work that chose them failed
             values = slot.host.asSlice(0, 4L * count).toArray(JAVA_INT);
             if (slot.holder == this) slot.holder = null;

@@ -44,6 +44,30 @@ class StepRecorderTest {
     }
 
     @Test
+    void aStepQueuedAheadOfTheHostMakesTheFirstChunkOfTheNextOneWholeAndOnlyThen() {
+        hold(1);
+        assertEquals(StepRecorder.FIRST_CHUNK, recorder.chunkLimit(), "nothing runs ahead: the GPU should start soon");
+
+        StepRecorder overlapped = new StepRecorder(null, MemorySegment.NULL, true);
+        overlapped.stepQueuedAhead();
+        overlapped.launch(function, "k", 1, 1, 32, 0, arguments, 4);
+        assertEquals(StepRecorder.OVERLAPPED_CHUNK, overlapped.chunkLimit(), "a step runs ahead: one large chunk");
+
+        StepRecorder awaited = new StepRecorder(null, MemorySegment.NULL, true);
+        awaited.stepQueuedAhead();
+        awaited.stepAwaited();
+        awaited.launch(function, "k", 1, 1, 32, 0, arguments, 4);
+        assertEquals(StepRecorder.FIRST_CHUNK, awaited.chunkLimit(), "the host read its tokens: back to small chunks");
+
+        // Decided at the chunk's first node, so that a step's boundaries do not depend on when the host reads tokens.
+        StepRecorder late = new StepRecorder(null, MemorySegment.NULL, true);
+        late.launch(function, "k", 1, 1, 32, 0, arguments, 4);
+        late.stepQueuedAhead();
+        late.launch(function, "k", 1, 1, 32, 0, arguments, 4);
+        assertEquals(StepRecorder.FIRST_CHUNK, late.chunkLimit());
+    }
+
+    @Test
     void theLastHeldLaunchIsReplacedOnlyWhileItIsLast() {
         StepRecorder.Launch a = hold(1);
         assertEquals(1, a.argument(0));
