@@ -132,6 +132,14 @@ NONE = (u64(0), f32(0), u64(0))  # no norm fused before a product
 smem_floor = {}  # kernel name -> dynamic shared memory to launch it with at least (to cap its blocks per SM)
 
 
+staging = cp.cuda.alloc_pinned_memory(256)
+uploaded = cp.empty(64, cp.uint8)
+
+
+def upload():
+    cp.cuda.runtime.memcpyAsync(uploaded.data.ptr, staging.ptr, 64, cp.cuda.runtime.memcpyHostToDevice, stream.ptr)
+
+
 def step(parts):
     """parts: "rotary" (folded into the attention unless "separate rotary" or "separate cache write"), "attention"
     (with "separate cache write": kiln_write_kv before it), "norms" (separate norm
@@ -144,6 +152,11 @@ def step(parts):
     # "no residual adds" (the o and down products store their rows only; the values are wrong, the timing is not).
     normed_out = u64(0) if "no normed stores" in parts else h
     residual = x if fused and "no residual adds" not in parts else u64(0)
+    # "upload at start" / "upload before attention": a small host-to-device copy from page-locked memory (the Java
+    # side's per-step arrays, which its upload ring copies in), at the step's start or between layer 0's q/k/v product
+    # and its attention, where the attention metadata's upload lands when the first layer asks for it.
+    if "upload at start" in parts:
+        upload()
     launch("kiln_embed_bf16", (1,), 256, (table, ids, x, i32(H)))
     if not fused:
         launch("kiln_rms_norm", (1,), 256, (x, layers[0]["n1"], eps, h, i32(H), np.uint64(0), np.uint64(0)))
@@ -152,6 +165,8 @@ def step(parts):
                (x if fused else h, i32(H), i32(1), w["q"], q, i32(NH * D), w["qb"], w["k"], k, i32(KVH * D), w["kb"],
                 w["v"], v, i32(KVH * D), w["vb"]) + ((w["n1"], eps, normed_out) if fused else NONE))
         fused_write = "attention" in parts and "separate cache write" not in parts
+        if l == 0 and "upload before attention" in parts:
+            upload()
         fold_rotary = fused_write and "rotary" in parts and "separate rotary" not in parts
         if "rotary" in parts and not fold_rotary:
             launch("kiln_rotary2", (1, 2), 256, (q, i32(NH * D), i32(NH), k, i32(KVH * D), i32(KVH), u64(meta.data.ptr + 4),
@@ -225,7 +240,8 @@ decode_splits = min(16, bucket // 32, 2 * props["multiProcessorCount"] // (2 * K
 decode_plan = {("decode", decode_splits)} if bucket // decode_splits <= 128 else set()
 everything = {"rotary", "attention", "fused norms"} | decode_plan
 split_kernel = everything - decode_plan
-variants = [("whole step", everything), ("split attention kernel", split_kernel),
+variants = [("whole step", everything), ("upload at start", everything | {"upload at start"}),
+            ("upload before attention", everything | {"upload before attention"}), ("split attention kernel", split_kernel),
             ("split kernel, combine kernel", split_kernel | {"combine kernel"}),
             ("attention an empty kernel", everything - decode_plan - {"attention", "rotary"} | {"empty attention"}), ("split kernel, rotary apart", split_kernel | {"separate rotary"}),
             ("split kernel, cache write apart", split_kernel | {"separate cache write"}),

@@ -13,8 +13,12 @@ import dev.kiln.api.backend.RoutedExperts;
 import dev.kiln.api.backend.Weight;
 import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
+import dev.kiln.backend.cuda.internal.Fp8Weight;
+import dev.kiln.backend.cuda.quant.E4m3;
 import dev.kiln.backend.cuda.testing.Data;
 import dev.kiln.backend.cuda.testing.Gpu;
+import java.lang.foreign.Arena;
+import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
@@ -25,13 +29,16 @@ import org.junit.jupiter.params.provider.CsvSource;
 
 /**
  * The routed experts on the device against the host: the routing rule of {@link ExpertRouting#route} applied to the
- * same logits, and each chosen expert's MLP computed in double precision from the same bf16 weights. Covers the three
- * selection rules, one token, several, more tokens per expert than a pass holds (8), and padding rows, which the
- * device computes like routed ones. Runs only where a CUDA device is.
+ * same logits, and each chosen expert's MLP computed in double precision from the same weights, bf16 or FP8 codes in
+ * blocks of 128 x 128 (edge blocks partial, subnormal codes included). Covers the three selection rules, one token,
+ * several, more tokens per expert than a pass holds (8), and padding rows, which the device computes like routed
+ * ones. Runs only where a CUDA device is.
  */
 class CudaRoutedExpertsTest {
     private static final int HIDDEN = 320;
     private static final int WIDTH = 136;
+    /** FP8 experts' width: a multiple of 16, and more than one 128-row (down: 128-column) block. */
+    private static final int FP8_WIDTH = 144;
 
     private final Random random = new Random(7);
     private final List<AutoCloseable> made = new ArrayList<>();
@@ -47,17 +54,22 @@ class CudaRoutedExpertsTest {
         return resource;
     }
 
-    @ParameterizedTest(name = "{0}/{1}: {4} of {2} experts in {3} groups, {5} tokens, {6} routed")
+    @ParameterizedTest(name = "{0}/{1}: {4} of {2} {7} experts in {3} groups, {5} tokens, {6} routed")
     @CsvSource({
-            "SOFTMAX, GREEDY, 16, 1, 4, 1, 1",
-            "SOFTMAX, GREEDY, 16, 1, 4, 5, 5",
-            "SOFTMAX, GROUP_LIMITED_GREEDY, 16, 4, 3, 7, 7",
-            "SIGMOID, NOAUX_TC, 16, 4, 4, 1, 1",
-            "SIGMOID, NOAUX_TC, 16, 4, 4, 40, 40",
-            "SIGMOID, NOAUX_TC, 32, 8, 6, 24, 21"})
+            "SOFTMAX, GREEDY, 16, 1, 4, 1, 1, bf16",
+            "SOFTMAX, GREEDY, 16, 1, 4, 5, 5, bf16",
+            "SOFTMAX, GROUP_LIMITED_GREEDY, 16, 4, 3, 7, 7, bf16",
+            "SIGMOID, NOAUX_TC, 16, 4, 4, 1, 1, bf16",
+            "SIGMOID, NOAUX_TC, 16, 4, 4, 40, 40, bf16",
+            "SIGMOID, NOAUX_TC, 32, 8, 6, 24, 21, bf16",
+            "SIGMOID, NOAUX_TC, 16, 4, 4, 1, 1, fp8",
+            "SOFTMAX, GREEDY, 16, 1, 4, 5, 5, fp8",
+            "SIGMOID, NOAUX_TC, 32, 8, 6, 40, 37, fp8"})
     void theDeviceRoutesAndMultipliesAsTheHostRule(Scoring scoring, Selection selection, int experts, int groups,
-                                                   int perToken, int tokens, int routedTokens) {
+                                                   int perToken, int tokens, int routedTokens, String format) {
         CudaBackend gpu = Gpu.backend();
+        boolean fp8 = format.equals("fp8");
+        int width = fp8 ? FP8_WIDTH : WIDTH;
         int groupsPerToken = groups == 1 ? 1 : groups / 2;
         boolean noaux = selection == Selection.NOAUX_TC;
         float[] bias = noaux ? scaled(Data.uniform(random, experts), 0.3f) : null;
@@ -66,15 +78,24 @@ class CudaRoutedExpertsTest {
         float[][] gate = new float[experts][], up = new float[experts][], down = new float[experts][];
         Weight[] gw = new Weight[experts], uw = new Weight[experts], dw = new Weight[experts];
         for (int e = 0; e < experts; e++) {
-            gate[e] = bf16Weights(WIDTH * HIDDEN);
-            up[e] = bf16Weights(WIDTH * HIDDEN);
-            down[e] = bf16Weights(HIDDEN * WIDTH);
-            gw[e] = keep(gpu.denseWeight(Data.tensor("gate" + e, DType.BF16, gate[e], WIDTH, HIDDEN)));
-            uw[e] = keep(gpu.denseWeight(Data.tensor("up" + e, DType.BF16, up[e], WIDTH, HIDDEN)));
-            dw[e] = keep(gpu.denseWeight(Data.tensor("down" + e, DType.BF16, down[e], HIDDEN, WIDTH)));
+            if (fp8) {
+                gate[e] = new float[width * HIDDEN];
+                up[e] = new float[width * HIDDEN];
+                down[e] = new float[HIDDEN * width];
+                gw[e] = keep(fp8Weight(gpu, gate[e], width, HIDDEN));
+                uw[e] = keep(fp8Weight(gpu, up[e], width, HIDDEN));
+                dw[e] = keep(fp8Weight(gpu, down[e], HIDDEN, width));
+                continue;
+            }
+            gate[e] = bf16Weights(width * HIDDEN);
+            up[e] = bf16Weights(width * HIDDEN);
+            down[e] = bf16Weights(HIDDEN * width);
+            gw[e] = keep(gpu.denseWeight(Data.tensor("gate" + e, DType.BF16, gate[e], width, HIDDEN)));
+            uw[e] = keep(gpu.denseWeight(Data.tensor("up" + e, DType.BF16, up[e], width, HIDDEN)));
+            dw[e] = keep(gpu.denseWeight(Data.tensor("down" + e, DType.BF16, down[e], HIDDEN, width)));
         }
         RoutedExperts device = gpu.routedExperts(routing, gw, uw, dw, 64);
-        assertNotNull(device, "bf16 experts must run on the device");
+        assertNotNull(device, format + " experts must run on the device");
         keep(device);
         assertEquals(64, device.capacity());
 
@@ -94,17 +115,17 @@ class CudaRoutedExpertsTest {
         for (int i = 0; i < expected.length; i++) expected[i] = residual[i];
         // The device routes padding rows too (its launches then depend on the padded count only): all rows as routed.
         ExpertRouting.Assignment assignment = routing.route(logits, tokens);
-        double[] h = new double[WIDTH];
+        double[] h = new double[width];
         for (int e = 0; e < experts; e++) {
             for (int k = 0; k < assignment.tokens()[e].length; k++) {
                 int t = assignment.tokens()[e][k];
-                for (int r = 0; r < WIDTH; r++) {
+                for (int r = 0; r < width; r++) {
                     double g = dot(gate[e], r, x, t, HIDDEN), u = dot(up[e], r, x, t, HIDDEN);
                     h[r] = g / (1 + Math.exp(-g)) * u;
                 }
                 for (int r = 0; r < HIDDEN; r++) {
                     double y = 0;
-                    for (int c = 0; c < WIDTH; c++) y += down[e][r * WIDTH + c] * h[c];
+                    for (int c = 0; c < width; c++) y += down[e][r * width + c] * h[c];
                     expected[t * HIDDEN + r] += assignment.weights()[e][k] * y;
                 }
             }
@@ -115,8 +136,8 @@ class CudaRoutedExpertsTest {
             double d = Math.abs(actual[i] - expected[i]);
             error = Double.isNaN(d) ? Double.NaN : Math.max(error, d);
         }
-        System.out.printf("routed experts %s/%s, %d of %d, %d tokens (%d routed): max error %.2e at a scale of %.3f%n",
-                scoring, selection, perToken, experts, tokens, routedTokens, error, scale);
+        System.out.printf("routed %s experts %s/%s, %d of %d, %d tokens (%d routed): max error %.2e at a scale of %.3f%n",
+                format, scoring, selection, perToken, experts, tokens, routedTokens, error, scale);
         assertTrue(scale > 0.1, "the experts added nothing: the test would prove nothing");
         assertTrue(error <= 1e-4 * scale, "max error " + error + " against a scale of " + scale);
     }
@@ -160,7 +181,7 @@ class CudaRoutedExpertsTest {
     }
 
     @Test
-    void quantizedOrOddWidthExpertsStayOnTheHostAndTooManyTokensAreRefused() {
+    void otherFormatsOrOddWidthExpertsStayOnTheHostAndTooManyTokensAreRefused() {
         CudaBackend gpu = Gpu.backend();
         var routing = new ExpertRouting(2, 1, Scoring.SOFTMAX, Selection.GREEDY, 1, 1, false, 1.0, null);
         Weight[] f32 = {
@@ -171,6 +192,17 @@ class CudaRoutedExpertsTest {
                 keep(gpu.denseWeight(Data.tensor("c", DType.BF16, Data.uniform(random, 12 * 12), 12, 12))),
                 keep(gpu.denseWeight(Data.tensor("d", DType.BF16, Data.uniform(random, 12 * 12), 12, 12)))};
         assertNull(gpu.routedExperts(routing, odd, odd, odd, 4), "widths not a multiple of 8 have no device path");
+        Weight[] smallBlocks = new Weight[2];
+        for (int i = 0; i < 2; i++) {
+            var builder = new Fp8Weight.Builder(gpu.context(), 16, 16, 8, 8);
+            try (Arena arena = Arena.ofConfined()) {
+                builder.writeCodes(0, 16, arena.allocate(16 * 16));
+            }
+            builder.writeScales(new float[4]);
+            smallBlocks[i] = keep(builder.build());
+        }
+        assertNull(gpu.routedExperts(routing, smallBlocks, smallBlocks, smallBlocks, 4),
+                "FP8 blocks other than 128 x 128 have no device path");
 
         Weight[] square = {
                 keep(gpu.denseWeight(Data.tensor("e", DType.BF16, Data.uniform(random, 16 * 16), 16, 16))),
@@ -181,6 +213,30 @@ class CudaRoutedExpertsTest {
         Tensor residual = keep(gpu.allocate(DType.F32, 5, 16));
         assertThrows(IllegalArgumentException.class, () -> device.addTo(x, logits, 5, residual));
         assertThrows(IllegalArgumentException.class, () -> device.addTo(x, logits, 2, x));
+    }
+
+    /**
+     * An FP8 weight in blocks of 128 x 128 on the device: random e4m3 codes of both signs with exponents 0 to 8
+     * (subnormals included, no NaN), random block scales; {@code values} receives the weights they stand for.
+     */
+    private Fp8Weight fp8Weight(CudaBackend gpu, float[] values, int rows, int columns) {
+        var builder = new Fp8Weight.Builder(gpu.context(), rows, columns, 128, 128);
+        int rowBlocks = Math.ceilDiv(rows, 128), columnBlocks = Math.ceilDiv(columns, 128);
+        float[] scales = new float[rowBlocks * columnBlocks];
+        for (int i = 0; i < scales.length; i++) scales[i] = 0.05f + 0.05f * random.nextFloat();
+        byte[] codes = new byte[rows * columns];
+        for (int r = 0; r < rows; r++) {
+            for (int c = 0; c < columns; c++) {
+                byte code = (byte) ((random.nextBoolean() ? 0x80 : 0) | random.nextInt(9) << 3 | random.nextInt(8));
+                codes[r * columns + c] = code;
+                values[r * columns + c] = E4m3.toFloat(code) * scales[(r / 128) * columnBlocks + c / 128];
+            }
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            builder.writeCodes(0, rows, arena.allocateFrom(ValueLayout.JAVA_BYTE, codes));
+        }
+        builder.writeScales(scales);
+        return builder.build();
     }
 
     /** Uniform values in [-0.1, 0.1) that bf16 holds exactly, so that host and device multiply the same weights. */

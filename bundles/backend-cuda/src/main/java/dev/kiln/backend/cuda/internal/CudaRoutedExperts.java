@@ -13,6 +13,8 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * experts' gate/up and down products over their own tokens, and the weighted sum into the residual, five launches
  * with nothing read back, so a mixture-of-experts decode step is recorded and replayed as graphs like a dense one.
  * Every active expert's weights are read once per call for all of its tokens; an expert no token chose is not read.
+ * The experts' weights are bf16, or FP8 in blocks of 128 x 128 (DeepSeek-V3's checkpoints, and the {@code fp8}
+ * quantizer's), whose codes the products decode in registers.
  *
  * <p>Holds device tables of the experts' weight addresses and a workspace for {@link #capacity()} tokens; the weights
  * stay with their owner and must outlive this object.
@@ -32,6 +34,8 @@ public final class CudaRoutedExperts implements RoutedExperts {
     private final int experts, perToken, hidden, width, capacity;
     private final int scoring, selection, groups, groupsPerToken;
     private final boolean normalize;
+    /** Whether the experts' weights are FP8 (else bf16). */
+    private final boolean fp8;
     private final float scaling;
     private final long workspace;
     private final long gateTable, upTable, downTable, bias;
@@ -40,9 +44,9 @@ public final class CudaRoutedExperts implements RoutedExperts {
     private final AtomicBoolean closed = new AtomicBoolean();
 
     /**
-     * The device path for these experts, or {@code null} when it cannot take them: weights other than dense bf16 of
-     * this context, widths not a multiple of 8, or more experts, groups or experts per token than its kernels hold;
-     * or when switched off ({@code -Dkiln.cuda.deviceExperts=false}).
+     * The device path for these experts, or {@code null} when it cannot take them: weights other than all dense bf16
+     * (widths a multiple of 8) or all FP8 in blocks of 128 x 128 (widths a multiple of 16), or more experts, groups or
+     * experts per token than its kernels hold; or when switched off ({@code -Dkiln.cuda.deviceExperts=false}).
      */
     public static CudaRoutedExperts create(CudaContext context, ExpertRouting routing, Weight[] gate, Weight[] up,
                                            Weight[] down, int capacity) {
@@ -52,12 +56,15 @@ public final class CudaRoutedExperts implements RoutedExperts {
             return null;
         }
         int hidden = gate[0].columns(), width = gate[0].rows();
-        if (hidden % 8 != 0 || width % 8 != 0) return null;
+        boolean fp8 = gate[0] instanceof Fp8Weight;
+        if (hidden % (fp8 ? 16 : 8) != 0 || width % (fp8 ? 16 : 8) != 0) return null;
         for (int e = 0; e < n; e++) {
-            if (!DenseWeight.isBf16(gate[e], width, hidden) || !DenseWeight.isBf16(up[e], width, hidden)
-                    || !DenseWeight.isBf16(down[e], hidden, width)) {
-                return null;
-            }
+            boolean takes = fp8
+                    ? Fp8Weight.isGroupedExpert(gate[e], width, hidden) && Fp8Weight.isGroupedExpert(up[e], width, hidden)
+                            && Fp8Weight.isGroupedExpert(down[e], hidden, width)
+                    : DenseWeight.isBf16(gate[e], width, hidden) && DenseWeight.isBf16(up[e], width, hidden)
+                            && DenseWeight.isBf16(down[e], hidden, width);
+            if (!takes) return null;
         }
         int tokens = Math.min(Math.min(capacity, DEVICE_TOKENS), GroupedKernels.MAX_CHOICES / routing.perToken());
         if (tokens < 1) return null;
@@ -82,6 +89,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
         this.groups = routing.groups();
         this.groupsPerToken = routing.groupsPerToken();
         this.normalize = routing.normalize();
+        this.fp8 = gate[0] instanceof Fp8Weight;
         this.scaling = (float) routing.scalingFactor();
         long choices = (long) capacity * perToken;
         long[] sizes = {
@@ -112,9 +120,9 @@ public final class CudaRoutedExperts implements RoutedExperts {
         hiddenRows = workspace + offsets[13];
         outRows = workspace + offsets[14];
         try (Arena arena = Arena.ofConfined()) {
-            DenseWeight.writeAddressTable(context, gate, gateTable);
-            DenseWeight.writeAddressTable(context, up, upTable);
-            DenseWeight.writeAddressTable(context, down, downTable);
+            writeAddressTable(gate, gateTable);
+            writeAddressTable(up, upTable);
+            writeAddressTable(down, downTable);
             float[] correction = routing.correctionBias();
             if (correction != null) {
                 context.copyToDeviceNow(biasAt, arena.allocateFrom(ValueLayout.JAVA_FLOAT, correction));
@@ -123,6 +131,19 @@ public final class CudaRoutedExperts implements RoutedExperts {
         } catch (RuntimeException e) {
             context.free(workspace);
             throw e;
+        }
+    }
+
+    /** The experts' weight addresses (FP8: their codes, the block scales after them) into a device table. */
+    private void writeAddressTable(Weight[] weights, long table) {
+        if (!fp8) {
+            DenseWeight.writeAddressTable(context, weights, table);
+            return;
+        }
+        long[] addresses = new long[weights.length];
+        for (int i = 0; i < weights.length; i++) addresses[i] = ((Fp8Weight) weights[i]).codesAddress();
+        try (Arena arena = Arena.ofConfined()) {
+            context.copyToDeviceNow(table, arena.allocateFrom(ValueLayout.JAVA_LONG, addresses));
         }
     }
 
@@ -161,9 +182,9 @@ public final class CudaRoutedExperts implements RoutedExperts {
                 normalize, scaling, bias, choiceExpert, choiceWeight);
         kernels.plan(choiceExpert, choiceWeight, choices, perToken, experts, activeCount, activeExpert, activeStart,
                 activeSize, pairToken, pairWeight, choicePair);
-        kernels.gateUp(x.pointer(), hidden, gateTable, upTable, width, maxActive, activeCount, activeExpert, activeStart,
+        kernels.gateUp(fp8, x.pointer(), hidden, gateTable, upTable, width, maxActive, activeCount, activeExpert, activeStart,
                 activeSize, pairToken, hiddenRows);
-        kernels.down(hiddenRows, width, downTable, hidden, maxActive, activeCount, activeExpert, activeStart, activeSize,
+        kernels.down(fp8, hiddenRows, width, downTable, hidden, maxActive, activeCount, activeExpert, activeStart, activeSize,
                 pairWeight, outRows);
         kernels.combine(outRows, choicePair, perToken, hidden, acc.pointer(), tokens);
     }
@@ -175,7 +196,8 @@ public final class CudaRoutedExperts implements RoutedExperts {
 
     @Override
     public String toString() {
-        return "routed experts on the device (" + experts + " experts of " + width + ", " + perToken + " per token, up to "
+        return "routed experts on the device (" + experts + (fp8 ? " fp8" : "") + " experts of " + width + ", " + perToken
+                + " per token, up to "
                 + capacity + " tokens)";
     }
 }

@@ -60,6 +60,20 @@ public final class Fp8Weight implements DeviceRowGather {
         this.scales = b.scales;
     }
 
+    /**
+     * Whether a weight is an FP8 weight of this shape in blocks of 128 x 128 with unpadded rows: the layout the grouped
+     * expert products read ({@link CudaRoutedExperts}).
+     */
+    static boolean isGroupedExpert(Weight w, int rows, int columns) {
+        return w instanceof Fp8Weight f && f.rows == rows && f.columns == columns && f.rowBytes == columns
+                && f.blockRows == GroupedKernels.FP8_BLOCK && f.blockColumns == GroupedKernels.FP8_BLOCK;
+    }
+
+    /** The device address of the codes (the block scales follow them). */
+    long codesAddress() {
+        return codes;
+    }
+
     /** Bytes of one row of codes: the columns rounded up to 16. */
     public static int rowBytes(int columns) {
         return (columns + QuantKernels.STEP - 1) / QuantKernels.STEP * QuantKernels.STEP;

@@ -14,7 +14,10 @@ public final class GroupedKernels implements AutoCloseable {
     public static final String SOURCE = "grouped_kernels.cu";
     /** The kernel names the source's units must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = {"kiln_route_experts", "kiln_plan_experts", "kiln_experts_gate_up_bf16",
-            "kiln_experts_down_bf16", "kiln_experts_combine", "kiln_gemv_heads_bf16"};
+            "kiln_experts_down_bf16", "kiln_experts_gate_up_fp8", "kiln_experts_down_fp8", "kiln_experts_combine",
+            "kiln_gemv_heads_bf16"};
+    /** The block size of the FP8 expert weights the grouped products take (FP8_BLOCK in the source). */
+    static final int FP8_BLOCK = 128;
     /** The most routed experts (MAX_EXPERTS in the source; one plan thread each). */
     static final int MAX_EXPERTS = 1024;
     /** The most experts per token (MAX_PER_TOKEN). */
@@ -32,7 +35,7 @@ public final class GroupedKernels implements AutoCloseable {
 
     private final CudaDriver driver;
     private final KernelModules modules;
-    private final MemorySegment route, plan, gateUp, down, combine, heads;
+    private final MemorySegment route, plan, gateUp, down, gateUpFp8, downFp8, combine, heads;
     private final ThreadLocal<LaunchArguments> arguments;
 
     GroupedKernels(CudaContext context, KernelModules modules) {
@@ -43,6 +46,8 @@ public final class GroupedKernels implements AutoCloseable {
         plan = modules.function("kiln_plan_experts");
         gateUp = modules.function("kiln_experts_gate_up_bf16");
         down = modules.function("kiln_experts_down_bf16");
+        gateUpFp8 = modules.function("kiln_experts_gate_up_fp8");
+        downFp8 = modules.function("kiln_experts_down_fp8");
         combine = modules.function("kiln_experts_combine");
         heads = modules.function("kiln_gemv_heads_bf16");
     }
@@ -68,23 +73,24 @@ public final class GroupedKernels implements AutoCloseable {
 
     /**
      * {@code hidden[q] = silu(gate_e · x[token q]) * up_e · x[token q]} for every pair q of every active expert e, of
-     * at most {@code maxActive}: gate and up tables of device pointers to bf16 {@code [width, columns]} weights.
+     * at most {@code maxActive}: gate and up tables of device pointers to {@code [width, columns]} weights, bf16 or
+     * ({@code fp8}) e4m3 codes followed by their 128 x 128 block scales ({@link Fp8Weight}).
      */
-    void gateUp(long x, int columns, long gateTable, long upTable, int width, int maxActive, long activeCount,
+    void gateUp(boolean fp8, long x, int columns, long gateTable, long upTable, int width, int maxActive, long activeCount,
                 long activeExpert, long activeStart, long activeSize, long pairToken, long hidden) {
         args().ptr(x).i32(columns).ptr(gateTable).ptr(upTable).i32(width).ptr(activeCount).ptr(activeExpert)
                 .ptr(activeStart).ptr(activeSize).ptr(pairToken).ptr(hidden)
-                .launch(gateUp, "kiln_experts_gate_up_bf16", (width + EXPERT_WARPS - 1) / EXPERT_WARPS, maxActive,
-                        EXPERT_THREADS, 0);
+                .launch(fp8 ? gateUpFp8 : gateUp, fp8 ? "kiln_experts_gate_up_fp8" : "kiln_experts_gate_up_bf16",
+                        (width + EXPERT_WARPS - 1) / EXPERT_WARPS, maxActive, EXPERT_THREADS, 0);
     }
 
-    /** {@code out[q] = pairWeight[q] · down_e · hidden[q]} for every pair q of every active expert e. */
-    void down(long hidden, int width, long downTable, int rows, int maxActive, long activeCount, long activeExpert,
-              long activeStart, long activeSize, long pairWeight, long out) {
+    /** {@code out[q] = pairWeight[q] · down_e · hidden[q]} for every pair q of every active expert e (formats as above). */
+    void down(boolean fp8, long hidden, int width, long downTable, int rows, int maxActive, long activeCount,
+              long activeExpert, long activeStart, long activeSize, long pairWeight, long out) {
         args().ptr(hidden).i32(width).ptr(downTable).i32(rows).ptr(activeCount).ptr(activeExpert).ptr(activeStart)
                 .ptr(activeSize).ptr(pairWeight).ptr(out)
-                .launch(down, "kiln_experts_down_bf16", (rows + EXPERT_WARPS - 1) / EXPERT_WARPS, maxActive,
-                        EXPERT_THREADS, 0);
+                .launch(fp8 ? downFp8 : down, fp8 ? "kiln_experts_down_fp8" : "kiln_experts_down_bf16",
+                        (rows + EXPERT_WARPS - 1) / EXPERT_WARPS, maxActive, EXPERT_THREADS, 0);
     }
 
     /** {@code residual[t] += Σ_j out[choicePair[t, j]]} for {@code tokens} rows of {@code columns}. */

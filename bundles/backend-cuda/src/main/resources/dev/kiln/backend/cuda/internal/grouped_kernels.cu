@@ -18,8 +18,10 @@
 // more tokens re-read the rows from L2), so a decode step reads only the experts it uses. The grids are sized for
 // the most active experts a call can have (min(experts, pairs)); blocks beyond the actual count exit at once.
 //
-// Expert weights are bf16 [rows][columns], rows 16-byte aligned (columns % 8 == 0), addressed through tables of
-// device pointers indexed by expert. Activations f32, rows contiguous.
+// Expert weights are bf16 [rows][columns], rows 16-byte aligned (columns % 8 == 0), or FP8 (the _fp8 entries: e4m3
+// codes [rows][columns], columns % 16 == 0, then one f32 scale per block of 128 x 128, row-major over the blocks, as
+// Fp8Weight holds them), addressed through tables of device pointers indexed by expert. Activations f32, rows
+// contiguous.
 
 typedef unsigned short bf16_t;
 
@@ -252,48 +254,118 @@ kiln_plan_experts(const int* choiceExpert, const float* choiceWeight, int choice
 
 // ---- grouped products --------------------------------------------------------------------------------------
 
-// One warp's share of ROWS weight rows . x[t] for TOKENS tokens over all 8-column chunks (lane, lane + 32, ...):
-// lane-partial sums into acc. The UNROLL loads of every row are issued before any multiply.
-template <int TOKENS, int ROWS>
-__device__ __forceinline__ void dot_rows(const bf16_t* const (&w)[ROWS], const float* const (&x)[TOKENS], int chunks,
-                                         float (&acc)[ROWS][TOKENS]) {
+// The weight formats. A 16-byte chunk of a row is 8 bf16 weights, or 16 e4m3 codes whose 128 x 128 block's scale
+// multiplies the chunk's sums (a chunk lies in one block). An e4m3 code decodes as in kernels.cu (e4m3_word): an
+// arithmetic shift puts its exponent and mantissa under f32's and one multiplication by 2^120 rebiases, subnormals
+// included; a word of four codes holding a NaN code makes its first weight NaN, so the row's sums are NaN.
+#define FMT_BF16 0
+#define FMT_FP8 1
+#define FP8_BLOCK 128
+
+template <int FMT>
+struct Format {
+    static constexpr int COLUMNS = FMT == FMT_FP8 ? 16 : 8;
+};
+
+__device__ __forceinline__ void bf16_word(unsigned int word, float* w) {
+    w[0] = __uint_as_float(word << 16);
+    w[1] = __uint_as_float(word & 0xffff0000u);
+}
+
+__device__ __forceinline__ void e4m3_word(unsigned int word, float* w) {
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        w[k] = __uint_as_float((unsigned int) ((int) (word << (24 - 8 * k)) >> 4) & 0x87F00000u) * 0x1p120f;
+    }
+    if ((((word & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u) != 0u) w[0] = __uint_as_float(0x7FC00000u);
+}
+
+// Row `row` of a weight of `rows` x `columns` in format FMT, and (FP8) the first of its blocks' scales.
+template <int FMT>
+__device__ __forceinline__ const uint4* weight_row(const void* w, int row, int columns) {
+    return reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(w)
+                                          + (long long) row * columns * (FMT == FMT_FP8 ? 1 : 2));
+}
+
+template <int FMT>
+__device__ __forceinline__ const float* block_scales(const void* w, int rows, int row, int columns) {
+    if (FMT != FMT_FP8) return nullptr;
+    const float* scales = reinterpret_cast<const float*>(static_cast<const unsigned char*>(w) + (long long) rows * columns);
+    return scales + (long long) (row / FP8_BLOCK) * ((columns + FP8_BLOCK - 1) / FP8_BLOCK);
+}
+
+// Columns 8 H .. 8 H + 7 of a chunk as floats.
+template <int FMT, int H>
+__device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
+    if (FMT == FMT_FP8) {
+        e4m3_word(H == 0 ? p.x : p.z, w);
+        e4m3_word(H == 0 ? p.y : p.w, w + 4);
+    } else {
+        bf16_word(p.x, w);
+        bf16_word(p.y, w + 2);
+        bf16_word(p.z, w + 4);
+        bf16_word(p.w, w + 6);
+    }
+}
+
+// Columns 8 H .. 8 H + 7 of chunk c of every token's x, dotted with each row's weights there into acc.
+template <int FMT, int H, int TOKENS, int ROWS>
+__device__ __forceinline__ void dot_eight(const uint4 (&packed)[ROWS], const float* const (&x)[TOKENS], int c,
+                                          float (&acc)[ROWS][TOKENS]) {
+    float wv[ROWS][8];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) widen<FMT, H>(packed[r], wv[r]);
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) {
+        const float4* xp = reinterpret_cast<const float4*>(x[t]) + (Format<FMT>::COLUMNS / 4) * c + 2 * H;
+        float4 a = xp[0], b = xp[1];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            acc[r][t] += wv[r][0] * a.x + wv[r][1] * a.y + wv[r][2] * a.z + wv[r][3] * a.w
+                       + wv[r][4] * b.x + wv[r][5] * b.y + wv[r][6] * b.z + wv[r][7] * b.w;
+        }
+    }
+}
+
+// One warp's share of ROWS weight rows . x[t] for TOKENS tokens over all chunks of a row (lane, lane + 32, ...):
+// lane-partial sums into acc. The UNROLL loads of every row are issued before any multiply. FP8: each chunk's sums
+// times its block's scale (scales[r]: the row's first block scale), loaded with the chunk.
+template <int FMT, int TOKENS, int ROWS>
+__device__ __forceinline__ void dot_rows(const uint4* const (&w)[ROWS], const float* const (&scales)[ROWS],
+                                         const float* const (&x)[TOKENS], int chunks, float (&acc)[ROWS][TOKENS]) {
     int lane = threadIdx.x & 31;
     for (int base = lane; base < chunks; base += 32 * EXPERT_UNROLL) {
         uint4 packed[EXPERT_UNROLL][ROWS];
+        float scale[EXPERT_UNROLL][ROWS];
 #pragma unroll
         for (int u = 0; u < EXPERT_UNROLL; u++) {
             int c = base + 32 * u;
 #pragma unroll
             for (int r = 0; r < ROWS; r++) {
-                packed[u][r] = c < chunks ? load_weights(reinterpret_cast<const uint4*>(w[r]) + c)
-                                          : make_uint4(0u, 0u, 0u, 0u);
+                packed[u][r] = c < chunks ? load_weights(w[r] + c) : make_uint4(0u, 0u, 0u, 0u);
+                if (FMT == FMT_FP8) scale[u][r] = c < chunks ? __ldg(scales[r] + c / (FP8_BLOCK / 16)) : 0.0f;
             }
         }
 #pragma unroll
         for (int u = 0; u < EXPERT_UNROLL; u++) {
             int c = base + 32 * u;
             if (c >= chunks) break;
-            float wv[ROWS][8];
-#pragma unroll
-            for (int r = 0; r < ROWS; r++) {
-                wv[r][0] = __uint_as_float(packed[u][r].x << 16);
-                wv[r][1] = __uint_as_float(packed[u][r].x & 0xffff0000u);
-                wv[r][2] = __uint_as_float(packed[u][r].y << 16);
-                wv[r][3] = __uint_as_float(packed[u][r].y & 0xffff0000u);
-                wv[r][4] = __uint_as_float(packed[u][r].z << 16);
-                wv[r][5] = __uint_as_float(packed[u][r].z & 0xffff0000u);
-                wv[r][6] = __uint_as_float(packed[u][r].w << 16);
-                wv[r][7] = __uint_as_float(packed[u][r].w & 0xffff0000u);
-            }
-#pragma unroll
-            for (int t = 0; t < TOKENS; t++) {
-                const float4* xp = reinterpret_cast<const float4*>(x[t]) + 2 * c;
-                float4 a = xp[0], b = xp[1];
+            if (FMT == FMT_FP8) {
+                float part[ROWS][TOKENS];
 #pragma unroll
                 for (int r = 0; r < ROWS; r++) {
-                    acc[r][t] += wv[r][0] * a.x + wv[r][1] * a.y + wv[r][2] * a.z + wv[r][3] * a.w
-                               + wv[r][4] * b.x + wv[r][5] * b.y + wv[r][6] * b.z + wv[r][7] * b.w;
+#pragma unroll
+                    for (int t = 0; t < TOKENS; t++) part[r][t] = 0.0f;
                 }
+                dot_eight<FMT, 0, TOKENS, ROWS>(packed[u], x, c, part);
+                dot_eight<FMT, 1, TOKENS, ROWS>(packed[u], x, c, part);
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+#pragma unroll
+                    for (int t = 0; t < TOKENS; t++) acc[r][t] = fmaf(part[r][t], scale[u][r], acc[r][t]);
+                }
+            } else {
+                dot_eight<FMT, 0, TOKENS, ROWS>(packed[u], x, c, acc);
             }
         }
     }
@@ -301,17 +373,18 @@ __device__ __forceinline__ void dot_rows(const bf16_t* const (&w)[ROWS], const f
 
 // gate and up row `row` of one expert for TOKENS of its pairs (tokens: their token indices), silu(gate) * up into
 // hidden (rows `rows` apart, the first pair's row first).
-template <int TOKENS>
-__device__ __forceinline__ void gate_up_tokens(const bf16_t* wg, const bf16_t* wu, const float* x, int columns,
+template <int FMT, int TOKENS>
+__device__ __forceinline__ void gate_up_tokens(const void* wg, const void* wu, const float* x, int columns,
                                                const int* tokens, float* hidden, int rows, int row) {
     const float* xs[TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) xs[t] = x + (long long) tokens[t] * columns;
-    const bf16_t* w[2] = {wg + (long long) row * columns, wu + (long long) row * columns};
+    const uint4* w[2] = {weight_row<FMT>(wg, row, columns), weight_row<FMT>(wu, row, columns)};
+    const float* scales[2] = {block_scales<FMT>(wg, rows, row, columns), block_scales<FMT>(wu, rows, row, columns)};
     float acc[2][TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[0][t] = acc[1][t] = 0.0f;
-    dot_rows<TOKENS, 2>(w, xs, columns >> 3, acc);
+    dot_rows<FMT, TOKENS, 2>(w, scales, xs, columns / Format<FMT>::COLUMNS, acc);
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) {
         float g = warp_sum(acc[0][t]), u = warp_sum(acc[1][t]);
@@ -322,17 +395,18 @@ __device__ __forceinline__ void gate_up_tokens(const bf16_t* wg, const bf16_t* w
 // Row `row` of one weight for TOKENS activation rows xRow apart, into out rows outRow apart; WEIGHTED: each product
 // times its own factor (a pair's routing weight). The down products of an expert's pairs (x: their hidden rows) and
 // the per-head products (x and out: the head's slices of the rows) alike.
-template <int TOKENS, bool WEIGHTED>
-__device__ __forceinline__ void row_tokens(const bf16_t* w, const float* x, int xRow, float* out, int outRow,
+template <int FMT, int TOKENS, bool WEIGHTED>
+__device__ __forceinline__ void row_tokens(const void* w, const float* x, int xRow, float* out, int outRow, int rows,
                                            int columns, int row, const float* factors) {
     const float* xs[TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) xs[t] = x + (long long) t * xRow;
-    const bf16_t* wr[1] = {w + (long long) row * columns};
+    const uint4* wr[1] = {weight_row<FMT>(w, row, columns)};
+    const float* scales[1] = {block_scales<FMT>(w, rows, row, columns)};
     float acc[1][TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) acc[0][t] = 0.0f;
-    dot_rows<TOKENS, 1>(wr, xs, columns >> 3, acc);
+    dot_rows<FMT, TOKENS, 1>(wr, scales, xs, columns / Format<FMT>::COLUMNS, acc);
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) {
         float v = warp_sum(acc[0][t]);
@@ -355,49 +429,72 @@ __device__ __forceinline__ void row_tokens(const bf16_t* w, const float* x, int 
 
 // Grid (rows / EXPERT_WARPS, most active experts), EXPERT_THREADS threads: block (x, y) computes EXPERT_WARPS rows
 // of active expert y (if there is one) for all of its pairs. x: the layer's normed input [tokens][columns].
-extern "C" __global__ void __launch_bounds__(EXPERT_THREADS)
-kiln_experts_gate_up_bf16(const float* x, int columns, const unsigned long long* gateWeights,
-                          const unsigned long long* upWeights, int rows, const int* activeCount,
-                          const int* activeExpert, const int* activeStart, const int* activeSize,
-                          const int* pairToken, float* hidden) {
+template <int FMT>
+__device__ __forceinline__ void experts_gate_up(const float* x, int columns, const unsigned long long* gateWeights,
+                                                const unsigned long long* upWeights, int rows, const int* activeCount,
+                                                const int* activeExpert, const int* activeStart, const int* activeSize,
+                                                const int* pairToken, float* hidden) {
     wait_for_previous_kernel();
     int slot = blockIdx.y;
     int row = blockIdx.x * EXPERT_WARPS + (threadIdx.x >> 5);
     if (slot >= *activeCount || row >= rows) return;
     int expert = activeExpert[slot], start = activeStart[slot], size = activeSize[slot];
-    const bf16_t* wg = reinterpret_cast<const bf16_t*>(gateWeights[expert]);
-    const bf16_t* wu = reinterpret_cast<const bf16_t*>(upWeights[expert]);
+    const void* wg = reinterpret_cast<const void*>(gateWeights[expert]);
+    const void* wu = reinterpret_cast<const void*>(upWeights[expert]);
     for (int first = 0; first < size; first += EXPERT_TOKENS) {
         int n = min(EXPERT_TOKENS, size - first);
         const int* tokens = pairToken + start + first;
         float* h = hidden + (long long) (start + first) * rows;
-#define GATE_UP(T) gate_up_tokens<T>(wg, wu, x, columns, tokens, h, rows, row)
+#define GATE_UP(T) gate_up_tokens<FMT, T>(wg, wu, x, columns, tokens, h, rows, row)
         DISPATCH_TOKENS(n, GATE_UP)
 #undef GATE_UP
     }
 }
 
+#define EXPERTS_GATE_UP(NAME, FMT)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(EXPERT_THREADS)                                                    \
+    NAME(const float* x, int columns, const unsigned long long* gateWeights, const unsigned long long* upWeights,    \
+         int rows, const int* activeCount, const int* activeExpert, const int* activeStart, const int* activeSize,  \
+         const int* pairToken, float* hidden) {                                                                     \
+        experts_gate_up<FMT>(x, columns, gateWeights, upWeights, rows, activeCount, activeExpert, activeStart,       \
+                             activeSize, pairToken, hidden);                                                        \
+    }
+EXPERTS_GATE_UP(kiln_experts_gate_up_bf16, FMT_BF16)
+EXPERTS_GATE_UP(kiln_experts_gate_up_fp8, FMT_FP8)
+
 // Grid (rows / EXPERT_WARPS, most active experts), EXPERT_THREADS threads, as the gate/up kernel; rows here are the
 // model's hidden size and columns the experts' width.
-extern "C" __global__ void __launch_bounds__(EXPERT_THREADS)
-kiln_experts_down_bf16(const float* hidden, int columns, const unsigned long long* downWeights, int rows,
-                       const int* activeCount, const int* activeExpert, const int* activeStart, const int* activeSize,
-                       const float* pairWeight, float* out) {
+template <int FMT>
+__device__ __forceinline__ void experts_down(const float* hidden, int columns, const unsigned long long* downWeights,
+                                             int rows, const int* activeCount, const int* activeExpert,
+                                             const int* activeStart, const int* activeSize, const float* pairWeight,
+                                             float* out) {
     wait_for_previous_kernel();
     int slot = blockIdx.y;
     int row = blockIdx.x * EXPERT_WARPS + (threadIdx.x >> 5);
     if (slot >= *activeCount || row >= rows) return;
     int expert = activeExpert[slot], start = activeStart[slot], size = activeSize[slot];
-    const bf16_t* wd = reinterpret_cast<const bf16_t*>(downWeights[expert]);
+    const void* wd = reinterpret_cast<const void*>(downWeights[expert]);
     for (int first = 0; first < size; first += EXPERT_TOKENS) {
         int n = min(EXPERT_TOKENS, size - first);
         int q = start + first;
-#define DOWN(T) row_tokens<T, true>(wd, hidden + (long long) q * columns, columns, out + (long long) q * rows, rows, \
-                                    columns, row, pairWeight + q)
+#define DOWN(T) row_tokens<FMT, T, true>(wd, hidden + (long long) q * columns, columns, out + (long long) q * rows, \
+                                         rows, rows, columns, row, pairWeight + q)
         DISPATCH_TOKENS(n, DOWN)
 #undef DOWN
     }
 }
+
+#define EXPERTS_DOWN(NAME, FMT)                                                                                     \
+    extern "C" __global__ void __launch_bounds__(EXPERT_THREADS)                                                    \
+    NAME(const float* hidden, int columns, const unsigned long long* downWeights, int rows, const int* activeCount, \
+         const int* activeExpert, const int* activeStart, const int* activeSize, const float* pairWeight,           \
+         float* out) {                                                                                              \
+        experts_down<FMT>(hidden, columns, downWeights, rows, activeCount, activeExpert, activeStart, activeSize,    \
+                          pairWeight, out);                                                                         \
+    }
+EXPERTS_DOWN(kiln_experts_down_bf16, FMT_BF16)
+EXPERTS_DOWN(kiln_experts_down_fp8, FMT_FP8)
 
 // residual[t][c] += the sum of out[pair of choice (t, j)][c] over j in order; a choice without a pair adds nothing.
 extern "C" __global__ void kiln_experts_combine(const float* out, const int* choicePair, int perToken, int columns,
@@ -427,12 +524,12 @@ kiln_gemv_heads_bf16(const unsigned long long* weights, const float* x, int xRow
     int head = blockIdx.y;
     int row = blockIdx.x * EXPERT_WARPS + (threadIdx.x >> 5);
     if (row >= rows) return;
-    const bf16_t* w = reinterpret_cast<const bf16_t*>(weights[head]);
+    const void* w = reinterpret_cast<const void*>(weights[head]);
     for (int first = 0; first < tokens; first += EXPERT_TOKENS) {
         int n = min(EXPERT_TOKENS, tokens - first);
         const float* xs = x + (long long) first * xRow + inOffset + (long long) head * inStride;
         float* o = out + (long long) first * outRow + outOffset + (long long) head * outStride;
-#define HEAD(T) row_tokens<T, false>(w, xs, xRow, o, outRow, columns, row, nullptr)
+#define HEAD(T) row_tokens<FMT_BF16, T, false>(w, xs, xRow, o, outRow, rows, columns, row, nullptr)
         DISPATCH_TOKENS(n, HEAD)
 #undef HEAD
     }
