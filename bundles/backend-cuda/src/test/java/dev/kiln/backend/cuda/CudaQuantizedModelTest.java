@@ -25,7 +25,8 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * The {@code qwen2-tiny} fixture built with each CUDA weight format against the same fixture built with the CPU
+ * The {@code qwen2-tiny} and {@code deepseek-v3-tiny} fixtures (whose quantized routed experts take the device's
+ * grouped products) built with each CUDA weight format against the same fixture built with the CPU
  * bundle's quantizer of that format, on the same engine-shaped batches: both quantize the same weights by the same
  * rule, so their logits differ only by the order of f32 sums and by the device prefill's bf16 splits. The batches
  * take both device paths: prefills of many tokens (dequantized tiles and cuBLAS) and steps of 1 and 5 tokens
@@ -54,30 +55,37 @@ class CudaQuantizedModelTest {
         if (cpu != null) cpu.shutdown();
     }
 
-    /** Each format: its name, the device's quantizer and the CPU bundle's. */
+    /**
+     * Each format on each fixture: the format's name, the device's quantizer, the CPU bundle's, and the fixture (a
+     * dense model, and a mixture-of-experts one whose quantized experts route on the device).
+     */
     static List<Object[]> formats() {
-        return List.of(new Object[] {"weight_only_int8", new CudaInt8Quantizer(), new Int8Quantizer()},
-                new Object[] {"weight_only_int4 g64", new CudaInt4Quantizer(64), new Int4Quantizer(64)},
-                new Object[] {"weight_only_int4 g128", new CudaInt4Quantizer(128), new Int4Quantizer(128)},
-                new Object[] {"fp8", new CudaFp8Quantizer(), new Fp8Quantizer()});
+        List<Object[]> cases = new java.util.ArrayList<>();
+        for (String fixture : new String[] {FIXTURE, "deepseek-v3-tiny"}) {
+            cases.add(new Object[] {"weight_only_int8", new CudaInt8Quantizer(), new Int8Quantizer(), fixture});
+            cases.add(new Object[] {"weight_only_int4 g64", new CudaInt4Quantizer(64), new Int4Quantizer(64), fixture});
+            cases.add(new Object[] {"weight_only_int4 g128", new CudaInt4Quantizer(128), new Int4Quantizer(128), fixture});
+            cases.add(new Object[] {"fp8", new CudaFp8Quantizer(), new Fp8Quantizer(), fixture});
+        }
+        return cases;
     }
 
-    @ParameterizedTest(name = "{0}")
+    @ParameterizedTest(name = "{0} {3}")
     @MethodSource("formats")
-    void theSameBatchesGiveTheCpuFormatsLogits(String format, Quantizer onGpu, Quantizer onCpu) {
-        try (CausalLanguageModel g = Fixtures.build(FIXTURE, gpu, Gpu.attention(), onGpu, MAX_BATCH_TOKENS);
-             CausalLanguageModel c = Fixtures.build(FIXTURE, cpu, new PagedAttention(), onCpu, MAX_BATCH_TOKENS);
-             CausalLanguageModel dense = Fixtures.build(FIXTURE, gpu, Gpu.attention(), MAX_BATCH_TOKENS);
+    void theSameBatchesGiveTheCpuFormatsLogits(String format, Quantizer onGpu, Quantizer onCpu, String fixture) {
+        try (CausalLanguageModel g = Fixtures.build(fixture, gpu, Gpu.attention(), onGpu, MAX_BATCH_TOKENS);
+             CausalLanguageModel c = Fixtures.build(fixture, cpu, new PagedAttention(), onCpu, MAX_BATCH_TOKENS);
+             CausalLanguageModel dense = Fixtures.build(fixture, gpu, Gpu.attention(), MAX_BATCH_TOKENS);
              KvCache gc = g.allocateKvCache(NUM_BLOCKS, BLOCK_SIZE);
              KvCache cc = c.allocateKvCache(NUM_BLOCKS, BLOCK_SIZE)) {
             // Each backend pads rows to its own kernels' widths, so the two byte counts may differ a little.
-            System.out.printf("%s %s: weights %d bytes on the device (bf16: %d; the CPU format: %d)%n", format, FIXTURE,
+            System.out.printf("%s %s: weights %d bytes on the device (bf16: %d; the CPU format: %d)%n", format, fixture,
                     g.weightBytes(), dense.weightBytes(), c.weightBytes());
             assertTrue(g.weightBytes() < dense.weightBytes(), "quantized weights take fewer bytes than bf16");
 
-            int[] first = Fixtures.ints(FIXTURE, "input_ids_0");
-            int[] greedy = Fixtures.ints(FIXTURE, "greedy_ids_1");
-            int cached = Fixtures.ints(FIXTURE, "input_ids_1").length;
+            int[] first = Fixtures.ints(fixture, "input_ids_0");
+            int[] greedy = Fixtures.ints(fixture, "greedy_ids_1");
+            int cached = Fixtures.ints(fixture, "input_ids_1").length;
             int[] decoding = blocks(0, (cached + 2 + BLOCK_SIZE - 1) / BLOCK_SIZE);
             int[] verifying = blocks(decoding.length, (cached + 4 + BLOCK_SIZE - 1) / BLOCK_SIZE);
             int[] chunkBlocks = blocks(decoding.length + verifying.length, (first.length + BLOCK_SIZE - 1) / BLOCK_SIZE);
@@ -101,7 +109,7 @@ class CudaQuantizedModelTest {
                 double diff = maxAbsDiff(onDevice, onHost);
                 double relative = diff / Math.max(1, maxAbs(onHost));
                 System.out.printf("%s %s step %d (%d tokens): CUDA vs CPU max |diff| = %.2e, relative %.2e%n", format,
-                        FIXTURE, s, steps[s].numTokens(), diff, relative);
+                        fixture, s, steps[s].numTokens(), diff, relative);
                 assertTrue(relative < RELATIVE_TOLERANCE, format + " step " + s + ": CUDA and CPU logits differ by "
                         + diff + " (relative " + relative + ")");
             }

@@ -14,6 +14,7 @@ import dev.kiln.api.backend.Weight;
 import dev.kiln.api.tensor.DType;
 import dev.kiln.api.tensor.Tensor;
 import dev.kiln.backend.cuda.internal.Fp8Weight;
+import dev.kiln.backend.cuda.internal.QuantizedWeight;
 import dev.kiln.backend.cuda.quant.E4m3;
 import dev.kiln.backend.cuda.testing.Data;
 import dev.kiln.backend.cuda.testing.Gpu;
@@ -29,16 +30,19 @@ import org.junit.jupiter.params.provider.CsvSource;
 
 /**
  * The routed experts on the device against the host: the routing rule of {@link ExpertRouting#route} applied to the
- * same logits, and each chosen expert's MLP computed in double precision from the same weights, bf16 or FP8 codes in
- * blocks of 128 x 128 (edge blocks partial, subnormal codes included). Covers the three selection rules, one token,
+ * same logits, and each chosen expert's MLP computed in double precision from the same weights: bf16, FP8 codes in
+ * blocks of 128 x 128 (edge blocks partial, subnormal codes included), INT8 codes with row scales, INT4 codes in groups
+ * of 64 or 128 columns (the last group of a row partial). Covers the three selection rules, one token,
  * several, more tokens per expert than a pass holds (8), and padding rows, which the device computes like routed
  * ones. Runs only where a CUDA device is.
  */
 class CudaRoutedExpertsTest {
     private static final int HIDDEN = 320;
     private static final int WIDTH = 136;
-    /** FP8 experts' width: a multiple of 16, and more than one 128-row (down: 128-column) block. */
+    /** FP8 and INT8 experts' width: a multiple of 16, and more than one 128-row (down: 128-column) block. */
     private static final int FP8_WIDTH = 144;
+    /** INT4 experts' width: a multiple of 32 whose last group of 64 or 128 columns is partial. */
+    private static final int INT4_WIDTH = 160;
 
     private final Random random = new Random(7);
     private final List<AutoCloseable> made = new ArrayList<>();
@@ -64,12 +68,18 @@ class CudaRoutedExpertsTest {
             "SIGMOID, NOAUX_TC, 32, 8, 6, 24, 21, bf16",
             "SIGMOID, NOAUX_TC, 16, 4, 4, 1, 1, fp8",
             "SOFTMAX, GREEDY, 16, 1, 4, 5, 5, fp8",
-            "SIGMOID, NOAUX_TC, 32, 8, 6, 40, 37, fp8"})
+            "SIGMOID, NOAUX_TC, 32, 8, 6, 40, 37, fp8",
+            "SIGMOID, NOAUX_TC, 16, 4, 4, 1, 1, int8",
+            "SOFTMAX, GREEDY, 16, 1, 4, 40, 37, int8",
+            "SIGMOID, NOAUX_TC, 16, 4, 4, 1, 1, int4g64",
+            "SOFTMAX, GREEDY, 16, 1, 4, 40, 37, int4g64",
+            "SIGMOID, NOAUX_TC, 16, 4, 4, 5, 5, int4g128",
+            "SIGMOID, NOAUX_TC, 32, 8, 6, 24, 21, int4g128"})
     void theDeviceRoutesAndMultipliesAsTheHostRule(Scoring scoring, Selection selection, int experts, int groups,
                                                    int perToken, int tokens, int routedTokens, String format) {
         CudaBackend gpu = Gpu.backend();
-        boolean fp8 = format.equals("fp8");
-        int width = fp8 ? FP8_WIDTH : WIDTH;
+        boolean quantized = !format.equals("bf16");
+        int width = format.startsWith("int4") ? INT4_WIDTH : quantized ? FP8_WIDTH : WIDTH;
         int groupsPerToken = groups == 1 ? 1 : groups / 2;
         boolean noaux = selection == Selection.NOAUX_TC;
         float[] bias = noaux ? scaled(Data.uniform(random, experts), 0.3f) : null;
@@ -78,13 +88,13 @@ class CudaRoutedExpertsTest {
         float[][] gate = new float[experts][], up = new float[experts][], down = new float[experts][];
         Weight[] gw = new Weight[experts], uw = new Weight[experts], dw = new Weight[experts];
         for (int e = 0; e < experts; e++) {
-            if (fp8) {
+            if (quantized) {
                 gate[e] = new float[width * HIDDEN];
                 up[e] = new float[width * HIDDEN];
                 down[e] = new float[HIDDEN * width];
-                gw[e] = keep(fp8Weight(gpu, gate[e], width, HIDDEN));
-                uw[e] = keep(fp8Weight(gpu, up[e], width, HIDDEN));
-                dw[e] = keep(fp8Weight(gpu, down[e], HIDDEN, width));
+                gw[e] = keep(quantizedWeight(gpu, format, gate[e], width, HIDDEN));
+                uw[e] = keep(quantizedWeight(gpu, format, up[e], width, HIDDEN));
+                dw[e] = keep(quantizedWeight(gpu, format, down[e], HIDDEN, width));
                 continue;
             }
             gate[e] = bf16Weights(width * HIDDEN);
@@ -203,6 +213,16 @@ class CudaRoutedExpertsTest {
         }
         assertNull(gpu.routedExperts(routing, smallBlocks, smallBlocks, smallBlocks, 4),
                 "FP8 blocks other than 128 x 128 have no device path");
+        Weight[] narrowInt4 = new Weight[2];
+        for (int i = 0; i < 2; i++) {
+            var builder = new QuantizedWeight.Builder(gpu.context(), QuantizedWeight.Format.INT4, 16, 16, 64);
+            try (Arena arena = Arena.ofConfined()) {
+                builder.write(0, 16, arena.allocate(16L * builder.rowBytes()), arena.allocate(4L * 16 * builder.scalesPerRow()));
+            }
+            narrowInt4[i] = keep(builder.build());
+        }
+        assertNull(gpu.routedExperts(routing, narrowInt4, narrowInt4, narrowInt4, 4),
+                "INT4 rows that are not whole 32-column chunks have no device path");
 
         Weight[] square = {
                 keep(gpu.denseWeight(Data.tensor("e", DType.BF16, Data.uniform(random, 16 * 16), 16, 16))),
@@ -213,6 +233,36 @@ class CudaRoutedExpertsTest {
         Tensor residual = keep(gpu.allocate(DType.F32, 5, 16));
         assertThrows(IllegalArgumentException.class, () -> device.addTo(x, logits, 5, residual));
         assertThrows(IllegalArgumentException.class, () -> device.addTo(x, logits, 2, x));
+    }
+
+    /** A weight of a quantized format ("fp8", "int8", "int4g64", "int4g128"); {@code values} receives its weights. */
+    private Weight quantizedWeight(CudaBackend gpu, String format, float[] values, int rows, int columns) {
+        if (format.equals("fp8")) return fp8Weight(gpu, values, rows, columns);
+        boolean int4 = format.startsWith("int4");
+        int group = format.equals("int4g64") ? 64 : 128;
+        QuantizedWeight.Format storage = int4 ? QuantizedWeight.Format.INT4 : QuantizedWeight.Format.INT8;
+        var builder = new QuantizedWeight.Builder(gpu.context(), storage, rows, columns, group);
+        int perRow = builder.scalesPerRow();
+        float[] scales = new float[rows * perRow];
+        byte[] codes = new byte[rows * builder.rowBytes()];
+        for (int r = 0; r < rows; r++) {
+            for (int g = 0; g < perRow; g++) scales[r * perRow + g] = (int4 ? 0.015f : 0.1f / 127) * (0.5f + random.nextFloat());
+            for (int c = 0; c < columns; c++) {
+                int q = int4 ? random.nextInt(16) - 8 : random.nextInt(255) - 127;
+                values[r * columns + c] = q * scales[r * perRow + (int4 ? c / group : 0)];
+                if (!int4) {
+                    codes[r * builder.rowBytes() + c] = (byte) q;
+                } else {
+                    int at = r * builder.rowBytes() + c / 2;
+                    codes[at] |= (byte) ((q + 8) << (c % 2 == 0 ? 0 : 4));
+                }
+            }
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            builder.write(0, rows, arena.allocateFrom(ValueLayout.JAVA_BYTE, codes),
+                    arena.allocateFrom(ValueLayout.JAVA_FLOAT, scales));
+        }
+        return builder.build();
     }
 
     /**

@@ -13,8 +13,9 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * experts' gate/up and down products over their own tokens, and the weighted sum into the residual, five launches
  * with nothing read back, so a mixture-of-experts decode step is recorded and replayed as graphs like a dense one.
  * Every active expert's weights are read once per call for all of its tokens; an expert no token chose is not read.
- * The experts' weights are bf16, or FP8 in blocks of 128 x 128 (DeepSeek-V3's checkpoints, and the {@code fp8}
- * quantizer's), whose codes the products decode in registers.
+ * The experts' weights are bf16, FP8 in blocks of 128 x 128 (DeepSeek-V3's checkpoints, and the {@code fp8}
+ * quantizer's), INT8 or INT4 in groups of 64 or 128 columns ({@code weight_only_int8}, {@code weight_only_int4}), whose
+ * codes the products widen in registers.
  *
  * <p>Holds device tables of the experts' weight addresses and a workspace for {@link #capacity()} tokens; the weights
  * stay with their owner and must outlive this object.
@@ -34,8 +35,8 @@ public final class CudaRoutedExperts implements RoutedExperts {
     private final int experts, perToken, hidden, width, capacity;
     private final int scoring, selection, groups, groupsPerToken;
     private final boolean normalize;
-    /** Whether the experts' weights are FP8 (else bf16). */
-    private final boolean fp8;
+    /** The experts' weight format. */
+    private final GroupedKernels.ExpertFormat format;
     private final float scaling;
     private final long workspace;
     private final long gateTable, upTable, downTable, bias;
@@ -44,9 +45,9 @@ public final class CudaRoutedExperts implements RoutedExperts {
     private final AtomicBoolean closed = new AtomicBoolean();
 
     /**
-     * The device path for these experts, or {@code null} when it cannot take them: weights other than all dense bf16
-     * (widths a multiple of 8) or all FP8 in blocks of 128 x 128 (widths a multiple of 16), or more experts, groups or
-     * experts per token than its kernels hold; or when switched off ({@code -Dkiln.cuda.deviceExperts=false}).
+     * The device path for these experts, or {@code null} when it cannot take them: weights other than all of one format
+     * ({@link #formatOf}), or more experts, groups or experts per token than its kernels hold; or when switched off
+     * ({@code -Dkiln.cuda.deviceExperts=false}).
      */
     public static CudaRoutedExperts create(CudaContext context, ExpertRouting routing, Weight[] gate, Weight[] up,
                                            Weight[] down, int capacity) {
@@ -56,19 +57,45 @@ public final class CudaRoutedExperts implements RoutedExperts {
             return null;
         }
         int hidden = gate[0].columns(), width = gate[0].rows();
-        boolean fp8 = gate[0] instanceof Fp8Weight;
-        if (hidden % (fp8 ? 16 : 8) != 0 || width % (fp8 ? 16 : 8) != 0) return null;
+        GroupedKernels.ExpertFormat format = formatOf(gate[0]);
+        if (format == null) return null;
         for (int e = 0; e < n; e++) {
-            boolean takes = fp8
-                    ? Fp8Weight.isGroupedExpert(gate[e], width, hidden) && Fp8Weight.isGroupedExpert(up[e], width, hidden)
-                            && Fp8Weight.isGroupedExpert(down[e], hidden, width)
-                    : DenseWeight.isBf16(gate[e], width, hidden) && DenseWeight.isBf16(up[e], width, hidden)
-                            && DenseWeight.isBf16(down[e], hidden, width);
-            if (!takes) return null;
+            if (!takes(format, gate[e], width, hidden) || !takes(format, up[e], width, hidden)
+                    || !takes(format, down[e], hidden, width)) {
+                return null;
+            }
         }
         int tokens = Math.min(Math.min(capacity, DEVICE_TOKENS), GroupedKernels.MAX_CHOICES / routing.perToken());
         if (tokens < 1) return null;
         return new CudaRoutedExperts(context, routing, gate, up, down, tokens);
+    }
+
+    /**
+     * The grouped products' format of a weight: dense bf16; FP8 in blocks of 128 x 128; INT8; INT4 in groups of 64 or
+     * 128 columns; else null.
+     */
+    private static GroupedKernels.ExpertFormat formatOf(Weight w) {
+        if (w instanceof Fp8Weight) return GroupedKernels.ExpertFormat.FP8;
+        if (w instanceof QuantizedWeight q) {
+            if (q.storage() == QuantizedWeight.Format.INT8) return GroupedKernels.ExpertFormat.INT8;
+            return q.groupSize() == 64 ? GroupedKernels.ExpertFormat.INT4_G64
+                    : q.groupSize() == 128 ? GroupedKernels.ExpertFormat.INT4_G128 : null;
+        }
+        return GroupedKernels.ExpertFormat.BF16;
+    }
+
+    /**
+     * Whether a weight of {@code rows} x {@code columns} is in {@code format} as the grouped products read it: whole
+     * 16-byte chunks in every row (columns a multiple of 8 for bf16, 16 for FP8 and INT8, 32 for INT4).
+     */
+    private static boolean takes(GroupedKernels.ExpertFormat format, Weight w, int rows, int columns) {
+        return switch (format) {
+            case BF16 -> columns % 8 == 0 && DenseWeight.isBf16(w, rows, columns);
+            case FP8 -> columns % 16 == 0 && Fp8Weight.isGroupedExpert(w, rows, columns);
+            case INT8 -> columns % 16 == 0 && QuantizedWeight.isGroupedExpert(w, QuantizedWeight.Format.INT8, 0, rows, columns);
+            case INT4_G64, INT4_G128 -> columns % 32 == 0 && QuantizedWeight.isGroupedExpert(w, QuantizedWeight.Format.INT4,
+                    format == GroupedKernels.ExpertFormat.INT4_G64 ? 64 : 128, rows, columns);
+        };
     }
 
     private CudaRoutedExperts(CudaContext context, ExpertRouting routing, Weight[] gate, Weight[] up, Weight[] down,
@@ -89,7 +116,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
         this.groups = routing.groups();
         this.groupsPerToken = routing.groupsPerToken();
         this.normalize = routing.normalize();
-        this.fp8 = gate[0] instanceof Fp8Weight;
+        this.format = formatOf(gate[0]);
         this.scaling = (float) routing.scalingFactor();
         long choices = (long) capacity * perToken;
         long[] sizes = {
@@ -134,14 +161,16 @@ public final class CudaRoutedExperts implements RoutedExperts {
         }
     }
 
-    /** The experts' weight addresses (FP8: their codes, the block scales after them) into a device table. */
+    /** The experts' weight addresses (quantized formats: their codes, the scales after them) into a device table. */
     private void writeAddressTable(Weight[] weights, long table) {
-        if (!fp8) {
+        if (format == GroupedKernels.ExpertFormat.BF16) {
             DenseWeight.writeAddressTable(context, weights, table);
             return;
         }
         long[] addresses = new long[weights.length];
-        for (int i = 0; i < weights.length; i++) addresses[i] = ((Fp8Weight) weights[i]).codesAddress();
+        for (int i = 0; i < weights.length; i++) {
+            addresses[i] = weights[i] instanceof Fp8Weight f ? f.codesAddress() : ((QuantizedWeight) weights[i]).codesAddress();
+        }
         try (Arena arena = Arena.ofConfined()) {
             context.copyToDeviceNow(table, arena.allocateFrom(ValueLayout.JAVA_LONG, addresses));
         }
@@ -182,9 +211,9 @@ public final class CudaRoutedExperts implements RoutedExperts {
                 normalize, scaling, bias, choiceExpert, choiceWeight);
         kernels.plan(choiceExpert, choiceWeight, choices, perToken, experts, activeCount, activeExpert, activeStart,
                 activeSize, pairToken, pairWeight, choicePair);
-        kernels.gateUp(fp8, x.pointer(), hidden, gateTable, upTable, width, maxActive, activeCount, activeExpert, activeStart,
+        kernels.gateUp(format, x.pointer(), hidden, gateTable, upTable, width, maxActive, activeCount, activeExpert, activeStart,
                 activeSize, pairToken, hiddenRows);
-        kernels.down(fp8, hiddenRows, width, downTable, hidden, maxActive, activeCount, activeExpert, activeStart, activeSize,
+        kernels.down(format, hiddenRows, width, downTable, hidden, maxActive, activeCount, activeExpert, activeStart, activeSize,
                 pairWeight, outRows);
         kernels.combine(outRows, choicePair, perToken, hidden, acc.pointer(), tokens);
     }
@@ -196,7 +225,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
 
     @Override
     public String toString() {
-        return "routed experts on the device (" + experts + (fp8 ? " fp8" : "") + " experts of " + width + ", " + perToken
+        return "routed experts on the device (" + experts + " " + format.suffix + " experts of " + width + ", " + perToken
                 + " per token, up to "
                 + capacity + " tokens)";
     }

@@ -14,10 +14,23 @@ public final class GroupedKernels implements AutoCloseable {
     public static final String SOURCE = "grouped_kernels.cu";
     /** The kernel names the source's units must define (checked by the compilation test without a GPU). */
     public static final String[] NAMES = {"kiln_route_experts", "kiln_plan_experts", "kiln_experts_gate_up_bf16",
-            "kiln_experts_down_bf16", "kiln_experts_gate_up_fp8", "kiln_experts_down_fp8", "kiln_experts_combine",
+            "kiln_experts_down_bf16", "kiln_experts_gate_up_fp8", "kiln_experts_down_fp8", "kiln_experts_gate_up_int8",
+            "kiln_experts_down_int8", "kiln_experts_gate_up_int4_g64", "kiln_experts_down_int4_g64",
+            "kiln_experts_gate_up_int4_g128", "kiln_experts_down_int4_g128", "kiln_experts_combine",
             "kiln_gemv_heads_bf16"};
     /** The block size of the FP8 expert weights the grouped products take (FP8_BLOCK in the source). */
     static final int FP8_BLOCK = 128;
+
+    /** The expert weight formats of the grouped products, as their kernels' names end (see the source). */
+    enum ExpertFormat {
+        BF16("bf16"), FP8("fp8"), INT8("int8"), INT4_G64("int4_g64"), INT4_G128("int4_g128");
+
+        final String suffix;
+
+        ExpertFormat(String suffix) {
+            this.suffix = suffix;
+        }
+    }
     /** The most routed experts (MAX_EXPERTS in the source; one plan thread each). */
     static final int MAX_EXPERTS = 1024;
     /** The most experts per token (MAX_PER_TOKEN). */
@@ -35,7 +48,10 @@ public final class GroupedKernels implements AutoCloseable {
 
     private final CudaDriver driver;
     private final KernelModules modules;
-    private final MemorySegment route, plan, gateUp, down, gateUpFp8, downFp8, combine, heads;
+    private final MemorySegment route, plan, combine, heads;
+    /** The gate/up and down products by expert weight format. */
+    private final java.util.EnumMap<ExpertFormat, MemorySegment> gateUp = new java.util.EnumMap<>(ExpertFormat.class),
+            down = new java.util.EnumMap<>(ExpertFormat.class);
     private final ThreadLocal<LaunchArguments> arguments;
 
     GroupedKernels(CudaContext context, KernelModules modules) {
@@ -44,10 +60,10 @@ public final class GroupedKernels implements AutoCloseable {
         this.arguments = ThreadLocal.withInitial(() -> new LaunchArguments(context));
         route = modules.function("kiln_route_experts");
         plan = modules.function("kiln_plan_experts");
-        gateUp = modules.function("kiln_experts_gate_up_bf16");
-        down = modules.function("kiln_experts_down_bf16");
-        gateUpFp8 = modules.function("kiln_experts_gate_up_fp8");
-        downFp8 = modules.function("kiln_experts_down_fp8");
+        for (ExpertFormat format : ExpertFormat.values()) {
+            gateUp.put(format, modules.function("kiln_experts_gate_up_" + format.suffix));
+            down.put(format, modules.function("kiln_experts_down_" + format.suffix));
+        }
         combine = modules.function("kiln_experts_combine");
         heads = modules.function("kiln_gemv_heads_bf16");
     }
@@ -73,23 +89,23 @@ public final class GroupedKernels implements AutoCloseable {
 
     /**
      * {@code hidden[q] = silu(gate_e · x[token q]) * up_e · x[token q]} for every pair q of every active expert e, of
-     * at most {@code maxActive}: gate and up tables of device pointers to {@code [width, columns]} weights, bf16 or
-     * ({@code fp8}) e4m3 codes followed by their 128 x 128 block scales ({@link Fp8Weight}).
+     * at most {@code maxActive}: gate and up tables of device pointers to {@code [width, columns]} weights in
+     * {@code format}: bf16, or codes followed by their scales ({@link Fp8Weight}, {@link QuantizedWeight}).
      */
-    void gateUp(boolean fp8, long x, int columns, long gateTable, long upTable, int width, int maxActive, long activeCount,
+    void gateUp(ExpertFormat format, long x, int columns, long gateTable, long upTable, int width, int maxActive, long activeCount,
                 long activeExpert, long activeStart, long activeSize, long pairToken, long hidden) {
         args().ptr(x).i32(columns).ptr(gateTable).ptr(upTable).i32(width).ptr(activeCount).ptr(activeExpert)
                 .ptr(activeStart).ptr(activeSize).ptr(pairToken).ptr(hidden)
-                .launch(fp8 ? gateUpFp8 : gateUp, fp8 ? "kiln_experts_gate_up_fp8" : "kiln_experts_gate_up_bf16",
+                .launch(gateUp.get(format), "kiln_experts_gate_up_" + format.suffix,
                         (width + EXPERT_WARPS - 1) / EXPERT_WARPS, maxActive, EXPERT_THREADS, 0);
     }
 
     /** {@code out[q] = pairWeight[q] · down_e · hidden[q]} for every pair q of every active expert e (formats as above). */
-    void down(boolean fp8, long hidden, int width, long downTable, int rows, int maxActive, long activeCount,
+    void down(ExpertFormat format, long hidden, int width, long downTable, int rows, int maxActive, long activeCount,
               long activeExpert, long activeStart, long activeSize, long pairWeight, long out) {
         args().ptr(hidden).i32(width).ptr(downTable).i32(rows).ptr(activeCount).ptr(activeExpert).ptr(activeStart)
                 .ptr(activeSize).ptr(pairWeight).ptr(out)
-                .launch(fp8 ? downFp8 : down, fp8 ? "kiln_experts_down_fp8" : "kiln_experts_down_bf16",
+                .launch(down.get(format), "kiln_experts_down_" + format.suffix,
                         (rows + EXPERT_WARPS - 1) / EXPERT_WARPS, maxActive, EXPERT_THREADS, 0);
     }
 

@@ -163,6 +163,20 @@ public final class QuantizedWeight implements DeviceRowGather {
         }
     }
 
+    /**
+     * Whether a weight is a quantized weight of this shape with unpadded rows, in {@code format} (INT4: groups of
+     * {@code groupSize} columns): the layout the grouped expert products read ({@link CudaRoutedExperts}).
+     */
+    static boolean isGroupedExpert(Weight w, Format format, int groupSize, int rows, int columns) {
+        return w instanceof QuantizedWeight q && q.format == format && q.rows == rows && q.columns == columns
+                && (format == Format.INT8 ? q.rowBytes == columns : q.rowBytes * 2 == columns && q.groupSize == groupSize);
+    }
+
+    /** The device address of the codes (the scales follow them). */
+    long codesAddress() {
+        return codes;
+    }
+
     /** The format. */
     public Format storage() {
         return format;

@@ -18,10 +18,12 @@
 // more tokens re-read the rows from L2), so a decode step reads only the experts it uses. The grids are sized for
 // the most active experts a call can have (min(experts, pairs)); blocks beyond the actual count exit at once.
 //
-// Expert weights are bf16 [rows][columns], rows 16-byte aligned (columns % 8 == 0), or FP8 (the _fp8 entries: e4m3
+// Expert weights are bf16 [rows][columns], rows 16-byte aligned (columns % 8 == 0); or FP8 (the _fp8 entries: e4m3
 // codes [rows][columns], columns % 16 == 0, then one f32 scale per block of 128 x 128, row-major over the blocks, as
-// Fp8Weight holds them), addressed through tables of device pointers indexed by expert. Activations f32, rows
-// contiguous.
+// Fp8Weight holds them); or INT8 (_int8: codes [rows][columns], columns % 16 == 0, then one f32 scale per row) or
+// INT4 (_int4_g64, _int4_g128: codes two a byte [rows][columns / 2], columns % 32 == 0, then one f32 scale per row and
+// group of 64 or 128 columns), as QuantizedWeight holds them. They are addressed through tables of device pointers
+// indexed by expert. Activations f32, rows contiguous.
 
 typedef unsigned short bf16_t;
 
@@ -254,17 +256,30 @@ kiln_plan_experts(const int* choiceExpert, const float* choiceWeight, int choice
 
 // ---- grouped products --------------------------------------------------------------------------------------
 
-// The weight formats. A 16-byte chunk of a row is 8 bf16 weights, or 16 e4m3 codes whose 128 x 128 block's scale
-// multiplies the chunk's sums (a chunk lies in one block). An e4m3 code decodes as in kernels.cu (e4m3_word): an
-// arithmetic shift puts its exponent and mantissa under f32's and one multiplication by 2^120 rebiases, subnormals
-// included; a word of four codes holding a NaN code makes its first weight NaN, so the row's sums are NaN.
+// The weight formats. A 16-byte chunk of a row is 8 bf16 weights; 16 e4m3 codes whose 128 x 128 block's scale
+// multiplies the chunk's sums (a chunk lies in one block); 16 INT8 codes whose row's scale does; or 32 INT4 codes
+// u = q + 8 (column 2j in the low nibble of byte j) whose row's scale for their group of 64 or 128 columns does
+// (QuantizedWeight's layouts). An e4m3 code decodes as in kernels.cu (e4m3_word): an arithmetic shift puts its
+// exponent and mantissa under f32's and one multiplication by 2^120 rebiases, subnormals included; a word of four
+// codes holding a NaN code makes its first weight NaN, so the row's sums are NaN. INT8 and INT4 codes widen as there
+// too: one byte permutation puts the byte (the code + 128, or the nibble) under the exponent of 2^23, one subtraction
+// leaves the code.
 #define FMT_BF16 0
 #define FMT_FP8 1
+#define FMT_INT8 2
+#define FMT_INT4_G64 3
+#define FMT_INT4_G128 4
 #define FP8_BLOCK 128
 
 template <int FMT>
 struct Format {
-    static constexpr int COLUMNS = FMT == FMT_FP8 ? 16 : 8;
+    static constexpr bool INT4 = FMT == FMT_INT4_G64 || FMT == FMT_INT4_G128;
+    static constexpr int COLUMNS = FMT == FMT_BF16 ? 8 : INT4 ? 32 : 16; // columns of a 16-byte chunk
+    static constexpr bool SCALED = FMT != FMT_BF16;
+    static constexpr int SCALE_ROWS = FMT == FMT_FP8 ? FP8_BLOCK : 1;
+    // Columns a scale covers (0: the whole row).
+    static constexpr int SCALE_COLUMNS = FMT == FMT_FP8 ? FP8_BLOCK : FMT == FMT_INT4_G64 ? 64
+                                       : FMT == FMT_INT4_G128 ? 128 : 0;
 };
 
 __device__ __forceinline__ void bf16_word(unsigned int word, float* w) {
@@ -280,31 +295,66 @@ __device__ __forceinline__ void e4m3_word(unsigned int word, float* w) {
     if ((((word & 0x7F7F7F7Fu) + 0x01010101u) & 0x80808080u) != 0u) w[0] = __uint_as_float(0x7FC00000u);
 }
 
-// Row `row` of a weight of `rows` x `columns` in format FMT, and (FP8) the first of its blocks' scales.
-template <int FMT>
-__device__ __forceinline__ const uint4* weight_row(const void* w, int row, int columns) {
-    return reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(w)
-                                          + (long long) row * columns * (FMT == FMT_FP8 ? 1 : 2));
+// Byte K of a word as the float 2^23 + byte.
+template <int K>
+__device__ __forceinline__ float byte_float(unsigned int word) {
+    return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7440u + K));
 }
 
+__device__ __forceinline__ void int8_word(unsigned int word, float* w) {
+    unsigned int u = word ^ 0x80808080u;
+    w[0] = byte_float<0>(u) - 8388736.0f;
+    w[1] = byte_float<1>(u) - 8388736.0f;
+    w[2] = byte_float<2>(u) - 8388736.0f;
+    w[3] = byte_float<3>(u) - 8388736.0f;
+}
+
+// Eight INT4 codes: the low nibbles are the even columns, the high nibbles the odd ones.
+__device__ __forceinline__ void int4_word(unsigned int word, float* w) {
+    unsigned int even = word & 0x0F0F0F0Fu, odd = (word >> 4) & 0x0F0F0F0Fu;
+    w[0] = byte_float<0>(even) - 8388616.0f;
+    w[1] = byte_float<0>(odd) - 8388616.0f;
+    w[2] = byte_float<1>(even) - 8388616.0f;
+    w[3] = byte_float<1>(odd) - 8388616.0f;
+    w[4] = byte_float<2>(even) - 8388616.0f;
+    w[5] = byte_float<2>(odd) - 8388616.0f;
+    w[6] = byte_float<3>(even) - 8388616.0f;
+    w[7] = byte_float<3>(odd) - 8388616.0f;
+}
+
+// Row `row` of a weight of `columns` columns in format FMT: 2 bytes a weight (bf16), 1 (FP8, INT8) or half (INT4).
+template <int FMT>
+__device__ __forceinline__ const uint4* weight_row(const void* w, int row, int columns) {
+    long long offset = FMT == FMT_BF16 ? (long long) row * columns * 2
+                     : Format<FMT>::INT4 ? (long long) row * columns / 2 : (long long) row * columns;
+    return reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(w) + offset);
+}
+
+// The first of a row's scales (formats with scales; they follow all rows' codes), or null.
 template <int FMT>
 __device__ __forceinline__ const float* block_scales(const void* w, int rows, int row, int columns) {
-    if (FMT != FMT_FP8) return nullptr;
-    const float* scales = reinterpret_cast<const float*>(static_cast<const unsigned char*>(w) + (long long) rows * columns);
-    return scales + (long long) (row / FP8_BLOCK) * ((columns + FP8_BLOCK - 1) / FP8_BLOCK);
+    if (!Format<FMT>::SCALED) return nullptr;
+    constexpr int SC = Format<FMT>::SCALE_COLUMNS;
+    const float* scales = reinterpret_cast<const float*>(weight_row<FMT>(w, rows, columns));
+    return scales + (long long) (row / Format<FMT>::SCALE_ROWS) * (SC == 0 ? 1 : (columns + SC - 1) / SC);
 }
 
 // Columns 8 H .. 8 H + 7 of a chunk as floats.
 template <int FMT, int H>
 __device__ __forceinline__ void widen(const uint4& p, float (&w)[8]) {
-    if (FMT == FMT_FP8) {
-        e4m3_word(H == 0 ? p.x : p.z, w);
-        e4m3_word(H == 0 ? p.y : p.w, w + 4);
-    } else {
+    if (FMT == FMT_BF16) {
         bf16_word(p.x, w);
         bf16_word(p.y, w + 2);
         bf16_word(p.z, w + 4);
         bf16_word(p.w, w + 6);
+    } else if (Format<FMT>::INT4) {
+        int4_word(H == 0 ? p.x : H == 1 ? p.y : H == 2 ? p.z : p.w, w);
+    } else if (FMT == FMT_INT8) {
+        int8_word(H == 0 ? p.x : p.z, w);
+        int8_word(H == 0 ? p.y : p.w, w + 4);
+    } else {
+        e4m3_word(H == 0 ? p.x : p.z, w);
+        e4m3_word(H == 0 ? p.y : p.w, w + 4);
     }
 }
 
@@ -328,8 +378,8 @@ __device__ __forceinline__ void dot_eight(const uint4 (&packed)[ROWS], const flo
 }
 
 // One warp's share of ROWS weight rows . x[t] for TOKENS tokens over all chunks of a row (lane, lane + 32, ...):
-// lane-partial sums into acc. The UNROLL loads of every row are issued before any multiply. FP8: each chunk's sums
-// times its block's scale (scales[r]: the row's first block scale), loaded with the chunk.
+// lane-partial sums into acc. The UNROLL loads of every row are issued before any multiply. Scaled formats: each
+// chunk's sums times its scale (scales[r]: the row's first scale), loaded with the chunk.
 template <int FMT, int TOKENS, int ROWS>
 __device__ __forceinline__ void dot_rows(const uint4* const (&w)[ROWS], const float* const (&scales)[ROWS],
                                          const float* const (&x)[TOKENS], int chunks, float (&acc)[ROWS][TOKENS]) {
@@ -343,14 +393,17 @@ __device__ __forceinline__ void dot_rows(const uint4* const (&w)[ROWS], const fl
 #pragma unroll
             for (int r = 0; r < ROWS; r++) {
                 packed[u][r] = c < chunks ? load_weights(w[r] + c) : make_uint4(0u, 0u, 0u, 0u);
-                if (FMT == FMT_FP8) scale[u][r] = c < chunks ? __ldg(scales[r] + c / (FP8_BLOCK / 16)) : 0.0f;
+                if (Format<FMT>::SCALED) {
+                    constexpr int SC = Format<FMT>::SCALE_COLUMNS;
+                    scale[u][r] = c < chunks ? __ldg(scales[r] + (SC == 0 ? 0 : c / (SC / Format<FMT>::COLUMNS))) : 0.0f;
+                }
             }
         }
 #pragma unroll
         for (int u = 0; u < EXPERT_UNROLL; u++) {
             int c = base + 32 * u;
             if (c >= chunks) break;
-            if (FMT == FMT_FP8) {
+            if (Format<FMT>::SCALED) {
                 float part[ROWS][TOKENS];
 #pragma unroll
                 for (int r = 0; r < ROWS; r++) {
@@ -359,6 +412,10 @@ __device__ __forceinline__ void dot_rows(const uint4* const (&w)[ROWS], const fl
                 }
                 dot_eight<FMT, 0, TOKENS, ROWS>(packed[u], x, c, part);
                 dot_eight<FMT, 1, TOKENS, ROWS>(packed[u], x, c, part);
+                if (Format<FMT>::INT4) {
+                    dot_eight<FMT, 2, TOKENS, ROWS>(packed[u], x, c, part);
+                    dot_eight<FMT, 3, TOKENS, ROWS>(packed[u], x, c, part);
+                }
 #pragma unroll
                 for (int r = 0; r < ROWS; r++) {
 #pragma unroll
@@ -461,6 +518,9 @@ __device__ __forceinline__ void experts_gate_up(const float* x, int columns, con
     }
 EXPERTS_GATE_UP(kiln_experts_gate_up_bf16, FMT_BF16)
 EXPERTS_GATE_UP(kiln_experts_gate_up_fp8, FMT_FP8)
+EXPERTS_GATE_UP(kiln_experts_gate_up_int8, FMT_INT8)
+EXPERTS_GATE_UP(kiln_experts_gate_up_int4_g64, FMT_INT4_G64)
+EXPERTS_GATE_UP(kiln_experts_gate_up_int4_g128, FMT_INT4_G128)
 
 // Grid (rows / EXPERT_WARPS, most active experts), EXPERT_THREADS threads, as the gate/up kernel; rows here are the
 // model's hidden size and columns the experts' width.
@@ -495,6 +555,9 @@ __device__ __forceinline__ void experts_down(const float* hidden, int columns, c
     }
 EXPERTS_DOWN(kiln_experts_down_bf16, FMT_BF16)
 EXPERTS_DOWN(kiln_experts_down_fp8, FMT_FP8)
+EXPERTS_DOWN(kiln_experts_down_int8, FMT_INT8)
+EXPERTS_DOWN(kiln_experts_down_int4_g64, FMT_INT4_G64)
+EXPERTS_DOWN(kiln_experts_down_int4_g128, FMT_INT4_G128)
 
 // residual[t][c] += the sum of out[pair of choice (t, j)][c] over j in order; a choice without a pair adds nothing.
 extern "C" __global__ void kiln_experts_combine(const float* out, const int* choicePair, int perToken, int columns,
