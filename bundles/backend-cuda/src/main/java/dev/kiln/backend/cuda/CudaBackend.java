@@ -407,8 +407,9 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
     }
 
     /**
-     * One launch over all heads when the weights are dense bf16 of one shape and every head's slice starts 16 bytes
-     * aligned (MLA's absorption matrices of a bf16 checkpoint); otherwise head by head.
+     * One launch over all heads when the weights are dense bf16 of one shape (MLA's absorption matrices of a bf16
+     * checkpoint) or dense f32 (those derived from FP8 blocks, unrounded) and every head's slice starts 16 bytes
+     * aligned; otherwise head by head.
      */
     @Override
     public void matmulPerHead(Tensor x, int inOffset, int inStride, Weight[] weights, Tensor out, int outOffset,
@@ -418,10 +419,11 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
         int heads = weights.length;
         if (heads == 0) return;
         int rows = weights[0].rows(), columns = weights[0].columns();
+        boolean f32 = DenseWeight.isF32(weights[0], rows, columns);
         boolean grouped = heads <= 65_535 && columns % 8 == 0 && in.rowLength() % 4 == 0 && inOffset % 4 == 0
                 && inStride % 4 == 0;
         for (Weight w : weights) {
-            grouped &= DenseWeight.isBf16(w, rows, columns);
+            grouped &= f32 ? DenseWeight.isF32(w, rows, columns) : DenseWeight.isBf16(w, rows, columns);
         }
         if (!grouped) {
             ComputeBackend.super.matmulPerHead(x, inOffset, inStride, weights, out, outOffset, outStride, inScratch, outScratch);
@@ -436,7 +438,7 @@ public final class CudaBackend implements ComputeBackend, AutoCloseable {
                     + " are out of bounds or overlap");
         }
         if (tokens == 0) return;
-        context.groupedKernels().gemvPerHead(headTable(weights), heads, in.pointer(), in.rowLength(), inOffset, inStride,
+        context.groupedKernels().gemvPerHead(f32, headTable(weights), heads, in.pointer(), in.rowLength(), inOffset, inStride,
                 o.pointer(), o.rowLength(), outOffset, outStride, rows, columns, tokens);
     }
 

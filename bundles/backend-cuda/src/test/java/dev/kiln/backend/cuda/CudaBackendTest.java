@@ -275,8 +275,8 @@ class CudaBackendTest {
     }
 
     /**
-     * MLA's per-head products (bf16 heads, one launch) against the CPU backend's head-by-head default, for one token,
-     * a few, and more than one pass of the kernel holds (8); f32 heads take the head-by-head path on the device too.
+     * MLA's per-head products (one launch) against the CPU backend's head-by-head default, for one token,
+     * a few, and more than one pass of the kernel holds (8); f32 heads (those derived from FP8 blocks) in one launch too.
      */
     @ParameterizedTest
     @ValueSource(ints = {1, 5, 19})

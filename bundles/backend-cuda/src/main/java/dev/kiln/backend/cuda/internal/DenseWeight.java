@@ -132,6 +132,11 @@ public final class DenseWeight implements DeviceRowGather {
         return w instanceof DenseWeight d && d.bf16 && d.rows == rows && d.columns == columns;
     }
 
+    /** Whether a weight is dense f32 of this shape in this backend's layout. */
+    public static boolean isF32(Weight w, int rows, int columns) {
+        return w instanceof DenseWeight d && !d.bf16 && d.rows == rows && d.columns == columns;
+    }
+
     /**
      * Writes the device addresses of dense weights, in order, into the table at {@code table} (8 bytes each): how the
      * grouped kernels find each expert's or head's weight.

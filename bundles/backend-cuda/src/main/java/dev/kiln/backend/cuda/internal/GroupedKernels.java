@@ -17,7 +17,7 @@ public final class GroupedKernels implements AutoCloseable {
             "kiln_experts_down_bf16", "kiln_experts_gate_up_fp8", "kiln_experts_down_fp8", "kiln_experts_gate_up_int8",
             "kiln_experts_down_int8", "kiln_experts_gate_up_int4_g64", "kiln_experts_down_int4_g64",
             "kiln_experts_gate_up_int4_g128", "kiln_experts_down_int4_g128", "kiln_experts_combine",
-            "kiln_gemv_heads_bf16"};
+            "kiln_gemv_heads_bf16", "kiln_gemv_heads_f32"};
     /** The block size of the FP8 expert weights the grouped products take (FP8_BLOCK in the source). */
     static final int FP8_BLOCK = 128;
 
@@ -48,7 +48,7 @@ public final class GroupedKernels implements AutoCloseable {
 
     private final CudaDriver driver;
     private final KernelModules modules;
-    private final MemorySegment route, plan, combine, heads;
+    private final MemorySegment route, plan, combine, heads, headsF32;
     /** The gate/up and down products by expert weight format. */
     private final java.util.EnumMap<ExpertFormat, MemorySegment> gateUp = new java.util.EnumMap<>(ExpertFormat.class),
             down = new java.util.EnumMap<>(ExpertFormat.class);
@@ -66,6 +66,7 @@ public final class GroupedKernels implements AutoCloseable {
         }
         combine = modules.function("kiln_experts_combine");
         heads = modules.function("kiln_gemv_heads_bf16");
+        headsF32 = modules.function("kiln_gemv_heads_f32");
     }
 
     /**
@@ -118,14 +119,16 @@ public final class GroupedKernels implements AutoCloseable {
     }
 
     /**
-     * For every head h of {@code count} ({@code table}: device pointers to bf16 {@code [rows, columns]} weights) and
-     * token t of {@code tokens}: {@code out[t, outOffset + h outStride + r] = W_h[r] · x[t, inOffset + h inStride ..]}.
+     * For every head h of {@code count} ({@code table}: device pointers to bf16, or with {@code f32} f32,
+     * {@code [rows, columns]} weights) and token t of {@code tokens}:
+     * {@code out[t, outOffset + h outStride + r] = W_h[r] · x[t, inOffset + h inStride ..]}.
      */
-    public void gemvPerHead(long table, int count, long x, int xRow, int inOffset, int inStride, long out, int outRow,
+    public void gemvPerHead(boolean f32, long table, int count, long x, int xRow, int inOffset, int inStride, long out, int outRow,
                             int outOffset, int outStride, int rows, int columns, int tokens) {
         args().ptr(table).ptr(x).i32(xRow).i32(inOffset).i32(inStride).ptr(out).i32(outRow).i32(outOffset)
                 .i32(outStride).i32(rows).i32(columns).i32(tokens)
-                .launch(heads, "kiln_gemv_heads_bf16", (rows + EXPERT_WARPS - 1) / EXPERT_WARPS, count, EXPERT_THREADS, 0);
+                .launch(f32 ? headsF32 : heads, f32 ? "kiln_gemv_heads_f32" : "kiln_gemv_heads_bf16",
+                        (rows + EXPERT_WARPS - 1) / EXPERT_WARPS, count, EXPERT_THREADS, 0);
     }
 
     /**

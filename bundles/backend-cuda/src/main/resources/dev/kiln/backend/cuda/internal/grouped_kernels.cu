@@ -269,13 +269,14 @@ kiln_plan_experts(const int* choiceExpert, const float* choiceWeight, int choice
 #define FMT_INT8 2
 #define FMT_INT4_G64 3
 #define FMT_INT4_G128 4
+#define FMT_F32 5 // f32 weights (MLA's absorption matrices derived from FP8 blocks, kept unrounded)
 #define FP8_BLOCK 128
 
 template <int FMT>
 struct Format {
     static constexpr bool INT4 = FMT == FMT_INT4_G64 || FMT == FMT_INT4_G128;
-    static constexpr int COLUMNS = FMT == FMT_BF16 ? 8 : INT4 ? 32 : 16; // columns of a 16-byte chunk
-    static constexpr bool SCALED = FMT != FMT_BF16;
+    static constexpr int COLUMNS = FMT == FMT_BF16 ? 8 : FMT == FMT_F32 ? 4 : INT4 ? 32 : 16; // columns of a 16-byte chunk
+    static constexpr bool SCALED = FMT != FMT_BF16 && FMT != FMT_F32;
     static constexpr int SCALE_ROWS = FMT == FMT_FP8 ? FP8_BLOCK : 1;
     // Columns a scale covers (0: the whole row).
     static constexpr int SCALE_COLUMNS = FMT == FMT_FP8 ? FP8_BLOCK : FMT == FMT_INT4_G64 ? 64
@@ -325,7 +326,7 @@ __device__ __forceinline__ void int4_word(unsigned int word, float* w) {
 // Row `row` of a weight of `columns` columns in format FMT: 2 bytes a weight (bf16), 1 (FP8, INT8) or half (INT4).
 template <int FMT>
 __device__ __forceinline__ const uint4* weight_row(const void* w, int row, int columns) {
-    long long offset = FMT == FMT_BF16 ? (long long) row * columns * 2
+    long long offset = FMT == FMT_BF16 ? (long long) row * columns * 2 : FMT == FMT_F32 ? (long long) row * columns * 4
                      : Format<FMT>::INT4 ? (long long) row * columns / 2 : (long long) row * columns;
     return reinterpret_cast<const uint4*>(static_cast<const unsigned char*>(w) + offset);
 }
@@ -420,6 +421,16 @@ __device__ __forceinline__ void dot_rows(const uint4* const (&w)[ROWS], const fl
                 for (int r = 0; r < ROWS; r++) {
 #pragma unroll
                     for (int t = 0; t < TOKENS; t++) acc[r][t] = fmaf(part[r][t], scale[u][r], acc[r][t]);
+                }
+            } else if (FMT == FMT_F32) {
+#pragma unroll
+                for (int t = 0; t < TOKENS; t++) {
+                    float4 a = reinterpret_cast<const float4*>(x[t])[c];
+#pragma unroll
+                    for (int r = 0; r < ROWS; r++) {
+                        acc[r][t] += __uint_as_float(packed[u][r].x) * a.x + __uint_as_float(packed[u][r].y) * a.y
+                                   + __uint_as_float(packed[u][r].z) * a.z + __uint_as_float(packed[u][r].w) * a.w;
+                    }
                 }
             } else {
                 dot_eight<FMT, 0, TOKENS, ROWS>(packed[u], x, c, acc);
@@ -577,12 +588,13 @@ extern "C" __global__ void kiln_experts_combine(const float* out, const int* cho
 
 // ---- per-head products ---------------------------------------------------------------------------------------
 
-// Grid (rows / EXPERT_WARPS, heads), EXPERT_THREADS threads: for head h (weights[h], bf16 [rows][columns]) and every
-// token t, out[t][outOffset + h * outStride + r] = W_h[r] . x[t][inOffset + h * inStride ..]. Slices start 16-byte
-// aligned (the Java side checks).
-extern "C" __global__ void __launch_bounds__(EXPERT_THREADS)
-kiln_gemv_heads_bf16(const unsigned long long* weights, const float* x, int xRow, int inOffset, int inStride,
-                     float* out, int outRow, int outOffset, int outStride, int rows, int columns, int tokens) {
+// Grid (rows / EXPERT_WARPS, heads), EXPERT_THREADS threads: for head h (weights[h], bf16 or, _f32, f32
+// [rows][columns]) and every token t, out[t][outOffset + h * outStride + r] = W_h[r] . x[t][inOffset + h * inStride ..].
+// Slices start 16-byte aligned (the Java side checks).
+template <int FMT>
+__device__ __forceinline__ void gemv_heads(const unsigned long long* weights, const float* x, int xRow, int inOffset,
+                                           int inStride, float* out, int outRow, int outOffset, int outStride, int rows,
+                                           int columns, int tokens) {
     wait_for_previous_kernel();
     int head = blockIdx.y;
     int row = blockIdx.x * EXPERT_WARPS + (threadIdx.x >> 5);
@@ -592,8 +604,18 @@ kiln_gemv_heads_bf16(const unsigned long long* weights, const float* x, int xRow
         int n = min(EXPERT_TOKENS, tokens - first);
         const float* xs = x + (long long) first * xRow + inOffset + (long long) head * inStride;
         float* o = out + (long long) first * outRow + outOffset + (long long) head * outStride;
-#define HEAD(T) row_tokens<FMT_BF16, T, false>(w, xs, xRow, o, outRow, rows, columns, row, nullptr)
+#define HEAD(T) row_tokens<FMT, T, false>(w, xs, xRow, o, outRow, rows, columns, row, nullptr)
         DISPATCH_TOKENS(n, HEAD)
 #undef HEAD
     }
 }
+
+#define GEMV_HEADS(NAME, FMT)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(EXPERT_THREADS)                                                    \
+    NAME(const unsigned long long* weights, const float* x, int xRow, int inOffset, int inStride, float* out,       \
+         int outRow, int outOffset, int outStride, int rows, int columns, int tokens) {                             \
+        gemv_heads<FMT>(weights, x, xRow, inOffset, inStride, out, outRow, outOffset, outStride, rows, columns,     \
+                        tokens);                                                                                    \
+    }
+GEMV_HEADS(kiln_gemv_heads_bf16, FMT_BF16)
+GEMV_HEADS(kiln_gemv_heads_f32, FMT_F32)
