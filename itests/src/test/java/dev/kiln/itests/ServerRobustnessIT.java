@@ -262,6 +262,10 @@ class ServerRobustnessIT {
             if (engine != null && condition.test(engine)) return;
             Thread.sleep(100);
         }
-        throw new AssertionError("the engine was not " + what + " within " + timeout.toMillis() + " ms: " + engine);
+        // The server's recent output says why (a configuration not read, a reload that failed): kept in the report.
+        String[] lines = k.output().split("\n");
+        String recent = String.join("\n", java.util.Arrays.copyOfRange(lines, Math.max(0, lines.length - 80), lines.length));
+        throw new AssertionError("the engine was not " + what + " within " + timeout.toMillis() + " ms: " + engine
+                + "\nthe server's last output:\n" + recent);
     }
 }
