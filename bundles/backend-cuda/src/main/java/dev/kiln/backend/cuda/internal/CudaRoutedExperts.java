@@ -67,19 +67,21 @@ public final class CudaRoutedExperts implements RoutedExperts {
         }
         int tokens = Math.min(Math.min(capacity, DEVICE_TOKENS), GroupedKernels.MAX_CHOICES / routing.perToken());
         if (tokens < 1) return null;
-        return new CudaRoutedExperts(context, routing, gate, up, down, tokens);
+        return new CudaRoutedExperts(context, routing, format, gate, up, down, tokens);
     }
 
     /**
-     * The grouped products' format of a weight: dense bf16; FP8 in blocks of 128 x 128; INT8; INT4 in groups of 64 or
-     * 128 columns; else null.
+     * The format in which the grouped products would read a weight, judged by its kind alone ({@link #takes} checks
+     * the rest): FP8, INT8, INT4 of a group size they have kernels for, else bf16; null for INT4 in other groups.
      */
     private static GroupedKernels.ExpertFormat formatOf(Weight w) {
         if (w instanceof Fp8Weight) return GroupedKernels.ExpertFormat.FP8;
         if (w instanceof QuantizedWeight q) {
             if (q.storage() == QuantizedWeight.Format.INT8) return GroupedKernels.ExpertFormat.INT8;
-            return q.groupSize() == 64 ? GroupedKernels.ExpertFormat.INT4_G64
-                    : q.groupSize() == 128 ? GroupedKernels.ExpertFormat.INT4_G128 : null;
+            for (GroupedKernels.ExpertFormat f : GroupedKernels.ExpertFormat.values()) {
+                if (f.int4GroupSize == q.groupSize()) return f;
+            }
+            return null;
         }
         return GroupedKernels.ExpertFormat.BF16;
     }
@@ -94,12 +96,12 @@ public final class CudaRoutedExperts implements RoutedExperts {
             case FP8 -> columns % 16 == 0 && Fp8Weight.isGroupedExpert(w, rows, columns);
             case INT8 -> columns % 16 == 0 && QuantizedWeight.isGroupedExpert(w, QuantizedWeight.Format.INT8, 0, rows, columns);
             case INT4_G64, INT4_G128 -> columns % 32 == 0 && QuantizedWeight.isGroupedExpert(w, QuantizedWeight.Format.INT4,
-                    format == GroupedKernels.ExpertFormat.INT4_G64 ? 64 : 128, rows, columns);
+                    format.int4GroupSize, rows, columns);
         };
     }
 
-    private CudaRoutedExperts(CudaContext context, ExpertRouting routing, Weight[] gate, Weight[] up, Weight[] down,
-                              int capacity) {
+    private CudaRoutedExperts(CudaContext context, ExpertRouting routing, GroupedKernels.ExpertFormat format,
+                              Weight[] gate, Weight[] up, Weight[] down, int capacity) {
         this.context = context;
         this.kernels = context.groupedKernels();
         this.experts = routing.experts();
@@ -116,7 +118,7 @@ public final class CudaRoutedExperts implements RoutedExperts {
         this.groups = routing.groups();
         this.groupsPerToken = routing.groupsPerToken();
         this.normalize = routing.normalize();
-        this.format = formatOf(gate[0]);
+        this.format = format;
         this.scaling = (float) routing.scalingFactor();
         long choices = (long) capacity * perToken;
         long[] sizes = {
@@ -147,9 +149,9 @@ public final class CudaRoutedExperts implements RoutedExperts {
         hiddenRows = workspace + offsets[13];
         outRows = workspace + offsets[14];
         try (Arena arena = Arena.ofConfined()) {
-            writeAddressTable(gate, gateTable);
-            writeAddressTable(up, upTable);
-            writeAddressTable(down, downTable);
+            DenseWeight.writeAddressTable(context, gate, gateTable);
+            DenseWeight.writeAddressTable(context, up, upTable);
+            DenseWeight.writeAddressTable(context, down, downTable);
             float[] correction = routing.correctionBias();
             if (correction != null) {
                 context.copyToDeviceNow(biasAt, arena.allocateFrom(ValueLayout.JAVA_FLOAT, correction));
@@ -158,21 +160,6 @@ public final class CudaRoutedExperts implements RoutedExperts {
         } catch (RuntimeException e) {
             context.free(workspace);
             throw e;
-        }
-    }
-
-    /** The experts' weight addresses (quantized formats: their codes, the scales after them) into a device table. */
-    private void writeAddressTable(Weight[] weights, long table) {
-        if (format == GroupedKernels.ExpertFormat.BF16) {
-            DenseWeight.writeAddressTable(context, weights, table);
-            return;
-        }
-        long[] addresses = new long[weights.length];
-        for (int i = 0; i < weights.length; i++) {
-            addresses[i] = weights[i] instanceof Fp8Weight f ? f.codesAddress() : ((QuantizedWeight) weights[i]).codesAddress();
-        }
-        try (Arena arena = Arena.ofConfined()) {
-            context.copyToDeviceNow(table, arena.allocateFrom(ValueLayout.JAVA_LONG, addresses));
         }
     }
 

@@ -138,12 +138,20 @@ public final class DenseWeight implements DeviceRowGather {
     }
 
     /**
-     * Writes the device addresses of dense weights, in order, into the table at {@code table} (8 bytes each): how the
-     * grouped kernels find each expert's or head's weight.
+     * Writes the device addresses of weights, in order, into the table at {@code table} (8 bytes each): how the grouped
+     * kernels find each expert's or head's weight. Dense weights give their values' address; FP8 and INT8/INT4 weights
+     * their codes', which their scales follow.
      */
     public static void writeAddressTable(CudaContext context, Weight[] weights, long table) {
         long[] addresses = new long[weights.length];
-        for (int i = 0; i < weights.length; i++) addresses[i] = ((DenseWeight) weights[i]).pointer;
+        for (int i = 0; i < weights.length; i++) {
+            addresses[i] = switch (weights[i]) {
+                case DenseWeight d -> d.pointer;
+                case Fp8Weight f -> f.codesAddress();
+                case QuantizedWeight q -> q.codesAddress();
+                default -> throw new IllegalArgumentException("no device address table of " + weights[i]);
+            };
+        }
         try (Arena arena = Arena.ofConfined()) {
             context.copyToDeviceNow(table, arena.allocateFrom(ValueLayout.JAVA_LONG, addresses));
         }

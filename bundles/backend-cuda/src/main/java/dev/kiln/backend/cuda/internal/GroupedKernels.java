@@ -21,14 +21,19 @@ public final class GroupedKernels implements AutoCloseable {
     /** The block size of the FP8 expert weights the grouped products take (FP8_BLOCK in the source). */
     static final int FP8_BLOCK = 128;
 
-    /** The expert weight formats of the grouped products, as their kernels' names end (see the source). */
+    /**
+     * The expert weight formats of the grouped products, as their kernels' names end (see the source), with the INT4
+     * group size of each (0: not INT4).
+     */
     enum ExpertFormat {
-        BF16("bf16"), FP8("fp8"), INT8("int8"), INT4_G64("int4_g64"), INT4_G128("int4_g128");
+        BF16("bf16", 0), FP8("fp8", 0), INT8("int8", 0), INT4_G64("int4_g64", 64), INT4_G128("int4_g128", 128);
 
         final String suffix;
+        final int int4GroupSize;
 
-        ExpertFormat(String suffix) {
+        ExpertFormat(String suffix, int int4GroupSize) {
             this.suffix = suffix;
+            this.int4GroupSize = int4GroupSize;
         }
     }
     /** The most routed experts (MAX_EXPERTS in the source; one plan thread each). */

@@ -869,11 +869,17 @@ struct Bf16Weights {
 };
 
 // Byte K of a word as the float 2^23 + byte: one byte permutation places it under the exponent of 2^23, where the
-// mantissa's last bits count units. Flipping the sign bits first turns a signed code q into q + 128, so subtracting
-// 2^23 + 128 leaves q exactly: two instructions a code instead of a conversion on the slower multi-function unit.
+// mantissa's last bits count units. Subtracting 2^23 plus the code's bias then leaves the code exactly: two
+// instructions a code instead of a conversion on the slower multi-function unit.
+template <int K>
+__device__ __forceinline__ float byte_as_float(unsigned int word) {
+    return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7440u + K));
+}
+
+// Flipping the sign bits first turns a signed code q into q + 128, so subtracting 2^23 + 128 leaves q.
 template <int K>
 __device__ __forceinline__ float int8_code(unsigned int flipped) {
-    return __uint_as_float(__byte_perm(flipped, 0x4B000000u, 0x7440u + K)) - 8388736.0f;
+    return byte_as_float<K>(flipped) - 8388736.0f;
 }
 
 __device__ __forceinline__ void int8_word(unsigned int word, float* w) {
@@ -952,7 +958,7 @@ struct Fp8Weights {
 
 template <int K>
 __device__ __forceinline__ float int4_code(unsigned int nibbles) {
-    return __uint_as_float(__byte_perm(nibbles, 0x4B000000u, 0x7440u + K)) - 8388616.0f;
+    return byte_as_float<K>(nibbles) - 8388616.0f;
 }
 
 // Columns 8 H .. 8 H + 7 of a chunk: word H, its low nibbles the even columns and its high nibbles the odd ones.
