@@ -123,6 +123,8 @@ best_values = cp.empty(64, cp.float32)
 best_indices = cp.empty(64, cp.int32)
 chosen = cp.empty(1, cp.int32)
 ids = cp.asarray(np.array([17], np.int32))
+placeholder = cp.asarray(np.array([-1], np.int32))
+readback = cp.cuda.alloc_pinned_memory(64)
 eps = f32(1e-6)
 
 
@@ -157,6 +159,8 @@ def step(parts):
     # and its attention, where the attention metadata's upload lands when the first layer asks for it.
     if "upload at start" in parts:
         upload()
+    if "resolve" in parts:  # as Java queues an overlapped step: the token id taken from the step ahead's choice
+        launch("kiln_resolve_tokens", (1,), 256, (placeholder, chosen, ids, i32(1)))
     launch("kiln_embed_bf16", (1,), 256, (table, ids, x, i32(H)))
     if not fused:
         launch("kiln_rms_norm", (1,), 256, (x, layers[0]["n1"], eps, h, i32(H), np.uint64(0), np.uint64(0)))
@@ -216,20 +220,30 @@ def step(parts):
 
 def time_step(parts, pdl, repeats=30):
     programmatic[0] = pdl
+    # "readback": the chosen token copied to page-locked memory after each replay, outside the graph, as Java's
+    # TokenReadbacks does.
+    copy_back = (lambda: cp.cuda.runtime.memcpyAsync(readback.ptr, chosen.data.ptr, 4, cp.cuda.runtime.memcpyDeviceToHost,
+                                                      stream.ptr)) if "readback" in parts else (lambda: None)
     with stream:
         stream.begin_capture()
         step(parts)
         graph = stream.end_capture()
         for _ in range(3):
             graph.launch(stream)
+            copy_back()
         stream.synchronize()
         times = []
+        # "two replays": two steps back to back between the timing events (the time of one reported), so that one
+        # graph's end and the next one's start are inside the timing, as in steady decoding.
+        replays = 2 if "two replays" in parts else 1
         for _ in range(repeats):
             start.record(stream)
-            graph.launch(stream)
+            for _ in range(replays):
+                graph.launch(stream)
+                copy_back()
             end.record(stream)
             end.synchronize()
-            times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+            times.append(cp.cuda.get_elapsed_time(start, end) / 1e3 / replays)
     return float(np.median(times))
 
 
@@ -240,7 +254,10 @@ decode_splits = min(16, bucket // 32, 2 * props["multiProcessorCount"] // (2 * K
 decode_plan = {("decode", decode_splits)} if bucket // decode_splits <= 128 else set()
 everything = {"rotary", "attention", "fused norms"} | decode_plan
 split_kernel = everything - decode_plan
-variants = [("whole step", everything), ("upload at start", everything | {"upload at start"}),
+variants = [("whole step", everything), ("resolve, readback (as Java)", everything | {"resolve", "readback"}),
+            ("readback", everything | {"readback"}), ("resolve", everything | {"resolve"}),
+            ("two steps a timing", everything | {"two replays"}),
+            ("two steps a timing, resolve, readback", everything | {"two replays", "resolve", "readback"}), ("upload at start", everything | {"upload at start"}),
             ("upload before attention", everything | {"upload before attention"}), ("split attention kernel", split_kernel),
             ("split kernel, combine kernel", split_kernel | {"combine kernel"}),
             ("attention an empty kernel", everything - decode_plan - {"attention", "rotary"} | {"empty attention"}), ("split kernel, rotary apart", split_kernel | {"separate rotary"}),

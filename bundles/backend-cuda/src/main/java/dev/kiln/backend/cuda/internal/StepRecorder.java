@@ -71,6 +71,11 @@ public final class StepRecorder implements AutoCloseable {
     private static final int SIGHTINGS = 4096;
     private static final long KIND_LAUNCH = 1, KIND_COPY = 2, KIND_CALL = 3;
     private static final Logger LOG = LoggerFactory.getLogger(StepRecorder.class);
+    /**
+     * Logs every chunk captured into a graph, a line per node (system property {@code kiln.cuda.logCapturedChunks}):
+     * what a step launches, with the shapes, for comparing it with a hand-built step.
+     */
+    private static final boolean LOG_CAPTURED = Boolean.getBoolean("kiln.cuda.logCapturedChunks");
 
     /**
      * A kernel launch: the function, its launch shape, each argument's 8-byte slot, whether it may start before the
@@ -110,8 +115,11 @@ public final class StepRecorder implements AutoCloseable {
         }
     }
 
-    /** An asynchronous copy from page-locked host memory into device memory. */
-    private record Copy(long destination, MemorySegment source, long bytes) {}
+    /**
+     * An asynchronous copy from page-locked host memory into device memory. {@code fresh}: its destination was
+     * reserved since the chunk began, so no node held before it reads or writes there.
+     */
+    private record Copy(long destination, MemorySegment source, long bytes, boolean fresh) {}
 
     /**
      * A library call on the stream (a cuBLAS GEMM) whose work is a function of its parameters alone: the parameters
@@ -266,7 +274,19 @@ public final class StepRecorder implements AutoCloseable {
 
     /** Holds an asynchronous copy of page-locked host bytes (read when the copy runs) into device memory. */
     public synchronized void copy(long destination, MemorySegment source, long bytes) {
-        hold(new Copy(destination, source, bytes));
+        hold(new Copy(destination, source, bytes, false));
+    }
+
+    /**
+     * Holds a copy as {@link #copy} does, into device memory that no node held so far uses (a slot just reserved in
+     * the upload ring): it may therefore run before every node held so far, and the
+     * held chunk starts with it. Why: a copy node between two kernels is a full wait inside a graph, where the kernel
+     * after it cannot start early, and it splits the launches that fuse with the one before them (a rotation that the
+     * attention kernel takes in, say). At the chunk's start, copies that follow each other in host and device memory
+     * are merged into one.
+     */
+    public synchronized void copyToFresh(long destination, MemorySegment source, long bytes) {
+        hold(new Copy(destination, source, bytes, true));
     }
 
     /**
@@ -332,7 +352,39 @@ public final class StepRecorder implements AutoCloseable {
             afterFlush = false;
             if (stepsAhead.get() > 0) chunkLimit = Math.max(chunkLimit, OVERLAPPED_CHUNK);
         }
+        if (node instanceof Copy c && c.fresh) {
+            holdAtStart(c);
+            return;
+        }
         pending.add(node);
+        closeIfFull();
+    }
+
+    /** Largest gap of unused bytes between two fresh copies that are still merged into one (the ring's alignment). */
+    private static final long MERGED_GAP = 256;
+
+    /**
+     * Holds a fresh copy after the fresh copies at the chunk's start, merged into the last of them when it continues
+     * it in both host and device memory (at most {@link #MERGED_GAP} unused bytes apart: copying those too is harmless,
+     * as no node reads them).
+     */
+    private void holdAtStart(Copy c) {
+        int leading = 0;
+        while (leading < pending.size() && pending.get(leading) instanceof Copy p && p.fresh) leading++;
+        if (leading > 0) {
+            Copy p = (Copy) pending.get(leading - 1);
+            long gap = c.destination - (p.destination + p.bytes);
+            if (gap >= 0 && gap <= MERGED_GAP && c.source.address() - p.source.address() == c.destination - p.destination) {
+                long bytes = c.destination + c.bytes - p.destination;
+                pending.set(leading - 1, new Copy(p.destination, p.source.reinterpret(bytes), bytes, true));
+                return;
+            }
+        }
+        pending.add(leading, c);
+        closeIfFull();
+    }
+
+    private void closeIfFull() {
         if (pending.size() >= chunkLimit) {
             issueChunk();
             chunkLimit = CHUNK;
@@ -484,6 +536,7 @@ public final class StepRecorder implements AutoCloseable {
         try {
             MemorySegment exec = driver.instantiate(graph);
             graphsCaptured++;
+            if (LOG_CAPTURED) LOG.info("captured chunk {} of {} nodes:\n{}", graphsCaptured, pending.size(), describe(pending));
             return exec;
         } catch (CudaException e) {
             disable(e);
@@ -491,6 +544,28 @@ public final class StepRecorder implements AutoCloseable {
         } finally {
             driver.destroyGraph(graph);
         }
+    }
+
+    /** A line per node: a launch's name and shape, a copy's size, a call's name. */
+    static String describe(List<Object> nodes) {
+        StringBuilder text = new StringBuilder();
+        for (Object node : nodes) text.append("  ").append(describe(node)).append(System.lineSeparator());
+        return text.toString();
+    }
+
+    private static String describe(Object node) {
+        return switch (node) {
+            case Launch l -> String.format("%s grid %dx%d block %d shared %d%s%s", l.name, l.gridX, l.gridY, l.block,
+                    l.sharedBytes, l.clusterY > 1 ? " cluster " + l.clusterY : "", l.programmatic ? "" : " (not programmatic)");
+            case Copy c -> String.format("copy of %d bytes to the device%s", c.bytes, c.fresh ? " (fresh)" : "");
+            case Call c -> "call " + c.name;
+            default -> node.toString();
+        };
+    }
+
+    /** The held nodes, a line each as {@link #describe(List)} writes them (for tests). */
+    synchronized List<String> heldNodes() {
+        return pending.stream().map(StepRecorder::describe).toList();
     }
 
     private void endQuietly() {

@@ -24,6 +24,10 @@ import java.util.Iterator;
  * staging memory have run. The device half is only overwritten by copies queued after the kernels that read its
  * old contents, so the stream's order protects it without any wait.
  *
+ * <p>A slot of the ring is reserved once per turn of its half, and a half is re-entered only after the recorder has
+ * issued what it held ({@link #switchHalves}, {@link #rewind}), so no node held before an upload reads its slot: the
+ * recorder may run the copy at the start of its chunk ({@link StepRecorder#copyToFresh}).
+ *
  * <p>An int array equal to one of the last few uploaded (the positions every layer rotates by, the batch's block
  * tables every layer attends over) is not copied again while its half has not been reused.
  */
@@ -80,7 +84,7 @@ public final class Uploads implements AutoCloseable {
         if (bytes > HALF) return oversize(MemorySegment.ofArray(values));
         long offset = reserve(bytes);
         MemorySegment.copy(values, 0, host, JAVA_INT, offset, values.length);
-        context.recorder().copy(device + offset, host.asSlice(offset, bytes), bytes);
+        context.recorder().copyToFresh(device + offset, host.asSlice(offset, bytes), bytes);
         if (recent.size() == REMEMBERED) recent.removeLast();
         recent.addFirst(new Upload(values.clone(), device + offset, turn));
         return device + offset;
@@ -94,7 +98,7 @@ public final class Uploads implements AutoCloseable {
         if (bytes > HALF) return oversize(MemorySegment.ofArray(values));
         long offset = reserve(bytes);
         MemorySegment.copy(values, 0, host, JAVA_FLOAT, offset, values.length);
-        context.recorder().copy(device + offset, host.asSlice(offset, bytes), bytes);
+        context.recorder().copyToFresh(device + offset, host.asSlice(offset, bytes), bytes);
         return device + offset;
     }
 

@@ -11,6 +11,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.List;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -102,5 +103,26 @@ class StepRecorderTest {
         assertNull(recorder.lastLaunch());
         assertFalse(recorder.replaceLast(a, a.with(0, 3)));
         assertEquals(0, recorder.stats().fusions());
+    }
+
+    @Test
+    void aCopyIntoFreshMemoryMovesToTheChunksStartMergedWithTheCopyItContinues() {
+        MemorySegment staging = Arena.global().allocate(4096, 256);
+        StepRecorder.Launch rotation = hold(1);
+        recorder.copyToFresh(1 << 20, staging.asSlice(0, 4), 4);
+        assertSame(rotation, recorder.lastLaunch(), "the copy went ahead: the launch can still take in the next one");
+        hold(2);
+        // The next slot of the ring, 256 bytes on in host and device memory: one copy of both.
+        recorder.copyToFresh((1 << 20) + 256, staging.asSlice(256, 76), 76);
+        // 512 bytes further on: not merged.
+        recorder.copyToFresh((1 << 20) + 1024, staging.asSlice(1024, 8), 8);
+        // Apart in host memory from where it lands: not merged either.
+        recorder.copyToFresh((1 << 20) + 1280, staging.asSlice(2048, 8), 8);
+        recorder.copy(4096, staging.asSlice(3072, 16), 16);
+        assertEquals(List.of("copy of 332 bytes to the device (fresh)", "copy of 8 bytes to the device (fresh)",
+                        "copy of 8 bytes to the device (fresh)", "k grid 1x1 block 32 shared 0 (not programmatic)",
+                        "k grid 1x1 block 32 shared 0 (not programmatic)", "copy of 16 bytes to the device"),
+                recorder.heldNodes(), "an ordinary copy keeps its place");
+        assertNull(recorder.lastLaunch());
     }
 }
