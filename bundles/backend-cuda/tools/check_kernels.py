@@ -318,6 +318,49 @@ def gemv_and_gemm():
     check("gemv_silu_bf16_t3 up, norm fused before", up, u64, 2e-6 * cols)
     check("gemv_silu_bf16_t3 silu(gate) * up, norm fused before", gate, g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
     check("gemv_silu_bf16_t3 normed rows stored", normed, normed_ref, 1e-6)
+    # One token with x staged in shared memory (the launch gives 4 bytes a column, as the Java side does for bf16 rows
+    # of up to Kernels.STAGED_MAX_COLUMNS): 2056 columns stage past the preloaded scale quads; 301 rows leave a block
+    # with warps past the last row, which stage too and store nothing. Both paths against float64, and against each
+    # other (the same products summed in the same order, up to how the compiler contracts them into FMAs).
+    for cols in (1536, 2056):
+        rows = 301
+        w, wg, wu = (bf16_value(bf16_bits(rng.uniform(-1, 1, (rows, cols)))) for _ in range(3))
+        dw, dwg, dwu = (cp.asarray(bf16_bits(m)) for m in (w, wg, wu))
+        x = rng.uniform(-1, 1, (1, cols)).astype(np.float32)
+        dx = cp.asarray(x)
+        bias = cp.asarray(rng.uniform(-1, 1, rows).astype(np.float32))
+        residual_in = rng.uniform(-1, 1, (1, rows)).astype(np.float32)
+        scale = rng.uniform(0.5, 1.5, cols).astype(np.float32)
+        normed_ref = x * (1 / np.sqrt(np.mean(x.astype(np.float64) ** 2) + 1e-6)) * scale
+        for norm in (False, True):
+            results = {}
+            for staged in (False, True):
+                out, residual, normed = poison((2, rows)), cp.asarray(residual_in), poison((1, cols))
+                norm_args = (cp.asarray(scale), f32(1e-6), normed) if norm else (np.uint64(0), f32(0), np.uint64(0))
+                K["kiln_gemv_bf16_t1"](((rows + 3) // 4,), (128,), (dw, dx, out, i32(rows), i32(cols), i32(1), i32(1), bias,
+                                                                 residual) + norm_args, shared_mem=4 * cols if staged else 0)
+                gate, up, normed2 = poison((2, rows)), poison((1, rows)), poison((1, cols))
+                silu_norm = (cp.asarray(scale), f32(1e-6), normed2) if norm else (np.uint64(0), f32(0), np.uint64(0))
+                K["kiln_gemv_silu_bf16_t1"](((rows + 3) // 4,), (128,), (dx, i32(cols), i32(1), dwg, dwu, gate, up, gate,
+                                                                      i32(rows)) + silu_norm, shared_mem=4 * cols if staged else 0)
+                results[staged] = [cp.asnumpy(a) for a in (out, residual, gate, up)]
+                label = f"{'staged' if staged else 'unstaged'} {cols} columns{', norm fused before' if norm else ''}"
+                xin = normed_ref if norm else x.astype(np.float64)
+                ref = xin @ w.T.astype(np.float64) + cp.asnumpy(bias)
+                g64, u64 = xin @ wg.T.astype(np.float64), xin @ wu.T.astype(np.float64)
+                got = results[staged]
+                check(f"gemv_bf16_t1 {label}", got[0][:1], ref, 2e-6 * cols)
+                check(f"gemv_bf16_t1 {label}, residual added after", got[1], residual_in + ref, 2e-6 * cols)
+                check(f"gemv_silu_bf16_t1 {label} up", got[3], u64, 2e-6 * cols)
+                check(f"gemv_silu_bf16_t1 {label} silu(gate) * up", got[2][:1], g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
+                if not (np.all(np.isnan(got[0][1])) and np.all(np.isnan(got[2][1]))):
+                    failures.append(f"{label}: a product wrote past its rows")
+                if norm:
+                    check(f"gemv_bf16_t1 {label}, normed rows stored", normed, normed_ref, 1e-6)
+                    check(f"gemv_silu_bf16_t1 {label}, normed rows stored", normed2, normed_ref, 1e-6)
+            for name, a, b in zip(("gemv", "residual", "silu(gate) * up", "up"), results[False], results[True]):
+                check(f"staged against unstaged {cols} columns{', norm fused before' if norm else ''}: {name}",
+                      b[:1], a[:1].astype(np.float64), 1e-6)
     # The Java side's prefill product: out (col-major rows x T) = W^T(op T of col-major cols x rows) . x(cols x T),
     # x split into bf16 hi + lo, f32 accumulation, beta 0 then 1.
     rows, cols, tokens = 300, 256, 37

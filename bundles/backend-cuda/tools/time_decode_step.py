@@ -150,6 +150,9 @@ def step(parts):
     smem_floor.clear()
     smem_floor.update({p[1]: p[2] for p in parts if isinstance(p, tuple) and p[0] == "smem"})
     fused = "fused norms" in parts
+    # The one-token warp-per-row products (gate/up, lm_head) stage x in shared memory when given 4 bytes a column, as
+    # the Java side launches them ("unstaged": without).
+    staged = 0 if "unstaged" in parts else 4 * H
     # Diagnostics: "no normed stores" (the fused norms skip storing the normed rows that later readers could read),
     # "no residual adds" (the o and down products store their rows only; the values are wrong, the timing is not).
     normed_out = u64(0) if "no normed stores" in parts else h
@@ -206,14 +209,16 @@ def step(parts):
         if "norms" in parts:
             launch("kiln_add_rms_norm", (1,), 256, (x, h, w["n2"], eps, h, i32(H), np.uint64(0), np.uint64(0)))
         launch("kiln_gemv_silu_bf16_t1", ((I + 3) // 4,), 128, (x if fused else h, i32(H), i32(1), w["g"], w["u"], gate,
-                                                                  up, gate, i32(I)) + ((w["n2"], eps, normed_out) if fused else NONE))
+                                                                  up, gate, i32(I)) + ((w["n2"], eps, normed_out) if fused else NONE),
+               staged)
         launch("kiln_gemv_split_bf16_t1", (H,), 128, (w["d"], gate, h, i32(H), i32(I), i32(1), i32(1), u64(0),
                                                      residual) + NONE)
         if "norms" in parts:
             nxt = layers[l + 1]["n1"] if l + 1 < L else layers[l]["n1"]
             launch("kiln_add_rms_norm", (1,), 256, (x, h, nxt, eps, h, i32(H), np.uint64(0), np.uint64(0)))
     launch("kiln_gemv_bf16_t1", ((V + 3) // 4,), 128, (lm_head, x if fused else h, logits, i32(V), i32(H), i32(1), i32(1),
-                                                       u64(0), u64(0)) + ((layers[0]["n1"], eps, h) if fused else NONE))
+                                                       u64(0), u64(0)) + ((layers[0]["n1"], eps, h) if fused else NONE),
+           0 if "lm_head unstaged" in parts else staged)
     launch("kiln_argmax_slices", (64, 1), 256, (logits, i32(V), best_values, best_indices))
     launch("kiln_argmax_merge", (1,), 64, (best_values, best_indices, i32(64), chosen))
 
@@ -255,6 +260,7 @@ decode_plan = {("decode", decode_splits)} if bucket // decode_splits <= 128 else
 everything = {"rotary", "attention", "fused norms"} | decode_plan
 split_kernel = everything - decode_plan
 variants = [("whole step", everything), ("resolve, readback (as Java)", everything | {"resolve", "readback"}),
+            ("unstaged", everything | {"unstaged"}), ("lm_head unstaged", everything | {"lm_head unstaged"}),
             ("readback", everything | {"readback"}), ("resolve", everything | {"resolve"}),
             ("two steps a timing", everything | {"two replays"}),
             ("two steps a timing, resolve, readback", everything | {"two replays", "resolve", "readback"}), ("upload at start", everything | {"upload at start"}),

@@ -106,6 +106,13 @@ public final class Kernels implements AutoCloseable {
             0, INT4_GEMV_MAX_TOKENS);
     /** Below this many rows a bf16 product splits each row over a block's warps (the H100 measured 1536 x 8960). */
     static final int SPLIT_BELOW_ROWS = 4096;
+    /**
+     * Most columns whose activations a one-token bf16 product with a warp per row (or gate/up row pair) stages in
+     * shared memory, once a block instead of once a warp (system property {@code kiln.cuda.stagedMaxColumns}; 0 never):
+     * see stage_activations in the source. 4 bytes a column of dynamic shared memory a block of 128 threads; measured
+     * on an H100 at 1,536 columns (the 1.5B shape).
+     */
+    static final int STAGED_MAX_COLUMNS = Math.max(0, Integer.getInteger("kiln.cuda.stagedMaxColumns", 4096));
     /** Blocks per row of the argmax's first pass; must match ARGMAX_SLICES in the source. */
     public static final int ARGMAX_SLICES = 64;
 
@@ -531,7 +538,8 @@ public final class Kernels implements AutoCloseable {
                         .ptr(last.argument(s0 + SEGMENT_W)).ptr(last.argument(s1 + SEGMENT_W)).ptr(gate).ptr(up).ptr(out).i32(rows)
                         .ptr(last.argument(MULTI_SCALE)).slot(last.argument(MULTI_EPS)).ptr(last.argument(MULTI_NORMED))
                         .replace(last, family.silu[tokens - 1], "kiln_gemv_silu",
-                                Math.ceilDiv(rows, warps * family.siluPairsOf(tokens)), 1, GEMV_THREADS, 0)) {
+                                Math.ceilDiv(rows, warps * family.siluPairsOf(tokens)), 1, GEMV_THREADS,
+                                stagedBytes(family, tokens, (int) last.argument(MULTI_COLUMNS)))) {
                     return;
                 }
             }
@@ -775,6 +783,15 @@ public final class Kernels implements AutoCloseable {
     }
 
     /**
+     * Dynamic shared memory for a warp-per-row product of the family (the plain and gate/up kernels) to stage its
+     * activations in ({@link #STAGED_MAX_COLUMNS}); 0 where it reads them from global memory. The kernel takes the
+     * staged path exactly when it is given this much.
+     */
+    private int stagedBytes(TokenGemvs family, int tokens, int columns) {
+        return family == bf16Gemvs && tokens == 1 && columns % 4 == 0 && columns <= STAGED_MAX_COLUMNS ? 4 * columns : 0;
+    }
+
+    /**
      * A token-specialised product of a family: joined to a held product of the same activations, or with a held norm
      * of x folded in, or alone.
      */
@@ -794,12 +811,13 @@ public final class Kernels implements AutoCloseable {
         int grid = split ? Math.ceilDiv(rows, family.splitRowsOf(tokens))
                 : Math.ceilDiv(rows, GEMV_THREADS / 32 * family.warpRowsOf(tokens));
         String name = split ? "kiln_gemv_split" : "kiln_gemv";
+        int shared = split ? 0 : stagedBytes(family, tokens, columns);
         if (norm == null) {
-            a.launch(kernel, name, grid, 1, GEMV_THREADS, 0);
-        } else if (!a.replace(norm, kernel, name, grid, 1, GEMV_THREADS, 0)) {
+            a.launch(kernel, name, grid, 1, GEMV_THREADS, shared);
+        } else if (!a.replace(norm, kernel, name, grid, 1, GEMV_THREADS, shared)) {
             // The norm was issued meanwhile: multiply its stored output instead.
             args().ptr(w).ptr(x).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0).ptr(0).slot(0).ptr(0)
-                    .launch(kernel, name, grid, 1, GEMV_THREADS, 0);
+                    .launch(kernel, name, grid, 1, GEMV_THREADS, shared);
         }
     }
 
