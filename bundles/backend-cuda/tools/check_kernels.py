@@ -318,49 +318,54 @@ def gemv_and_gemm():
     check("gemv_silu_bf16_t3 up, norm fused before", up, u64, 2e-6 * cols)
     check("gemv_silu_bf16_t3 silu(gate) * up, norm fused before", gate, g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
     check("gemv_silu_bf16_t3 normed rows stored", normed, normed_ref, 1e-6)
-    # One token with x staged in shared memory (the launch gives 4 bytes a column, as the Java side does for bf16 rows
-    # of up to Kernels.STAGED_MAX_COLUMNS): 2056 columns stage past the preloaded scale quads; 301 rows leave a block
-    # with warps past the last row, which stage too and store nothing. Both paths against float64, and against each
+    # x staged in shared memory (the launch gives 4 bytes a column and token, as the Java side does up to
+    # Kernels.STAGED_MAX_BYTES): 2056 columns stage past the preloaded scale quads; 301 rows leave a block with warps
+    # past the last row, which stage too and store nothing. Both paths against float64, and against each
     # other (the same products summed in the same order, up to how the compiler contracts them into FMAs).
-    for cols in (1536, 2056):
+    for cols, tokens in ((1536, 1), (2056, 1), (1536, 2), (1536, 3), (2056, 4)):
         rows = 301
         w, wg, wu = (bf16_value(bf16_bits(rng.uniform(-1, 1, (rows, cols)))) for _ in range(3))
         dw, dwg, dwu = (cp.asarray(bf16_bits(m)) for m in (w, wg, wu))
-        x = rng.uniform(-1, 1, (1, cols)).astype(np.float32)
+        x = rng.uniform(-1, 1, (tokens, cols)).astype(np.float32)
         dx = cp.asarray(x)
         bias = cp.asarray(rng.uniform(-1, 1, rows).astype(np.float32))
-        residual_in = rng.uniform(-1, 1, (1, rows)).astype(np.float32)
+        residual_in = rng.uniform(-1, 1, (tokens, rows)).astype(np.float32)
         scale = rng.uniform(0.5, 1.5, cols).astype(np.float32)
-        normed_ref = x * (1 / np.sqrt(np.mean(x.astype(np.float64) ** 2) + 1e-6)) * scale
+        normed_ref = x * (1 / np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1, keepdims=True) + 1e-6)) * scale
+        warp_rows = 4 if tokens >= 4 else 2 if tokens >= 2 else 1  # WARP_ROWS(T)
+        pairs = 2 if tokens >= 2 else 1  # SILU_PAIRS(T)
+        t = f"t{tokens}"
         for norm in (False, True):
             results = {}
             for staged in (False, True):
-                out, residual, normed = poison((2, rows)), cp.asarray(residual_in), poison((1, cols))
+                shared = 4 * cols * tokens if staged else 0
+                out, residual, normed = poison((tokens + 1, rows)), cp.asarray(residual_in), poison((tokens, cols))
                 norm_args = (cp.asarray(scale), f32(1e-6), normed) if norm else (np.uint64(0), f32(0), np.uint64(0))
-                K["kiln_gemv_bf16_t1"](((rows + 3) // 4,), (128,), (dw, dx, out, i32(rows), i32(cols), i32(1), i32(1), bias,
-                                                                 residual) + norm_args, shared_mem=4 * cols if staged else 0)
-                gate, up, normed2 = poison((2, rows)), poison((1, rows)), poison((1, cols))
+                K[f"kiln_gemv_bf16_{t}"]((-(-rows // (4 * warp_rows)),), (128,), (dw, dx, out, i32(rows), i32(cols), i32(tokens),
+                                         i32(1), bias, residual) + norm_args, shared_mem=shared)
+                gate, up, normed2 = poison((tokens + 1, rows)), poison((tokens, rows)), poison((tokens, cols))
                 silu_norm = (cp.asarray(scale), f32(1e-6), normed2) if norm else (np.uint64(0), f32(0), np.uint64(0))
-                K["kiln_gemv_silu_bf16_t1"](((rows + 3) // 4,), (128,), (dx, i32(cols), i32(1), dwg, dwu, gate, up, gate,
-                                                                      i32(rows)) + silu_norm, shared_mem=4 * cols if staged else 0)
+                K[f"kiln_gemv_silu_bf16_{t}"]((-(-rows // (4 * pairs)),), (128,), (dx, i32(cols), i32(tokens), dwg, dwu, gate,
+                                              up, gate, i32(rows)) + silu_norm, shared_mem=shared)
                 results[staged] = [cp.asnumpy(a) for a in (out, residual, gate, up)]
-                label = f"{'staged' if staged else 'unstaged'} {cols} columns{', norm fused before' if norm else ''}"
+                label = f"{'staged' if staged else 'unstaged'} {tokens}x{cols}{', norm fused before' if norm else ''}"
                 xin = normed_ref if norm else x.astype(np.float64)
                 ref = xin @ w.T.astype(np.float64) + cp.asnumpy(bias)
                 g64, u64 = xin @ wg.T.astype(np.float64), xin @ wu.T.astype(np.float64)
                 got = results[staged]
-                check(f"gemv_bf16_t1 {label}", got[0][:1], ref, 2e-6 * cols)
-                check(f"gemv_bf16_t1 {label}, residual added after", got[1], residual_in + ref, 2e-6 * cols)
-                check(f"gemv_silu_bf16_t1 {label} up", got[3], u64, 2e-6 * cols)
-                check(f"gemv_silu_bf16_t1 {label} silu(gate) * up", got[2][:1], g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
-                if not (np.all(np.isnan(got[0][1])) and np.all(np.isnan(got[2][1]))):
+                check(f"gemv_bf16_{t} {label}", got[0][:tokens], ref, 2e-6 * cols)
+                check(f"gemv_bf16_{t} {label}, residual added after", got[1], residual_in + ref, 2e-6 * cols)
+                check(f"gemv_silu_bf16_{t} {label} up", got[3], u64, 2e-6 * cols)
+                check(f"gemv_silu_bf16_{t} {label} silu(gate) * up", got[2][:tokens], g64 / (1 + np.exp(-g64)) * u64,
+                      2e-6 * cols * 4)
+                if not (np.all(np.isnan(got[0][tokens])) and np.all(np.isnan(got[2][tokens]))):
                     failures.append(f"{label}: a product wrote past its rows")
                 if norm:
-                    check(f"gemv_bf16_t1 {label}, normed rows stored", normed, normed_ref, 1e-6)
-                    check(f"gemv_silu_bf16_t1 {label}, normed rows stored", normed2, normed_ref, 1e-6)
+                    check(f"gemv_bf16_{t} {label}, normed rows stored", normed, normed_ref, 1e-6)
+                    check(f"gemv_silu_bf16_{t} {label}, normed rows stored", normed2, normed_ref, 1e-6)
             for name, a, b in zip(("gemv", "residual", "silu(gate) * up", "up"), results[False], results[True]):
-                check(f"staged against unstaged {cols} columns{', norm fused before' if norm else ''}: {name}",
-                      b[:1], a[:1].astype(np.float64), 1e-6)
+                check(f"staged against unstaged {tokens}x{cols}{', norm fused before' if norm else ''}: {name}",
+                      b[:tokens], a[:tokens].astype(np.float64), 1e-6)
     # The Java side's prefill product: out (col-major rows x T) = W^T(op T of col-major cols x rows) . x(cols x T),
     # x split into bf16 hi + lo, f32 accumulation, beta 0 then 1.
     rows, cols, tokens = 300, 256, 37
@@ -1533,22 +1538,26 @@ def quantized_token_gemvs(fmt, cols=1536, most_tokens=4):
         bias = rng.uniform(-1, 1, rows).astype(np.float32)
         residual_in = rng.uniform(-1, 1, (tokens, rows)).astype(np.float32)
         group = 4  # rows a warp (split: a block) computes, INT8_ROWS
-        for kind, grid in (("", (-(-rows // (4 * group)),)), ("_split", (-(-rows // group),))):
+        # The warp-row kernel also with x staged in shared memory (4 bytes a column and token, as the Java side gives).
+        staged = 4 * cols * tokens
+        for kind, grid, shared in (("", (-(-rows // (4 * group)),), 0), ("", (-(-rows // (4 * group)),), staged),
+                                   ("_split", (-(-rows // group),), 0)):
             kernel = f"kiln_gemv{kind}_{fmt}_t{tokens}"
+            label = kernel[5:] + (" staged" if shared else "")
             out = poison((tokens + 1, rows))
             K[kernel](grid, (128,), (dw, dx, out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias),
-                                     np.uint64(0), np.uint64(0), f32(0), np.uint64(0)))
+                                     np.uint64(0), np.uint64(0), f32(0), np.uint64(0)), shared_mem=shared)
             got = cp.asnumpy(out)
-            check(f"{kernel[5:]} {rows}x{cols} with bias", got[:tokens], x.astype(np.float64) @ w.T + bias, 2e-6 * cols)
+            check(f"{label} {rows}x{cols} with bias", got[:tokens], x.astype(np.float64) @ w.T + bias, 2e-6 * cols)
             if not np.all(np.isnan(got[tokens])):
-                failures.append(f"{kernel} wrote past its rows")
+                failures.append(f"{label} wrote past its rows")
             out, normed, residual = poison((tokens, rows)), poison((tokens, cols)), cp.asarray(residual_in)
             K[kernel](grid, (128,), (dw, dx, out, i32(rows), i32(cols), i32(tokens), i32(1), cp.asarray(bias), residual,
-                                     cp.asarray(norm_scale), f32(eps), normed))
+                                     cp.asarray(norm_scale), f32(eps), normed), shared_mem=shared)
             nref = normed_ref @ w.T + bias
-            check(f"{kernel[5:]}, norm fused before", out, nref, 2e-6 * cols)
-            check(f"{kernel[5:]}, normed rows stored", normed, normed_ref, 1e-6)
-            check(f"{kernel[5:]}, residual added after", residual, residual_in + nref, 2e-6 * cols)
+            check(f"{label}, norm fused before", out, nref, 2e-6 * cols)
+            check(f"{label}, normed rows stored", normed, normed_ref, 1e-6)
+            check(f"{label}, residual added after", residual, residual_in + nref, 2e-6 * cols)
         # q, k and v in one launch (both layouts), with biases and the norm fused before.
         segs = [rows_of(r) for r in (300, 40, 41)]
         biases = [rng.uniform(-1, 1, r).astype(np.float32) for r in (300, 40, 41)]
@@ -1569,14 +1578,18 @@ def quantized_token_gemvs(fmt, cols=1536, most_tokens=4):
                 if with_norm:
                     check(f"{kernel[5:]}, normed rows stored", normed, normed_ref, 1e-6)
         # gate and up with the SiLU gating, the norm fused before.
-        (dg, wg), (du, wu) = rows_of(200), rows_of(200)
-        gate, up, out, normed = poison((tokens, 200)), poison((tokens, 200)), poison((tokens, 200)), poison((tokens, cols))
-        K[f"kiln_gemv_silu_{fmt}_t{tokens}"]((-(-200 // (4 * group // 2)),), (128,), (dx, i32(cols), i32(tokens), dg, du, gate,
-                                             up, out, i32(200), cp.asarray(norm_scale), f32(eps), normed))
-        g64, u64 = normed_ref @ wg.T, normed_ref @ wu.T
-        check(f"gemv_silu_{fmt}_t{tokens} gate, norm fused before", gate, g64, 2e-6 * cols)
-        check(f"gemv_silu_{fmt}_t{tokens} up, norm fused before", up, u64, 2e-6 * cols)
-        check(f"gemv_silu_{fmt}_t{tokens} silu(gate) * up", out, g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
+        (dg, wg), (du, wu) = rows_of(203), rows_of(203)  # the last warp's second pair past the rows
+        for shared in (0, staged):
+            gate, up, out, normed = poison((tokens, 203)), poison((tokens, 203)), poison((tokens, 203)), poison((tokens, cols))
+            K[f"kiln_gemv_silu_{fmt}_t{tokens}"]((-(-203 // (4 * group // 2)),), (128,), (dx, i32(cols), i32(tokens), dg, du,
+                                                 gate, up, out, i32(203), cp.asarray(norm_scale), f32(eps), normed),
+                                                 shared_mem=shared)
+            g64, u64 = normed_ref @ wg.T, normed_ref @ wu.T
+            label = f"gemv_silu_{fmt}_t{tokens}" + (" staged" if shared else "")
+            check(f"{label} gate, norm fused before", gate, g64, 2e-6 * cols)
+            check(f"{label} up, norm fused before", up, u64, 2e-6 * cols)
+            check(f"{label} silu(gate) * up", out, g64 / (1 + np.exp(-g64)) * u64, 2e-6 * cols * 4)
+            check(f"{label} normed rows stored", normed, normed_ref, 1e-6)
 
 
 def skinny():

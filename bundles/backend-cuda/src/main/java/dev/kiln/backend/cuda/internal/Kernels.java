@@ -107,12 +107,14 @@ public final class Kernels implements AutoCloseable {
     /** Below this many rows a bf16 product splits each row over a block's warps (the H100 measured 1536 x 8960). */
     static final int SPLIT_BELOW_ROWS = 4096;
     /**
-     * Most columns whose activations a one-token bf16 product with a warp per row (or gate/up row pair) stages in
-     * shared memory, once a block instead of once a warp (system property {@code kiln.cuda.stagedMaxColumns}; 0 never):
-     * see stage_activations in the source. 4 bytes a column of dynamic shared memory a block of 128 threads; measured
-     * on an H100 at 1,536 columns (the 1.5B shape).
+     * Most bytes of activations (4 a column and token) that a product with a warp per row (or gate/up row pair) stages
+     * in shared memory, once a block instead of once a warp (system property {@code kiln.cuda.stagedMaxBytes}; 0
+     * never): see dot_rows_staged in the source. The shared memory limits the blocks an SM holds. Measured on an H100
+     * at 1,536 columns (the 1.5B shape).
      */
-    static final int STAGED_MAX_COLUMNS = Math.max(0, Integer.getInteger("kiln.cuda.stagedMaxColumns", 4096));
+    static final int STAGED_MAX_BYTES = Math.max(0, Integer.getInteger("kiln.cuda.stagedMaxBytes", 32 * 1024));
+    /** Most tokens of a staged product; must match STAGED_MAX_TOKENS in the source. */
+    static final int STAGED_MAX_TOKENS = 4;
     /** Blocks per row of the argmax's first pass; must match ARGMAX_SLICES in the source. */
     public static final int ARGMAX_SLICES = 64;
 
@@ -539,7 +541,7 @@ public final class Kernels implements AutoCloseable {
                         .ptr(last.argument(MULTI_SCALE)).slot(last.argument(MULTI_EPS)).ptr(last.argument(MULTI_NORMED))
                         .replace(last, family.silu[tokens - 1], "kiln_gemv_silu",
                                 Math.ceilDiv(rows, warps * family.siluPairsOf(tokens)), 1, GEMV_THREADS,
-                                stagedBytes(family, tokens, (int) last.argument(MULTI_COLUMNS)))) {
+                                stagedBytes(tokens, (int) last.argument(MULTI_COLUMNS)))) {
                     return;
                 }
             }
@@ -783,12 +785,13 @@ public final class Kernels implements AutoCloseable {
     }
 
     /**
-     * Dynamic shared memory for a warp-per-row product of the family (the plain and gate/up kernels) to stage its
-     * activations in ({@link #STAGED_MAX_COLUMNS}); 0 where it reads them from global memory. The kernel takes the
-     * staged path exactly when it is given this much.
+     * Dynamic shared memory for a warp-per-row product (the plain and gate/up kernels of every family) to stage its
+     * activations in ({@link #STAGED_MAX_BYTES}); 0 where it reads them from global memory. The kernel takes the staged
+     * path exactly when it is given this much.
      */
-    private int stagedBytes(TokenGemvs family, int tokens, int columns) {
-        return family == bf16Gemvs && tokens == 1 && columns % 4 == 0 && columns <= STAGED_MAX_COLUMNS ? 4 * columns : 0;
+    static int stagedBytes(int tokens, int columns) {
+        long bytes = 4L * columns * tokens;
+        return tokens <= STAGED_MAX_TOKENS && columns % 4 == 0 && bytes <= STAGED_MAX_BYTES ? (int) bytes : 0;
     }
 
     /**
@@ -811,7 +814,7 @@ public final class Kernels implements AutoCloseable {
         int grid = split ? Math.ceilDiv(rows, family.splitRowsOf(tokens))
                 : Math.ceilDiv(rows, GEMV_THREADS / 32 * family.warpRowsOf(tokens));
         String name = split ? "kiln_gemv_split" : "kiln_gemv";
-        int shared = split ? 0 : stagedBytes(family, tokens, columns);
+        int shared = split ? 0 : stagedBytes(tokens, columns);
         if (norm == null) {
             a.launch(kernel, name, grid, 1, GEMV_THREADS, shared);
         } else if (!a.replace(norm, kernel, name, grid, 1, GEMV_THREADS, shared)) {

@@ -1082,6 +1082,53 @@ __device__ __forceinline__ void dot_chunk(const uint4 (&packed)[ROWS], const flo
     }
 }
 
+// The UNROLL chunks base, base + stride, ... of every row (zeros from `last` on), and with block scales each chunk's
+// scale: weights only, so they may be loaded before the wait.
+template <typename F, int ROWS, int UNROLL>
+__device__ __forceinline__ void load_chunks(const uint4* const (&wrow)[ROWS], int base, int last, int stride,
+                                            uint4 (&packed)[UNROLL][ROWS], float (&chunkScale)[UNROLL][ROWS],
+                                            const float* const* blockScales) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+        int c = base + u * stride;
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            packed[u][r] = c < last ? load_weights(wrow[r] + c) : make_uint4(0u, 0u, 0u, 0u);
+            if constexpr (F::BLOCK_SCALES) {
+                chunkScale[u][r] = c < last ? __ldg(blockScales[r] + c / (F::SCALE_COLUMNS / F::COLUMNS)) : 0.0f;
+            }
+        }
+    }
+}
+
+// Those chunks dotted with every token's x into acc (the squares of x into sumsq when normalizing).
+template <typename F, int TOKENS, int ROWS, int UNROLL, bool NORM>
+__device__ __forceinline__ void dot_loaded(const uint4 (&packed)[UNROLL][ROWS], const float (&chunkScale)[UNROLL][ROWS],
+                                           const float* x, const float* scale, int columns, int base, int last,
+                                           int stride, float (&acc)[ROWS][TOKENS], float (&sumsq)[TOKENS]) {
+#pragma unroll
+    for (int u = 0; u < UNROLL; u++) {
+        int c = base + u * stride;
+        if (c >= last) continue;
+        if constexpr (F::BLOCK_SCALES) {
+            float part[ROWS][TOKENS];
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+#pragma unroll
+                for (int t = 0; t < TOKENS; t++) part[r][t] = 0.0f;
+            }
+            dot_chunk<F, TOKENS, ROWS, NORM>(packed[u], x, scale, columns, c, part, sumsq);
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+#pragma unroll
+                for (int t = 0; t < TOKENS; t++) acc[r][t] = fmaf(part[r][t], chunkScale[u][r], acc[r][t]);
+            }
+        } else {
+            dot_chunk<F, TOKENS, ROWS, NORM>(packed[u], x, scale, columns, c, acc, sumsq);
+        }
+    }
+}
+
 // One thread's share of ROWS weight rows . x[t], for every token, over the chunks first, first + stride, ... below
 // last: thread-partial sums accumulated into acc[r] (and the squares of x into sumsq when
 // normalizing). The UNROLL loads of every row are issued together before any multiply (HBM latency is hidden
@@ -1097,51 +1144,21 @@ __device__ __forceinline__ void dot_rows(const uint4* const (&wrow)[ROWS], const
     for (int base = first; base < last; base += stride * UNROLL) {
         uint4 packed[UNROLL][ROWS];
         float chunkScale[UNROLL][ROWS];
-#pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            int c = base + u * stride;
-#pragma unroll
-            for (int r = 0; r < ROWS; r++) {
-                packed[u][r] = c < last ? load_weights(wrow[r] + c) : make_uint4(0u, 0u, 0u, 0u);
-                if constexpr (F::BLOCK_SCALES) {
-                    chunkScale[u][r] = c < last ? __ldg(blockScales[r] + c / (F::SCALE_COLUMNS / F::COLUMNS)) : 0.0f;
-                }
-            }
-        }
+        load_chunks<F, ROWS, UNROLL>(wrow, base, last, stride, packed, chunkScale, blockScales);
         if (!waited) {
             wait_for_previous_kernel();
             waited = true;
         }
-#pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            int c = base + u * stride;
-            if (c >= last) continue;
-            if constexpr (F::BLOCK_SCALES) {
-                float part[ROWS][TOKENS];
-#pragma unroll
-                for (int r = 0; r < ROWS; r++) {
-#pragma unroll
-                    for (int t = 0; t < TOKENS; t++) part[r][t] = 0.0f;
-                }
-                dot_chunk<F, TOKENS, ROWS, NORM>(packed[u], x, scale, columns, c, part, sumsq);
-#pragma unroll
-                for (int r = 0; r < ROWS; r++) {
-#pragma unroll
-                    for (int t = 0; t < TOKENS; t++) acc[r][t] = fmaf(part[r][t], chunkScale[u][r], acc[r][t]);
-                }
-            } else {
-                dot_chunk<F, TOKENS, ROWS, NORM>(packed[u], x, scale, columns, c, acc, sumsq);
-            }
-        }
+        dot_loaded<F, TOKENS, ROWS, UNROLL, NORM>(packed, chunkScale, x, scale, columns, base, last, stride, acc, sumsq);
     }
     if (!waited) wait_for_previous_kernel();
 }
 
-// One-token products whose warps each own a row (or a gate/up row pair) read all of x in every warp: four times a
-// block, each element multiplied by the norm's scale and squared each time. When the launch gives them 4 * columns
-// bytes of dynamic shared memory (the Java side does for bf16 rows of up to Kernels.STAGED_MAX_COLUMNS columns), the
-// block's threads instead write x (times the norm's scale) there once after the wait and sum its squares once, and the
-// warps dot their rows with that copy: one multiply fewer a weight, a quarter of the activation loads, and the
+// Products whose warps each own rows (or gate/up row pairs) read all of x in every warp: four times a block, each
+// element multiplied by the norm's scale and squared each time. When the launch gives them 4 * columns * tokens bytes
+// of dynamic shared memory (the Java side does up to Kernels.STAGED_MAX_BYTES), the block's threads instead write x
+// (times the norm's scale) there once after the wait and sum its squares once, and the warps dot their rows with that
+// copy: one multiply fewer a weight, a quarter of the activation loads, and the
 // activations read from shared memory rather than through L1. H100, 1.5B shape, one batch-1 step in one graph:
 // 1.420-1.430 -> 1.338-1.342 ms with gate/up and lm_head staged (lm_head's share 0.007 ms).
 #define STAGE_PRELOAD 4
@@ -1153,11 +1170,15 @@ __device__ __forceinline__ unsigned dynamic_shared_bytes() {
     return bytes;
 }
 
-// Whether a one-token product of format F takes the staged path: its launch gave it the shared memory for x.
+// Most tokens a staged product takes (Kernels.STAGED_MAX_TOKENS): the kernels of more tokens are compiled without the
+// staged path, which would otherwise cost them registers.
+#define STAGED_MAX_TOKENS 4
+
+// Whether a warp-per-row product of `TOKENS` tokens takes the staged path: its launch gave it the shared memory for x.
 template <typename F, int TOKENS>
 __device__ __forceinline__ bool stages_activations(int columns) {
-    if constexpr (TOKENS == 1 && !F::ROW_GROUPS && !F::BLOCK_SCALES) {
-        return (columns & 3) == 0 && dynamic_shared_bytes() >= 4u * (unsigned) columns;
+    if constexpr (TOKENS <= STAGED_MAX_TOKENS) {
+        return (columns & 3) == 0 && dynamic_shared_bytes() >= 4u * (unsigned) columns * TOKENS;
     } else {
         return false;
     }
@@ -1173,42 +1194,52 @@ __device__ __forceinline__ void stage_quad(const float* x, float4 s, int q, floa
     reinterpret_cast<float4*>(xs)[q] = a;
 }
 
-// After the wait: x (times the scale, whose first quads `early` holds) into xs by the block's threads; returns the
-// norm's factor (1 without a norm) once xs is complete for every thread.
-template <bool NORM>
-__device__ __forceinline__ float stage_activations(const float* x, const float* scale, const float4 (&early)[STAGE_PRELOAD],
-                                                   int columns, float eps, float* xs) {
+// After the wait: every token's x (times the scale, whose first quads `early` holds) into xs by the block's threads,
+// and with a norm each token's sum of squares over the whole row into sumsq, for every thread once xs is complete.
+template <int TOKENS, bool NORM>
+__device__ __forceinline__ void stage_tokens(const float* x, const float* scale, const float4 (&early)[STAGE_PRELOAD],
+                                             int columns, float* xs, float (&sumsq)[TOKENS]) {
     __shared__ float blockSquares[32];
-    float squares = 0.0f;
+    float squares[TOKENS];
+#pragma unroll
+    for (int t = 0; t < TOKENS; t++) squares[t] = 0.0f;
     int quads = columns >> 2;
 #pragma unroll
     for (int j = 0; j < STAGE_PRELOAD; j++) {
         int q = threadIdx.x + j * blockDim.x;
-        if (q < quads) stage_quad<NORM>(x, early[j], q, xs, squares);
+        if (q < quads) {
+#pragma unroll
+            for (int t = 0; t < TOKENS; t++) {
+                stage_quad<NORM>(x + (long long) t * columns, early[j], q, xs + t * columns, squares[t]);
+            }
+        }
     }
     for (int q = threadIdx.x + STAGE_PRELOAD * blockDim.x; q < quads; q += blockDim.x) {
-        stage_quad<NORM>(x, NORM ? reinterpret_cast<const float4*>(scale)[q] : make_float4(0.f, 0.f, 0.f, 0.f), q, xs,
-                         squares);
+        float4 s = NORM ? reinterpret_cast<const float4*>(scale)[q] : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) stage_quad<NORM>(x + (long long) t * columns, s, q, xs + t * columns, squares[t]);
     }
-    float total = block_sum(squares, blockSquares); // its barriers also publish xs
-    return NORM ? 1.0f / sqrtf(total / (float) columns + eps) : 1.0f;
+    if (NORM) {
+#pragma unroll
+        for (int t = 0; t < TOKENS; t++) sumsq[t] = block_sum(squares[t], blockSquares); // its barriers publish xs
+    } else {
+        __syncthreads();
+    }
 }
 
-// dot_rows for one token with x staged in shared memory: the first UNROLL loads of every row and the norm's first
-// scale quads (weights, both) before the wait; returns the norm's factor. Every thread of the block must call it.
-template <typename F, int ROWS, int UNROLL, bool NORM>
-__device__ __forceinline__ float dot_rows_staged(const uint4* const (&wrow)[ROWS], const float* x, const float* scale,
-                                                 float eps, int columns, float (&acc)[ROWS][1]) {
+// dot_rows with x staged in shared memory: the first UNROLL loads of every row and the norm's first scale quads
+// (weights, both) before the wait, then x staged, then the products over the shared copy; sumsq gets each token's
+// squares over the whole row (not a thread's share). Every thread of the block must call it.
+template <typename F, int TOKENS, int ROWS, int UNROLL, bool NORM>
+__device__ __forceinline__ void dot_rows_staged(const uint4* const (&wrow)[ROWS], const float* x, const float* scale,
+                                                int columns, int first, int last, int stride,
+                                                float (&acc)[ROWS][TOKENS], float (&sumsq)[TOKENS],
+                                                const float* const* blockScales = nullptr) {
     extern __shared__ float4 staged_x[];
     float* xs = reinterpret_cast<float*>(staged_x);
-    int lane = threadIdx.x & 31, last = columns >> F::SHIFT;
     uint4 packed[UNROLL][ROWS];
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-        int c = lane + u * 32;
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) packed[u][r] = c < last ? load_weights(wrow[r] + c) : make_uint4(0u, 0u, 0u, 0u);
-    }
+    float chunkScale[UNROLL][ROWS];
+    load_chunks<F, ROWS, UNROLL>(wrow, first, last, stride, packed, chunkScale, blockScales);
     float4 early[STAGE_PRELOAD];
 #pragma unroll
     for (int j = 0; j < STAGE_PRELOAD; j++) {
@@ -1216,24 +1247,11 @@ __device__ __forceinline__ float dot_rows_staged(const uint4* const (&wrow)[ROWS
         early[j] = NORM && q < (columns >> 2) ? __ldg(reinterpret_cast<const float4*>(scale) + q) : make_float4(0.f, 0.f, 0.f, 0.f);
     }
     wait_for_previous_kernel();
-    float inv = stage_activations<NORM>(x, scale, early, columns, eps, xs);
-    float unused[1] = {0.0f};
-    for (int base = lane; base < last; base += 32 * UNROLL) {
-        if (base != lane) {
-#pragma unroll
-            for (int u = 0; u < UNROLL; u++) {
-                int c = base + u * 32;
-#pragma unroll
-                for (int r = 0; r < ROWS; r++) packed[u][r] = c < last ? load_weights(wrow[r] + c) : make_uint4(0u, 0u, 0u, 0u);
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
-            int c = base + u * 32;
-            if (c < last) dot_chunk<F, 1, ROWS, false>(packed[u], xs, nullptr, columns, c, acc, unused);
-        }
+    stage_tokens<TOKENS, NORM>(x, scale, early, columns, xs, sumsq);
+    for (int base = first; base < last; base += stride * UNROLL) {
+        if (base != first) load_chunks<F, ROWS, UNROLL>(wrow, base, last, stride, packed, chunkScale, blockScales);
+        dot_loaded<F, TOKENS, ROWS, UNROLL, false>(packed, chunkScale, xs, nullptr, columns, base, last, stride, acc, sumsq);
     }
-    return inv;
 }
 
 // The norm's factor per token from the summed squares (kiln_rms_norm's formula), 1 without a norm.
@@ -1393,7 +1411,7 @@ __device__ __forceinline__ void finish_block_rows(const float (&acc)[ROWS][TOKEN
 // shape the format's own GEMVs measured best on an H100). The Java side sizes the grids with the same rules
 // (Kernels.TokenGemvs).
 
-template <typename F, int TOKENS, bool NORM, bool SPLIT>
+template <typename F, int TOKENS, bool NORM, bool SPLIT, bool STAGEABLE = false>
 __device__ __forceinline__ void gemv_row_group(const float* x, int columns,
         const void* w0, float* o0, int r0, const float* b0, const void* w1, float* o1, int r1, const float* b1,
         const void* w2, float* o2, int r2, const float* b2, float* residual, const float* scale, float eps,
@@ -1402,7 +1420,10 @@ __device__ __forceinline__ void gemv_row_group(const float* x, int columns,
     int total = r0 + r1 + r2;
     int unit = SPLIT ? blockIdx.x : blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int first = unit * ROWS;
-    if (first >= total) return; // uniform over a split block
+    // Staged (warp rows only), every warp takes part in staging x: one past the last row computes it again and stores
+    // nothing.
+    bool staged = STAGEABLE && !SPLIT && stages_activations<F, TOKENS>(columns);
+    if (!staged && first >= total) return; // uniform over a split block
     const uint4* wrow[ROWS];
     float rowScale[ROWS];
     const float* blockScales[ROWS];
@@ -1422,9 +1443,14 @@ __device__ __forceinline__ void gemv_row_group(const float* x, int columns,
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
     int lane = threadIdx.x & 31;
-    dot_rows<F, TOKENS, ROWS, INT8_UNROLL, NORM>(wrow, x, scale, columns, SPLIT ? threadIdx.x : lane,
-                                                 columns >> F::SHIFT, SPLIT ? GEMV_SPLIT_WARPS * 32 : 32, acc, sumsq,
-                                                 blockScales);
+    if (staged) {
+        dot_rows_staged<F, TOKENS, ROWS, INT8_UNROLL, NORM>(wrow, x, scale, columns, lane, columns >> F::SHIFT, 32, acc,
+                                                            sumsq, blockScales);
+    } else {
+        dot_rows<F, TOKENS, ROWS, INT8_UNROLL, NORM>(wrow, x, scale, columns, SPLIT ? threadIdx.x : lane,
+                                                     columns >> F::SHIFT, SPLIT ? GEMV_SPLIT_WARPS * 32 : 32, acc, sumsq,
+                                                     blockScales);
+    }
     apply_row_scales<F>(acc, rowScale);
     if constexpr (SPLIT) {
         finish_block_rows<TOKENS, ROWS, NORM, false>(acc, sumsq, x, scale, eps, normed, columns, segment, row,
@@ -1435,9 +1461,10 @@ __device__ __forceinline__ void gemv_row_group(const float* x, int columns,
         for (int t = 0; t < TOKENS; t++) {
 #pragma unroll
             for (int r = 0; r < ROWS; r++) acc[r][t] = warp_sum(acc[r][t]);
-            if (NORM) sumsq[t] = warp_sum(sumsq[t]);
+            if (NORM && !staged) sumsq[t] = warp_sum(sumsq[t]);
         }
         norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
+        if (first >= total) return;
         int units = (total + ROWS - 1) / ROWS;
         if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
 #pragma unroll
@@ -1454,14 +1481,16 @@ __device__ __forceinline__ void gemv_one_row(const void* w, const float* x, floa
                                              const float* bias, float* residual, const float* scale, float eps,
                                              float* normed) {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (stages_activations<F, TOKENS>(columns)) {
+    if (TOKENS == 1 && stages_activations<F, TOKENS>(columns)) {
         // Every warp takes part in staging x: a warp past the last row computes that row again and stores nothing.
         int real = row;
         row = min(row, rows - 1);
         const uint4* wrow[1] = {weight_row<F>(w, row, columns)};
         const float rowScale[1] = {row_scale<F>(w, rows, columns, row)};
-        float acc[1][1] = {{0.0f}};
-        float inv[1] = {dot_rows_staged<F, 1, GEMV_UNROLL, NORM>(wrow, x, scale, eps, columns, acc)};
+        float acc[1][1] = {{0.0f}}, sumsq[1] = {0.0f}, inv[1];
+        dot_rows_staged<F, 1, 1, GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> F::SHIFT, 32, acc,
+                                                    sumsq);
+        norm_factors<1, NORM>(sumsq, columns, eps, inv);
         apply_row_scales<F>(acc, rowScale);
         acc[0][0] = warp_sum(acc[0][0]);
         if (real >= rows) return;
@@ -1485,7 +1514,7 @@ __device__ __forceinline__ void gemv_tokens(const void* w, const float* x, float
                                             const float* bias, float* residual, const float* scale, float eps,
                                             float* normed) {
     if constexpr (F::ROW_GROUPS) {
-        gemv_row_group<F, TOKENS, NORM, false>(x, columns, w, out, rows, bias, nullptr, nullptr, 0, nullptr, nullptr,
+        gemv_row_group<F, TOKENS, NORM, false, true>(x, columns, w, out, rows, bias, nullptr, nullptr, 0, nullptr, nullptr,
                                                nullptr, 0, nullptr, residual, scale, eps, normed);
         return;
     }
@@ -1497,7 +1526,9 @@ __device__ __forceinline__ void gemv_tokens(const void* w, const float* x, float
     }
     int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), units = (rows + ROWS - 1) / ROWS;
     int first = unit * ROWS;
-    if (first >= rows) return;
+    // Staged, every warp takes part in staging x: one past the last row computes it again and stores nothing.
+    bool staged = stages_activations<F, TOKENS>(columns);
+    if (!staged && first >= rows) return;
     const uint4* wrow[ROWS];
     float rowScale[ROWS];
     float acc[ROWS][TOKENS], sumsq[TOKENS];
@@ -1512,8 +1543,14 @@ __device__ __forceinline__ void gemv_tokens(const void* w, const float* x, float
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
     // Loads in flight per row: fewer with more rows, for the registers (16 loads of 16 bytes at most).
-    dot_rows<F, TOKENS, ROWS, ROWS >= 4 ? GEMV_UNROLL / 2 : GEMV_UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31,
-                                                                         columns >> F::SHIFT, 32, acc, sumsq);
+    constexpr int UNROLL = ROWS >= 4 ? GEMV_UNROLL / 2 : GEMV_UNROLL;
+    if (staged) {
+        dot_rows_staged<F, TOKENS, ROWS, UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> F::SHIFT, 32,
+                                                       acc, sumsq);
+    } else {
+        dot_rows<F, TOKENS, ROWS, UNROLL, NORM>(wrow, x, scale, columns, threadIdx.x & 31, columns >> F::SHIFT, 32, acc,
+                                                sumsq);
+    }
     apply_row_scales<F>(acc, rowScale);
     int lane = threadIdx.x & 31;
     float inv[TOKENS];
@@ -1521,9 +1558,10 @@ __device__ __forceinline__ void gemv_tokens(const void* w, const float* x, float
     for (int t = 0; t < TOKENS; t++) {
 #pragma unroll
         for (int r = 0; r < ROWS; r++) acc[r][t] = warp_sum(acc[r][t]);
-        if (NORM) sumsq[t] = warp_sum(sumsq[t]);
+        if (NORM && !staged) sumsq[t] = warp_sum(sumsq[t]);
     }
     norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
+    if (first >= rows) return;
     if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
 #pragma unroll
     for (int r = 0; r < ROWS; r++) {
@@ -1635,13 +1673,14 @@ __device__ __forceinline__ void gemv_silu_one_pair(const float* x, int columns, 
                                                    float eps, float* normed) {
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (stages_activations<F, TOKENS>(columns)) {
+    if (TOKENS == 1 && stages_activations<F, TOKENS>(columns)) {
         int real = row;
         row = min(row, rows - 1); // as in gemv_one_row
         const uint4* wrows[2] = {weight_row<F>(wg, row, columns), weight_row<F>(wu, row, columns)};
         const float rowScale[2] = {row_scale<F>(wg, rows, columns, row), row_scale<F>(wu, rows, columns, row)};
-        float acc[2][1] = {{0.0f}, {0.0f}};
-        float inv[1] = {dot_rows_staged<F, 2, GEMV_UNROLL, NORM>(wrows, x, scale, eps, columns, acc)};
+        float acc[2][1] = {{0.0f}, {0.0f}}, sumsq[1] = {0.0f}, inv[1];
+        dot_rows_staged<F, 1, 2, GEMV_UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> F::SHIFT, 32, acc, sumsq);
+        norm_factors<1, NORM>(sumsq, columns, eps, inv);
         apply_row_scales<F>(acc, rowScale);
         acc[0][0] = warp_sum(acc[0][0]);
         acc[1][0] = warp_sum(acc[1][0]);
@@ -1703,7 +1742,8 @@ __device__ __forceinline__ void gemv_silu_tokens(const float* x, int columns, co
     int lane = threadIdx.x & 31;
     int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), units = (rows + PAIRS - 1) / PAIRS;
     int first = unit * PAIRS;
-    if (first >= rows) return;
+    bool staged = stages_activations<F, TOKENS>(columns); // as in gemv_tokens
+    if (!staged && first >= rows) return;
     const uint4* wrows[2 * PAIRS];
     float rowScale[2 * PAIRS];
     const float* blockScales[2 * PAIRS];
@@ -1722,17 +1762,23 @@ __device__ __forceinline__ void gemv_silu_tokens(const float* x, int columns, co
     }
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) sumsq[t] = 0.0f;
-    dot_rows<F, TOKENS, 2 * PAIRS, UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> F::SHIFT, 32, acc, sumsq,
-                                                 blockScales);
+    if (staged) {
+        dot_rows_staged<F, TOKENS, 2 * PAIRS, UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> F::SHIFT, 32, acc,
+                                                            sumsq, blockScales);
+    } else {
+        dot_rows<F, TOKENS, 2 * PAIRS, UNROLL, NORM>(wrows, x, scale, columns, lane, columns >> F::SHIFT, 32, acc, sumsq,
+                                                     blockScales);
+    }
     apply_row_scales<F>(acc, rowScale);
     float inv[TOKENS];
 #pragma unroll
     for (int t = 0; t < TOKENS; t++) {
 #pragma unroll
         for (int r = 0; r < 2 * PAIRS; r++) acc[r][t] = warp_sum(acc[r][t]);
-        if (NORM) sumsq[t] = warp_sum(sumsq[t]);
+        if (NORM && !staged) sumsq[t] = warp_sum(sumsq[t]);
     }
     norm_factors<TOKENS, NORM>(sumsq, columns, eps, inv);
+    if (first >= rows) return;
     if (NORM && normed) store_normed<TOKENS>(x, scale, columns, inv, normed, unit * 32 + lane, units * 32);
 #pragma unroll
     for (int p = 0; p < PAIRS; p++) {
