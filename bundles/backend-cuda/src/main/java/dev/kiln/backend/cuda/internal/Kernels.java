@@ -93,9 +93,18 @@ public final class Kernels implements AutoCloseable {
      * instruction issue where the bf16 ones wait on memory. Measured on an H100 (1.5B shape, groups of 128, graphs,
      * overlapped steps, alternated twice): batch 1 took 1.302 ms a step against 1.326 with the format's own GEMVs,
      * batch 2 1.76 against 1.42; folding the norm in as well (its scale and squares per chunk) took batch 1 to 1.376 and
-     * batch 2 to 1.90, so these products leave the norm to its own kernel.
+     * batch 2 to 1.90, so these products leave the norm to its own kernel unless they stage x
+     * ({@link #INT4_FOLDS_STAGED_NORM}).
      */
     public static final int INT4_GEMV_MAX_TOKENS = 1;
+    /**
+     * Whether INT4 products that stage their activations take a norm held before them in (system property
+     * {@code kiln.cuda.int4FoldsStagedNorm}): staged, the norm's scale multiplies x once a block, not once a chunk.
+     * H100, 1.5B shape, groups of 128, alternated twice: batch 1 1.252/1.247 -> 1.172/1.171 ms a step (the norms of
+     * the gate/up products and lm_head folded; q/k/v, whose split product does not stage, keeps its norm kernel).
+     */
+    static final boolean INT4_FOLDS_STAGED_NORM =
+            Boolean.parseBoolean(System.getProperty("kiln.cuda.int4FoldsStagedNorm", "true"));
     /** The group size (columns a scale covers) the INT4 token-specialised products take (INT4_GEMV_GROUP in the source). */
     public static final int INT4_GEMV_GROUP = 128;
     /**
@@ -800,10 +809,13 @@ public final class Kernels implements AutoCloseable {
      */
     private void tokenGemv(TokenGemvs family, long w, long x, long out, int rows, int columns, int tokens) {
         if (mergeIntoHeldGemv(family, w, x, out, rows, columns, tokens)) return;
-        // A norm held just before whose output this product reads: one launch does both (see kernels.cu).
-        StepRecorder.Launch norm = family.foldsNorm ? heldNormFeeding(x, columns, tokens, out, 4L * tokens * rows) : null;
-        long input = norm == null ? x : norm.argument(NORM_X);
         boolean split = rows < SPLIT_BELOW_ROWS;
+        int shared = split ? 0 : stagedBytes(tokens, columns);
+        // A norm held just before whose output this product reads: one launch does both (see kernels.cu). INT4 folds
+        // it only into a product that stages its activations, which applies the norm's scale once a block.
+        boolean folds = family.foldsNorm || (family == int4Gemvs && INT4_FOLDS_STAGED_NORM && shared > 0);
+        StepRecorder.Launch norm = folds ? heldNormFeeding(x, columns, tokens, out, 4L * tokens * rows) : null;
+        long input = norm == null ? x : norm.argument(NORM_X);
         LaunchArguments a = args().ptr(w).ptr(input).ptr(out).i32(rows).i32(columns).i32(tokens).i32(1).ptr(0).ptr(0);
         if (norm == null) {
             a.ptr(0).slot(0).ptr(0);
@@ -814,7 +826,6 @@ public final class Kernels implements AutoCloseable {
         int grid = split ? Math.ceilDiv(rows, family.splitRowsOf(tokens))
                 : Math.ceilDiv(rows, GEMV_THREADS / 32 * family.warpRowsOf(tokens));
         String name = split ? "kiln_gemv_split" : "kiln_gemv";
-        int shared = split ? 0 : stagedBytes(tokens, columns);
         if (norm == null) {
             a.launch(kernel, name, grid, 1, GEMV_THREADS, shared);
         } else if (!a.replace(norm, kernel, name, grid, 1, GEMV_THREADS, shared)) {
