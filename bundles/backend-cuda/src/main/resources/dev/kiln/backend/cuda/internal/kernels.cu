@@ -1175,7 +1175,7 @@ __device__ __forceinline__ unsigned dynamic_shared_bytes() {
 #define STAGED_MAX_TOKENS 4
 
 // Whether a warp-per-row product of `TOKENS` tokens takes the staged path: its launch gave it the shared memory for x.
-template <typename F, int TOKENS>
+template <int TOKENS>
 __device__ __forceinline__ bool stages_activations(int columns) {
     if constexpr (TOKENS <= STAGED_MAX_TOKENS) {
         return (columns & 3) == 0 && dynamic_shared_bytes() >= 4u * (unsigned) columns * TOKENS;
@@ -1422,7 +1422,7 @@ __device__ __forceinline__ void gemv_row_group(const float* x, int columns,
     int first = unit * ROWS;
     // Staged (warp rows only), every warp takes part in staging x: one past the last row computes it again and stores
     // nothing.
-    bool staged = STAGEABLE && !SPLIT && stages_activations<F, TOKENS>(columns);
+    bool staged = STAGEABLE && !SPLIT && stages_activations<TOKENS>(columns);
     if (!staged && first >= total) return; // uniform over a split block
     const uint4* wrow[ROWS];
     float rowScale[ROWS];
@@ -1481,7 +1481,7 @@ __device__ __forceinline__ void gemv_one_row(const void* w, const float* x, floa
                                              const float* bias, float* residual, const float* scale, float eps,
                                              float* normed) {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (TOKENS == 1 && stages_activations<F, TOKENS>(columns)) {
+    if (TOKENS == 1 && stages_activations<TOKENS>(columns)) {
         // Every warp takes part in staging x: a warp past the last row computes that row again and stores nothing.
         int real = row;
         row = min(row, rows - 1);
@@ -1527,7 +1527,7 @@ __device__ __forceinline__ void gemv_tokens(const void* w, const float* x, float
     int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), units = (rows + ROWS - 1) / ROWS;
     int first = unit * ROWS;
     // Staged, every warp takes part in staging x: one past the last row computes it again and stores nothing.
-    bool staged = stages_activations<F, TOKENS>(columns);
+    bool staged = stages_activations<TOKENS>(columns);
     if (!staged && first >= rows) return;
     const uint4* wrow[ROWS];
     float rowScale[ROWS];
@@ -1673,7 +1673,7 @@ __device__ __forceinline__ void gemv_silu_one_pair(const float* x, int columns, 
                                                    float eps, float* normed) {
     int lane = threadIdx.x & 31;
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (TOKENS == 1 && stages_activations<F, TOKENS>(columns)) {
+    if (TOKENS == 1 && stages_activations<TOKENS>(columns)) {
         int real = row;
         row = min(row, rows - 1); // as in gemv_one_row
         const uint4* wrows[2] = {weight_row<F>(wg, row, columns), weight_row<F>(wu, row, columns)};
@@ -1742,7 +1742,7 @@ __device__ __forceinline__ void gemv_silu_tokens(const float* x, int columns, co
     int lane = threadIdx.x & 31;
     int unit = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), units = (rows + PAIRS - 1) / PAIRS;
     int first = unit * PAIRS;
-    bool staged = stages_activations<F, TOKENS>(columns); // as in gemv_tokens
+    bool staged = stages_activations<TOKENS>(columns); // as in gemv_tokens
     if (!staged && first >= rows) return;
     const uint4* wrows[2 * PAIRS];
     float rowScale[2 * PAIRS];
