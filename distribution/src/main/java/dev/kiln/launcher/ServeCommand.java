@@ -216,6 +216,9 @@ final class ServeCommand implements Callable<Integer> {
         properties.putIfAbsent("felix.fileinstall.noInitialDelay", "true");
         properties.putIfAbsent("felix.fileinstall.poll", "1000");
         properties.putIfAbsent("felix.fileinstall.log.level", "2");
+        // The kiln-config-files bundle writes runtime changes back to etc/*.cfg; File Install's own write-back
+        // rewrites files in place while its watcher may read them, which once left an operator's file empty.
+        properties.put("felix.fileinstall.enableConfigSave", "false");
         properties.putIfAbsent("org.apache.felix.http.jetty.virtualthreads.enable", "true");
         properties.putIfAbsent("org.apache.felix.http.jetty.sendServerHeader", "false");
         // The engine and the API read these as defaults; a dev.kiln.engine configuration overrides them.

@@ -14,5 +14,6 @@ bundle org.osgi:org.osgi.service.component
 bundle org.apache.felix:org.apache.felix.scr
 bundle org.apache.felix:org.apache.felix.configadmin
 bundle org.apache.felix:org.apache.felix.fileinstall
+bundle dev.kiln:kiln-config-files
 bundle com.google.code.gson:gson
 bundle dev.kiln:kiln-api

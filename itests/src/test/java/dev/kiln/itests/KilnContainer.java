@@ -54,6 +54,7 @@ public final class KilnContainer {
         options.add(frameworkProperty("felix.webconsole.password").value(sha256(CONSOLE_PASSWORD)));
         options.add(frameworkProperty("felix.fileinstall.dir").value(tempDir("kiln-itest-etc").toString()));
         options.add(frameworkProperty("felix.fileinstall.noInitialDelay").value("true"));
+        options.add(frameworkProperty("felix.fileinstall.enableConfigSave").value("false"));
         options.add(junitBundles());
         List<Features.BundleRef> bundles = Features.resolve(feature);
         long kiln = bundles.stream().filter(r -> r.groupId().equals("dev.kiln")).count();

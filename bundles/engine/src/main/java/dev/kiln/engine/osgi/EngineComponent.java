@@ -291,9 +291,17 @@ public final class EngineComponent implements InferenceEngine {
         activate(context, properties);
     }
 
-    /** Equal maps, comparing array values (multi-valued properties) by their contents. */
-    private static boolean sameValues(Map<String, Object> a, Map<String, Object> b) {
-        return a.keySet().equals(b.keySet()) && a.keySet().stream().allMatch(k -> Objects.deepEquals(a.get(k), b.get(k)));
+    /**
+     * Equal maps, comparing values by their text and arrays (multi-valued properties) by their contents: the same
+     * setting read back from a .cfg file is the text "4" where the console's configuration form stored the number 4,
+     * and must not reload the model a second time.
+     */
+    static boolean sameValues(Map<String, Object> a, Map<String, Object> b) {
+        return a.keySet().equals(b.keySet()) && a.keySet().stream().allMatch(k -> textOf(a.get(k)).equals(textOf(b.get(k))));
+    }
+
+    private static String textOf(Object value) {
+        return value != null && value.getClass().isArray() ? java.util.Arrays.deepToString(new Object[] {value}) : String.valueOf(value);
     }
 
     private static Map<String, Object> withoutSpeculation(Map<String, Object> properties) {

@@ -55,6 +55,16 @@ class EngineComponentTest {
     }
 
     @Test
+    void aSettingReadBackAsTextFromItsFileIsTheSameConfiguration() {
+        // The console's configuration form stores numbers; the .cfg file written from it reads back as text.
+        assertTrue(EngineComponent.sameValues(Map.of("max-num-seqs", 4, "backend", "cpu"), Map.of("max-num-seqs", "4", "backend", "cpu")));
+        assertTrue(EngineComponent.sameValues(Map.of("ids", new int[] {1, 2}), Map.of("ids", new int[] {1, 2})));
+        assertTrue(!EngineComponent.sameValues(Map.of("max-num-seqs", 4), Map.of("max-num-seqs", "5")));
+        assertTrue(!EngineComponent.sameValues(Map.of("max-num-seqs", 4), Map.of("max-num-seqs", 4, "backend", "cpu")));
+        assertTrue(!EngineComponent.sameValues(Map.of("ids", new int[] {1, 2}), Map.of("ids", new int[] {2, 1})));
+    }
+
+    @Test
     void withoutAModelTheEngineIsRegisteredButRefusesRequests() {
         var engine = new EngineComponent();
         engine.activate(new FakeRegistry(Map.of()).context(), Map.of());
