@@ -193,6 +193,69 @@ class OpenAiApiIT {
         assertError(HttpClient.newHttpClient().send(chunked, HttpResponse.BodyHandlers.ofString()), 413, null);
     }
 
+    /** Log-probabilities of the chosen tokens alone: chat's logprobs without top_logprobs, completions' logprobs 0. */
+    @Test
+    void chosenTokenLogprobsComeWithoutAlternatives() throws Exception {
+        HttpResponse<String> chat = raw(kiln, "POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":"
+                + "\"hi\"}],\"max_tokens\":4,\"temperature\":0,\"ignore_eos\":true,\"logprobs\":true}");
+        assertEquals(200, chat.statusCode(), chat.body());
+        JsonArray content = JsonParser.parseString(chat.body()).getAsJsonObject().getAsJsonArray("choices").get(0)
+                .getAsJsonObject().getAsJsonObject("logprobs").getAsJsonArray("content");
+        assertEquals(4, content.size(), chat.body());
+        for (var entry : content) {
+            assertTrue(entry.getAsJsonObject().get("logprob").getAsDouble() <= 0, chat.body());
+            assertEquals(0, entry.getAsJsonObject().getAsJsonArray("top_logprobs").size(), chat.body());
+        }
+        HttpResponse<String> completion = raw(kiln, "POST", "/v1/completions",
+                "{\"prompt\":[1,2,3],\"max_tokens\":3,\"temperature\":0,\"ignore_eos\":true,\"logprobs\":0}");
+        JsonObject lp = JsonParser.parseString(completion.body()).getAsJsonObject().getAsJsonArray("choices").get(0)
+                .getAsJsonObject().getAsJsonObject("logprobs");
+        assertEquals(3, lp.getAsJsonArray("tokens").size(), completion.body());
+        assertEquals(3, lp.getAsJsonArray("token_logprobs").size(), completion.body());
+        for (var top : lp.getAsJsonArray("top_logprobs")) assertEquals(0, top.getAsJsonObject().size(), completion.body());
+    }
+
+    /** logit_bias through the official client: +100 makes a token the only choice, -100 takes the greedy one away. */
+    @Test
+    void logitBiasForcesAndBansTokens() throws Exception {
+        HttpResponse<String> t = raw(kiln, "POST", "/tokenize", "{\"prompt\":\"e\"}");
+        int forced = JsonParser.parseString(t.body()).getAsJsonObject().getAsJsonArray("tokens").get(0).getAsInt();
+        Completion c = client.completions().create(CompletionCreateParams.builder().model("tiny").prompt("The quick brown fox")
+                .maxTokens(5L).temperature(1.5).seed(3L)
+                .logitBias(CompletionCreateParams.LogitBias.builder().putAdditionalProperty(Integer.toString(forced), JsonValue.from(100)).build())
+                .build());
+        assertEquals("eeeee", c.choices().get(0).text(), "five times the forced token " + forced + " at temperature 1.5");
+
+        String greedy = "{\"prompt\":[1,2,3],\"max_tokens\":1,\"temperature\":0,\"logprobs\":0,\"return_tokens_as_token_ids\":true";
+        int best = firstTokenId(raw(kiln, "POST", "/v1/completions", greedy + "}"));
+        int second = firstTokenId(raw(kiln, "POST", "/v1/completions", greedy + ",\"logit_bias\":{\"" + best + "\":-100}}"));
+        assertTrue(second != best, "the banned greedy token " + best + " was chosen again");
+    }
+
+    private static int firstTokenId(HttpResponse<String> r) {
+        assertEquals(200, r.statusCode(), r.body());
+        String token = JsonParser.parseString(r.body()).getAsJsonObject().getAsJsonArray("choices").get(0).getAsJsonObject()
+                .getAsJsonObject("logprobs").getAsJsonArray("tokens").get(0).getAsString();
+        return Integer.parseInt(token.substring("token_id:".length()));
+    }
+
+    /** What Kiln does not do and whose silent omission would change the answer is refused, naming the parameter. */
+    @Test
+    void unsupportedStructuredOutputAndToolCallsAreRefusedAndBadBiasesToo() throws Exception {
+        String chat = "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2";
+        assertError(raw(kiln, "POST", "/v1/chat/completions", chat + ",\"response_format\":{\"type\":\"json_object\"}}"), 400, "response_format");
+        assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"guided_json\":{}}"), 400, "guided_json");
+        String tools = ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}]";
+        assertError(raw(kiln, "POST", "/v1/chat/completions", chat + tools + "}"), 400, "tools");
+        assertError(raw(kiln, "POST", "/v1/chat/completions", chat + tools + ",\"tool_choice\":\"auto\"}"), 400, "tools");
+        assertEquals(200, raw(kiln, "POST", "/v1/chat/completions", chat + tools + ",\"tool_choice\":\"none\"}").statusCode());
+        assertEquals(200, raw(kiln, "POST", "/v1/chat/completions", chat + ",\"response_format\":{\"type\":\"text\"}}").statusCode());
+        assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"logit_bias\":{\"x\":1}}"), 400, "logit_bias");
+        assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"logit_bias\":{\"99999\":1}}"), 400, "logit_bias");
+        assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"logit_bias\":{\"5\":101}}"), 400, "logit_bias");
+        assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"logit_bias\":[1]}"), 400, "logit_bias");
+    }
+
     private static void assertError(HttpResponse<String> r, int status, String param) {
         assertEquals(status, r.statusCode(), r.body());
         JsonObject error = JsonParser.parseString(r.body()).getAsJsonObject().getAsJsonObject("error");

@@ -1,5 +1,7 @@
 package dev.kiln.api.sampling;
 
+import java.util.Map;
+
 /**
  * How to choose each next token, with the meanings of the OpenAI API and vLLM's extensions.
  *
@@ -13,11 +15,20 @@ package dev.kiln.api.sampling;
  * @param seed              seed of the per-request random stream, or {@code null} for a random one; equal seeds
  *                          and inputs give equal outputs
  * @param logprobs          how many top log-probabilities to return per token (0 = none)
+ * @param logitBias         added to the logits of these token ids before a token is chosen (OpenAI's
+ *                          {@code logit_bias}: -100 bans a token, 100 all but forces it); empty for none
  */
 public record SamplingParams(double temperature, double topP, int topK, double minP, double presencePenalty,
-                             double frequencyPenalty, double repetitionPenalty, Long seed, int logprobs) {
+                             double frequencyPenalty, double repetitionPenalty, Long seed, int logprobs,
+                             Map<Integer, Float> logitBias) {
     /** Greedy decoding, no penalties. */
     public static final SamplingParams GREEDY = new SamplingParams(0, 1, 0, 0, 0, 0, 1, null, 0);
+
+    /** Parameters without a logit bias. */
+    public SamplingParams(double temperature, double topP, int topK, double minP, double presencePenalty,
+                          double frequencyPenalty, double repetitionPenalty, Long seed, int logprobs) {
+        this(temperature, topP, topK, minP, presencePenalty, frequencyPenalty, repetitionPenalty, seed, logprobs, Map.of());
+    }
 
     public SamplingParams {
         if (temperature < 0 || !Double.isFinite(temperature)) throw new IllegalArgumentException("temperature must be >= 0");
@@ -26,6 +37,11 @@ public record SamplingParams(double temperature, double topP, int topK, double m
         if (!(repetitionPenalty > 0) || !Double.isFinite(repetitionPenalty)) throw new IllegalArgumentException("repetition_penalty must be > 0");
         if (!Double.isFinite(presencePenalty) || !Double.isFinite(frequencyPenalty)) throw new IllegalArgumentException("penalties must be finite");
         if (logprobs < 0) throw new IllegalArgumentException("logprobs must be >= 0");
+        logitBias = logitBias == null ? Map.of() : Map.copyOf(logitBias);
+        for (var bias : logitBias.entrySet()) {
+            if (bias.getKey() < 0) throw new IllegalArgumentException("logit_bias token ids must be >= 0");
+            if (!Float.isFinite(bias.getValue())) throw new IllegalArgumentException("logit_bias values must be finite");
+        }
     }
 
     /** Whether this is greedy decoding. */

@@ -2,7 +2,7 @@
  * Sampling parameters, samplers and logits processors.
  */
 @Export
-@Version("1.1.0")
+@Version("1.2.0")
 package dev.kiln.api.sampling;
 
 import org.osgi.annotation.bundle.Export;

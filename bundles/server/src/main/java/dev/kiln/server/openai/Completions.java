@@ -35,6 +35,7 @@ final class Completions {
             throw ApiException.invalid("messages", "This model has no tokenizer: use /v1/completions with token-id prompts");
         }
         if (model.chatTemplate() == null) throw ApiException.invalid("messages", "This model has no chat template");
+        refuseUnsupported(r, true);
         List<ChatMessage> messages = messages(r);
         boolean addGenerationPrompt = r.bool("add_generation_prompt", true);
         Map<String, Object> variables = new LinkedHashMap<>();
@@ -54,18 +55,52 @@ final class Completions {
         boolean logprobs = r.bool("logprobs", false);
         int top = r.integer("top_logprobs", 0, 0, 20);
         if (r.has("top_logprobs") && !logprobs) throw ApiException.invalid("top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
-        GenerationParams params = GenerationParams.read(r, true, model.description() == null ? Integer.MAX_VALUE : vocab(model), logprobs ? top : 0);
+        GenerationParams params = GenerationParams.read(r, true, model.description() == null ? Integer.MAX_VALUE : vocab(model), logprobs ? top : null);
         run(List.of(prompt), params, logprobs, false, true, reference, model, out, "chatcmpl-", timer);
     }
 
     static void completion(JsonRequest r, ServedModel model, Responder out, RequestTimer timer) throws IOException, InterruptedException {
+        refuseUnsupported(r, false);
         List<Prompt> prompts = prompts(r, model);
         int[] reference = reference(r, model);
         Integer logprobs = r.integer("logprobs", 0, 20);
         boolean echo = r.bool("echo", false);
-        GenerationParams params = GenerationParams.read(r, false, vocab(model), logprobs == null ? 0 : logprobs);
+        GenerationParams params = GenerationParams.read(r, false, vocab(model), logprobs);
         if (r.has("suffix")) throw ApiException.invalid("suffix", "'suffix' is not supported");
         run(prompts, params, logprobs != null, echo, false, reference, model, out, "cmpl-", timer);
+    }
+
+    /**
+     * Requests for what Kiln does not do and whose silent omission would change the answer (structured output,
+     * tool calls) are refused with a 400 naming the parameter, as vLLM refuses tool calls without a parser; a
+     * client then knows to validate or retry elsewhere instead of receiving free text it did not ask for.
+     */
+    static void refuseUnsupported(JsonRequest r, boolean chat) {
+        JsonObject format = r.object("response_format");
+        if (format != null) {
+            String type = new JsonRequest(format).string("type", "text");
+            if (!"text".equals(type)) {
+                throw ApiException.invalid("response_format", "'response_format' of type '" + type
+                        + "' (structured output) is not supported; only 'text' is");
+            }
+        }
+        for (String guided : List.of("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")) {
+            if (r.has(guided)) {
+                throw ApiException.invalid(guided, "'" + guided + "' (structured output) is not supported");
+            }
+        }
+        if (!chat) return;
+        for (String tools : List.of("tools", "functions")) {
+            JsonElement given = r.raw(tools);
+            boolean none = given == null || given.isJsonNull() || (given instanceof JsonArray a && a.isEmpty());
+            if (none) continue;
+            JsonElement choice = r.raw(tools.equals("tools") ? "tool_choice" : "function_call");
+            boolean textOnly = choice != null && choice.isJsonPrimitive() && "none".equals(choice.getAsString());
+            if (!textOnly) {
+                throw ApiException.invalid(tools, "tool calling is not supported (Kiln has no tool-call parser); send "
+                        + (tools.equals("tools") ? "\"tool_choice\"" : "\"function_call\"") + ": \"none\" for a text answer");
+            }
+        }
     }
 
     /**
@@ -108,9 +143,9 @@ final class Completions {
                 if (sampling.seed() != null && params.n() > 1) {
                     sampling = new dev.kiln.api.sampling.SamplingParams(sampling.temperature(), sampling.topP(), sampling.topK(),
                             sampling.minP(), sampling.presencePenalty(), sampling.frequencyPenalty(), sampling.repetitionPenalty(),
-                            sampling.seed() + c, sampling.logprobs());
+                            sampling.seed() + c, sampling.logprobs(), sampling.logitBias());
                 }
-                int promptLogprobs = echo && logprobs ? params.sampling().logprobs() : -1;
+                int promptLogprobs = echo && logprobs ? params.topLogprobs() : -1;
                 requests.add(new GenerationRequest(id + "-" + requests.size(), prompt.tokens(), sampling, maxTokens,
                         Math.min(params.minTokens(), maxTokens), params.stopTokenIds(), params.ignoreEos(), promptLogprobs, reference));
                 texts.add(new ChoiceText(model.tokenizer(), params.skipSpecialTokens(), params.stop(), chat && model.reasoning(),
@@ -150,7 +185,8 @@ final class Completions {
                 ChoiceText text = texts.get(i);
                 ChoiceText.Delta delta = text.add(ev.tokens());
                 generated[i] += ev.tokens().length;
-                if (ev.logprobs() != null) choiceLogprobs.get(i).addAll(ev.logprobs());
+                List<TokenLogprobs> lp = params.trimmed(ev.logprobs());
+                if (lp != null) choiceLogprobs.get(i).addAll(lp);
                 String reason = null;
                 if (text.stopped()) {
                     reason = "stop";
@@ -166,7 +202,6 @@ final class Completions {
                 if (params.stream()) {
                     int prefix = i / params.n();
                     String echoed = echo && !started[i] ? prompts.get(prefix).text() : "";
-                    List<TokenLogprobs> lp = ev.logprobs();
                     if (!started[i] || !delta.isEmpty() || reason != null || (lp != null && !lp.isEmpty())) {
                         out.event(rendering.chunk(i, !started[i], echoed, delta, lp, reason,
                                 echo && !started[i] ? promptLogprobs.get(i) : null,

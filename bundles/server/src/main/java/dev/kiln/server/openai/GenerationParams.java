@@ -1,17 +1,30 @@
 package dev.kiln.server.openai;
 
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonPrimitive;
+import dev.kiln.api.engine.TokenLogprobs;
 import dev.kiln.api.sampling.SamplingParams;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 
 /**
  * The generation parameters shared by chat and text completions, validated with OpenAI's and vLLM's ranges.
  */
-record GenerationParams(SamplingParams sampling, Integer maxTokens, int minTokens, int n, List<String> stop,
+record GenerationParams(SamplingParams sampling, int topLogprobs, Integer maxTokens, int minTokens, int n, List<String> stop,
                         int[] stopTokenIds, boolean ignoreEos, boolean stream, boolean includeUsage,
                         boolean skipSpecialTokens, boolean tokensAsIds) {
     static final int MAX_STOPS = 16;
+    static final double MAX_LOGIT_BIAS = 100;
 
-    static GenerationParams read(JsonRequest r, boolean chat, int vocabSize, int topLogprobs) {
+    /**
+     * @param topLogprobs the alternatives asked for at each position when log-probabilities are asked for at all;
+     *                    null when they are not
+     */
+    static GenerationParams read(JsonRequest r, boolean chat, int vocabSize, Integer topLogprobs) {
         Integer maxTokens = r.integer(chat && r.has("max_completion_tokens") ? "max_completion_tokens" : "max_tokens", 0, Integer.MAX_VALUE);
         if (chat && maxTokens != null && maxTokens == 0) throw ApiException.invalid("max_tokens", "'max_tokens' must be at least 1");
         double temperature = r.number("temperature", 1.0, 0, 2);
@@ -41,8 +54,55 @@ record GenerationParams(SamplingParams sampling, Integer maxTokens, int minToken
             // n greedy choices would be identical; vLLM allows it, and so do we.
         }
         SamplingParams sampling = new SamplingParams(temperature, topP, topK <= 0 ? 0 : topK, minP, presence, frequency,
-                repetition, seed, topLogprobs);
-        return new GenerationParams(sampling, maxTokens, minTokens, n, stop, stopIds, r.bool("ignore_eos", false), stream,
-                includeUsage, r.bool("skip_special_tokens", true), r.bool("return_tokens_as_token_ids", false));
+                repetition, seed, engineLogprobs(topLogprobs), logitBias(r, vocabSize));
+        return new GenerationParams(sampling, topLogprobs == null ? 0 : topLogprobs, maxTokens, minTokens, n, stop, stopIds,
+                r.bool("ignore_eos", false), stream, includeUsage, r.bool("skip_special_tokens", true),
+                r.bool("return_tokens_as_token_ids", false));
+    }
+
+    /**
+     * The engine computes a token's log-probability only with at least one alternative; a client asking for the
+     * chosen tokens' log-probabilities alone (chat's {@code logprobs: true}, completions' {@code logprobs: 0}) gets
+     * one computed and trimmed away ({@link #trimmed}).
+     */
+    private static int engineLogprobs(Integer topLogprobs) {
+        return topLogprobs == null ? 0 : Math.max(1, topLogprobs);
+    }
+
+    /** The events' log-probabilities with as many alternatives as the client asked for. */
+    List<TokenLogprobs> trimmed(List<TokenLogprobs> logprobs) {
+        if (logprobs == null) return null;
+        List<TokenLogprobs> result = new ArrayList<>(logprobs.size());
+        for (TokenLogprobs lp : logprobs) {
+            result.add(lp.topTokens().length <= topLogprobs ? lp : new TokenLogprobs(lp.token(), lp.logprob(),
+                    Arrays.copyOf(lp.topTokens(), topLogprobs), Arrays.copyOf(lp.topLogprobs(), topLogprobs)));
+        }
+        return result;
+    }
+
+    /** OpenAI's {@code logit_bias}: token ids (as the object's keys) to a bias between -100 and 100. */
+    private static Map<Integer, Float> logitBias(JsonRequest r, int vocabSize) {
+        JsonObject biases = r.object("logit_bias");
+        if (biases == null) return Map.of();
+        Map<Integer, Float> result = new HashMap<>();
+        for (Map.Entry<String, JsonElement> e : biases.entrySet()) {
+            int token;
+            try {
+                token = Integer.parseInt(e.getKey().strip());
+            } catch (NumberFormatException notAnId) {
+                throw ApiException.invalid("logit_bias", "'logit_bias' keys must be token ids, got '" + e.getKey() + "'");
+            }
+            if (token < 0 || token >= vocabSize) {
+                throw ApiException.invalid("logit_bias", "'logit_bias' token id " + token + " is outside the vocabulary (0 to "
+                        + (vocabSize - 1) + ")");
+            }
+            if (!(e.getValue() instanceof JsonPrimitive p && p.isNumber()) || !Double.isFinite(p.getAsDouble())
+                    || Math.abs(p.getAsDouble()) > MAX_LOGIT_BIAS) {
+                throw ApiException.invalid("logit_bias", "'logit_bias' values must be numbers between -100 and 100, got "
+                        + e.getValue() + " for token " + token);
+            }
+            result.put(token, p.getAsFloat());
+        }
+        return result;
     }
 }
