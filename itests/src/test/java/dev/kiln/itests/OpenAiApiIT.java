@@ -215,6 +215,46 @@ class OpenAiApiIT {
         for (var top : lp.getAsJsonArray("top_logprobs")) assertEquals(0, top.getAsJsonObject().size(), completion.body());
     }
 
+    /**
+     * JSON mode: sampled answers (the tiny model is random, so only the constraint makes them JSON) that end by
+     * themselves are one JSON object; answers cut by max_tokens begin one.
+     */
+    @Test
+    void jsonModeAnswersAreJsonObjects() throws Exception {
+        int ended = 0;
+        for (int seed = 0; seed < 8; seed++) {
+            HttpResponse<String> r = raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"Answer in JSON:\",\"max_tokens\":160,"
+                    + "\"temperature\":1,\"seed\":" + seed + ",\"response_format\":{\"type\":\"json_object\"}}");
+            assertEquals(200, r.statusCode(), r.body());
+            JsonObject choice = JsonParser.parseString(r.body()).getAsJsonObject().getAsJsonArray("choices").get(0).getAsJsonObject();
+            String text = choice.get("text").getAsString();
+            assertTrue(text.strip().startsWith("{"), "seed " + seed + ": " + text);
+            if (choice.get("finish_reason").getAsString().equals("stop")) {
+                ended++;
+                assertTrue(strictJsonObject(text), "seed " + seed + " ended with: " + text);
+            }
+        }
+        assertTrue(ended > 0, "no JSON answer ended within 160 tokens");
+        // The official client's JSON mode on chat: the tiny template opens a reasoning block, and the JSON is what follows it.
+        ChatCompletion c = client.chat().completions().create(chat("Give me an object").maxCompletionTokens(120)
+                .temperature(1.0).seed(1L).responseFormat(com.openai.models.ResponseFormatJsonObject.builder().build()).build());
+        String content = c.choices().get(0).message().content().orElse("");
+        if (c.choices().get(0).finishReason().asString().equals("stop")) {
+            assertTrue(strictJsonObject(content), "the chat answer: " + content);
+        }
+    }
+
+    private static boolean strictJsonObject(String text) {
+        try {
+            var reader = new com.google.gson.stream.JsonReader(new java.io.StringReader(text));
+            reader.setStrictness(com.google.gson.Strictness.STRICT);
+            var element = new com.google.gson.Gson().getAdapter(com.google.gson.JsonElement.class).read(reader);
+            return element.isJsonObject() && reader.peek() == com.google.gson.stream.JsonToken.END_DOCUMENT;
+        } catch (java.io.IOException | RuntimeException e) {
+            return false;
+        }
+    }
+
     /** logit_bias through the official client: +100 makes a token the only choice, -100 takes the greedy one away. */
     @Test
     void logitBiasForcesAndBansTokens() throws Exception {
@@ -243,7 +283,8 @@ class OpenAiApiIT {
     @Test
     void unsupportedStructuredOutputAndToolCallsAreRefusedAndBadBiasesToo() throws Exception {
         String chat = "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2";
-        assertError(raw(kiln, "POST", "/v1/chat/completions", chat + ",\"response_format\":{\"type\":\"json_object\"}}"), 400, "response_format");
+        assertError(raw(kiln, "POST", "/v1/chat/completions", chat + ",\"response_format\":{\"type\":\"json_schema\","
+                + "\"json_schema\":{\"name\":\"x\",\"schema\":{}}}}"), 400, "response_format");
         assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"guided_json\":{}}"), 400, "guided_json");
         String tools = ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}]";
         assertError(raw(kiln, "POST", "/v1/chat/completions", chat + tools + "}"), 400, "tools");

@@ -1,6 +1,8 @@
 package dev.kiln.api.engine;
 
+import dev.kiln.api.sampling.LogitsProcessor;
 import dev.kiln.api.sampling.SamplingParams;
+import java.util.List;
 
 /**
  * One sequence to generate.
@@ -16,9 +18,12 @@ import dev.kiln.api.sampling.SamplingParams;
  * @param promptLogprobs how many top log-probabilities to return for each prompt position, or -1 for none (0 gives
  *                       only each prompt token's own log-probability)
  * @param reference      reference text tokens for speculative matching, or an empty array
+ * @param processors     logits processors of this request alone (a grammar that constrains its output), applied
+ *                       after the registered ones; the engine gives them this request's sequence only
  */
 public record GenerationRequest(String id, int[] promptTokens, SamplingParams sampling, int maxTokens, int minTokens,
-                                int[] stopTokenIds, boolean ignoreEos, int promptLogprobs, int[] reference) {
+                                int[] stopTokenIds, boolean ignoreEos, int promptLogprobs, int[] reference,
+                                List<LogitsProcessor> processors) {
     public GenerationRequest {
         if (id == null || id.isEmpty()) throw new IllegalArgumentException("id is required");
         if (promptTokens == null || promptTokens.length == 0) throw new IllegalArgumentException("prompt must have at least one token");
@@ -28,6 +33,13 @@ public record GenerationRequest(String id, int[] promptTokens, SamplingParams sa
         if (sampling == null) sampling = SamplingParams.GREEDY;
         if (stopTokenIds == null) stopTokenIds = new int[0];
         if (reference == null) reference = new int[0];
+        processors = processors == null ? List.of() : List.copyOf(processors);
+    }
+
+    /** A request without processors of its own. */
+    public GenerationRequest(String id, int[] promptTokens, SamplingParams sampling, int maxTokens, int minTokens,
+                             int[] stopTokenIds, boolean ignoreEos, int promptLogprobs, int[] reference) {
+        this(id, promptTokens, sampling, maxTokens, minTokens, stopTokenIds, ignoreEos, promptLogprobs, reference, List.of());
     }
 
     /** A greedy request with defaults for everything else. */

@@ -18,4 +18,12 @@ public interface SequenceView {
 
     /** The request's sampling parameters. */
     SamplingParams params();
+
+    /**
+     * The model's end-of-sequence tokens, for a processor that must let the sequence end (a grammar whose text is
+     * complete); empty when the engine does not say.
+     */
+    default int[] endOfSequenceTokens() {
+        return new int[0];
+    }
 }

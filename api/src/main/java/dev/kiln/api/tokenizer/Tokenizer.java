@@ -28,6 +28,16 @@ public interface Tokenizer {
     /** Whether the id is a special (control) token. */
     boolean isSpecial(int id);
 
+    /**
+     * The bytes of text the token stands for (a byte-level token may hold part of a UTF-8 character). The default
+     * decodes the token alone, which is exact only for tokens of whole characters; byte-level tokenizers override it.
+     *
+     * @throws IllegalArgumentException when the id is not in the vocabulary
+     */
+    default byte[] tokenBytes(int id) {
+        return decode(new int[] {id}, false).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+    }
+
     /** A new detokenizer for one streamed sequence. */
     IncrementalDetokenizer newDetokenizer(boolean skipSpecialTokens);
 }

@@ -2,7 +2,7 @@
  * Tokenizers, incremental detokenization and chat templates.
  */
 @Export
-@Version("1.0.0")
+@Version("1.1.0")
 package dev.kiln.api.tokenizer;
 
 import org.osgi.annotation.bundle.Export;

@@ -98,6 +98,8 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
 
     private volatile Sampler sampler;
     private volatile List<LogitsProcessor> processors;
+    /** The model's end-of-sequence tokens (config.json's eos_token_id). */
+    private final int[] endOfSequence;
 
     private final ConcurrentLinkedQueue<Sequence> inbox = new ConcurrentLinkedQueue<>();
     private final ConcurrentLinkedQueue<Sequence> cancellations = new ConcurrentLinkedQueue<>();
@@ -179,7 +181,8 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
         this.blocks = new BlockManager((int) numBlocks, blockSize);
         this.scheduler = new Scheduler(blocks, settings.maxNumSeqs(), budget);
         this.stepTokens = budget;
-        this.selector = new TokenSelector(vocab, endOfSequenceTokens(config));
+        this.endOfSequence = endOfSequenceTokens(config);
+        this.selector = new TokenSelector(vocab, endOfSequence);
         this.description = describe(model, settings, maxModelLen);
         this.cache = model.allocateKvCache((int) numBlocks, blockSize);
         this.speculation = new Speculation(model);
@@ -271,7 +274,7 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
             if (inboxSize.get() + waiting >= maxWaiting) {
                 throw new EngineOverloadedException("the engine's waiting queue is full (" + maxWaiting + " requests)");
             }
-            sequence = new Sequence(request, listener, arrivals++);
+            sequence = new Sequence(request, listener, arrivals++, endOfSequence);
             inboxSize.incrementAndGet();
             inbox.add(sequence);
         }
@@ -625,6 +628,9 @@ public final class InferenceEngineCore implements InferenceEngine, AutoCloseable
                 return null;
             }
             for (LogitsProcessor processor : processors) {
+                if (processor.appliesTo(s)) return null;
+            }
+            for (LogitsProcessor processor : s.request().processors()) {
                 if (processor.appliesTo(s)) return null;
             }
             if (!params.isGreedy()) {

@@ -10,7 +10,7 @@ import java.util.random.RandomGenerator;
 
 /**
  * Chooses a sequence's next token from its logits row, in vLLM's order: stop tokens are masked while fewer than
- * {@code minTokens} were generated, the logits processors rewrite the row, log-probabilities are taken of the
+ * {@code minTokens} were generated, the logits processors (the registered ones, then the request's own) rewrite the row, log-probabilities are taken of the
  * result (temperature applied, before truncation), and the sampler draws from the request's random stream. Also
  * verifies speculative draft tokens against the same rows, greedily or by rejection sampling.
  *
@@ -148,6 +148,9 @@ public final class TokenSelector {
         System.arraycopy(logits, offset, row, 0, vocab);
         if (sequence.outputLength() < sequence.request().minTokens()) maskStopTokens(sequence);
         for (LogitsProcessor processor : processors) {
+            if (processor.appliesTo(sequence)) processor.process(row, sequence);
+        }
+        for (LogitsProcessor processor : sequence.request().processors()) {
             if (processor.appliesTo(sequence)) processor.process(row, sequence);
         }
         if (sequence.params().logprobs() > 0) System.arraycopy(row, 0, beforeSampling, 0, vocab);

@@ -53,11 +53,21 @@ public final class Sequence implements SequenceView {
     private State state = State.WAITING;
     private int[] outputView;
     private PendingDraft draft;
+    private final int[] endOfSequence;
 
     /**
      * @param arrival submission order, for first-come-first-served
      */
     public Sequence(GenerationRequest request, TokenListener listener, long arrival) {
+        this(request, listener, arrival, new int[0]);
+    }
+
+    /**
+     * @param arrival       submission order, for first-come-first-served
+     * @param endOfSequence the model's end-of-sequence tokens, for the logits processors
+     */
+    public Sequence(GenerationRequest request, TokenListener listener, long arrival, int[] endOfSequence) {
+        this.endOfSequence = endOfSequence.clone();
         this.request = request;
         this.listener = listener;
         this.arrival = arrival;
@@ -69,6 +79,11 @@ public final class Sequence implements SequenceView {
         Long seed = request.sampling().seed();
         this.random = seed != null ? new SplittableRandom(seed) : new SplittableRandom();
         this.promptLogprobs = request.promptLogprobs() >= 0 ? new ArrayList<>() : null;
+    }
+
+    @Override
+    public int[] endOfSequenceTokens() {
+        return endOfSequence.clone();
     }
 
     /** The request. */

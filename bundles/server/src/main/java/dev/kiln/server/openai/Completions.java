@@ -9,14 +9,17 @@ import dev.kiln.api.engine.FinishReason;
 import dev.kiln.api.engine.GenerationRequest;
 import dev.kiln.api.engine.TokenEvent;
 import dev.kiln.api.engine.TokenLogprobs;
+import dev.kiln.api.sampling.LogitsProcessor;
 import dev.kiln.api.tokenizer.ChatMessage;
 import dev.kiln.server.prometheus.RequestTimer;
+import dev.kiln.server.structured.JsonObjectConstraint;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.UUID;
+import java.util.function.Supplier;
 
 /**
  * {@code POST /v1/chat/completions} and {@code POST /v1/completions}: parse, build the prompts, run one engine
@@ -35,7 +38,7 @@ final class Completions {
             throw ApiException.invalid("messages", "This model has no tokenizer: use /v1/completions with token-id prompts");
         }
         if (model.chatTemplate() == null) throw ApiException.invalid("messages", "This model has no chat template");
-        refuseUnsupported(r, true);
+        boolean json = jsonMode(r, true, model);
         List<ChatMessage> messages = messages(r);
         boolean addGenerationPrompt = r.bool("add_generation_prompt", true);
         Map<String, Object> variables = new LinkedHashMap<>();
@@ -56,32 +59,42 @@ final class Completions {
         int top = r.integer("top_logprobs", 0, 0, 20);
         if (r.has("top_logprobs") && !logprobs) throw ApiException.invalid("top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
         GenerationParams params = GenerationParams.read(r, true, model.description() == null ? Integer.MAX_VALUE : vocab(model), logprobs ? top : null);
-        run(List.of(prompt), params, logprobs, false, true, reference, model, out, "chatcmpl-", timer);
+        // With a reasoning block opened by the prompt, the JSON is the answer after it.
+        int startAfter = prompt.opensReasoning() ? model.tokenizer().tokenId("</think>").orElse(-1) : -1;
+        run(List.of(prompt), params, logprobs, false, true, reference, model, out, "chatcmpl-", timer,
+                json ? () -> List.of(new JsonObjectConstraint(model.tokenizer(), startAfter)) : List::of);
     }
 
     static void completion(JsonRequest r, ServedModel model, Responder out, RequestTimer timer) throws IOException, InterruptedException {
-        refuseUnsupported(r, false);
+        boolean json = jsonMode(r, false, model);
         List<Prompt> prompts = prompts(r, model);
         int[] reference = reference(r, model);
         Integer logprobs = r.integer("logprobs", 0, 20);
         boolean echo = r.bool("echo", false);
         GenerationParams params = GenerationParams.read(r, false, vocab(model), logprobs);
         if (r.has("suffix")) throw ApiException.invalid("suffix", "'suffix' is not supported");
-        run(prompts, params, logprobs != null, echo, false, reference, model, out, "cmpl-", timer);
+        run(prompts, params, logprobs != null, echo, false, reference, model, out, "cmpl-", timer,
+                json ? () -> List.of(new JsonObjectConstraint(model.tokenizer(), -1)) : List::of);
     }
 
     /**
-     * Requests for what Kiln does not do and whose silent omission would change the answer (structured output,
-     * tool calls) are refused with a 400 naming the parameter, as vLLM refuses tool calls without a parser; a
-     * client then knows to validate or retry elsewhere instead of receiving free text it did not ask for.
+     * Whether the request asks for JSON mode ({@code response_format: {"type": "json_object"}}). Requests for what
+     * Kiln does not do and whose silent omission would change the answer (JSON schemas, vLLM's guided decoding, tool
+     * calls) are refused with a 400 naming the parameter, as vLLM refuses tool calls without a parser: the client
+     * then knows, instead of receiving free text it did not ask for.
      */
-    static void refuseUnsupported(JsonRequest r, boolean chat) {
+    static boolean jsonMode(JsonRequest r, boolean chat, ServedModel model) {
+        boolean json = false;
         JsonObject format = r.object("response_format");
         if (format != null) {
             String type = new JsonRequest(format).string("type", "text");
-            if (!"text".equals(type)) {
+            json = "json_object".equals(type);
+            if (!json && !"text".equals(type)) {
                 throw ApiException.invalid("response_format", "'response_format' of type '" + type
-                        + "' (structured output) is not supported; only 'text' is");
+                        + "' is not supported; 'text' and 'json_object' are");
+            }
+            if (json && !model.hasTokenizer()) {
+                throw ApiException.invalid("response_format", "JSON mode needs the model's tokenizer, which this model lacks");
             }
         }
         for (String guided : List.of("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")) {
@@ -89,7 +102,7 @@ final class Completions {
                 throw ApiException.invalid(guided, "'" + guided + "' (structured output) is not supported");
             }
         }
-        if (!chat) return;
+        if (!chat) return json;
         for (String tools : List.of("tools", "functions")) {
             JsonElement given = r.raw(tools);
             boolean none = given == null || given.isJsonNull() || (given instanceof JsonArray a && a.isEmpty());
@@ -101,6 +114,7 @@ final class Completions {
                         + (tools.equals("tools") ? "\"tool_choice\"" : "\"function_call\"") + ": \"none\" for a text answer");
             }
         }
+        return json;
     }
 
     /**
@@ -122,8 +136,13 @@ final class Completions {
         return model.hasTokenizer() ? Math.max(model.tokenizer().vocabSize(), 1) : Integer.MAX_VALUE;
     }
 
+    /**
+     * @param constraints makes each choice's own logits processors (JSON mode), a new one per choice: they hold the
+     *                    state of one sequence
+     */
     private static void run(List<Prompt> prompts, GenerationParams params, boolean logprobs, boolean echo, boolean chat,
-                            int[] reference, ServedModel model, Responder out, String idPrefix, RequestTimer timer)
+                            int[] reference, ServedModel model, Responder out, String idPrefix, RequestTimer timer,
+                            Supplier<List<LogitsProcessor>> constraints)
             throws IOException, InterruptedException {
         int contextLength = model.description().contextLength();
         String id = idPrefix + UUID.randomUUID().toString().replace("-", "");
@@ -147,7 +166,8 @@ final class Completions {
                 }
                 int promptLogprobs = echo && logprobs ? params.topLogprobs() : -1;
                 requests.add(new GenerationRequest(id + "-" + requests.size(), prompt.tokens(), sampling, maxTokens,
-                        Math.min(params.minTokens(), maxTokens), params.stopTokenIds(), params.ignoreEos(), promptLogprobs, reference));
+                        Math.min(params.minTokens(), maxTokens), params.stopTokenIds(), params.ignoreEos(), promptLogprobs, reference,
+                        constraints.get()));
                 texts.add(new ChoiceText(model.tokenizer(), params.skipSpecialTokens(), params.stop(), chat && model.reasoning(),
                         prompt.opensReasoning()));
             }

@@ -134,6 +134,14 @@ public final class HfTokenizer implements Tokenizer {
     }
 
     @Override
+    public byte[] tokenBytes(int id) {
+        if (id < 0 || id >= tokens.length || tokenBytes[id] == null) {
+            throw new IllegalArgumentException("token id " + id + " is not in the vocabulary");
+        }
+        return tokenBytes[id].clone();
+    }
+
+    @Override
     public boolean isSpecial(int id) {
         return id >= 0 && special.get(id);
     }

@@ -1,0 +1,106 @@
+package dev.kiln.server.structured;
+
+import dev.kiln.api.sampling.LogitsProcessor;
+import dev.kiln.api.sampling.SequenceView;
+import dev.kiln.api.tokenizer.Tokenizer;
+
+/**
+ * OpenAI's JSON mode ({@code response_format: {"type": "json_object"}}) for one request: before each token is chosen,
+ * every token that cannot continue a JSON object from the text so far gets a logit of minus infinity. Special tokens
+ * are never part of the text; the model's end-of-sequence tokens are allowed only once the object is complete, and
+ * then nothing else is, so an answer that ends by itself is one JSON object; one cut by {@code max_tokens} is the
+ * beginning of one.
+ *
+ * <p>When the prompt opened a reasoning block ({@code <think>}), the constraint starts after the token that closes
+ * it, so the model reasons freely and answers in JSON.
+ *
+ * <p>One instance serves one sequence: it keeps the recognizer's state after the tokens it has seen and feeds it only
+ * the new ones, starting over should the output not continue what it saw.
+ */
+public final class JsonObjectConstraint implements LogitsProcessor {
+    private final VocabularyBytes vocabulary;
+    private final int startAfter;
+    private final JsonPrefix text = new JsonPrefix();
+    /** How many output tokens {@link #text} has read, the last of them, and where the JSON began (-1: not yet). */
+    private int seen;
+    private int lastSeen = -1;
+    private int begin = -1;
+
+    /**
+     * @param tokenizer  the served model's tokenizer
+     * @param startAfter the token after which the JSON begins (the one closing a reasoning block the prompt opened),
+     *                   or -1 to constrain from the first output token
+     */
+    public JsonObjectConstraint(Tokenizer tokenizer, int startAfter) {
+        this.vocabulary = VocabularyBytes.of(tokenizer);
+        this.startAfter = startAfter;
+    }
+
+    @Override
+    public boolean appliesTo(SequenceView sequence) {
+        return true; // decided from the request alone: its tokens are chosen where the logits are masked
+    }
+
+    @Override
+    public void process(float[] logits, SequenceView sequence) {
+        if (!catchUp(sequence.outputTokens())) return; // still reasoning
+        long containers = text.containers();
+        long packed = text.packed();
+        boolean complete = text.complete();
+        int[] ends = sequence.endOfSequenceTokens();
+        int allowed = 0;
+        for (int id = 0; id < logits.length; id++) {
+            if (logits[id] == Float.NEGATIVE_INFINITY) continue;
+            boolean ok;
+            if (vocabulary.isSpecial(id) || contains(ends, id)) {
+                // Once complete only the end: the model's end-of-sequence tokens, or any special token where the
+                // engine does not say which those are.
+                ok = complete && (ends.length == 0 || contains(ends, id));
+            } else {
+                byte[] bytes = vocabulary.bytes(id);
+                ok = !complete && bytes != null && bytes.length > 0 && text.accept(bytes);
+                text.restore(containers, packed);
+            }
+            if (ok) allowed++;
+            else logits[id] = Float.NEGATIVE_INFINITY;
+        }
+        if (allowed == 0) {
+            // Nothing in this vocabulary continues the text (a model's vocabulary without some single byte): the
+            // special tokens let the sequence end rather than fail.
+            for (int id = 0; id < logits.length; id++) if (vocabulary.isSpecial(id)) logits[id] = 0;
+        }
+    }
+
+    private static boolean contains(int[] tokens, int token) {
+        for (int t : tokens) if (t == token) return true;
+        return false;
+    }
+
+    /**
+     * Feeds the tokens not yet read to the recognizer; false while the JSON has not begun. Special tokens add no
+     * text; a token the recognizer refuses (chosen before this constraint saw the sequence) leaves the state as the
+     * last token that fitted left it.
+     */
+    private boolean catchUp(int[] output) {
+        if (output.length < seen || seen > 0 && output[seen - 1] != lastSeen) {
+            text.restore(0, 0);
+            seen = 0;
+            begin = -1;
+        }
+        if (begin < 0 && startAfter < 0) begin = 0;
+        for (; seen < output.length; seen++) {
+            int token = output[seen];
+            if (begin < 0) {
+                if (token == startAfter) begin = seen + 1;
+                continue;
+            }
+            byte[] bytes = vocabulary.bytes(token);
+            if (bytes == null || vocabulary.isSpecial(token)) continue;
+            long containers = text.containers();
+            long packed = text.packed();
+            if (!text.accept(bytes)) text.restore(containers, packed);
+        }
+        lastSeen = output.length > 0 ? output[output.length - 1] : -1;
+        return begin >= 0;
+    }
+}

@@ -1,0 +1,140 @@
+package dev.kiln.server.structured;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.google.gson.JsonParser;
+import dev.kiln.api.sampling.SamplingParams;
+import dev.kiln.api.sampling.SequenceView;
+import dev.kiln.api.tokenizer.IncrementalDetokenizer;
+import dev.kiln.api.tokenizer.Tokenizer;
+import java.io.ByteArrayOutputStream;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.OptionalInt;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+
+class JsonObjectConstraintTest {
+    private static final int EOS = 0, THINK_END = 1;
+    /** Two special tokens, then single characters and longer pieces as a BPE vocabulary would have them. */
+    private static final String[] VOCAB = {"<eos>", "</think>", "{", "}", "[", "]", ":", ",", "\"", "a", "1", "-", "0", ".",
+        "e", "t", "r", "u", "f", "l", "s", "n", " ", "\n", "\\", "{\"", "\":", "\",", "\"}", "true", "null", "12", "a b",
+        "\"a\":1}", "é", "}}", "]}", "x", "\t"};
+
+    private static final Tokenizer TOKENIZER = new Tokenizer() {
+        @Override public int vocabSize() { return VOCAB.length; }
+        @Override public byte[] tokenBytes(int id) { return VOCAB[id].getBytes(StandardCharsets.UTF_8); }
+        @Override public boolean isSpecial(int id) { return id == EOS || id == THINK_END; }
+        @Override public int[] encode(String text, boolean addSpecialTokens) { throw new UnsupportedOperationException(); }
+        @Override public String decode(int[] ids, boolean skipSpecialTokens) { throw new UnsupportedOperationException(); }
+        @Override public OptionalInt tokenId(String token) { return OptionalInt.empty(); }
+        @Override public String tokenString(int id) { return VOCAB[id]; }
+        @Override public IncrementalDetokenizer newDetokenizer(boolean skipSpecialTokens) { throw new UnsupportedOperationException(); }
+    };
+
+    /** A sequence of an engine that names the end-of-sequence token. */
+    private record View(int[] outputTokens) implements SequenceView {
+        @Override public int[] promptTokens() { return new int[] {2}; }
+        @Override public SamplingParams params() { return SamplingParams.GREEDY; }
+        @Override public int[] endOfSequenceTokens() { return new int[] {EOS}; }
+    }
+
+    /** A sequence of an engine that does not say which tokens end it. */
+    private record Unnamed(int[] outputTokens) implements SequenceView {
+        @Override public int[] promptTokens() { return new int[] {2}; }
+        @Override public SamplingParams params() { return SamplingParams.GREEDY; }
+    }
+
+    /** Decoding under the constraint with random logits: every sequence that ends is one JSON object. */
+    @Test
+    void randomLogitsDecodedUnderTheConstraintEndAsOneJsonObject() {
+        SplittableRandom random = new SplittableRandom(3);
+        int ended = 0;
+        for (int round = 0; round < 400; round++) {
+            JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, -1);
+            List<Integer> output = new ArrayList<>();
+            int token = -1;
+            for (int step = 0; step < 300 && token != EOS; step++) {
+                float[] logits = new float[VOCAB.length];
+                for (int i = 0; i < logits.length; i++) logits[i] = (float) random.nextGaussian();
+                logits[EOS] += 3; // a model that likes to stop
+                logits[3] += 1; // and to close objects
+                constraint.process(logits, new View(output.stream().mapToInt(Integer::intValue).toArray()));
+                token = argmax(logits);
+                output.add(token);
+            }
+            String text = text(output);
+            JsonPrefix prefix = new JsonPrefix();
+            assertTrue(prefix.accept(text.getBytes(StandardCharsets.UTF_8)), "not a JSON prefix: " + text);
+            if (token == EOS) {
+                ended++;
+                assertTrue(prefix.complete(), "ended before the object closed: " + text);
+                assertTrue(JsonParser.parseString(text).isJsonObject(), text);
+            }
+        }
+        assertTrue(ended > 200, "few sequences ended: " + ended);
+    }
+
+    @Test
+    void theEndOnlyOnceCompleteAndNothingElseAfter() {
+        JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, -1);
+        float[] logits = new float[VOCAB.length];
+        constraint.process(logits, new View(new int[0]));
+        assertEquals(List.of("{", " ", "\n", "{\"", "\t"), allowed(logits), "an object may start, after blanks");
+        int[] whole = {25, 9, 26, 31, 3}; // {"  a  ":  12  }
+        logits = new float[VOCAB.length];
+        constraint.process(logits, new View(whole));
+        assertEquals(List.of("<eos>"), allowed(logits), "the end of sequence alone");
+        logits = new float[VOCAB.length];
+        new JsonObjectConstraint(TOKENIZER, -1).process(logits, new Unnamed(whole));
+        assertEquals(List.of("<eos>", "</think>"), allowed(logits), "any special token where the engine names none");
+    }
+
+    @Test
+    void reasoningIsFreeAndTheAnswerAfterItsEndIsConstrained() {
+        JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, THINK_END);
+        float[] logits = new float[VOCAB.length];
+        constraint.process(logits, new View(new int[] {37, 9, 21})); // "x", "a", " " while thinking
+        assertEquals(VOCAB.length, allowed(logits).size(), "nothing is masked while reasoning");
+        logits = new float[VOCAB.length];
+        constraint.process(logits, new View(new int[] {37, 9, THINK_END, 23}));
+        assertEquals(List.of("{", " ", "\n", "{\"", "\t"), allowed(logits));
+    }
+
+    @Test
+    void anOutputThatDoesNotContinueWhatWasSeenIsReadAgain() {
+        JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, -1);
+        float[] logits = new float[VOCAB.length];
+        constraint.process(logits, new View(new int[] {25, 9, 26, 31, 3})); // complete
+        logits = new float[VOCAB.length];
+        constraint.process(logits, new View(new int[] {25, 9, 26})); // a shorter output: {"a":
+        List<String> allowed = allowed(logits);
+        assertTrue(allowed.containsAll(List.of("1", "true", "null", "\"", "[", "{")) && !allowed.contains("<eos>"), allowed.toString());
+    }
+
+    private static List<String> allowed(float[] logits) {
+        List<String> allowed = new ArrayList<>();
+        for (int i = 0; i < logits.length; i++) if (logits[i] != Float.NEGATIVE_INFINITY) allowed.add(VOCAB[i]);
+        return allowed;
+    }
+
+    private static int argmax(float[] logits) {
+        int best = 0;
+        for (int i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+
+    private static String text(List<Integer> output) {
+        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
+        for (int token : output) if (!TOKENIZER.isSpecial(token)) bytes.writeBytes(TOKENIZER.tokenBytes(token));
+        return bytes.toString(StandardCharsets.UTF_8);
+    }
+
+    @SuppressWarnings("unused")
+    private static String show(int[] tokens) {
+        return Arrays.toString(Arrays.stream(tokens).mapToObj(t -> VOCAB[t]).toArray());
+    }
+}
