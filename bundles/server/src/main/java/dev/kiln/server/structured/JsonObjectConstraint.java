@@ -47,6 +47,16 @@ public final class JsonObjectConstraint implements LogitsProcessor {
         long containers = text.containers();
         long packed = text.packed();
         boolean complete = text.complete();
+        // Three shortcuts, all exact: most tokens are refused at their first byte (256 bytes tried once, not every
+        // token) or, after a blank that fits (BPE words start with a space), at their second (the pairs tried once
+        // for each first byte that fits), and inside a string a token of plain text fits without reading it.
+        boolean[] firstByteFits = new boolean[256];
+        for (int b = 0; b < 256; b++) {
+            firstByteFits[b] = text.accept((byte) b);
+            text.restore(containers, packed);
+        }
+        boolean[][] pairFits = new boolean[256][];
+        boolean plainString = text.inPlainString();
         int[] ends = sequence.endOfSequenceTokens();
         int allowed = 0;
         for (int id = 0; id < logits.length; id++) {
@@ -56,10 +66,21 @@ public final class JsonObjectConstraint implements LogitsProcessor {
                 // Once complete only the end: the model's end-of-sequence tokens, or any special token where the
                 // engine does not say which those are.
                 ok = complete && (ends.length == 0 || contains(ends, id));
+            } else if (complete) {
+                ok = false;
             } else {
-                byte[] bytes = vocabulary.bytes(id);
-                ok = !complete && bytes != null && bytes.length > 0 && text.accept(bytes);
-                text.restore(containers, packed);
+                int firstByte = vocabulary.firstByte(id);
+                int secondByte = vocabulary.secondByte(id);
+                if (firstByte < 0 || !firstByteFits[firstByte]) {
+                    ok = false;
+                } else if (plainString && vocabulary.isPlainText(id)) {
+                    ok = true;
+                } else if (secondByte >= 0 && !plainString && !pairFits(pairFits, firstByte, containers, packed)[secondByte]) {
+                    ok = false;
+                } else {
+                    ok = text.accept(vocabulary.bytes(id));
+                    text.restore(containers, packed);
+                }
             }
             if (ok) allowed++;
             else logits[id] = Float.NEGATIVE_INFINITY;
@@ -69,6 +90,23 @@ public final class JsonObjectConstraint implements LogitsProcessor {
             // special tokens let the sequence end rather than fail.
             for (int id = 0; id < logits.length; id++) if (vocabulary.isSpecial(id)) logits[id] = 0;
         }
+    }
+
+    /** Which second bytes fit after the first byte {@code first}, tried once a step for each first byte that fits. */
+    private boolean[] pairFits(boolean[][] pairs, int first, long containers, long packed) {
+        boolean[] row = pairs[first];
+        if (row != null) return row;
+        row = new boolean[256];
+        text.accept((byte) first);
+        long afterContainers = text.containers();
+        long afterPacked = text.packed();
+        for (int b = 0; b < 256; b++) {
+            row[b] = text.accept((byte) b);
+            text.restore(afterContainers, afterPacked);
+        }
+        text.restore(containers, packed);
+        pairs[first] = row;
+        return row;
     }
 
     private static boolean contains(int[] tokens, int token) {

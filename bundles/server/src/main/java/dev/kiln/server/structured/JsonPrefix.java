@@ -42,6 +42,14 @@ final class JsonPrefix {
         return mode == DONE;
     }
 
+    /**
+     * Whether the text is inside a string and not in an escape: any byte from 0x20 up other than a quote or a
+     * backslash is then accepted and changes nothing.
+     */
+    boolean inPlainString() {
+        return mode == STRING && escape == 0;
+    }
+
     /** The container stack, the first half of the state to {@link #restore}. */
     long containers() {
         return containers;

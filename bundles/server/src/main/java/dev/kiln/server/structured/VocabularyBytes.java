@@ -13,11 +13,22 @@ final class VocabularyBytes {
 
     private final byte[][] bytes;
     private final boolean[] special;
+    /** Whether the token's bytes can only continue a string's text: none is a quote, a backslash or a control byte. */
+    private final boolean[] plainText;
+    /**
+     * Each token's first and second byte (0..255), -1 where it has none: kept apart from the tokens' arrays so that
+     * refusing most of a vocabulary reads two sequential arrays rather than 100,000 scattered ones.
+     */
+    private final short[] first;
+    private final short[] second;
 
     private VocabularyBytes(Tokenizer tokenizer) {
         int n = tokenizer.vocabSize();
         bytes = new byte[n][];
         special = new boolean[n];
+        plainText = new boolean[n];
+        first = new short[n];
+        second = new short[n];
         for (int id = 0; id < n; id++) {
             special[id] = tokenizer.isSpecial(id);
             try {
@@ -25,6 +36,9 @@ final class VocabularyBytes {
             } catch (IllegalArgumentException gap) {
                 bytes[id] = null; // an id the vocabulary skips: never allowed
             }
+            plainText[id] = bytes[id] != null && bytes[id].length > 0 && isPlainText(bytes[id]);
+            first[id] = (short) (bytes[id] != null && bytes[id].length > 0 ? bytes[id][0] & 0xFF : -1);
+            second[id] = (short) (bytes[id] != null && bytes[id].length > 1 ? bytes[id][1] & 0xFF : -1);
         }
     }
 
@@ -41,6 +55,29 @@ final class VocabularyBytes {
     /** The token's bytes, or null for an id outside the vocabulary. */
     byte[] bytes(int id) {
         return id < bytes.length ? bytes[id] : null;
+    }
+
+    /** The token's first byte, -1 when it has none (an empty token, or an id the vocabulary skips). */
+    int firstByte(int id) {
+        return id < first.length ? first[id] : -1;
+    }
+
+    /** The token's second byte, -1 when it is shorter. */
+    int secondByte(int id) {
+        return id < second.length ? second[id] : -1;
+    }
+
+    /** See {@link JsonPrefix#inPlainString}: such a token then fits, and leaves the state as it was. */
+    boolean isPlainText(int id) {
+        return id < plainText.length && plainText[id];
+    }
+
+    private static boolean isPlainText(byte[] token) {
+        for (byte b : token) {
+            int c = b & 0xFF;
+            if (c < 0x20 || c == '"' || c == '\\') return false;
+        }
+        return true;
     }
 
     boolean isSpecial(int id) {

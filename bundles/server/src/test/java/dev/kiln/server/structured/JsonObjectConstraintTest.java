@@ -78,6 +78,41 @@ class JsonObjectConstraintTest {
         assertTrue(ended > 200, "few sequences ended: " + ended);
     }
 
+    /** At every point of random constrained decoding, the mask is what reading every token from the text gives. */
+    @Test
+    void theMaskIsWhatReadingEveryTokenFromTheTextGives() {
+        SplittableRandom random = new SplittableRandom(9);
+        for (int round = 0; round < 200; round++) {
+            JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, -1);
+            List<Integer> output = new ArrayList<>();
+            for (int step = 0; step < 60; step++) {
+                float[] logits = new float[VOCAB.length];
+                constraint.process(logits, new View(output.stream().mapToInt(Integer::intValue).toArray()));
+                String text = text(output);
+                JsonPrefix now = new JsonPrefix();
+                assertTrue(now.accept(text.getBytes(StandardCharsets.UTF_8)));
+                List<Integer> choices = new ArrayList<>();
+                for (int id = 0; id < VOCAB.length; id++) {
+                    boolean expected;
+                    if (id == EOS) {
+                        expected = now.complete();
+                    } else if (TOKENIZER.isSpecial(id)) {
+                        expected = false;
+                    } else {
+                        JsonPrefix p = new JsonPrefix();
+                        expected = !now.complete() && p.accept((text + VOCAB[id]).getBytes(StandardCharsets.UTF_8));
+                    }
+                    String token = VOCAB[id];
+                    assertEquals(expected, logits[id] != Float.NEGATIVE_INFINITY, () -> "token '" + token + "' after " + text);
+                    if (expected) choices.add(id);
+                }
+                int token = choices.get(random.nextInt(choices.size()));
+                if (token == EOS) break;
+                output.add(token);
+            }
+        }
+    }
+
     @Test
     void theEndOnlyOnceCompleteAndNothingElseAfter() {
         JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, -1);

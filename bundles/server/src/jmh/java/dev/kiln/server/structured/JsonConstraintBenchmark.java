@@ -1,0 +1,97 @@
+package dev.kiln.server.structured;
+
+import dev.kiln.api.sampling.SamplingParams;
+import dev.kiln.api.sampling.SequenceView;
+import dev.kiln.api.tokenizer.Tokenizer;
+import dev.kiln.tokenizer.hf.TokenizerJsonReader;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import java.util.zip.GZIPInputStream;
+import org.openjdk.jmh.annotations.Benchmark;
+import org.openjdk.jmh.annotations.BenchmarkMode;
+import org.openjdk.jmh.annotations.Fork;
+import org.openjdk.jmh.annotations.Level;
+import org.openjdk.jmh.annotations.Measurement;
+import org.openjdk.jmh.annotations.Mode;
+import org.openjdk.jmh.annotations.OutputTimeUnit;
+import org.openjdk.jmh.annotations.Param;
+import org.openjdk.jmh.annotations.Scope;
+import org.openjdk.jmh.annotations.Setup;
+import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.Warmup;
+
+/**
+ * What JSON mode adds to each decode step: masking a whole vocabulary's row from a given point of the text. The
+ * baseline is the step's unavoidable pass, copying the row. "string" is inside a string value, where nearly every
+ * token fits and all its bytes are read; "after-value" follows a value, where nearly every token is refused at its
+ * first byte.
+ *
+ * <pre>
+ * ./mvnw -Pbench -f bundles/server/pom.xml test-compile exec:exec -Djmh.args="JsonConstraintBenchmark"
+ * </pre>
+ * (the DeepSeek-V3 vocabulary of the fixtures, 129,280 tokens; {@code -p tokenizer=FOLDER} for another).
+ */
+@State(Scope.Thread)
+@BenchmarkMode(Mode.AverageTime)
+@OutputTimeUnit(TimeUnit.MICROSECONDS)
+@Warmup(iterations = 3, time = 1)
+@Measurement(iterations = 5, time = 1)
+@Fork(1)
+public class JsonConstraintBenchmark {
+    @Param({"../../fixtures/tokenizers/deepseek_v3"})
+    public String tokenizer;
+
+    @Param({"string", "after-value"})
+    public String point;
+
+    private JsonObjectConstraint constraint;
+    private SequenceView view;
+    private float[] row;
+    private float[] logits;
+
+    @Setup(Level.Trial)
+    public void load() throws IOException {
+        Tokenizer t = TokenizerJsonReader.read(unpacked(Path.of(tokenizer)));
+        String text = point.equals("string") ? "{\"name\": \"A long description of" : "{\"name\": \"x\", \"n\": 12, \"ok\": true";
+        int[] output = t.encode(text, false);
+        view = new SequenceView() {
+            @Override public int[] promptTokens() { return new int[] {0}; }
+            @Override public int[] outputTokens() { return output; }
+            @Override public SamplingParams params() { return SamplingParams.GREEDY; }
+        };
+        constraint = new JsonObjectConstraint(t, -1);
+        row = new float[t.vocabSize()];
+        for (int i = 0; i < row.length; i++) row[i] = (float) Math.sin(i);
+        logits = new float[row.length];
+    }
+
+    @Benchmark
+    public float copyRow() {
+        System.arraycopy(row, 0, logits, 0, row.length);
+        return logits[0];
+    }
+
+    @Benchmark
+    public float copyAndMask() {
+        System.arraycopy(row, 0, logits, 0, row.length);
+        constraint.process(logits, view);
+        return logits[0];
+    }
+
+    /** The fixtures keep tokenizer.json compressed: a copy of the folder with it unpacked. */
+    private static Path unpacked(Path folder) throws IOException {
+        Path packed = folder.resolve("tokenizer.json.gz");
+        if (!Files.isRegularFile(packed)) return folder;
+        Path copy = Files.createTempDirectory("kiln-bench-tokenizer");
+        try (var files = Files.list(folder)) {
+            for (Path f : files.toList()) if (!f.equals(packed)) Files.copy(f, copy.resolve(f.getFileName()));
+        }
+        try (InputStream in = new GZIPInputStream(Files.newInputStream(packed))) {
+            Files.copy(in, copy.resolve("tokenizer.json"));
+        }
+        return copy;
+    }
+}
