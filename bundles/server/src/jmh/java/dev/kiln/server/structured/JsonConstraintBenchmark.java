@@ -24,8 +24,9 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.Warmup;
 
 /**
- * What JSON mode adds to each decode step: masking a whole vocabulary's row from a given point of the text. The
- * baseline is the step's unavoidable pass, copying the row. "string" is inside a string value, where nearly every
+ * What JSON mode adds to each decode step: masking a whole vocabulary's row from a given point of the text, with
+ * the mask of that point's state kept from an earlier step (the usual case) and computed anew. The baseline is the
+ * step's unavoidable pass, copying the row. "string" is inside a string value, where nearly every
  * token fits and all its bytes are read; "after-value" follows a value, where nearly every token is refused at its
  * first byte.
  *
@@ -48,6 +49,7 @@ public class JsonConstraintBenchmark {
     public String point;
 
     private JsonObjectConstraint constraint;
+    private VocabularyBytes vocabulary;
     private SequenceView view;
     private float[] row;
     private float[] logits;
@@ -63,6 +65,7 @@ public class JsonConstraintBenchmark {
             @Override public SamplingParams params() { return SamplingParams.GREEDY; }
         };
         constraint = new JsonObjectConstraint(t, -1);
+        vocabulary = VocabularyBytes.of(t);
         row = new float[t.vocabSize()];
         for (int i = 0; i < row.length; i++) row[i] = (float) Math.sin(i);
         logits = new float[row.length];
@@ -74,8 +77,18 @@ public class JsonConstraintBenchmark {
         return logits[0];
     }
 
+    /** A state whose mask the vocabulary keeps: the usual step. */
     @Benchmark
     public float copyAndMask() {
+        System.arraycopy(row, 0, logits, 0, row.length);
+        constraint.process(logits, view);
+        return logits[0];
+    }
+
+    /** The first step in a state: the mask computed. */
+    @Benchmark
+    public float copyAndMaskNewState() {
+        vocabulary.forgetMasks();
         System.arraycopy(row, 0, logits, 0, row.length);
         constraint.process(logits, view);
         return logits[0];

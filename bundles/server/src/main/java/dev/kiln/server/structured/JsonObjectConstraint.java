@@ -44,19 +44,10 @@ public final class JsonObjectConstraint implements LogitsProcessor {
     @Override
     public void process(float[] logits, SequenceView sequence) {
         if (!catchUp(sequence.outputTokens())) return; // still reasoning
-        long containers = text.containers();
-        long packed = text.packed();
         boolean complete = text.complete();
-        // Three shortcuts, all exact: most tokens are refused at their first byte (256 bytes tried once, not every
-        // token) or, after a blank that fits (BPE words start with a space), at their second (the pairs tried once
-        // for each first byte that fits), and inside a string a token of plain text fits without reading it.
-        boolean[] firstByteFits = new boolean[256];
-        for (int b = 0; b < 256; b++) {
-            firstByteFits[b] = text.accept((byte) b);
-            text.restore(containers, packed);
-        }
-        boolean[][] pairFits = new boolean[256][];
-        boolean plainString = text.inPlainString();
+        // Which tokens fit depends on the recognizer's state alone, and a generation passes through few states
+        // (inside a string, after a value, ...) again and again: the vocabulary keeps the masks of recent states.
+        long[] fits = complete ? null : vocabulary.mask(text.containers(), text.packed(), this::computeMask);
         int[] ends = sequence.endOfSequenceTokens();
         int allowed = 0;
         for (int id = 0; id < logits.length; id++) {
@@ -66,21 +57,8 @@ public final class JsonObjectConstraint implements LogitsProcessor {
                 // Once complete only the end: the model's end-of-sequence tokens, or any special token where the
                 // engine does not say which those are.
                 ok = complete && (ends.length == 0 || contains(ends, id));
-            } else if (complete) {
-                ok = false;
             } else {
-                int firstByte = vocabulary.firstByte(id);
-                int secondByte = vocabulary.secondByte(id);
-                if (firstByte < 0 || !firstByteFits[firstByte]) {
-                    ok = false;
-                } else if (plainString && vocabulary.isPlainText(id)) {
-                    ok = true;
-                } else if (secondByte >= 0 && !plainString && !pairFits(pairFits, firstByte, containers, packed)[secondByte]) {
-                    ok = false;
-                } else {
-                    ok = text.accept(vocabulary.bytes(id));
-                    text.restore(containers, packed);
-                }
+                ok = !complete && id < vocabulary.size() && (fits[id >>> 6] >>> id & 1) != 0;
             }
             if (ok) allowed++;
             else logits[id] = Float.NEGATIVE_INFINITY;
@@ -90,6 +68,43 @@ public final class JsonObjectConstraint implements LogitsProcessor {
             // special tokens let the sequence end rather than fail.
             for (int id = 0; id < logits.length; id++) if (vocabulary.isSpecial(id)) logits[id] = 0;
         }
+    }
+
+    /**
+     * The tokens (special ones aside) that can continue the text from the recognizer's state, one bit each. Three
+     * shortcuts, all exact: most tokens are refused at their first byte (256 bytes tried once, not every token) or,
+     * after a blank that fits (BPE words start with a space), at their second (the pairs tried once for each first
+     * byte that fits), and inside a string a token of plain text fits without reading it.
+     */
+    private long[] computeMask() {
+        long containers = text.containers();
+        long packed = text.packed();
+        boolean[] firstByteFits = new boolean[256];
+        for (int b = 0; b < 256; b++) {
+            firstByteFits[b] = text.accept((byte) b);
+            text.restore(containers, packed);
+        }
+        boolean[][] pairFits = new boolean[256][];
+        boolean plainString = text.inPlainString();
+        long[] fits = new long[(vocabulary.size() + 63) >>> 6];
+        for (int id = 0; id < vocabulary.size(); id++) {
+            if (vocabulary.isSpecial(id)) continue;
+            int firstByte = vocabulary.firstByte(id);
+            int secondByte = vocabulary.secondByte(id);
+            boolean ok;
+            if (firstByte < 0 || !firstByteFits[firstByte]) {
+                ok = false;
+            } else if (plainString && vocabulary.isPlainText(id)) {
+                ok = true;
+            } else if (secondByte >= 0 && !plainString && !pairFits(pairFits, firstByte, containers, packed)[secondByte]) {
+                ok = false;
+            } else {
+                ok = text.accept(vocabulary.bytes(id));
+                text.restore(containers, packed);
+            }
+            if (ok) fits[id >>> 6] |= 1L << id;
+        }
+        return fits;
     }
 
     /** Which second bytes fit after the first byte {@code first}, tried once a step for each first byte that fits. */

@@ -52,12 +52,15 @@ final class JsonPrefix {
 
     /** The container stack, the first half of the state to {@link #restore}. */
     long containers() {
-        return containers;
+        // Only the bits of open containers: equal states then have equal keys (bits above are left from closed ones).
+        return depth == 0 ? 0 : containers & -1L >>> (64 - depth);
     }
 
     /** The rest of the state. */
     long packed() {
-        return mode | (long) depth << 8 | (long) blanks << 16 | (key ? 1L : 0L) << 24 | (long) escape << 32 | (long) sub << 40;
+        // The key flag counts only inside a string (it is set again when the next string opens).
+        return mode | (long) depth << 8 | (long) blanks << 16 | (mode == STRING && key ? 1L : 0L) << 24 | (long) escape << 32
+                | (long) sub << 40;
     }
 
     void restore(long containers, long packed) {

@@ -1,8 +1,10 @@
 package dev.kiln.server.structured;
 
 import dev.kiln.api.tokenizer.Tokenizer;
+import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.WeakHashMap;
+import java.util.function.Supplier;
 
 /**
  * Each token's bytes and whether it is special, taken from a tokenizer once (a vocabulary of 150,000 tokens takes a
@@ -10,6 +12,8 @@ import java.util.WeakHashMap;
  */
 final class VocabularyBytes {
     private static final Map<Tokenizer, VocabularyBytes> CACHE = new WeakHashMap<>();
+    /** Masks kept per vocabulary: each is a bit per token (16 KB for 129,280 tokens). */
+    static final int MAX_MASKS = 256;
 
     private final byte[][] bytes;
     private final boolean[] special;
@@ -21,6 +25,15 @@ final class VocabularyBytes {
      */
     private final short[] first;
     private final short[] second;
+    /** The tokens that fit in each recently seen recognizer state, the least recently used dropped first. */
+    private final Map<State, long[]> masks = new LinkedHashMap<>(64, 0.75f, true) {
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<State, long[]> eldest) {
+            return size() > MAX_MASKS;
+        }
+    };
+
+    private record State(long containers, long packed) {}
 
     private VocabularyBytes(Tokenizer tokenizer) {
         int n = tokenizer.vocabSize();
@@ -39,6 +52,30 @@ final class VocabularyBytes {
             plainText[id] = bytes[id] != null && bytes[id].length > 0 && isPlainText(bytes[id]);
             first[id] = (short) (bytes[id] != null && bytes[id].length > 0 ? bytes[id][0] & 0xFF : -1);
             second[id] = (short) (bytes[id] != null && bytes[id].length > 1 ? bytes[id][1] & 0xFF : -1);
+        }
+    }
+
+    /**
+     * The mask of the tokens that fit in the recognizer state {@code (containers, packed)}: the one kept for that
+     * state, or {@code compute}'s (run outside the lock: requests in other states do not wait for it), then kept.
+     */
+    long[] mask(long containers, long packed, Supplier<long[]> compute) {
+        State state = new State(containers, packed);
+        synchronized (masks) {
+            long[] kept = masks.get(state);
+            if (kept != null) return kept;
+        }
+        long[] computed = compute.get();
+        synchronized (masks) {
+            masks.put(state, computed);
+        }
+        return computed;
+    }
+
+    /** Drops the kept masks (for measuring what computing one costs). */
+    void forgetMasks() {
+        synchronized (masks) {
+            masks.clear();
         }
     }
 
