@@ -6,6 +6,8 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.kiln.api.engine.GenerationRequest;
+import dev.kiln.api.sampling.LogitsProcessor;
+import dev.kiln.api.sampling.SequenceView;
 import dev.kiln.api.engine.TokenEvent;
 import dev.kiln.api.model.CausalLanguageModel;
 import dev.kiln.api.speculative.ProposerStats;
@@ -87,6 +89,53 @@ class DefaultModelSpeculationTest {
                 }
             }
         }
+    }
+
+    /**
+     * A request's own logits processor (as JSON mode's) under speculation: verification shows it the sequence exactly
+     * as plain decoding would at each drafted position, so greedy outputs stay token-identical to plain decoding with
+     * the same processor; the processor itself changes the outputs.
+     */
+    @Test
+    void aRequestsOwnProcessorLeavesGreedyOutputsIdenticalUnderEveryProposer() {
+        int[][] constrainedPlain;
+        try (var engine = engine()) {
+            constrainedPlain = DefaultModel.generate(engine, constrained("plain"));
+        }
+        boolean changed = false;
+        for (int i = 0; i < plain.length; i++) changed |= !java.util.Arrays.equals(plain[i], constrainedPlain[i]);
+        assertTrue(changed, "the processor changes what greedy decoding produces");
+        for (String name : List.of("reference", "draft-model", "mtp")) {
+            try (var engine = engine()) {
+                engine.setSpeculation(DefaultModel.proposer(name), new SpeculationSettings(name, 3, 16));
+                if (name.equals("draft-model")) DefaultModel.awaitDrafts(engine, prompts.getFirst());
+                int[][] out = DefaultModel.generate(engine, constrained(name));
+                for (int i = 0; i < out.length; i++) assertArrayEquals(constrainedPlain[i], out[i], name + " prompt " + i);
+                assertTrue(engine.speculativeStats().getFirst().acceptedTokens() > 0, name + " accepted drafts");
+            }
+        }
+    }
+
+    /** The requests of {@link #requests}, each with its own processor that forbids repeating the last output token. */
+    private static List<GenerationRequest> constrained(String prefix) {
+        List<GenerationRequest> out = new ArrayList<>();
+        for (GenerationRequest r : requests(prefix, 0)) {
+            LogitsProcessor noRepeat = new LogitsProcessor() {
+                @Override
+                public boolean appliesTo(SequenceView sequence) {
+                    return true;
+                }
+
+                @Override
+                public void process(float[] logits, SequenceView sequence) {
+                    int[] output = sequence.outputTokens();
+                    if (output.length > 0) logits[output[output.length - 1]] = Float.NEGATIVE_INFINITY;
+                }
+            };
+            out.add(new GenerationRequest(r.id(), r.promptTokens(), r.sampling(), r.maxTokens(), r.minTokens(), r.stopTokenIds(),
+                    r.ignoreEos(), r.promptLogprobs(), r.reference(), List.of(noRepeat)));
+        }
+        return out;
     }
 
     /**
