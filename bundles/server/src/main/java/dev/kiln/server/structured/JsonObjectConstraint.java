@@ -3,6 +3,7 @@ package dev.kiln.server.structured;
 import dev.kiln.api.sampling.LogitsProcessor;
 import dev.kiln.api.sampling.SequenceView;
 import dev.kiln.api.tokenizer.Tokenizer;
+import java.util.Arrays;
 
 /**
  * OpenAI's JSON mode ({@code response_format: {"type": "json_object"}}) for one request: before each token is chosen,
@@ -49,25 +50,39 @@ public final class JsonObjectConstraint implements LogitsProcessor {
         // (inside a string, after a value, ...) again and again: the vocabulary keeps the masks of recent states.
         long[] fits = complete ? null : vocabulary.mask(text.containers(), text.packed(), this::computeMask);
         int[] ends = sequence.endOfSequenceTokens();
-        int allowed = 0;
-        for (int id = 0; id < logits.length; id++) {
-            if (logits[id] == Float.NEGATIVE_INFINITY) continue;
-            boolean ok;
-            if (vocabulary.isSpecial(id) || contains(ends, id)) {
-                // Once complete only the end: the model's end-of-sequence tokens, or any special token where the
-                // engine does not say which those are.
-                ok = complete && (ends.length == 0 || contains(ends, id));
-            } else {
-                ok = !complete && id < vocabulary.size() && (fits[id >>> 6] >>> id & 1) != 0;
+        if (complete) {
+            // Only the end: the model's end-of-sequence tokens, or any special token where the engine does not say
+            // which those are.
+            for (int id = 0; id < logits.length; id++) {
+                boolean end = ends.length == 0 ? vocabulary.isSpecial(id) : contains(ends, id);
+                if (!end) logits[id] = Float.NEGATIVE_INFINITY;
             }
-            if (ok) allowed++;
-            else logits[id] = Float.NEGATIVE_INFINITY;
+        } else {
+            // The kept mask a word (64 tokens) at a time: a word of none is filled, a word of all left as it is.
+            // Special tokens have no bit in it, so they are refused with the rest.
+            int covered = Math.min(logits.length, vocabulary.size());
+            for (int w = 0, base = 0; base < covered; w++, base += 64) {
+                long word = fits[w];
+                int end = Math.min(base + 64, covered);
+                if (word == 0) {
+                    Arrays.fill(logits, base, end, Float.NEGATIVE_INFINITY);
+                } else if (word != -1L) {
+                    for (int id = base; id < end; id++) if ((word >>> id & 1) == 0) logits[id] = Float.NEGATIVE_INFINITY;
+                }
+            }
+            Arrays.fill(logits, covered, logits.length, Float.NEGATIVE_INFINITY); // rows past the vocabulary
+            for (int id : ends) if (id < logits.length) logits[id] = Float.NEGATIVE_INFINITY;
         }
-        if (allowed == 0) {
+        if (!anyAllowed(logits)) {
             // Nothing in this vocabulary continues the text (a model's vocabulary without some single byte): the
             // special tokens let the sequence end rather than fail.
             for (int id = 0; id < logits.length; id++) if (vocabulary.isSpecial(id)) logits[id] = 0;
         }
+    }
+
+    private static boolean anyAllowed(float[] logits) {
+        for (float l : logits) if (l != Float.NEGATIVE_INFINITY) return true;
+        return false;
     }
 
     /**
