@@ -244,6 +244,32 @@ class OpenAiApiIT {
         }
     }
 
+    /** Structured output: the random tiny model's sampled answers that end follow the schema exactly. */
+    @Test
+    void jsonSchemaAnswersFollowTheSchema() throws Exception {
+        String schema = "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"name\",\"age\",\"kind\"],"
+                + "\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\"},"
+                + "\"kind\":{\"enum\":[\"cat\",\"dog\"]}}}";
+        int ended = 0;
+        for (int seed = 0; seed < 8; seed++) {
+            HttpResponse<String> r = raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"A pet:\",\"max_tokens\":200,"
+                    + "\"temperature\":1,\"seed\":" + seed + ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+                    + "{\"name\":\"pet\",\"strict\":true,\"schema\":" + schema + "}}}");
+            assertEquals(200, r.statusCode(), r.body());
+            JsonObject choice = JsonParser.parseString(r.body()).getAsJsonObject().getAsJsonArray("choices").get(0).getAsJsonObject();
+            String text = choice.get("text").getAsString();
+            if (!choice.get("finish_reason").getAsString().equals("stop")) continue;
+            ended++;
+            assertTrue(strictJsonObject(text), "seed " + seed + ": " + text);
+            JsonObject pet = JsonParser.parseString(text).getAsJsonObject();
+            assertEquals(java.util.Set.of("name", "age", "kind"), pet.keySet(), text);
+            assertTrue(pet.get("name").getAsJsonPrimitive().isString(), text);
+            assertEquals(pet.get("age").getAsBigDecimal().toBigIntegerExact().toString(), pet.get("age").getAsString(), text);
+            assertTrue(List.of("cat", "dog").contains(pet.get("kind").getAsString()), text);
+        }
+        assertTrue(ended > 0, "no answer ended within 200 tokens");
+    }
+
     private static boolean strictJsonObject(String text) {
         try {
             var reader = new com.google.gson.stream.JsonReader(new java.io.StringReader(text));
@@ -284,7 +310,10 @@ class OpenAiApiIT {
     void unsupportedStructuredOutputAndToolCallsAreRefusedAndBadBiasesToo() throws Exception {
         String chat = "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2";
         assertError(raw(kiln, "POST", "/v1/chat/completions", chat + ",\"response_format\":{\"type\":\"json_schema\","
-                + "\"json_schema\":{\"name\":\"x\",\"schema\":{}}}}"), 400, "response_format");
+                + "\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[]}}}}}}"),
+                400, "response_format");
+        assertError(raw(kiln, "POST", "/v1/chat/completions", chat + ",\"response_format\":{\"type\":\"json_schema\"}}"),
+                400, "response_format");
         assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"guided_json\":{}}"), 400, "guided_json");
         String tools = ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}]";
         assertError(raw(kiln, "POST", "/v1/chat/completions", chat + tools + "}"), 400, "tools");

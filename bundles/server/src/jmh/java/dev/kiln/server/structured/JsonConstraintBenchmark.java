@@ -28,7 +28,7 @@ import org.openjdk.jmh.annotations.Warmup;
  * the mask of that point's state kept from an earlier step (the usual case) and computed anew. The baseline is the
  * step's unavoidable pass, copying the row. "string" is inside a string value, where nearly every
  * token fits and all its bytes are read; "after-value" follows a value, where nearly every token is refused at its
- * first byte.
+ * first byte; "schema-value" is where a schema wants an integer.
  *
  * <pre>
  * ./mvnw -Pbench -f bundles/server/pom.xml test-compile exec:exec -Djmh.args="JsonConstraintBenchmark"
@@ -45,10 +45,10 @@ public class JsonConstraintBenchmark {
     @Param({"../../fixtures/tokenizers/deepseek_v3"})
     public String tokenizer;
 
-    @Param({"string", "after-value"})
+    @Param({"string", "after-value", "schema-value"})
     public String point;
 
-    private JsonObjectConstraint constraint;
+    private GrammarConstraint constraint;
     private VocabularyBytes vocabulary;
     private SequenceView view;
     private float[] row;
@@ -57,14 +57,22 @@ public class JsonConstraintBenchmark {
     @Setup(Level.Trial)
     public void load() throws IOException {
         Tokenizer t = TokenizerJsonReader.read(unpacked(Path.of(tokenizer)));
-        String text = point.equals("string") ? "{\"name\": \"A long description of" : "{\"name\": \"x\", \"n\": 12, \"ok\": true";
+        String text = switch (point) {
+            case "string" -> "{\"name\": \"A long description of";
+            case "after-value" -> "{\"name\": \"x\", \"n\": 12, \"ok\": true";
+            default -> "{\"name\": \"x\", \"age\": "; // a value that must be an integer
+        };
         int[] output = t.encode(text, false);
         view = new SequenceView() {
             @Override public int[] promptTokens() { return new int[] {0}; }
             @Override public int[] outputTokens() { return output; }
             @Override public SamplingParams params() { return SamplingParams.GREEDY; }
         };
-        constraint = new JsonObjectConstraint(t, -1);
+        constraint = point.startsWith("schema")
+                ? GrammarConstraint.jsonSchema(t, -1, GrammarConstraint.compileSchema(com.google.gson.JsonParser.parseString(
+                        "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"name\",\"age\"],\"properties\":"
+                                + "{\"name\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\"}}}").getAsJsonObject()))
+                : GrammarConstraint.jsonObject(t, -1);
         vocabulary = VocabularyBytes.of(t);
         row = new float[t.vocabSize()];
         for (int i = 0; i < row.length; i++) row[i] = (float) Math.sin(i);

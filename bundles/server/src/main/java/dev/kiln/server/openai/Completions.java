@@ -12,7 +12,7 @@ import dev.kiln.api.engine.TokenLogprobs;
 import dev.kiln.api.sampling.LogitsProcessor;
 import dev.kiln.api.tokenizer.ChatMessage;
 import dev.kiln.server.prometheus.RequestTimer;
-import dev.kiln.server.structured.JsonObjectConstraint;
+import dev.kiln.server.structured.GrammarConstraint;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -38,7 +38,7 @@ final class Completions {
             throw ApiException.invalid("messages", "This model has no tokenizer: use /v1/completions with token-id prompts");
         }
         if (model.chatTemplate() == null) throw ApiException.invalid("messages", "This model has no chat template");
-        boolean json = jsonMode(r, true, model);
+        Object schema = structuredOutput(r, true, model);
         List<ChatMessage> messages = messages(r);
         boolean addGenerationPrompt = r.bool("add_generation_prompt", true);
         Map<String, Object> variables = new LinkedHashMap<>();
@@ -62,11 +62,11 @@ final class Completions {
         // With a reasoning block opened by the prompt, the JSON is the answer after it.
         int startAfter = prompt.opensReasoning() ? model.tokenizer().tokenId("</think>").orElse(-1) : -1;
         run(List.of(prompt), params, logprobs, false, true, reference, model, out, "chatcmpl-", timer,
-                json ? () -> List.of(new JsonObjectConstraint(model.tokenizer(), startAfter)) : List::of);
+                constraints(schema, model, startAfter));
     }
 
     static void completion(JsonRequest r, ServedModel model, Responder out, RequestTimer timer) throws IOException, InterruptedException {
-        boolean json = jsonMode(r, false, model);
+        Object schema = structuredOutput(r, false, model);
         List<Prompt> prompts = prompts(r, model);
         int[] reference = reference(r, model);
         Integer logprobs = r.integer("logprobs", 0, 20);
@@ -74,27 +74,53 @@ final class Completions {
         GenerationParams params = GenerationParams.read(r, false, vocab(model), logprobs);
         if (r.has("suffix")) throw ApiException.invalid("suffix", "'suffix' is not supported");
         run(prompts, params, logprobs != null, echo, false, reference, model, out, "cmpl-", timer,
-                json ? () -> List.of(new JsonObjectConstraint(model.tokenizer(), -1)) : List::of);
+                constraints(schema, model, -1));
     }
 
+    /** Each choice's own constraint: none, JSON mode, or a compiled schema. */
+    private static Supplier<List<LogitsProcessor>> constraints(Object schema, ServedModel model, int startAfter) {
+        if (schema == null) return List::of;
+        if (schema == JSON_OBJECT) return () -> List.of(GrammarConstraint.jsonObject(model.tokenizer(), startAfter));
+        return () -> List.of(GrammarConstraint.jsonSchema(model.tokenizer(), startAfter, schema));
+    }
+
+    /** What {@link #structuredOutput} returns for JSON mode. */
+    private static final Object JSON_OBJECT = new Object();
+
     /**
-     * Whether the request asks for JSON mode ({@code response_format: {"type": "json_object"}}). Requests for what
-     * Kiln does not do and whose silent omission would change the answer (JSON schemas, vLLM's guided decoding, tool
-     * calls) are refused with a 400 naming the parameter, as vLLM refuses tool calls without a parser: the client
-     * then knows, instead of receiving free text it did not ask for.
+     * The structured output the request asks for: null for none, {@link #JSON_OBJECT} for JSON mode
+     * ({@code response_format: {"type": "json_object"}}), or a compiled schema ({@code "json_schema"}). Requests for
+     * what Kiln does not do and whose silent omission would change the answer (schema keywords outside the supported
+     * subset, vLLM's guided decoding, tool calls) are refused with a 400 naming the parameter, as vLLM refuses tool
+     * calls without a parser: the client then knows, instead of receiving text it did not ask for.
      */
-    static boolean jsonMode(JsonRequest r, boolean chat, ServedModel model) {
-        boolean json = false;
+    static Object structuredOutput(JsonRequest r, boolean chat, ServedModel model) {
+        Object json = null;
         JsonObject format = r.object("response_format");
         if (format != null) {
-            String type = new JsonRequest(format).string("type", "text");
-            json = "json_object".equals(type);
-            if (!json && !"text".equals(type)) {
-                throw ApiException.invalid("response_format", "'response_format' of type '" + type
-                        + "' is not supported; 'text' and 'json_object' are");
+            JsonRequest f = new JsonRequest(format);
+            String type = f.string("type", "text");
+            switch (type) {
+                case "text" -> { }
+                case "json_object" -> json = JSON_OBJECT;
+                case "json_schema" -> {
+                    JsonObject wrapper = f.object("json_schema");
+                    JsonObject schema = wrapper == null ? null : new JsonRequest(wrapper).object("schema");
+                    if (schema == null) {
+                        throw ApiException.invalid("response_format", "'response_format' of type 'json_schema' needs "
+                                + "'json_schema': {'name': ..., 'schema': {...}}");
+                    }
+                    try {
+                        json = GrammarConstraint.compileSchema(schema);
+                    } catch (IllegalArgumentException e) {
+                        throw ApiException.invalid("response_format", "the JSON schema cannot be enforced: " + e.getMessage());
+                    }
+                }
+                default -> throw ApiException.invalid("response_format", "'response_format' of type '" + type
+                        + "' is not supported; 'text', 'json_object' and 'json_schema' are");
             }
-            if (json && !model.hasTokenizer()) {
-                throw ApiException.invalid("response_format", "JSON mode needs the model's tokenizer, which this model lacks");
+            if (json != null && !model.hasTokenizer()) {
+                throw ApiException.invalid("response_format", "structured output needs the model's tokenizer, which this model lacks");
             }
         }
         for (String guided : List.of("guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs")) {

@@ -13,13 +13,13 @@ package dev.kiln.server.structured;
  * <p>The whole state is two longs ({@link #containers()}, {@link #packed()}; {@link #restore}), so a caller tries one token after another
  * from the same state by restoring it between them.
  */
-final class JsonPrefix {
+final class JsonPrefix implements Recognizer {
     static final int MAX_DEPTH = 63;
     static final int MAX_BLANKS = 16;
     /** Before the object: a reasoning model's blank line after its reasoning, no more. */
     static final int MAX_LEADING_BLANKS = 4;
 
-    private static final int START = 0, VALUE = 1, VALUE_OR_ARRAY_END = 2, KEY_OR_OBJECT_END = 3, KEY = 4, COLON = 5,
+    static final int START = 0, VALUE = 1, VALUE_OR_ARRAY_END = 2, KEY_OR_OBJECT_END = 3, KEY = 4, COLON = 5,
             COMMA_OR_END = 6, STRING = 7, NUMBER = 8, LITERAL = 9, DONE = 10;
     /** Number states: after '-', after a leading '0', in integer digits, after '.', in fraction digits, after 'e', after its sign, in exponent digits. */
     private static final int MINUS = 0, ZERO = 1, INTEGER = 2, DOT = 3, FRACTION = 4, E = 5, E_SIGN = 6, EXPONENT = 7;
@@ -37,8 +37,23 @@ final class JsonPrefix {
     /** NUMBER: its state; LITERAL: which literal (high bits) and how much of it was read (low bits). */
     private int sub;
 
+    /** The recognizer's mode (one of the constants above), for a schema that follows its transitions. */
+    int mode() {
+        return mode;
+    }
+
+    int depth() {
+        return depth;
+    }
+
+    /** Inside a string, whether it is an object's key. */
+    boolean inKey() {
+        return mode == STRING && key;
+    }
+
     /** Whether a whole JSON object has been read (only whitespace may follow). */
-    boolean complete() {
+    @Override
+    public boolean complete() {
         return mode == DONE;
     }
 
@@ -46,7 +61,8 @@ final class JsonPrefix {
      * Whether the text is inside a string and not in an escape: any byte from 0x20 up other than a quote or a
      * backslash is then accepted and changes nothing.
      */
-    boolean inPlainString() {
+    @Override
+    public boolean inPlainString() {
         return mode == STRING && escape == 0;
     }
 
@@ -73,16 +89,37 @@ final class JsonPrefix {
         this.sub = (int) (packed >>> 40 & 0xFFFF);
     }
 
-    /** Feeds every byte; false as soon as one cannot continue the text (the state is then of no use: restore it). */
-    boolean accept(byte[] bytes) {
-        for (byte b : bytes) {
-            if (!accept(b)) return false;
-        }
-        return true;
+    /** Any JSON object: one grammar for every request, so its masks are shared. */
+    static final Object GRAMMAR = "json-object";
+
+    @Override
+    public void copyFrom(Recognizer other) {
+        JsonPrefix o = (JsonPrefix) other;
+        restore(o.containers(), o.packed());
+    }
+
+    @Override
+    public JsonPrefix copy() {
+        JsonPrefix c = new JsonPrefix();
+        c.copyFrom(this);
+        return c;
+    }
+
+    @Override
+    public Object stateKey() {
+        return new State(containers(), packed());
+    }
+
+    private record State(long containers, long packed) {}
+
+    @Override
+    public Object grammar() {
+        return GRAMMAR;
     }
 
     /** Feeds one byte; false when the text so far plus this byte begins no JSON object. */
-    boolean accept(byte b) {
+    @Override
+    public boolean accept(byte b) {
         int c = b & 0xFF;
         switch (mode) {
             case STRING -> {

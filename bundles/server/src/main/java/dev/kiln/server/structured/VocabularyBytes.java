@@ -12,7 +12,7 @@ import java.util.function.Supplier;
  */
 final class VocabularyBytes {
     private static final Map<Tokenizer, VocabularyBytes> CACHE = new WeakHashMap<>();
-    /** Masks kept per vocabulary: each is a bit per token (16 KB for 129,280 tokens). */
+    /** Masks kept per vocabulary, of all grammars together: each is a bit per token (16 KB for 129,280 tokens). */
     static final int MAX_MASKS = 256;
 
     private final byte[][] bytes;
@@ -33,7 +33,18 @@ final class VocabularyBytes {
         }
     };
 
-    private record State(long containers, long packed) {}
+    /** A grammar (compared by identity: a compiled schema, or JSON mode's constant) and a point in its text. */
+    private record State(Object grammar, Object point) {
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof State s && s.grammar == grammar && s.point.equals(point);
+        }
+
+        @Override
+        public int hashCode() {
+            return System.identityHashCode(grammar) * 31 + point.hashCode();
+        }
+    }
 
     private VocabularyBytes(Tokenizer tokenizer) {
         int n = tokenizer.vocabSize();
@@ -56,11 +67,11 @@ final class VocabularyBytes {
     }
 
     /**
-     * The mask of the tokens that fit in the recognizer state {@code (containers, packed)}: the one kept for that
-     * state, or {@code compute}'s (run outside the lock: requests in other states do not wait for it), then kept.
+     * The mask of the tokens that fit at a point of a grammar's text ({@link Recognizer#stateKey}): the one kept for
+     * it, or {@code compute}'s (run outside the lock: requests elsewhere do not wait for it), then kept.
      */
-    long[] mask(long containers, long packed, Supplier<long[]> compute) {
-        State state = new State(containers, packed);
+    long[] mask(Object grammar, Object point, Supplier<long[]> compute) {
+        State state = new State(grammar, point);
         synchronized (masks) {
             long[] kept = masks.get(state);
             if (kept != null) return kept;

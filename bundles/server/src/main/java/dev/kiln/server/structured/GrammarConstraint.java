@@ -6,11 +6,12 @@ import dev.kiln.api.tokenizer.Tokenizer;
 import java.util.Arrays;
 
 /**
- * OpenAI's JSON mode ({@code response_format: {"type": "json_object"}}) for one request: before each token is chosen,
- * every token that cannot continue a JSON object from the text so far gets a logit of minus infinity. Special tokens
- * are never part of the text; the model's end-of-sequence tokens are allowed only once the object is complete, and
- * then nothing else is, so an answer that ends by itself is one JSON object; one cut by {@code max_tokens} is the
- * beginning of one.
+ * A request's answer held to a grammar: OpenAI's JSON mode ({@code response_format: {"type": "json_object"}}, any
+ * JSON object) or structured output ({@code json_schema}, an object that follows the schema). Before each token is
+ * chosen, every token that cannot continue an accepted text from the text so far gets a logit of minus infinity.
+ * Special tokens are never part of the text; the model's end-of-sequence tokens are allowed only once the text is
+ * complete, and then nothing else is, so an answer that ends by itself is an accepted text; one cut by
+ * {@code max_tokens} is the beginning of one.
  *
  * <p>When the prompt opened a reasoning block ({@code <think>}), the constraint starts after the token that closes
  * it, so the model reasons freely and answers in JSON.
@@ -18,23 +19,47 @@ import java.util.Arrays;
  * <p>One instance serves one sequence: it keeps the recognizer's state after the tokens it has seen and feeds it only
  * the new ones, starting over should the output not continue what it saw.
  */
-public final class JsonObjectConstraint implements LogitsProcessor {
+public final class GrammarConstraint implements LogitsProcessor {
     private final VocabularyBytes vocabulary;
     private final int startAfter;
-    private final JsonPrefix text = new JsonPrefix();
-    /** How many output tokens {@link #text} has read, the last of them, and where the JSON began (-1: not yet). */
+    private final Recognizer start;
+    private final Recognizer text;
+    /** How many output tokens {@link #text} has read, the last of them, and where the text began (-1: not yet). */
     private int seen;
     private int lastSeen = -1;
     private int begin = -1;
 
+    private GrammarConstraint(Tokenizer tokenizer, int startAfter, Recognizer start) {
+        this.vocabulary = VocabularyBytes.of(tokenizer);
+        this.startAfter = startAfter;
+        this.start = start;
+        this.text = start.copy();
+    }
+
     /**
+     * JSON mode: any JSON object.
+     *
      * @param tokenizer  the served model's tokenizer
      * @param startAfter the token after which the JSON begins (the one closing a reasoning block the prompt opened),
      *                   or -1 to constrain from the first output token
      */
-    public JsonObjectConstraint(Tokenizer tokenizer, int startAfter) {
-        this.vocabulary = VocabularyBytes.of(tokenizer);
-        this.startAfter = startAfter;
+    public static GrammarConstraint jsonObject(Tokenizer tokenizer, int startAfter) {
+        return new GrammarConstraint(tokenizer, startAfter, new JsonPrefix());
+    }
+
+    /** Structured output: a JSON object that follows the schema (see {@link #compileSchema}). */
+    public static GrammarConstraint jsonSchema(Tokenizer tokenizer, int startAfter, Object compiledSchema) {
+        return new GrammarConstraint(tokenizer, startAfter, new SchemaPrefix((JsonSchema) compiledSchema));
+    }
+
+    /**
+     * Compiles a JSON schema for {@link #jsonSchema}; the same schema text gives the same compiled schema for a
+     * while, so that requests with one schema share what was computed for it.
+     *
+     * @throws IllegalArgumentException naming a keyword that is not supported, or what makes the schema invalid
+     */
+    public static Object compileSchema(com.google.gson.JsonObject schema) {
+        return JsonSchema.compileShared(schema);
     }
 
     @Override
@@ -48,7 +73,7 @@ public final class JsonObjectConstraint implements LogitsProcessor {
         boolean complete = text.complete();
         // Which tokens fit depends on the recognizer's state alone, and a generation passes through few states
         // (inside a string, after a value, ...) again and again: the vocabulary keeps the masks of recent states.
-        long[] fits = complete ? null : vocabulary.mask(text.containers(), text.packed(), this::computeMask);
+        long[] fits = complete ? null : vocabulary.mask(text.grammar(), text.stateKey(), this::computeMask);
         int[] ends = sequence.endOfSequenceTokens();
         if (complete) {
             // Only the end: the model's end-of-sequence tokens, or any special token where the engine does not say
@@ -92,12 +117,11 @@ public final class JsonObjectConstraint implements LogitsProcessor {
      * byte that fits), and inside a string a token of plain text fits without reading it.
      */
     private long[] computeMask() {
-        long containers = text.containers();
-        long packed = text.packed();
+        Recognizer here = text.copy();
         boolean[] firstByteFits = new boolean[256];
         for (int b = 0; b < 256; b++) {
             firstByteFits[b] = text.accept((byte) b);
-            text.restore(containers, packed);
+            text.copyFrom(here);
         }
         boolean[][] pairFits = new boolean[256][];
         boolean plainString = text.inPlainString();
@@ -111,11 +135,11 @@ public final class JsonObjectConstraint implements LogitsProcessor {
                 ok = false;
             } else if (plainString && vocabulary.isPlainText(id)) {
                 ok = true;
-            } else if (secondByte >= 0 && !plainString && !pairFits(pairFits, firstByte, containers, packed)[secondByte]) {
+            } else if (secondByte >= 0 && !plainString && !pairFits(pairFits, firstByte, here)[secondByte]) {
                 ok = false;
             } else {
                 ok = text.accept(vocabulary.bytes(id));
-                text.restore(containers, packed);
+                text.copyFrom(here);
             }
             if (ok) fits[id >>> 6] |= 1L << id;
         }
@@ -123,18 +147,17 @@ public final class JsonObjectConstraint implements LogitsProcessor {
     }
 
     /** Which second bytes fit after the first byte {@code first}, tried once a step for each first byte that fits. */
-    private boolean[] pairFits(boolean[][] pairs, int first, long containers, long packed) {
+    private boolean[] pairFits(boolean[][] pairs, int first, Recognizer here) {
         boolean[] row = pairs[first];
         if (row != null) return row;
         row = new boolean[256];
         text.accept((byte) first);
-        long afterContainers = text.containers();
-        long afterPacked = text.packed();
+        Recognizer after = text.copy();
         for (int b = 0; b < 256; b++) {
             row[b] = text.accept((byte) b);
-            text.restore(afterContainers, afterPacked);
+            text.copyFrom(after);
         }
-        text.restore(containers, packed);
+        text.copyFrom(here);
         pairs[first] = row;
         return row;
     }
@@ -151,7 +174,7 @@ public final class JsonObjectConstraint implements LogitsProcessor {
      */
     private boolean catchUp(int[] output) {
         if (output.length < seen || seen > 0 && output[seen - 1] != lastSeen) {
-            text.restore(0, 0);
+            text.copyFrom(start);
             seen = 0;
             begin = -1;
         }
@@ -164,9 +187,8 @@ public final class JsonObjectConstraint implements LogitsProcessor {
             }
             byte[] bytes = vocabulary.bytes(token);
             if (bytes == null || vocabulary.isSpecial(token)) continue;
-            long containers = text.containers();
-            long packed = text.packed();
-            if (!text.accept(bytes)) text.restore(containers, packed);
+            Recognizer before = text.copy();
+            if (!text.accept(bytes)) text.copyFrom(before);
         }
         lastSeen = output.length > 0 ? output[output.length - 1] : -1;
         return begin >= 0;

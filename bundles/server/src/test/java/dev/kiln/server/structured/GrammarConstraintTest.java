@@ -17,7 +17,7 @@ import java.util.OptionalInt;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 
-class JsonObjectConstraintTest {
+class GrammarConstraintTest {
     private static final int EOS = 0, THINK_END = 1;
     /** Two special tokens, then single characters and longer pieces as a BPE vocabulary would have them. */
     private static final String[] VOCAB = {"<eos>", "</think>", "{", "}", "[", "]", ":", ",", "\"", "a", "1", "-", "0", ".",
@@ -54,7 +54,7 @@ class JsonObjectConstraintTest {
         SplittableRandom random = new SplittableRandom(3);
         int ended = 0;
         for (int round = 0; round < 400; round++) {
-            JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, -1);
+            GrammarConstraint constraint = GrammarConstraint.jsonObject(TOKENIZER, -1);
             List<Integer> output = new ArrayList<>();
             int token = -1;
             for (int step = 0; step < 300 && token != EOS; step++) {
@@ -83,7 +83,7 @@ class JsonObjectConstraintTest {
     void theMaskIsWhatReadingEveryTokenFromTheTextGives() {
         SplittableRandom random = new SplittableRandom(9);
         for (int round = 0; round < 200; round++) {
-            JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, -1);
+            GrammarConstraint constraint = GrammarConstraint.jsonObject(TOKENIZER, -1);
             List<Integer> output = new ArrayList<>();
             for (int step = 0; step < 60; step++) {
                 float[] logits = new float[VOCAB.length];
@@ -115,7 +115,7 @@ class JsonObjectConstraintTest {
 
     @Test
     void theEndOnlyOnceCompleteAndNothingElseAfter() {
-        JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, -1);
+        GrammarConstraint constraint = GrammarConstraint.jsonObject(TOKENIZER, -1);
         float[] logits = new float[VOCAB.length];
         constraint.process(logits, new View(new int[0]));
         assertEquals(List.of("{", " ", "\n", "{\"", "\t"), allowed(logits), "an object may start, after blanks");
@@ -124,13 +124,13 @@ class JsonObjectConstraintTest {
         constraint.process(logits, new View(whole));
         assertEquals(List.of("<eos>"), allowed(logits), "the end of sequence alone");
         logits = new float[VOCAB.length];
-        new JsonObjectConstraint(TOKENIZER, -1).process(logits, new Unnamed(whole));
+        GrammarConstraint.jsonObject(TOKENIZER, -1).process(logits, new Unnamed(whole));
         assertEquals(List.of("<eos>", "</think>"), allowed(logits), "any special token where the engine names none");
     }
 
     @Test
     void reasoningIsFreeAndTheAnswerAfterItsEndIsConstrained() {
-        JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, THINK_END);
+        GrammarConstraint constraint = GrammarConstraint.jsonObject(TOKENIZER, THINK_END);
         float[] logits = new float[VOCAB.length];
         constraint.process(logits, new View(new int[] {37, 9, 21})); // "x", "a", " " while thinking
         assertEquals(VOCAB.length, allowed(logits).size(), "nothing is masked while reasoning");
@@ -141,7 +141,7 @@ class JsonObjectConstraintTest {
 
     @Test
     void anOutputThatDoesNotContinueWhatWasSeenIsReadAgain() {
-        JsonObjectConstraint constraint = new JsonObjectConstraint(TOKENIZER, -1);
+        GrammarConstraint constraint = GrammarConstraint.jsonObject(TOKENIZER, -1);
         float[] logits = new float[VOCAB.length];
         constraint.process(logits, new View(new int[] {25, 9, 26, 31, 3})); // complete
         logits = new float[VOCAB.length];

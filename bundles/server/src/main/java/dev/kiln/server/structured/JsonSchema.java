@@ -1,0 +1,236 @@
+package dev.kiln.server.structured;
+
+import com.google.gson.Gson;
+import com.google.gson.GsonBuilder;
+import com.google.gson.JsonArray;
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * A JSON schema compiled for {@link SchemaPrefix}: for each value, the types it may take, an object's properties
+ * (which are required, whether others are allowed), an array's items, and the texts an {@code enum} or {@code const}
+ * allows. The subset is the one OpenAI's structured outputs use: {@code type} (one or a list), {@code properties},
+ * {@code required}, {@code additionalProperties} (true or false), {@code items}, {@code enum} and {@code const} of
+ * strings, numbers, booleans and null, {@code $ref} into {@code $defs} or {@code definitions}; annotations
+ * ({@code title}, {@code description}, ...) are ignored. Any other keyword is refused, naming it: a constraint that
+ * is not enforced must not look as if it were.
+ */
+final class JsonSchema {
+    static final int OBJECT = 1, ARRAY = 2, STRING = 4, NUMBER = 8, INTEGER = 16, BOOLEAN = 32, NULL = 64, ANY_TYPE = 127;
+    /** The most properties an object's schema, or values an enum, may list (a bit each in the recognizer's state). */
+    static final int MAX_PROPERTIES = 64;
+    private static final Set<String> ANNOTATIONS = Set.of("title", "description", "default", "examples", "$schema", "$id",
+            "$comment", "deprecated", "readOnly", "writeOnly", "$defs", "definitions", "strict");
+    private static final Gson COMPACT = new GsonBuilder().disableHtmlEscaping().create();
+
+    /** Any JSON value. */
+    static final JsonSchema ANY = new JsonSchema();
+
+    static {
+        ANY.types = ANY_TYPE;
+        ANY.additional = true;
+        ANY.items = ANY;
+    }
+
+    int types;
+    /** Property names as they are written between quotes in JSON, and their schemas. */
+    byte[][] names = new byte[0][];
+    JsonSchema[] values = new JsonSchema[0];
+    long required;
+    boolean additional = true;
+    JsonSchema items = ANY;
+    /** The compact JSON texts the value must be one of, or null for no such limit. */
+    byte[][] allowedTexts;
+
+    private JsonSchema() {}
+
+    /** Recently compiled schemas by their text: requests with one schema share its compiled form and its masks. */
+    private static final Map<String, JsonSchema> SHARED = new java.util.LinkedHashMap<>(16, 0.75f, true) {
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<String, JsonSchema> eldest) {
+            return size() > 64;
+        }
+    };
+
+    /** {@link #compile}, or the schema compiled before from the same text. */
+    static JsonSchema compileShared(JsonObject schema) {
+        String text = schema.toString();
+        synchronized (SHARED) {
+            JsonSchema known = SHARED.get(text);
+            if (known != null) return known;
+        }
+        JsonSchema compiled = compile(schema);
+        synchronized (SHARED) {
+            SHARED.putIfAbsent(text, compiled);
+            return SHARED.get(text);
+        }
+    }
+
+    /**
+     * Compiles a schema whose top level is an object.
+     *
+     * @throws IllegalArgumentException naming what is not supported or not valid
+     */
+    static JsonSchema compile(JsonObject schema) {
+        JsonSchema root = new Compiler(schema).compile(schema, "#");
+        if ((root.types & OBJECT) == 0 || root.allowedTexts != null) {
+            throw new IllegalArgumentException("the schema's top level must be an object");
+        }
+        root.types = OBJECT; // the answer is one object (what JsonPrefix reads)
+        return root;
+    }
+
+    /** The index of the property whose quoted name is {@code name}, or -1. */
+    int property(byte[] name, int length) {
+        for (int i = 0; i < names.length; i++) {
+            if (names[i].length == length && java.util.Arrays.equals(names[i], 0, length, name, 0, length)) return i;
+        }
+        return -1;
+    }
+
+    private static final class Compiler {
+        private final JsonObject root;
+        private final Map<String, JsonSchema> references = new HashMap<>();
+
+        Compiler(JsonObject root) {
+            this.root = root;
+        }
+
+        JsonSchema compile(JsonElement element, String where) {
+            if (element.isJsonPrimitive() && element.getAsJsonPrimitive().isBoolean()) {
+                if (element.getAsBoolean()) return ANY;
+                throw new IllegalArgumentException("the schema at " + where + " is false: nothing could match it");
+            }
+            if (!element.isJsonObject()) throw new IllegalArgumentException("the schema at " + where + " is not an object");
+            JsonObject o = element.getAsJsonObject();
+            if (o.has("$ref")) {
+                if (o.size() > 1 && o.keySet().stream().anyMatch(k -> !k.equals("$ref") && !ANNOTATIONS.contains(k))) {
+                    throw new IllegalArgumentException("'$ref' beside other keywords at " + where + " is not supported");
+                }
+                return reference(o.get("$ref").getAsString());
+            }
+            JsonSchema s = new JsonSchema();
+            for (String keyword : o.keySet()) {
+                if (!ANNOTATIONS.contains(keyword) && !Set.of("type", "properties", "required", "additionalProperties", "items",
+                        "enum", "const").contains(keyword)) {
+                    throw new IllegalArgumentException("the JSON schema keyword '" + keyword + "' (at " + where + ") is not supported");
+                }
+            }
+            s.types = o.has("type") ? types(o.get("type"), where) : implied(o);
+            if (o.has("properties")) {
+                JsonObject properties = o.getAsJsonObject("properties");
+                if (properties.size() > MAX_PROPERTIES) {
+                    throw new IllegalArgumentException("an object schema may list at most " + MAX_PROPERTIES + " properties (at " + where + ")");
+                }
+                List<byte[]> names = new ArrayList<>();
+                List<JsonSchema> values = new ArrayList<>();
+                for (var p : properties.entrySet()) {
+                    String quoted = COMPACT.toJson(p.getKey());
+                    names.add(quoted.substring(1, quoted.length() - 1).getBytes(StandardCharsets.UTF_8));
+                    values.add(compile(p.getValue(), where + "/properties/" + p.getKey()));
+                }
+                s.names = names.toArray(byte[][]::new);
+                s.values = values.toArray(JsonSchema[]::new);
+            }
+            if (o.has("required")) {
+                for (JsonElement name : o.getAsJsonArray("required")) {
+                    int i = indexOf(o, name.getAsString());
+                    if (i < 0) {
+                        throw new IllegalArgumentException("required property '" + name.getAsString() + "' is not among the properties (at " + where + ")");
+                    }
+                    s.required |= 1L << i;
+                }
+            }
+            if (o.has("additionalProperties")) {
+                JsonElement a = o.get("additionalProperties");
+                if (a.isJsonPrimitive() && a.getAsJsonPrimitive().isBoolean()) s.additional = a.getAsBoolean();
+                else if (a.isJsonObject() && a.getAsJsonObject().isEmpty()) s.additional = true;
+                else throw new IllegalArgumentException("'additionalProperties' other than true or false (at " + where + ") is not supported");
+            }
+            if (o.has("items")) s.items = compile(o.get("items"), where + "/items");
+            if (o.has("enum") || o.has("const")) {
+                JsonArray allowed = o.has("enum") ? o.getAsJsonArray("enum") : new JsonArray();
+                if (o.has("const")) allowed.add(o.get("const"));
+                List<byte[]> texts = new ArrayList<>();
+                for (JsonElement v : allowed) {
+                    if (!v.isJsonPrimitive() && !v.isJsonNull()) {
+                        throw new IllegalArgumentException("'enum' and 'const' of objects or arrays (at " + where + ") are not supported");
+                    }
+                    texts.add(COMPACT.toJson(v).getBytes(StandardCharsets.UTF_8));
+                }
+                if (texts.isEmpty()) throw new IllegalArgumentException("an empty 'enum' (at " + where + ") allows nothing");
+                if (texts.size() > MAX_PROPERTIES) {
+                    throw new IllegalArgumentException("an 'enum' may list at most " + MAX_PROPERTIES + " values (at " + where + ")");
+                }
+                s.allowedTexts = texts.toArray(byte[][]::new);
+            }
+            return s;
+        }
+
+        private static int indexOf(JsonObject o, String name) {
+            if (!o.has("properties")) return -1;
+            int i = 0;
+            for (String key : o.getAsJsonObject("properties").keySet()) {
+                if (key.equals(name)) return i;
+                i++;
+            }
+            return -1;
+        }
+
+        private JsonSchema reference(String ref) {
+            JsonSchema known = references.get(ref);
+            if (known != null) return known;
+            String[] parts = ref.split("/");
+            if (parts.length != 3 || !parts[0].equals("#") || !(parts[1].equals("$defs") || parts[1].equals("definitions"))) {
+                throw new IllegalArgumentException("'$ref' to '" + ref + "' is not supported: only #/$defs/NAME and #/definitions/NAME are");
+            }
+            JsonObject defs = root.getAsJsonObject(parts[1]);
+            if (defs == null || !defs.has(parts[2])) throw new IllegalArgumentException("'$ref' to '" + ref + "' names no definition");
+            // Registered before compiling, so that a recursive schema refers to itself.
+            JsonSchema target = new JsonSchema();
+            references.put(ref, target);
+            JsonSchema compiled = compile(defs.get(parts[2]), ref);
+            target.types = compiled.types;
+            target.names = compiled.names;
+            target.values = compiled.values;
+            target.required = compiled.required;
+            target.additional = compiled.additional;
+            target.items = compiled.items;
+            target.allowedTexts = compiled.allowedTexts;
+            return target;
+        }
+
+        private static int types(JsonElement type, String where) {
+            int types = 0;
+            List<JsonElement> names = new ArrayList<>();
+            if (type.isJsonArray()) type.getAsJsonArray().forEach(names::add);
+            else names.add(type);
+            for (JsonElement t : names) {
+                types |= switch (t.getAsString()) {
+                    case "object" -> OBJECT;
+                    case "array" -> ARRAY;
+                    case "string" -> STRING;
+                    case "number" -> NUMBER;
+                    case "integer" -> INTEGER;
+                    case "boolean" -> BOOLEAN;
+                    case "null" -> NULL;
+                    default -> throw new IllegalArgumentException("unknown type '" + t.getAsString() + "' (at " + where + ")");
+                };
+            }
+            return types;
+        }
+
+        /** Without {@code type}: what the other keywords imply, else any. */
+        private static int implied(JsonObject o) {
+            if (o.has("properties") || o.has("required") || o.has("additionalProperties")) return OBJECT;
+            if (o.has("items")) return ARRAY;
+            return ANY_TYPE;
+        }
+    }
+}
