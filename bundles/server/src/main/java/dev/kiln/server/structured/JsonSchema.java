@@ -16,7 +16,8 @@ import java.util.Set;
  * A JSON schema compiled for {@link SchemaPrefix}: for each value, the types it may take, an object's properties
  * (which are required, whether others are allowed), an array's items, and the texts an {@code enum} or {@code const}
  * allows. The subset is the one OpenAI's structured outputs use: {@code type} (one or a list), {@code properties},
- * {@code required}, {@code additionalProperties} (true or false), {@code items}, {@code enum} and {@code const} of
+ * {@code required}, {@code additionalProperties} (true or false), {@code items} with {@code minItems} and
+ * {@code maxItems}, {@code enum} and {@code const} of
  * strings, numbers, booleans and null, {@code $ref} into {@code $defs} or {@code definitions}; annotations
  * ({@code title}, {@code description}, ...) are ignored. Any other keyword is refused, naming it: a constraint that
  * is not enforced must not look as if it were.
@@ -45,6 +46,9 @@ final class JsonSchema {
     long required;
     boolean additional = true;
     JsonSchema items = ANY;
+    /** An array's least and most items. */
+    int minItems;
+    int maxItems = Integer.MAX_VALUE;
     /** The compact JSON texts the value must be one of, or null for no such limit. */
     byte[][] allowedTexts;
 
@@ -118,7 +122,7 @@ final class JsonSchema {
             JsonSchema s = new JsonSchema();
             for (String keyword : o.keySet()) {
                 if (!ANNOTATIONS.contains(keyword) && !Set.of("type", "properties", "required", "additionalProperties", "items",
-                        "enum", "const").contains(keyword)) {
+                        "enum", "const", "minItems", "maxItems").contains(keyword)) {
                     throw new IllegalArgumentException("the JSON schema keyword '" + keyword + "' (at " + where + ") is not supported");
                 }
             }
@@ -154,6 +158,11 @@ final class JsonSchema {
                 else throw new IllegalArgumentException("'additionalProperties' other than true or false (at " + where + ") is not supported");
             }
             if (o.has("items")) s.items = compile(o.get("items"), where + "/items");
+            if (o.has("minItems")) s.minItems = count(o, "minItems", where);
+            if (o.has("maxItems")) s.maxItems = count(o, "maxItems", where);
+            if (s.minItems > s.maxItems) {
+                throw new IllegalArgumentException("'minItems' exceeds 'maxItems' (at " + where + "): nothing could match");
+            }
             if (o.has("enum") || o.has("const")) {
                 JsonArray allowed = o.has("enum") ? o.getAsJsonArray("enum") : new JsonArray();
                 if (o.has("const")) allowed.add(o.get("const"));
@@ -171,6 +180,14 @@ final class JsonSchema {
                 s.allowedTexts = texts.toArray(byte[][]::new);
             }
             return s;
+        }
+
+        private static int count(JsonObject o, String keyword, String where) {
+            JsonElement e = o.get(keyword);
+            if (!e.isJsonPrimitive() || !e.getAsJsonPrimitive().isNumber() || e.getAsDouble() < 0 || e.getAsDouble() != Math.floor(e.getAsDouble())) {
+                throw new IllegalArgumentException("'" + keyword + "' must be a whole number (at " + where + ")");
+            }
+            return (int) Math.min(e.getAsDouble(), Integer.MAX_VALUE);
         }
 
         private static int indexOf(JsonObject o, String name) {
@@ -202,6 +219,8 @@ final class JsonSchema {
             target.required = compiled.required;
             target.additional = compiled.additional;
             target.items = compiled.items;
+            target.minItems = compiled.minItems;
+            target.maxItems = compiled.maxItems;
             target.allowedTexts = compiled.allowedTexts;
             return target;
         }

@@ -8,8 +8,9 @@ import java.util.List;
  * follows its transitions to hold each value to its schema. A value's first byte must be of a type the schema allows
  * (an integer takes no fraction or exponent); a key must be one of the object's properties not yet given, or any
  * other key where the schema allows others; an object closes only once its required properties are given, and takes
- * no further comma once no property is left to give; a value with an {@code enum} or {@code const} must spell one of
- * its texts exactly, as compact JSON writes it.
+ * no further comma once no property is left to give; an array closes only with its least items and takes no comma
+ * once at its most; a value with an {@code enum} or {@code const} must spell one of its texts exactly, as compact
+ * JSON writes it.
  *
  * <p>Every refusal happens at the first byte that leads nowhere, so that a constrained model never reaches a point
  * from which no text could be completed.
@@ -19,10 +20,12 @@ final class SchemaPrefix implements Recognizer {
 
     private final JsonSchema root;
     private final JsonPrefix json = new JsonPrefix();
-    /** Per open container (index depth - 1): its schema, whether it is an object, and an object's progress. */
+    /** Per open container (index depth - 1): its schema, whether it is an object, and its progress. */
     private final JsonSchema[] frame = new JsonSchema[LEVELS];
     private final boolean[] object = new boolean[LEVELS];
     private final long[] given = new long[LEVELS];
+    /** An array's items so far. */
+    private final int[] items = new int[LEVELS];
     /** The property whose value is being read (-1: another key's), and while a key is read, the names it may still be. */
     private final int[] property = new int[LEVELS];
     private final long[] candidates = new long[LEVELS];
@@ -70,8 +73,9 @@ final class SchemaPrefix implements Recognizer {
                 return startValue(b, root, 0);
             case JsonPrefix.VALUE:
             case JsonPrefix.VALUE_OR_ARRAY_END:
-                if (b == ']') return true;
                 JsonSchema parent = frame[level];
+                if (b == ']') return items[level] >= parent.minItems;
+                if (!object[level] && ++items[level] > parent.maxItems) return false;
                 JsonSchema expected = object[level] ? (property[level] >= 0 ? parent.values[property[level]] : JsonSchema.ANY) : parent.items;
                 return startValue(b, expected, d0);
             case JsonPrefix.KEY_OR_OBJECT_END:
@@ -89,7 +93,8 @@ final class SchemaPrefix implements Recognizer {
                     long all = f.names.length == 64 ? -1L : (1L << f.names.length) - 1;
                     return f.additional || (all & ~given[level]) != 0;
                 }
-                return true; // ',' in an array, ']'
+                if (b == ',') return items[level] < frame[level].maxItems; // another item must fit
+                return items[level] >= frame[level].minItems; // ']'
             default:
                 return true; // ':'
         }
@@ -120,6 +125,7 @@ final class SchemaPrefix implements Recognizer {
             object[d0] = type == JsonSchema.OBJECT;
             given[d0] = 0;
             property[d0] = -1;
+            items[d0] = 0;
         }
         return true;
     }
@@ -198,6 +204,7 @@ final class SchemaPrefix implements Recognizer {
         System.arraycopy(o.property, 0, property, 0, levels);
         System.arraycopy(o.candidates, 0, candidates, 0, levels);
         System.arraycopy(o.keyLength, 0, keyLength, 0, levels);
+        System.arraycopy(o.items, 0, items, 0, levels);
         texts = o.texts;
         textCandidates = o.textCandidates;
         textLength = o.textLength;
@@ -216,7 +223,8 @@ final class SchemaPrefix implements Recognizer {
         List<Object> key = new ArrayList<>();
         key.add(json.stateKey());
         for (int level = 0; level < json.depth(); level++) {
-            key.add(new Level(frame[level], object[level], given[level], property[level],
+            boolean counted = !object[level] && (frame[level].minItems > 0 || frame[level].maxItems < Integer.MAX_VALUE);
+            key.add(new Level(frame[level], object[level], given[level], object[level] ? property[level] : counted ? items[level] : 0,
                     json.inKey() && level == json.depth() - 1 ? candidates[level] : 0,
                     json.inKey() && level == json.depth() - 1 ? keyLength[level] : 0));
         }

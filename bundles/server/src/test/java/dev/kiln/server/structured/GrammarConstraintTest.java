@@ -4,16 +4,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.gson.JsonParser;
-import dev.kiln.api.sampling.SamplingParams;
-import dev.kiln.api.sampling.SequenceView;
-import dev.kiln.api.tokenizer.IncrementalDetokenizer;
-import dev.kiln.api.tokenizer.Tokenizer;
-import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
-import java.util.OptionalInt;
+import java.util.Set;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 
@@ -24,28 +18,15 @@ class GrammarConstraintTest {
         "e", "t", "r", "u", "f", "l", "s", "n", " ", "\n", "\\", "{\"", "\":", "\",", "\"}", "true", "null", "12", "a b",
         "\"a\":1}", "é", "}}", "]}", "x", "\t"};
 
-    private static final Tokenizer TOKENIZER = new Tokenizer() {
-        @Override public int vocabSize() { return VOCAB.length; }
-        @Override public byte[] tokenBytes(int id) { return VOCAB[id].getBytes(StandardCharsets.UTF_8); }
-        @Override public boolean isSpecial(int id) { return id == EOS || id == THINK_END; }
-        @Override public int[] encode(String text, boolean addSpecialTokens) { throw new UnsupportedOperationException(); }
-        @Override public String decode(int[] ids, boolean skipSpecialTokens) { throw new UnsupportedOperationException(); }
-        @Override public OptionalInt tokenId(String token) { return OptionalInt.empty(); }
-        @Override public String tokenString(int id) { return VOCAB[id]; }
-        @Override public IncrementalDetokenizer newDetokenizer(boolean skipSpecialTokens) { throw new UnsupportedOperationException(); }
-    };
+    private static final TestVocabulary TOKENIZER = new TestVocabulary(VOCAB, Set.of(EOS, THINK_END));
 
     /** A sequence of an engine that names the end-of-sequence token. */
-    private record View(int[] outputTokens) implements SequenceView {
-        @Override public int[] promptTokens() { return new int[] {2}; }
-        @Override public SamplingParams params() { return SamplingParams.GREEDY; }
-        @Override public int[] endOfSequenceTokens() { return new int[] {EOS}; }
+    private static TestVocabulary.View view(int[] output) {
+        return new TestVocabulary.View(output, EOS);
     }
 
-    /** A sequence of an engine that does not say which tokens end it. */
-    private record Unnamed(int[] outputTokens) implements SequenceView {
-        @Override public int[] promptTokens() { return new int[] {2}; }
-        @Override public SamplingParams params() { return SamplingParams.GREEDY; }
+    private static TestVocabulary.View view(List<Integer> output) {
+        return new TestVocabulary.View(output, EOS);
     }
 
     /** Decoding under the constraint with random logits: every sequence that ends is one JSON object. */
@@ -62,7 +43,7 @@ class GrammarConstraintTest {
                 for (int i = 0; i < logits.length; i++) logits[i] = (float) random.nextGaussian();
                 logits[EOS] += 3; // a model that likes to stop
                 logits[3] += 1; // and to close objects
-                constraint.process(logits, new View(output.stream().mapToInt(Integer::intValue).toArray()));
+                constraint.process(logits, view(output));
                 token = argmax(logits);
                 output.add(token);
             }
@@ -87,7 +68,7 @@ class GrammarConstraintTest {
             List<Integer> output = new ArrayList<>();
             for (int step = 0; step < 60; step++) {
                 float[] logits = new float[VOCAB.length];
-                constraint.process(logits, new View(output.stream().mapToInt(Integer::intValue).toArray()));
+                constraint.process(logits, view(output));
                 String text = text(output);
                 JsonPrefix now = new JsonPrefix();
                 assertTrue(now.accept(text.getBytes(StandardCharsets.UTF_8)));
@@ -117,14 +98,14 @@ class GrammarConstraintTest {
     void theEndOnlyOnceCompleteAndNothingElseAfter() {
         GrammarConstraint constraint = GrammarConstraint.jsonObject(TOKENIZER, -1);
         float[] logits = new float[VOCAB.length];
-        constraint.process(logits, new View(new int[0]));
+        constraint.process(logits, view(new int[0]));
         assertEquals(List.of("{", " ", "\n", "{\"", "\t"), allowed(logits), "an object may start, after blanks");
         int[] whole = {25, 9, 26, 31, 3}; // {"  a  ":  12  }
         logits = new float[VOCAB.length];
-        constraint.process(logits, new View(whole));
+        constraint.process(logits, view(whole));
         assertEquals(List.of("<eos>"), allowed(logits), "the end of sequence alone");
         logits = new float[VOCAB.length];
-        GrammarConstraint.jsonObject(TOKENIZER, -1).process(logits, new Unnamed(whole));
+        GrammarConstraint.jsonObject(TOKENIZER, -1).process(logits, new TestVocabulary.View(whole));
         assertEquals(List.of("<eos>", "</think>"), allowed(logits), "any special token where the engine names none");
     }
 
@@ -132,10 +113,10 @@ class GrammarConstraintTest {
     void reasoningIsFreeAndTheAnswerAfterItsEndIsConstrained() {
         GrammarConstraint constraint = GrammarConstraint.jsonObject(TOKENIZER, THINK_END);
         float[] logits = new float[VOCAB.length];
-        constraint.process(logits, new View(new int[] {37, 9, 21})); // "x", "a", " " while thinking
+        constraint.process(logits, view(new int[] {37, 9, 21})); // "x", "a", " " while thinking
         assertEquals(VOCAB.length, allowed(logits).size(), "nothing is masked while reasoning");
         logits = new float[VOCAB.length];
-        constraint.process(logits, new View(new int[] {37, 9, THINK_END, 23}));
+        constraint.process(logits, view(new int[] {37, 9, THINK_END, 23}));
         assertEquals(List.of("{", " ", "\n", "{\"", "\t"), allowed(logits));
     }
 
@@ -143,9 +124,9 @@ class GrammarConstraintTest {
     void anOutputThatDoesNotContinueWhatWasSeenIsReadAgain() {
         GrammarConstraint constraint = GrammarConstraint.jsonObject(TOKENIZER, -1);
         float[] logits = new float[VOCAB.length];
-        constraint.process(logits, new View(new int[] {25, 9, 26, 31, 3})); // complete
+        constraint.process(logits, view(new int[] {25, 9, 26, 31, 3})); // complete
         logits = new float[VOCAB.length];
-        constraint.process(logits, new View(new int[] {25, 9, 26})); // a shorter output: {"a":
+        constraint.process(logits, view(new int[] {25, 9, 26})); // a shorter output: {"a":
         List<String> allowed = allowed(logits);
         assertTrue(allowed.containsAll(List.of("1", "true", "null", "\"", "[", "{")) && !allowed.contains("<eos>"), allowed.toString());
     }
@@ -163,13 +144,6 @@ class GrammarConstraintTest {
     }
 
     private static String text(List<Integer> output) {
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        for (int token : output) if (!TOKENIZER.isSpecial(token)) bytes.writeBytes(TOKENIZER.tokenBytes(token));
-        return bytes.toString(StandardCharsets.UTF_8);
-    }
-
-    @SuppressWarnings("unused")
-    private static String show(int[] tokens) {
-        return Arrays.toString(Arrays.stream(tokens).mapToObj(t -> VOCAB[t]).toArray());
+        return TOKENIZER.text(output);
     }
 }

@@ -9,17 +9,11 @@ import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import com.google.gson.JsonPrimitive;
-import dev.kiln.api.sampling.SamplingParams;
-import dev.kiln.api.sampling.SequenceView;
-import dev.kiln.api.tokenizer.IncrementalDetokenizer;
-import dev.kiln.api.tokenizer.Tokenizer;
-import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
-import java.util.OptionalInt;
 import java.util.Set;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
@@ -31,7 +25,7 @@ class SchemaPrefixTest {
              "properties": {
                "name": {"type": "string", "description": "full name"},
                "age": {"type": "integer"},
-               "tags": {"type": "array", "items": {"type": "string"}},
+               "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3},
                "status": {"enum": ["active", "retired", 7, null]},
                "home": {"$ref": "#/$defs/place"},
                "note": {"type": ["string", "null"]}},
@@ -51,7 +45,7 @@ class SchemaPrefixTest {
     void objectsThatFollowTheSchemaAreAcceptedWhole() {
         JsonSchema schema = person();
         for (String ok : new String[] {
-            "{\"name\":\"Ada\",\"age\":36,\"tags\":[],\"status\":\"active\",\"home\":{\"city\":\"London\"},\"note\":null}",
+            "{\"name\":\"Ada\",\"age\":36,\"tags\":[\"a\",\"b\",\"c\"],\"status\":\"active\",\"home\":{\"city\":\"London\"},\"note\":null}",
             "{ \"note\": \"x\", \"home\": {\"zip\": 1.5e3, \"city\": \"\"}, \"status\": 7, \"tags\": [\"a\", \"b\"], \"age\": -2,"
                     + " \"name\": \"B\\\"ob\" }",
             "{\"name\":\"C\",\"age\":0,\"tags\":[\"x\"],\"status\":null,\"home\":{\"city\":\"P\"},\"note\":\"n\"}",
@@ -64,7 +58,7 @@ class SchemaPrefixTest {
     @Test
     void objectsThatBreakTheSchemaAreRefused() {
         JsonSchema schema = person();
-        String base = "\"tags\":[],\"status\":\"active\",\"home\":{\"city\":\"L\"},\"note\":null";
+        String base = "\"tags\":[\"t\"],\"status\":\"active\",\"home\":{\"city\":\"L\"},\"note\":null";
         for (String bad : new String[] {
             "{\"name\":1,\"age\":36," + base + "}", // a number for a string
             "{\"name\":\"A\",\"age\":3.5," + base + "}", // a fraction for an integer
@@ -73,12 +67,14 @@ class SchemaPrefixTest {
             "{\"name\":\"A\",\"age\":1,\"extra\":1," + base + "}", // no other keys
             "{\"name\":\"A\",\"name\":\"B\",\"age\":1," + base + "}", // given twice
             "{\"name\":\"A\",\"age\":1,\"tags\":[1],\"status\":\"active\",\"home\":{\"city\":\"L\"},\"note\":null}",
-            "{\"name\":\"A\",\"age\":1,\"tags\":[],\"status\":\"activ\",\"home\":{\"city\":\"L\"},\"note\":null}",
-            "{\"name\":\"A\",\"age\":1,\"tags\":[],\"status\":8,\"home\":{\"city\":\"L\"},\"note\":null}",
-            "{\"name\":\"A\",\"age\":1,\"tags\":[],\"status\":true,\"home\":{\"city\":\"L\"},\"note\":null}",
-            "{\"name\":\"A\",\"age\":1,\"tags\":[],\"status\":null,\"home\":{},\"note\":null}", // city missing
-            "{\"name\":\"A\",\"age\":1,\"tags\":[],\"status\":null,\"home\":{\"city\":\"L\"},\"note\":false}",
+            "{\"name\":\"A\",\"age\":1,\"tags\":[\"t\"],\"status\":\"activ\",\"home\":{\"city\":\"L\"},\"note\":null}",
+            "{\"name\":\"A\",\"age\":1,\"tags\":[\"t\"],\"status\":8,\"home\":{\"city\":\"L\"},\"note\":null}",
+            "{\"name\":\"A\",\"age\":1,\"tags\":[\"t\"],\"status\":true,\"home\":{\"city\":\"L\"},\"note\":null}",
+            "{\"name\":\"A\",\"age\":1,\"tags\":[\"t\"],\"status\":null,\"home\":{},\"note\":null}", // city missing
+            "{\"name\":\"A\",\"age\":1,\"tags\":[\"t\"],\"status\":null,\"home\":{\"city\":\"L\"},\"note\":false}",
             "{\"name\":\"A\",\"age\":1," + base + ",}",
+            "{\"name\":\"A\",\"age\":1,\"tags\":[],\"status\":null,\"home\":{\"city\":\"L\"},\"note\":null}", // too few
+            "{\"name\":\"A\",\"age\":1,\"tags\":[\"1\",\"2\",\"3\",\"4\"],\"status\":null,\"home\":{\"city\":\"L\"},\"note\":null}",
         }) {
             assertFalse(completes(schema, bad), bad);
         }
@@ -94,7 +90,8 @@ class SchemaPrefixTest {
                 "{\"type\":\"object\",\"properties\":{\"a\":{\"enum\":[{\"x\":1}]}}}", "enum",
                 "{\"type\":\"array\",\"items\":{}}", "top level",
                 "{\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"http://x/y\"}}}", "$ref",
-                "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}}", "additionalProperties");
+                "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}}", "additionalProperties",
+                "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"minItems\":3,\"maxItems\":2}}}", "minItems");
         refused.forEach((schema, named) -> {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                     () -> JsonSchema.compile(JsonParser.parseString(schema).getAsJsonObject()), schema);
@@ -126,22 +123,7 @@ class SchemaPrefixTest {
         for (char c = ' '; c < 127; c++) vocab.add(String.valueOf(c));
         VOCAB = vocab.toArray(String[]::new);
     }
-    private static final Tokenizer TOKENIZER = new Tokenizer() {
-        @Override public int vocabSize() { return VOCAB.length; }
-        @Override public byte[] tokenBytes(int id) { return VOCAB[id].getBytes(StandardCharsets.UTF_8); }
-        @Override public boolean isSpecial(int id) { return id == EOS; }
-        @Override public int[] encode(String text, boolean addSpecialTokens) { throw new UnsupportedOperationException(); }
-        @Override public String decode(int[] ids, boolean skipSpecialTokens) { throw new UnsupportedOperationException(); }
-        @Override public OptionalInt tokenId(String token) { return OptionalInt.empty(); }
-        @Override public String tokenString(int id) { return VOCAB[id]; }
-        @Override public IncrementalDetokenizer newDetokenizer(boolean skipSpecialTokens) { throw new UnsupportedOperationException(); }
-    };
-
-    private record View(int[] outputTokens) implements SequenceView {
-        @Override public int[] promptTokens() { return new int[] {1}; }
-        @Override public SamplingParams params() { return SamplingParams.GREEDY; }
-        @Override public int[] endOfSequenceTokens() { return new int[] {EOS}; }
-    }
+    private static final TestVocabulary TOKENIZER = new TestVocabulary(VOCAB, Set.of(EOS));
 
     @Test
     void randomDecodingUnderTheSchemaEndsInObjectsThatFollowIt() {
@@ -158,7 +140,7 @@ class SchemaPrefixTest {
                 float[] logits = new float[VOCAB.length];
                 for (int i = 0; i < logits.length; i++) logits[i] = (float) random.nextGaussian() * 2;
                 logits[EOS] += 4;
-                constraint.process(logits, new View(output.stream().mapToInt(Integer::intValue).toArray()));
+                constraint.process(logits, new TestVocabulary.View(output, EOS));
                 String sofar = text(output);
                 int allowed = 0;
                 for (int i = 1; i < logits.length; i++) if (logits[i] != Float.NEGATIVE_INFINITY) allowed++;
@@ -193,9 +175,7 @@ class SchemaPrefixTest {
     }
 
     private static String text(List<Integer> output) {
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        for (int t : output) if (t != EOS) bytes.writeBytes(TOKENIZER.tokenBytes(t));
-        return bytes.toString(StandardCharsets.UTF_8);
+        return TOKENIZER.text(output);
     }
 
     /** A validator of the supported subset, written from the JSON Schema specification, for checking answers. */
@@ -247,6 +227,8 @@ class SchemaPrefixTest {
         if (value.isJsonArray() && schema.has("items")) {
             for (JsonElement item : value.getAsJsonArray()) if (!valid(item, schema.getAsJsonObject("items"), root)) return false;
         }
+        if (value.isJsonArray() && schema.has("minItems") && value.getAsJsonArray().size() < schema.get("minItems").getAsInt()) return false;
+        if (value.isJsonArray() && schema.has("maxItems") && value.getAsJsonArray().size() > schema.get("maxItems").getAsInt()) return false;
         return true;
     }
 
