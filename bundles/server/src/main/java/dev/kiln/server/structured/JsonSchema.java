@@ -18,7 +18,8 @@ import java.util.Set;
  * allows. The subset is the one OpenAI's structured outputs use: {@code type} (one or a list), {@code properties},
  * {@code required}, {@code additionalProperties} (true or false), {@code items} with {@code minItems} and
  * {@code maxItems}, {@code enum} and {@code const} of
- * strings, numbers, booleans and null, {@code $ref} into {@code $defs} or {@code definitions}; annotations
+ * strings, numbers, booleans and null, {@code anyOf} and {@code oneOf} whose alternatives a value's first character
+ * tells apart (an optional field's X-or-null), {@code $ref} into {@code $defs} or {@code definitions}; annotations
  * ({@code title}, {@code description}, ...) are ignored. Any other keyword is refused, naming it: a constraint that
  * is not enforced must not look as if it were.
  */
@@ -51,6 +52,11 @@ final class JsonSchema {
     int maxItems = Integer.MAX_VALUE;
     /** The compact JSON texts the value must be one of, or null for no such limit. */
     byte[][] allowedTexts;
+    /**
+     * An {@code anyOf} (or {@code oneOf}): the alternatives, of which a value's first byte picks one (their kinds of
+     * value do not overlap); null for a plain schema.
+     */
+    JsonSchema[] alternatives;
 
     private JsonSchema() {}
 
@@ -83,11 +89,43 @@ final class JsonSchema {
      */
     static JsonSchema compile(JsonObject schema) {
         JsonSchema root = new Compiler(schema).compile(schema, "#");
-        if ((root.types & OBJECT) == 0 || root.allowedTexts != null) {
+        if ((root.types & OBJECT) == 0 || root.allowedTexts != null || root.alternatives != null) {
             throw new IllegalArgumentException("the schema's top level must be an object");
         }
         root.types = OBJECT; // the answer is one object (what JsonPrefix reads)
         return root;
+    }
+
+    /** For a value of the given type (NUMBER for any number), the schema it follows: this, or the alternative of it. */
+    JsonSchema forType(int type) {
+        if (alternatives == null) return this;
+        for (JsonSchema a : alternatives) if ((kinds(a) & kind(type)) != 0) return a;
+        return null;
+    }
+
+    /** Types as kinds of first byte: integers and numbers begin alike. */
+    private static int kind(int types) {
+        return (types & (NUMBER | INTEGER)) != 0 ? types & ~INTEGER | NUMBER : types;
+    }
+
+    /** The kinds of value a schema can begin: its types, narrowed by its allowed texts. */
+    private static int kinds(JsonSchema s) {
+        if (s.alternatives != null) {
+            int k = 0;
+            for (JsonSchema a : s.alternatives) k |= kinds(a);
+            return k;
+        }
+        if (s.allowedTexts == null) return kind(s.types);
+        int k = 0;
+        for (byte[] text : s.allowedTexts) {
+            k |= switch (text[0]) {
+                case '"' -> STRING;
+                case 't', 'f' -> BOOLEAN;
+                case 'n' -> NULL;
+                default -> NUMBER;
+            };
+        }
+        return k;
     }
 
     /** The index of the property whose quoted name is {@code name}, or -1. */
@@ -118,6 +156,13 @@ final class JsonSchema {
                     throw new IllegalArgumentException("'$ref' beside other keywords at " + where + " is not supported");
                 }
                 return reference(o.get("$ref").getAsString());
+            }
+            for (String union : List.of("anyOf", "oneOf")) {
+                if (!o.has(union)) continue;
+                if (o.keySet().stream().anyMatch(k -> !k.equals(union) && !ANNOTATIONS.contains(k))) {
+                    throw new IllegalArgumentException("'" + union + "' beside other keywords at " + where + " is not supported");
+                }
+                return union(o.getAsJsonArray(union), where + "/" + union);
             }
             JsonSchema s = new JsonSchema();
             for (String keyword : o.keySet()) {
@@ -182,6 +227,33 @@ final class JsonSchema {
             return s;
         }
 
+        /**
+         * Alternatives that begin with different kinds of value (Pydantic's {@code Optional[X]} is {@code X} or null),
+         * so that a value's first byte decides which one it follows; overlapping ones are refused.
+         */
+        private JsonSchema union(JsonArray options, String where) {
+            List<JsonSchema> alternatives = new ArrayList<>();
+            int seen = 0;
+            for (int i = 0; i < options.size(); i++) {
+                JsonSchema a = compile(options.get(i), where + "/" + i);
+                int k = kinds(a);
+                if (k == 0) throw new IllegalArgumentException("a recursive alternative (at " + where + "/" + i + ") is not supported");
+                if ((k & seen) != 0) {
+                    throw new IllegalArgumentException("alternatives (at " + where + ") that can begin with the same kind of value "
+                            + "are not supported: only ones a value's first character tells apart, such as a type or null");
+                }
+                seen |= k;
+                alternatives.add(a);
+            }
+            if (alternatives.isEmpty()) throw new IllegalArgumentException("no alternative (at " + where + ")");
+            if (alternatives.size() == 1) return alternatives.getFirst();
+            JsonSchema u = new JsonSchema();
+            u.alternatives = alternatives.toArray(JsonSchema[]::new);
+            u.types = 0;
+            for (JsonSchema a : u.alternatives) u.types |= a.types;
+            return u;
+        }
+
         private static int count(JsonObject o, String keyword, String where) {
             JsonElement e = o.get(keyword);
             if (!e.isJsonPrimitive() || !e.getAsJsonPrimitive().isNumber() || e.getAsDouble() < 0 || e.getAsDouble() != Math.floor(e.getAsDouble())) {
@@ -222,6 +294,7 @@ final class JsonSchema {
             target.minItems = compiled.minItems;
             target.maxItems = compiled.maxItems;
             target.allowedTexts = compiled.allowedTexts;
+            target.alternatives = compiled.alternatives;
             return target;
         }
 

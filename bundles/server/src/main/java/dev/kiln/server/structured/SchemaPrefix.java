@@ -110,6 +110,8 @@ final class SchemaPrefix implements Recognizer {
             case 'n' -> JsonSchema.NULL;
             default -> JsonSchema.NUMBER;
         };
+        expected = expected.forType(type);
+        if (expected == null) return false;
         boolean allowed = type == JsonSchema.NUMBER ? (expected.types & (JsonSchema.NUMBER | JsonSchema.INTEGER)) != 0
                 : (expected.types & type) != 0;
         if (!allowed) return false;

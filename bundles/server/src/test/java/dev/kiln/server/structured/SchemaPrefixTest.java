@@ -28,7 +28,7 @@ class SchemaPrefixTest {
                "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3},
                "status": {"enum": ["active", "retired", 7, null]},
                "home": {"$ref": "#/$defs/place"},
-               "note": {"type": ["string", "null"]}},
+               "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Note"}},
              "$defs": {"place": {"type": "object", "required": ["city"], "additionalProperties": false,
                                  "properties": {"city": {"type": "string"}, "zip": {"type": "number"}}}}}""";
 
@@ -83,7 +83,7 @@ class SchemaPrefixTest {
     @Test
     void whatCannotBeEnforcedIsRefusedNamingIt() {
         Map<String, String> refused = Map.of(
-                "{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"type\":\"string\"}]}}}", "anyOf",
+                "{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"type\":\"string\"},{\"enum\":[\"x\"]}]}}}", "anyOf",
                 "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x+\"}}}", "pattern",
                 "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"format\":\"date\"}}}", "format",
                 "{\"type\":\"object\",\"required\":[\"b\"],\"properties\":{\"a\":{}}}", "'b'",
@@ -97,6 +97,22 @@ class SchemaPrefixTest {
                     () -> JsonSchema.compile(JsonParser.parseString(schema).getAsJsonObject()), schema);
             assertTrue(e.getMessage().contains(named), e.getMessage());
         });
+    }
+
+    /** Pydantic's Optional[X]: anyOf X or null, X an integer or a reference to an enum. */
+    @Test
+    void alternativesThatTheFirstCharacterTellsApartAreFollowed() {
+        JsonSchema optional = JsonSchema.compile(JsonParser.parseString("""
+                {"type": "object", "properties": {"n": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": null},
+                  "e": {"anyOf": [{"$ref": "#/$defs/Color"}, {"type": "null"}]}},
+                 "$defs": {"Color": {"enum": ["red", "blue"], "type": "string", "title": "Color"}}}""").getAsJsonObject());
+        assertTrue(completes(optional, "{\"n\":3,\"e\":\"red\"}"));
+        assertTrue(completes(optional, "{\"n\":null,\"e\":null}"));
+        assertTrue(completes(optional, "{}"));
+        assertFalse(completes(optional, "{\"n\":\"3\"}"));
+        assertFalse(completes(optional, "{\"n\":1.5}"));
+        assertFalse(completes(optional, "{\"e\":\"green\"}"));
+        assertFalse(completes(optional, "{\"e\":true}"));
     }
 
     @Test
@@ -187,6 +203,10 @@ class SchemaPrefixTest {
         if (schema.has("$ref")) {
             String[] parts = schema.get("$ref").getAsString().split("/");
             return valid(value, root.getAsJsonObject(parts[1]).getAsJsonObject(parts[2]), root);
+        }
+        if (schema.has("anyOf")) {
+            for (JsonElement alternative : schema.getAsJsonArray("anyOf")) if (valid(value, alternative.getAsJsonObject(), root)) return true;
+            return false;
         }
         if (schema.has("type")) {
             List<String> types = new ArrayList<>();
