@@ -139,12 +139,25 @@ final class JsonSchema {
     private static final class Compiler {
         private final JsonObject root;
         private final Map<String, JsonSchema> references = new HashMap<>();
+        private int depth;
 
         Compiler(JsonObject root) {
             this.root = root;
         }
 
         JsonSchema compile(JsonElement element, String where) {
+            // A schema nested deeper than any answer may be (JsonPrefix.MAX_DEPTH) could only exhaust the stack.
+            if (++depth > JsonPrefix.MAX_DEPTH) {
+                throw new IllegalArgumentException("the schema is nested deeper than " + JsonPrefix.MAX_DEPTH + " levels (at " + where + ")");
+            }
+            try {
+                return compileNested(element, where);
+            } finally {
+                depth--;
+            }
+        }
+
+        private JsonSchema compileNested(JsonElement element, String where) {
             if (element.isJsonPrimitive() && element.getAsJsonPrimitive().isBoolean()) {
                 if (element.getAsBoolean()) return ANY;
                 throw new IllegalArgumentException("the schema at " + where + " is false: nothing could match it");

@@ -116,6 +116,14 @@ class SchemaPrefixTest {
     }
 
     @Test
+    void aSchemaNestedDeeperThanAnAnswerMayBeIsRefused() {
+        String deep = "{\"type\":\"object\",\"properties\":{\"a\":".repeat(100) + "{}" + "}}".repeat(100);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> JsonSchema.compile(JsonParser.parseString(deep).getAsJsonObject()));
+        assertTrue(e.getMessage().contains("nested deeper"), e.getMessage());
+    }
+
+    @Test
     void aRecursiveDefinitionIsFollowed() {
         JsonSchema tree = JsonSchema.compile(JsonParser.parseString("""
                 {"$ref": "#/$defs/node", "$defs": {"node": {"type": "object", "additionalProperties": false,
