@@ -13,6 +13,7 @@ import dev.kiln.api.sampling.LogitsProcessor;
 import dev.kiln.api.tokenizer.ChatMessage;
 import dev.kiln.server.prometheus.RequestTimer;
 import dev.kiln.server.structured.GrammarConstraint;
+import dev.kiln.server.structured.JsonSchema;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -81,7 +82,8 @@ final class Completions {
     private static Supplier<List<LogitsProcessor>> constraints(Object schema, ServedModel model, int startAfter) {
         if (schema == null) return List::of;
         if (schema == JSON_OBJECT) return () -> List.of(GrammarConstraint.jsonObject(model.tokenizer(), startAfter));
-        return () -> List.of(GrammarConstraint.jsonSchema(model.tokenizer(), startAfter, schema));
+        JsonSchema compiled = (JsonSchema) schema;
+        return () -> List.of(GrammarConstraint.jsonSchema(model.tokenizer(), startAfter, compiled));
     }
 
     /** What {@link #structuredOutput} returns for JSON mode. */

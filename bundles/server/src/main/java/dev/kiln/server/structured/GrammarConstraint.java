@@ -48,8 +48,8 @@ public final class GrammarConstraint implements LogitsProcessor {
     }
 
     /** Structured output: a JSON object that follows the schema (see {@link #compileSchema}). */
-    public static GrammarConstraint jsonSchema(Tokenizer tokenizer, int startAfter, Object compiledSchema) {
-        return new GrammarConstraint(tokenizer, startAfter, new SchemaPrefix((JsonSchema) compiledSchema));
+    public static GrammarConstraint jsonSchema(Tokenizer tokenizer, int startAfter, JsonSchema schema) {
+        return new GrammarConstraint(tokenizer, startAfter, new SchemaPrefix(schema));
     }
 
     /**
@@ -58,7 +58,7 @@ public final class GrammarConstraint implements LogitsProcessor {
      *
      * @throws IllegalArgumentException naming a keyword that is not supported, or what makes the schema invalid
      */
-    public static Object compileSchema(com.google.gson.JsonObject schema) {
+    public static JsonSchema compileSchema(com.google.gson.JsonObject schema) {
         return JsonSchema.compileShared(schema);
     }
 

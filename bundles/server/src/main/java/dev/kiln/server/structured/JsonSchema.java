@@ -22,8 +22,10 @@ import java.util.Set;
  * tells apart (an optional field's X-or-null), {@code $ref} into {@code $defs} or {@code definitions}; annotations
  * ({@code title}, {@code description}, ...) are ignored. Any other keyword is refused, naming it: a constraint that
  * is not enforced must not look as if it were.
+ *
+ * <p>Outside this package a compiled schema is only handed on, to {@link GrammarConstraint#jsonSchema}.
  */
-final class JsonSchema {
+public final class JsonSchema {
     static final int OBJECT = 1, ARRAY = 2, STRING = 4, NUMBER = 8, INTEGER = 16, BOOLEAN = 32, NULL = 64, ANY_TYPE = 127;
     /** The most properties an object's schema, or values an enum, may list (a bit each in the recognizer's state). */
     static final int MAX_PROPERTIES = 64;

@@ -152,7 +152,7 @@ class SchemaPrefixTest {
     @Test
     void randomDecodingUnderTheSchemaEndsInObjectsThatFollowIt() {
         JsonObject schemaJson = JsonParser.parseString(PERSON).getAsJsonObject();
-        Object compiled = GrammarConstraint.compileSchema(schemaJson);
+        JsonSchema compiled = GrammarConstraint.compileSchema(schemaJson);
         SplittableRandom random = new SplittableRandom(17);
         int ended = 0;
         Set<String> distinct = new HashSet<>();
@@ -169,12 +169,12 @@ class SchemaPrefixTest {
                 int allowed = 0;
                 for (int i = 1; i < logits.length; i++) if (logits[i] != Float.NEGATIVE_INFINITY) allowed++;
                 boolean canEnd = logits[EOS] != Float.NEGATIVE_INFINITY;
-                boolean complete = completes((JsonSchema) compiled, sofar);
+                boolean complete = completes(compiled, sofar);
                 assertEquals(complete, canEnd, "the end allowed exactly when complete, after " + sofar);
                 assertTrue(complete || allowed > 0, "a dead end after " + sofar);
                 if (round < 40) { // the (kept) masks against reading every token from the text
                     for (int id = 1; id < VOCAB.length; id++) {
-                        SchemaPrefix p = new SchemaPrefix((JsonSchema) compiled);
+                        SchemaPrefix p = new SchemaPrefix(compiled);
                         boolean fits = !complete && p.accept((sofar + VOCAB[id]).getBytes(StandardCharsets.UTF_8));
                         String piece = VOCAB[id];
                         assertEquals(fits, logits[id] != Float.NEGATIVE_INFINITY, () -> "'" + piece + "' after " + sofar);
@@ -189,9 +189,9 @@ class SchemaPrefixTest {
             if (token == EOS) {
                 ended++;
                 distinct.add(text);
-                assertTrue(completes((JsonSchema) compiled, text), "the recognizer does not complete: " + text + " tokens " + output);
+                assertTrue(completes(compiled, text), "the recognizer does not complete: " + text + " tokens " + output);
                 assertTrue(valid(JsonParser.parseString(text), schemaJson), "does not follow the schema: " + text);
-                assertTrue(completes((JsonSchema) compiled, text), text);
+                assertTrue(completes(compiled, text), text);
             }
         }
         assertTrue(ended > 100, "few answers ended: " + ended);
