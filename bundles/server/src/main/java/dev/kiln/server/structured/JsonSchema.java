@@ -18,7 +18,8 @@ import java.util.Set;
  * allows. The subset is the one OpenAI's structured outputs use: {@code type} (one or a list), {@code properties},
  * {@code required}, {@code additionalProperties} (true or false), {@code items} with {@code minItems} and
  * {@code maxItems}, {@code enum} and {@code const} of
- * strings, numbers, booleans and null, {@code anyOf} and {@code oneOf} whose alternatives a value's first character
+ * strings, numbers, booleans and null, the string {@code format}s date, time, date-time and uuid ({@link StringFormat}),
+ * {@code anyOf} and {@code oneOf} whose alternatives a value's first character
  * tells apart (an optional field's X-or-null), {@code $ref} into {@code $defs} or {@code definitions}; annotations
  * ({@code title}, {@code description}, ...) are ignored. Any other keyword is refused, naming it: a constraint that
  * is not enforced must not look as if it were.
@@ -59,6 +60,8 @@ public final class JsonSchema {
      * value do not overlap); null for a plain schema.
      */
     JsonSchema[] alternatives;
+    /** The {@code format} a string's text must have, or null. */
+    StringFormat format;
 
     private JsonSchema() {}
 
@@ -182,7 +185,7 @@ public final class JsonSchema {
             JsonSchema s = new JsonSchema();
             for (String keyword : o.keySet()) {
                 if (!ANNOTATIONS.contains(keyword) && !Set.of("type", "properties", "required", "additionalProperties", "items",
-                        "enum", "const", "minItems", "maxItems").contains(keyword)) {
+                        "enum", "const", "minItems", "maxItems", "format").contains(keyword)) {
                     throw new IllegalArgumentException("the JSON schema keyword '" + keyword + "' (at " + where + ") is not supported");
                 }
             }
@@ -216,6 +219,14 @@ public final class JsonSchema {
                 if (a.isJsonPrimitive() && a.getAsJsonPrimitive().isBoolean()) s.additional = a.getAsBoolean();
                 else if (a.isJsonObject() && a.getAsJsonObject().isEmpty()) s.additional = true;
                 else throw new IllegalArgumentException("'additionalProperties' other than true or false (at " + where + ") is not supported");
+            }
+            if (o.has("format")) {
+                String name = o.get("format").getAsString();
+                s.format = StringFormat.KNOWN.get(name);
+                if (s.format == null) {
+                    throw new IllegalArgumentException("the string format '" + name + "' (at " + where + ") is not supported; "
+                            + "date, time, date-time and uuid are");
+                }
             }
             if (o.has("items")) s.items = compile(o.get("items"), where + "/items");
             if (o.has("minItems")) s.minItems = count(o, "minItems", where);
@@ -310,6 +321,7 @@ public final class JsonSchema {
             target.maxItems = compiled.maxItems;
             target.allowedTexts = compiled.allowedTexts;
             target.alternatives = compiled.alternatives;
+            target.format = compiled.format;
             return target;
         }
 

@@ -10,7 +10,7 @@ import java.util.List;
  * other key where the schema allows others; an object closes only once its required properties are given, and takes
  * no further comma once no property is left to give; an array closes only with its least items and takes no comma
  * once at its most; a value with an {@code enum} or {@code const} must spell one of its texts exactly, as compact
- * JSON writes it.
+ * JSON writes it; a string with a {@code format} must have it ({@link StringFormat}).
  *
  * <p>Every refusal happens at the first byte that leads nowhere, so that a constrained model never reaches a point
  * from which no text could be completed.
@@ -35,6 +35,9 @@ final class SchemaPrefix implements Recognizer {
     private long textCandidates;
     private int textLength;
     private boolean integerOnly;
+    /** The string being read: the format its text must have (null: any) and the format's state. */
+    private StringFormat format;
+    private long formatState;
 
     SchemaPrefix(JsonSchema root) {
         this.root = root;
@@ -50,6 +53,15 @@ final class SchemaPrefix implements Recognizer {
         if (m0 == JsonPrefix.STRING) {
             if (inKey) return m1 == JsonPrefix.COLON ? keyEnd(d0 - 1) : keyByte(d0 - 1, b);
             if (!textByte(b)) return false;
+            if (format != null) {
+                if (m1 != JsonPrefix.STRING) {
+                    if (!format.accepts(formatState)) return false;
+                    format = null;
+                } else {
+                    formatState = b == '\\' ? 0 : format.step(formatState, b); // a formatted text needs no escapes
+                    if (formatState == 0) return false;
+                }
+            }
             return m1 == JsonPrefix.STRING || textEnd();
         }
         if (m0 == JsonPrefix.LITERAL) {
@@ -116,6 +128,8 @@ final class SchemaPrefix implements Recognizer {
                 : (expected.types & type) != 0;
         if (!allowed) return false;
         integerOnly = type == JsonSchema.NUMBER && (expected.types & JsonSchema.NUMBER) == 0;
+        format = type == JsonSchema.STRING ? expected.format : null;
+        formatState = StringFormat.START;
         texts = expected.allowedTexts;
         textLength = 0;
         if (texts != null) {
@@ -192,7 +206,7 @@ final class SchemaPrefix implements Recognizer {
 
     @Override
     public boolean inPlainString() {
-        return json.inPlainString() && !json.inKey() && texts == null;
+        return json.inPlainString() && !json.inKey() && texts == null && format == null;
     }
 
     @Override
@@ -211,6 +225,8 @@ final class SchemaPrefix implements Recognizer {
         textCandidates = o.textCandidates;
         textLength = o.textLength;
         integerOnly = o.integerOnly;
+        format = o.format;
+        formatState = o.formatState;
     }
 
     @Override
@@ -232,6 +248,7 @@ final class SchemaPrefix implements Recognizer {
         }
         if (texts != null) key.add(new Scalar(texts, textCandidates, textLength));
         if (json.mode() == JsonPrefix.NUMBER) key.add(integerOnly);
+        if (format != null && json.mode() == JsonPrefix.STRING) key.add(new FormatState(format, formatState));
         return key;
     }
 
@@ -246,6 +263,18 @@ final class SchemaPrefix implements Recognizer {
         @Override
         public int hashCode() {
             return System.identityHashCode(schema) * 31 + Long.hashCode(given) * 17 + property * 7 + Long.hashCode(candidates) + keyLength;
+        }
+    }
+
+    private record FormatState(StringFormat format, long state) {
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof FormatState f && f.format == format && f.state == state;
+        }
+
+        @Override
+        public int hashCode() {
+            return System.identityHashCode(format) * 31 + Long.hashCode(state);
         }
     }
 

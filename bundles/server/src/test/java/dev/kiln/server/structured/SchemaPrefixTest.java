@@ -28,7 +28,8 @@ class SchemaPrefixTest {
                "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3},
                "status": {"enum": ["active", "retired", 7, null]},
                "home": {"$ref": "#/$defs/place"},
-               "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Note"}},
+               "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Note"},
+               "born": {"type": "string", "format": "date"}},
              "$defs": {"place": {"type": "object", "required": ["city"], "additionalProperties": false,
                                  "properties": {"city": {"type": "string"}, "zip": {"type": "number"}}}}}""";
 
@@ -85,7 +86,7 @@ class SchemaPrefixTest {
         Map<String, String> refused = Map.of(
                 "{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"type\":\"string\"},{\"enum\":[\"x\"]}]}}}", "anyOf",
                 "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x+\"}}}", "pattern",
-                "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"format\":\"date\"}}}", "format",
+                "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"format\":\"hostname\"}}}", "hostname",
                 "{\"type\":\"object\",\"required\":[\"b\"],\"properties\":{\"a\":{}}}", "'b'",
                 "{\"type\":\"object\",\"properties\":{\"a\":{\"enum\":[{\"x\":1}]}}}", "enum",
                 "{\"type\":\"array\",\"items\":{}}", "top level",
@@ -121,6 +122,28 @@ class SchemaPrefixTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> JsonSchema.compile(JsonParser.parseString(deep).getAsJsonObject()));
         assertTrue(e.getMessage().contains("nested deeper"), e.getMessage());
+    }
+
+    @Test
+    void stringFormatsAreFollowed() {
+        JsonSchema formats = JsonSchema.compile(JsonParser.parseString("""
+                {"type": "object", "properties": {"d": {"type": "string", "format": "date"},
+                  "t": {"type": "string", "format": "date-time"}, "u": {"type": "string", "format": "uuid"},
+                  "h": {"type": "string", "format": "time"}}}""").getAsJsonObject());
+        for (String ok : new String[] {
+            "{\"d\":\"2026-11-24\",\"t\":\"2026-11-24T10:30:00Z\",\"u\":\"123e4567-e89b-12d3-a456-426614174000\",\"h\":\"10:30:00.5+01:00\"}",
+            "{\"t\":\"2026-11-24t10:30:00\",\"h\":\"23:59:59.123456-05:00\"}",
+        }) {
+            assertTrue(completes(formats, ok), ok);
+        }
+        for (String bad : new String[] {"{\"d\":\"2026-11-2\"}", "{\"d\":\"2026/11/24\"}", "{\"t\":\"2026-11-24 10:30\"}",
+            "{\"u\":\"123e4567\"}", "{\"h\":\"10:30:00+0100\"}", "{\"d\":\"2026-11-24x\"}", "{\"d\":\"\\u0032026-11-24\"}",
+            "{\"h\":\"10:30:00.\"}"}) {
+            assertFalse(completes(formats, bad), bad);
+        }
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> JsonSchema.compile(JsonParser.parseString(
+                "{\"type\":\"object\",\"properties\":{\"m\":{\"type\":\"string\",\"format\":\"email\"}}}").getAsJsonObject()));
+        assertTrue(e.getMessage().contains("email"), e.getMessage());
     }
 
     @Test
@@ -234,6 +257,10 @@ class SchemaPrefixTest {
                 default -> false;
             };
             if (!any) return false;
+        }
+        if (schema.has("format") && schema.get("format").getAsString().equals("date")
+                && !value.getAsString().matches("[0-9]{4}-[0-9]{2}-[0-9]{2}")) {
+            return false;
         }
         if (schema.has("enum")) {
             boolean found = false;
