@@ -314,6 +314,8 @@ class OpenAiApiIT {
                 400, "response_format");
         assertError(raw(kiln, "POST", "/v1/chat/completions", chat + ",\"response_format\":{\"type\":\"json_schema\"}}"),
                 400, "response_format");
+        assertError(raw(kiln, "POST", "/v1/chat/completions", chat + ",\"response_format\":{\"type\":\"json_schema\","
+                + "\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":\"object\",\"properties\":1}}}}"), 400, "response_format");
         assertError(raw(kiln, "POST", "/v1/completions", "{\"prompt\":\"a\",\"guided_json\":{}}"), 400, "guided_json");
         String tools = ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{}}}]";
         assertError(raw(kiln, "POST", "/v1/chat/completions", chat + tools + "}"), 400, "tools");

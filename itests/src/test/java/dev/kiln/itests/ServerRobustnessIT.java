@@ -40,6 +40,10 @@ class ServerRobustnessIT {
                 + "\"max_completion_tokens\":2,\"n\":2,\"seed\":3,\"stop\":[\"a\",\"b\"],\"top_p\":0.9,\"top_k\":5,\"min_p\":0.1}",
         "{\"prompt\":[\"one\",\"two\"],\"max_tokens\":1,\"presence_penalty\":1,\"frequency_penalty\":-1,\"repetition_penalty\":1.2}",
         "{\"prompt\":\"Hello there\",\"max_tokens\":0,\"echo\":true,\"logprobs\":1}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2,\"logit_bias\":{\"5\":-100},"
+                + "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"schema\":{\"type\":\"object\","
+                + "\"required\":[\"a\"],\"properties\":{\"a\":{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"null\"}]},"
+                + "\"d\":{\"type\":\"string\",\"format\":\"date\"},\"e\":{\"enum\":[\"x\",1]}}}}}}",
     };
     private static final String[] PATHS = {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize"};
     private static final String[] JUNK = {"null", "true", "-1", "1e309", "\"\"", "[]", "{}", "[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]",

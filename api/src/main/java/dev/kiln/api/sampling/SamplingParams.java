@@ -44,6 +44,12 @@ public record SamplingParams(double temperature, double topP, int topK, double m
         }
     }
 
+    /** The same parameters with another seed (each of n choices draws from its own stream). */
+    public SamplingParams withSeed(Long seed) {
+        return new SamplingParams(temperature, topP, topK, minP, presencePenalty, frequencyPenalty, repetitionPenalty, seed,
+                logprobs, logitBias);
+    }
+
     /** Whether this is greedy decoding. */
     public boolean isGreedy() {
         return temperature == 0;

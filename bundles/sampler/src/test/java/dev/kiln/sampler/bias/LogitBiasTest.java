@@ -53,6 +53,14 @@ class LogitBiasTest {
     }
 
     @Test
+    void anotherSeedKeepsTheBias() {
+        SamplingParams reseeded = biased(1, Map.of(3, -100f)).withSeed(8L);
+        assertEquals(8L, reseeded.seed());
+        assertEquals(Map.of(3, -100f), reseeded.logitBias());
+        assertEquals(biased(1, Map.of(3, -100f)), reseeded.withSeed(7L));
+    }
+
+    @Test
     void theParametersRefuseANegativeIdOrAnInfiniteBias() {
         assertThrows(IllegalArgumentException.class, () -> biased(1, Map.of(-1, 1f)));
         assertThrows(IllegalArgumentException.class, () -> biased(1, Map.of(1, Float.NEGATIVE_INFINITY)));

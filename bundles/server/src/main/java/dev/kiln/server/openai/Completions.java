@@ -20,6 +20,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.UUID;
+import java.util.function.IntFunction;
 import java.util.function.Supplier;
 
 /**
@@ -39,7 +40,7 @@ final class Completions {
             throw ApiException.invalid("messages", "This model has no tokenizer: use /v1/completions with token-id prompts");
         }
         if (model.chatTemplate() == null) throw ApiException.invalid("messages", "This model has no chat template");
-        Object schema = structuredOutput(r, true, model);
+        IntFunction<LogitsProcessor> grammar = structuredOutput(r, true, model);
         List<ChatMessage> messages = messages(r);
         boolean addGenerationPrompt = r.bool("add_generation_prompt", true);
         Map<String, Object> variables = new LinkedHashMap<>();
@@ -63,11 +64,11 @@ final class Completions {
         // With a reasoning block opened by the prompt, the JSON is the answer after it.
         int startAfter = prompt.opensReasoning() ? model.tokenizer().tokenId("</think>").orElse(-1) : -1;
         run(List.of(prompt), params, logprobs, false, true, reference, model, out, "chatcmpl-", timer,
-                constraints(schema, model, startAfter));
+                constraints(grammar, startAfter));
     }
 
     static void completion(JsonRequest r, ServedModel model, Responder out, RequestTimer timer) throws IOException, InterruptedException {
-        Object schema = structuredOutput(r, false, model);
+        IntFunction<LogitsProcessor> grammar = structuredOutput(r, false, model);
         List<Prompt> prompts = prompts(r, model);
         int[] reference = reference(r, model);
         Integer logprobs = r.integer("logprobs", 0, 20);
@@ -75,36 +76,31 @@ final class Completions {
         GenerationParams params = GenerationParams.read(r, false, vocab(model), logprobs);
         if (r.has("suffix")) throw ApiException.invalid("suffix", "'suffix' is not supported");
         run(prompts, params, logprobs != null, echo, false, reference, model, out, "cmpl-", timer,
-                constraints(schema, model, -1));
+                constraints(grammar, -1));
     }
 
-    /** Each choice's own constraint: none, JSON mode, or a compiled schema. */
-    private static Supplier<List<LogitsProcessor>> constraints(Object schema, ServedModel model, int startAfter) {
-        if (schema == null) return List::of;
-        if (schema == JSON_OBJECT) return () -> List.of(GrammarConstraint.jsonObject(model.tokenizer(), startAfter));
-        JsonSchema compiled = (JsonSchema) schema;
-        return () -> List.of(GrammarConstraint.jsonSchema(model.tokenizer(), startAfter, compiled));
+    /** Each choice's own constraint (none without structured output), starting after {@code startAfter}. */
+    private static Supplier<List<LogitsProcessor>> constraints(IntFunction<LogitsProcessor> grammar, int startAfter) {
+        return grammar == null ? List::of : () -> List.of(grammar.apply(startAfter));
     }
-
-    /** What {@link #structuredOutput} returns for JSON mode. */
-    private static final Object JSON_OBJECT = new Object();
 
     /**
-     * The structured output the request asks for: null for none, {@link #JSON_OBJECT} for JSON mode
-     * ({@code response_format: {"type": "json_object"}}), or a compiled schema ({@code "json_schema"}). Requests for
+     * The structured output the request asks for, as what makes a choice's constraint from the token it starts after:
+     * null for none, JSON mode ({@code response_format: {"type": "json_object"}}), or a schema
+     * ({@code "json_schema"}, compiled here so that a schema that cannot be enforced is refused now). Requests for
      * what Kiln does not do and whose silent omission would change the answer (schema keywords outside the supported
      * subset, vLLM's guided decoding, tool calls) are refused with a 400 naming the parameter, as vLLM refuses tool
      * calls without a parser: the client then knows, instead of receiving text it did not ask for.
      */
-    static Object structuredOutput(JsonRequest r, boolean chat, ServedModel model) {
-        Object json = null;
+    static IntFunction<LogitsProcessor> structuredOutput(JsonRequest r, boolean chat, ServedModel model) {
+        IntFunction<LogitsProcessor> json = null;
         JsonObject format = r.object("response_format");
         if (format != null) {
             JsonRequest f = new JsonRequest(format);
             String type = f.string("type", "text");
             switch (type) {
                 case "text" -> { }
-                case "json_object" -> json = JSON_OBJECT;
+                case "json_object" -> json = start -> GrammarConstraint.jsonObject(model.tokenizer(), start);
                 case "json_schema" -> {
                     JsonObject wrapper = f.object("json_schema");
                     JsonObject schema = wrapper == null ? null : new JsonRequest(wrapper).object("schema");
@@ -113,7 +109,8 @@ final class Completions {
                                 + "'json_schema': {'name': ..., 'schema': {...}}");
                     }
                     try {
-                        json = GrammarConstraint.compileSchema(schema);
+                        JsonSchema compiled = GrammarConstraint.compileSchema(schema);
+                        json = start -> GrammarConstraint.jsonSchema(model.tokenizer(), start, compiled);
                     } catch (IllegalArgumentException e) {
                         throw ApiException.invalid("response_format", "the JSON schema cannot be enforced: " + e.getMessage());
                     }
@@ -188,9 +185,7 @@ final class Completions {
             for (int c = 0; c < params.n(); c++) {
                 var sampling = params.sampling();
                 if (sampling.seed() != null && params.n() > 1) {
-                    sampling = new dev.kiln.api.sampling.SamplingParams(sampling.temperature(), sampling.topP(), sampling.topK(),
-                            sampling.minP(), sampling.presencePenalty(), sampling.frequencyPenalty(), sampling.repetitionPenalty(),
-                            sampling.seed() + c, sampling.logprobs(), sampling.logitBias());
+                    sampling = sampling.withSeed(sampling.seed() + c);
                 }
                 int promptLogprobs = echo && logprobs ? params.topLogprobs() : -1;
                 requests.add(new GenerationRequest(id + "-" + requests.size(), prompt.tokens(), sampling, maxTokens,

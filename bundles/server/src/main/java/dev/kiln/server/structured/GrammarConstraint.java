@@ -24,16 +24,19 @@ public final class GrammarConstraint implements LogitsProcessor {
     private final int startAfter;
     private final Recognizer start;
     private final Recognizer text;
-    /** How many output tokens {@link #text} has read, the last of them, and where the text began (-1: not yet). */
+    /** The state before the token {@link #text} reads now, to go back to should the token not fit. */
+    private final Recognizer beforeToken;
+    /** How many output tokens {@link #text} has read, the last of them, and whether the text has begun. */
     private int seen;
     private int lastSeen = -1;
-    private int begin = -1;
+    private boolean begun;
 
     private GrammarConstraint(Tokenizer tokenizer, int startAfter, Recognizer start) {
         this.vocabulary = VocabularyBytes.of(tokenizer);
         this.startAfter = startAfter;
         this.start = start;
         this.text = start.copy();
+        this.beforeToken = start.copy();
     }
 
     /**
@@ -176,21 +179,21 @@ public final class GrammarConstraint implements LogitsProcessor {
         if (output.length < seen || seen > 0 && output[seen - 1] != lastSeen) {
             text.copyFrom(start);
             seen = 0;
-            begin = -1;
+            begun = false;
         }
-        if (begin < 0 && startAfter < 0) begin = 0;
+        if (startAfter < 0) begun = true;
         for (; seen < output.length; seen++) {
             int token = output[seen];
-            if (begin < 0) {
-                if (token == startAfter) begin = seen + 1;
+            if (!begun) {
+                begun = token == startAfter;
                 continue;
             }
             byte[] bytes = vocabulary.bytes(token);
             if (bytes == null || vocabulary.isSpecial(token)) continue;
-            Recognizer before = text.copy();
-            if (!text.accept(bytes)) text.copyFrom(before);
+            beforeToken.copyFrom(text);
+            if (!text.accept(bytes)) text.copyFrom(beforeToken);
         }
         lastSeen = output.length > 0 ? output[output.length - 1] : -1;
-        return begin >= 0;
+        return begun;
     }
 }

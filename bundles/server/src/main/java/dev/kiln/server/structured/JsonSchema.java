@@ -93,12 +93,24 @@ public final class JsonSchema {
      * @throws IllegalArgumentException naming what is not supported or not valid
      */
     static JsonSchema compile(JsonObject schema) {
-        JsonSchema root = new Compiler(schema).compile(schema, "#");
+        JsonSchema root;
+        try {
+            root = new Compiler(schema).compile(schema, "#");
+        } catch (ClassCastException | IllegalStateException | UnsupportedOperationException e) {
+            // Gson's answer to a keyword of the wrong JSON type ("properties": 1, "type": {}): bad input, not a fault.
+            throw new IllegalArgumentException("the schema is not well formed: a keyword has a value of the wrong JSON type ("
+                    + e.getMessage() + ")", e);
+        }
+        // The answer is one object (JsonPrefix reads no other top level), so the root need only allow objects.
         if ((root.types & OBJECT) == 0 || root.allowedTexts != null || root.alternatives != null) {
             throw new IllegalArgumentException("the schema's top level must be an object");
         }
-        root.types = OBJECT; // the answer is one object (what JsonPrefix reads)
         return root;
+    }
+
+    /** The first {@code n} bits (n at most 64): one for each property, or each allowed text. */
+    static long firstBits(int n) {
+        return n == 64 ? -1L : (1L << n) - 1;
     }
 
     /** For a value of the given type (NUMBER for any number), the schema it follows: this, or the alternative of it. */
@@ -131,14 +143,6 @@ public final class JsonSchema {
             };
         }
         return k;
-    }
-
-    /** The index of the property whose quoted name is {@code name}, or -1. */
-    int property(byte[] name, int length) {
-        for (int i = 0; i < names.length; i++) {
-            if (names[i].length == length && java.util.Arrays.equals(names[i], 0, length, name, 0, length)) return i;
-        }
-        return -1;
     }
 
     private static final class Compiler {

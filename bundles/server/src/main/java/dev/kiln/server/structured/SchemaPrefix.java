@@ -95,15 +95,14 @@ final class SchemaPrefix implements Recognizer {
             case JsonPrefix.COMMA_OR_END:
                 if (b == '"') { // a key begins
                     JsonSchema f = frame[level];
-                    candidates[level] = f.names.length == 64 ? -1L : (1L << f.names.length) - 1;
+                    candidates[level] = JsonSchema.firstBits(f.names.length);
                     keyLength[level] = 0;
                     return f.additional || (candidates[level] & ~given[level]) != 0;
                 }
                 if (b == '}') return (frame[level].required & ~given[level]) == 0;
                 if (b == ',' && object[level]) {
                     JsonSchema f = frame[level];
-                    long all = f.names.length == 64 ? -1L : (1L << f.names.length) - 1;
-                    return f.additional || (all & ~given[level]) != 0;
+                    return f.additional || (JsonSchema.firstBits(f.names.length) & ~given[level]) != 0;
                 }
                 if (b == ',') return items[level] < frame[level].maxItems; // another item must fit
                 return items[level] >= frame[level].minItems; // ']'
@@ -133,7 +132,7 @@ final class SchemaPrefix implements Recognizer {
         texts = expected.allowedTexts;
         textLength = 0;
         if (texts != null) {
-            textCandidates = texts.length >= 64 ? -1L : (1L << texts.length) - 1;
+            textCandidates = JsonSchema.firstBits(texts.length);
             if (!textByte(b)) return false;
         }
         if (type == JsonSchema.OBJECT || type == JsonSchema.ARRAY) {
@@ -240,11 +239,11 @@ final class SchemaPrefix implements Recognizer {
     public Object stateKey() {
         List<Object> key = new ArrayList<>();
         key.add(json.stateKey());
+        int keyLevel = json.inKey() ? json.depth() - 1 : -1; // where a key is being read, its progress counts
         for (int level = 0; level < json.depth(); level++) {
             boolean counted = !object[level] && (frame[level].minItems > 0 || frame[level].maxItems < Integer.MAX_VALUE);
             key.add(new Level(frame[level], object[level], given[level], object[level] ? property[level] : counted ? items[level] : 0,
-                    json.inKey() && level == json.depth() - 1 ? candidates[level] : 0,
-                    json.inKey() && level == json.depth() - 1 ? keyLength[level] : 0));
+                    level == keyLevel ? candidates[level] : 0, level == keyLevel ? keyLength[level] : 0));
         }
         if (texts != null) key.add(new Scalar(texts, textCandidates, textLength));
         if (json.mode() == JsonPrefix.NUMBER) key.add(integerOnly);
@@ -252,43 +251,13 @@ final class SchemaPrefix implements Recognizer {
         return key;
     }
 
-    /** Levels compare their schemas by identity (a compiled schema is one graph). */
-    private record Level(JsonSchema schema, boolean object, long given, int property, long candidates, int keyLength) {
-        @Override
-        public boolean equals(Object o) {
-            return o instanceof Level l && l.schema == schema && l.object == object && l.given == given
-                    && l.property == property && l.candidates == candidates && l.keyLength == keyLength;
-        }
+    // Records compare schemas, formats and texts by identity (none of those classes defines equals): a compiled
+    // schema is one graph, shared by the requests that use it.
+    private record Level(JsonSchema schema, boolean object, long given, int property, long candidates, int keyLength) {}
 
-        @Override
-        public int hashCode() {
-            return System.identityHashCode(schema) * 31 + Long.hashCode(given) * 17 + property * 7 + Long.hashCode(candidates) + keyLength;
-        }
-    }
+    private record FormatState(StringFormat format, long state) {}
 
-    private record FormatState(StringFormat format, long state) {
-        @Override
-        public boolean equals(Object o) {
-            return o instanceof FormatState f && f.format == format && f.state == state;
-        }
-
-        @Override
-        public int hashCode() {
-            return System.identityHashCode(format) * 31 + Long.hashCode(state);
-        }
-    }
-
-    private record Scalar(byte[][] texts, long candidates, int length) {
-        @Override
-        public boolean equals(Object o) {
-            return o instanceof Scalar s && s.texts == texts && s.candidates == candidates && s.length == length;
-        }
-
-        @Override
-        public int hashCode() {
-            return System.identityHashCode(texts) * 31 + Long.hashCode(candidates) * 7 + length;
-        }
-    }
+    private record Scalar(byte[][] texts, long candidates, int length) {}
 
     @Override
     public Object grammar() {

@@ -33,18 +33,8 @@ final class VocabularyBytes {
         }
     };
 
-    /** A grammar (compared by identity: a compiled schema, or JSON mode's constant) and a point in its text. */
-    private record State(Object grammar, Object point) {
-        @Override
-        public boolean equals(Object o) {
-            return o instanceof State s && s.grammar == grammar && s.point.equals(point);
-        }
-
-        @Override
-        public int hashCode() {
-            return System.identityHashCode(grammar) * 31 + point.hashCode();
-        }
-    }
+    /** A grammar (a compiled schema, equal only to itself, or JSON mode's constant) and a point in its text. */
+    private record State(Object grammar, Object point) {}
 
     private VocabularyBytes(Tokenizer tokenizer) {
         int n = tokenizer.vocabSize();

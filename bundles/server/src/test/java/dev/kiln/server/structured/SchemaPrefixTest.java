@@ -147,6 +147,25 @@ class SchemaPrefixTest {
     }
 
     @Test
+    void aKeywordOfTheWrongJsonTypeIsBadInputNotAFault() {
+        for (String malformed : new String[] {"{\"properties\":1}", "{\"type\":{}}", "{\"properties\":{},\"required\":\"a\"}",
+            "{\"type\":\"object\",\"properties\":{\"a\":{\"enum\":1}}}", "{\"$ref\":[]}", "{\"anyOf\":{}}",
+            "{\"type\":\"object\",\"properties\":{\"a\":{\"format\":[]}}}"}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> JsonSchema.compile(JsonParser.parseString(malformed).getAsJsonObject()), malformed);
+            assertTrue(e.getMessage().contains("not well formed") || e.getMessage().contains("top level"), e.getMessage());
+        }
+    }
+
+    /** A schema that is "any value" at the top compiles without changing what "any value" means elsewhere. */
+    @Test
+    void compilingAnAnyOfOfTrueLeavesAnyValueAsItWas() {
+        assertTrue(completes(JsonSchema.compile(JsonParser.parseString("{\"anyOf\":[true]}").getAsJsonObject()), "{\"a\":1}"));
+        assertTrue(completes(JsonSchema.compile(JsonParser.parseString("{\"type\":\"object\"}").getAsJsonObject()),
+                "{\"a\":\"x\",\"b\":[1,null]}"));
+    }
+
+    @Test
     void aRecursiveDefinitionIsFollowed() {
         JsonSchema tree = JsonSchema.compile(JsonParser.parseString("""
                 {"$ref": "#/$defs/node", "$defs": {"node": {"type": "object", "additionalProperties": false,
